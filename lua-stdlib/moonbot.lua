@@ -1,0 +1,174 @@
+---@meta moonbot
+--- The `moonbot` module: constructors for everything a master.lua returns.
+---
+--- Each constructor copies its arguments into a tagged table and remembers the
+--- file and line it was called from. The master checks every field when it compiles
+--- the configuration, so every error names the line of the constructor call.
+--- Annotations (`---@class`, `---@param`) let lua-language-server complete and
+--- type-check master.lua: point its `workspace.library` at this folder.
+
+local M = {}
+
+-- `position(level)` is provided by the master (the Lua state has no `debug`
+-- library): "file:line" of the function `level` calls up, like debug.getinfo.
+local position = __moonbot_position
+__moonbot_position = nil
+
+local function where(level)
+  return position(level + 1)
+end
+
+--- Copy `args` into a new table tagged with its kind and the caller's position.
+local function tagged(kind, args, level)
+  if type(args) ~= "table" then
+    error(kind .. " expects a table of named arguments, got " .. type(args), level + 1)
+  end
+  local t = {}
+  for k, v in pairs(args) do
+    t[k] = v
+  end
+  t._kind = kind
+  t._where = where(level + 1)
+  return t
+end
+
+---@class moonbot.WorkerArgs
+---@field name string                 Name in the worker's certificate.
+---@field max_builds? integer         Builds this worker runs at once (default: unlimited).
+---@field properties? table<string, any> Properties every build on this worker gets.
+---@field notify? string[]             Who to tell when the worker goes missing (future use).
+
+---@class moonbot.Worker: moonbot.WorkerArgs
+
+--- A worker that may connect to this master.
+---@param args moonbot.WorkerArgs
+---@return moonbot.Worker
+function M.worker(args)
+  return tagged("worker", args, 2)
+end
+
+---@alias moonbot.Command string|string[]|fun(props: table<string, any>): (string|string[])
+
+---@class moonbot.StepCommon
+---@field name? string               Step name, unique within the builder (default: derived from the command).
+---@field halt_on_failure? boolean   Stop the build when this step fails (default false).
+---@field flunk_on_failure? boolean  The build fails when this step fails (default true).
+---@field warn_on_failure? boolean   The build has warnings when this step fails (default false).
+---@field flunk_on_warnings? boolean The build fails when this step has warnings (default false).
+---@field warn_on_warnings? boolean  The build has warnings when this step has warnings (default false).
+---@field always_run? boolean        Run even after a halting failure (default false).
+---@field description? string        Text shown while the step runs.
+
+---@class moonbot.ShellArgs: moonbot.StepCommon
+---@field command moonbot.Command      argv (no shell), a shell string, or a function of the build properties returning either.
+---@field workdir? string              Relative to the builder's directory on the worker (default "build").
+---@field env? table<string, string|false> Extra environment; `false` removes a variable.
+---@field timeout? integer             Seconds without output before the command is killed (default 1200).
+---@field max_time? integer            Seconds in all before the command is killed (default none).
+---@field sigterm_time? integer        Seconds between SIGTERM and SIGKILL when stopping (default 5).
+
+---@class moonbot.Step
+
+---@class moonbot.DirArgs: moonbot.StepCommon
+---@field dir string Directory, relative to the builder's directory on the worker.
+
+local steps = {}
+
+--- Run a command on the worker.
+---@param args moonbot.ShellArgs
+---@return moonbot.Step
+function steps.shell(args)
+  return tagged("step.shell", args, 2)
+end
+
+--- Create a directory on the worker.
+---@param args moonbot.DirArgs
+---@return moonbot.Step
+function steps.mkdir(args)
+  return tagged("step.mkdir", args, 2)
+end
+
+--- Remove a directory tree on the worker.
+---@param args moonbot.DirArgs
+---@return moonbot.Step
+function steps.rmdir(args)
+  return tagged("step.rmdir", args, 2)
+end
+
+M.steps = steps
+
+---@class moonbot.BuilderArgs
+---@field name string
+---@field workernames string[]       Workers that may run this builder's builds.
+---@field steps moonbot.Step[]
+---@field builddir? string           Directory on the worker (default: the builder's name).
+---@field description? string
+---@field tags? string[]
+---@field properties? table<string, any> Properties every build of this builder gets.
+
+---@class moonbot.Builder: moonbot.BuilderArgs
+
+--- A builder: a named list of steps that runs on one of its workers.
+---@param args moonbot.BuilderArgs
+---@return moonbot.Builder
+function M.builder(args)
+  return tagged("builder", args, 2)
+end
+
+---@class moonbot.ForceSchedulerArgs
+---@field name string
+---@field builders string[]          Builders this scheduler may force.
+---@field label? string
+
+---@class moonbot.Scheduler
+
+local schedulers = {}
+
+--- A scheduler that starts builds on request (web form, REST API, `force`).
+---@param args moonbot.ForceSchedulerArgs
+---@return moonbot.Scheduler
+function schedulers.force(args)
+  return tagged("scheduler.force", args, 2)
+end
+
+M.schedulers = schedulers
+
+--- Build-time string: `%(prop:NAME)s` is replaced by the build property NAME,
+--- `%(prop:NAME:-default)s` falls back to `default`.
+---@param template string
+---@return fun(props: table<string, any>): string
+function M.interpolate(template)
+  if type(template) ~= "string" then
+    error("interpolate expects a string, got " .. type(template), 2)
+  end
+  return function(props)
+    return (template:gsub("%%%((%w+):([%w_.-]+)(:?%-?)([^)]*)%)s", function(kind, name, sep, default)
+      if kind ~= "prop" then
+        error("interpolate: unknown placeholder kind '" .. kind .. "' (only prop: is known)")
+      end
+      local v = props[name]
+      if v == nil or v == "" then
+        if sep == ":-" then
+          return default
+        end
+        return ""
+      end
+      return tostring(v)
+    end))
+  end
+end
+
+---@class moonbot.Config
+---@field title? string
+---@field title_url? string
+---@field buildbot_url? string         Public URL of the web UI (used in links).
+---@field www? { port?: integer, bind?: string }
+---@field protocols? { quic?: { port?: integer, bind?: string, idle_timeout?: integer } }
+---@field db? { url?: string }
+---@field workers? moonbot.Worker[]
+---@field builders? moonbot.Builder[]
+---@field schedulers? moonbot.Scheduler[]
+
+M.version = "0.1.0"
+
+return M

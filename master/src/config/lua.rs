@@ -1,0 +1,353 @@
+//! Running master.lua: one Lua state per config generation, on its own thread.
+//!
+//! Only this module touches mlua. Loading evaluates master.lua with the embedded
+//! `moonbot` module and turns the returned table into a [`RawValue`] tree that the
+//! compiler can read on any thread. Lua functions found in the tree stay in the
+//! generation's state and are called later through [`LuaGeneration::call`]; the
+//! thread lives as long as a config or a running build holds the generation, so a
+//! build keeps the functions it started with after a reconfig.
+
+use super::ConfigError;
+use super::model::LuaFn;
+use mlua::{Function, Lua, Table, Value};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use tokio::sync::oneshot;
+
+/// The `moonbot` Lua module, embedded so the binary needs no files beside it.
+pub const STDLIB_SOURCE: &str = include_str!("../../../lua-stdlib/moonbot.lua");
+
+/// The name master.lua's chunk gets, so Lua errors read `master.lua:LINE: …`.
+pub const CONFIG_FILE: &str = "master.lua";
+
+const MAX_DEPTH: usize = 64;
+
+/// A key of a Lua table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawKey {
+    Int(i64),
+    Str(String),
+}
+
+impl std::fmt::Display for RawKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RawKey::Int(i) => write!(f, "[{i}]"),
+            RawKey::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A Lua value copied out of the Lua state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawValue {
+    Nil,
+    Bool(bool),
+    Int(i64),
+    Num(f64),
+    Str(String),
+    Table(Vec<(RawKey, RawValue)>),
+    Function(LuaFn),
+    /// Userdata, threads and the like: never valid in a configuration.
+    Other(&'static str),
+}
+
+impl RawValue {
+    /// The Lua type name, for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            RawValue::Nil => "nil",
+            RawValue::Bool(_) => "boolean",
+            RawValue::Int(_) | RawValue::Num(_) => "number",
+            RawValue::Str(_) => "string",
+            RawValue::Table(_) => "table",
+            RawValue::Function(_) => "function",
+            RawValue::Other(t) => t,
+        }
+    }
+
+    /// Look up a string key of a table.
+    pub fn get(&self, key: &str) -> Option<&RawValue> {
+        match self {
+            RawValue::Table(entries) => entries.iter().find_map(|(k, v)| match k {
+                RawKey::Str(s) if s == key => Some(v),
+                _ => None,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Convert to JSON (for properties); functions and other values are refused.
+    pub fn to_json(&self) -> Result<serde_json::Value, String> {
+        Ok(match self {
+            RawValue::Nil => serde_json::Value::Null,
+            RawValue::Bool(b) => (*b).into(),
+            RawValue::Int(i) => (*i).into(),
+            RawValue::Num(n) => serde_json::Number::from_f64(*n)
+                .map(serde_json::Value::Number)
+                .ok_or("numbers must be finite")?,
+            RawValue::Str(s) => s.clone().into(),
+            RawValue::Table(entries) => {
+                if entries.iter().all(|(k, _)| matches!(k, RawKey::Int(_))) && !entries.is_empty() {
+                    let mut sorted: Vec<_> = entries.iter().collect();
+                    sorted.sort_by_key(|(k, _)| match k {
+                        RawKey::Int(i) => *i,
+                        RawKey::Str(_) => 0,
+                    });
+                    serde_json::Value::Array(
+                        sorted
+                            .into_iter()
+                            .map(|(_, v)| v.to_json())
+                            .collect::<Result<_, _>>()?,
+                    )
+                } else {
+                    let mut map = serde_json::Map::new();
+                    for (k, v) in entries {
+                        let key = match k {
+                            RawKey::Int(i) => i.to_string(),
+                            RawKey::Str(s) => s.clone(),
+                        };
+                        map.insert(key, v.to_json()?);
+                    }
+                    serde_json::Value::Object(map)
+                }
+            }
+            RawValue::Function(_) => return Err("a function cannot be stored as data".into()),
+            RawValue::Other(t) => return Err(format!("a {t} cannot be stored as data")),
+        })
+    }
+}
+
+struct CallJob {
+    function: usize,
+    props: serde_json::Value,
+    reply: oneshot::Sender<Result<RawValue, String>>,
+}
+
+/// A loaded master.lua: the Lua state that evaluated it, alive on its own thread.
+#[derive(Debug)]
+pub struct LuaGeneration {
+    jobs: mpsc::Sender<CallJob>,
+}
+
+impl LuaGeneration {
+    /// Evaluate `master_dir/master.lua` and return what it returned.
+    pub fn load(master_dir: &Path) -> Result<(LuaGeneration, RawValue), Vec<ConfigError>> {
+        let dir = master_dir.to_path_buf();
+        let (result_tx, result_rx) = mpsc::channel();
+        let (jobs_tx, jobs_rx) = mpsc::channel::<CallJob>();
+        std::thread::Builder::new()
+            .name("lua-config".into())
+            .spawn(move || {
+                let (lua, functions, raw) = match evaluate(&dir) {
+                    Ok(loaded) => loaded,
+                    Err(errors) => {
+                        let _ = result_tx.send(Err(errors));
+                        return;
+                    }
+                };
+                let _ = result_tx.send(Ok(raw));
+                // Serve calls until every handle to this generation is gone.
+                while let Ok(job) = jobs_rx.recv() {
+                    let result = call_function(&lua, &functions, job.function, &job.props);
+                    let _ = job.reply.send(result);
+                }
+            })
+            .map_err(|e| vec![ConfigError::whole_file(format!("cannot start Lua: {e}"))])?;
+        let raw = result_rx.recv().map_err(|_| {
+            vec![ConfigError::whole_file(
+                "the Lua interpreter stopped while loading".to_string(),
+            )]
+        })??;
+        Ok((LuaGeneration { jobs: jobs_tx }, raw))
+    }
+
+    /// Call a function of this generation with the build's properties.
+    pub async fn call(
+        &self,
+        function: &LuaFn,
+        props: serde_json::Value,
+    ) -> Result<RawValue, String> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(CallJob {
+                function: function.index,
+                props,
+                reply,
+            })
+            .map_err(|_| "the config generation's Lua state is gone".to_string())?;
+        rx.await
+            .map_err(|_| "the Lua state stopped during the call".to_string())?
+            .map_err(|e| format!("{} (function defined at {})", e, function.defined_at))
+    }
+}
+
+fn evaluate(dir: &Path) -> Result<(Lua, Vec<Function>, RawValue), Vec<ConfigError>> {
+    let lua = Lua::new();
+    let file = dir.join(CONFIG_FILE);
+    let source = std::fs::read(&file).map_err(|e| {
+        vec![ConfigError::whole_file(format!(
+            "cannot read {}: {e}",
+            file.display()
+        ))]
+    })?;
+    setup(&lua, dir).map_err(|e| vec![ConfigError::whole_file(lua_message(&e))])?;
+    let value: Value = lua
+        .load(&source[..])
+        .set_name(format!("@{CONFIG_FILE}"))
+        .eval()
+        .map_err(|e| vec![ConfigError::from_lua_message(&lua_message(&e))])?;
+    let mut functions = Vec::new();
+    let raw = to_raw(&value, &mut functions, 0).map_err(|e| {
+        vec![ConfigError::whole_file(format!(
+            "in the returned table: {e}"
+        ))]
+    })?;
+    Ok((lua, functions, raw))
+}
+
+/// Make `require "moonbot"` work and let master.lua require files beside it.
+fn setup(lua: &Lua, dir: &Path) -> mlua::Result<()> {
+    // Level 0 is this Rust function itself, as with debug.getinfo.
+    let position = lua.create_function(|lua, level: usize| {
+        Ok(lua
+            .inspect_stack(level, |frame| {
+                let file = frame
+                    .source()
+                    .short_src
+                    .map(|s| s.into_owned())
+                    .unwrap_or_else(|| "?".into());
+                format!("{file}:{}", frame.current_line().unwrap_or(0))
+            })
+            .unwrap_or_else(|| "?".into()))
+    })?;
+    lua.globals().set("__moonbot_position", position)?;
+    let module: Table = lua.load(STDLIB_SOURCE).set_name("@moonbot.lua").eval()?;
+    let package: Table = lua.globals().get("package")?;
+    let loaded: Table = package.get("loaded")?;
+    loaded.set("moonbot", module)?;
+    let dir: PathBuf = dir.to_path_buf();
+    let lua_dir = dir.to_string_lossy();
+    let old_path: String = package.get("path")?;
+    package.set(
+        "path",
+        format!("{lua_dir}/?.lua;{lua_dir}/?/init.lua;{old_path}"),
+    )?;
+    Ok(())
+}
+
+/// The useful part of an mlua error: the Lua message (`master.lua:3: …`),
+/// without mlua's prefix and the traceback.
+fn lua_message(e: &mlua::Error) -> String {
+    let text = match e {
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        mlua::Error::RuntimeError(m) => m.clone(),
+        mlua::Error::CallbackError { cause, .. } => return lua_message(cause),
+        other => other.to_string(),
+    };
+    text.lines()
+        .take_while(|l| !l.starts_with("stack traceback"))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim()
+        .to_string()
+}
+
+fn to_raw(value: &Value, functions: &mut Vec<Function>, depth: usize) -> Result<RawValue, String> {
+    if depth > MAX_DEPTH {
+        return Err("tables nested too deep (a table that contains itself?)".into());
+    }
+    Ok(match value {
+        Value::Nil => RawValue::Nil,
+        Value::Boolean(b) => RawValue::Bool(*b),
+        Value::Integer(i) => RawValue::Int(*i),
+        Value::Number(n) => RawValue::Num(*n),
+        Value::String(s) => RawValue::Str(s.to_string_lossy()),
+        Value::Table(t) => {
+            let mut entries = Vec::new();
+            for pair in t.clone().pairs::<Value, Value>() {
+                let (k, v) = pair.map_err(|e| e.to_string())?;
+                let key = match k {
+                    Value::Integer(i) => RawKey::Int(i),
+                    Value::String(s) => RawKey::Str(s.to_string_lossy()),
+                    other => {
+                        return Err(format!(
+                            "table keys must be strings or integers, not {}",
+                            other.type_name()
+                        ));
+                    }
+                };
+                entries.push((key, to_raw(&v, functions, depth + 1)?));
+            }
+            // Lua's iteration order is arbitrary: sort so that configs compare
+            // equal and errors come out in a stable order.
+            entries.sort_by(|(a, _), (b, _)| match (a, b) {
+                (RawKey::Int(x), RawKey::Int(y)) => x.cmp(y),
+                (RawKey::Int(_), RawKey::Str(_)) => std::cmp::Ordering::Less,
+                (RawKey::Str(_), RawKey::Int(_)) => std::cmp::Ordering::Greater,
+                (RawKey::Str(x), RawKey::Str(y)) => x.cmp(y),
+            });
+            RawValue::Table(entries)
+        }
+        Value::Function(f) => {
+            let info = f.info();
+            let defined_at = format!(
+                "{}:{}",
+                info.short_src.unwrap_or_else(|| "?".into()),
+                info.line_defined.unwrap_or(0)
+            );
+            functions.push(f.clone());
+            RawValue::Function(LuaFn {
+                index: functions.len() - 1,
+                defined_at,
+            })
+        }
+        other => RawValue::Other(other.type_name()),
+    })
+}
+
+fn call_function(
+    lua: &Lua,
+    functions: &[Function],
+    index: usize,
+    props: &serde_json::Value,
+) -> Result<RawValue, String> {
+    let function = functions
+        .get(index)
+        .ok_or_else(|| format!("no function #{index} in this config generation"))?;
+    let arg = json_to_lua(lua, props).map_err(|e| lua_message(&e))?;
+    let result: Value = function.call(arg).map_err(|e| lua_message(&e))?;
+    // Functions returned at build time are not callable later: they are not kept.
+    let mut scratch = Vec::new();
+    let raw = to_raw(&result, &mut scratch, 0)?;
+    if !scratch.is_empty() {
+        return Err("a build-time function must return data, not a function".into());
+    }
+    Ok(raw)
+}
+
+fn json_to_lua(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
+    Ok(match value {
+        serde_json::Value::Null => Value::Nil,
+        serde_json::Value::Bool(b) => Value::Boolean(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i),
+            None => Value::Number(n.as_f64().unwrap_or(0.0)),
+        },
+        serde_json::Value::String(s) => Value::String(lua.create_string(s)?),
+        serde_json::Value::Array(items) => {
+            let t = lua.create_table()?;
+            for (i, item) in items.iter().enumerate() {
+                t.set(i + 1, json_to_lua(lua, item)?)?;
+            }
+            Value::Table(t)
+        }
+        serde_json::Value::Object(map) => {
+            let t = lua.create_table()?;
+            for (k, v) in map {
+                t.set(k.as_str(), json_to_lua(lua, v)?)?;
+            }
+            Value::Table(t)
+        }
+    })
+}

@@ -1,0 +1,190 @@
+//! The compiled configuration: plain, validated, comparable data.
+//!
+//! Everything the running master needs from master.lua ends up here. Values known
+//! only at build time stay Lua functions, held as [`LuaFn`] handles into the config
+//! generation that defined them (see [`super::lua`]). Structs are `Clone + PartialEq`
+//! so a reconfig can diff two configurations by name.
+
+use moonbot_worker::protocol::CommandLine;
+use std::collections::BTreeMap;
+
+/// The whole master configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MasterConfig {
+    pub title: String,
+    pub title_url: Option<String>,
+    /// Public URL of the web UI, used in links; derived from `www` when unset.
+    pub buildbot_url: Option<String>,
+    pub www: WwwConfig,
+    pub quic: QuicConfig,
+    pub db: DbConfig,
+    pub workers: Vec<WorkerConfig>,
+    pub builders: Vec<BuilderConfig>,
+    pub schedulers: Vec<SchedulerConfig>,
+}
+
+impl MasterConfig {
+    pub fn worker(&self, name: &str) -> Option<&WorkerConfig> {
+        self.workers.iter().find(|w| w.name == name)
+    }
+
+    pub fn builder(&self, name: &str) -> Option<&BuilderConfig> {
+        self.builders.iter().find(|b| b.name == name)
+    }
+
+    pub fn scheduler(&self, name: &str) -> Option<&SchedulerConfig> {
+        self.schedulers.iter().find(|s| s.name() == name)
+    }
+
+    /// One line for `checkconfig` and the log.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} worker(s), {} builder(s), {} scheduler(s)",
+            self.workers.len(),
+            self.builders.len(),
+            self.schedulers.len()
+        )
+    }
+}
+
+/// The HTTP server (REST API and pages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WwwConfig {
+    pub bind: String,
+    /// 0 picks a free port (the chosen one is written to `moonbot.ports`).
+    pub port: u16,
+}
+
+/// The QUIC listener workers dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuicConfig {
+    pub bind: String,
+    pub port: u16,
+    /// A worker silent for this long is considered gone.
+    pub idle_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbConfig {
+    pub url: String,
+}
+
+/// A worker that may connect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerConfig {
+    pub name: String,
+    /// Builds this worker may run at once; `None` is unlimited.
+    pub max_builds: Option<u32>,
+    pub properties: BTreeMap<String, serde_json::Value>,
+    pub defined_at: String,
+}
+
+/// A builder: steps, and the workers that may run them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuilderConfig {
+    pub name: String,
+    pub workernames: Vec<String>,
+    /// Directory for this builder under the worker's `builds/`.
+    pub builddir: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub properties: BTreeMap<String, serde_json::Value>,
+    pub steps: Vec<StepConfig>,
+    pub defined_at: String,
+}
+
+/// One step of a builder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepConfig {
+    /// Unique within the builder.
+    pub name: String,
+    pub kind: StepKind,
+    pub flags: StepFlags,
+    pub description: Option<String>,
+    pub defined_at: String,
+}
+
+/// How a step's result affects the build (Buildbot's names and defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepFlags {
+    pub halt_on_failure: bool,
+    pub flunk_on_failure: bool,
+    pub warn_on_failure: bool,
+    pub flunk_on_warnings: bool,
+    pub warn_on_warnings: bool,
+    pub always_run: bool,
+}
+
+impl Default for StepFlags {
+    fn default() -> Self {
+        StepFlags {
+            halt_on_failure: false,
+            flunk_on_failure: true,
+            warn_on_failure: false,
+            flunk_on_warnings: false,
+            warn_on_warnings: false,
+            always_run: false,
+        }
+    }
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    Shell(ShellStep),
+    Mkdir { dir: String },
+    Rmdir { dir: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShellStep {
+    pub command: Renderable<CommandLine>,
+    /// Relative to the builder's directory.
+    pub workdir: String,
+    pub env: BTreeMap<String, Option<String>>,
+    pub timeout_s: Option<u64>,
+    pub max_time_s: Option<u64>,
+    pub sigterm_grace_s: u64,
+}
+
+/// A value given literally in master.lua, or computed by a Lua function at build time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Renderable<T> {
+    Value(T),
+    Lua(LuaFn),
+}
+
+/// A handle to a Lua function of one config generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LuaFn {
+    /// Index into the generation's function table.
+    pub index: usize,
+    /// Where the function was defined (`master.lua:12`).
+    pub defined_at: String,
+}
+
+/// A scheduler: turns requests or events into build requests.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SchedulerConfig {
+    /// Builds on request (API, web form).
+    Force {
+        name: String,
+        builders: Vec<String>,
+        label: String,
+        defined_at: String,
+    },
+}
+
+impl SchedulerConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            SchedulerConfig::Force { name, .. } => name,
+        }
+    }
+
+    pub fn builder_names(&self) -> &[String] {
+        match self {
+            SchedulerConfig::Force { builders, .. } => builders,
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The `builders` collection: one row per builder name ever configured, so
+//! build history and pending requests survive a builder being removed and re-added.
+
+use super::query::{FieldKind, ListQuery, apply, page};
+use super::{Data, DataError};
+use crate::config::BuilderConfig;
+use crate::db::entities::builders;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
+};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+fn fields(name: &str) -> Option<FieldKind<builders::Column>> {
+    use builders::Column as C;
+    Some(match name {
+        "builderid" => FieldKind::Int(C::Id),
+        "name" => FieldKind::Text(C::Name),
+        _ => return None,
+    })
+}
+
+impl Data {
+    /// Make sure every configured builder has a row with its current description
+    /// and tags; returns name → builderid.
+    pub async fn sync_builders(
+        &self,
+        configured: &[BuilderConfig],
+    ) -> Result<BTreeMap<String, i64>, DataError> {
+        let mut ids = BTreeMap::new();
+        for b in configured {
+            let tags = serde_json::to_string(&b.tags).unwrap_or_else(|_| "[]".into());
+            let existing = builders::Entity::find()
+                .filter(builders::Column::Name.eq(&b.name))
+                .one(&self.db)
+                .await?;
+            let row = match existing {
+                Some(row) if row.description == b.description && row.tags == tags => row,
+                Some(row) => {
+                    let mut active: builders::ActiveModel = row.into();
+                    active.description = Set(b.description.clone());
+                    active.tags = Set(tags);
+                    active.update(&self.db).await?
+                }
+                None => {
+                    let row = builders::ActiveModel {
+                        name: Set(b.name.clone()),
+                        description: Set(b.description.clone()),
+                        tags: Set(tags),
+                        ..Default::default()
+                    }
+                    .insert(&self.db)
+                    .await?;
+                    self.bus
+                        .publish(format!("builders/{}/new", row.id), self.builder_json(&row));
+                    row
+                }
+            };
+            ids.insert(b.name.clone(), row.id);
+        }
+        Ok(ids)
+    }
+
+    fn builder_json(&self, row: &builders::Model) -> Value {
+        let tags: Value = serde_json::from_str(&row.tags).unwrap_or_else(|_| json!([]));
+        json!({
+            "builderid": row.id,
+            "name": row.name,
+            "description": row.description,
+            "tags": tags,
+            "masterids": [self.masterid],
+        })
+    }
+
+    /// Builders, in the API's shape; `configured` limits them to the running config.
+    pub async fn list_builders(
+        &self,
+        q: &ListQuery,
+        configured: &BTreeMap<String, i64>,
+    ) -> Result<(Vec<Value>, u64), String> {
+        let ids: Vec<i64> = configured.values().copied().collect();
+        let select = builders::Entity::find().filter(builders::Column::Id.is_in(ids));
+        let select = apply(select, q, &fields)?;
+        let total = select
+            .clone()
+            .count(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        let rows = page(select, q)
+            .all(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((rows.iter().map(|r| self.builder_json(r)).collect(), total))
+    }
+}

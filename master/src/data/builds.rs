@@ -1,0 +1,197 @@
+//! The `builds` collection and build properties.
+
+use super::buildsets::is_unique_violation;
+use super::query::{FieldKind, ListQuery, apply, page};
+use super::{Data, DataError, now};
+use crate::db::entities::{build_properties, builds};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder,
+};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+fn fields(name: &str) -> Option<FieldKind<builds::Column>> {
+    use builds::Column as C;
+    Some(match name {
+        "buildid" => FieldKind::Int(C::Id),
+        "number" => FieldKind::Int(C::Number),
+        "builderid" => FieldKind::Int(C::Builderid),
+        "buildrequestid" => FieldKind::Int(C::Buildrequestid),
+        "workerid" => FieldKind::Int(C::Workerid),
+        "masterid" => FieldKind::Int(C::Masterid),
+        "started_at" => FieldKind::Float(C::StartedAt),
+        "complete_at" => FieldKind::Float(C::CompleteAt),
+        "complete" => FieldKind::NotNull(C::CompleteAt),
+        "results" => FieldKind::Int(C::Results),
+        "state_string" => FieldKind::Text(C::StateString),
+        _ => return None,
+    })
+}
+
+fn build_json(b: &builds::Model) -> Value {
+    json!({
+        "buildid": b.id,
+        "number": b.number,
+        "builderid": b.builderid,
+        "buildrequestid": b.buildrequestid,
+        "workerid": b.workerid,
+        "masterid": b.masterid,
+        "started_at": b.started_at,
+        "complete_at": b.complete_at,
+        "complete": b.complete_at.is_some(),
+        "results": b.results,
+        "state_string": b.state_string,
+    })
+}
+
+impl Data {
+    /// Start a new build of `builderid` for request `brid` on `workerid`; the
+    /// number is the builder's next one. Returns (buildid, number).
+    pub async fn add_build(
+        &self,
+        builderid: i64,
+        brid: i64,
+        workerid: i64,
+    ) -> Result<(i64, i32), DataError> {
+        // Two builds of one builder may start together: retry on a number clash.
+        let mut attempts = 0;
+        loop {
+            let last = builds::Entity::find()
+                .filter(builds::Column::Builderid.eq(builderid))
+                .order_by_desc(builds::Column::Number)
+                .one(&self.db)
+                .await?;
+            let number = last.map(|b| b.number + 1).unwrap_or(1);
+            let result = builds::ActiveModel {
+                number: Set(number),
+                builderid: Set(builderid),
+                buildrequestid: Set(brid),
+                workerid: Set(workerid),
+                masterid: Set(self.masterid),
+                started_at: Set(now()),
+                state_string: Set("starting".into()),
+                ..Default::default()
+            }
+            .insert(&self.db)
+            .await;
+            match result {
+                Ok(row) => {
+                    self.bus
+                        .publish(format!("builds/{}/new", row.id), build_json(&row));
+                    return Ok((row.id, number));
+                }
+                Err(e) if is_unique_violation(&e) && attempts < 10 => attempts += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Change the one-line description of a running build.
+    pub async fn set_build_state(&self, buildid: i64, state: &str) -> Result<(), DataError> {
+        builds::Entity::update_many()
+            .col_expr(builds::Column::StateString, Expr::value(state))
+            .filter(builds::Column::Id.eq(buildid))
+            .exec(&self.db)
+            .await?;
+        self.publish_build(buildid, "update").await
+    }
+
+    /// Record the build's properties (name → (value, source)).
+    pub async fn set_build_properties(
+        &self,
+        buildid: i64,
+        props: &BTreeMap<String, (Value, String)>,
+    ) -> Result<(), DataError> {
+        for (name, (value, source)) in props {
+            build_properties::Entity::delete_many()
+                .filter(build_properties::Column::Buildid.eq(buildid))
+                .filter(build_properties::Column::Name.eq(name))
+                .exec(&self.db)
+                .await?;
+            build_properties::ActiveModel {
+                buildid: Set(buildid),
+                name: Set(name.clone()),
+                value: Set(value.to_string()),
+                source: Set(source.clone()),
+                ..Default::default()
+            }
+            .insert(&self.db)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Build properties in Buildbot's API shape: name → [value, source].
+    pub async fn build_properties(&self, buildid: i64) -> Result<Value, DataError> {
+        let rows = build_properties::Entity::find()
+            .filter(build_properties::Column::Buildid.eq(buildid))
+            .all(&self.db)
+            .await?;
+        let mut map = serde_json::Map::new();
+        for r in rows {
+            let value: Value = serde_json::from_str(&r.value).unwrap_or(Value::Null);
+            map.insert(r.name, json!([value, r.source]));
+        }
+        Ok(Value::Object(map))
+    }
+
+    /// The build is over.
+    pub async fn finish_build(
+        &self,
+        buildid: i64,
+        results: i32,
+        state: &str,
+    ) -> Result<(), DataError> {
+        builds::Entity::update_many()
+            .col_expr(builds::Column::CompleteAt, Expr::value(now()))
+            .col_expr(builds::Column::Results, Expr::value(results))
+            .col_expr(builds::Column::StateString, Expr::value(state))
+            .filter(builds::Column::Id.eq(buildid))
+            .exec(&self.db)
+            .await?;
+        self.publish_build(buildid, "finished").await
+    }
+
+    async fn publish_build(&self, buildid: i64, event: &str) -> Result<(), DataError> {
+        if let Some(b) = builds::Entity::find_by_id(buildid).one(&self.db).await? {
+            self.bus
+                .publish(format!("builds/{buildid}/{event}"), build_json(&b));
+        }
+        Ok(())
+    }
+
+    /// Builds in the API's shape (`property=*` adds their properties).
+    pub async fn list_builds(
+        &self,
+        q: &ListQuery,
+        with_properties: bool,
+    ) -> Result<(Vec<Value>, u64), String> {
+        let mut select = apply(builds::Entity::find(), q, &fields)?;
+        if q.order.is_empty() {
+            select = select.order_by_asc(builds::Column::Id);
+        }
+        let total = select
+            .clone()
+            .count(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        let rows = page(select, q)
+            .all(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut j = build_json(r);
+            if with_properties {
+                j["properties"] = self
+                    .build_properties(r.id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            out.push(j);
+        }
+        Ok((out, total))
+    }
+}

@@ -1,0 +1,371 @@
+//! The `buildsets` and `buildrequests` collections, and claims.
+//!
+//! A scheduler adds a buildset with one build request per builder. A master claims
+//! a request (one row in `buildrequest_claims`, whose primary key makes the claim
+//! atomic) before it starts a build; a build that ends RETRY releases the claim so
+//! the request runs again. A request is complete once a build for it finished with
+//! any other result. Requests live only in the database, so nothing queued is lost
+//! when the master stops or a builder disappears from the config for a while.
+
+use super::query::{FieldKind, ListQuery, apply, page};
+use super::{Data, DataError, now};
+use crate::db::entities::{buildrequest_claims, buildrequests, buildset_properties, buildsets};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, TransactionTrait,
+};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+
+/// A build request waiting for a worker.
+#[derive(Debug, Clone)]
+pub struct PendingRequest {
+    pub brid: i64,
+    pub buildsetid: i64,
+    pub builderid: i64,
+    pub submitted_at: f64,
+}
+
+fn request_fields(name: &str) -> Option<FieldKind<buildrequests::Column>> {
+    use buildrequests::Column as C;
+    Some(match name {
+        "buildrequestid" => FieldKind::Int(C::Id),
+        "buildsetid" => FieldKind::Int(C::Buildsetid),
+        "builderid" => FieldKind::Int(C::Builderid),
+        "priority" => FieldKind::Int(C::Priority),
+        "complete" => FieldKind::Bool(C::Complete),
+        "results" => FieldKind::Int(C::Results),
+        "submitted_at" => FieldKind::Float(C::SubmittedAt),
+        "complete_at" => FieldKind::Float(C::CompleteAt),
+        _ => return None,
+    })
+}
+
+fn buildset_fields(name: &str) -> Option<FieldKind<buildsets::Column>> {
+    use buildsets::Column as C;
+    Some(match name {
+        "bsid" => FieldKind::Int(C::Id),
+        "complete" => FieldKind::Bool(C::Complete),
+        "results" => FieldKind::Int(C::Results),
+        "submitted_at" => FieldKind::Float(C::SubmittedAt),
+        "external_idstring" => FieldKind::Text(C::ExternalIdstring),
+        _ => return None,
+    })
+}
+
+impl Data {
+    /// Add a buildset with one request per builder. `properties` are stored as
+    /// `[value, source]`. Returns the buildset id and builderid → request id.
+    pub async fn add_buildset(
+        &self,
+        reason: &str,
+        builderids: &[i64],
+        properties: &BTreeMap<String, (Value, String)>,
+    ) -> Result<(i64, BTreeMap<i64, i64>), DataError> {
+        let submitted_at = now();
+        let txn = self.db.begin().await?;
+        let bs = buildsets::ActiveModel {
+            reason: Set(reason.to_string()),
+            submitted_at: Set(submitted_at),
+            complete: Set(false),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        for (name, (value, source)) in properties {
+            buildset_properties::ActiveModel {
+                buildsetid: Set(bs.id),
+                property_name: Set(name.clone()),
+                property_value: Set(json!([value, source]).to_string()),
+                ..Default::default()
+            }
+            .insert(&txn)
+            .await?;
+        }
+        let mut brids = BTreeMap::new();
+        let mut requests = Vec::new();
+        for &builderid in builderids {
+            let br = buildrequests::ActiveModel {
+                buildsetid: Set(bs.id),
+                builderid: Set(builderid),
+                priority: Set(0),
+                complete: Set(false),
+                submitted_at: Set(submitted_at),
+                waited_for: Set(false),
+                ..Default::default()
+            }
+            .insert(&txn)
+            .await?;
+            brids.insert(builderid, br.id);
+            requests.push(br);
+        }
+        txn.commit().await?;
+        self.bus
+            .publish(format!("buildsets/{}/new", bs.id), buildset_json(&bs));
+        for br in &requests {
+            self.bus.publish(
+                format!("buildrequests/{}/new", br.id),
+                request_json(br, None),
+            );
+        }
+        Ok((bs.id, brids))
+    }
+
+    /// The properties a buildset was submitted with.
+    pub async fn buildset_properties(
+        &self,
+        buildsetid: i64,
+    ) -> Result<BTreeMap<String, (Value, String)>, DataError> {
+        let rows = buildset_properties::Entity::find()
+            .filter(buildset_properties::Column::Buildsetid.eq(buildsetid))
+            .all(&self.db)
+            .await?;
+        let mut out = BTreeMap::new();
+        for r in rows {
+            if let Ok(Value::Array(pair)) = serde_json::from_str::<Value>(&r.property_value)
+                && pair.len() == 2
+            {
+                let source = pair[1].as_str().unwrap_or("").to_string();
+                out.insert(r.property_name, (pair[0].clone(), source));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The reason a buildset was submitted with.
+    pub async fn buildset_reason(&self, buildsetid: i64) -> Result<String, DataError> {
+        Ok(buildsets::Entity::find_by_id(buildsetid)
+            .one(&self.db)
+            .await?
+            .map(|b| b.reason)
+            .unwrap_or_default())
+    }
+
+    /// Incomplete, unclaimed requests, oldest (and highest priority) first.
+    pub async fn pending_requests(&self) -> Result<Vec<PendingRequest>, DataError> {
+        let claimed: Vec<i64> = buildrequest_claims::Entity::find()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|c| c.brid)
+            .collect();
+        let mut select = buildrequests::Entity::find()
+            .filter(buildrequests::Column::Complete.eq(false))
+            .order_by_desc(buildrequests::Column::Priority)
+            .order_by_asc(buildrequests::Column::SubmittedAt)
+            .order_by_asc(buildrequests::Column::Id);
+        if !claimed.is_empty() {
+            select = select.filter(buildrequests::Column::Id.is_not_in(claimed));
+        }
+        Ok(select
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|r| PendingRequest {
+                brid: r.id,
+                buildsetid: r.buildsetid,
+                builderid: r.builderid,
+                submitted_at: r.submitted_at,
+            })
+            .collect())
+    }
+
+    /// Claim a request for this master; false when another claim got there first.
+    pub async fn claim_request(&self, brid: i64) -> Result<bool, DataError> {
+        let result = buildrequest_claims::Entity::insert(buildrequest_claims::ActiveModel {
+            brid: Set(brid),
+            masterid: Set(self.masterid),
+            claimed_at: Set(now()),
+        })
+        .exec(&self.db)
+        .await;
+        match result {
+            Ok(_) => {
+                self.publish_request(brid, "claimed").await?;
+                Ok(true)
+            }
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Give a request back to the queue (its build ended RETRY).
+    pub async fn unclaim_request(&self, brid: i64) -> Result<(), DataError> {
+        buildrequest_claims::Entity::delete_many()
+            .filter(buildrequest_claims::Column::Brid.eq(brid))
+            .exec(&self.db)
+            .await?;
+        self.publish_request(brid, "unclaimed").await
+    }
+
+    /// A build for the request finished with `results`; completes the buildset
+    /// too when it was its last open request.
+    pub async fn complete_request(&self, brid: i64, results: i32) -> Result<(), DataError> {
+        let at = now();
+        buildrequests::Entity::update_many()
+            .col_expr(buildrequests::Column::Complete, Expr::value(true))
+            .col_expr(buildrequests::Column::Results, Expr::value(results))
+            .col_expr(buildrequests::Column::CompleteAt, Expr::value(at))
+            .filter(buildrequests::Column::Id.eq(brid))
+            .exec(&self.db)
+            .await?;
+        self.publish_request(brid, "complete").await?;
+        let Some(br) = buildrequests::Entity::find_by_id(brid)
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(());
+        };
+        let siblings = buildrequests::Entity::find()
+            .filter(buildrequests::Column::Buildsetid.eq(br.buildsetid))
+            .all(&self.db)
+            .await?;
+        if siblings.iter().all(|s| s.complete) {
+            let worst = siblings
+                .iter()
+                .filter_map(|s| s.results)
+                .fold(crate::results::SUCCESS, crate::results::worst);
+            buildsets::Entity::update_many()
+                .col_expr(buildsets::Column::Complete, Expr::value(true))
+                .col_expr(buildsets::Column::Results, Expr::value(worst))
+                .col_expr(buildsets::Column::CompleteAt, Expr::value(at))
+                .filter(buildsets::Column::Id.eq(br.buildsetid))
+                .exec(&self.db)
+                .await?;
+            if let Some(bs) = buildsets::Entity::find_by_id(br.buildsetid)
+                .one(&self.db)
+                .await?
+            {
+                self.bus
+                    .publish(format!("buildsets/{}/complete", bs.id), buildset_json(&bs));
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish_request(&self, brid: i64, event: &str) -> Result<(), DataError> {
+        if let Some(br) = buildrequests::Entity::find_by_id(brid)
+            .one(&self.db)
+            .await?
+        {
+            let claim = buildrequest_claims::Entity::find_by_id(brid)
+                .one(&self.db)
+                .await?;
+            self.bus.publish(
+                format!("buildrequests/{brid}/{event}"),
+                request_json(&br, claim.as_ref()),
+            );
+        }
+        Ok(())
+    }
+
+    pub async fn list_buildrequests(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), String> {
+        let mut q = q.clone();
+        // `claimed` is derived from the claims table, not a column.
+        let claimed_filter = take_bool_filter(&mut q, "claimed")?;
+        let mut select = apply(buildrequests::Entity::find(), &q, &request_fields)?;
+        let claims: HashMap<i64, buildrequest_claims::Model> = buildrequest_claims::Entity::find()
+            .all(&self.db)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|c| (c.brid, c))
+            .collect();
+        if let Some(want) = claimed_filter {
+            let ids: Vec<i64> = claims.keys().copied().collect();
+            select = if want {
+                select.filter(buildrequests::Column::Id.is_in(ids))
+            } else {
+                select.filter(buildrequests::Column::Id.is_not_in(ids))
+            };
+        }
+        if q.order.is_empty() {
+            select = select.order_by_asc(buildrequests::Column::Id);
+        }
+        let total = select
+            .clone()
+            .count(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        let rows = page(select, &q)
+            .all(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((
+            rows.iter()
+                .map(|r| request_json(r, claims.get(&r.id)))
+                .collect(),
+            total,
+        ))
+    }
+
+    pub async fn list_buildsets(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), String> {
+        let mut select = apply(buildsets::Entity::find(), q, &buildset_fields)?;
+        if q.order.is_empty() {
+            select = select.order_by_asc(buildsets::Column::Id);
+        }
+        let total = select
+            .clone()
+            .count(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        let rows = page(select, q)
+            .all(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((rows.iter().map(buildset_json).collect(), total))
+    }
+}
+
+fn take_bool_filter(q: &mut ListQuery, field: &str) -> Result<Option<bool>, String> {
+    let Some(pos) = q.filters.iter().position(|f| f.field == field) else {
+        return Ok(None);
+    };
+    let f = q.filters.remove(pos);
+    match f.values[0].as_str() {
+        "true" | "1" => Ok(Some(true)),
+        "false" | "0" => Ok(Some(false)),
+        other => Err(format!("'{field}' must be true or false, not '{other}'")),
+    }
+}
+
+/// True when an insert failed on a unique or primary key constraint.
+pub fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
+    matches!(
+        e.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+fn buildset_json(bs: &buildsets::Model) -> Value {
+    json!({
+        "bsid": bs.id,
+        "external_idstring": bs.external_idstring,
+        "reason": bs.reason,
+        "submitted_at": bs.submitted_at,
+        "complete": bs.complete,
+        "complete_at": bs.complete_at,
+        "results": bs.results,
+        "parent_buildid": bs.parent_buildid,
+        "parent_relationship": bs.parent_relationship,
+        "sourcestamps": [],
+    })
+}
+
+fn request_json(br: &buildrequests::Model, claim: Option<&buildrequest_claims::Model>) -> Value {
+    json!({
+        "buildrequestid": br.id,
+        "buildsetid": br.buildsetid,
+        "builderid": br.builderid,
+        "priority": br.priority,
+        "claimed": claim.is_some(),
+        "claimed_at": claim.map(|c| c.claimed_at),
+        "claimed_by_masterid": claim.map(|c| c.masterid),
+        "complete": br.complete,
+        "results": br.results,
+        "submitted_at": br.submitted_at,
+        "complete_at": br.complete_at,
+        "waited_for": br.waited_for,
+    })
+}

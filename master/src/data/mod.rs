@@ -1,0 +1,48 @@
+//! The data layer: the one path through which state is read and changed.
+//!
+//! Every write stores a row and publishes an [`crate::mq::Event`] whose payload is
+//! the object's API shape. Schedulers, the build process, the REST API and
+//! (later) reporters never touch the database themselves. Submodules are one per
+//! collection, named as in Buildbot's data API.
+
+pub mod builders;
+pub mod builds;
+pub mod buildsets;
+pub mod logs;
+pub mod masters;
+pub mod query;
+pub mod steps;
+pub mod workers;
+
+use crate::mq::Bus;
+use sea_orm::DatabaseConnection;
+
+/// What can go wrong reading or writing state.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("database: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    /// No such object.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A stored log chunk could not be decompressed.
+    #[error("log chunk {0} is corrupt: {1}")]
+    CorruptChunk(i64, String),
+}
+
+/// Handle to the data layer; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Data {
+    pub db: DatabaseConnection,
+    pub bus: Bus,
+    /// This master's row in `masters`.
+    pub masterid: i64,
+}
+
+/// Seconds since the Unix epoch, the unit of every timestamp in the database.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

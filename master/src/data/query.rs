@@ -1,0 +1,233 @@
+//! Listing queries in the shape of Buildbot's data API: `field=value`,
+//! `field__gt=value` (and `__ne`, `__lt`, `__le`, `__ge`), `order=-field`,
+//! `limit`, `offset`. Each collection says which fields exist and their types;
+//! an unknown field or a malformed value is an error for the client, not a crash.
+
+use sea_orm::sea_query::SimpleExpr;
+use sea_orm::{ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect, Select};
+
+/// A comparison in a filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// `field op value[,value…]` (several values of an `eq` filter mean "any of").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    pub field: String,
+    pub op: Op,
+    pub values: Vec<String>,
+}
+
+/// A parsed listing request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListQuery {
+    pub filters: Vec<Filter>,
+    /// Field and whether the order is descending.
+    pub order: Vec<(String, bool)>,
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+}
+
+/// How a field's text value is read.
+#[derive(Debug, Clone, Copy)]
+pub enum FieldKind<C> {
+    Int(C),
+    Float(C),
+    Bool(C),
+    Text(C),
+    /// A boolean that is true when the column is not NULL (`complete` ↔ `complete_at`).
+    NotNull(C),
+}
+
+/// Parameters that are not filters.
+const RESERVED: &[&str] = &["order", "limit", "offset", "field", "property"];
+
+impl ListQuery {
+    pub fn parse(params: &[(String, String)]) -> Result<ListQuery, String> {
+        let mut q = ListQuery::default();
+        for (key, value) in params {
+            match key.as_str() {
+                "order" => {
+                    for part in value.split(',').filter(|p| !p.is_empty()) {
+                        match part.strip_prefix('-') {
+                            Some(f) => q.order.push((f.to_string(), true)),
+                            None => q.order.push((part.to_string(), false)),
+                        }
+                    }
+                }
+                "limit" => {
+                    q.limit = Some(value.parse().map_err(|_| {
+                        format!("limit must be a non-negative whole number, not '{value}'")
+                    })?)
+                }
+                "offset" => {
+                    q.offset = Some(value.parse().map_err(|_| {
+                        format!("offset must be a non-negative whole number, not '{value}'")
+                    })?)
+                }
+                k if RESERVED.contains(&k) => {}
+                k => {
+                    let (field, op) = match k.rsplit_once("__") {
+                        Some((f, "ne")) => (f, Op::Ne),
+                        Some((f, "lt")) => (f, Op::Lt),
+                        Some((f, "le")) => (f, Op::Le),
+                        Some((f, "gt")) => (f, Op::Gt),
+                        Some((f, "ge")) => (f, Op::Ge),
+                        Some((f, "eq")) => (f, Op::Eq),
+                        Some((_, other)) => return Err(format!("unknown operator '__{other}'")),
+                        None => (k, Op::Eq),
+                    };
+                    q.filters.push(Filter {
+                        field: field.to_string(),
+                        op,
+                        values: value.split(',').map(str::to_string).collect(),
+                    });
+                }
+            }
+        }
+        Ok(q)
+    }
+
+    /// This query with one more equality filter (for nested paths like
+    /// `/builders/3/builds`).
+    pub fn with_eq(mut self, field: &str, value: impl ToString) -> ListQuery {
+        self.filters.push(Filter {
+            field: field.into(),
+            op: Op::Eq,
+            values: vec![value.to_string()],
+        });
+        self
+    }
+}
+
+fn parse_value(kind_name: &str, field: &str, text: &str) -> Result<sea_orm::Value, String> {
+    let bad = || format!("'{field}' must be {kind_name}, not '{text}'");
+    Ok(match kind_name {
+        "a whole number" => text.parse::<i64>().map_err(|_| bad())?.into(),
+        "a number" => text.parse::<f64>().map_err(|_| bad())?.into(),
+        "true or false" => parse_bool(text).ok_or_else(bad)?.into(),
+        _ => text.to_string().into(),
+    })
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+fn condition<C: ColumnTrait>(col: C, op: Op, v: sea_orm::Value) -> SimpleExpr {
+    match op {
+        Op::Eq => col.eq(v),
+        Op::Ne => col.ne(v),
+        Op::Lt => col.lt(v),
+        Op::Le => col.lte(v),
+        Op::Gt => col.gt(v),
+        Op::Ge => col.gte(v),
+    }
+}
+
+/// Apply the query's filters and order to `select`; `fields` maps an API field
+/// name to its column. Limit and offset are applied by [`page`].
+pub fn apply<E: EntityTrait>(
+    mut select: Select<E>,
+    q: &ListQuery,
+    fields: &dyn Fn(&str) -> Option<FieldKind<E::Column>>,
+) -> Result<Select<E>, String> {
+    for f in &q.filters {
+        let kind = fields(&f.field).ok_or_else(|| format!("unknown field '{}'", f.field))?;
+        let (col, kind_name) = match kind {
+            FieldKind::Int(c) => (c, "a whole number"),
+            FieldKind::Float(c) => (c, "a number"),
+            FieldKind::Bool(c) => (c, "true or false"),
+            FieldKind::Text(c) => (c, "text"),
+            FieldKind::NotNull(c) => {
+                let want = parse_bool(&f.values[0])
+                    .ok_or_else(|| format!("'{}' must be true or false", f.field))?;
+                let want = if f.op == Op::Ne { !want } else { want };
+                select = if want {
+                    select.filter(c.is_not_null())
+                } else {
+                    select.filter(c.is_null())
+                };
+                continue;
+            }
+        };
+        if f.op == Op::Eq && f.values.len() > 1 {
+            let values = f
+                .values
+                .iter()
+                .map(|v| parse_value(kind_name, &f.field, v))
+                .collect::<Result<Vec<_>, _>>()?;
+            select = select.filter(col.is_in(values));
+        } else {
+            let v = parse_value(kind_name, &f.field, &f.values.join(","))?;
+            select = select.filter(condition(col, f.op, v));
+        }
+    }
+    for (field, desc) in &q.order {
+        let kind =
+            fields(field).ok_or_else(|| format!("cannot order by unknown field '{field}'"))?;
+        let col = match kind {
+            FieldKind::Int(c)
+            | FieldKind::Float(c)
+            | FieldKind::Bool(c)
+            | FieldKind::Text(c)
+            | FieldKind::NotNull(c) => c,
+        };
+        select = select.order_by(col, if *desc { Order::Desc } else { Order::Asc });
+    }
+    Ok(select)
+}
+
+/// Apply limit and offset.
+pub fn page<E: EntityTrait>(select: Select<E>, q: &ListQuery) -> Select<E> {
+    let select = match q.offset {
+        Some(o) => select.offset(o),
+        None => select,
+    };
+    match q.limit {
+        Some(l) => select.limit(l),
+        None => select,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_buildbot_style_queries() {
+        let q = ListQuery::parse(&params(&[
+            ("builderid", "3"),
+            ("number__gt", "10"),
+            ("results", "0,1"),
+            ("order", "-number"),
+            ("limit", "5"),
+        ]))
+        .unwrap();
+        assert_eq!(q.filters.len(), 3);
+        assert_eq!(q.filters[1].op, Op::Gt);
+        assert_eq!(q.filters[2].values, vec!["0", "1"]);
+        assert_eq!(q.order, vec![("number".to_string(), true)]);
+        assert_eq!(q.limit, Some(5));
+        assert!(ListQuery::parse(&params(&[("limit", "-1")])).is_err());
+        assert!(ListQuery::parse(&params(&[("number__xx", "1")])).is_err());
+    }
+}

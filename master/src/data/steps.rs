@@ -1,0 +1,108 @@
+//! The `steps` collection.
+
+use super::query::{FieldKind, ListQuery, apply, page};
+use super::{Data, DataError, now};
+use crate::db::entities::steps;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder,
+};
+use serde_json::{Value, json};
+
+fn fields(name: &str) -> Option<FieldKind<steps::Column>> {
+    use steps::Column as C;
+    Some(match name {
+        "stepid" => FieldKind::Int(C::Id),
+        "number" => FieldKind::Int(C::Number),
+        "name" => FieldKind::Text(C::Name),
+        "buildid" => FieldKind::Int(C::Buildid),
+        "started_at" => FieldKind::Float(C::StartedAt),
+        "complete_at" => FieldKind::Float(C::CompleteAt),
+        "complete" => FieldKind::NotNull(C::CompleteAt),
+        "results" => FieldKind::Int(C::Results),
+        "hidden" => FieldKind::Bool(C::Hidden),
+        _ => return None,
+    })
+}
+
+fn step_json(s: &steps::Model) -> Value {
+    let urls: Value = serde_json::from_str(&s.urls_json).unwrap_or_else(|_| json!([]));
+    json!({
+        "stepid": s.id,
+        "number": s.number,
+        "name": s.name,
+        "buildid": s.buildid,
+        "started_at": s.started_at,
+        "complete_at": s.complete_at,
+        "complete": s.complete_at.is_some(),
+        "results": s.results,
+        "state_string": s.state_string,
+        "urls": urls,
+        "hidden": s.hidden,
+    })
+}
+
+impl Data {
+    /// A step of `buildid` starts now; returns its id.
+    pub async fn start_step(
+        &self,
+        buildid: i64,
+        number: i32,
+        name: &str,
+        state: &str,
+    ) -> Result<i64, DataError> {
+        let row = steps::ActiveModel {
+            number: Set(number),
+            name: Set(name.to_string()),
+            buildid: Set(buildid),
+            started_at: Set(Some(now())),
+            state_string: Set(state.to_string()),
+            urls_json: Set("[]".into()),
+            hidden: Set(false),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await?;
+        self.bus
+            .publish(format!("steps/{}/started", row.id), step_json(&row));
+        Ok(row.id)
+    }
+
+    pub async fn finish_step(
+        &self,
+        stepid: i64,
+        results: i32,
+        state: &str,
+    ) -> Result<(), DataError> {
+        steps::Entity::update_many()
+            .col_expr(steps::Column::CompleteAt, Expr::value(now()))
+            .col_expr(steps::Column::Results, Expr::value(results))
+            .col_expr(steps::Column::StateString, Expr::value(state))
+            .filter(steps::Column::Id.eq(stepid))
+            .exec(&self.db)
+            .await?;
+        if let Some(s) = steps::Entity::find_by_id(stepid).one(&self.db).await? {
+            self.bus
+                .publish(format!("steps/{stepid}/finished"), step_json(&s));
+        }
+        Ok(())
+    }
+
+    pub async fn list_steps(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), String> {
+        let mut select = apply(steps::Entity::find(), q, &fields)?;
+        if q.order.is_empty() {
+            select = select.order_by_asc(steps::Column::Number);
+        }
+        let total = select
+            .clone()
+            .count(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        let rows = page(select, q)
+            .all(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((rows.iter().map(step_json).collect(), total))
+    }
+}

@@ -1,0 +1,144 @@
+//! The `workers` collection: configured workers, what they told us in their hello,
+//! and which master they are connected to.
+
+use super::query::{FieldKind, ListQuery, apply, page};
+use super::{Data, DataError, now};
+use crate::db::entities::{connected_workers, workers};
+use moonbot_worker::protocol::WorkerInfo;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
+};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+fn fields(name: &str) -> Option<FieldKind<workers::Column>> {
+    use workers::Column as C;
+    Some(match name {
+        "workerid" => FieldKind::Int(C::Id),
+        "name" => FieldKind::Text(C::Name),
+        "paused" => FieldKind::Bool(C::Paused),
+        _ => return None,
+    })
+}
+
+impl Data {
+    /// Make sure every configured worker has a row; returns name → workerid.
+    pub async fn sync_workers(&self, names: &[String]) -> Result<BTreeMap<String, i64>, DataError> {
+        let mut ids = BTreeMap::new();
+        for name in names {
+            let row = match workers::Entity::find()
+                .filter(workers::Column::Name.eq(name))
+                .one(&self.db)
+                .await?
+            {
+                Some(row) => row,
+                None => {
+                    workers::ActiveModel {
+                        name: Set(name.clone()),
+                        info: Set("{}".into()),
+                        paused: Set(false),
+                        ..Default::default()
+                    }
+                    .insert(&self.db)
+                    .await?
+                }
+            };
+            ids.insert(name.clone(), row.id);
+        }
+        Ok(ids)
+    }
+
+    /// A worker completed its hello on this master.
+    pub async fn worker_connected(
+        &self,
+        workerid: i64,
+        info: &WorkerInfo,
+    ) -> Result<(), DataError> {
+        let info_json = serde_json::to_string(info).unwrap_or_else(|_| "{}".into());
+        workers::Entity::update_many()
+            .col_expr(workers::Column::Info, Expr::value(info_json))
+            .filter(workers::Column::Id.eq(workerid))
+            .exec(&self.db)
+            .await?;
+        connected_workers::Entity::delete_many()
+            .filter(connected_workers::Column::Workerid.eq(workerid))
+            .filter(connected_workers::Column::Masterid.eq(self.masterid))
+            .exec(&self.db)
+            .await?;
+        connected_workers::ActiveModel {
+            masterid: Set(self.masterid),
+            workerid: Set(workerid),
+            connected_at: Set(now()),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await?;
+        if let Some(w) = self.worker_json(workerid).await? {
+            self.bus.publish(format!("workers/{workerid}/connected"), w);
+        }
+        Ok(())
+    }
+
+    /// The worker's connection to this master ended.
+    pub async fn worker_disconnected(&self, workerid: i64) -> Result<(), DataError> {
+        connected_workers::Entity::delete_many()
+            .filter(connected_workers::Column::Workerid.eq(workerid))
+            .filter(connected_workers::Column::Masterid.eq(self.masterid))
+            .exec(&self.db)
+            .await?;
+        if let Some(w) = self.worker_json(workerid).await? {
+            self.bus
+                .publish(format!("workers/{workerid}/disconnected"), w);
+        }
+        Ok(())
+    }
+
+    async fn worker_json(&self, workerid: i64) -> Result<Option<Value>, DataError> {
+        let Some(row) = workers::Entity::find_by_id(workerid).one(&self.db).await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.worker_row_json(&row).await?))
+    }
+
+    async fn worker_row_json(&self, row: &workers::Model) -> Result<Value, DataError> {
+        let conns = connected_workers::Entity::find()
+            .filter(connected_workers::Column::Workerid.eq(row.id))
+            .all(&self.db)
+            .await?;
+        let info: Value = serde_json::from_str(&row.info).unwrap_or_else(|_| json!({}));
+        Ok(json!({
+            "workerid": row.id,
+            "name": row.name,
+            "workerinfo": info,
+            "paused": row.paused,
+            "graceful": false,
+            "connected_to": conns.iter().map(|c| json!({"masterid": c.masterid, "connected_at": c.connected_at})).collect::<Vec<_>>(),
+        }))
+    }
+
+    /// Workers in the API's shape; `configured` limits them to the running config.
+    pub async fn list_workers(
+        &self,
+        q: &ListQuery,
+        configured: &BTreeMap<String, i64>,
+    ) -> Result<(Vec<Value>, u64), String> {
+        let ids: Vec<i64> = configured.values().copied().collect();
+        let select = workers::Entity::find().filter(workers::Column::Id.is_in(ids));
+        let select = apply(select, q, &fields)?;
+        let total = select
+            .clone()
+            .count(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        let rows = page(select, q)
+            .all(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for r in &rows {
+            out.push(self.worker_row_json(r).await.map_err(|e| e.to_string())?);
+        }
+        Ok((out, total))
+    }
+}

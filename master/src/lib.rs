@@ -1,0 +1,23 @@
+//! moonbot-master: the master of the moonbot CI system, as a library so the
+//! `moonbot` binary, `quickstart` and tests share one implementation.
+//!
+//! See ARCHITECTURE.md for the map; in short: [`config`] runs master.lua,
+//! [`runtime`] starts and stops the master, [`workers`] talks QUIC to workers,
+//! [`process`] runs builds, [`schedulers`] makes build requests, [`data`] is the
+//! only way state is read or written (and publishes on [`mq`]), [`www`] serves
+//! the API, [`pki`] is the CA.
+
+pub mod config;
+pub mod data;
+pub mod db;
+pub mod mq;
+pub mod pki;
+pub mod process;
+pub mod results;
+pub mod runtime;
+pub mod schedulers;
+pub mod workers;
+pub mod www;
+
+/// The master.lua `create-master` writes.
+pub const SAMPLE_MASTER_LUA: &str = include_str!("../../sample-configs/hello/master.lua");

@@ -1,0 +1,322 @@
+//! `moonbot`: the master and its admin commands.
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use moonbot_master::runtime::{self, Master};
+use moonbot_master::{config, pki};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "moonbot", version, about = "moonbot CI master")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a master directory: master.lua and a new CA with the master's certificate.
+    CreateMaster {
+        dir: PathBuf,
+        /// Extra host name or address workers use to reach the master (repeatable).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
+    /// Sign a worker's certificate request with the master's CA.
+    SignWorker {
+        master_dir: PathBuf,
+        csr: PathBuf,
+        /// Where to write the certificate (default: worker.crt beside the CSR).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run the master in the foreground (logs to stderr and DIR/master.log).
+    Start { dir: PathBuf },
+    /// Stop a running master: running builds are interrupted and run again later.
+    Stop {
+        dir: PathBuf,
+        /// Start no new builds and wait for the running ones to finish first.
+        #[arg(long)]
+        clean: bool,
+    },
+    /// Load and check DIR/master.lua without starting anything.
+    Checkconfig { dir: PathBuf },
+    /// Create (if needed) and run a master with a local worker, and force the sample builds.
+    Quickstart {
+        #[arg(default_value = "moonbot-quickstart")]
+        dir: PathBuf,
+    },
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let code = match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::CreateMaster { dir, hosts } => {
+            create_master(&dir, &hosts)?;
+            println!("created master in {}", dir.display());
+            println!(
+                "  edit {}/master.lua, then run: moonbot start {}",
+                dir.display(),
+                dir.display()
+            );
+            println!(
+                "  workers need the CA certificate {}/pki/ca.crt",
+                dir.display()
+            );
+            Ok(0)
+        }
+        Command::SignWorker {
+            master_dir,
+            csr,
+            out,
+        } => {
+            let csr_pem = std::fs::read_to_string(&csr)
+                .with_context(|| format!("reading {}", csr.display()))?;
+            let signed = pki::sign_worker_csr(&master_dir, &csr_pem)?;
+            let out = out.unwrap_or_else(|| csr.with_file_name("worker.crt"));
+            std::fs::write(&out, &signed.cert_pem)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "signed worker '{}' (valid until {}): {}",
+                signed.name,
+                signed.not_after,
+                out.display()
+            );
+            if let Ok(loaded) = config::load(&master_dir)
+                && loaded.config.worker(&signed.name).is_none()
+            {
+                println!(
+                    "note: master.lua does not list worker '{}' yet; the master will refuse it until it does",
+                    signed.name
+                );
+            }
+            Ok(0)
+        }
+        Command::Start { dir } => start(&dir),
+        Command::Stop { dir, clean } => stop(&dir, clean),
+        Command::Checkconfig { dir } => match config::load(&dir) {
+            Ok(loaded) => {
+                println!(
+                    "{}/master.lua is valid: {}",
+                    dir.display(),
+                    loaded.config.summary()
+                );
+                Ok(0)
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{e}");
+                }
+                Ok(1)
+            }
+        },
+        Command::Quickstart { dir } => quickstart(&dir),
+    }
+}
+
+fn create_master(dir: &Path, hosts: &[String]) -> anyhow::Result<()> {
+    let lua = dir.join("master.lua");
+    if lua.exists() {
+        bail!("{} already exists", lua.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    pki::create(dir, hosts)?;
+    std::fs::write(&lua, moonbot_master::SAMPLE_MASTER_LUA)
+        .with_context(|| format!("writing {}", lua.display()))?;
+    Ok(())
+}
+
+fn init_logging(log_file: &Path) -> anyhow::Result<()> {
+    use tracing_subscriber::prelude::*;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file)
+        .with_context(|| format!("opening {}", log_file.display()))?;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| "info,quinn=warn,sqlx=warn,sea_orm=warn,warp=warn".into())
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter()),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .with_filter(filter()),
+        )
+        .init();
+    Ok(())
+}
+
+fn read_pid(dir: &Path) -> anyhow::Result<Option<Pid>> {
+    match std::fs::read_to_string(runtime::pid_file(dir)) {
+        Ok(text) => Ok(text.trim().parse::<i32>().ok().map(Pid::from_raw)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).context("reading moonbot.pid"),
+    }
+}
+
+fn alive(pid: Pid) -> bool {
+    kill(pid, None).is_ok()
+}
+
+/// Write moonbot.pid, refusing when another master runs from this directory.
+fn claim_pid_file(dir: &Path) -> anyhow::Result<()> {
+    if let Some(pid) = read_pid(dir)?
+        && alive(pid)
+        && pid.as_raw() != std::process::id() as i32
+    {
+        bail!(
+            "a master is already running from {} (pid {pid})",
+            dir.display()
+        );
+    }
+    std::fs::write(runtime::pid_file(dir), std::process::id().to_string())
+        .context("writing moonbot.pid")
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn start(dir: &Path) -> anyhow::Result<i32> {
+    if !dir.join("master.lua").exists() {
+        bail!(
+            "{} has no master.lua (create one with: moonbot create-master {})",
+            dir.display(),
+            dir.display()
+        );
+    }
+    init_logging(&dir.join("master.log"))?;
+    claim_pid_file(dir)?;
+    let result = tokio_runtime()?.block_on(async {
+        let master = Master::start(dir).await?;
+        master.run_until(std::future::pending()).await
+    });
+    let _ = std::fs::remove_file(runtime::pid_file(dir));
+    result.map(|_| 0)
+}
+
+fn stop(dir: &Path, clean: bool) -> anyhow::Result<i32> {
+    let Some(pid) = read_pid(dir)?.filter(|p| alive(*p)) else {
+        bail!("no master is running from {}", dir.display());
+    };
+    let signal = if clean {
+        Signal::SIGUSR1
+    } else {
+        Signal::SIGTERM
+    };
+    kill(pid, signal).with_context(|| format!("signalling pid {pid}"))?;
+    let started = Instant::now();
+    let mut said = false;
+    while alive(pid) {
+        std::thread::sleep(Duration::from_millis(100));
+        if clean && !said && started.elapsed() > Duration::from_secs(5) {
+            println!("waiting for running builds to finish…");
+            said = true;
+        }
+        if !clean && started.elapsed() > Duration::from_secs(120) {
+            bail!("the master (pid {pid}) did not stop within 120 s");
+        }
+    }
+    println!("master stopped");
+    Ok(0)
+}
+
+fn quickstart(base: &Path) -> anyhow::Result<i32> {
+    use moonbot_worker::workdir;
+    let master_dir = base.join("master");
+    let worker_dir = base.join("worker");
+    if !master_dir.join("master.lua").exists() {
+        create_master(&master_dir, &[])?;
+        println!("created a master in {}", master_dir.display());
+    }
+    if !worker_dir.join("worker.crt").exists() {
+        let loaded = config::load(&master_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ca_pem = std::fs::read_to_string(pki::PkiPaths::new(&master_dir).ca_cert())?;
+        let csr = workdir::create(
+            &worker_dir,
+            &workdir::CreateOptions {
+                master: format!("127.0.0.1:{}", loaded.config.quic.port),
+                name: "local-1".into(),
+                ca_pem,
+                admin: Some("quickstart".into()),
+                host_description: None,
+            },
+        )?;
+        let signed = pki::sign_worker_csr(&master_dir, &std::fs::read_to_string(&csr)?)?;
+        std::fs::write(worker_dir.join("worker.crt"), signed.cert_pem)?;
+        println!("created worker 'local-1' in {}", worker_dir.display());
+    }
+    init_logging(&master_dir.join("master.log"))?;
+    claim_pid_file(&master_dir)?;
+    let result = tokio_runtime()?.block_on(async {
+        let master = Master::start(&master_dir).await?;
+        let shared = master.shared.clone();
+        let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = tokio::spawn(moonbot_worker::run(
+            workdir::WorkerDir::load(&worker_dir)?,
+            async move {
+                let _ = worker_stopped.await;
+            },
+        ));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !shared.workers.is_connected("local-1") && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let schedulers: Vec<String> = shared
+            .running_config()
+            .loaded
+            .config
+            .schedulers
+            .iter()
+            .map(|s| s.name().to_string())
+            .collect();
+        for name in schedulers {
+            let request = moonbot_master::schedulers::force::ForceRequest {
+                reason: Some("quickstart".into()),
+                owner: Some("quickstart".into()),
+                ..Default::default()
+            };
+            moonbot_master::schedulers::force::force(&shared, &name, request).await?;
+        }
+        println!();
+        println!(
+            "moonbot is running: status page http://{}/",
+            master.www_addr
+        );
+        println!(
+            "  builds: http://{}/api/v2/builds?order=-number",
+            master.www_addr
+        );
+        println!("  press Ctrl-C to stop");
+        master.run_until(std::future::pending()).await?;
+        let _ = stop_worker.send(());
+        let _ = worker.await;
+        anyhow::Ok(())
+    });
+    let _ = std::fs::remove_file(runtime::pid_file(&master_dir));
+    result.map(|_| 0)
+}

@@ -1,0 +1,247 @@
+//! The running master: start-up, the shared state every task sees, the main
+//! loop that waits for signals, and shutdown.
+//!
+//! Start-up order matters: config first (a broken master.lua starts nothing),
+//! then the database, then cleaning up after a previous crash, then the
+//! listeners, and only then the distributor, so no build starts before the
+//! master can record it. `SIGTERM`/`SIGINT` stop fast (running builds end RETRY,
+//! their requests stay queued); `SIGUSR1` stops cleanly (no new builds, wait for
+//! running ones).
+
+use crate::config::{self, LoadedConfig};
+use crate::data::{self, Data};
+use crate::mq::Bus;
+use crate::process::{RunningBuilds, StopKind, distributor};
+use crate::workers::{WorkerRegistry, listener};
+use anyhow::Context;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// The configuration in force, with the database ids of its builders and workers.
+pub struct RunningConfig {
+    pub loaded: LoadedConfig,
+    pub builder_ids: BTreeMap<String, i64>,
+    pub worker_ids: BTreeMap<String, i64>,
+}
+
+/// State shared by every task of the master.
+pub struct Shared {
+    pub dir: PathBuf,
+    pub master_name: String,
+    pub data: Data,
+    pub workers: WorkerRegistry,
+    pub builds: RunningBuilds,
+    /// False while the master is stopping: no new builds start.
+    pub accepting_builds: AtomicBool,
+    pub idle_timeout: Duration,
+    config: RwLock<Arc<RunningConfig>>,
+}
+
+impl Shared {
+    /// The configuration in force (a snapshot; cheap).
+    pub fn running_config(&self) -> Arc<RunningConfig> {
+        self.config.read().expect("config lock").clone()
+    }
+}
+
+/// Files the running master keeps in its directory.
+pub fn pid_file(dir: &Path) -> PathBuf {
+    dir.join("moonbot.pid")
+}
+
+/// `{"www": "127.0.0.1:8010", "quic": "0.0.0.0:9989"}`: the addresses actually
+/// bound (useful when master.lua asks for port 0).
+pub fn ports_file(dir: &Path) -> PathBuf {
+    dir.join("moonbot.ports")
+}
+
+/// How the master should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Interrupt running builds (they end RETRY and run again later).
+    Fast,
+    /// Start nothing new and wait for running builds.
+    Clean,
+}
+
+/// A started master; [`Master::run_until`] drives it.
+pub struct Master {
+    pub shared: Arc<Shared>,
+    pub www_addr: SocketAddr,
+    pub quic_addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn resolve(bind: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    (bind, port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve bind address {bind}"))?
+        .next()
+        .with_context(|| format!("bind address {bind} resolves to nothing"))
+}
+
+impl Master {
+    /// Load the config, open the database, bind the listeners, start the tasks.
+    pub async fn start(dir: &Path) -> anyhow::Result<Master> {
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("master directory {}", dir.display()))?;
+        let loaded = config::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cfg = loaded.config.clone();
+        let db = crate::db::connect(&cfg.db.url, &dir).await?;
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let master_name = format!("{host}:{}", dir.display());
+        let masterid = data::masters::register(&db, &master_name).await?;
+        let data = Data {
+            db,
+            bus: Bus::new(),
+            masterid,
+        };
+        let reaped = data.reap_unfinished().await?;
+        if reaped > 0 {
+            warn!(
+                "{reaped} build(s) left unfinished by a previous run ended as RETRY; their requests are queued again"
+            );
+        }
+        let builder_ids = data.sync_builders(&cfg.builders).await?;
+        let worker_names: Vec<String> = cfg.workers.iter().map(|w| w.name.clone()).collect();
+        let worker_ids = data.sync_workers(&worker_names).await?;
+
+        let idle_timeout = Duration::from_secs(cfg.quic.idle_timeout_s);
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            master_name,
+            data,
+            workers: WorkerRegistry::default(),
+            builds: RunningBuilds::default(),
+            accepting_builds: AtomicBool::new(true),
+            idle_timeout,
+            config: RwLock::new(Arc::new(RunningConfig {
+                loaded,
+                builder_ids,
+                worker_ids,
+            })),
+        });
+
+        let tls = crate::pki::server_tls_config(&dir)?;
+        let endpoint = listener::bind(tls, resolve(&cfg.quic.bind, cfg.quic.port)?, idle_timeout)?;
+        let quic_addr = endpoint.local_addr()?;
+        let www_bind = resolve(&cfg.www.bind, cfg.www.port)?;
+        let tcp = tokio::net::TcpListener::bind(www_bind)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {www_bind}"))?;
+        let www_addr = tcp.local_addr()?;
+        std::fs::write(
+            ports_file(&dir),
+            serde_json::json!({"www": www_addr.to_string(), "quic": quic_addr.to_string()})
+                .to_string(),
+        )?;
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(listener::accept_loop(endpoint.clone(), shared.clone())),
+            tokio::spawn(crate::www::serve(tcp, shared.clone(), shutdown_rx.clone())),
+            tokio::spawn(distributor::run(shared.clone(), shutdown_rx.clone())),
+            tokio::spawn(heartbeat(shared.clone(), shutdown_rx)),
+        ];
+        info!(
+            "master '{}' started: {}; web at http://{www_addr}/, workers connect to {quic_addr}",
+            cfg.title,
+            cfg.summary()
+        );
+        Ok(Master {
+            shared,
+            www_addr,
+            quic_addr,
+            endpoint,
+            shutdown_tx,
+            tasks,
+        })
+    }
+
+    /// Stop: builds first (as `mode` says), then listeners and tasks.
+    pub async fn stop(self, mode: StopMode) {
+        let shared = &self.shared;
+        shared.accepting_builds.store(false, Ordering::SeqCst);
+        match mode {
+            StopMode::Clean => {
+                info!(
+                    "stopping cleanly: waiting for {} running build(s)",
+                    shared.builds.count()
+                );
+            }
+            StopMode::Fast => {
+                let n = shared.builds.count();
+                if n > 0 {
+                    info!("stopping: interrupting {n} running build(s); they will run again");
+                }
+                shared
+                    .builds
+                    .stop_all(StopKind::Shutdown, "the master is stopping");
+            }
+        }
+        shared.builds.wait_idle().await;
+        let _ = self.shutdown_tx.send(true);
+        for w in shared.workers.all() {
+            w.conn.close(0u32.into(), b"master stopping");
+        }
+        self.endpoint.close(0u32.into(), b"master stopping");
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
+        for t in self.tasks {
+            t.abort();
+        }
+        if let Err(e) = shared.data.master_stopped().await {
+            warn!("could not mark the master stopped: {e}");
+        }
+        let _ = std::fs::remove_file(ports_file(&shared.dir));
+        info!("master stopped");
+    }
+
+    /// Run until a signal says stop (or `extra` resolves: fast stop).
+    pub async fn run_until(
+        self,
+        extra: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        tokio::pin!(extra);
+        let mode = loop {
+            tokio::select! {
+                _ = term.recv() => break StopMode::Fast,
+                _ = int.recv() => break StopMode::Fast,
+                _ = usr1.recv() => break StopMode::Clean,
+                _ = &mut extra => break StopMode::Fast,
+                _ = hup.recv() => {
+                    warn!("SIGHUP received: live reconfiguration is not implemented yet; restart the master to apply master.lua changes");
+                }
+            }
+        };
+        self.stop(mode).await;
+        Ok(())
+    }
+}
+
+async fn heartbeat(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {
+                if let Err(e) = shared.data.heartbeat().await {
+                    warn!("heartbeat failed: {e}");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}

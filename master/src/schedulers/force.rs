@@ -1,0 +1,75 @@
+//! The force scheduler: a build on request (REST API, web form, quickstart).
+
+use crate::config::SchedulerConfig;
+use crate::runtime::Shared;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Why a force request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ForceError {
+    #[error("no force scheduler named '{0}'")]
+    UnknownScheduler(String),
+    #[error("scheduler '{scheduler}' cannot build builder {builderid}")]
+    NotAllowed { scheduler: String, builderid: i64 },
+    #[error("storing the request failed: {0}")]
+    Data(#[from] crate::data::DataError),
+}
+
+/// What to force.
+#[derive(Debug, Clone, Default)]
+pub struct ForceRequest {
+    /// One builder, or every builder of the scheduler when `None`.
+    pub builderid: Option<i64>,
+    pub reason: Option<String>,
+    pub owner: Option<String>,
+    pub properties: BTreeMap<String, Value>,
+}
+
+/// Add a buildset with one request per chosen builder; returns the buildset id
+/// and builderid → build request id.
+pub async fn force(
+    shared: &Shared,
+    scheduler_name: &str,
+    request: ForceRequest,
+) -> Result<(i64, BTreeMap<i64, i64>), ForceError> {
+    let running = shared.running_config();
+    let Some(SchedulerConfig::Force { builders, .. }) =
+        running.loaded.config.scheduler(scheduler_name)
+    else {
+        return Err(ForceError::UnknownScheduler(scheduler_name.to_string()));
+    };
+    let allowed: Vec<i64> = builders
+        .iter()
+        .filter_map(|b| running.builder_ids.get(b).copied())
+        .collect();
+    let chosen = match request.builderid {
+        Some(id) if allowed.contains(&id) => vec![id],
+        Some(id) => {
+            return Err(ForceError::NotAllowed {
+                scheduler: scheduler_name.to_string(),
+                builderid: id,
+            });
+        }
+        None => allowed,
+    };
+    let owner = request.owner.unwrap_or_else(|| "anonymous".into());
+    let reason = request
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| format!("A build was forced by '{owner}'"));
+    let mut props = BTreeMap::new();
+    for (k, v) in request.properties {
+        props.insert(k, (v, "Force Build Form".to_string()));
+    }
+    props.insert(
+        "scheduler".into(),
+        (scheduler_name.into(), "Scheduler".into()),
+    );
+    props.insert(
+        "reason".into(),
+        (reason.clone().into(), "Force Build Form".into()),
+    );
+    props.insert("owner".into(), (owner.into(), "Force Build Form".into()));
+    Ok(shared.data.add_buildset(&reason, &chosen, &props).await?)
+}

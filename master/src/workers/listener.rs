@@ -1,0 +1,197 @@
+//! The QUIC listener: mutual TLS, the worker's identity, the hello, and the
+//! control stream for the life of a connection.
+//!
+//! The TLS layer admits only certificates the master's CA signed; this module
+//! then takes the worker name from the certificate, checks that the running
+//! configuration lists it, and that the hello says the same name. A refusal is
+//! logged here and sent to the worker as `Refused` so both sides say why.
+
+use crate::runtime::Shared;
+use moonbot_worker::protocol::{Frame, MasterMessage, WorkerMessage};
+use moonbot_worker::transport::{FrameReader, write_frame};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// How long a new connection may take to send its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot set up TLS for the QUIC listener: {0}")]
+    Tls(String),
+    #[error("cannot listen for workers on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Bind the QUIC endpoint workers dial.
+pub fn bind(
+    tls: rustls::ServerConfig,
+    addr: SocketAddr,
+    idle_timeout: Duration,
+) -> Result<quinn::Endpoint, ListenError> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| ListenError::Tls(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(
+        idle_timeout
+            .try_into()
+            .map_err(|_| ListenError::Tls("idle timeout too large".into()))?,
+    ));
+    transport.keep_alive_interval(Some(idle_timeout / 3));
+    transport.max_concurrent_bidi_streams(4096u32.into());
+    config.transport_config(Arc::new(transport));
+    quinn::Endpoint::server(config, addr).map_err(|source| ListenError::Bind { addr, source })
+}
+
+/// Accept connections until the endpoint is closed.
+pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let addr = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    warn!(%addr, "refused a worker connection during the TLS handshake: {e}");
+                    return;
+                }
+            };
+            serve_connection(conn, addr, shared).await;
+        });
+    }
+}
+
+fn certificate_name(conn: &quinn::Connection) -> Option<String> {
+    let identity = conn.peer_identity()?;
+    let certs = identity
+        .downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    crate::pki::worker_name_of(certs.first()?)
+}
+
+async fn refuse(conn: &quinn::Connection, send: Option<&mut quinn::SendStream>, reason: &str) {
+    if let Some(send) = send {
+        let _ = write_frame(
+            send,
+            &Frame::json(&MasterMessage::Refused {
+                reason: reason.to_string(),
+            }),
+        )
+        .await;
+        let _ = send.finish();
+        // Let the refusal reach the worker before the connection goes.
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+    }
+    conn.close(1u32.into(), reason.as_bytes());
+}
+
+async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc<Shared>) {
+    let Some(cert_name) = certificate_name(&conn) else {
+        warn!(%addr, "refused a worker: its certificate names no worker");
+        refuse(&conn, None, "certificate has no worker name").await;
+        return;
+    };
+    let (mut send, recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
+        Ok(Ok(streams)) => streams,
+        Ok(Err(e)) => {
+            warn!(%addr, worker = %cert_name, "connection ended before the hello: {e}");
+            return;
+        }
+        Err(_) => {
+            warn!(%addr, worker = %cert_name, "no hello within {HELLO_TIMEOUT:?}; closing");
+            conn.close(1u32.into(), b"no hello");
+            return;
+        }
+    };
+    let mut reader = FrameReader::new(recv);
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
+        Ok(Ok(Some(frame))) => frame.parse::<WorkerMessage>(),
+        other => {
+            warn!(%addr, worker = %cert_name, "no valid hello: {other:?}");
+            conn.close(1u32.into(), b"no hello");
+            return;
+        }
+    };
+    let (name, info) = match hello {
+        Ok(WorkerMessage::Hello { name, info, .. }) => (name, info),
+        Ok(other) => {
+            warn!(%addr, worker = %cert_name, "expected a hello, got {other:?}");
+            refuse(&conn, Some(&mut send), "expected a hello").await;
+            return;
+        }
+        Err(e) => {
+            warn!(%addr, worker = %cert_name, "malformed hello: {e}");
+            refuse(&conn, Some(&mut send), "malformed hello").await;
+            return;
+        }
+    };
+    if name != cert_name {
+        let reason =
+            format!("the hello names worker '{name}' but the certificate is for '{cert_name}'");
+        warn!(%addr, "refused a worker: {reason}");
+        refuse(&conn, Some(&mut send), &reason).await;
+        return;
+    }
+    let running = shared.running_config();
+    let (Some(_), Some(&workerid)) = (
+        running.loaded.config.worker(&name),
+        running.worker_ids.get(&name),
+    ) else {
+        let reason = format!("worker '{name}' is not in this master's configuration");
+        warn!(%addr, "refused a worker: {reason}");
+        refuse(&conn, Some(&mut send), &reason).await;
+        return;
+    };
+    drop(running);
+
+    let (worker, replaced) = shared
+        .workers
+        .insert(&name, workerid, conn.clone(), info.clone());
+    if let Some(old) = replaced {
+        info!(worker = %name, "worker reconnected; closing its previous connection");
+        old.conn.close(2u32.into(), b"replaced by a new connection");
+    }
+    if let Err(e) = shared.data.worker_connected(workerid, &info).await {
+        warn!(worker = %name, "could not record the connection: {e}");
+    }
+    let welcome = MasterMessage::Welcome {
+        master: shared.master_name.clone(),
+        keepalive_interval_s: (shared.idle_timeout.as_secs() / 3).max(1),
+    };
+    if let Err(e) = write_frame(&mut send, &Frame::json(&welcome)).await {
+        warn!(worker = %name, "could not welcome the worker: {e}");
+    }
+    info!(worker = %name, %addr, os = %info.os, arch = %info.arch, "worker connected");
+
+    let reason = loop {
+        tokio::select! {
+            frame = reader.next() => match frame {
+                Ok(Some(frame)) => match frame.parse::<WorkerMessage>() {
+                    Ok(WorkerMessage::KeepAlive) => {
+                        let _ = write_frame(&mut send, &Frame::json(&MasterMessage::KeepAlive)).await;
+                    }
+                    Ok(other) => warn!(worker = %name, "unexpected control message {other:?}"),
+                    Err(e) => {
+                        warn!(worker = %name, "malformed control message, closing: {e}");
+                        conn.close(1u32.into(), b"malformed control message");
+                    }
+                },
+                Ok(None) => break "the worker closed its control stream".to_string(),
+                Err(e) => break e.to_string(),
+            },
+            e = conn.closed() => break e.to_string(),
+        }
+    };
+    if shared.workers.remove(&name, worker.connection_id) {
+        info!(worker = %name, "worker disconnected: {reason}");
+        if let Err(e) = shared.data.worker_disconnected(workerid).await {
+            warn!(worker = %name, "could not record the disconnection: {e}");
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! `/api/v2/…`: Buildbot's data API shape. Lists come as
+//! `{"<collection>": [...], "meta": {"total": N}}`; a single object as a list of
+//! one. Control actions are JSON-RPC 2.0 POSTs (`force`, `stop`) and, until users
+//! and logins exist, are accepted only from loopback clients.
+
+use super::home;
+use crate::data::DataError;
+use crate::data::query::ListQuery;
+use crate::process::StopKind;
+use crate::runtime::Shared;
+use crate::schedulers::force::{self, ForceError, ForceRequest};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use warp::http::{Method, StatusCode};
+use warp::reply::{Reply, Response};
+
+/// An error answered as JSON.
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl From<DataError> for ApiError {
+    fn from(e: DataError) -> Self {
+        match e {
+            DataError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        }
+    }
+}
+
+fn json_reply(status: StatusCode, value: &Value) -> Response {
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
+fn error_reply(e: ApiError) -> Response {
+    json_reply(e.status, &json!({"error": e.message}))
+}
+
+fn envelope(collection: &str, items: Vec<Value>, total: u64) -> Response {
+    json_reply(
+        StatusCode::OK,
+        &json!({ collection: items, "meta": {"total": total} }),
+    )
+}
+
+fn one(collection: &str, items: Vec<Value>, what: &str) -> Result<Response, ApiError> {
+    if items.is_empty() {
+        return Err(ApiError::not_found(format!("{what} not found")));
+    }
+    Ok(envelope(collection, items, 1))
+}
+
+fn id(segment: &str, what: &str) -> Result<i64, ApiError> {
+    segment
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("'{segment}' is not a valid {what} id")))
+}
+
+/// Route one request.
+pub async fn dispatch(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    query: &str,
+    remote: Option<SocketAddr>,
+    body: &[u8],
+) -> Response {
+    match route(shared, method, path, query, remote, body).await {
+        Ok(r) => r,
+        Err(e) => error_reply(e),
+    }
+}
+
+async fn route(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    query: &str,
+    remote: Option<SocketAddr>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if segments == [""] && method == Method::GET {
+        let html = home::render(shared).await.map_err(ApiError::bad_request)?;
+        return Ok(warp::reply::html(html).into_response());
+    }
+    let ["api", "v2", rest @ ..] = segments.as_slice() else {
+        return Err(ApiError::not_found(format!("no page at {path}")));
+    };
+    let params: Vec<(String, String)> = serde_urlencoded::from_str(query)
+        .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?;
+    let q = ListQuery::parse(&params).map_err(ApiError::bad_request)?;
+    let with_props = params.iter().any(|(k, _)| k == "property");
+
+    if method == Method::POST {
+        let client = remote.map(|a| a.ip());
+        if !client.is_some_and(|ip| ip.is_loopback()) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "control actions are only allowed from this machine until users are configured",
+            ));
+        }
+        return match rest {
+            ["forceschedulers", name] => rpc(body, |call| force_call(shared, name, call)).await,
+            ["builds", bid] => {
+                let buildid = id(bid, "build")?;
+                rpc(body, |call| stop_call(shared, buildid, call)).await
+            }
+            _ => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("POST is not supported on {path}"),
+            )),
+        };
+    }
+    if method != Method::GET {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not supported"),
+        ));
+    }
+
+    let data = &shared.data;
+    let running = shared.running_config();
+    let bad = ApiError::bad_request;
+    match rest {
+        [] => Ok(json_reply(
+            StatusCode::OK,
+            &json!({"api_version": 2, "collections": ["builders", "builds", "buildrequests", "buildsets", "steps", "logs", "workers", "forceschedulers", "masters"]}),
+        )),
+        ["builders"] => {
+            let (items, total) = data
+                .list_builders(&q, &running.builder_ids)
+                .await
+                .map_err(bad)?;
+            Ok(envelope("builders", items, total))
+        }
+        ["builders", b] => {
+            let q = q.with_eq("builderid", id(b, "builder")?);
+            let (items, _) = data
+                .list_builders(&q, &running.builder_ids)
+                .await
+                .map_err(bad)?;
+            one("builders", items, &format!("builder {b}"))
+        }
+        ["builders", b, "builds"] => {
+            let q = q.with_eq("builderid", id(b, "builder")?);
+            let (items, total) = data.list_builds(&q, with_props).await.map_err(bad)?;
+            Ok(envelope("builds", items, total))
+        }
+        ["builds"] => {
+            let (items, total) = data.list_builds(&q, with_props).await.map_err(bad)?;
+            Ok(envelope("builds", items, total))
+        }
+        ["builds", b] => {
+            let q = q.with_eq("buildid", id(b, "build")?);
+            let (items, _) = data.list_builds(&q, with_props).await.map_err(bad)?;
+            one("builds", items, &format!("build {b}"))
+        }
+        ["builds", b, "properties"] => {
+            let props = data.build_properties(id(b, "build")?).await?;
+            Ok(envelope("properties", vec![props], 1))
+        }
+        ["builds", b, "steps"] => {
+            let q = q.with_eq("buildid", id(b, "build")?);
+            let (items, total) = data.list_steps(&q).await.map_err(bad)?;
+            Ok(envelope("steps", items, total))
+        }
+        ["steps", s] => {
+            let q = q.with_eq("stepid", id(s, "step")?);
+            let (items, _) = data.list_steps(&q).await.map_err(bad)?;
+            one("steps", items, &format!("step {s}"))
+        }
+        ["steps", s, "logs"] => {
+            let q = q.with_eq("stepid", id(s, "step")?);
+            let (items, total) = data.list_logs(&q).await.map_err(bad)?;
+            Ok(envelope("logs", items, total))
+        }
+        ["logs", l] => {
+            let q = q.with_eq("logid", id(l, "log")?);
+            let (items, _) = data.list_logs(&q).await.map_err(bad)?;
+            one("logs", items, &format!("log {l}"))
+        }
+        ["logs", l, "raw"] => {
+            let (slug, bytes) = data.log_raw(id(l, "log")?).await?;
+            let reply =
+                warp::reply::with_header(bytes, "content-type", "text/plain; charset=utf-8");
+            let reply = warp::reply::with_header(
+                reply,
+                "content-disposition",
+                format!("attachment; filename=\"{slug}.txt\""),
+            );
+            Ok(reply.into_response())
+        }
+        ["logs", l, "contents"] => {
+            let logid = id(l, "log")?;
+            let offset = q.offset.unwrap_or(0) as i64;
+            let limit = q.limit.map(|l| l as i64);
+            let (firstline, content) = data.log_lines(logid, offset, limit).await?;
+            Ok(envelope(
+                "logchunks",
+                vec![json!({"logid": logid, "firstline": firstline, "content": content})],
+                1,
+            ))
+        }
+        ["workers"] => {
+            let (items, total) = data
+                .list_workers(&q, &running.worker_ids)
+                .await
+                .map_err(bad)?;
+            Ok(envelope("workers", items, total))
+        }
+        ["workers", w] => {
+            let q = q.with_eq("workerid", id(w, "worker")?);
+            let (items, _) = data
+                .list_workers(&q, &running.worker_ids)
+                .await
+                .map_err(bad)?;
+            one("workers", items, &format!("worker {w}"))
+        }
+        ["buildrequests"] => {
+            let (items, total) = data.list_buildrequests(&q).await.map_err(bad)?;
+            Ok(envelope("buildrequests", items, total))
+        }
+        ["buildrequests", r] => {
+            let q = q.with_eq("buildrequestid", id(r, "build request")?);
+            let (items, _) = data.list_buildrequests(&q).await.map_err(bad)?;
+            one("buildrequests", items, &format!("build request {r}"))
+        }
+        ["buildrequests", r, "builds"] => {
+            let q = q.with_eq("buildrequestid", id(r, "build request")?);
+            let (items, total) = data.list_builds(&q, with_props).await.map_err(bad)?;
+            Ok(envelope("builds", items, total))
+        }
+        ["buildsets"] => {
+            let (items, total) = data.list_buildsets(&q).await.map_err(bad)?;
+            Ok(envelope("buildsets", items, total))
+        }
+        ["buildsets", s] => {
+            let q = q.with_eq("bsid", id(s, "buildset")?);
+            let (items, _) = data.list_buildsets(&q).await.map_err(bad)?;
+            one("buildsets", items, &format!("buildset {s}"))
+        }
+        ["forceschedulers"] => {
+            let items = force_schedulers(&running);
+            let total = items.len() as u64;
+            Ok(envelope("forceschedulers", items, total))
+        }
+        ["forceschedulers", name] => {
+            let items: Vec<Value> = force_schedulers(&running)
+                .into_iter()
+                .filter(|s| s["name"] == *name)
+                .collect();
+            one("forceschedulers", items, &format!("force scheduler {name}"))
+        }
+        ["masters"] => {
+            let items = data.masters_json().await?;
+            let total = items.len() as u64;
+            Ok(envelope("masters", items, total))
+        }
+        _ => Err(ApiError::not_found(format!("no API endpoint at {path}"))),
+    }
+}
+
+fn force_schedulers(running: &crate::runtime::RunningConfig) -> Vec<Value> {
+    running
+        .loaded
+        .config
+        .schedulers
+        .iter()
+        .map(|s| match s {
+            crate::config::SchedulerConfig::Force {
+                name,
+                builders,
+                label,
+                ..
+            } => json!({
+                "name": name,
+                "label": label,
+                "builder_names": builders,
+                "enabled": true,
+                "all_fields": [
+                    {"name": "reason", "type": "text", "fullName": "reason"},
+                    {"name": "owner", "type": "text", "fullName": "owner"},
+                ],
+            }),
+        })
+        .collect()
+}
+
+/// A parsed JSON-RPC 2.0 call.
+struct RpcCall {
+    method: String,
+    params: Value,
+}
+
+/// An error answered in JSON-RPC form.
+struct RpcError {
+    code: i64,
+    message: String,
+}
+
+async fn rpc<F, Fut>(body: &[u8], handler: F) -> Result<Response, ApiError>
+where
+    F: FnOnce(RpcCall) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, RpcError>>,
+{
+    let request: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Ok(json_reply(
+                StatusCode::BAD_REQUEST,
+                &json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": format!("parse error: {e}")}}),
+            ));
+        }
+    };
+    let rpc_id = request.get("id").cloned().unwrap_or(Value::Null);
+    let Some(method) = request.get("method").and_then(Value::as_str) else {
+        return Ok(json_reply(
+            StatusCode::BAD_REQUEST,
+            &json!({"jsonrpc": "2.0", "id": rpc_id, "error": {"code": -32600, "message": "invalid request: 'method' is missing"}}),
+        ));
+    };
+    let params = request.get("params").cloned().unwrap_or_else(|| json!({}));
+    match handler(RpcCall {
+        method: method.to_string(),
+        params,
+    })
+    .await
+    {
+        Ok(result) => Ok(json_reply(
+            StatusCode::OK,
+            &json!({"jsonrpc": "2.0", "id": rpc_id, "result": result}),
+        )),
+        Err(e) => Ok(json_reply(
+            StatusCode::BAD_REQUEST,
+            &json!({"jsonrpc": "2.0", "id": rpc_id, "error": {"code": e.code, "message": e.message}}),
+        )),
+    }
+}
+
+fn invalid_params(message: impl Into<String>) -> RpcError {
+    RpcError {
+        code: -32602,
+        message: message.into(),
+    }
+}
+
+fn int_param(params: &Value, key: &str) -> Result<Option<i64>, RpcError> {
+    match params.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| invalid_params(format!("'{key}' must be a whole number"))),
+        Some(Value::String(s)) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| invalid_params(format!("'{key}' must be a whole number, not '{s}'"))),
+        Some(_) => Err(invalid_params(format!("'{key}' must be a whole number"))),
+    }
+}
+
+fn str_param(params: &Value, key: &str) -> Result<Option<String>, RpcError> {
+    match params.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(invalid_params(format!("'{key}' must be a string"))),
+    }
+}
+
+async fn force_call(shared: &Shared, scheduler: &str, call: RpcCall) -> Result<Value, RpcError> {
+    if call.method != "force" {
+        return Err(RpcError {
+            code: -32601,
+            message: format!(
+                "unknown method '{}' (force schedulers know 'force')",
+                call.method
+            ),
+        });
+    }
+    if !call.params.is_object() {
+        return Err(invalid_params("'params' must be an object"));
+    }
+    let mut properties = std::collections::BTreeMap::new();
+    if let Some(Value::Object(props)) = call.params.get("properties") {
+        for (k, v) in props {
+            properties.insert(k.clone(), v.clone());
+        }
+    }
+    let request = ForceRequest {
+        builderid: int_param(&call.params, "builderid")?,
+        reason: str_param(&call.params, "reason")?,
+        owner: str_param(&call.params, "owner")?,
+        properties,
+    };
+    match force::force(shared, scheduler, request).await {
+        Ok((bsid, brids)) => {
+            let map: serde_json::Map<String, Value> = brids
+                .into_iter()
+                .map(|(builderid, brid)| (builderid.to_string(), json!(brid)))
+                .collect();
+            Ok(json!([bsid, map]))
+        }
+        Err(e @ (ForceError::UnknownScheduler(_) | ForceError::NotAllowed { .. })) => {
+            Err(invalid_params(e.to_string()))
+        }
+        Err(e) => Err(RpcError {
+            code: -32000,
+            message: e.to_string(),
+        }),
+    }
+}
+
+async fn stop_call(shared: &Shared, buildid: i64, call: RpcCall) -> Result<Value, RpcError> {
+    if call.method != "stop" {
+        return Err(RpcError {
+            code: -32601,
+            message: format!("unknown method '{}' (builds know 'stop')", call.method),
+        });
+    }
+    let reason = str_param(&call.params, "reason")?.unwrap_or_else(|| "stopped by a user".into());
+    if shared.builds.stop(buildid, StopKind::Cancel, &reason) {
+        Ok(Value::Null)
+    } else {
+        Err(invalid_params(format!(
+            "build {buildid} is not running on this master"
+        )))
+    }
+}

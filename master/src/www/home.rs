@@ -1,0 +1,80 @@
+//! A minimal home page: the title, every builder with its last build, and links
+//! into the API. (The full status UI comes with the status-page work.)
+
+use crate::data::query::ListQuery;
+use crate::runtime::Shared;
+
+/// Escape text for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub async fn render(shared: &Shared) -> Result<String, String> {
+    let running = shared.running_config();
+    let cfg = &running.loaded.config;
+    let mut rows = String::new();
+    for b in &cfg.builders {
+        let Some(&id) = running.builder_ids.get(&b.name) else {
+            continue;
+        };
+        let q = ListQuery {
+            order: vec![("number".into(), true)],
+            limit: Some(1),
+            ..Default::default()
+        }
+        .with_eq("builderid", id);
+        let (builds, _) = shared.data.list_builds(&q, false).await?;
+        let last = builds.first();
+        let (result, state) = match last {
+            Some(build) => (
+                build["results"]
+                    .as_i64()
+                    .map(|r| crate::results::name(r as i32))
+                    .unwrap_or("running"),
+                format!(
+                    "#{} {}",
+                    build["number"],
+                    build["state_string"].as_str().unwrap_or("")
+                ),
+            ),
+            None => ("none", "no builds yet".to_string()),
+        };
+        rows.push_str(&format!(
+            "<tr class=\"{result}\"><td><a href=\"/api/v2/builders/{id}/builds?order=-number&amp;limit=20\">{}</a></td><td>{}</td><td>{}</td></tr>\n",
+            escape(&b.name),
+            escape(result),
+            escape(&state),
+        ));
+    }
+    Ok(format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>\
+<style>body{{font-family:sans-serif;margin:2em}}td{{padding:.2em 1em}}\
+.success{{background:#dfd}}.failure{{background:#fdd}}.exception,.retry{{background:#fdf}}.cancelled{{background:#eee}}</style>\
+</head><body><h1>{title}</h1>\n<table><tr><th>builder</th><th>last result</th><th>last build</th></tr>\n{rows}</table>\
+<p>API: <a href=\"/api/v2/builders\">builders</a> · <a href=\"/api/v2/builds?order=-number&amp;limit=50\">builds</a> · \
+<a href=\"/api/v2/workers\">workers</a> · <a href=\"/api/v2/buildrequests?complete=false\">queue</a></p></body></html>\n",
+        title = escape(&cfg.title),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            super::escape("<script>alert('x') & \"y\"</script>"),
+            "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;"
+        );
+    }
+}

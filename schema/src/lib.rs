@@ -1,0 +1,20 @@
+//! moonbot's database schema as sea-orm migrations; the same statements run on SQLite and
+//! PostgreSQL. `README.md` in this crate documents every table.
+//!
+//! The master calls [`Migrator::up`] at start-up (see `master/src/db`); the entities that read
+//! and write these tables live in `master/src/db/entities`.
+
+pub use sea_orm_migration::prelude::MigratorTrait;
+use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_initial;
+
+/// All migrations, oldest first. Append new ones; never edit one that has shipped.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261121_000001_initial::Migration)]
+    }
+}

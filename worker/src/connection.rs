@@ -1,0 +1,731 @@
+//! The worker's connection loop: dial the master, introduce itself, serve the
+//! commands the master sends, and reconnect when the connection goes away.
+//!
+//! The worker always dials out (it is often behind NAT), so this loop owns the
+//! worker's whole relationship with the master: one QUIC connection at a time,
+//! a control stream for hello / keep-alive / shutdown, one task per command
+//! stream (output out, interrupts in), and exponential backoff between
+//! attempts. Running a command is [`crate::runner`]'s business; this module only
+//! moves its output and its interrupt over the wire, and makes sure a command
+//! whose master went away is stopped.
+
+use crate::protocol::{
+    CommandControl, CommandOutcome, CommandRequest, Frame, MasterMessage, PROTOCOL_VERSION,
+    RemoteCommand, WorkerMessage,
+};
+use crate::runner::{CommandEvent, run_command};
+use crate::tls::{self, TlsSetupError, explain_connection_error};
+use crate::transport::{FrameReader, StreamError, write_frame};
+use crate::workdir::WorkerDir;
+use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use std::future::Future;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::{MissedTickBehavior, sleep, timeout};
+
+/// First delay before reconnecting.
+pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest delay between two connection attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Each delay is randomly up to this fraction shorter or longer, so that many
+/// workers cut off at once do not all come back at the same instant.
+pub const BACKOFF_JITTER: f64 = 0.2;
+
+/// How long the QUIC handshake with one address may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the master may take to answer the hello.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a keep-alive may wait for room on the control stream.
+const KEEPALIVE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to let the endpoint tell the master goodbye on shutdown.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Output events queued between a command and its stream.
+const OUTPUT_QUEUE: usize = 16;
+
+/// Why the worker could not run at all (connection problems are retried, not
+/// returned).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The worker's key, certificate or CA could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    /// The builds directory could not be created.
+    #[error("could not create the builds directory {}: {source}", path.display())]
+    BuildsDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Connect to the master of `dir` and serve it until `shutdown` resolves,
+/// reconnecting whenever the connection ends or cannot be made.
+///
+/// On shutdown the connection is closed, every running command is stopped
+/// (its process group killed) and awaited, and `Ok` is returned.
+pub async fn run(dir: WorkerDir, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let client_config = tls::client_config(&dir)?;
+    let builds_dir = dir.builds_dir();
+    std::fs::create_dir_all(&builds_dir).map_err(|source| RunError::BuildsDir {
+        path: builds_dir.clone(),
+        source,
+    })?;
+    tokio::pin!(shutdown);
+
+    let mut endpoints = Endpoints::default();
+    let mut commands = JoinSet::new();
+    let mut backoff = Backoff::default();
+    loop {
+        let attempt = connect(&dir, &client_config, &mut endpoints);
+        let attempted = tokio::select! {
+            _ = shutdown.as_mut() => break,
+            attempted = attempt => attempted,
+        };
+        let delay = match attempted {
+            Ok(session) => {
+                backoff.reset();
+                tracing::info!(
+                    "connected to master {} at {} as {}",
+                    session.master_name,
+                    session.remote,
+                    dir.name
+                );
+                let remote = session.remote;
+                match serve(session, &mut commands, &builds_dir, shutdown.as_mut()).await {
+                    SessionEnd::Shutdown => break,
+                    SessionEnd::Lost(reason) => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(
+                            "lost the connection to the master at {remote}: {reason}; \
+                             reconnecting in {:.1} s",
+                            delay.as_secs_f64()
+                        );
+                        delay
+                    }
+                }
+            }
+            Err(failure) => {
+                let delay = backoff.next_delay();
+                let retry = format!("retrying in {:.1} s", delay.as_secs_f64());
+                if failure.refused {
+                    tracing::error!("{}; {retry}", failure.message);
+                } else {
+                    tracing::warn!("{}; {retry}", failure.message);
+                }
+                delay
+            }
+        };
+        tokio::select! {
+            _ = shutdown.as_mut() => break,
+            _ = sleep(delay) => {}
+        }
+    }
+
+    tracing::info!("worker shutting down");
+    // Every command's connection is closed by now, so each one is being
+    // stopped; wait until their process groups are gone.
+    while let Some(joined) = commands.join_next().await {
+        if let Err(e) = joined
+            && e.is_panic()
+        {
+            tracing::error!("a command task panicked: {e}");
+        }
+    }
+    for endpoint in endpoints.all() {
+        endpoint.close(VarInt::from_u32(0), b"worker shutting down");
+        if timeout(GOODBYE_TIMEOUT, endpoint.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::debug!("the endpoint did not become idle in time");
+        }
+    }
+    Ok(())
+}
+
+/// The reconnection delay after `failures` consecutive failures (0 for the
+/// first): [`INITIAL_BACKOFF`] doubling up to [`MAX_BACKOFF`], then scaled by
+/// `1 + BACKOFF_JITTER * jitter`, where `jitter` is in `[-1, 1]`.
+pub fn backoff_delay(failures: u32, jitter: f64) -> Duration {
+    let base = INITIAL_BACKOFF
+        .saturating_mul(1u32.checked_shl(failures).unwrap_or(u32::MAX))
+        .min(MAX_BACKOFF);
+    base.mul_f64(1.0 + BACKOFF_JITTER * jitter.clamp(-1.0, 1.0))
+}
+
+/// Consecutive connection failures, and the delay they call for.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        let delay = backoff_delay(self.failures, clock_jitter());
+        self.failures = self.failures.saturating_add(1);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// A number in `[-1, 1]` from the clock's nanoseconds: random enough to spread
+/// reconnecting workers apart.
+fn clock_jitter() -> f64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(nanos % 2001) / 1000.0 - 1.0
+}
+
+/// One client endpoint per address family, made on first use.
+#[derive(Default)]
+struct Endpoints {
+    v4: Option<Endpoint>,
+    v6: Option<Endpoint>,
+}
+
+impl Endpoints {
+    fn for_address(&mut self, addr: &SocketAddr) -> std::io::Result<Endpoint> {
+        let (slot, bind): (_, SocketAddr) = if addr.is_ipv6() {
+            (&mut self.v6, (Ipv6Addr::UNSPECIFIED, 0).into())
+        } else {
+            (&mut self.v4, (Ipv4Addr::UNSPECIFIED, 0).into())
+        };
+        if let Some(endpoint) = slot {
+            return Ok(endpoint.clone());
+        }
+        let endpoint = Endpoint::client(bind)?;
+        *slot = Some(endpoint.clone());
+        Ok(endpoint)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Endpoint> {
+        self.v4.iter().chain(self.v6.iter())
+    }
+}
+
+/// A connection the master has welcomed.
+struct Session {
+    conn: Connection,
+    remote: SocketAddr,
+    master_name: String,
+    control_send: SendStream,
+    control_reader: FrameReader,
+    keepalive_interval: Duration,
+}
+
+/// Why a connection attempt did not end in a welcome.
+#[derive(Debug)]
+struct AttemptFailure {
+    message: String,
+    /// The master (or its TLS) said no, as opposed to not being reachable.
+    refused: bool,
+}
+
+impl AttemptFailure {
+    fn unreachable(message: String) -> Self {
+        AttemptFailure {
+            message,
+            refused: false,
+        }
+    }
+}
+
+/// Resolve the master, dial each of its addresses until one answers, and go
+/// through hello / welcome.
+async fn connect(
+    dir: &WorkerDir,
+    client_config: &quinn::ClientConfig,
+    endpoints: &mut Endpoints,
+) -> Result<Session, AttemptFailure> {
+    let master = &dir.master_address;
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((master.host.as_str(), master.port))
+        .await
+        .map_err(|e| {
+            AttemptFailure::unreachable(format!("could not resolve the master {}: {e}", dir.master))
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(AttemptFailure::unreachable(format!(
+            "the master's host name {} has no address",
+            master.host
+        )));
+    }
+    let mut failures = Vec::new();
+    for addr in addrs {
+        match dial(addr, &master.host, client_config, endpoints).await {
+            Ok(conn) => return handshake(dir, conn, addr).await,
+            Err(e) => failures.push(format!("{addr}: {e}")),
+        }
+    }
+    Err(AttemptFailure::unreachable(format!(
+        "could not connect to the master {}: {}",
+        dir.master,
+        failures.join("; ")
+    )))
+}
+
+/// The QUIC (and TLS) handshake with one address.
+async fn dial(
+    addr: SocketAddr,
+    host: &str,
+    client_config: &quinn::ClientConfig,
+    endpoints: &mut Endpoints,
+) -> Result<Connection, String> {
+    let endpoint = endpoints
+        .for_address(&addr)
+        .map_err(|e| format!("could not open a UDP socket: {e}"))?;
+    let connecting = endpoint
+        .connect_with(client_config.clone(), addr, host)
+        .map_err(|e| e.to_string())?;
+    match timeout(HANDSHAKE_TIMEOUT, connecting).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(explain_connection_error(&e)),
+        Err(_) => Err(format!(
+            "no answer within {} s (is the master running and UDP port {} reachable?)",
+            HANDSHAKE_TIMEOUT.as_secs(),
+            addr.port()
+        )),
+    }
+}
+
+/// Send the hello on a new control stream and wait for the master's verdict.
+/// With TLS 1.3 a master that rejects this worker's certificate lets the
+/// handshake finish and closes the connection only now, so this is where that
+/// refusal shows.
+async fn handshake(
+    dir: &WorkerDir,
+    conn: Connection,
+    addr: SocketAddr,
+) -> Result<Session, AttemptFailure> {
+    // A failure before the master's first message: if the master closed the
+    // connection, it refused us (typically our certificate); otherwise the
+    // connection broke.
+    let failed_early = |conn: &Connection, fallback: String| match conn.close_reason() {
+        Some(
+            reason @ (quinn::ConnectionError::ConnectionClosed(_)
+            | quinn::ConnectionError::ApplicationClosed(_)),
+        ) => AttemptFailure {
+            message: format!(
+                "the master at {addr} refused the connection: {}",
+                explain_connection_error(&reason)
+            ),
+            refused: true,
+        },
+        Some(reason) => AttemptFailure::unreachable(format!(
+            "the connection to the master at {addr} failed during the hello: {}",
+            explain_connection_error(&reason)
+        )),
+        None => AttemptFailure::unreachable(format!(
+            "the connection to the master at {addr} failed during the hello: {fallback}"
+        )),
+    };
+    let exchange = async {
+        let (mut send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| failed_early(&conn, e.to_string()))?;
+        let hello = WorkerMessage::Hello {
+            name: dir.name.clone(),
+            protocol: PROTOCOL_VERSION,
+            info: dir.info(),
+        };
+        write_frame(&mut send, &Frame::json(&hello))
+            .await
+            .map_err(|e| failed_early(&conn, e.to_string()))?;
+        let mut reader = FrameReader::new(recv);
+        let first = reader
+            .next()
+            .await
+            .map_err(|e| failed_early(&conn, e.to_string()))?;
+        Ok((send, reader, first))
+    };
+    let (send, reader, first) = match timeout(WELCOME_TIMEOUT, exchange).await {
+        Ok(result) => result?,
+        Err(_) => {
+            conn.close(VarInt::from_u32(0), b"no welcome");
+            return Err(AttemptFailure::unreachable(format!(
+                "the master at {addr} did not answer the hello within {} s",
+                WELCOME_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    let protocol_error = |what: String| {
+        conn.close(VarInt::from_u32(0), b"protocol error");
+        AttemptFailure::unreachable(format!("the master at {addr} {what}"))
+    };
+    let Some(first) = first else {
+        return Err(match conn.close_reason() {
+            Some(_) => failed_early(&conn, String::new()),
+            None => protocol_error("closed the control stream without answering".into()),
+        });
+    };
+    match first.parse::<MasterMessage>() {
+        Ok(MasterMessage::Welcome {
+            master,
+            keepalive_interval_s,
+        }) => Ok(Session {
+            conn,
+            remote: addr,
+            master_name: master,
+            control_send: send,
+            control_reader: reader,
+            keepalive_interval: Duration::from_secs(keepalive_interval_s.max(1)),
+        }),
+        Ok(MasterMessage::Refused { reason }) => {
+            conn.close(VarInt::from_u32(0), b"refused");
+            Err(AttemptFailure {
+                message: format!(
+                    "the master at {addr} refused this worker ({}): {reason}",
+                    dir.name
+                ),
+                refused: true,
+            })
+        }
+        Ok(other) => Err(protocol_error(format!(
+            "answered the hello with {other:?} instead of a welcome"
+        ))),
+        Err(e) => Err(protocol_error(format!(
+            "sent a malformed answer to the hello: {e}"
+        ))),
+    }
+}
+
+/// How a welcomed connection ended.
+enum SessionEnd {
+    /// The worker is shutting down; the connection is closed.
+    Shutdown,
+    /// The connection is gone; reconnect.
+    Lost(String),
+}
+
+/// Serve a welcomed connection: keep-alives, the master's control messages and
+/// one task per command stream, until it ends or `shutdown` resolves.
+async fn serve<F: Future<Output = ()>>(
+    session: Session,
+    commands: &mut JoinSet<()>,
+    builds_dir: &Path,
+    mut shutdown: Pin<&mut F>,
+) -> SessionEnd {
+    let Session {
+        conn,
+        mut control_send,
+        control_reader,
+        keepalive_interval,
+        ..
+    } = session;
+    // One long-lived future reads the control stream: FrameReader::next is not
+    // cancel-safe, so it must not be restarted by every select below.
+    let control = watch_control_stream(&conn, control_reader);
+    tokio::pin!(control);
+    let mut keepalive = tokio::time::interval_at(
+        tokio::time::Instant::now() + keepalive_interval,
+        keepalive_interval,
+    );
+    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+    loop {
+        tokio::select! {
+            _ = shutdown.as_mut() => {
+                conn.close(VarInt::from_u32(0), b"worker shutting down");
+                return SessionEnd::Shutdown;
+            }
+            reason = &mut control => {
+                conn.close(VarInt::from_u32(0), b"control stream ended");
+                return SessionEnd::Lost(reason);
+            }
+            _ = keepalive.tick() => {
+                let sent = timeout(
+                    KEEPALIVE_WRITE_TIMEOUT,
+                    write_frame(&mut control_send, &Frame::json(&WorkerMessage::KeepAlive)),
+                )
+                .await;
+                match sent {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return SessionEnd::Lost(describe_stream_error(&conn, &e)),
+                    Err(_) => {
+                        conn.close(VarInt::from_u32(0), b"control stream stalled");
+                        return SessionEnd::Lost("the master stopped reading keep-alives".into());
+                    }
+                }
+            }
+            accepted = conn.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    while commands.try_join_next().is_some() {}
+                    commands.spawn(serve_command(conn.clone(), send, recv, builds_dir.to_path_buf()));
+                }
+                Err(e) => return SessionEnd::Lost(explain_connection_error(&e)),
+            }
+        }
+    }
+}
+
+/// Read the master's control messages until the stream ends; returns why.
+async fn watch_control_stream(conn: &Connection, mut reader: FrameReader) -> String {
+    loop {
+        match reader.next().await {
+            Ok(Some(frame)) => match frame.parse::<MasterMessage>() {
+                Ok(MasterMessage::KeepAlive) => tracing::trace!("keep-alive echoed"),
+                Ok(MasterMessage::Shutdown { reason }) => {
+                    tracing::warn!("the master is dropping this worker: {reason}");
+                    return format!("the master shut the connection down: {reason}");
+                }
+                Ok(other) => tracing::warn!("ignoring unexpected control message {other:?}"),
+                Err(e) => tracing::warn!("ignoring a malformed control message: {e}"),
+            },
+            Ok(None) => return "the master closed the control stream".into(),
+            Err(e) => return describe_stream_error(conn, &e),
+        }
+    }
+}
+
+/// A stream failure, described by the connection's close reason when the
+/// whole connection is what failed.
+fn describe_stream_error(conn: &Connection, err: &StreamError) -> String {
+    match conn.close_reason() {
+        Some(reason) => explain_connection_error(&reason),
+        None => err.to_string(),
+    }
+}
+
+/// What the master's side of a command stream did.
+enum CommandControlEnd {
+    /// The master asked to stop the command.
+    Interrupt(String),
+    /// The master finished its side; it sends nothing more, the command goes on.
+    Finished,
+    /// The stream or connection failed: nobody can receive the outcome.
+    Failed(StreamError),
+}
+
+/// Serve one command stream: read the request, run it, stream its output,
+/// deliver interrupts, report the outcome.
+async fn serve_command(
+    conn: Connection,
+    mut send: SendStream,
+    recv: RecvStream,
+    builds_dir: PathBuf,
+) {
+    let mut reader = FrameReader::new(recv);
+    let request = match reader.next().await {
+        Ok(Some(frame)) => match frame.parse::<CommandRequest>() {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::warn!("the master sent a malformed command request: {e}");
+                let outcome = CommandOutcome {
+                    failure: Some(format!("malformed command request: {e}")),
+                    ..CommandOutcome::default()
+                };
+                finish_command_stream(&mut send, &outcome, None).await;
+                return;
+            }
+        },
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!("a command stream failed before its request: {e}");
+            return;
+        }
+    };
+    let id = request.id;
+    tracing::info!("command {id}: {}", describe_command(&request.command));
+
+    let (events_tx, events_rx) = mpsc::channel(OUTPUT_QUEUE);
+    let (interrupt_tx, interrupt_rx) = oneshot::channel();
+    // Dropping this unsent stops the command ("connection to master lost").
+    let mut interrupt_tx = Some(interrupt_tx);
+    let outcome = {
+        let run = run_command(&request.command, &builds_dir, events_tx, interrupt_rx);
+        let forward = forward_output(&mut send, events_rx);
+        let control = watch_command_stream(reader);
+        let closed = conn.closed();
+        tokio::pin!(run, forward, control, closed);
+        let mut outcome = None;
+        let mut forward_done = false;
+        let mut control_done = false;
+        let mut closed_done = false;
+        while outcome.is_none() || !forward_done {
+            tokio::select! {
+                finished = &mut run, if outcome.is_none() => outcome = Some(finished),
+                forwarded = &mut forward, if !forward_done => {
+                    forward_done = true;
+                    if let Err(e) = forwarded {
+                        let why = format!("could not send its output: {}", describe_stream_error(&conn, &e));
+                        stop_command(&mut interrupt_tx, &conn, id, &why);
+                    }
+                }
+                end = &mut control, if !control_done => {
+                    control_done = true;
+                    match end {
+                        CommandControlEnd::Interrupt(reason) => {
+                            tracing::info!("command {id}: interrupted by the master: {reason}");
+                            if let Some(tx) = interrupt_tx.take() {
+                                let _ = tx.send(reason);
+                            }
+                        }
+                        CommandControlEnd::Finished => {}
+                        CommandControlEnd::Failed(e) => {
+                            let why = format!("its stream failed: {}", describe_stream_error(&conn, &e));
+                            stop_command(&mut interrupt_tx, &conn, id, &why);
+                        }
+                    }
+                }
+                reason = &mut closed, if !closed_done => {
+                    closed_done = true;
+                    let why = format!("the connection to the master is gone: {}", explain_connection_error(&reason));
+                    stop_command(&mut interrupt_tx, &conn, id, &why);
+                }
+            }
+        }
+        outcome.unwrap_or_default()
+    };
+    drop(interrupt_tx);
+    tracing::info!("command {id}: {}", describe_outcome(&outcome));
+    finish_command_stream(&mut send, &outcome, Some(id)).await;
+}
+
+/// Stop a running command because nobody can receive its outcome: drop its
+/// interrupt sender (the runner then kills its process group). Logs once.
+fn stop_command(
+    interrupt: &mut Option<oneshot::Sender<String>>,
+    conn: &Connection,
+    id: u64,
+    why: &str,
+) {
+    if interrupt.take().is_none() {
+        return;
+    }
+    if matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::LocallyClosed)
+    ) {
+        tracing::info!("command {id}: stopping it, the worker is shutting down");
+    } else {
+        tracing::warn!("command {id}: stopping it, {why}");
+    }
+}
+
+/// Write the final outcome and finish the stream (best effort: the master may
+/// be gone).
+async fn finish_command_stream(send: &mut SendStream, outcome: &CommandOutcome, id: Option<u64>) {
+    let id = id.map(|id| format!("command {id}: ")).unwrap_or_default();
+    if let Err(e) = write_frame(send, &Frame::json(outcome)).await {
+        tracing::debug!("{id}could not report the outcome: {e}");
+        return;
+    }
+    if let Err(e) = send.finish() {
+        tracing::debug!("{id}could not finish the stream: {e}");
+    }
+}
+
+/// Forward a command's output as stdout/stderr frames, in order.
+async fn forward_output(
+    send: &mut SendStream,
+    mut events: mpsc::Receiver<CommandEvent>,
+) -> Result<(), StreamError> {
+    while let Some(event) = events.recv().await {
+        let frame = match event {
+            CommandEvent::Stdout(bytes) => Frame::Stdout(bytes),
+            CommandEvent::Stderr(bytes) => Frame::Stderr(bytes),
+        };
+        write_frame(send, &frame).await?;
+    }
+    Ok(())
+}
+
+/// Read what the master sends on a command stream after the request.
+async fn watch_command_stream(mut reader: FrameReader) -> CommandControlEnd {
+    loop {
+        match reader.next().await {
+            Ok(Some(frame)) => match frame.parse::<CommandControl>() {
+                Ok(CommandControl::Interrupt { reason }) => {
+                    return CommandControlEnd::Interrupt(reason);
+                }
+                Err(e) => tracing::warn!("ignoring a malformed command control message: {e}"),
+            },
+            Ok(None) => return CommandControlEnd::Finished,
+            Err(e) => return CommandControlEnd::Failed(e),
+        }
+    }
+}
+
+fn describe_command(command: &RemoteCommand) -> String {
+    match command {
+        RemoteCommand::Shell(shell) => {
+            format!("shell `{}` in {}", shell.command.display(), shell.workdir)
+        }
+        RemoteCommand::Mkdir { path } => format!("mkdir {path}"),
+        RemoteCommand::Rmdir { path } => format!("rmdir {path}"),
+        RemoteCommand::Stat { path } => format!("stat {path}"),
+    }
+}
+
+fn describe_outcome(outcome: &CommandOutcome) -> String {
+    let mut parts = Vec::new();
+    if let Some(rc) = outcome.rc {
+        parts.push(format!("rc {rc}"));
+    }
+    if let Some(signal) = outcome.signal {
+        parts.push(format!("signal {signal}"));
+    }
+    if outcome.interrupted {
+        parts.push("interrupted".into());
+    }
+    if let Some(failure) = &outcome.failure {
+        parts.push(failure.clone());
+    }
+    parts.push(format!("{} ms", outcome.elapsed_ms));
+    format!("finished: {}", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_to_a_minute() {
+        let secs: Vec<f64> = (0..10)
+            .map(|n| backoff_delay(n, 0.0).as_secs_f64())
+            .collect();
+        assert_eq!(
+            secs,
+            [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0, 60.0]
+        );
+        assert_eq!(backoff_delay(u32::MAX, 0.0), MAX_BACKOFF);
+        assert_eq!(backoff_delay(40, 0.0), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn backoff_jitter_stays_within_twenty_percent() {
+        assert_eq!(backoff_delay(0, -1.0), Duration::from_millis(800));
+        assert_eq!(backoff_delay(0, 1.0), Duration::from_millis(1200));
+        assert_eq!(backoff_delay(10, 1.0), Duration::from_secs(72));
+        assert_eq!(backoff_delay(10, -5.0), Duration::from_secs(48), "clamped");
+        for _ in 0..1000 {
+            let jitter = clock_jitter();
+            assert!((-1.0..=1.0).contains(&jitter), "{jitter}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_per_failure_and_resets() {
+        let mut backoff = Backoff::default();
+        let delays: Vec<Duration> = (0..8).map(|_| backoff.next_delay()).collect();
+        for (n, delay) in delays.iter().enumerate() {
+            let base = backoff_delay(n as u32, 0.0).as_secs_f64();
+            let got = delay.as_secs_f64();
+            assert!(
+                got >= base * 0.8 - 1e-9 && got <= base * 1.2 + 1e-9,
+                "{n}: {got} vs {base}"
+            );
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(1200));
+    }
+}

@@ -1,0 +1,413 @@
+//! The wire protocol between master and worker: message types and framing.
+//!
+//! This module does no I/O. It defines what travels on the QUIC streams and turns
+//! it into bytes and back, so both ends (and the tests) share one definition and a
+//! malformed frame is an ordinary `Err`, never a panic.
+//!
+//! # Streams
+//!
+//! * **Control stream**: the worker opens one bidirectional stream right after the
+//!   handshake and sends [`WorkerMessage::Hello`]. The master answers
+//!   [`MasterMessage::Welcome`] (the worker counts itself connected only then) or
+//!   [`MasterMessage::Refused`] and closes. Afterwards the worker sends
+//!   [`WorkerMessage::KeepAlive`] periodically and the master echoes it; the master
+//!   may send [`MasterMessage::Shutdown`].
+//! * **Command streams**: the master opens one bidirectional stream per remote
+//!   command and writes a [`CommandRequest`]. The worker answers with any number of
+//!   output frames ([`Frame::Stdout`], [`Frame::Stderr`]) and exactly one final
+//!   [`CommandOutcome`], then finishes its send side. While the command runs the
+//!   master may write [`CommandControl::Interrupt`] on the same stream.
+//!
+//! # Framing
+//!
+//! Every frame is `u32` big-endian length of what follows, one kind byte, payload.
+//! Control payloads are JSON; output payloads are the raw bytes the process wrote,
+//! so a large log is never re-encoded.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// ALPN protocol name both ends insist on.
+pub const ALPN: &[u8] = b"moonbot/1";
+/// Version of the message set, sent in the hello.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Default UDP port of the master's QUIC listener.
+pub const DEFAULT_PORT: u16 = 9989;
+/// Largest frame either side accepts (kind byte + payload).
+pub const MAX_FRAME_LEN: usize = 1 << 20;
+/// Output is read from processes in pieces of at most this size.
+pub const OUTPUT_CHUNK: usize = 64 * 1024;
+
+const KIND_JSON: u8 = 0;
+const KIND_STDOUT: u8 = 1;
+const KIND_STDERR: u8 = 2;
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A JSON control message (which one depends on the stream and direction).
+    Json(Vec<u8>),
+    /// Bytes the command wrote to its standard output.
+    Stdout(Vec<u8>),
+    /// Bytes the command wrote to its standard error.
+    Stderr(Vec<u8>),
+}
+
+/// Why bytes could not be read as a frame.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// The length prefix announces more than [`MAX_FRAME_LEN`].
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_LEN}")]
+    TooLarge(usize),
+    /// A frame with no kind byte.
+    #[error("empty frame")]
+    Empty,
+    /// The kind byte is not one this version knows.
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    /// A JSON frame that does not hold the expected message.
+    #[error("malformed message: {0}")]
+    BadJson(String),
+}
+
+impl Frame {
+    /// Frame a JSON message.
+    pub fn json<T: Serialize>(msg: &T) -> Frame {
+        Frame::Json(serde_json::to_vec(msg).expect("protocol messages always serialize"))
+    }
+
+    /// Parse the JSON payload of this frame as `T`.
+    pub fn parse<T: for<'de> Deserialize<'de>>(&self) -> Result<T, FrameError> {
+        match self {
+            Frame::Json(bytes) => {
+                serde_json::from_slice(bytes).map_err(|e| FrameError::BadJson(e.to_string()))
+            }
+            other => Err(FrameError::BadJson(format!(
+                "expected a JSON frame, got {}",
+                other.kind_name()
+            ))),
+        }
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self {
+            Frame::Json(_) => "json",
+            Frame::Stdout(_) => "stdout",
+            Frame::Stderr(_) => "stderr",
+        }
+    }
+
+    /// Append the encoded frame to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let (kind, payload) = match self {
+            Frame::Json(p) => (KIND_JSON, p),
+            Frame::Stdout(p) => (KIND_STDOUT, p),
+            Frame::Stderr(p) => (KIND_STDERR, p),
+        };
+        out.extend_from_slice(&((payload.len() + 1) as u32).to_be_bytes());
+        out.push(kind);
+        out.extend_from_slice(payload);
+    }
+
+    /// The encoded frame as a fresh buffer.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(5 + self.payload_len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    fn payload_len(&self) -> usize {
+        match self {
+            Frame::Json(p) | Frame::Stdout(p) | Frame::Stderr(p) => p.len(),
+        }
+    }
+
+    /// Check a length prefix before reading that many bytes.
+    pub fn check_len(len: u32) -> Result<usize, FrameError> {
+        let len = len as usize;
+        if len == 0 {
+            Err(FrameError::Empty)
+        } else if len > MAX_FRAME_LEN {
+            Err(FrameError::TooLarge(len))
+        } else {
+            Ok(len)
+        }
+    }
+
+    /// Decode a frame body (kind byte + payload, without the length prefix).
+    pub fn decode_body(mut body: Vec<u8>) -> Result<Frame, FrameError> {
+        if body.is_empty() {
+            return Err(FrameError::Empty);
+        }
+        let kind = body.remove(0);
+        match kind {
+            KIND_JSON => Ok(Frame::Json(body)),
+            KIND_STDOUT => Ok(Frame::Stdout(body)),
+            KIND_STDERR => Ok(Frame::Stderr(body)),
+            k => Err(FrameError::UnknownKind(k)),
+        }
+    }
+
+    /// Decode one complete frame from the front of `buf`; returns the frame and
+    /// how many bytes it used, or `Ok(None)` when `buf` holds only part of a frame.
+    pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
+        if buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = Frame::check_len(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]))?;
+        if buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let frame = Frame::decode_body(buf[4..4 + len].to_vec())?;
+        Ok(Some((frame, 4 + len)))
+    }
+}
+
+/// What the worker tells the master about itself (Buildbot's "worker info").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct WorkerInfo {
+    /// moonbot-worker version.
+    pub version: String,
+    /// Operating system (`linux`, `macos` …).
+    pub os: String,
+    /// CPU architecture (`x86_64`, `aarch64` …).
+    pub arch: String,
+    /// Number of CPUs the worker machine has.
+    pub cpus: u32,
+    /// Host name of the worker machine.
+    pub hostname: String,
+    /// Who to contact about this worker (from `WDIR/info/admin`).
+    pub admin: Option<String>,
+    /// Free text about the host (from `WDIR/info/host`).
+    pub host_description: Option<String>,
+}
+
+/// Messages the worker sends on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerMessage {
+    /// First message on a new connection.
+    Hello {
+        /// The worker's name; must equal the name in its certificate.
+        name: String,
+        /// [`PROTOCOL_VERSION`] of the worker.
+        protocol: u32,
+        /// Facts about the worker machine.
+        info: WorkerInfo,
+    },
+    /// Periodic proof of life; the master echoes it.
+    KeepAlive,
+}
+
+/// Messages the master sends on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MasterMessage {
+    /// The worker is accepted and may receive commands.
+    Welcome {
+        /// The master's name (for the worker's log).
+        master: String,
+        /// How often the worker should send [`WorkerMessage::KeepAlive`], in seconds.
+        keepalive_interval_s: u64,
+    },
+    /// The worker is not accepted; the connection is closed after this.
+    Refused { reason: String },
+    /// Echo of a keep-alive.
+    KeepAlive,
+    /// The master is dropping this worker (e.g. a reconfig removed it).
+    Shutdown { reason: String },
+}
+
+/// The first frame on a command stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRequest {
+    /// Identifies the command in both ends' logs.
+    pub id: u64,
+    pub command: RemoteCommand,
+}
+
+/// Commands a worker can run.
+///
+/// Relative paths are relative to the worker's build directory (`WDIR/builds`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RemoteCommand {
+    /// Run a process.
+    Shell(ShellCommand),
+    /// Create a directory and its parents.
+    Mkdir { path: String },
+    /// Remove a directory tree (no error when it does not exist).
+    Rmdir { path: String },
+    /// Report whether a path exists and what it is.
+    Stat { path: String },
+}
+
+/// What to run and how, for [`RemoteCommand::Shell`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShellCommand {
+    /// The program and its arguments, run without a shell; or a string for `/bin/sh -c`.
+    pub command: CommandLine,
+    /// Working directory (relative to the build directory); created if missing.
+    pub workdir: String,
+    /// Extra environment variables; a `None` value removes the variable.
+    #[serde(default)]
+    pub env: BTreeMap<String, Option<String>>,
+    /// Kill the command after this many seconds without output.
+    pub timeout_s: Option<u64>,
+    /// Kill the command after this many seconds in all.
+    pub max_time_s: Option<u64>,
+    /// Seconds between SIGTERM and SIGKILL when the command is stopped.
+    #[serde(default = "default_sigterm_grace")]
+    pub sigterm_grace_s: u64,
+}
+
+fn default_sigterm_grace() -> u64 {
+    5
+}
+
+/// A command line: argv (no shell) or one shell string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CommandLine {
+    Argv(Vec<String>),
+    Shell(String),
+}
+
+impl CommandLine {
+    /// The argv that is actually executed.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            CommandLine::Argv(v) => v.clone(),
+            CommandLine::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+        }
+    }
+
+    /// A one-line rendering for logs and step descriptions.
+    pub fn display(&self) -> String {
+        match self {
+            CommandLine::Argv(v) => v.join(" "),
+            CommandLine::Shell(s) => s.clone(),
+        }
+    }
+}
+
+/// Sent by the master on a command stream while the command runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CommandControl {
+    /// Stop the command: SIGTERM to its process group, SIGKILL after the grace time.
+    Interrupt { reason: String },
+}
+
+/// The last frame the worker writes on a command stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CommandOutcome {
+    /// Exit code of the process, if it exited normally.
+    pub rc: Option<i32>,
+    /// Signal that ended the process, if any.
+    pub signal: Option<i32>,
+    /// The command was stopped by [`CommandControl::Interrupt`].
+    #[serde(default)]
+    pub interrupted: bool,
+    /// Why the worker ended the command itself, or could not run it
+    /// (e.g. "timed out after 1200 s without output", "no such file or directory").
+    pub failure: Option<String>,
+    /// Wall-clock time the command took, in milliseconds.
+    pub elapsed_ms: u64,
+    /// The answer to [`RemoteCommand::Stat`].
+    pub stat: Option<StatResult>,
+}
+
+impl CommandOutcome {
+    /// Did the command do what was asked (exit 0, no failure, not interrupted)?
+    pub fn succeeded(&self) -> bool {
+        self.rc == Some(0) && self.failure.is_none() && !self.interrupted
+    }
+}
+
+/// What [`RemoteCommand::Stat`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatResult {
+    pub exists: bool,
+    pub is_dir: bool,
+    pub is_file: bool,
+    pub size: u64,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_in_one_buffer() {
+        let frames = vec![
+            Frame::json(&WorkerMessage::KeepAlive),
+            Frame::Stdout(b"hello\n".to_vec()),
+            Frame::Stderr(vec![0, 159, 146, 150]),
+            Frame::Stdout(Vec::new()),
+        ];
+        let mut buf = Vec::new();
+        for f in &frames {
+            f.encode_into(&mut buf);
+        }
+        let mut decoded = Vec::new();
+        let mut rest = &buf[..];
+        while let Some((frame, used)) = Frame::decode(rest).unwrap() {
+            decoded.push(frame);
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty());
+        assert_eq!(decoded, frames);
+    }
+
+    #[test]
+    fn partial_frame_waits_for_more() {
+        let buf = Frame::Stdout(b"abcdef".to_vec()).encode();
+        for cut in 0..buf.len() {
+            assert_eq!(Frame::decode(&buf[..cut]).unwrap(), None, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn malformed_frames_are_errors() {
+        assert_eq!(Frame::decode(&[0, 0, 0, 0]), Err(FrameError::Empty));
+        assert_eq!(
+            Frame::decode(&[0xff, 0, 0, 0]),
+            Err(FrameError::TooLarge(0xff00_0000))
+        );
+        assert_eq!(
+            Frame::decode(&[0, 0, 0, 1, 9]),
+            Err(FrameError::UnknownKind(9))
+        );
+        let not_hello = Frame::Json(b"{\"type\":\"nope\"}".to_vec());
+        assert!(matches!(
+            not_hello.parse::<WorkerMessage>(),
+            Err(FrameError::BadJson(_))
+        ));
+        assert!(Frame::Stdout(vec![]).parse::<MasterMessage>().is_err());
+    }
+
+    #[test]
+    fn command_json_shape_is_stable() {
+        let req = CommandRequest {
+            id: 7,
+            command: RemoteCommand::Shell(ShellCommand {
+                command: CommandLine::Argv(vec!["echo".into(), "hi".into()]),
+                workdir: "hello/build".into(),
+                env: BTreeMap::from([("CC".into(), Some("clang".into()))]),
+                timeout_s: Some(1200),
+                max_time_s: None,
+                sigterm_grace_s: 5,
+            }),
+        };
+        let json = serde_json::to_value(&req).unwrap();
+        assert_eq!(json["command"]["kind"], "shell");
+        assert_eq!(json["command"]["command"][0], "echo");
+        let back: CommandRequest = serde_json::from_value(json).unwrap();
+        assert_eq!(back, req);
+        let shell_string: CommandLine = serde_json::from_str("\"make test\"").unwrap();
+        assert_eq!(shell_string.argv(), vec!["/bin/sh", "-c", "make test"]);
+    }
+}

@@ -1,0 +1,464 @@
+//! Running one remote command on this machine: processes, their output, their
+//! time limits, interrupts, and the small filesystem commands.
+//!
+//! This module knows nothing about QUIC. The connection hands it a
+//! [`RemoteCommand`], a channel for output and a oneshot for interrupts, and gets
+//! back a [`CommandOutcome`]; the tests drive it the same way with real processes.
+//!
+//! A shell command runs in its own process group so that stopping it (interrupt,
+//! timeout, lost connection) reaches every process it started: SIGTERM to the
+//! group, SIGKILL after the grace time. A command that exits by itself is never
+//! signalled, even if it left background processes behind.
+
+use crate::protocol::{CommandOutcome, OUTPUT_CHUNK, RemoteCommand, ShellCommand, StatResult};
+use crate::signal::{SIGKILL, SIGTERM, process_group_alive, signal_process_group};
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep, sleep_until};
+
+/// Output of a running command, in the order it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandEvent {
+    /// One read from the command's standard output (at most
+    /// [`OUTPUT_CHUNK`] bytes).
+    Stdout(Vec<u8>),
+    /// One read from the command's standard error.
+    Stderr(Vec<u8>),
+}
+
+/// The interrupt reason used when the interrupt sender is dropped unsent.
+pub const CONNECTION_LOST: &str = "connection to master lost";
+
+/// How long output is still collected after the command's main process exited
+/// (a background grandchild may hold the pipes open forever).
+pub const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// While a stopped command's main process is gone but its group is not, how
+/// often to look whether the group has emptied.
+const GROUP_POLL: Duration = Duration::from_millis(25);
+
+/// Run `cmd` and report how it ended.
+///
+/// Relative paths (the working directory, the paths of filesystem commands)
+/// resolve against `builds_dir`. Output is sent on `events` as it is read; a
+/// full channel holds the command's output back (the process blocks on its
+/// pipe), a closed one discards it. Sending on `interrupt`, or dropping it
+/// unsent (reason [`CONNECTION_LOST`]), stops a running shell command.
+pub async fn run_command(
+    cmd: &RemoteCommand,
+    builds_dir: &Path,
+    events: mpsc::Sender<CommandEvent>,
+    interrupt: oneshot::Receiver<String>,
+) -> CommandOutcome {
+    let start = Instant::now();
+    let mut outcome = match cmd {
+        RemoteCommand::Shell(shell) => run_shell(shell, builds_dir, events, interrupt).await,
+        RemoteCommand::Mkdir { path } => {
+            let path = builds_dir.join(path);
+            filesystem_outcome(
+                tokio::fs::create_dir_all(&path).await,
+                "could not create directory",
+                &path,
+            )
+        }
+        RemoteCommand::Rmdir { path } => {
+            let path = builds_dir.join(path);
+            let target = path.clone();
+            let result = tokio::task::spawn_blocking(move || remove_tree(&target))
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)));
+            filesystem_outcome(result, "could not remove directory", &path)
+        }
+        RemoteCommand::Stat { path } => stat(&builds_dir.join(path)).await,
+    };
+    outcome.elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    outcome
+}
+
+/// Why the worker is stopping a command.
+#[derive(Debug)]
+enum StopReason {
+    Interrupted,
+    NoOutput(u64),
+    TooLong(u64),
+}
+
+impl StopReason {
+    fn failure(&self) -> Option<String> {
+        match self {
+            StopReason::Interrupted => None,
+            StopReason::NoOutput(s) => {
+                Some(format!("command timed out: {s} seconds without output"))
+            }
+            StopReason::TooLong(s) => Some(format!("command timed out: {s} seconds elapsed")),
+        }
+    }
+}
+
+/// An outcome for a command that never ran.
+fn not_started(failure: String) -> CommandOutcome {
+    CommandOutcome {
+        failure: Some(failure),
+        ..CommandOutcome::default()
+    }
+}
+
+async fn run_shell(
+    shell: &ShellCommand,
+    builds_dir: &Path,
+    events: mpsc::Sender<CommandEvent>,
+    interrupt: oneshot::Receiver<String>,
+) -> CommandOutcome {
+    let argv = shell.command.argv();
+    let Some(program) = argv.first() else {
+        return not_started("could not start the command: the command line is empty".into());
+    };
+    let workdir = builds_dir.join(&shell.workdir);
+    if let Err(e) = tokio::fs::create_dir_all(&workdir).await {
+        return not_started(format!(
+            "could not create the working directory {}: {e}",
+            workdir.display()
+        ));
+    }
+    // `./configure` means the one in the working directory, as in a shell there.
+    let program_path = if program.contains('/') && Path::new(program).is_relative() {
+        workdir.join(program)
+    } else {
+        PathBuf::from(program)
+    };
+    let mut command = tokio::process::Command::new(&program_path);
+    command
+        .args(&argv[1..])
+        .current_dir(&workdir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    for (name, value) in &shell.env {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => return not_started(format!("could not start `{program}`: {e}")),
+    };
+    let Some(pgid) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
+        return not_started(format!("could not start `{program}`: no process id"));
+    };
+    tracing::debug!(pgid, command = %shell.command.display(), workdir = %workdir.display(), "started");
+    let guard = GroupGuard { pgid, armed: true };
+    supervise(shell, child, guard, events, interrupt).await
+}
+
+/// Kills the process group if the runner is dropped while it is responsible
+/// for the group (e.g. the task is aborted), so no command outlives its runner.
+struct GroupGuard {
+    pgid: i32,
+    armed: bool,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = signal_process_group(self.pgid, SIGKILL);
+        }
+    }
+}
+
+/// Watch a started command until it has ended and its output is collected.
+async fn supervise(
+    shell: &ShellCommand,
+    mut child: tokio::process::Child,
+    mut guard: GroupGuard,
+    events: mpsc::Sender<CommandEvent>,
+    mut interrupt: oneshot::Receiver<String>,
+) -> CommandOutcome {
+    let pgid = guard.pgid;
+    let start = Instant::now();
+    let grace = Duration::from_secs(shell.sigterm_grace_s);
+    let max_time_deadline = shell.max_time_s.map(|s| start + Duration::from_secs(s));
+    let no_output_limit = shell.timeout_s.map(Duration::from_secs);
+
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let mut stdout_buf = vec![0u8; OUTPUT_CHUNK];
+    let mut stderr_buf = vec![0u8; OUTPUT_CHUNK];
+    // The consumer; `None` once it went away (output is then discarded).
+    let mut events = Some(events);
+    // A chunk read but not yet accepted by the channel; nothing more is read
+    // until it is, which keeps the order and passes back-pressure on.
+    let mut pending: Option<CommandEvent> = None;
+    let mut last_activity = start;
+
+    let mut interrupt_armed = true;
+    let mut interrupted = false;
+    let mut status: Option<ExitStatus> = None;
+    let mut wait_failure: Option<String> = None;
+    let mut stop: Option<StopReason> = None;
+    let mut sigkill_at: Option<Instant> = None;
+    let mut sigkill_sent = false;
+    let mut drain_deadline: Option<Instant> = None;
+
+    loop {
+        let exited = status.is_some() || wait_failure.is_some();
+        let pipes_done = stdout.is_none() && stderr.is_none();
+        if exited && pipes_done && pending.is_none() {
+            // A stopped command is over when its whole group has exited, not
+            // just the main process; after SIGKILL nothing can linger.
+            if stop.is_none() || sigkill_sent {
+                break;
+            }
+            if !process_group_alive(pgid) {
+                // Nothing seen alive; SIGKILL anyway in case a member hid from
+                // the check (it costs nothing when the group is gone).
+                let _ = signal_process_group(pgid, SIGKILL);
+                break;
+            }
+        }
+        let running = !exited;
+        let watching_group = exited && stop.is_some() && !sigkill_sent;
+        let no_output_deadline = no_output_limit.map(|limit| last_activity + limit);
+
+        tokio::select! {
+            reason = &mut interrupt, if interrupt_armed => {
+                interrupt_armed = false;
+                let reason = reason.unwrap_or_else(|_| CONNECTION_LOST.to_string());
+                if stop.is_none() {
+                    tracing::info!(pgid, %reason, "interrupting command");
+                    interrupted = running;
+                    stop = Some(StopReason::Interrupted);
+                    send_sigterm(pgid);
+                    sigkill_at = Some(Instant::now() + grace);
+                }
+            }
+            _ = sleep_until_opt(no_output_deadline),
+                if running && stop.is_none() && pending.is_none() && no_output_deadline.is_some() => {
+                let limit = shell.timeout_s.unwrap_or_default();
+                tracing::info!(pgid, "no output for {limit} s: stopping command");
+                stop = Some(StopReason::NoOutput(limit));
+                send_sigterm(pgid);
+                sigkill_at = Some(Instant::now() + grace);
+            }
+            _ = sleep_until_opt(max_time_deadline),
+                if running && stop.is_none() && max_time_deadline.is_some() => {
+                let limit = shell.max_time_s.unwrap_or_default();
+                tracing::info!(pgid, "ran for {limit} s: stopping command");
+                stop = Some(StopReason::TooLong(limit));
+                send_sigterm(pgid);
+                sigkill_at = Some(Instant::now() + grace);
+            }
+            _ = sleep_until_opt(sigkill_at), if sigkill_at.is_some() && !sigkill_sent => {
+                sigkill_sent = true;
+                match signal_process_group(pgid, SIGKILL) {
+                    Ok(()) => tracing::info!(pgid, "command still running after SIGTERM: sent SIGKILL"),
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => tracing::warn!(pgid, "could not SIGKILL the command: {e}"),
+                }
+            }
+            result = child.wait(), if running => {
+                match result {
+                    Ok(exit) => status = Some(exit),
+                    Err(e) => {
+                        wait_failure = Some(format!("lost track of the command: {e}"));
+                        let _ = signal_process_group(pgid, SIGKILL);
+                        sigkill_sent = true;
+                    }
+                }
+                if stop.is_none() {
+                    // Exited by itself: whatever it left behind is not ours to kill.
+                    guard.armed = false;
+                }
+                drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
+            }
+            _ = sleep_until_opt(drain_deadline), if drain_deadline.is_some() && !pipes_done => {
+                tracing::debug!(pgid, "output pipes still open {DRAIN_AFTER_EXIT:?} after exit; no longer reading them");
+                stdout = None;
+                stderr = None;
+            }
+            _ = sleep(GROUP_POLL), if watching_group => {}
+            read = read_pipe(stdout.as_mut(), &mut stdout_buf), if stdout.is_some() && pending.is_none() => {
+                match read {
+                    Ok(0) => stdout = None,
+                    Ok(n) => {
+                        last_activity = Instant::now();
+                        if events.is_some() {
+                            pending = Some(CommandEvent::Stdout(stdout_buf[..n].to_vec()));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(pgid, "reading the command's stdout failed: {e}");
+                        stdout = None;
+                    }
+                }
+            }
+            read = read_pipe(stderr.as_mut(), &mut stderr_buf), if stderr.is_some() && pending.is_none() => {
+                match read {
+                    Ok(0) => stderr = None,
+                    Ok(n) => {
+                        last_activity = Instant::now();
+                        if events.is_some() {
+                            pending = Some(CommandEvent::Stderr(stderr_buf[..n].to_vec()));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(pgid, "reading the command's stderr failed: {e}");
+                        stderr = None;
+                    }
+                }
+            }
+            permit = reserve(events.clone()), if pending.is_some() => {
+                match permit {
+                    Ok(permit) => {
+                        if let Some(event) = pending.take() {
+                            permit.send(event);
+                        }
+                        last_activity = Instant::now();
+                    }
+                    Err(_) => {
+                        // Nobody listens any more; keep draining the pipes so the
+                        // command is not blocked, and drop what it writes.
+                        events = None;
+                        pending = None;
+                    }
+                }
+            }
+        }
+    }
+    guard.armed = false;
+
+    CommandOutcome {
+        rc: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| s.signal()),
+        interrupted,
+        failure: wait_failure.or_else(|| stop.as_ref().and_then(StopReason::failure)),
+        elapsed_ms: 0,
+        stat: None,
+    }
+}
+
+fn send_sigterm(pgid: i32) {
+    match signal_process_group(pgid, SIGTERM) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+        Err(e) => tracing::warn!(pgid, "could not SIGTERM the command: {e}"),
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn read_pipe<R: AsyncRead + Unpin>(
+    pipe: Option<&mut R>,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    match pipe {
+        Some(pipe) => pipe.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn reserve(
+    events: Option<mpsc::Sender<CommandEvent>>,
+) -> Result<mpsc::OwnedPermit<CommandEvent>, mpsc::error::SendError<()>> {
+    match events {
+        Some(events) => events
+            .reserve_owned()
+            .await
+            .map_err(|_| mpsc::error::SendError(())),
+        None => Err(mpsc::error::SendError(())),
+    }
+}
+
+fn filesystem_outcome(result: io::Result<()>, what: &str, path: &Path) -> CommandOutcome {
+    match result {
+        Ok(()) => CommandOutcome {
+            rc: Some(0),
+            ..CommandOutcome::default()
+        },
+        Err(e) => CommandOutcome {
+            rc: Some(1),
+            failure: Some(format!("{what} {}: {e}", path.display())),
+            ..CommandOutcome::default()
+        },
+    }
+}
+
+/// Remove a directory tree; a missing one is fine. Read-only directories inside
+/// the tree (Go's module cache, `chmod -w` test fixtures) are made writable and
+/// the removal is retried once.
+fn remove_tree(path: &Path) -> io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            make_dirs_writable(path);
+            match std::fs::remove_dir_all(path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Give the owner rwx on every directory of the tree (symlinks not followed);
+/// best effort, the retried removal reports what still fails.
+fn make_dirs_writable(path: &Path) {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    let mut perms = meta.permissions();
+    perms.set_mode(perms.mode() | 0o700);
+    let _ = std::fs::set_permissions(path, perms);
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            make_dirs_writable(&entry.path());
+        }
+    }
+}
+
+async fn stat(path: &Path) -> CommandOutcome {
+    let result = match tokio::fs::metadata(path).await {
+        Ok(meta) => StatResult {
+            exists: true,
+            is_dir: meta.is_dir(),
+            is_file: meta.is_file(),
+            size: meta.len(),
+            mtime: Some(meta.mtime()),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => StatResult {
+            exists: false,
+            is_dir: false,
+            is_file: false,
+            size: 0,
+            mtime: None,
+        },
+        Err(e) => {
+            return CommandOutcome {
+                rc: Some(1),
+                failure: Some(format!("could not stat {}: {e}", path.display())),
+                ..CommandOutcome::default()
+            };
+        }
+    };
+    CommandOutcome {
+        rc: Some(0),
+        stat: Some(result),
+        ..CommandOutcome::default()
+    }
+}
