@@ -44,7 +44,8 @@ end
 ---@param args moonbot.WorkerArgs
 ---@return moonbot.Worker
 function M.worker(args)
-  return tagged("worker", args, 2)
+  local t = tagged("worker", args, 2) -- not a tail call: the caller's frame must stay
+  return t
 end
 
 ---@alias moonbot.Command string|string[]|fun(props: table<string, any>): (string|string[])
@@ -78,21 +79,24 @@ local steps = {}
 ---@param args moonbot.ShellArgs
 ---@return moonbot.Step
 function steps.shell(args)
-  return tagged("step.shell", args, 2)
+  local t = tagged("step.shell", args, 2) -- not a tail call: the caller's frame must stay
+  return t
 end
 
 --- Create a directory on the worker.
 ---@param args moonbot.DirArgs
 ---@return moonbot.Step
 function steps.mkdir(args)
-  return tagged("step.mkdir", args, 2)
+  local t = tagged("step.mkdir", args, 2) -- not a tail call: the caller's frame must stay
+  return t
 end
 
 --- Remove a directory tree on the worker.
 ---@param args moonbot.DirArgs
 ---@return moonbot.Step
 function steps.rmdir(args)
-  return tagged("step.rmdir", args, 2)
+  local t = tagged("step.rmdir", args, 2) -- not a tail call: the caller's frame must stay
+  return t
 end
 
 M.steps = steps
@@ -112,7 +116,8 @@ M.steps = steps
 ---@param args moonbot.BuilderArgs
 ---@return moonbot.Builder
 function M.builder(args)
-  return tagged("builder", args, 2)
+  local t = tagged("builder", args, 2) -- not a tail call: the caller's frame must stay
+  return t
 end
 
 ---@class moonbot.ForceSchedulerArgs
@@ -128,7 +133,8 @@ local schedulers = {}
 ---@param args moonbot.ForceSchedulerArgs
 ---@return moonbot.Scheduler
 function schedulers.force(args)
-  return tagged("scheduler.force", args, 2)
+  local t = tagged("scheduler.force", args, 2) -- not a tail call: the caller's frame must stay
+  return t
 end
 
 M.schedulers = schedulers

@@ -176,8 +176,9 @@ fn read_pid(dir: &Path) -> anyhow::Result<Option<Pid>> {
     }
 }
 
+/// Running and not a zombie (a master started by a parent that has not reaped it yet).
 fn alive(pid: Pid) -> bool {
-    kill(pid, None).is_ok()
+    moonbot_worker::signal::process_alive(pid.as_raw())
 }
 
 /// Write moonbot.pid, refusing when another master runs from this directory.

@@ -1,1 +1,413 @@
+//! Test kit for end-to-end tests: starts real `moonbot` and `moonbot-worker`
+//! processes on ephemeral ports with a throwaway CA, talks to them through the
+//! CLI and the REST API, and tears everything down.
+//!
+//! PostgreSQL: set `MOONBOT_TEST_POSTGRES_URL` (each test gets its own database,
+//! dropped afterwards). Without it the PostgreSQL variants skip with a message,
+//! unless `MOONBOT_REQUIRE_POSTGRES=1` (as in CI), where they fail.
 
+use serde_json::{Value, json};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where `name` was built: next to the directory holding the test binary.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
+        path.display()
+    );
+    path
+}
+
+/// Run a CLI command to completion; returns (exit code, stdout, stderr).
+pub fn run(program: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin(program))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Run a CLI command that must succeed.
+pub fn run_ok(program: &str, args: &[&str]) -> String {
+    let (code, out, err) = run(program, args);
+    assert_eq!(code, 0, "{program} {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+/// Which database a test runs against.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Backend {
+    /// The PostgreSQL backend, or None (with a message) when not configured.
+    pub fn postgres() -> Option<Backend> {
+        match std::env::var("MOONBOT_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
+            _ => {
+                if std::env::var("MOONBOT_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+                    panic!("MOONBOT_REQUIRE_POSTGRES=1 but MOONBOT_TEST_POSTGRES_URL is not set");
+                }
+                eprintln!("skipped: set MOONBOT_TEST_POSTGRES_URL to run the PostgreSQL variant");
+                None
+            }
+        }
+    }
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn pg_admin(base: &str, sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sea_orm::ConnectionTrait;
+        let db = sea_orm::Database::connect(base)
+            .await
+            .expect("connect to PostgreSQL");
+        db.execute_unprepared(sql).await.expect(sql);
+        db.close().await.ok();
+    });
+}
+
+/// A master directory with its own CA and database, and the processes started from it.
+pub struct TestMaster {
+    pub tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub db_url: String,
+    pg: Option<(String, String)>,
+    child: Option<Child>,
+    pub www: String,
+    pub quic: String,
+    quic_port: u16,
+}
+
+impl TestMaster {
+    /// Create a master directory (CA included) whose master.lua is `lua` with
+    /// `@DB@` replaced by this test's database URL and `@QUIC_PORT@` by 0.
+    pub fn create(backend: &Backend, lua: &str) -> TestMaster {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("master");
+        run_ok("moonbot", &["create-master", dir.to_str().unwrap()]);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let (db_url, pg) = match backend {
+            Backend::Sqlite => ("sqlite:state.sqlite".to_string(), None),
+            Backend::Postgres(base) => {
+                let name = format!("moonbot_test_{}_{n}", std::process::id());
+                pg_admin(base, &format!("CREATE DATABASE {name}"));
+                let (prefix, _) = base.rsplit_once('/').expect("URL with a database");
+                (format!("{prefix}/{name}"), Some((base.clone(), name)))
+            }
+        };
+        let m = TestMaster {
+            tmp,
+            dir,
+            db_url,
+            pg,
+            child: None,
+            www: String::new(),
+            quic: String::new(),
+            quic_port: 0,
+        };
+        m.write_config(lua);
+        m
+    }
+
+    /// Replace master.lua (placeholders as in [`TestMaster::create`]).
+    pub fn write_config(&self, lua: &str) {
+        let text = lua
+            .replace("@DB@", &self.db_url)
+            .replace("@QUIC_PORT@", &self.quic_port.to_string())
+            .replace("@TMP@", self.tmp.path().to_str().unwrap());
+        std::fs::write(self.dir.join("master.lua"), text).unwrap();
+    }
+
+    pub fn path(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+
+    /// Keep the QUIC port of the running master for later starts (so workers
+    /// find a restarted master), rewriting master.lua from `lua`.
+    pub fn pin_quic_port(&mut self, lua: &str) {
+        self.quic_port = self.quic.rsplit(':').next().unwrap().parse().unwrap();
+        self.write_config(lua);
+    }
+
+    /// Start `moonbot start` and wait until it has bound its ports.
+    pub fn start(&mut self) {
+        let ports = self.dir.join("moonbot.ports");
+        let _ = std::fs::remove_file(&ports);
+        let log = std::fs::File::create(self.tmp.path().join("master.stderr")).unwrap();
+        let child = Command::new(bin("moonbot"))
+            .args(["start", self.path()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ports)
+                && let Ok(v) = serde_json::from_str::<Value>(&text)
+            {
+                self.www = format!("http://{}", v["www"].as_str().unwrap());
+                self.quic = v["quic"].as_str().unwrap().to_string();
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("master exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "master did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the master wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.tmp.path().join("master.stderr")).unwrap_or_default()
+    }
+
+    /// `moonbot stop [--clean]`, and wait for the process.
+    pub fn stop(&mut self, clean: bool) {
+        let mut args = vec!["stop"];
+        if clean {
+            args.push("--clean");
+        }
+        args.push(self.path());
+        run_ok("moonbot", &args);
+        if let Some(mut c) = self.child.take() {
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGKILL the master, as a power cut would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        let url = format!("{}{}", self.www, path);
+        match ureq::get(&url).call() {
+            Ok(r) => r.into_json().unwrap(),
+            Err(ureq::Error::Status(code, r)) => {
+                panic!("GET {path}: {code} {}", r.into_string().unwrap_or_default())
+            }
+            Err(e) => panic!("GET {path}: {e}"),
+        }
+    }
+
+    /// GET returning (status, body) without failing on 4xx.
+    pub fn get_status(&self, path: &str) -> (u16, String) {
+        let url = format!("{}{}", self.www, path);
+        match ureq::get(&url).call() {
+            Ok(r) => (r.status(), r.into_string().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("GET {path}: {e}"),
+        }
+    }
+
+    pub fn get_bytes(&self, path: &str) -> Vec<u8> {
+        let url = format!("{}{}", self.www, path);
+        let mut out = Vec::new();
+        ureq::get(&url)
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .into_reader()
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    /// A JSON-RPC call; returns the whole answer and the HTTP status.
+    pub fn rpc(&self, path: &str, method: &str, params: Value) -> (u16, Value) {
+        let url = format!("{}{}", self.www, path);
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        match ureq::post(&url).send_json(body) {
+            Ok(r) => (r.status(), r.into_json().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or(Value::Null)),
+            Err(e) => panic!("POST {path}: {e}"),
+        }
+    }
+
+    /// Force `builderid` through the scheduler `force`; returns the build request id.
+    pub fn force(&self, builderid: i64) -> i64 {
+        let (status, answer) = self.rpc(
+            "/api/v2/forceschedulers/force",
+            "force",
+            json!({"builderid": builderid, "reason": "test", "owner": "tester"}),
+        );
+        assert_eq!(status, 200, "force failed: {answer}");
+        answer["result"][1][builderid.to_string()].as_i64().unwrap()
+    }
+
+    /// Builds of a request, oldest first.
+    pub fn builds_of(&self, brid: i64) -> Vec<Value> {
+        self.get(&format!(
+            "/api/v2/buildrequests/{brid}/builds?order=buildid"
+        ))["builds"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Wait until `check` returns Some, polling; panics with the master log on timeout.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n--- master log ---\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Wait for the request to be complete and return its last build.
+    pub fn wait_request_done(&self, brid: i64, timeout: Duration) -> Value {
+        self.wait_for(
+            &format!("build request {brid} to complete"),
+            timeout,
+            || {
+                let br = &self.get(&format!("/api/v2/buildrequests/{brid}"))["buildrequests"][0];
+                if br["complete"] == true {
+                    self.builds_of(brid).pop()
+                } else {
+                    None
+                }
+            },
+        )
+    }
+
+    /// Create a worker directory for `name` trusting `ca`, signed by `signer`'s CA.
+    pub fn make_worker(&self, name: &str, signer: &Path) -> TestWorker {
+        let dir = self.tmp.path().join(format!(
+            "worker-{name}-{}",
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let ca = self.dir.join("pki/ca.crt");
+        run_ok(
+            "moonbot-worker",
+            &[
+                "create-worker",
+                dir.to_str().unwrap(),
+                "--master",
+                &self.quic,
+                "--name",
+                name,
+                "--ca",
+                ca.to_str().unwrap(),
+                "--admin",
+                "Test Admin <admin@example.org>",
+            ],
+        );
+        run_ok(
+            "moonbot",
+            &[
+                "sign-worker",
+                signer.to_str().unwrap(),
+                dir.join("worker.csr").to_str().unwrap(),
+            ],
+        );
+        TestWorker { dir, child: None }
+    }
+}
+
+impl Drop for TestMaster {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some((base, name)) = &self.pg {
+            pg_admin(
+                base,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
+        }
+    }
+}
+
+/// A worker directory and its process.
+pub struct TestWorker {
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestWorker {
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("stderr.log"))
+            .unwrap();
+        self.child = Some(
+            Command::new(bin("moonbot-worker"))
+                .args(["start", self.dir.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL the worker process.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for TestWorker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Is a process with this pid still there (and not a zombie)?
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}

@@ -22,6 +22,8 @@ use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -41,8 +43,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a keep-alive may wait for room on the control stream.
 const KEEPALIVE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long to let the endpoint tell the master goodbye on shutdown.
-const GOODBYE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long to let the endpoint tell the master goodbye on shutdown (the
+/// close frame goes out at once; this only bounds the wait for the drain).
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bound on the master's keep-alive interval (protects the timer arithmetic).
+const MAX_KEEPALIVE_INTERVAL_S: u64 = 3600;
 /// Output events queued between a command and its stream.
 const OUTPUT_QUEUE: usize = 16;
 
@@ -78,7 +83,15 @@ pub async fn run(dir: WorkerDir, shutdown: impl Future<Output = ()>) -> Result<(
     let mut endpoints = Endpoints::default();
     let mut commands = JoinSet::new();
     let mut backoff = Backoff::default();
+    // Set before the connection is closed for shutdown, so command tasks can
+    // tell a shutdown from a lost master.
+    let shutting_down = Arc::new(AtomicBool::new(false));
     loop {
+        if backoff.failures == 0 {
+            tracing::info!("connecting to the master at {}", dir.master);
+        } else {
+            tracing::debug!("connecting to the master at {}", dir.master);
+        }
         let attempt = connect(&dir, &client_config, &mut endpoints);
         let attempted = tokio::select! {
             _ = shutdown.as_mut() => break,
@@ -94,7 +107,14 @@ pub async fn run(dir: WorkerDir, shutdown: impl Future<Output = ()>) -> Result<(
                     dir.name
                 );
                 let remote = session.remote;
-                match serve(session, &mut commands, &builds_dir, shutdown.as_mut()).await {
+                let serving = serve(
+                    session,
+                    &mut commands,
+                    &builds_dir,
+                    &shutting_down,
+                    shutdown.as_mut(),
+                );
+                match serving.await {
                     SessionEnd::Shutdown => break,
                     SessionEnd::Lost(reason) => {
                         let delay = backoff.next_delay();
@@ -259,17 +279,42 @@ async fn connect(
         )));
     }
     let mut failures = Vec::new();
-    for addr in addrs {
-        match dial(addr, &master.host, client_config, endpoints).await {
-            Ok(conn) => return handshake(dir, conn, addr).await,
-            Err(e) => failures.push(format!("{addr}: {e}")),
+    let mut tls_failed = false;
+    for addr in &addrs {
+        match dial(*addr, &master.host, client_config, endpoints).await {
+            Ok(conn) => return handshake(dir, conn, *addr).await,
+            Err(failure) => {
+                tls_failed |= failure.refused;
+                failures.push((addr, failure.message));
+            }
         }
     }
-    Err(AttemptFailure::unreachable(format!(
-        "could not connect to the master {}: {}",
-        dir.master,
-        failures.join("; ")
-    )))
+    let message = match &failures[..] {
+        [(only, why)] if only.to_string() == dir.master => {
+            format!("could not connect to the master at {only}: {why}")
+        }
+        [(only, why)] => {
+            format!(
+                "could not connect to the master {} at {only}: {why}",
+                dir.master
+            )
+        }
+        _ => {
+            let each: Vec<String> = failures
+                .iter()
+                .map(|(addr, why)| format!("{addr}: {why}"))
+                .collect();
+            format!(
+                "could not connect to the master {}: {}",
+                dir.master,
+                each.join("; ")
+            )
+        }
+    };
+    Err(AttemptFailure {
+        message,
+        refused: tls_failed,
+    })
 }
 
 /// The QUIC (and TLS) handshake with one address.
@@ -278,21 +323,24 @@ async fn dial(
     host: &str,
     client_config: &quinn::ClientConfig,
     endpoints: &mut Endpoints,
-) -> Result<Connection, String> {
+) -> Result<Connection, AttemptFailure> {
     let endpoint = endpoints
         .for_address(&addr)
-        .map_err(|e| format!("could not open a UDP socket: {e}"))?;
+        .map_err(|e| AttemptFailure::unreachable(format!("could not open a UDP socket: {e}")))?;
     let connecting = endpoint
         .connect_with(client_config.clone(), addr, host)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| AttemptFailure::unreachable(e.to_string()))?;
     match timeout(HANDSHAKE_TIMEOUT, connecting).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(explain_connection_error(&e)),
-        Err(_) => Err(format!(
+        Ok(Err(e)) => Err(AttemptFailure {
+            message: explain_connection_error(&e),
+            refused: tls::is_tls_failure(&e),
+        }),
+        Err(_) => Err(AttemptFailure::unreachable(format!(
             "no answer within {} s (is the master running and UDP port {} reachable?)",
             HANDSHAKE_TIMEOUT.as_secs(),
             addr.port()
-        )),
+        ))),
     }
 }
 
@@ -377,7 +425,9 @@ async fn handshake(
             master_name: master,
             control_send: send,
             control_reader: reader,
-            keepalive_interval: Duration::from_secs(keepalive_interval_s.max(1)),
+            keepalive_interval: Duration::from_secs(
+                keepalive_interval_s.clamp(1, MAX_KEEPALIVE_INTERVAL_S),
+            ),
         }),
         Ok(MasterMessage::Refused { reason }) => {
             conn.close(VarInt::from_u32(0), b"refused");
@@ -412,6 +462,7 @@ async fn serve<F: Future<Output = ()>>(
     session: Session,
     commands: &mut JoinSet<()>,
     builds_dir: &Path,
+    shutting_down: &Arc<AtomicBool>,
     mut shutdown: Pin<&mut F>,
 ) -> SessionEnd {
     let Session {
@@ -434,11 +485,12 @@ async fn serve<F: Future<Output = ()>>(
     loop {
         tokio::select! {
             _ = shutdown.as_mut() => {
+                shutting_down.store(true, Ordering::SeqCst);
                 conn.close(VarInt::from_u32(0), b"worker shutting down");
                 return SessionEnd::Shutdown;
             }
             reason = &mut control => {
-                conn.close(VarInt::from_u32(0), b"control stream ended");
+                close_if_open(&conn, b"control stream ended");
                 return SessionEnd::Lost(reason);
             }
             _ = keepalive.tick() => {
@@ -451,7 +503,7 @@ async fn serve<F: Future<Output = ()>>(
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return SessionEnd::Lost(describe_stream_error(&conn, &e)),
                     Err(_) => {
-                        conn.close(VarInt::from_u32(0), b"control stream stalled");
+                        close_if_open(&conn, b"control stream stalled");
                         return SessionEnd::Lost("the master stopped reading keep-alives".into());
                     }
                 }
@@ -459,11 +511,25 @@ async fn serve<F: Future<Output = ()>>(
             accepted = conn.accept_bi() => match accepted {
                 Ok((send, recv)) => {
                     while commands.try_join_next().is_some() {}
-                    commands.spawn(serve_command(conn.clone(), send, recv, builds_dir.to_path_buf()));
+                    commands.spawn(serve_command(
+                        conn.clone(),
+                        send,
+                        recv,
+                        builds_dir.to_path_buf(),
+                        shutting_down.clone(),
+                    ));
                 }
                 Err(e) => return SessionEnd::Lost(explain_connection_error(&e)),
             }
         }
+    }
+}
+
+/// Close a connection that is still open (closing one the master already
+/// closed would replace the master's reason with "locally closed").
+fn close_if_open(conn: &Connection, reason: &[u8]) {
+    if conn.close_reason().is_none() {
+        conn.close(VarInt::from_u32(0), reason);
     }
 }
 
@@ -512,6 +578,7 @@ async fn serve_command(
     mut send: SendStream,
     recv: RecvStream,
     builds_dir: PathBuf,
+    shutting_down: Arc<AtomicBool>,
 ) {
     let mut reader = FrameReader::new(recv);
     let request = match reader.next().await {
@@ -557,7 +624,7 @@ async fn serve_command(
                     forward_done = true;
                     if let Err(e) = forwarded {
                         let why = format!("could not send its output: {}", describe_stream_error(&conn, &e));
-                        stop_command(&mut interrupt_tx, &conn, id, &why);
+                        stop_command(&mut interrupt_tx, &shutting_down, id, &why);
                     }
                 }
                 end = &mut control, if !control_done => {
@@ -572,14 +639,14 @@ async fn serve_command(
                         CommandControlEnd::Finished => {}
                         CommandControlEnd::Failed(e) => {
                             let why = format!("its stream failed: {}", describe_stream_error(&conn, &e));
-                            stop_command(&mut interrupt_tx, &conn, id, &why);
+                            stop_command(&mut interrupt_tx, &shutting_down, id, &why);
                         }
                     }
                 }
                 reason = &mut closed, if !closed_done => {
                     closed_done = true;
                     let why = format!("the connection to the master is gone: {}", explain_connection_error(&reason));
-                    stop_command(&mut interrupt_tx, &conn, id, &why);
+                    stop_command(&mut interrupt_tx, &shutting_down, id, &why);
                 }
             }
         }
@@ -594,17 +661,14 @@ async fn serve_command(
 /// interrupt sender (the runner then kills its process group). Logs once.
 fn stop_command(
     interrupt: &mut Option<oneshot::Sender<String>>,
-    conn: &Connection,
+    shutting_down: &AtomicBool,
     id: u64,
     why: &str,
 ) {
     if interrupt.take().is_none() {
         return;
     }
-    if matches!(
-        conn.close_reason(),
-        Some(quinn::ConnectionError::LocallyClosed)
-    ) {
+    if shutting_down.load(Ordering::SeqCst) {
         tracing::info!("command {id}: stopping it, the worker is shutting down");
     } else {
         tracing::warn!("command {id}: stopping it, {why}");

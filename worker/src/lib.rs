@@ -3,6 +3,11 @@
 //!
 //! The master links this crate for [`protocol`] and [`transport`]; `moonbot
 //! quickstart` also uses [`workdir`] and [`run`] to run a local worker in-process.
+//!
+//! Worker side: [`workdir`] (the worker directory and its identity files),
+//! [`tls`] (mutual-TLS client configuration), [`connection`] (dialling the
+//! master, serving command streams, reconnecting), [`runner`] (running one
+//! command) and [`signal`] (signalling process groups).
 
 pub mod protocol;
 pub mod transport;

@@ -43,6 +43,10 @@ pub const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// often to look whether the group has emptied.
 const GROUP_POLL: Duration = Duration::from_millis(25);
 
+/// How long processes get to vanish after SIGKILL before the runner gives up
+/// on them (a process in uninterruptible sleep dies only when its I/O ends).
+const KILL_SETTLE: Duration = Duration::from_secs(1);
+
 /// Run `cmd` and report how it ended.
 ///
 /// Relative paths (the working directory, the paths of filesystem commands)
@@ -183,8 +187,8 @@ async fn supervise(
 ) -> CommandOutcome {
     let pgid = guard.pgid;
     let start = Instant::now();
-    let grace = Duration::from_secs(shell.sigterm_grace_s);
-    let max_time_deadline = shell.max_time_s.map(|s| start + Duration::from_secs(s));
+    let grace_s = shell.sigterm_grace_s;
+    let max_time_deadline = shell.max_time_s.and_then(|s| deadline_after(start, s));
     let no_output_limit = shell.timeout_s.map(Duration::from_secs);
 
     let mut stdout = child.stdout.take();
@@ -204,7 +208,7 @@ async fn supervise(
     let mut wait_failure: Option<String> = None;
     let mut stop: Option<StopReason> = None;
     let mut sigkill_at: Option<Instant> = None;
-    let mut sigkill_sent = false;
+    let mut sigkill_sent_at: Option<Instant> = None;
     let mut drain_deadline: Option<Instant> = None;
 
     loop {
@@ -212,20 +216,29 @@ async fn supervise(
         let pipes_done = stdout.is_none() && stderr.is_none();
         if exited && pipes_done && pending.is_none() {
             // A stopped command is over when its whole group has exited, not
-            // just the main process; after SIGKILL nothing can linger.
-            if stop.is_none() || sigkill_sent {
+            // just the main process.
+            if stop.is_none() {
                 break;
             }
             if !process_group_alive(pgid) {
-                // Nothing seen alive; SIGKILL anyway in case a member hid from
-                // the check (it costs nothing when the group is gone).
-                let _ = signal_process_group(pgid, SIGKILL);
+                if sigkill_sent_at.is_none() {
+                    // Nothing seen alive; SIGKILL anyway in case a member hid
+                    // from the check (it costs nothing when the group is gone).
+                    let _ = signal_process_group(pgid, SIGKILL);
+                }
+                break;
+            }
+            if sigkill_sent_at.is_some_and(|at| at.elapsed() >= KILL_SETTLE) {
+                tracing::warn!(
+                    pgid,
+                    "processes of the command survive SIGKILL; no longer waiting for them"
+                );
                 break;
             }
         }
         let running = !exited;
-        let watching_group = exited && stop.is_some() && !sigkill_sent;
-        let no_output_deadline = no_output_limit.map(|limit| last_activity + limit);
+        let watching_group = exited && stop.is_some();
+        let no_output_deadline = no_output_limit.and_then(|limit| last_activity.checked_add(limit));
 
         tokio::select! {
             reason = &mut interrupt, if interrupt_armed => {
@@ -236,7 +249,7 @@ async fn supervise(
                     interrupted = running;
                     stop = Some(StopReason::Interrupted);
                     send_sigterm(pgid);
-                    sigkill_at = Some(Instant::now() + grace);
+                    sigkill_at = deadline_after(Instant::now(), grace_s);
                 }
             }
             _ = sleep_until_opt(no_output_deadline),
@@ -245,7 +258,7 @@ async fn supervise(
                 tracing::info!(pgid, "no output for {limit} s: stopping command");
                 stop = Some(StopReason::NoOutput(limit));
                 send_sigterm(pgid);
-                sigkill_at = Some(Instant::now() + grace);
+                sigkill_at = deadline_after(Instant::now(), grace_s);
             }
             _ = sleep_until_opt(max_time_deadline),
                 if running && stop.is_none() && max_time_deadline.is_some() => {
@@ -253,10 +266,10 @@ async fn supervise(
                 tracing::info!(pgid, "ran for {limit} s: stopping command");
                 stop = Some(StopReason::TooLong(limit));
                 send_sigterm(pgid);
-                sigkill_at = Some(Instant::now() + grace);
+                sigkill_at = deadline_after(Instant::now(), grace_s);
             }
-            _ = sleep_until_opt(sigkill_at), if sigkill_at.is_some() && !sigkill_sent => {
-                sigkill_sent = true;
+            _ = sleep_until_opt(sigkill_at), if sigkill_at.is_some() && sigkill_sent_at.is_none() => {
+                sigkill_sent_at = Some(Instant::now());
                 match signal_process_group(pgid, SIGKILL) {
                     Ok(()) => tracing::info!(pgid, "command still running after SIGTERM: sent SIGKILL"),
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
@@ -269,7 +282,7 @@ async fn supervise(
                     Err(e) => {
                         wait_failure = Some(format!("lost track of the command: {e}"));
                         let _ = signal_process_group(pgid, SIGKILL);
-                        sigkill_sent = true;
+                        sigkill_sent_at = Some(Instant::now());
                     }
                 }
                 if stop.is_none() {
@@ -342,6 +355,12 @@ async fn supervise(
         elapsed_ms: 0,
         stat: None,
     }
+}
+
+/// `secs` seconds after `from`; `None` (never) when that is beyond what the
+/// clock can represent, so an absurd limit from the master cannot panic.
+fn deadline_after(from: Instant, secs: u64) -> Option<Instant> {
+    from.checked_add(Duration::from_secs(secs))
 }
 
 fn send_sigterm(pgid: i32) {

@@ -4,9 +4,9 @@
 //! The runner stops a command by signalling its whole process group (so
 //! background children die too) and `moonbot-worker stop` signals the running
 //! worker. Both need `kill(2)`, which the standard library does not expose. The
-//! crate's only `unsafe` code is the one `kill` call in [`kill`]; the public
-//! functions refuse targets that would reach more than the intended processes
-//! (`0`, `1` and negative ids mean "my group", "init" and "everyone").
+//! crate's only `unsafe` code is that one call, in the private `kill`; the
+//! public functions refuse targets that would reach more than the intended
+//! processes (`0`, `1` and negative ids mean "my group", "init" and "everyone").
 //!
 //! "Alive" ignores zombies: in a container whose init never reaps orphans, a
 //! killed background process stays a zombie forever, and waiting for it to

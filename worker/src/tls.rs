@@ -117,6 +117,17 @@ fn certificate_alert_meaning(alert: u8) -> Option<&'static str> {
     })
 }
 
+/// Did the connection fail in the TLS handshake (either side rejecting the
+/// other's certificate, no common protocol)? Such failures need a person.
+pub fn is_tls_failure(err: &quinn::ConnectionError) -> bool {
+    let code = match err {
+        quinn::ConnectionError::ConnectionClosed(close) => close.error_code,
+        quinn::ConnectionError::TransportError(transport) => transport.code,
+        _ => return false,
+    };
+    (0x100..0x200).contains(&u64::from(code))
+}
+
 /// A sentence about a failed connection that says plainly when it was the
 /// worker's certificate (closed by the master with a certificate alert) or the
 /// master's (rejected here), with the underlying error appended.

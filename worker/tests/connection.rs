@@ -386,7 +386,6 @@ async fn worker_serves_commands_reconnects_and_shuts_down() {
         .unwrap();
     assert!(result.is_ok(), "{result:?}");
     assert!(is_gone(last), "running commands are killed on shutdown");
-    eprintln!("MAINLOG {}", log.text());
     match conn.closed().await {
         quinn::ConnectionError::ApplicationClosed(close) => {
             assert_eq!(&close.reason[..], b"worker shutting down");
@@ -460,6 +459,43 @@ async fn a_certificate_from_another_ca_is_reported_as_rejected() {
         text.contains("rejected this worker's certificate"),
         "{text}"
     );
+    stop.send(()).unwrap();
+    timeout(STEP, worker).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_master_certificate_from_another_ca_is_reported() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let log = CapturedLog::default();
+    let _log_guard = log.install();
+    let master = FakeMaster::start();
+    let (tmp, dir) = master.worker_dir("w1", &master.ca);
+    // The worker trusts some other CA than the one that signed the master.
+    std::fs::write(
+        tmp.path().join("ca.crt"),
+        new_ca("not the master's CA").pem(),
+    )
+    .unwrap();
+    let (stop, worker) = start_worker(dir);
+
+    let incoming = timeout(STEP, master.endpoint.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(incoming.await.is_err(), "the worker aborts the handshake");
+    let text = log.wait_for("retrying in").await;
+    assert!(
+        text.contains(&format!(
+            "could not connect to the master at {}",
+            master.addr
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("the master's certificate was rejected"),
+        "{text}"
+    );
+    assert!(text.contains("ERROR"), "{text}");
     stop.send(()).unwrap();
     timeout(STEP, worker).await.unwrap().unwrap().unwrap();
 }

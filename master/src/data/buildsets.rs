@@ -143,25 +143,30 @@ impl Data {
     }
 
     /// Incomplete, unclaimed requests, oldest (and highest priority) first.
+    /// Only claims of incomplete requests are read, so the cost follows the
+    /// queue, not the history.
     pub async fn pending_requests(&self) -> Result<Vec<PendingRequest>, DataError> {
-        let claimed: Vec<i64> = buildrequest_claims::Entity::find()
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|c| c.brid)
-            .collect();
-        let mut select = buildrequests::Entity::find()
+        let open = buildrequests::Entity::find()
             .filter(buildrequests::Column::Complete.eq(false))
             .order_by_desc(buildrequests::Column::Priority)
             .order_by_asc(buildrequests::Column::SubmittedAt)
-            .order_by_asc(buildrequests::Column::Id);
-        if !claimed.is_empty() {
-            select = select.filter(buildrequests::Column::Id.is_not_in(claimed));
-        }
-        Ok(select
+            .order_by_asc(buildrequests::Column::Id)
             .all(&self.db)
-            .await?
+            .await?;
+        let mut claimed = std::collections::HashSet::new();
+        for ids in open.chunks(500) {
+            let ids: Vec<i64> = ids.iter().map(|r| r.id).collect();
+            for c in buildrequest_claims::Entity::find()
+                .filter(buildrequest_claims::Column::Brid.is_in(ids))
+                .all(&self.db)
+                .await?
+            {
+                claimed.insert(c.brid);
+            }
+        }
+        Ok(open
             .into_iter()
+            .filter(|r| !claimed.contains(&r.id))
             .map(|r| PendingRequest {
                 brid: r.id,
                 buildsetid: r.buildsetid,

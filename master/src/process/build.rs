@@ -69,7 +69,38 @@ async fn run_inner(
         .await?;
     let stop = shared.builds.register(buildid);
     info!(buildid, number, "build started");
+    // Whatever happens below, the build must leave the running set, or a
+    // master stop would wait for it forever.
+    let result = run_registered(
+        shared, &request, builder, worker, lua, lease, buildid, number, stop,
+    )
+    .await;
+    shared.builds.unregister(buildid);
+    if result.is_err() {
+        let _ = data
+            .finish_build(
+                buildid,
+                EXCEPTION,
+                "exception: the master could not record this build",
+            )
+            .await;
+    }
+    result
+}
 
+#[allow(clippy::too_many_arguments)]
+async fn run_registered(
+    shared: &Arc<Shared>,
+    request: &PendingRequest,
+    builder: &BuilderConfig,
+    worker: Option<&WorkerConfig>,
+    lua: &LuaGeneration,
+    lease: &WorkerLease,
+    buildid: i64,
+    number: i32,
+    stop: StopSignal,
+) -> Result<(), DataError> {
+    let data = &shared.data;
     let mut props = data.buildset_properties(request.buildsetid).await?;
     for (k, v) in &builder.properties {
         props.insert(k.clone(), (v.clone(), "Builder".into()));
@@ -105,7 +136,6 @@ async fn run_inner(
     };
     let outcome = run_steps(&mut ctx, buildid).await;
     let stop_kind = ctx.stop.requested();
-    shared.builds.unregister(buildid);
     let (mut build_results, failed_steps) = outcome?;
     match stop_kind {
         Some(StopKind::Shutdown) => build_results = RETRY,

@@ -100,7 +100,10 @@ impl RunningBuilds {
     /// Wait until no build is running.
     pub async fn wait_idle(&self) {
         loop {
+            // Register before checking, or a build ending in between is missed.
             let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             if self.count() == 0 {
                 return;
             }

@@ -1,0 +1,416 @@
+//! End-to-end: real master and worker processes over real QUIC with real
+//! certificates, driven through the CLI and the REST API, on SQLite and PostgreSQL.
+
+use moonbot_tests::{Backend, TestMaster, process_alive, run};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const CONFIG: &str = r#"
+local mb = require "moonbot"
+return {
+  title = "e2e",
+  www = { port = 0, bind = "127.0.0.1" },
+  protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1", idle_timeout = 3 } },
+  db = { url = "@DB@" },
+  workers = { mb.worker { name = "w1", max_builds = 4 } },
+  builders = {
+    mb.builder { name = "ok", workernames = { "w1" }, steps = {
+      mb.steps.shell { name = "greet", command = { "echo", "hello world" } },
+      mb.steps.shell { name = "stderr", command = "echo to-stderr >&2" },
+    } },
+    mb.builder { name = "bad", workernames = { "w1" }, steps = {
+      mb.steps.shell { name = "compile", command = "echo compiling; exit 3", halt_on_failure = true },
+      mb.steps.shell { name = "test", command = { "echo", "never runs" } },
+      mb.steps.shell { name = "cleanup", command = { "echo", "cleanup" }, always_run = true },
+    } },
+    mb.builder { name = "sleepy", workernames = { "w1" }, steps = {
+      mb.steps.shell { name = "sleep", command = "sleep 300 & echo $! > @TMP@/pids; echo $$ >> @TMP@/pids; sleep 300" },
+    } },
+    mb.builder { name = "flaky", workernames = { "w1" }, steps = {
+      mb.steps.shell { name = "maybe-slow",
+        command = "if [ -e @TMP@/quick ]; then echo quick; else echo slow; sleep 120; fi" },
+    } },
+    mb.builder { name = "biglog", workernames = { "w1" }, steps = {
+      mb.steps.shell { name = "cat", command = { "cat", "@TMP@/payload" } },
+    } },
+  },
+  schedulers = { mb.schedulers.force { name = "force",
+    builders = { "ok", "bad", "sleepy", "flaky", "biglog" } } },
+}
+"#;
+
+/// Each scenario runs once on SQLite and once on PostgreSQL.
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(&moonbot_tests::Backend::Sqlite);
+            }
+            #[test]
+            fn postgres() {
+                if let Some(backend) = moonbot_tests::Backend::postgres() {
+                    super::$name(&backend);
+                }
+            }
+        }
+    )*};
+}
+
+on_both_databases!(
+    builds_pass_and_fail_as_buildbot_would,
+    stopping_a_build_kills_its_process_tree,
+    a_lost_worker_means_retry_and_the_request_runs_again,
+    master_stop_and_crash_lose_no_request,
+    foreign_ca_and_unknown_names_are_refused,
+    a_ten_mib_log_reads_back_byte_for_byte,
+);
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn builderid(m: &TestMaster, name: &str) -> i64 {
+    m.get(&format!("/api/v2/builders?name={name}"))["builders"][0]["builderid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no builder {name}"))
+}
+
+fn started(backend: &Backend) -> (TestMaster, moonbot_tests::TestWorker) {
+    let mut m = TestMaster::create(backend, CONFIG);
+    m.start();
+    let mut w = m.make_worker("w1", &m.dir.clone());
+    w.start();
+    wait_connected(&m, "w1");
+    (m, w)
+}
+
+fn wait_connected(m: &TestMaster, name: &str) {
+    m.wait_for(&format!("worker {name} to connect"), LONG, || {
+        let workers = m.get(&format!("/api/v2/workers?name={name}"));
+        let w = &workers["workers"][0];
+        (!w["connected_to"].as_array()?.is_empty()).then_some(())
+    });
+}
+
+fn steps(m: &TestMaster, buildid: i64) -> Vec<Value> {
+    m.get(&format!("/api/v2/builds/{buildid}/steps"))["steps"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn stdio_of(m: &TestMaster, stepid: i64) -> String {
+    let logs = m.get(&format!("/api/v2/steps/{stepid}/logs"));
+    let logid = logs["logs"][0]["logid"].as_i64().unwrap();
+    String::from_utf8(m.get_bytes(&format!("/api/v2/logs/{logid}/raw"))).unwrap()
+}
+
+fn builds_pass_and_fail_as_buildbot_would(backend: &Backend) {
+    let (m, _w) = started(backend);
+
+    // The worker told the master about itself.
+    let worker = &m.get("/api/v2/workers")["workers"][0];
+    assert_eq!(worker["name"], "w1");
+    assert_eq!(worker["workerinfo"]["os"], std::env::consts::OS);
+    assert_eq!(
+        worker["workerinfo"]["admin"],
+        "Test Admin <admin@example.org>"
+    );
+
+    let ok = m.wait_request_done(m.force(builderid(&m, "ok")), LONG);
+    assert_eq!(ok["results"], 0, "{ok}");
+    assert_eq!(ok["state_string"], "build successful");
+    assert_eq!(ok["number"], 1);
+    let s = steps(&m, ok["buildid"].as_i64().unwrap());
+    assert_eq!(s.len(), 2);
+    assert_eq!(
+        (s[0]["name"].as_str(), s[0]["results"].as_i64()),
+        (Some("greet"), Some(0))
+    );
+    let log = stdio_of(&m, s[0]["stepid"].as_i64().unwrap());
+    assert!(log.contains("\nhello world\n"), "{log}");
+    assert!(log.contains("program finished with exit code 0"), "{log}");
+    assert!(stdio_of(&m, s[1]["stepid"].as_i64().unwrap()).contains("\nto-stderr\n"));
+
+    // halt_on_failure stops the build; always_run steps still run.
+    let bad = m.wait_request_done(m.force(builderid(&m, "bad")), LONG);
+    assert_eq!(bad["results"], 2, "{bad}");
+    assert_eq!(bad["state_string"], "failed compile");
+    let s = steps(&m, bad["buildid"].as_i64().unwrap());
+    let names: Vec<_> = s.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["compile", "cleanup"]);
+    assert_eq!(s[0]["results"], 2);
+    assert_eq!(s[1]["results"], 0);
+    assert!(stdio_of(&m, s[0]["stepid"].as_i64().unwrap()).contains("exit code 3"));
+
+    // The API filters and orders like Buildbot's.
+    let failed = m.get("/api/v2/builds?results=2");
+    assert_eq!(failed["meta"]["total"], 1);
+    let latest = m.get("/api/v2/builds?order=-buildid&limit=1");
+    assert_eq!(latest["builds"][0]["buildid"], bad["buildid"]);
+    assert_eq!(m.get("/api/v2/builds?complete=true")["meta"]["total"], 2);
+    let bs = m.get("/api/v2/buildsets");
+    assert!(
+        bs["buildsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["complete"] == true)
+    );
+
+    // Malformed requests are refused with a JSON error; the master stays up.
+    for (path, want) in [
+        ("/api/v2/builds?bogus=1", 400),
+        ("/api/v2/builds?limit=minus", 400),
+        ("/api/v2/builds/xyz", 400),
+        ("/api/v2/builds/999999", 404),
+        ("/api/v2/nothing", 404),
+    ] {
+        let (status, body) = m.get_status(path);
+        assert_eq!(status, want, "{path}: {body}");
+        assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
+    }
+    let (status, answer) = m.rpc("/api/v2/forceschedulers/nope", "force", json!({}));
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nope")
+    );
+    let (status, _) = m.rpc(
+        "/api/v2/forceschedulers/force",
+        "force",
+        json!({"builderid": "x"}),
+    );
+    assert_eq!(status, 400);
+    let raw = ureq::post(&format!("{}/api/v2/forceschedulers/force", m.www))
+        .set("content-type", "application/json")
+        .send_string("{not json");
+    assert!(matches!(raw, Err(ureq::Error::Status(400, _))));
+    assert_eq!(m.get("/api/v2/builders")["meta"]["total"], 5);
+}
+
+fn read_pids(path: &std::path::Path) -> Option<Vec<i32>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    (pids.len() == 2).then_some(pids)
+}
+
+fn stopping_a_build_kills_its_process_tree(backend: &Backend) {
+    let (m, _w) = started(backend);
+    let brid = m.force(builderid(&m, "sleepy"));
+    let pids_file = m.tmp.path().join("pids");
+    let pids = m.wait_for("the command to start", LONG, || read_pids(&pids_file));
+    assert!(pids.iter().all(|&p| process_alive(p)));
+    let build = m.builds_of(brid).pop().unwrap();
+    let (status, answer) = m.rpc(
+        &format!("/api/v2/builds/{}", build["buildid"]),
+        "stop",
+        json!({"reason": "no longer needed"}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let done = m.wait_request_done(brid, LONG);
+    assert_eq!(done["results"], 6, "{done}");
+    // The shell and the background sleep it started are both gone.
+    m.wait_for(
+        "the process tree to be gone",
+        Duration::from_secs(15),
+        || pids.iter().all(|&p| !process_alive(p)).then_some(()),
+    );
+    let br = &m.get(&format!("/api/v2/buildrequests/{brid}"))["buildrequests"][0];
+    assert_eq!(br["complete"], true);
+    assert_eq!(br["results"], 6);
+}
+
+fn a_lost_worker_means_retry_and_the_request_runs_again(backend: &Backend) {
+    let (m, mut w) = started(backend);
+    let brid = m.force(builderid(&m, "flaky"));
+    m.wait_for("the build to start its step", LONG, || {
+        let b = m.builds_of(brid).pop()?;
+        (steps(&m, b["buildid"].as_i64()?).len() == 1).then_some(())
+    });
+    w.kill();
+    // The master notices within the idle timeout (3 s) and retries.
+    let first = m.wait_for("the build to end RETRY", LONG, || {
+        let b = m.builds_of(brid).pop()?;
+        (b["complete"] == true).then_some(b)
+    });
+    assert_eq!(first["results"], 5, "{first}");
+    let br = &m.get(&format!("/api/v2/buildrequests/{brid}"))["buildrequests"][0];
+    assert_eq!(
+        br["complete"], false,
+        "the request must be queued again: {br}"
+    );
+    assert_eq!(br["claimed"], false);
+
+    std::fs::write(m.tmp.path().join("quick"), "").unwrap();
+    w.start();
+    let second = m.wait_request_done(brid, LONG);
+    assert_eq!(second["results"], 0, "{second}");
+    assert_ne!(second["buildid"], first["buildid"]);
+    assert_eq!(m.builds_of(brid).len(), 2);
+}
+
+fn master_stop_and_crash_lose_no_request(backend: &Backend) {
+    let (mut m, mut w) = started(backend);
+    m.pin_quic_port(CONFIG);
+    let flaky = builderid(&m, "flaky");
+
+    // `moonbot stop`: the running build ends RETRY, its request stays queued.
+    let brid = m.force(flaky);
+    m.wait_for("the build to run", LONG, || {
+        let b = m.builds_of(brid).pop()?;
+        (steps(&m, b["buildid"].as_i64()?).len() == 1).then_some(())
+    });
+    m.stop(false);
+    m.start();
+    let retried = m.builds_of(brid);
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0]["results"], 5, "{:?}", retried[0]);
+
+    // Crash (SIGKILL) while the request runs again: the next start ends the
+    // orphaned build RETRY and the request runs a third time, to success.
+    m.wait_for("the request to run again", LONG, || {
+        (m.builds_of(brid).len() == 2).then_some(())
+    });
+    m.kill();
+    std::fs::write(m.tmp.path().join("quick"), "").unwrap();
+    m.start();
+    let builds = m.builds_of(brid);
+    assert_eq!(builds[1]["results"], 5, "{:?}", builds[1]);
+    let done = m.wait_request_done(brid, LONG);
+    assert_eq!(done["results"], 0, "{done}");
+    assert_eq!(m.builds_of(brid).len(), 3);
+    assert!(m.log().contains("ended as RETRY"), "{}", m.log());
+
+    // `moonbot stop --clean` waits for the running build instead.
+    let brid = m.force(builderid(&m, "ok"));
+    m.stop(true);
+    let status = ureq::get(&format!("{}/api/v2/builds", m.www)).call();
+    assert!(status.is_err(), "the master should be gone");
+    m.start();
+    let br = &m.get(&format!("/api/v2/buildrequests/{brid}"))["buildrequests"][0];
+    // Either it finished before the stop or it is still queued; never lost.
+    assert!(br["complete"] == true || br["claimed"] == false, "{br}");
+    w.kill();
+}
+
+fn foreign_ca_and_unknown_names_are_refused(backend: &Backend) {
+    let (m, _w) = started(backend);
+    // A worker whose certificate another master's CA signed.
+    let other = TestMaster::create(&Backend::Sqlite, CONFIG);
+    let mut foreign = m.make_worker("w1", &other.dir);
+    foreign.start();
+    // A worker signed by the right CA but not in master.lua.
+    let mut stranger = m.make_worker("stranger", &m.dir.clone());
+    stranger.start();
+    m.wait_for("both refusals in the master log", LONG, || {
+        let log = m.log();
+        (log.contains("refused a worker connection during the TLS handshake")
+            && log.contains("worker 'stranger' is not in this master's configuration"))
+        .then_some(())
+    });
+    m.wait_for("the stranger to hear why", LONG, || {
+        stranger
+            .log()
+            .contains("worker 'stranger' is not in this master's configuration")
+            .then_some(())
+    });
+    m.wait_for("the foreign worker to log the refusal", LONG, || {
+        let log = foreign.log().to_lowercase();
+        (log.contains("refused") || log.contains("certificate")).then_some(())
+    });
+    let workers = m.get("/api/v2/workers");
+    assert_eq!(workers["meta"]["total"], 1, "{workers}");
+    // The genuine w1 stays the only connection.
+    assert_eq!(
+        workers["workers"][0]["connected_to"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+fn a_ten_mib_log_reads_back_byte_for_byte(backend: &Backend) {
+    let (m, _w) = started(backend);
+    // 10 MiB of varied lines (including bytes a UTF-8 check would mangle? no:
+    // keep it valid UTF-8 so the JSON contents view can be checked too).
+    let mut payload = Vec::with_capacity(10 << 20);
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let mut line = 0u64;
+    while payload.len() < 10 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 150) as usize;
+        payload.extend_from_slice(format!("{line:08} ").as_bytes());
+        payload.extend((0..len).map(|i| b'!' + ((x >> (i % 56)) as u8 % 90)));
+        payload.push(b'\n');
+        line += 1;
+    }
+    std::fs::write(m.tmp.path().join("payload"), &payload).unwrap();
+    let build = m.wait_request_done(m.force(builderid(&m, "biglog")), Duration::from_secs(180));
+    assert_eq!(build["results"], 0);
+    let s = steps(&m, build["buildid"].as_i64().unwrap());
+    let stepid = s[0]["stepid"].as_i64().unwrap();
+    let logs = m.get(&format!("/api/v2/steps/{stepid}/logs"));
+    let log = &logs["logs"][0];
+    let logid = log["logid"].as_i64().unwrap();
+    let raw = m.get_bytes(&format!("/api/v2/logs/{logid}/raw"));
+    let start = raw
+        .windows(9)
+        .position(|w| w == b"00000000 ")
+        .expect("payload start in the log");
+    assert_eq!(
+        &raw[start..start + payload.len()],
+        &payload[..],
+        "payload differs"
+    );
+    let after = String::from_utf8_lossy(&raw[start + payload.len()..]);
+    assert!(
+        after.starts_with("program finished with exit code 0\n"),
+        "{after}"
+    );
+    // Lines are counted and pageable.
+    assert!(log["num_lines"].as_i64().unwrap() >= line as i64);
+    let page = m.get(&format!(
+        "/api/v2/logs/{logid}/contents?offset={}&limit=2",
+        start_line(&raw, start) + 5
+    ));
+    let content = page["logchunks"][0]["content"].as_str().unwrap();
+    assert!(content.starts_with("o00000005 "), "{content}");
+    assert_eq!(content.lines().count(), 2);
+}
+
+/// How many lines precede byte `pos` of `raw`.
+fn start_line(raw: &[u8], pos: usize) -> usize {
+    raw[..pos].iter().filter(|&&b| b == b'\n').count()
+}
+
+#[test]
+fn a_master_directory_from_create_master_passes_checkconfig() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    let (code, out, err) = run(
+        "moonbot",
+        &[
+            "create-master",
+            dir.to_str().unwrap(),
+            "--host",
+            "ci.example.org",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(dir.join("pki/ca.key").exists() && dir.join("pki/master.crt").exists());
+    let (code, out, _) = run("moonbot", &["checkconfig", dir.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("1 worker(s), 2 builder(s), 1 scheduler(s)"),
+        "{out}"
+    );
+    // A second create-master must not replace the CA.
+    let (code, _, err) = run("moonbot", &["create-master", dir.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+}
