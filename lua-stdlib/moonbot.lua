@@ -32,6 +32,16 @@ local function tagged(kind, args, level)
   return t
 end
 
+--- A constructor for objects of `kind`. The call to `tagged` is deliberately
+--- not a tail call: a tail call would drop the constructor's frame and the
+--- recorded line would be one level off.
+local function constructor(kind)
+  return function(args)
+    local t = tagged(kind, args, 2)
+    return t
+  end
+end
+
 ---@class moonbot.WorkerArgs
 ---@field name string                 Name in the worker's certificate.
 ---@field max_builds? integer         Builds this worker runs at once (default: unlimited).
@@ -41,12 +51,8 @@ end
 ---@class moonbot.Worker: moonbot.WorkerArgs
 
 --- A worker that may connect to this master.
----@param args moonbot.WorkerArgs
----@return moonbot.Worker
-function M.worker(args)
-  local t = tagged("worker", args, 2) -- not a tail call: the caller's frame must stay
-  return t
-end
+---@type fun(args: moonbot.WorkerArgs): moonbot.Worker
+M.worker = constructor("worker")
 
 ---@alias moonbot.Command string|string[]|fun(props: table<string, any>): (string|string[])
 
@@ -76,28 +82,16 @@ end
 local steps = {}
 
 --- Run a command on the worker.
----@param args moonbot.ShellArgs
----@return moonbot.Step
-function steps.shell(args)
-  local t = tagged("step.shell", args, 2) -- not a tail call: the caller's frame must stay
-  return t
-end
+---@type fun(args: moonbot.ShellArgs): moonbot.Step
+steps.shell = constructor("step.shell")
 
 --- Create a directory on the worker.
----@param args moonbot.DirArgs
----@return moonbot.Step
-function steps.mkdir(args)
-  local t = tagged("step.mkdir", args, 2) -- not a tail call: the caller's frame must stay
-  return t
-end
+---@type fun(args: moonbot.DirArgs): moonbot.Step
+steps.mkdir = constructor("step.mkdir")
 
 --- Remove a directory tree on the worker.
----@param args moonbot.DirArgs
----@return moonbot.Step
-function steps.rmdir(args)
-  local t = tagged("step.rmdir", args, 2) -- not a tail call: the caller's frame must stay
-  return t
-end
+---@type fun(args: moonbot.DirArgs): moonbot.Step
+steps.rmdir = constructor("step.rmdir")
 
 M.steps = steps
 
@@ -113,12 +107,8 @@ M.steps = steps
 ---@class moonbot.Builder: moonbot.BuilderArgs
 
 --- A builder: a named list of steps that runs on one of its workers.
----@param args moonbot.BuilderArgs
----@return moonbot.Builder
-function M.builder(args)
-  local t = tagged("builder", args, 2) -- not a tail call: the caller's frame must stay
-  return t
-end
+---@type fun(args: moonbot.BuilderArgs): moonbot.Builder
+M.builder = constructor("builder")
 
 ---@class moonbot.ForceSchedulerArgs
 ---@field name string
@@ -130,12 +120,8 @@ end
 local schedulers = {}
 
 --- A scheduler that starts builds on request (web form, REST API, `force`).
----@param args moonbot.ForceSchedulerArgs
----@return moonbot.Scheduler
-function schedulers.force(args)
-  local t = tagged("scheduler.force", args, 2) -- not a tail call: the caller's frame must stay
-  return t
-end
+---@type fun(args: moonbot.ForceSchedulerArgs): moonbot.Scheduler
+schedulers.force = constructor("scheduler.force")
 
 M.schedulers = schedulers
 

@@ -4,8 +4,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use moonbot_master::runtime::{self, Master};
 use moonbot_master::{config, pki};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use moonbot_worker::signal::{SIGTERM, SIGUSR1, process_alive, signal_process};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -168,24 +167,19 @@ fn init_logging(log_file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_pid(dir: &Path) -> anyhow::Result<Option<Pid>> {
+fn read_pid(dir: &Path) -> anyhow::Result<Option<i32>> {
     match std::fs::read_to_string(runtime::pid_file(dir)) {
-        Ok(text) => Ok(text.trim().parse::<i32>().ok().map(Pid::from_raw)),
+        Ok(text) => Ok(text.trim().parse::<i32>().ok()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).context("reading moonbot.pid"),
     }
 }
 
-/// Running and not a zombie (a master started by a parent that has not reaped it yet).
-fn alive(pid: Pid) -> bool {
-    moonbot_worker::signal::process_alive(pid.as_raw())
-}
-
 /// Write moonbot.pid, refusing when another master runs from this directory.
 fn claim_pid_file(dir: &Path) -> anyhow::Result<()> {
     if let Some(pid) = read_pid(dir)?
-        && alive(pid)
-        && pid.as_raw() != std::process::id() as i32
+        && process_alive(pid)
+        && pid != std::process::id() as i32
     {
         bail!(
             "a master is already running from {} (pid {pid})",
@@ -221,18 +215,15 @@ fn start(dir: &Path) -> anyhow::Result<i32> {
 }
 
 fn stop(dir: &Path, clean: bool) -> anyhow::Result<i32> {
-    let Some(pid) = read_pid(dir)?.filter(|p| alive(*p)) else {
+    // A zombie (stopped, not yet reaped by its parent) counts as stopped.
+    let Some(pid) = read_pid(dir)?.filter(|&p| process_alive(p)) else {
         bail!("no master is running from {}", dir.display());
     };
-    let signal = if clean {
-        Signal::SIGUSR1
-    } else {
-        Signal::SIGTERM
-    };
-    kill(pid, signal).with_context(|| format!("signalling pid {pid}"))?;
+    let signal = if clean { SIGUSR1 } else { SIGTERM };
+    signal_process(pid, signal).with_context(|| format!("signalling pid {pid}"))?;
     let started = Instant::now();
     let mut said = false;
-    while alive(pid) {
+    while process_alive(pid) {
         std::thread::sleep(Duration::from_millis(100));
         if clean && !said && started.elapsed() > Duration::from_secs(5) {
             println!("waiting for running builds to finish…");

@@ -401,13 +401,5 @@ impl Drop for TestWorker {
     }
 }
 
-/// Is a process with this pid still there (and not a zombie)?
-pub fn process_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
+/// Is a process with this pid still there (zombies count as gone)?
+pub use moonbot_worker::signal::process_alive;

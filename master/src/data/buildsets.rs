@@ -7,7 +7,7 @@
 //! any other result. Requests live only in the database, so nothing queued is lost
 //! when the master stops or a builder disappears from the config for a while.
 
-use super::query::{FieldKind, ListQuery, apply, page};
+use super::query::{FieldKind, ListQuery, Op, apply, page};
 use super::{Data, DataError, now};
 use crate::db::entities::{buildrequest_claims, buildrequests, buildset_properties, buildsets};
 use sea_orm::sea_query::Expr;
@@ -143,30 +143,16 @@ impl Data {
     }
 
     /// Incomplete, unclaimed requests, oldest (and highest priority) first.
-    /// Only claims of incomplete requests are read, so the cost follows the
-    /// queue, not the history.
     pub async fn pending_requests(&self) -> Result<Vec<PendingRequest>, DataError> {
-        let open = buildrequests::Entity::find()
+        Ok(buildrequests::Entity::find()
             .filter(buildrequests::Column::Complete.eq(false))
+            .filter(buildrequests::Column::Id.not_in_subquery(claimed_ids()))
             .order_by_desc(buildrequests::Column::Priority)
             .order_by_asc(buildrequests::Column::SubmittedAt)
             .order_by_asc(buildrequests::Column::Id)
             .all(&self.db)
-            .await?;
-        let mut claimed = std::collections::HashSet::new();
-        for ids in open.chunks(500) {
-            let ids: Vec<i64> = ids.iter().map(|r| r.id).collect();
-            for c in buildrequest_claims::Entity::find()
-                .filter(buildrequest_claims::Column::Brid.is_in(ids))
-                .all(&self.db)
-                .await?
-            {
-                claimed.insert(c.brid);
-            }
-        }
-        Ok(open
+            .await?
             .into_iter()
-            .filter(|r| !claimed.contains(&r.id))
             .map(|r| PendingRequest {
                 brid: r.id,
                 buildsetid: r.buildsetid,
@@ -270,21 +256,11 @@ impl Data {
         // `claimed` is derived from the claims table, not a column.
         let claimed_filter = take_bool_filter(&mut q, "claimed")?;
         let mut select = apply(buildrequests::Entity::find(), &q, &request_fields)?;
-        let claims: HashMap<i64, buildrequest_claims::Model> = buildrequest_claims::Entity::find()
-            .all(&self.db)
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .map(|c| (c.brid, c))
-            .collect();
-        if let Some(want) = claimed_filter {
-            let ids: Vec<i64> = claims.keys().copied().collect();
-            select = if want {
-                select.filter(buildrequests::Column::Id.is_in(ids))
-            } else {
-                select.filter(buildrequests::Column::Id.is_not_in(ids))
-            };
-        }
+        select = match claimed_filter {
+            Some(true) => select.filter(buildrequests::Column::Id.in_subquery(claimed_ids())),
+            Some(false) => select.filter(buildrequests::Column::Id.not_in_subquery(claimed_ids())),
+            None => select,
+        };
         if q.order.is_empty() {
             select = select.order_by_asc(buildrequests::Column::Id);
         }
@@ -297,6 +273,14 @@ impl Data {
             .all(&self.db)
             .await
             .map_err(|e| e.to_string())?;
+        let claims: HashMap<i64, buildrequest_claims::Model> = buildrequest_claims::Entity::find()
+            .filter(buildrequest_claims::Column::Brid.is_in(rows.iter().map(|r| r.id)))
+            .all(&self.db)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|c| (c.brid, c))
+            .collect();
         Ok((
             rows.iter()
                 .map(|r| request_json(r, claims.get(&r.id)))
@@ -328,11 +312,24 @@ fn take_bool_filter(q: &mut ListQuery, field: &str) -> Result<Option<bool>, Stri
         return Ok(None);
     };
     let f = q.filters.remove(pos);
-    match f.values[0].as_str() {
-        "true" | "1" => Ok(Some(true)),
-        "false" | "0" => Ok(Some(false)),
-        other => Err(format!("'{field}' must be true or false, not '{other}'")),
+    let want = match f.values[0].as_str() {
+        "true" | "1" => true,
+        "false" | "0" => false,
+        other => return Err(format!("'{field}' must be true or false, not '{other}'")),
+    };
+    match f.op {
+        Op::Eq => Ok(Some(want)),
+        Op::Ne => Ok(Some(!want)),
+        _ => Err(format!("'{field}' can only be compared with = or __ne")),
     }
+}
+
+/// `SELECT brid FROM buildrequest_claims`, for "is (not) claimed" filters.
+fn claimed_ids() -> sea_orm::sea_query::SelectStatement {
+    sea_orm::sea_query::Query::select()
+        .column(buildrequest_claims::Column::Brid)
+        .from(buildrequest_claims::Entity)
+        .to_owned()
 }
 
 /// True when an insert failed on a unique or primary key constraint.

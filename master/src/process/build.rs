@@ -46,13 +46,18 @@ pub async fn run(
     .await
 }
 
+/// Everything one build needs while it runs.
 struct BuildContext<'a> {
     shared: &'a Shared,
+    request: &'a PendingRequest,
     builder: &'a BuilderConfig,
+    worker: Option<&'a WorkerConfig>,
+    lease: &'a WorkerLease,
     lua: &'a LuaGeneration,
-    conn: &'a quinn::Connection,
+    buildid: i64,
+    number: i32,
     props: BTreeMap<String, (Value, String)>,
-    stop: StopSignal,
+    stop: &'a StopSignal,
 }
 
 async fn run_inner(
@@ -67,15 +72,22 @@ async fn run_inner(
     let (buildid, number) = data
         .add_build(request.builderid, request.brid, lease.worker.workerid)
         .await?;
-    let stop = shared.builds.register(buildid);
+    // Dropped on every path out of here: the build leaves the running set.
+    let registration = shared.builds.register(buildid);
     info!(buildid, number, "build started");
-    // Whatever happens below, the build must leave the running set, or a
-    // master stop would wait for it forever.
-    let result = run_registered(
-        shared, &request, builder, worker, lua, lease, buildid, number, stop,
-    )
-    .await;
-    shared.builds.unregister(buildid);
+    let mut ctx = BuildContext {
+        shared,
+        request: &request,
+        builder,
+        worker,
+        lease,
+        lua,
+        buildid,
+        number,
+        props: BTreeMap::new(),
+        stop: &registration.stop,
+    };
+    let result = execute(&mut ctx).await;
     if result.is_err() {
         let _ = data
             .finish_build(
@@ -88,56 +100,36 @@ async fn run_inner(
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_registered(
-    shared: &Arc<Shared>,
-    request: &PendingRequest,
-    builder: &BuilderConfig,
-    worker: Option<&WorkerConfig>,
-    lua: &LuaGeneration,
-    lease: &WorkerLease,
-    buildid: i64,
-    number: i32,
-    stop: StopSignal,
-) -> Result<(), DataError> {
-    let data = &shared.data;
-    let mut props = data.buildset_properties(request.buildsetid).await?;
+/// Properties, steps, the result, and what becomes of the request.
+async fn execute(ctx: &mut BuildContext<'_>) -> Result<(), DataError> {
+    let data = &ctx.shared.data;
+    let (builder, buildid, number) = (ctx.builder, ctx.buildid, ctx.number);
+    let mut props = data.buildset_properties(ctx.request.buildsetid).await?;
     for (k, v) in &builder.properties {
         props.insert(k.clone(), (v.clone(), "Builder".into()));
     }
-    if let Some(w) = worker {
+    if let Some(w) = ctx.worker {
         for (k, v) in &w.properties {
             props.insert(k.clone(), (v.clone(), "Worker".into()));
         }
     }
+    let worker_name = ctx.lease.worker.name.clone();
     props.insert(
         "buildername".into(),
         (builder.name.clone().into(), "Builder".into()),
     );
     props.insert("buildnumber".into(), (number.into(), "Build".into()));
-    props.insert(
-        "workername".into(),
-        (lease.worker.name.clone().into(), "Worker".into()),
-    );
+    props.insert("workername".into(), (worker_name.into(), "Worker".into()));
     props.insert(
         "builddir".into(),
         (builder.builddir.clone().into(), "Builder".into()),
     );
     data.set_build_properties(buildid, &props).await?;
     data.set_build_state(buildid, "building").await?;
+    ctx.props = props;
 
-    let mut ctx = BuildContext {
-        shared,
-        builder,
-        lua,
-        conn: &lease.worker.conn,
-        props,
-        stop,
-    };
-    let outcome = run_steps(&mut ctx, buildid).await;
-    let stop_kind = ctx.stop.requested();
-    let (mut build_results, failed_steps) = outcome?;
-    match stop_kind {
+    let (mut build_results, failed_steps) = run_steps(ctx).await?;
+    match ctx.stop.requested() {
         Some(StopKind::Shutdown) => build_results = RETRY,
         Some(StopKind::Cancel) => build_results = results::worst(build_results, CANCELLED),
         None => {}
@@ -157,9 +149,10 @@ async fn run_registered(
         "build finished"
     );
     if build_results == RETRY {
-        data.unclaim_request(request.brid).await?;
+        data.unclaim_request(ctx.request.brid).await?;
     } else {
-        data.complete_request(request.brid, build_results).await?;
+        data.complete_request(ctx.request.brid, build_results)
+            .await?;
     }
     Ok(())
 }
@@ -174,10 +167,7 @@ fn failure_word(result: i32) -> &'static str {
 }
 
 /// Run the steps; returns the build's result and the names of steps that hurt it.
-async fn run_steps(
-    ctx: &mut BuildContext<'_>,
-    buildid: i64,
-) -> Result<(i32, Vec<String>), DataError> {
+async fn run_steps(ctx: &mut BuildContext<'_>) -> Result<(i32, Vec<String>), DataError> {
     let mut build_results = SUCCESS;
     let mut terminated = false;
     let mut failed = Vec::new();
@@ -192,7 +182,7 @@ async fn run_steps(
             continue;
         }
         number += 1;
-        let result = run_step(ctx, buildid, number, step).await?;
+        let result = run_step(ctx, number, step).await?;
         let f = &step.flags;
         let contribution = match result {
             FAILURE => {
@@ -306,7 +296,6 @@ fn join_path(builddir: &str, sub: &str) -> String {
 
 async fn run_step(
     ctx: &mut BuildContext<'_>,
-    buildid: i64,
     number: i32,
     step: &StepConfig,
 ) -> Result<i32, DataError> {
@@ -344,7 +333,7 @@ async fn run_step(
     };
     let description = step.description.clone().unwrap_or(description);
     let stepid = data
-        .start_step(buildid, number, &step.name, &description)
+        .start_step(ctx.buildid, number, &step.name, &description)
         .await?;
     let mut log = data.add_log(stepid, "stdio").await?;
     let command = match command {
@@ -360,7 +349,7 @@ async fn run_step(
     };
     write_command_header(&mut log, &command).await?;
     let outcome = remote::run(
-        ctx.conn,
+        &ctx.lease.worker.conn,
         command,
         ctx.stop.interrupt.clone(),
         &mut LogSink(&mut log),

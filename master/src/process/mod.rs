@@ -35,6 +35,21 @@ impl StopSignal {
     }
 }
 
+/// A build's place in [`RunningBuilds`]; leaving it (on any path, panics
+/// included) removes the build, so a master stop never waits for a build that
+/// is gone.
+pub struct Registration<'a> {
+    builds: &'a RunningBuilds,
+    buildid: i64,
+    pub stop: StopSignal,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.builds.unregister(self.buildid);
+    }
+}
+
 /// Builds running on this master, by build id.
 #[derive(Default)]
 pub struct RunningBuilds {
@@ -43,8 +58,8 @@ pub struct RunningBuilds {
 }
 
 impl RunningBuilds {
-    /// Register a build; the returned signal tells it when to stop.
-    pub fn register(&self, buildid: i64) -> StopSignal {
+    /// Register a build; its registration tells it when to stop.
+    pub fn register(&self, buildid: i64) -> Registration<'_> {
         let kind = Arc::new(OnceLock::new());
         let (tx, rx) = watch::channel(None);
         self.builds.lock().expect("running builds lock").insert(
@@ -54,13 +69,17 @@ impl RunningBuilds {
                 interrupt: tx,
             },
         );
-        StopSignal {
-            kind,
-            interrupt: rx,
+        Registration {
+            builds: self,
+            buildid,
+            stop: StopSignal {
+                kind,
+                interrupt: rx,
+            },
         }
     }
 
-    pub fn unregister(&self, buildid: i64) {
+    fn unregister(&self, buildid: i64) {
         self.builds
             .lock()
             .expect("running builds lock")
