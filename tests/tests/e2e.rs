@@ -24,7 +24,7 @@ return {
       mb.steps.shell { name = "cleanup", command = { "echo", "cleanup" }, always_run = true },
     } },
     mb.builder { name = "sleepy", workernames = { "w1" }, steps = {
-      mb.steps.shell { name = "sleep", command = "sleep 300 & echo $! > @TMP@/pids; echo $$ >> @TMP@/pids; sleep 300" },
+      mb.steps.shell { name = "sleep", command = "sleep 300 & echo $! > @TMP@/pids; echo $$ >> @TMP@/pids; echo waiting; sleep 300" },
     } },
     mb.builder { name = "flaky", workernames = { "w1" }, steps = {
       mb.steps.shell { name = "maybe-slow",
@@ -203,6 +203,15 @@ fn stopping_a_build_kills_its_process_tree(backend: &Backend) {
     let pids = m.wait_for("the command to start", LONG, || read_pids(&pids_file));
     assert!(pids.iter().all(|&p| process_alive(p)));
     let build = m.builds_of(brid).pop().unwrap();
+    // A quiet command's output is visible while it still runs.
+    let stepid = steps(&m, build["buildid"].as_i64().unwrap())[0]["stepid"]
+        .as_i64()
+        .unwrap();
+    m.wait_for(
+        "the step's output while it runs",
+        Duration::from_secs(10),
+        || stdio_of(&m, stepid).contains("\nwaiting\n").then_some(()),
+    );
     let (status, answer) = m.rpc(
         &format!("/api/v2/builds/{}", build["buildid"]),
         "stop",

@@ -1,7 +1,7 @@
 //! Reading and writing [`Frame`]s on QUIC streams — the only I/O glue around
 //! [`crate::protocol`], shared by master and worker.
 
-use crate::protocol::{Frame, FrameError};
+use crate::protocol::{Frame, FrameError, MAX_FRAME_LEN};
 use quinn::{RecvStream, SendStream};
 
 /// Why a stream could not deliver a frame.
@@ -12,7 +12,7 @@ pub enum StreamError {
     Frame(#[from] FrameError),
     /// The stream or connection failed while reading.
     #[error("reading from the peer failed: {0}")]
-    Read(#[from] quinn::ReadExactError),
+    Read(#[from] quinn::ReadError),
     /// The stream or connection failed while writing.
     #[error("writing to the peer failed: {0}")]
     Write(#[from] quinn::WriteError),
@@ -22,33 +22,40 @@ pub enum StreamError {
 }
 
 /// Reads frames one at a time from a receive stream.
+///
+/// Cancel-safe: bytes of a frame that has not fully arrived stay in the reader,
+/// so [`FrameReader::next`] can be one branch of a `select!` that another branch
+/// (an interrupt, a timer) wins without losing the stream's framing.
 pub struct FrameReader {
     recv: RecvStream,
+    /// Received bytes not yet returned as frames.
+    buf: Vec<u8>,
 }
 
 impl FrameReader {
     pub fn new(recv: RecvStream) -> Self {
-        FrameReader { recv }
+        FrameReader {
+            recv,
+            buf: Vec::new(),
+        }
     }
 
     /// The next frame, or `None` when the peer finished the stream cleanly
     /// between two frames.
     pub async fn next(&mut self) -> Result<Option<Frame>, StreamError> {
-        let mut len = [0u8; 4];
-        match self.recv.read_exact(&mut len).await {
-            Ok(()) => {}
-            Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-            Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(StreamError::Truncated),
-            Err(e) => return Err(e.into()),
+        loop {
+            if let Some((frame, used)) = Frame::decode(&self.buf)? {
+                self.buf.drain(..used);
+                return Ok(Some(frame));
+            }
+            // `read_chunk` is cancel-safe: a dropped call loses no data.
+            match self.recv.read_chunk(MAX_FRAME_LEN + 4, true).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(None) if self.buf.is_empty() => return Ok(None),
+                Ok(None) => return Err(StreamError::Truncated),
+                Err(e) => return Err(StreamError::Read(e)),
+            }
         }
-        let len = Frame::check_len(u32::from_be_bytes(len))?;
-        let mut body = vec![0u8; len];
-        match self.recv.read_exact(&mut body).await {
-            Ok(()) => {}
-            Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(StreamError::Truncated),
-            Err(e) => return Err(e.into()),
-        }
-        Ok(Some(Frame::decode_body(body)?))
     }
 
     /// Give back the underlying stream (e.g. to stop it).

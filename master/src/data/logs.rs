@@ -117,7 +117,13 @@ impl LogWriter {
             }
         }
         self.partial[stream.index()].extend_from_slice(bytes);
-        if !self.pending.is_empty() && self.last_flush.elapsed() >= FLUSH_EVERY {
+        self.flush_if_stale().await
+    }
+
+    /// Store complete lines that have waited [`FLUSH_EVERY`] or longer; called
+    /// on output and on a timer, so a quiet command's last lines show up too.
+    pub async fn flush_if_stale(&mut self) -> Result<(), DataError> {
+        if self.pending_lines > 0 && self.last_flush.elapsed() >= FLUSH_EVERY {
             self.flush().await?;
         }
         Ok(())

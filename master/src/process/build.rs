@@ -238,6 +238,10 @@ impl OutputSink for LogSink<'_> {
             .await
             .map_err(|e| e.to_string())
     }
+
+    async fn idle(&mut self) -> Result<(), String> {
+        self.0.flush_if_stale().await.map_err(|e| e.to_string())
+    }
 }
 
 fn props_json(props: &BTreeMap<String, (Value, String)>) -> Value {

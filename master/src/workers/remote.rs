@@ -44,7 +44,13 @@ pub enum Output {
 /// Where a remote command's output goes (a log, usually).
 pub trait OutputSink {
     fn output(&mut self, output: Output) -> impl Future<Output = Result<(), String>> + Send;
+    /// Called every [`IDLE_TICK`] while the command runs, so output that is
+    /// waiting for more (a quiet command) still reaches storage and viewers.
+    fn idle(&mut self) -> impl Future<Output = Result<(), String>> + Send;
 }
+
+/// How often [`OutputSink::idle`] is called.
+pub const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Run `command` on the worker behind `conn`. `sink` receives output in order;
 /// when `interrupt` changes to `Some(reason)`, the worker is asked to stop the
@@ -69,8 +75,11 @@ pub async fn run<S: OutputSink>(
     if interrupted {
         send_interrupt(&mut send, &interrupt).await?;
     }
+    let mut idle = tokio::time::interval(IDLE_TICK);
+    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = idle.tick() => sink.idle().await.map_err(RemoteError::Sink)?,
             frame = reader.next() => {
                 match frame? {
                     Some(Frame::Stdout(bytes)) => {
