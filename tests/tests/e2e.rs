@@ -130,6 +130,10 @@ fn builds_pass_and_fail_as_buildbot_would(backend: &Backend) {
     assert!(log.contains("\nhello world\n"), "{log}");
     assert!(log.contains("program finished with exit code 0"), "{log}");
     assert!(stdio_of(&m, s[1]["stepid"].as_i64().unwrap()).contains("\nto-stderr\n"));
+    let props = &m.get(&format!("/api/v2/builds/{}/properties", ok["buildid"]))["properties"][0];
+    assert_eq!(props["buildername"], json!(["ok", "Builder"]));
+    assert_eq!(props["owner"], json!(["tester", "Force Build Form"]));
+    assert_eq!(props["workername"][0], "w1");
 
     // halt_on_failure stops the build; always_run steps still run.
     let bad = m.wait_request_done(m.force(builderid(&m, "bad")), LONG);
@@ -163,6 +167,7 @@ fn builds_pass_and_fail_as_buildbot_would(backend: &Backend) {
         ("/api/v2/builds?limit=minus", 400),
         ("/api/v2/builds/xyz", 400),
         ("/api/v2/builds/999999", 404),
+        ("/api/v2/builds/999999/properties", 404),
         ("/api/v2/nothing", 404),
     ] {
         let (status, body) = m.get_status(path);

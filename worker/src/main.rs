@@ -41,13 +41,13 @@ enum Command {
     CreateWorker {
         /// The worker directory to create.
         wdir: PathBuf,
-        /// The master's QUIC address, HOST:PORT (default port 9989).
+        /// The master's QUIC address, HOST:PORT (the master listens on 9989 unless master.lua says otherwise).
         #[arg(long, value_name = "HOST:PORT")]
         master: String,
         /// This worker's name, as the master's configuration lists it.
         #[arg(long)]
         name: String,
-        /// The master's CA certificate (MASTERDIR/ca.crt on the master).
+        /// The master's CA certificate (MASTERDIR/pki/ca.crt on the master).
         #[arg(long, value_name = "CA.crt")]
         ca: PathBuf,
         /// Who to contact about this worker (shown on the master's web pages).

@@ -310,7 +310,7 @@ pub struct CommandOutcome {
     #[serde(default)]
     pub interrupted: bool,
     /// Why the worker ended the command itself, or could not run it
-    /// (e.g. "timed out after 1200 s without output", "no such file or directory").
+    /// (e.g. "command timed out: 1200 seconds without output", "could not start `make`: …").
     pub failure: Option<String>,
     /// Wall-clock time the command took, in milliseconds.
     pub elapsed_ms: u64,

@@ -7,6 +7,7 @@ use crate::config::BuilderConfig;
 use crate::db::entities::builders;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -80,7 +81,10 @@ impl Data {
     ) -> Result<(Vec<Value>, u64), String> {
         let ids: Vec<i64> = configured.values().copied().collect();
         let select = builders::Entity::find().filter(builders::Column::Id.is_in(ids));
-        let select = apply(select, q, &fields)?;
+        let mut select = apply(select, q, &fields)?;
+        if q.order.is_empty() {
+            select = select.order_by_asc(builders::Column::Id);
+        }
         let total = select
             .clone()
             .count(&self.db)

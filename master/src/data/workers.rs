@@ -8,6 +8,7 @@ use moonbot_worker::protocol::WorkerInfo;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -125,7 +126,10 @@ impl Data {
     ) -> Result<(Vec<Value>, u64), String> {
         let ids: Vec<i64> = configured.values().copied().collect();
         let select = workers::Entity::find().filter(workers::Column::Id.is_in(ids));
-        let select = apply(select, q, &fields)?;
+        let mut select = apply(select, q, &fields)?;
+        if q.order.is_empty() {
+            select = select.order_by_asc(workers::Column::Id);
+        }
         let total = select
             .clone()
             .count(&self.db)

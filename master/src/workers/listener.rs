@@ -7,7 +7,7 @@
 //! logged here and sent to the worker as `Refused` so both sides say why.
 
 use crate::runtime::Shared;
-use moonbot_worker::protocol::{Frame, MasterMessage, WorkerMessage};
+use moonbot_worker::protocol::{Frame, MasterMessage, PROTOCOL_VERSION, WorkerMessage};
 use moonbot_worker::transport::{FrameReader, write_frame};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -119,7 +119,19 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
         }
     };
     let (name, info) = match hello {
-        Ok(WorkerMessage::Hello { name, info, .. }) => (name, info),
+        Ok(WorkerMessage::Hello {
+            name,
+            info,
+            protocol,
+        }) if protocol == PROTOCOL_VERSION => (name, info),
+        Ok(WorkerMessage::Hello { protocol, .. }) => {
+            let reason = format!(
+                "worker speaks protocol {protocol}, this master speaks {PROTOCOL_VERSION}: upgrade the older side"
+            );
+            warn!(%addr, worker = %cert_name, "refused a worker: {reason}");
+            refuse(&conn, Some(&mut send), &reason).await;
+            return;
+        }
         Ok(other) => {
             warn!(%addr, worker = %cert_name, "expected a hello, got {other:?}");
             refuse(&conn, Some(&mut send), "expected a hello").await;

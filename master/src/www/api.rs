@@ -173,7 +173,15 @@ async fn route(
             one("builds", items, &format!("build {b}"))
         }
         ["builds", b, "properties"] => {
-            let props = data.build_properties(id(b, "build")?).await?;
+            let buildid = id(b, "build")?;
+            let (found, _) = data
+                .list_builds(&ListQuery::default().with_eq("buildid", buildid), false)
+                .await
+                .map_err(bad)?;
+            if found.is_empty() {
+                return Err(ApiError::not_found(format!("build {b} not found")));
+            }
+            let props = data.build_properties(buildid).await?;
             Ok(envelope("properties", vec![props], 1))
         }
         ["builds", b, "steps"] => {
