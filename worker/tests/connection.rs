@@ -428,6 +428,25 @@ async fn a_refused_worker_logs_the_reason_and_retries() {
     timeout(STEP, worker).await.unwrap().unwrap().unwrap();
 }
 
+/// Start a worker from `dir`, check that the TLS handshake with the fake master
+/// fails and that the worker schedules a retry; stop it and return its log.
+async fn handshake_fails_and_worker_retries(
+    master: &FakeMaster,
+    dir: WorkerDir,
+    log: &CapturedLog,
+) -> String {
+    let (stop, worker) = start_worker(dir);
+    let incoming = timeout(STEP, master.endpoint.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(incoming.await.is_err(), "the handshake must fail");
+    let text = log.wait_for("retrying in").await;
+    stop.send(()).unwrap();
+    timeout(STEP, worker).await.unwrap().unwrap().unwrap();
+    text
+}
+
 #[tokio::test]
 async fn a_certificate_from_another_ca_is_reported_as_rejected() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -436,18 +455,7 @@ async fn a_certificate_from_another_ca_is_reported_as_rejected() {
     let master = FakeMaster::start();
     let other_ca = new_ca("some other CA");
     let (_tmp, dir) = master.worker_dir("w1", &other_ca);
-    let (stop, worker) = start_worker(dir);
-
-    // The master's side of the handshake fails.
-    let incoming = timeout(STEP, master.endpoint.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        incoming.await.is_err(),
-        "the master rejects the certificate"
-    );
-    let text = log.wait_for("retrying in").await;
+    let text = handshake_fails_and_worker_retries(&master, dir, &log).await;
     assert!(
         text.contains(&format!(
             "the master at {} refused the connection",
@@ -459,8 +467,6 @@ async fn a_certificate_from_another_ca_is_reported_as_rejected() {
         text.contains("rejected this worker's certificate"),
         "{text}"
     );
-    stop.send(()).unwrap();
-    timeout(STEP, worker).await.unwrap().unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -476,14 +482,7 @@ async fn a_master_certificate_from_another_ca_is_reported() {
         new_ca("not the master's CA").pem(),
     )
     .unwrap();
-    let (stop, worker) = start_worker(dir);
-
-    let incoming = timeout(STEP, master.endpoint.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(incoming.await.is_err(), "the worker aborts the handshake");
-    let text = log.wait_for("retrying in").await;
+    let text = handshake_fails_and_worker_retries(&master, dir, &log).await;
     assert!(
         text.contains(&format!(
             "could not connect to the master at {}",
@@ -496,6 +495,4 @@ async fn a_master_certificate_from_another_ca_is_reported() {
         "{text}"
     );
     assert!(text.contains("ERROR"), "{text}");
-    stop.send(()).unwrap();
-    timeout(STEP, worker).await.unwrap().unwrap().unwrap();
 }
