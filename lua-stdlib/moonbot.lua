@@ -9,6 +9,12 @@
 
 local M = {}
 
+-- Closures this module makes, weakly keyed, with the data they capture. A
+-- reconfig compares Lua functions by their source text, which is the same for
+-- every `interpolate` closure; the fingerprint tells them apart.
+local fingerprints = setmetatable({}, { __mode = "k" })
+M._fingerprints = fingerprints
+
 -- `position(level)` is provided by the master (the Lua state has no `debug`
 -- library): "file:line" of the function `level` calls up, like debug.getinfo.
 local position = __moonbot_position
@@ -133,7 +139,7 @@ function M.interpolate(template)
   if type(template) ~= "string" then
     error("interpolate expects a string, got " .. type(template), 2)
   end
-  return function(props)
+  local render = function(props)
     return (template:gsub("%%%((%w+):([%w_.-]+)(:?%-?)([^)]*)%)s", function(kind, name, sep, default)
       if kind ~= "prop" then
         error("interpolate: unknown placeholder kind '" .. kind .. "' (only prop: is known)")
@@ -148,6 +154,8 @@ function M.interpolate(template)
       return tostring(v)
     end))
   end
+  fingerprints[render] = "interpolate:" .. template
+  return render
 end
 
 ---@class moonbot.Config
@@ -157,6 +165,7 @@ end
 ---@field www? { port?: integer, bind?: string }
 ---@field protocols? { quic?: { port?: integer, bind?: string, idle_timeout?: integer } }
 ---@field db? { url?: string }
+---@field reconfig? { watch?: boolean, debounce_ms?: integer }  Reload on save of master.lua or a file it requires (default true, 300 ms).
 ---@field workers? moonbot.Worker[]
 ---@field builders? moonbot.Builder[]
 ---@field schedulers? moonbot.Scheduler[]

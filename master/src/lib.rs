@@ -2,7 +2,7 @@
 //! `moonbot` binary, `quickstart` and tests share one implementation.
 //!
 //! See ARCHITECTURE.md for the map; in short: [`config`] runs master.lua,
-//! [`runtime`] starts and stops the master, [`workers`] talks QUIC to workers,
+//! [`runtime`] starts and stops the master, [`reconfig`] reloads master.lua live, [`workers`] talks QUIC to workers,
 //! [`process`] runs builds, [`schedulers`] makes build requests, [`data`] is the
 //! only way state is read or written (and publishes on [`mq`]), [`www`] serves
 //! the API, [`pki`] is the CA.
@@ -13,6 +13,7 @@ pub mod db;
 pub mod mq;
 pub mod pki;
 pub mod process;
+pub mod reconfig;
 pub mod results;
 pub mod runtime;
 pub mod schedulers;

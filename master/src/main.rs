@@ -42,7 +42,16 @@ enum Command {
         clean: bool,
     },
     /// Load and check DIR/master.lua without starting anything.
-    Checkconfig { dir: PathBuf },
+    Checkconfig {
+        dir: PathBuf,
+        /// Also show what a reconfig would change in the master running from DIR
+        /// (a dry run: nothing is applied).
+        #[arg(long)]
+        diff: bool,
+    },
+    /// Make the master running from DIR reload master.lua; prints what changed,
+    /// or the errors (exit status 1) while the running configuration stays.
+    Reconfig { dir: PathBuf },
     /// Create (if needed) and run a master with a local worker, and force the sample builds.
     Quickstart {
         #[arg(default_value = "moonbot-quickstart")]
@@ -108,7 +117,9 @@ fn run(command: Command) -> anyhow::Result<i32> {
         }
         Command::Start { dir } => start(&dir),
         Command::Stop { dir, clean } => stop(&dir, clean),
-        Command::Checkconfig { dir } => match config::load(&dir) {
+        Command::Checkconfig { dir, diff: true } => checkconfig_diff(&dir),
+        Command::Reconfig { dir } => reconfig(&dir),
+        Command::Checkconfig { dir, diff: false } => match config::load(&dir) {
             Ok(loaded) => {
                 println!(
                     "{}/master.lua is valid: {}",
@@ -235,6 +246,91 @@ fn stop(dir: &Path, clean: bool) -> anyhow::Result<i32> {
     }
     println!("master stopped");
     Ok(0)
+}
+
+/// Call a JSON-RPC method of `/api/v2/config` on the master running from `dir`.
+fn call_config_api(dir: &Path, method: &str) -> anyhow::Result<serde_json::Value> {
+    let ports = std::fs::read_to_string(runtime::ports_file(dir)).with_context(|| {
+        format!(
+            "no master is running from {} (no moonbot.ports)",
+            dir.display()
+        )
+    })?;
+    let ports: serde_json::Value = serde_json::from_str(&ports).context("reading moonbot.ports")?;
+    let mut www: std::net::SocketAddr = ports["www"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()
+        .context("moonbot.ports has no valid www address")?;
+    if www.ip().is_unspecified() {
+        www.set_ip(match www {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let url = format!("http://{www}/api/v2/config");
+    let request = serde_json::json!({"jsonrpc": "2.0", "method": method, "id": 1});
+    let reply: serde_json::Value = match ureq::post(&url)
+        .timeout(Duration::from_secs(300))
+        .send_json(request)
+    {
+        Ok(r) => r.into_json()?,
+        Err(ureq::Error::Status(_, r)) => r.into_json()?,
+        Err(e) => bail!("cannot reach the master at {url}: {e}"),
+    };
+    if let Some(error) = reply.get("error") {
+        bail!(
+            "the master refused: {}",
+            error
+                .get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("unknown error")
+        );
+    }
+    Ok(reply["result"].clone())
+}
+
+/// Print a reload's or a dry run's outcome; returns the exit status.
+fn print_outcome(outcome: &serde_json::Value, what: &str) -> anyhow::Result<i32> {
+    let errors: Vec<config::ConfigError> =
+        serde_json::from_value(outcome["errors"].clone()).unwrap_or_default();
+    if !errors.is_empty() {
+        eprintln!("{what} failed; the running configuration is unchanged:");
+        for e in &errors {
+            eprintln!("  {e}");
+        }
+        return Ok(1);
+    }
+    let changes: config::diff::ConfigDiff =
+        serde_json::from_value(outcome["changes"].clone()).unwrap_or_default();
+    let lines = changes.lines();
+    if lines.is_empty() {
+        println!("{what}: no changes");
+    } else {
+        println!("{what}: {}", changes.counts());
+        for line in lines {
+            println!("  {line}");
+        }
+    }
+    Ok(0)
+}
+
+fn reconfig(dir: &Path) -> anyhow::Result<i32> {
+    let outcome = call_config_api(dir, "reload")?;
+    let code = print_outcome(&outcome, "reconfig")?;
+    if code == 0 {
+        println!(
+            "reconfig took {:.1} ms; now running {}",
+            outcome["duration_ms"].as_f64().unwrap_or(0.0),
+            outcome["summary"].as_str().unwrap_or("")
+        );
+    }
+    Ok(code)
+}
+
+fn checkconfig_diff(dir: &Path) -> anyhow::Result<i32> {
+    let outcome = call_config_api(dir, "diff")?;
+    print_outcome(&outcome, "checkconfig --diff (nothing applied)")
 }
 
 fn quickstart(base: &Path) -> anyhow::Result<i32> {

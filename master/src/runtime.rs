@@ -1,17 +1,19 @@
 //! The running master: start-up, the shared state every task sees, the main
 //! loop that waits for signals, and shutdown.
 //!
-//! Start-up order matters: config first (a broken master.lua starts nothing),
+//! Start-up order matters: config first (a broken master.lua starts nothing;
+//! loading it is the same path as a live reload, see [`crate::reconfig`]),
 //! then the database, then cleaning up after a previous crash, then the
 //! listeners, and only then the distributor, so no build starts before the
 //! master can record it. `SIGTERM`/`SIGINT` stop fast (running builds end RETRY,
 //! their requests stay queued); `SIGUSR1` stops cleanly (no new builds, wait for
 //! running ones).
 
-use crate::config::{self, LoadedConfig};
+use crate::config::{ConfigErrors, LoadedConfig};
 use crate::data::{self, Data};
 use crate::mq::Bus;
 use crate::process::{RunningBuilds, StopKind, distributor};
+use crate::reconfig::{self, Trigger};
 use crate::workers::{WorkerRegistry, listener};
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -41,6 +43,8 @@ pub struct Shared {
     /// False while the master is stopping: no new builds start.
     pub accepting_builds: AtomicBool,
     pub idle_timeout: Duration,
+    /// Held for the whole of a reload, so reloads happen one at a time.
+    pub reloading: tokio::sync::Mutex<()>,
     config: RwLock<Arc<RunningConfig>>,
 }
 
@@ -48,6 +52,11 @@ impl Shared {
     /// The configuration in force (a snapshot; cheap).
     pub fn running_config(&self) -> Arc<RunningConfig> {
         self.config.read().expect("config lock").clone()
+    }
+
+    /// Put a new configuration in force (only [`crate::reconfig`] does this).
+    pub(crate) fn set_running_config(&self, running: RunningConfig) {
+        *self.config.write().expect("config lock") = Arc::new(running);
     }
 }
 
@@ -96,7 +105,10 @@ impl Master {
         let dir = dir
             .canonicalize()
             .with_context(|| format!("master directory {}", dir.display()))?;
-        let loaded = config::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let started = (data::now(), std::time::Instant::now());
+        let (loaded, changes) = reconfig::prepare(&dir, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", ConfigErrors(e)))?;
         let cfg = loaded.config.clone();
         let db = crate::db::connect(&cfg.db.url, &dir).await?;
         let host = gethostname::gethostname().to_string_lossy().into_owned();
@@ -113,9 +125,17 @@ impl Master {
                 "{reaped} build(s) left unfinished by a previous run ended as RETRY; their requests are queued again"
             );
         }
-        let builder_ids = data.sync_builders(&cfg.builders).await?;
-        let worker_names: Vec<String> = cfg.workers.iter().map(|w| w.name.clone()).collect();
-        let worker_ids = data.sync_workers(&worker_names).await?;
+        // Start-up is a reload from nothing: the same diff, rows and record.
+        let running = reconfig::sync_rows(&data, loaded).await?;
+        reconfig::record(
+            &data,
+            Trigger::Startup,
+            started,
+            Vec::new(),
+            changes,
+            cfg.summary(),
+        )
+        .await?;
 
         let idle_timeout = Duration::from_secs(cfg.quic.idle_timeout_s);
         let shared = Arc::new(Shared {
@@ -126,11 +146,8 @@ impl Master {
             builds: RunningBuilds::default(),
             accepting_builds: AtomicBool::new(true),
             idle_timeout,
-            config: RwLock::new(Arc::new(RunningConfig {
-                loaded,
-                builder_ids,
-                worker_ids,
-            })),
+            reloading: tokio::sync::Mutex::new(()),
+            config: RwLock::new(Arc::new(running)),
         });
 
         let tls = crate::pki::server_tls_config(&dir)?;
@@ -152,6 +169,7 @@ impl Master {
             tokio::spawn(listener::accept_loop(endpoint.clone(), shared.clone())),
             tokio::spawn(crate::www::serve(tcp, shared.clone(), shutdown_rx.clone())),
             tokio::spawn(distributor::run(shared.clone(), shutdown_rx.clone())),
+            tokio::spawn(reconfig::watch::run(shared.clone(), shutdown_rx.clone())),
             tokio::spawn(heartbeat(shared.clone(), shutdown_rx)),
         ];
         info!(
@@ -224,7 +242,13 @@ impl Master {
                 _ = usr1.recv() => break StopMode::Clean,
                 _ = &mut extra => break StopMode::Fast,
                 _ = hup.recv() => {
-                    warn!("SIGHUP received: live reconfiguration is not implemented yet; restart the master to apply master.lua changes");
+                    info!("SIGHUP received: reloading the configuration");
+                    let shared = self.shared.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = reconfig::reload(&shared, Trigger::Signal).await {
+                            warn!("could not record a reload: {e}");
+                        }
+                    });
                 }
             }
         };

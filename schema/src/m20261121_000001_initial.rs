@@ -1,6 +1,7 @@
 //! The initial schema: every table of `README.md`, built with sea-query's schema builder so the
 //! same statements run on SQLite and PostgreSQL.
 
+use crate::columns::*;
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -660,94 +661,6 @@ impl MigrationTrait for Migration {
     fn use_transaction(&self) -> Option<bool> {
         Some(true)
     }
-}
-
-// --- column and constraint helpers -----------------------------------------------------------
-
-/// `id BIGINT` autoincrement primary key.
-fn pk<T: IntoIden>(col: T) -> ColumnDef {
-    ColumnDef::new(col)
-        .big_integer()
-        .not_null()
-        .auto_increment()
-        .primary_key()
-        .take()
-}
-
-fn big_integer<T: IntoIden>(col: T) -> ColumnDef {
-    ColumnDef::new(col).big_integer().not_null().take()
-}
-
-fn big_integer_null<T: IntoIden>(col: T) -> ColumnDef {
-    ColumnDef::new(col).big_integer().null().take()
-}
-
-fn integer<T: IntoIden>(col: T) -> ColumnDef {
-    ColumnDef::new(col).integer().not_null().take()
-}
-
-fn integer_null<T: IntoIden>(col: T) -> ColumnDef {
-    ColumnDef::new(col).integer().null().take()
-}
-
-fn double<T: IntoIden>(col: T) -> ColumnDef {
-    ColumnDef::new(col).double().not_null().take()
-}
-
-fn double_null<T: IntoIden>(col: T) -> ColumnDef {
-    ColumnDef::new(col).double().null().take()
-}
-
-fn boolean<T: IntoIden>(col: T) -> ColumnDef {
-    ColumnDef::new(col).boolean().not_null().take()
-}
-
-fn string<T: IntoIden>(col: T) -> ColumnDef {
-    ColumnDef::new(col).string().not_null().take()
-}
-
-fn string_null<T: IntoIden>(col: T) -> ColumnDef {
-    ColumnDef::new(col).string().null().take()
-}
-
-fn text<T: IntoIden>(col: T) -> ColumnDef {
-    ColumnDef::new(col).text().not_null().take()
-}
-
-fn text_null<T: IntoIden>(col: T) -> ColumnDef {
-    ColumnDef::new(col).text().null().take()
-}
-
-/// A named foreign key `from_tbl.from_col → to_tbl.to_col`, declared inside `CREATE TABLE`
-/// (SQLite cannot add one afterwards).
-fn fk<F: IntoIden, T: IntoIden>(
-    name: &str,
-    from_tbl: F,
-    from_col: F,
-    to_tbl: T,
-    to_col: T,
-    on_delete: ForeignKeyAction,
-) -> ForeignKeyCreateStatement {
-    ForeignKey::create()
-        .name(name)
-        .from(from_tbl, from_col)
-        .to(to_tbl, to_col)
-        .on_delete(on_delete)
-        .on_update(ForeignKeyAction::NoAction)
-        .take()
-}
-
-fn index<T: IntoIden + Copy + 'static>(name: &str, table: T, cols: &[T]) -> IndexCreateStatement {
-    let mut stmt = Index::create();
-    stmt.name(name).table(table);
-    for &col in cols {
-        stmt.col(col);
-    }
-    stmt.take()
-}
-
-fn unique<T: IntoIden + Copy + 'static>(name: &str, table: T, cols: &[T]) -> IndexCreateStatement {
-    index(name, table, cols).unique().take()
 }
 
 // --- identifiers (DeriveIden turns `Table` into the snake_case enum name, variants into

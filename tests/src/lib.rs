@@ -86,6 +86,9 @@ fn pg_admin(base: &str, sql: &str) {
     });
 }
 
+/// How long a test waits for something that should take a few seconds.
+pub const LONG: Duration = Duration::from_secs(60);
+
 /// A master directory with its own CA and database, and the processes started from it.
 pub struct TestMaster {
     pub tmp: tempfile::TempDir,
@@ -308,6 +311,43 @@ impl TestMaster {
                 }
             },
         )
+    }
+
+    /// The id of the builder called `name` (panics when the API lists none).
+    pub fn builderid(&self, name: &str) -> i64 {
+        self.get(&format!("/api/v2/builders?name={name}"))["builders"][0]["builderid"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no builder {name}"))
+    }
+
+    /// Wait until the API shows worker `name` connected.
+    pub fn wait_connected(&self, name: &str) {
+        self.wait_for(&format!("worker {name} to connect"), LONG, || {
+            let workers = self.get(&format!("/api/v2/workers?name={name}"));
+            let w = &workers["workers"][0];
+            (!w["connected_to"].as_array()?.is_empty()).then_some(())
+        });
+    }
+
+    /// The steps of a build, in order.
+    pub fn steps(&self, buildid: i64) -> Vec<Value> {
+        self.get(&format!("/api/v2/builds/{buildid}/steps"))["steps"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// The whole stdio log of a step.
+    pub fn stdio_of(&self, stepid: i64) -> String {
+        let logs = self.get(&format!("/api/v2/steps/{stepid}/logs"));
+        let logid = logs["logs"][0]["logid"].as_i64().unwrap();
+        String::from_utf8(self.get_bytes(&format!("/api/v2/logs/{logid}/raw"))).unwrap()
+    }
+
+    /// Send a signal to the master process (e.g. `SIGHUP` to reload).
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("master running").id() as i32;
+        moonbot_worker::signal::signal_process(pid, sig).unwrap();
     }
 
     /// Create a worker directory for `name` trusting `ca`, signed by `signer`'s CA.

@@ -1,7 +1,7 @@
 //! End-to-end: real master and worker processes over real QUIC with real
 //! certificates, driven through the CLI and the REST API, on SQLite and PostgreSQL.
 
-use moonbot_tests::{Backend, TestMaster, process_alive, run};
+use moonbot_tests::{Backend, LONG, TestMaster, process_alive, run};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -66,42 +66,13 @@ on_both_databases!(
     a_ten_mib_log_reads_back_byte_for_byte,
 );
 
-const LONG: Duration = Duration::from_secs(60);
-
-fn builderid(m: &TestMaster, name: &str) -> i64 {
-    m.get(&format!("/api/v2/builders?name={name}"))["builders"][0]["builderid"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no builder {name}"))
-}
-
 fn started(backend: &Backend) -> (TestMaster, moonbot_tests::TestWorker) {
     let mut m = TestMaster::create(backend, CONFIG);
     m.start();
     let mut w = m.make_worker("w1", &m.dir.clone());
     w.start();
-    wait_connected(&m, "w1");
+    m.wait_connected("w1");
     (m, w)
-}
-
-fn wait_connected(m: &TestMaster, name: &str) {
-    m.wait_for(&format!("worker {name} to connect"), LONG, || {
-        let workers = m.get(&format!("/api/v2/workers?name={name}"));
-        let w = &workers["workers"][0];
-        (!w["connected_to"].as_array()?.is_empty()).then_some(())
-    });
-}
-
-fn steps(m: &TestMaster, buildid: i64) -> Vec<Value> {
-    m.get(&format!("/api/v2/builds/{buildid}/steps"))["steps"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn stdio_of(m: &TestMaster, stepid: i64) -> String {
-    let logs = m.get(&format!("/api/v2/steps/{stepid}/logs"));
-    let logid = logs["logs"][0]["logid"].as_i64().unwrap();
-    String::from_utf8(m.get_bytes(&format!("/api/v2/logs/{logid}/raw"))).unwrap()
 }
 
 fn builds_pass_and_fail_as_buildbot_would(backend: &Backend) {
@@ -116,35 +87,41 @@ fn builds_pass_and_fail_as_buildbot_would(backend: &Backend) {
         "Test Admin <admin@example.org>"
     );
 
-    let ok = m.wait_request_done(m.force(builderid(&m, "ok")), LONG);
+    let ok = m.wait_request_done(m.force(m.builderid("ok")), LONG);
     assert_eq!(ok["results"], 0, "{ok}");
     assert_eq!(ok["state_string"], "build successful");
     assert_eq!(ok["number"], 1);
-    let s = steps(&m, ok["buildid"].as_i64().unwrap());
+    let s = m.steps(ok["buildid"].as_i64().unwrap());
     assert_eq!(s.len(), 2);
     assert_eq!(
         (s[0]["name"].as_str(), s[0]["results"].as_i64()),
         (Some("greet"), Some(0))
     );
-    let log = stdio_of(&m, s[0]["stepid"].as_i64().unwrap());
+    let log = m.stdio_of(s[0]["stepid"].as_i64().unwrap());
     assert!(log.contains("\nhello world\n"), "{log}");
     assert!(log.contains("program finished with exit code 0"), "{log}");
-    assert!(stdio_of(&m, s[1]["stepid"].as_i64().unwrap()).contains("\nto-stderr\n"));
+    assert!(
+        m.stdio_of(s[1]["stepid"].as_i64().unwrap())
+            .contains("\nto-stderr\n")
+    );
     let props = &m.get(&format!("/api/v2/builds/{}/properties", ok["buildid"]))["properties"][0];
     assert_eq!(props["buildername"], json!(["ok", "Builder"]));
     assert_eq!(props["owner"], json!(["tester", "Force Build Form"]));
     assert_eq!(props["workername"][0], "w1");
 
     // halt_on_failure stops the build; always_run steps still run.
-    let bad = m.wait_request_done(m.force(builderid(&m, "bad")), LONG);
+    let bad = m.wait_request_done(m.force(m.builderid("bad")), LONG);
     assert_eq!(bad["results"], 2, "{bad}");
     assert_eq!(bad["state_string"], "failed compile");
-    let s = steps(&m, bad["buildid"].as_i64().unwrap());
+    let s = m.steps(bad["buildid"].as_i64().unwrap());
     let names: Vec<_> = s.iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["compile", "cleanup"]);
     assert_eq!(s[0]["results"], 2);
     assert_eq!(s[1]["results"], 0);
-    assert!(stdio_of(&m, s[0]["stepid"].as_i64().unwrap()).contains("exit code 3"));
+    assert!(
+        m.stdio_of(s[0]["stepid"].as_i64().unwrap())
+            .contains("exit code 3")
+    );
 
     // The API filters and orders like Buildbot's.
     let failed = m.get("/api/v2/builds?results=2");
@@ -203,19 +180,19 @@ fn read_pids(path: &std::path::Path) -> Option<Vec<i32>> {
 
 fn stopping_a_build_kills_its_process_tree(backend: &Backend) {
     let (m, _w) = started(backend);
-    let brid = m.force(builderid(&m, "sleepy"));
+    let brid = m.force(m.builderid("sleepy"));
     let pids_file = m.tmp.path().join("pids");
     let pids = m.wait_for("the command to start", LONG, || read_pids(&pids_file));
     assert!(pids.iter().all(|&p| process_alive(p)));
     let build = m.builds_of(brid).pop().unwrap();
     // A quiet command's output is visible while it still runs.
-    let stepid = steps(&m, build["buildid"].as_i64().unwrap())[0]["stepid"]
+    let stepid = m.steps(build["buildid"].as_i64().unwrap())[0]["stepid"]
         .as_i64()
         .unwrap();
     m.wait_for(
         "the step's output while it runs",
         Duration::from_secs(10),
-        || stdio_of(&m, stepid).contains("\nwaiting\n").then_some(()),
+        || m.stdio_of(stepid).contains("\nwaiting\n").then_some(()),
     );
     let (status, answer) = m.rpc(
         &format!("/api/v2/builds/{}", build["buildid"]),
@@ -238,10 +215,10 @@ fn stopping_a_build_kills_its_process_tree(backend: &Backend) {
 
 fn a_lost_worker_means_retry_and_the_request_runs_again(backend: &Backend) {
     let (m, mut w) = started(backend);
-    let brid = m.force(builderid(&m, "flaky"));
+    let brid = m.force(m.builderid("flaky"));
     m.wait_for("the build to start its step", LONG, || {
         let b = m.builds_of(brid).pop()?;
-        (steps(&m, b["buildid"].as_i64()?).len() == 1).then_some(())
+        (m.steps(b["buildid"].as_i64()?).len() == 1).then_some(())
     });
     w.kill();
     // The master notices within the idle timeout (3 s) and retries.
@@ -268,13 +245,13 @@ fn a_lost_worker_means_retry_and_the_request_runs_again(backend: &Backend) {
 fn master_stop_and_crash_lose_no_request(backend: &Backend) {
     let (mut m, mut w) = started(backend);
     m.pin_quic_port(CONFIG);
-    let flaky = builderid(&m, "flaky");
+    let flaky = m.builderid("flaky");
 
     // `moonbot stop`: the running build ends RETRY, its request stays queued.
     let brid = m.force(flaky);
     m.wait_for("the build to run", LONG, || {
         let b = m.builds_of(brid).pop()?;
-        (steps(&m, b["buildid"].as_i64()?).len() == 1).then_some(())
+        (m.steps(b["buildid"].as_i64()?).len() == 1).then_some(())
     });
     m.stop(false);
     m.start();
@@ -298,7 +275,7 @@ fn master_stop_and_crash_lose_no_request(backend: &Backend) {
     assert!(m.log().contains("ended as RETRY"), "{}", m.log());
 
     // `moonbot stop --clean` waits for the running build instead.
-    let brid = m.force(builderid(&m, "ok"));
+    let brid = m.force(m.builderid("ok"));
     m.stop(true);
     let status = ureq::get(&format!("{}/api/v2/builds", m.www)).call();
     assert!(status.is_err(), "the master should be gone");
@@ -364,9 +341,9 @@ fn a_ten_mib_log_reads_back_byte_for_byte(backend: &Backend) {
         line += 1;
     }
     std::fs::write(m.tmp.path().join("payload"), &payload).unwrap();
-    let build = m.wait_request_done(m.force(builderid(&m, "biglog")), Duration::from_secs(180));
+    let build = m.wait_request_done(m.force(m.builderid("biglog")), Duration::from_secs(180));
     assert_eq!(build["results"], 0);
-    let s = steps(&m, build["buildid"].as_i64().unwrap());
+    let s = m.steps(build["buildid"].as_i64().unwrap());
     let stepid = s[0]["stepid"].as_i64().unwrap();
     let logs = m.get(&format!("/api/v2/steps/{stepid}/logs"));
     let log = &logs["logs"][0];

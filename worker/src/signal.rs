@@ -16,7 +16,7 @@
 
 use std::io;
 
-pub use libc::{SIGKILL, SIGTERM, SIGUSR1};
+pub use libc::{SIGHUP, SIGKILL, SIGTERM, SIGUSR1};
 
 /// Send `sig` to every process in the process group `pgid`.
 ///

@@ -280,6 +280,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
     let www_raw = top.get("www");
     let protocols_raw = top.get("protocols");
     let db_raw = top.get("db");
+    let reconfig_raw = top.get("reconfig");
     let workers_raw = top.list("workers").unwrap_or_default();
     let builders_raw = top.list("builders").unwrap_or_default();
     let schedulers_raw = top.list("schedulers").unwrap_or_default();
@@ -288,6 +289,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
     let www = compile_www(www_raw, errors);
     let quic = compile_quic(protocols_raw, errors);
     let db = compile_db(db_raw, errors);
+    let reconfig = compile_reconfig(reconfig_raw, errors);
     let workers: Vec<WorkerConfig> = workers_raw
         .iter()
         .filter_map(|w| compile_worker(w, errors))
@@ -312,6 +314,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
         workers,
         builders,
         schedulers,
+        reconfig: reconfig?,
     })
 }
 
@@ -368,6 +371,18 @@ fn compile_db(raw: Option<&RawValue>, errors: &mut Vec<ConfigError>) -> Option<D
         .unwrap_or_else(|| "sqlite:state.sqlite".into());
     f.finish(errors);
     Some(DbConfig { url })
+}
+
+fn compile_reconfig(
+    raw: Option<&RawValue>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ReconfigConfig> {
+    let entries = plain_section(raw, "reconfig", errors)?;
+    let mut f = Fields::new("reconfig", FILE.to_string(), entries);
+    let watch = f.boolean("watch", true);
+    let debounce_ms = f.integer("debounce_ms", 0, 60_000).unwrap_or(300) as u64;
+    f.finish(errors);
+    Some(ReconfigConfig { watch, debounce_ms })
 }
 
 fn compile_worker(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<WorkerConfig> {

@@ -128,6 +128,9 @@ struct CallJob {
 #[derive(Debug)]
 pub struct LuaGeneration {
     jobs: mpsc::Sender<CallJob>,
+    /// master.lua and every file it `require`d from the master directory, so
+    /// the watcher knows which edits call for a reload.
+    pub files: Vec<PathBuf>,
 }
 
 impl LuaGeneration {
@@ -146,7 +149,8 @@ impl LuaGeneration {
                         return;
                     }
                 };
-                let _ = result_tx.send(Ok(raw));
+                let files = source_files(&lua, &dir);
+                let _ = result_tx.send(Ok((raw, files)));
                 // Serve calls until every handle to this generation is gone.
                 while let Ok(job) = jobs_rx.recv() {
                     let result = call_function(&lua, &functions, job.function, &job.props);
@@ -154,12 +158,18 @@ impl LuaGeneration {
                 }
             })
             .map_err(|e| vec![ConfigError::whole_file(format!("cannot start Lua: {e}"))])?;
-        let raw = result_rx.recv().map_err(|_| {
+        let (raw, files) = result_rx.recv().map_err(|_| {
             vec![ConfigError::whole_file(
                 "the Lua interpreter stopped while loading".to_string(),
             )]
         })??;
-        Ok((LuaGeneration { jobs: jobs_tx }, raw))
+        Ok((
+            LuaGeneration {
+                jobs: jobs_tx,
+                files,
+            },
+            raw,
+        ))
     }
 
     /// Call a function of this generation with the build's properties.
@@ -197,13 +207,52 @@ fn evaluate(dir: &Path) -> Result<(Lua, Vec<Function>, RawValue), Vec<ConfigErro
         .set_name(format!("@{CONFIG_FILE}"))
         .eval()
         .map_err(|e| vec![ConfigError::from_lua_message(&lua_message(&e))])?;
-    let mut functions = Vec::new();
-    let raw = to_raw(&value, &mut functions, 0).map_err(|e| {
+    let fingerprints = lua
+        .load("return package.loaded.moonbot._fingerprints")
+        .eval::<Option<Table>>()
+        .ok()
+        .flatten();
+    let mut collector = FunctionCollector {
+        dir,
+        config_source: &source,
+        fingerprints,
+        sources: Default::default(),
+        functions: Vec::new(),
+    };
+    let raw = to_raw(&value, &mut |f| Ok(collector.collect(f)), 0).map_err(|e| {
         vec![ConfigError::whole_file(format!(
             "in the returned table: {e}"
         ))]
     })?;
+    let functions = collector.functions;
     Ok((lua, functions, raw))
+}
+
+/// master.lua and the modules it loaded from files inside the master directory.
+fn source_files(lua: &Lua, dir: &Path) -> Vec<PathBuf> {
+    let mut files = vec![dir.join(CONFIG_FILE)];
+    let found: mlua::Result<Vec<String>> = lua
+        .load(
+            r#"
+            local files = {}
+            for name in pairs(package.loaded) do
+              local path = type(name) == "string" and package.searchpath(name, package.path)
+              if path then files[#files + 1] = path end
+            end
+            return files
+            "#,
+        )
+        .set_name("=moonbot")
+        .eval();
+    for path in found.unwrap_or_default() {
+        let path = PathBuf::from(path);
+        let path = path.canonicalize().unwrap_or(path);
+        if path.starts_with(dir) && !files.contains(&path) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
 }
 
 /// Make `require "moonbot"` work and let master.lua require files beside it.
@@ -253,7 +302,15 @@ fn lua_message(e: &mlua::Error) -> String {
         .to_string()
 }
 
-fn to_raw(value: &Value, functions: &mut Vec<Function>, depth: usize) -> Result<RawValue, String> {
+/// Turns a Lua function met while copying a value into its [`LuaFn`] handle,
+/// or refuses it.
+type FunctionHandler<'a> = dyn FnMut(&Function) -> Result<LuaFn, String> + 'a;
+
+fn to_raw(
+    value: &Value,
+    on_function: &mut FunctionHandler<'_>,
+    depth: usize,
+) -> Result<RawValue, String> {
     if depth > MAX_DEPTH {
         return Err("tables nested too deep (a table that contains itself?)".into());
     }
@@ -277,7 +334,7 @@ fn to_raw(value: &Value, functions: &mut Vec<Function>, depth: usize) -> Result<
                         ));
                     }
                 };
-                entries.push((key, to_raw(&v, functions, depth + 1)?));
+                entries.push((key, to_raw(&v, on_function, depth + 1)?));
             }
             // Lua's iteration order is arbitrary: sort so that configs compare
             // equal and errors come out in a stable order.
@@ -289,21 +346,81 @@ fn to_raw(value: &Value, functions: &mut Vec<Function>, depth: usize) -> Result<
             });
             RawValue::Table(entries)
         }
-        Value::Function(f) => {
-            let info = f.info();
-            let defined_at = format!(
-                "{}:{}",
-                info.short_src.unwrap_or_else(|| "?".into()),
-                info.line_defined.unwrap_or(0)
-            );
-            functions.push(f.clone());
-            RawValue::Function(LuaFn {
-                index: functions.len() - 1,
-                defined_at,
-            })
-        }
+        Value::Function(f) => RawValue::Function(on_function(f)?),
         other => RawValue::Other(other.type_name()),
     })
+}
+
+/// Gives the functions of a loading config their handles and identities.
+///
+/// A function's identity for reconfig diffs is the source text of its
+/// definition plus the fingerprint the `moonbot` module recorded for closures
+/// it made (`interpolate` closures share their code and differ only in their
+/// template). Source text, not bytecode: Lua's bytecode carries the line a
+/// function starts on, so a comment added above it would look like a change.
+struct FunctionCollector<'a> {
+    dir: &'a Path,
+    config_source: &'a [u8],
+    fingerprints: Option<Table>,
+    /// Lines of each source file read so far, by Lua chunk name.
+    sources: std::collections::HashMap<String, Option<Vec<String>>>,
+    functions: Vec<Function>,
+}
+
+impl FunctionCollector<'_> {
+    fn lines_of(&mut self, chunk: &str) -> Option<&Vec<String>> {
+        let (dir, config_source) = (self.dir, self.config_source);
+        self.sources
+            .entry(chunk.to_string())
+            .or_insert_with(|| {
+                let text = match chunk.strip_prefix('@')? {
+                    CONFIG_FILE => String::from_utf8_lossy(config_source).into_owned(),
+                    "moonbot.lua" => STDLIB_SOURCE.to_string(),
+                    path => std::fs::read_to_string(dir.join(path)).ok()?,
+                };
+                Some(text.lines().map(str::to_string).collect())
+            })
+            .as_ref()
+    }
+
+    fn identity(&mut self, f: &Function) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let info = f.info();
+        let text = match (&info.source, info.line_defined, info.last_line_defined) {
+            (Some(chunk), Some(first), Some(last)) if first >= 1 => self
+                .lines_of(chunk)
+                .and_then(|lines| lines.get(first - 1..last.min(lines.len())))
+                .map(|l| l.join("\n")),
+            _ => None,
+        };
+        match text {
+            Some(text) => text.hash(&mut hasher),
+            None => f.dump(true).hash(&mut hasher),
+        }
+        let fingerprint: Option<String> = self
+            .fingerprints
+            .as_ref()
+            .and_then(|t| t.raw_get(f.clone()).ok());
+        fingerprint.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn collect(&mut self, f: &Function) -> LuaFn {
+        let info = f.info();
+        let defined_at = format!(
+            "{}:{}",
+            info.short_src.unwrap_or_else(|| "?".into()),
+            info.line_defined.unwrap_or(0)
+        );
+        let code_hash = self.identity(f);
+        self.functions.push(f.clone());
+        LuaFn {
+            index: self.functions.len() - 1,
+            defined_at,
+            code_hash,
+        }
+    }
 }
 
 fn call_function(
@@ -318,12 +435,11 @@ fn call_function(
     let arg = json_to_lua(lua, props).map_err(|e| lua_message(&e))?;
     let result: Value = function.call(arg).map_err(|e| lua_message(&e))?;
     // Functions returned at build time are not callable later: they are not kept.
-    let mut scratch = Vec::new();
-    let raw = to_raw(&result, &mut scratch, 0)?;
-    if !scratch.is_empty() {
-        return Err("a build-time function must return data, not a function".into());
-    }
-    Ok(raw)
+    to_raw(
+        &result,
+        &mut |_| Err("a build-time function must return data, not a function".into()),
+        0,
+    )
 }
 
 fn json_to_lua(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {

@@ -5,6 +5,7 @@
 //! the Lua generation that holds its functions.
 
 pub mod compile;
+pub mod diff;
 pub mod lua;
 pub mod model;
 
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// One problem in the configuration, at the place a user must edit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConfigError {
     /// `master.lua:42`, or `master.lua` for the file as a whole.
     pub location: String,

@@ -21,6 +21,7 @@ pub struct MasterConfig {
     pub workers: Vec<WorkerConfig>,
     pub builders: Vec<BuilderConfig>,
     pub schedulers: Vec<SchedulerConfig>,
+    pub reconfig: ReconfigConfig,
 }
 
 impl MasterConfig {
@@ -62,6 +63,16 @@ pub struct QuicConfig {
     pub port: u16,
     /// A worker silent for this long is considered gone.
     pub idle_timeout_s: u64,
+}
+
+/// How the running master follows edits of master.lua.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconfigConfig {
+    /// Reload when master.lua or a file it requires is saved.
+    pub watch: bool,
+    /// Quiet time after the last file event before reloading, so an editor's
+    /// save (write, rename, chmod …) reloads once.
+    pub debounce_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,12 +166,27 @@ pub enum Renderable<T> {
 }
 
 /// A handle to a Lua function of one config generation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Two handles are equal when their definitions are (source text, plus the
+/// data the `moonbot` module's closures capture, as `interpolate` templates):
+/// the index and position differ between generations even for an untouched
+/// function. Other values a function captures from enclosing scopes are not
+/// compared; that only affects the reported diff, since new builds always use
+/// the newest generation's functions (see [`super::diff`]).
+#[derive(Debug, Clone)]
 pub struct LuaFn {
     /// Index into the generation's function table.
     pub index: usize,
     /// Where the function was defined (`master.lua:12`).
     pub defined_at: String,
+    /// Hash of the function's definition (see above).
+    pub code_hash: u64,
+}
+
+impl PartialEq for LuaFn {
+    fn eq(&self, other: &Self) -> bool {
+        self.code_hash == other.code_hash
+    }
 }
 
 /// A scheduler: turns requests or events into build requests.

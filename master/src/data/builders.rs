@@ -7,7 +7,7 @@ use crate::config::BuilderConfig;
 use crate::db::entities::builders;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder,
+    QueryOrder, TransactionTrait,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -23,25 +23,31 @@ fn fields(name: &str) -> Option<FieldKind<builders::Column>> {
 
 impl Data {
     /// Make sure every configured builder has a row with its current description
-    /// and tags; returns name → builderid.
+    /// and tags; returns name → builderid. One read of the table and one
+    /// transaction for the rows that differ, so a reload of hundreds of builders
+    /// costs a few milliseconds.
     pub async fn sync_builders(
         &self,
         configured: &[BuilderConfig],
     ) -> Result<BTreeMap<String, i64>, DataError> {
+        let existing: BTreeMap<String, builders::Model> = builders::Entity::find()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| (row.name.clone(), row))
+            .collect();
         let mut ids = BTreeMap::new();
+        let mut created = Vec::new();
+        let txn = self.db.begin().await?;
         for b in configured {
             let tags = serde_json::to_string(&b.tags).unwrap_or_else(|_| "[]".into());
-            let existing = builders::Entity::find()
-                .filter(builders::Column::Name.eq(&b.name))
-                .one(&self.db)
-                .await?;
-            let row = match existing {
-                Some(row) if row.description == b.description && row.tags == tags => row,
+            let id = match existing.get(&b.name) {
+                Some(row) if row.description == b.description && row.tags == tags => row.id,
                 Some(row) => {
-                    let mut active: builders::ActiveModel = row.into();
+                    let mut active: builders::ActiveModel = row.clone().into();
                     active.description = Set(b.description.clone());
                     active.tags = Set(tags);
-                    active.update(&self.db).await?
+                    active.update(&txn).await?.id
                 }
                 None => {
                     let row = builders::ActiveModel {
@@ -50,14 +56,19 @@ impl Data {
                         tags: Set(tags),
                         ..Default::default()
                     }
-                    .insert(&self.db)
+                    .insert(&txn)
                     .await?;
-                    self.bus
-                        .publish(format!("builders/{}/new", row.id), self.builder_json(&row));
-                    row
+                    let id = row.id;
+                    created.push(row);
+                    id
                 }
             };
-            ids.insert(b.name.clone(), row.id);
+            ids.insert(b.name.clone(), id);
+        }
+        txn.commit().await?;
+        for row in created {
+            self.bus
+                .publish(format!("builders/{}/new", row.id), self.builder_json(&row));
         }
         Ok(ids)
     }

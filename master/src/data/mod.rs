@@ -8,6 +8,7 @@
 pub mod builders;
 pub mod builds;
 pub mod buildsets;
+pub mod config_reloads;
 pub mod logs;
 pub mod masters;
 pub mod query;

@@ -8,7 +8,7 @@ use moonbot_worker::protocol::WorkerInfo;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder,
+    QueryOrder, TransactionTrait,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -26,14 +26,17 @@ fn fields(name: &str) -> Option<FieldKind<workers::Column>> {
 impl Data {
     /// Make sure every configured worker has a row; returns name → workerid.
     pub async fn sync_workers(&self, names: &[String]) -> Result<BTreeMap<String, i64>, DataError> {
+        let existing: BTreeMap<String, i64> = workers::Entity::find()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| (row.name, row.id))
+            .collect();
         let mut ids = BTreeMap::new();
+        let txn = self.db.begin().await?;
         for name in names {
-            let row = match workers::Entity::find()
-                .filter(workers::Column::Name.eq(name))
-                .one(&self.db)
-                .await?
-            {
-                Some(row) => row,
+            let id = match existing.get(name) {
+                Some(id) => *id,
                 None => {
                     workers::ActiveModel {
                         name: Set(name.clone()),
@@ -41,12 +44,14 @@ impl Data {
                         paused: Set(false),
                         ..Default::default()
                     }
-                    .insert(&self.db)
+                    .insert(&txn)
                     .await?
+                    .id
                 }
             };
-            ids.insert(name.clone(), row.id);
+            ids.insert(name.clone(), id);
         }
+        txn.commit().await?;
         Ok(ids)
     }
 

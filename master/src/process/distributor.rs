@@ -38,6 +38,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                             ("buildrequests", "new" | "unclaimed")
                                 | ("workers", "connected")
                                 | ("builds", "finished")
+                                | ("config_reloads", "new")
                         );
                         if relevant { break; }
                     }

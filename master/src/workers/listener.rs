@@ -198,6 +198,15 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
                 Err(e) => break e.to_string(),
             },
             e = conn.closed() => break e.to_string(),
+            _ = worker.retired() => {
+                let reason = format!("worker '{name}' was removed from the master's configuration");
+                let _ = write_frame(&mut send, &Frame::json(&MasterMessage::Shutdown { reason: reason.clone() })).await;
+                let _ = send.finish();
+                // Let the message arrive before the connection goes.
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+                conn.close(3u32.into(), reason.as_bytes());
+                break reason;
+            }
         }
     };
     if shared.workers.remove(&name, worker.connection_id) {

@@ -20,11 +20,24 @@ pub struct ConnectedWorker {
     pub connection_id: u64,
     /// Builds running on this connection.
     running: Arc<AtomicUsize>,
+    /// Set when a reconfig removed this worker: its connection task tells the
+    /// worker and closes the connection.
+    retire: Arc<tokio::sync::Notify>,
 }
 
 impl ConnectedWorker {
     pub fn running(&self) -> usize {
         self.running.load(Ordering::SeqCst)
+    }
+
+    /// Ask this connection's task to drop the worker (see [`Self::retired`]).
+    pub fn retire(&self) {
+        self.retire.notify_one();
+    }
+
+    /// Resolves once [`Self::retire`] has been called.
+    pub async fn retired(&self) {
+        self.retire.notified().await
     }
 }
 
@@ -64,6 +77,7 @@ impl WorkerRegistry {
             info,
             connection_id: self.next_connection.fetch_add(1, Ordering::SeqCst),
             running: Arc::new(AtomicUsize::new(0)),
+            retire: Arc::new(tokio::sync::Notify::new()),
         };
         let old = self
             .workers
@@ -111,6 +125,15 @@ impl WorkerRegistry {
             .get(name)
             .map(|w| w.running())
             .unwrap_or(0)
+    }
+
+    /// The current connection of `name`, if any.
+    pub fn get(&self, name: &str) -> Option<ConnectedWorker> {
+        self.workers
+            .lock()
+            .expect("registry lock")
+            .get(name)
+            .cloned()
     }
 
     pub fn is_connected(&self, name: &str) -> bool {

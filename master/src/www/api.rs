@@ -7,10 +7,12 @@ use super::home;
 use crate::data::DataError;
 use crate::data::query::ListQuery;
 use crate::process::StopKind;
+use crate::reconfig::{self, Trigger};
 use crate::runtime::Shared;
 use crate::schedulers::force::{self, ForceError, ForceRequest};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use warp::http::{Method, StatusCode};
 use warp::reply::{Reply, Response};
 
@@ -74,7 +76,7 @@ fn id(segment: &str, what: &str) -> Result<i64, ApiError> {
 
 /// Route one request.
 pub async fn dispatch(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     method: &Method,
     path: &str,
     query: &str,
@@ -88,7 +90,7 @@ pub async fn dispatch(
 }
 
 async fn route(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     method: &Method,
     path: &str,
     query: &str,
@@ -118,6 +120,7 @@ async fn route(
         }
         return match rest {
             ["forceschedulers", name] => rpc(body, |call| force_call(shared, name, call)).await,
+            ["config"] => rpc(body, |call| config_call(shared, call)).await,
             ["builds", bid] => {
                 let buildid = id(bid, "build")?;
                 rpc(body, |call| stop_call(shared, buildid, call)).await
@@ -141,7 +144,7 @@ async fn route(
     match rest {
         [] => Ok(json_reply(
             StatusCode::OK,
-            &json!({"api_version": 2, "collections": ["builders", "builds", "buildrequests", "buildsets", "steps", "logs", "workers", "forceschedulers", "masters"]}),
+            &json!({"api_version": 2, "collections": ["builders", "builds", "buildrequests", "buildsets", "steps", "logs", "workers", "forceschedulers", "masters", "config"]}),
         )),
         ["builders"] => {
             let (items, total) = data
@@ -275,6 +278,43 @@ async fn route(
                 .filter(|s| s["name"] == *name)
                 .collect();
             one("forceschedulers", items, &format!("force scheduler {name}"))
+        }
+        ["config"] => {
+            let (last, _) = data
+                .list_reloads(&ListQuery {
+                    limit: Some(1),
+                    ..Default::default()
+                })
+                .await
+                .map_err(bad)?;
+            let cfg = &running.loaded.config;
+            let files: Vec<String> = running
+                .loaded
+                .lua
+                .files
+                .iter()
+                .map(|f| {
+                    f.strip_prefix(&shared.dir)
+                        .unwrap_or(f)
+                        .display()
+                        .to_string()
+                })
+                .collect();
+            let item = json!({
+                "title": cfg.title,
+                "summary": cfg.summary(),
+                "workers": cfg.workers.iter().map(|w| &w.name).collect::<Vec<_>>(),
+                "builders": cfg.builders.iter().map(|b| &b.name).collect::<Vec<_>>(),
+                "schedulers": cfg.schedulers.iter().map(|s| s.name()).collect::<Vec<_>>(),
+                "files": files,
+                "watch": cfg.reconfig.watch,
+                "last_reload": last.into_iter().next(),
+            });
+            Ok(envelope("config", vec![item], 1))
+        }
+        ["config", "reloads"] => {
+            let (items, total) = data.list_reloads(&q).await.map_err(bad)?;
+            Ok(envelope("reloads", items, total))
         }
         ["masters"] => {
             let items = data.masters_json().await?;
@@ -431,6 +471,33 @@ async fn force_call(shared: &Shared, scheduler: &str, call: RpcCall) -> Result<V
         Err(e) => Err(RpcError {
             code: -32000,
             message: e.to_string(),
+        }),
+    }
+}
+
+/// `reload` applies master.lua and answers with the stored outcome; `diff` is
+/// the dry run (`moonbot checkconfig --diff`): what a reload would change, or
+/// its errors, with nothing applied or recorded.
+async fn config_call(shared: &Arc<Shared>, call: RpcCall) -> Result<Value, RpcError> {
+    match call.method.as_str() {
+        "reload" => reconfig::reload(shared, Trigger::Api)
+            .await
+            .map_err(|e| RpcError {
+                code: -32000,
+                message: e.to_string(),
+            }),
+        "diff" => {
+            let running = shared.running_config();
+            Ok(
+                match reconfig::prepare(&shared.dir, Some(&running.loaded.config)).await {
+                    Ok((_, changes)) => json!({"success": true, "errors": [], "changes": changes}),
+                    Err(errors) => json!({"success": false, "errors": errors, "changes": null}),
+                },
+            )
+        }
+        other => Err(RpcError {
+            code: -32601,
+            message: format!("unknown method '{other}' (config knows 'reload' and 'diff')"),
         }),
     }
 }

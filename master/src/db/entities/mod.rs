@@ -13,6 +13,7 @@ pub mod change_files;
 pub mod change_properties;
 pub mod changes;
 pub mod changesources;
+pub mod config_reloads;
 pub mod connected_workers;
 pub mod logchunks;
 pub mod logs;
