@@ -131,15 +131,32 @@ fn builders_and_workers_follow_master_lua(backend: &Backend) {
     );
 
     // 1. Saving a file master.lua requires adds a builder; the new builder runs.
-    write_more(
-        &m,
+    // Saved the way editors do (write a temporary file, rename it over the
+    // old one, touch it again): one reload.
+    let tmp = m.dir.join(".more.lua.swp");
+    std::fs::write(
+        &tmp,
         r#"local mb = require "moonbot"
         return { mb.builder { name = "b2", workernames = { "w2" }, steps = {
             mb.steps.shell { command = "sleep 4; echo two" } } } }"#,
-    );
+    )
+    .unwrap();
+    std::fs::rename(&tmp, m.dir.join("more.lua")).unwrap();
+    let more = std::fs::File::options()
+        .append(true)
+        .open(m.dir.join("more.lua"))
+        .unwrap();
+    more.set_len(more.metadata().unwrap().len()).unwrap();
+    drop(more);
     let r = wait_reload(&m, &startup);
     assert_eq!(r["trigger"], "file");
     assert_eq!(r["success"], true, "{r}");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        last_reload(&m)["reloadid"],
+        r["reloadid"],
+        "one save, one reload"
+    );
     assert_eq!(names(&m, "builders"), set(&["b1", "b2"]));
     let b2 = m.builderid("b2");
     let brid = m.force(b2);
@@ -249,6 +266,15 @@ fn builders_and_workers_follow_master_lua(backend: &Backend) {
     assert_eq!(names(&m, "workers"), set(&["w1", "w3"]));
     let config = &m.get("/api/v2/config")["config"][0];
     assert_eq!(config["last_reload"]["success"], false);
+    let home = String::from_utf8(m.get_bytes("/")).unwrap();
+    assert!(home.contains(r#"id="reload-failed""#), "{home}");
+    assert!(home.contains("db.url cannot change"), "{home}");
+    // Fixed, the banner goes.
+    m.write_config(&master_lua(&layout));
+    let (code, out, err) = reconfig(&m);
+    assert_eq!(code, 0, "{out}{err}");
+    let home = String::from_utf8(m.get_bytes("/")).unwrap();
+    assert!(!home.contains("reload-failed"), "{home}");
     m.stop(false);
 }
 

@@ -4,6 +4,36 @@
 use crate::data::query::ListQuery;
 use crate::runtime::Shared;
 
+/// A warning when the last reload of master.lua failed: what is wrong, and
+/// that the previous configuration is still the one running.
+async fn reload_banner(shared: &Shared) -> Result<String, String> {
+    let last = ListQuery {
+        limit: Some(1),
+        ..Default::default()
+    };
+    let (reloads, _) = shared.data.list_reloads(&last).await?;
+    let Some(reload) = reloads.first().filter(|r| r["success"] == false) else {
+        return Ok(String::new());
+    };
+    let errors: String = reload["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "<li><code>{}: {}</code></li>",
+                escape(e["location"].as_str().unwrap_or("")),
+                escape(e["message"].as_str().unwrap_or(""))
+            )
+        })
+        .collect();
+    Ok(format!(
+        "<div class=\"banner\" id=\"reload-failed\"><strong>The last reload of master.lua ({}) failed</strong>; \
+the master keeps running the previous configuration.<ul>{errors}</ul></div>\n",
+        escape(reload["trigger"].as_str().unwrap_or("")),
+    ))
+}
+
 /// Escape text for HTML element content and attribute values.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -57,11 +87,13 @@ pub async fn render(shared: &Shared) -> Result<String, String> {
             escape(&state),
         ));
     }
+    let banner = reload_banner(shared).await?;
     Ok(format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>\
 <style>body{{font-family:sans-serif;margin:2em}}td{{padding:.2em 1em}}\
 .success{{background:#dfd}}.failure{{background:#fdd}}.exception,.retry{{background:#fdf}}.cancelled{{background:#eee}}</style>\
-</head><body><h1>{title}</h1>\n<table><tr><th>builder</th><th>last result</th><th>last build</th></tr>\n{rows}</table>\
+.banner{{background:#fdd;border:1px solid #c00;padding:.5em 1em}}\
+</head><body><h1>{title}</h1>\n{banner}<table><tr><th>builder</th><th>last result</th><th>last build</th></tr>\n{rows}</table>\
 <p>API: <a href=\"/api/v2/builders\">builders</a> · <a href=\"/api/v2/builds?order=-number&amp;limit=50\">builds</a> · \
 <a href=\"/api/v2/workers\">workers</a> · <a href=\"/api/v2/buildrequests?complete=false\">queue</a></p></body></html>\n",
         title = escape(&cfg.title),
