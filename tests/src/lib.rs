@@ -13,17 +13,23 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Where `name` was built: next to the directory holding the test binary.
+/// Where `name` was built: beside the running binary (the bench runner in
+/// `target/release`), or one directory up (test binaries in `target/*/deps`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
-        path.display()
-    );
-    path
+    let here = exe.parent().expect("binary directory");
+    let candidates = [here.join(name), here.parent().unwrap_or(here).join(name)];
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is missing beside {}: run the tests with `cargo test --workspace` \
+                 (or the bench with `cargo run --release -p moonbot-bench`), which builds it",
+                exe.display()
+            )
+        })
 }
 
 /// Run a CLI command to completion; returns (exit code, stdout, stderr).
@@ -181,8 +187,13 @@ impl TestMaster {
                 "master did not start:\n{}",
                 self.log()
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The master's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// What the master wrote to stderr so far.
@@ -424,6 +435,11 @@ impl TestWorker {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// The worker's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// SIGKILL the worker process.

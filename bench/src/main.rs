@@ -1,0 +1,96 @@
+//! `moonbot-bench`: the scenario benchmarks of `bench/README.md`.
+//!
+//! Each scenario creates a fresh master (SQLite) and workers on loopback from a
+//! generated master.lua, drives them only through the CLI, process ids (`/proc`)
+//! and the REST API, and prints one `name: value unit` line per figure. All
+//! figures also go to a JSON file. The scenarios mirror the ones Buildbot 4.3 was
+//! measured with on this machine, so the ratios mean something.
+//!
+//! Run from a release build (`cargo run --release -p moonbot-bench`): it starts
+//! the `moonbot` and `moonbot-worker` binaries found beside itself.
+
+mod figures;
+mod procfs;
+mod scenarios;
+mod swarm;
+
+use clap::{Parser, Subcommand};
+use figures::Figures;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "moonbot-bench", about = "moonbot scenario benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    sizes: Sizes,
+    /// Run only these scenarios (comma-separated): idle, builds, log, reconfig, workers.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Where to write the figures as JSON.
+    #[arg(long, default_value = "target/bench/results.json")]
+    json: PathBuf,
+}
+
+/// The sizes of the scenarios (defaults: the sizes Buildbot was measured with).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Sizes {
+    /// Forced builds in the throughput scenario.
+    #[arg(long, default_value_t = 200)]
+    pub builds: usize,
+    /// MiB a step prints in the log scenarios.
+    #[arg(long, default_value_t = 100)]
+    pub log_mib: usize,
+    /// Builders in the reconfig and start-up scenarios.
+    #[arg(long, default_value_t = 500)]
+    pub builders: usize,
+    /// Workers connecting at once in the many-workers scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub workers: usize,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// (Used by the many-workers scenario.) Run every worker directory under DIR
+    /// in this one process until killed.
+    Swarm { dir: PathBuf },
+}
+
+const SCENARIOS: &[&str] = &["idle", "builds", "log", "reconfig", "workers"];
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Swarm { dir }) = cli.command {
+        return swarm::run(&dir);
+    }
+    for name in &cli.only {
+        anyhow::ensure!(
+            SCENARIOS.contains(&name.as_str()),
+            "unknown scenario '{name}' (known: {})",
+            SCENARIOS.join(", ")
+        );
+    }
+    let wanted = |name: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == name);
+    let mut figures = Figures::default();
+    let started = std::time::Instant::now();
+    if wanted("idle") {
+        scenarios::idle(&mut figures)?;
+    }
+    if wanted("builds") {
+        scenarios::builds(&cli.sizes, &mut figures)?;
+    }
+    if wanted("log") {
+        scenarios::log(&cli.sizes, &mut figures)?;
+    }
+    if wanted("reconfig") {
+        scenarios::reconfig_and_startup(&cli.sizes, &mut figures)?;
+    }
+    if wanted("workers") {
+        scenarios::many_workers(&cli.sizes, &mut figures)?;
+    }
+    figures.add("bench_total_s", started.elapsed().as_secs_f64(), "s");
+    figures.write_json(&cli.json, &cli.sizes)?;
+    eprintln!("figures written to {}", cli.json.display());
+    Ok(())
+}

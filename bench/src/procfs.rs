@@ -1,0 +1,59 @@
+//! Memory of a process, from `/proc/PID/status` (Linux only, as the bench is).
+
+/// Resident memory now (`VmRSS`) and at its peak (`VmHWM`), in MiB.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub rss_mib: f64,
+    pub peak_mib: f64,
+}
+
+pub fn memory(pid: u32) -> anyhow::Result<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<f64> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .ok_or_else(|| anyhow::anyhow!("no {name} for pid {pid}"))?;
+        let kib: f64 = line
+            .split_whitespace()
+            .nth(1)
+            .ok_or_else(|| anyhow::anyhow!("malformed {name} line"))?
+            .parse()?;
+        Ok(kib / 1024.0)
+    };
+    Ok(Memory {
+        rss_mib: field("VmRSS:")?,
+        peak_mib: field("VmHWM:")?,
+    })
+}
+
+/// Samples a process's RSS on a thread until stopped; reports the highest seen.
+pub struct RssSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<f64>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32) -> RssSampler {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak: f64 = 0.0;
+            while !stopped.load(Ordering::SeqCst) {
+                if let Ok(m) = memory(pid) {
+                    peak = peak.max(m.rss_mib);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            peak
+        });
+        RssSampler { stop, thread }
+    }
+
+    /// Stop sampling; the highest RSS seen, in MiB.
+    pub fn finish(self) -> f64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap_or(0.0)
+    }
+}

@@ -1,0 +1,373 @@
+//! The scenarios. Each starts its own master (and workers) so one scenario's
+//! history or memory peak cannot leak into another's figures.
+
+use crate::Sizes;
+use crate::figures::Figures;
+use crate::procfs::{self, RssSampler};
+use moonbot_tests::{Backend, LONG, TestMaster, TestWorker, bin, run};
+use serde_json::Value;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+/// A step command and the builders that run it.
+struct Builder {
+    name: String,
+    command: String,
+}
+
+fn builders(count: usize, command: &str) -> Vec<Builder> {
+    (0..count)
+        .map(|i| Builder {
+            name: format!("b{i:04}"),
+            command: command.to_string(),
+        })
+        .collect()
+}
+
+/// master.lua for SQLite on loopback, every builder on every worker, one force
+/// scheduler over all builders; the watcher is off so only the bench reloads.
+fn master_lua(builders: &[Builder], workers: &[(&str, Option<u32>)]) -> String {
+    let mut lua = String::from(
+        r#"local mb = require "moonbot"
+return {
+  www = { port = 0, bind = "127.0.0.1" },
+  protocols = { quic = { port = 0, bind = "127.0.0.1" } },
+  db = { url = "@DB@" },
+  reconfig = { watch = false },
+  workers = {
+"#,
+    );
+    for (name, max) in workers {
+        let max = max
+            .map(|m| format!(", max_builds = {m}"))
+            .unwrap_or_default();
+        lua.push_str(&format!("    mb.worker {{ name = \"{name}\"{max} }},\n"));
+    }
+    lua.push_str("  },\n  builders = {\n");
+    let names: Vec<String> = workers.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+    let workernames = names.join(", ");
+    for b in builders {
+        lua.push_str(&format!(
+            "    mb.builder {{ name = \"{}\", workernames = {{ {workernames} }}, steps = {{\n      mb.steps.shell {{ name = \"run\", command = [==[{}]==] }} }} }},\n",
+            b.name, b.command
+        ));
+    }
+    lua.push_str("  },\n  schedulers = {\n");
+    if !builders.is_empty() {
+        let forced: Vec<String> = builders.iter().map(|b| format!("\"{}\"", b.name)).collect();
+        lua.push_str(&format!(
+            "    mb.schedulers.force {{ name = \"force\", builders = {{ {} }} }},\n",
+            forced.join(", ")
+        ));
+    }
+    lua.push_str("  },\n}\n");
+    lua
+}
+
+fn start_master(lua: &str) -> TestMaster {
+    let mut m = TestMaster::create(&Backend::Sqlite, lua);
+    m.start();
+    m
+}
+
+fn start_worker(m: &TestMaster, name: &str) -> TestWorker {
+    let mut w = m.make_worker(name, &m.dir.clone());
+    w.start();
+    m.wait_connected(name);
+    w
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// GET on a fresh connection (no keep-alive pool), as a script would.
+fn fresh_get(url: &str) -> anyhow::Result<String> {
+    let agent = ureq::AgentBuilder::new().build();
+    Ok(agent.get(url).call()?.into_string()?)
+}
+
+fn pid(p: Option<u32>) -> u32 {
+    p.expect("process running")
+}
+
+/// Idle master (10 builders, 1 worker connected) and idle worker memory.
+pub fn idle(figures: &mut Figures) -> anyhow::Result<()> {
+    let m = start_master(&master_lua(&builders(10, "true"), &[("w1", Some(4))]));
+    let w = start_worker(&m, "w1");
+    std::thread::sleep(Duration::from_secs(3));
+    figures.add(
+        "idle_master_rss_mb",
+        procfs::memory(pid(m.pid()))?.rss_mib,
+        "MiB",
+    );
+    figures.add(
+        "idle_worker_rss_mb",
+        procfs::memory(pid(w.pid()))?.rss_mib,
+        "MiB",
+    );
+    Ok(())
+}
+
+/// Throughput of trivial builds, single-build latency, and API latency.
+pub fn builds(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
+    let m = start_master(&master_lua(&builders(4, "true"), &[("w1", Some(4))]));
+    let _w = start_worker(&m, "w1");
+    let ids: Vec<i64> = (0..4).map(|i| m.builderid(&format!("b{i:04}"))).collect();
+
+    // N forced builds, round-robin over 4 builders, from 4 client threads.
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (m, ids) = (&m, &ids);
+            s.spawn(move || {
+                for i in (t..sizes.builds).step_by(4) {
+                    m.force(ids[i % 4]);
+                }
+            });
+        }
+    });
+    m.wait_for(
+        "every forced build to complete",
+        Duration::from_secs(600),
+        || {
+            let open = m.get("/api/v2/buildrequests?complete=false&limit=1");
+            (open["meta"]["total"] == 0).then_some(())
+        },
+    );
+    let elapsed = started.elapsed().as_secs_f64();
+    figures.add("builds_per_s", sizes.builds as f64 / elapsed, "builds/s");
+
+    // Force → complete, one at a time.
+    let mut latencies = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let brid = m.force(ids[0]);
+        loop {
+            let br = m.get(&format!("/api/v2/buildrequests/{brid}"));
+            if br["buildrequests"][0]["complete"] == true {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    figures.add("single_build_latency_ms", median(latencies), "ms");
+
+    let url = format!("{}/api/v2/builds?limit=100&order=-number", m.www);
+    let mut api = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        let body = fresh_get(&url)?;
+        api.push(t.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(body.contains("\"builds\""), "unexpected answer: {body}");
+    }
+    figures.add("api_builds_latency_ms", median(api), "ms");
+    Ok(())
+}
+
+/// Size of the SQLite database and its WAL, in MiB.
+fn db_size_mib(m: &TestMaster) -> f64 {
+    ["state.sqlite", "state.sqlite-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(m.dir.join(f)).ok())
+        .map(|md| md.len() as f64)
+        .sum::<f64>()
+        / (1024.0 * 1024.0)
+}
+
+/// Run one build of the only builder and return it (complete).
+fn one_build(m: &TestMaster) -> anyhow::Result<Value> {
+    let brid = m.force(m.builderid("b0000"));
+    let build = m.wait_request_done(brid, Duration::from_secs(600));
+    anyhow::ensure!(build["results"] == 0, "the log build failed: {build}");
+    Ok(build)
+}
+
+/// A step printing `log_mib` MiB in 100-byte lines: throughput from build start
+/// to complete, master peak memory, database size; then the first page and the
+/// full download of that log. The same with random base64 lines.
+pub fn log(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
+    let lines = sizes.log_mib * 1024 * 1024 / 100;
+    let line = "x".repeat(99);
+    let plain = format!("yes {line} | head -n {lines}");
+    // base64 of 3·33 bytes is 132 characters; 99 per line needs 74.25 bytes.
+    let random = format!("head -c {} /dev/urandom | base64 -w 99", lines * 99 / 4 * 3);
+    for (label, command) in [("", plain), ("_random", random)] {
+        let m = start_master(&master_lua(&builders(1, &command), &[("w1", None)]));
+        let _w = start_worker(&m, "w1");
+        let build = one_build(&m)?;
+        let seconds = build["complete_at"].as_f64().unwrap_or(0.0)
+            - build["started_at"].as_f64().unwrap_or(0.0);
+        figures.add(
+            &format!("log_throughput{label}_mb_s"),
+            sizes.log_mib as f64 / seconds,
+            "MiB/s",
+        );
+        figures.add(
+            &format!("log{label}_master_peak_rss_mb"),
+            procfs::memory(pid(m.pid()))?.peak_mib,
+            "MiB",
+        );
+        figures.add(&format!("log{label}_db_size_mb"), db_size_mib(&m), "MiB");
+        if !label.is_empty() {
+            continue;
+        }
+        let steps = m.steps(build["buildid"].as_i64().unwrap_or(0));
+        let stepid = steps[0]["stepid"].as_i64().unwrap_or(0);
+        let logs = m.get(&format!("/api/v2/steps/{stepid}/logs"));
+        let logid = logs["logs"][0]["logid"].as_i64().unwrap_or(0);
+
+        let t = Instant::now();
+        let page = fresh_get(&format!(
+            "{}/api/v2/logs/{logid}/contents?offset=0&limit=1000",
+            m.www
+        ))?;
+        figures.add(
+            "log_first_page_ms",
+            t.elapsed().as_secs_f64() * 1000.0,
+            "ms",
+        );
+        anyhow::ensure!(page.contains(&line), "the first page holds no log line");
+
+        let sampler = RssSampler::start(pid(m.pid()));
+        let t = Instant::now();
+        let mut body = ureq::get(&format!("{}/api/v2/logs/{logid}/raw", m.www))
+            .call()?
+            .into_reader();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0usize;
+        loop {
+            let n = body.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        let seconds = t.elapsed().as_secs_f64();
+        let peak = sampler.finish();
+        // The raw log also holds the step's header lines (command, directory …).
+        anyhow::ensure!(
+            (lines * 100..lines * 100 + 4096).contains(&total),
+            "downloaded {total} bytes, expected {} and a header",
+            lines * 100
+        );
+        figures.add("log_download_s", seconds, "s");
+        figures.add("log_download_master_peak_rss_mb", peak, "MiB");
+    }
+    Ok(())
+}
+
+/// `moonbot reconfig` from 10 to N builders and a no-change reload; then a
+/// start-up with N builders, process start to API answering.
+pub fn reconfig_and_startup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
+    let workers = [("w1", Some(4))];
+    let mut m = start_master(&master_lua(&builders(10, "true"), &workers));
+    m.write_config(&master_lua(&builders(sizes.builders, "true"), &workers));
+    let reconfig = |what: &str| -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let (code, out, err) = run("moonbot", &["reconfig", m.path()]);
+        let seconds = t.elapsed().as_secs_f64();
+        anyhow::ensure!(code == 0, "{what} failed: {out}{err}");
+        Ok(seconds)
+    };
+    let grow = reconfig("reconfig to more builders")?;
+    let builders_now = m.get("/api/v2/builders?limit=1")["meta"]["total"].clone();
+    anyhow::ensure!(
+        builders_now == sizes.builders,
+        "the master lists {builders_now} builders after the reconfig"
+    );
+    figures.add("reconfig_s", grow, "s");
+    figures.add("reconfig_nochange_s", reconfig("no-change reconfig")?, "s");
+    m.stop(false);
+
+    let t = Instant::now();
+    m.start();
+    loop {
+        if let Ok(body) = fresh_get(&format!("{}/api/v2/builders?limit=1", m.www))
+            && body.contains("\"builders\"")
+        {
+            break;
+        }
+        anyhow::ensure!(t.elapsed() < LONG, "the master did not answer");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    figures.add(
+        "master_startup_500_builders_s",
+        t.elapsed().as_secs_f64(),
+        "s",
+    );
+    Ok(())
+}
+
+/// N workers from one helper process connect to a fresh master: time until
+/// the API shows all connected, master memory, and memory per worker.
+pub fn many_workers(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
+    use moonbot_worker::workdir::{self, CreateOptions};
+    let names: Vec<String> = (0..sizes.workers).map(|i| format!("s{i:05}")).collect();
+    let workers: Vec<(&str, Option<u32>)> = names.iter().map(|n| (n.as_str(), None)).collect();
+    let m = start_master(&master_lua(&[], &workers));
+    let swarm = m.tmp.path().join("swarm");
+    let ca_pem = std::fs::read_to_string(m.dir.join("pki/ca.crt"))?;
+    for name in &names {
+        let dir = swarm.join(name);
+        let csr = workdir::create(
+            &dir,
+            &CreateOptions {
+                master: m.quic.clone(),
+                name: name.clone(),
+                ca_pem: ca_pem.clone(),
+                admin: None,
+                host_description: None,
+            },
+        )?;
+        let signed = moonbot_master::pki::sign_worker_csr(&m.dir, &std::fs::read_to_string(csr)?)?;
+        std::fs::write(dir.join("worker.crt"), signed.cert_pem)?;
+    }
+
+    let t = Instant::now();
+    let mut helper = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n "$(ulimit -Hn)"; exec "$0" swarm "$1""#)
+        .arg(bin("moonbot-bench"))
+        .arg(&swarm)
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let connected = || -> usize {
+        let list = m.get(&format!("/api/v2/workers?limit={}", sizes.workers));
+        list["workers"]
+            .as_array()
+            .map(|ws| {
+                ws.iter()
+                    .filter(|w| w["connected_to"].as_array().is_some_and(|c| !c.is_empty()))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let result = loop {
+        if connected() == sizes.workers {
+            break Ok(t.elapsed().as_secs_f64());
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            break Err(anyhow::anyhow!(
+                "only {} of {} workers connected within 120 s",
+                connected(),
+                sizes.workers
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let helper_rss = procfs::memory(helper.id()).map(|m| m.rss_mib);
+    let master = procfs::memory(pid(m.pid()));
+    let _ = helper.kill();
+    let _ = helper.wait();
+    figures.add("many_workers_connect_s", result?, "s");
+    figures.add("many_workers_master_rss_mb", master?.rss_mib, "MiB");
+    figures.add(
+        "many_workers_helper_rss_per_worker_kb",
+        helper_rss? * 1024.0 / sizes.workers as f64,
+        "KiB",
+    );
+    Ok(())
+}
