@@ -3,7 +3,7 @@
 //! A stdio log is stored Buildbot's way: one line per output line, prefixed with
 //! its stream (`o` stdout, `e` stderr, `h` header written by the master). Lines
 //! are gathered into chunks of about [`CHUNK_BYTES`], compressed with zstd off the
-//! async threads, and appended as `logchunks` rows that record their first and last
+//! async threads by a task of their own (see [`LogWriter`]), and appended as `logchunks` rows that record their first and last
 //! line, so a page of lines is found without reading the whole log. `raw` strips
 //! the prefixes and returns the output byte for byte (a last line without a
 //! newline gets one).
@@ -14,7 +14,7 @@ use crate::db::entities::{logchunks, logs};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -24,6 +24,8 @@ pub const CHUNK_BYTES: usize = 64 * 1024;
 /// Pending lines are stored at least this often while output keeps coming.
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
 const ZSTD: i16 = 1;
+/// Chunks a raw download reads per query.
+const RAW_CHUNKS_PER_READ: u64 = 8;
 
 /// Which stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,23 +90,42 @@ fn slugify(name: &str) -> String {
 }
 
 /// Streams one stdio log into storage.
+///
+/// Cutting lines happens here, on the task that reads the command's output;
+/// compressing and storing chunks happens on a [`ChunkStore`] task fed through a
+/// bounded channel, so output keeps flowing from the worker while earlier chunks
+/// are compressed and written (several per transaction when the database lags),
+/// and memory stays bounded when it lags far behind.
 pub struct LogWriter {
-    data: Data,
     logid: i64,
+    data: Data,
     /// Unfinished last line of each stream.
     partial: [Vec<u8>; 3],
-    /// Complete, prefixed lines not yet stored.
+    /// Complete, prefixed lines not yet handed to the store.
     pending: Vec<u8>,
     pending_lines: i64,
-    /// Number of lines stored so far.
-    stored_lines: i64,
+    /// Lines handed to the store so far.
+    handed_lines: i64,
     last_flush: Instant,
+    chunks: tokio::sync::mpsc::Sender<Chunk>,
+    store: tokio::task::JoinHandle<Result<i64, DataError>>,
 }
+
+/// Complete lines for one `logchunks` row, not yet compressed.
+struct Chunk {
+    first_line: i64,
+    last_line: i64,
+    content: Vec<u8>,
+}
+
+/// Chunks waiting for the store; with [`CHUNK_BYTES`] this bounds a log's
+/// buffered output to about 1 MiB.
+const CHUNKS_IN_FLIGHT: usize = 16;
 
 impl LogWriter {
     /// Append output; complete lines are stored in chunks as they accumulate.
     pub async fn append(&mut self, stream: LogStream, mut bytes: &[u8]) -> Result<(), DataError> {
-        while let Some(nl) = bytes.iter().position(|&b| b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', bytes) {
             let partial = &mut self.partial[stream.index()];
             self.pending.push(stream.prefix());
             self.pending.extend_from_slice(partial);
@@ -138,40 +159,32 @@ impl LogWriter {
         self.append(LogStream::Header, line.as_bytes()).await
     }
 
+    /// Hand the pending lines to the store (waiting when it is far behind).
     async fn flush(&mut self) -> Result<(), DataError> {
         self.last_flush = Instant::now();
         if self.pending_lines == 0 {
             return Ok(());
         }
-        let content = std::mem::take(&mut self.pending);
-        let compressed = tokio::task::spawn_blocking(move || zstd::bulk::compress(&content, 1))
-            .await
-            .map_err(|e| DataError::CorruptChunk(self.logid, e.to_string()))?
-            .map_err(|e| DataError::CorruptChunk(self.logid, e.to_string()))?;
-        let first_line = self.stored_lines;
-        let last_line = first_line + self.pending_lines - 1;
-        logchunks::ActiveModel {
-            logid: Set(self.logid),
-            first_line: Set(first_line),
-            last_line: Set(last_line),
-            content: Set(compressed),
-            compressed: Set(ZSTD),
-            ..Default::default()
-        }
-        .insert(&self.data.db)
-        .await?;
-        self.stored_lines = last_line + 1;
+        let chunk = Chunk {
+            first_line: self.handed_lines,
+            last_line: self.handed_lines + self.pending_lines - 1,
+            content: std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK_BYTES + 4096)),
+        };
+        self.handed_lines += self.pending_lines;
         self.pending_lines = 0;
-        logs::Entity::update_many()
-            .col_expr(logs::Column::NumLines, Expr::value(self.stored_lines))
-            .filter(logs::Column::Id.eq(self.logid))
-            .exec(&self.data.db)
-            .await?;
-        self.data.bus.publish(
-            format!("logs/{}/append", self.logid),
-            json!({"logid": self.logid, "first_line": first_line, "last_line": last_line}),
-        );
+        if self.chunks.send(chunk).await.is_err() {
+            // The store stopped: its error says why.
+            return Err(self.store_failure().await);
+        }
         Ok(())
+    }
+
+    async fn store_failure(&mut self) -> DataError {
+        match (&mut self.store).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(_)) => DataError::CorruptChunk(self.logid, "the log store stopped".into()),
+            Err(e) => DataError::CorruptChunk(self.logid, format!("the log store failed: {e}")),
+        }
     }
 
     /// Store what is left (an unfinished last line gets a newline) and mark the
@@ -183,21 +196,84 @@ impl LogWriter {
             }
         }
         self.flush().await?;
+        let LogWriter {
+            logid,
+            data,
+            chunks,
+            store,
+            ..
+        } = self;
+        drop(chunks);
+        let stored_lines = store
+            .await
+            .map_err(|e| DataError::CorruptChunk(logid, format!("the log store failed: {e}")))??;
         logs::Entity::update_many()
             .col_expr(logs::Column::Complete, Expr::value(true))
-            .col_expr(logs::Column::NumLines, Expr::value(self.stored_lines))
-            .filter(logs::Column::Id.eq(self.logid))
-            .exec(&self.data.db)
+            .col_expr(logs::Column::NumLines, Expr::value(stored_lines))
+            .filter(logs::Column::Id.eq(logid))
+            .exec(&data.db)
             .await?;
-        if let Some(l) = logs::Entity::find_by_id(self.logid)
-            .one(&self.data.db)
-            .await?
-        {
-            self.data
-                .bus
-                .publish(format!("logs/{}/finished", self.logid), log_json(&l));
+        if let Some(l) = logs::Entity::find_by_id(logid).one(&data.db).await? {
+            data.bus
+                .publish(format!("logs/{logid}/finished"), log_json(&l));
         }
-        Ok(self.stored_lines)
+        Ok(stored_lines)
+    }
+}
+
+/// The task that compresses and stores one log's chunks, in order; returns the
+/// number of lines stored.
+struct ChunkStore {
+    data: Data,
+    logid: i64,
+}
+
+impl ChunkStore {
+    async fn run(self, mut chunks: tokio::sync::mpsc::Receiver<Chunk>) -> Result<i64, DataError> {
+        let mut stored_lines = 0;
+        let mut batch = Vec::new();
+        while chunks.recv_many(&mut batch, CHUNKS_IN_FLIGHT).await > 0 {
+            let chunks_of_batch = std::mem::take(&mut batch);
+            let logid = self.logid;
+            let compressed = tokio::task::spawn_blocking(move || {
+                chunks_of_batch
+                    .into_iter()
+                    .map(|c| {
+                        zstd::bulk::compress(&c.content, 1)
+                            .map(|z| (c.first_line, c.last_line, z))
+                            .map_err(|e| DataError::CorruptChunk(logid, e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .map_err(|e| DataError::CorruptChunk(logid, e.to_string()))??;
+            let (first_line, last_line) = (compressed[0].0, compressed[compressed.len() - 1].1);
+            let txn = self.data.db.begin().await?;
+            logchunks::Entity::insert_many(compressed.into_iter().map(|(first, last, z)| {
+                logchunks::ActiveModel {
+                    logid: Set(logid),
+                    first_line: Set(first),
+                    last_line: Set(last),
+                    content: Set(z),
+                    compressed: Set(ZSTD),
+                    ..Default::default()
+                }
+            }))
+            .exec(&txn)
+            .await?;
+            stored_lines = last_line + 1;
+            logs::Entity::update_many()
+                .col_expr(logs::Column::NumLines, Expr::value(stored_lines))
+                .filter(logs::Column::Id.eq(logid))
+                .exec(&txn)
+                .await?;
+            txn.commit().await?;
+            self.data.bus.publish(
+                format!("logs/{logid}/append"),
+                json!({"logid": logid, "first_line": first_line, "last_line": last_line}),
+            );
+        }
+        Ok(stored_lines)
     }
 }
 
@@ -226,14 +302,24 @@ impl Data {
         .await?;
         self.bus
             .publish(format!("logs/{}/new", row.id), log_json(&row));
+        let (chunks, receiver) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+        let store = tokio::spawn(
+            ChunkStore {
+                data: self.clone(),
+                logid: row.id,
+            }
+            .run(receiver),
+        );
         Ok(LogWriter {
-            data: self.clone(),
             logid: row.id,
+            data: self.clone(),
             partial: Default::default(),
-            pending: Vec::new(),
+            pending: Vec::with_capacity(CHUNK_BYTES + 4096),
             pending_lines: 0,
-            stored_lines: 0,
+            handed_lines: 0,
             last_flush: Instant::now(),
+            chunks,
+            store,
         })
     }
 
@@ -254,29 +340,65 @@ impl Data {
         Ok((rows.iter().map(log_json).collect(), total))
     }
 
-    /// The log's text as the command wrote it (stream prefixes removed), and its name.
-    pub async fn log_raw(&self, logid: i64) -> Result<(String, Vec<u8>), DataError> {
+    /// The log's text as the command wrote it (stream prefixes removed), as a
+    /// stream of pieces, and the log's slug. Chunks are read a few at a time,
+    /// so a download holds a bounded amount of the log in memory however big
+    /// it is.
+    pub async fn log_raw(
+        &self,
+        logid: i64,
+    ) -> Result<
+        (
+            String,
+            tokio::sync::mpsc::Receiver<Result<bytes::Bytes, DataError>>,
+        ),
+        DataError,
+    > {
         let log = logs::Entity::find_by_id(logid)
             .one(&self.db)
             .await?
             .ok_or_else(|| DataError::NotFound(format!("log {logid}")))?;
-        let chunks = logchunks::Entity::find()
-            .filter(logchunks::Column::Logid.eq(logid))
-            .order_by_asc(logchunks::Column::FirstLine)
-            .all(&self.db)
-            .await?;
-        let mut out = Vec::new();
-        for c in &chunks {
-            let content = decompress(c)?;
-            if log.log_type == "s" {
-                for line in content.split_inclusive(|&b| b == b'\n') {
-                    out.extend_from_slice(&line[1..]);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let db = self.db.clone();
+        let prefixed = log.log_type == "s";
+        tokio::spawn(async move {
+            let mut next_line = 0;
+            loop {
+                let batch = logchunks::Entity::find()
+                    .filter(logchunks::Column::Logid.eq(logid))
+                    .filter(logchunks::Column::FirstLine.gte(next_line))
+                    .order_by_asc(logchunks::Column::FirstLine)
+                    .limit(RAW_CHUNKS_PER_READ)
+                    .all(&db)
+                    .await;
+                let batch = match batch {
+                    Ok(b) if b.is_empty() => return,
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                next_line = batch[batch.len() - 1].last_line + 1;
+                for chunk in batch {
+                    let piece = decompress(&chunk).map(|content| {
+                        if !prefixed {
+                            return bytes::Bytes::from(content);
+                        }
+                        let mut out = Vec::with_capacity(content.len());
+                        for line in content.split_inclusive(|&b| b == b'\n') {
+                            out.extend_from_slice(&line[1..]);
+                        }
+                        bytes::Bytes::from(out)
+                    });
+                    let failed = piece.is_err();
+                    if tx.send(piece).await.is_err() || failed {
+                        return; // the client went away, or the log is corrupt
+                    }
                 }
-            } else {
-                out.extend_from_slice(&content);
             }
-        }
-        Ok((log.slug, out))
+        });
+        Ok((log.slug, rx))
     }
 
     /// Lines `offset .. offset+limit` of the log, with their stream prefixes

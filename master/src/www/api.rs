@@ -208,9 +208,15 @@ async fn route(
             one("logs", items, &format!("log {l}"))
         }
         ["logs", l, "raw"] => {
-            let (slug, bytes) = data.log_raw(id(l, "log")?).await?;
-            let reply =
-                warp::reply::with_header(bytes, "content-type", "text/plain; charset=utf-8");
+            let (slug, pieces) = data.log_raw(id(l, "log")?).await?;
+            let body = futures_util::stream::unfold(pieces, |mut pieces| async move {
+                pieces.recv().await.map(|piece| (piece, pieces))
+            });
+            let reply = warp::reply::with_header(
+                warp::reply::stream(body),
+                "content-type",
+                "text/plain; charset=utf-8",
+            );
             let reply = warp::reply::with_header(
                 reply,
                 "content-disposition",
