@@ -7,7 +7,7 @@ use crate::db::entities::{build_properties, builds};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder,
+    QueryOrder, TransactionTrait,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -90,26 +90,28 @@ impl Data {
 
     /// Change the one-line description of a running build.
     pub async fn set_build_state(&self, buildid: i64, state: &str) -> Result<(), DataError> {
-        builds::Entity::update_many()
-            .col_expr(builds::Column::StateString, Expr::value(state))
-            .filter(builds::Column::Id.eq(buildid))
-            .exec(&self.db)
-            .await?;
-        self.publish_build(buildid, "update").await
+        let update =
+            builds::Entity::update_many().col_expr(builds::Column::StateString, Expr::value(state));
+        self.update_build(buildid, update, "update").await
     }
 
-    /// Record the build's properties (name → (value, source)).
+    /// Record the build's properties (name → (value, source)), replacing any
+    /// of the same names: one delete and one multi-row insert, in a transaction.
     pub async fn set_build_properties(
         &self,
         buildid: i64,
         props: &BTreeMap<String, (Value, String)>,
     ) -> Result<(), DataError> {
-        for (name, (value, source)) in props {
-            build_properties::Entity::delete_many()
-                .filter(build_properties::Column::Buildid.eq(buildid))
-                .filter(build_properties::Column::Name.eq(name))
-                .exec(&self.db)
-                .await?;
+        if props.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin().await?;
+        build_properties::Entity::delete_many()
+            .filter(build_properties::Column::Buildid.eq(buildid))
+            .filter(build_properties::Column::Name.is_in(props.keys().cloned()))
+            .exec(&txn)
+            .await?;
+        build_properties::Entity::insert_many(props.iter().map(|(name, (value, source))| {
             build_properties::ActiveModel {
                 buildid: Set(buildid),
                 name: Set(name.clone()),
@@ -117,9 +119,10 @@ impl Data {
                 source: Set(source.clone()),
                 ..Default::default()
             }
-            .insert(&self.db)
-            .await?;
-        }
+        }))
+        .exec(&txn)
+        .await?;
+        txn.commit().await?;
         Ok(())
     }
 
@@ -144,18 +147,26 @@ impl Data {
         results: i32,
         state: &str,
     ) -> Result<(), DataError> {
-        builds::Entity::update_many()
+        let update = builds::Entity::update_many()
             .col_expr(builds::Column::CompleteAt, Expr::value(now()))
             .col_expr(builds::Column::Results, Expr::value(results))
-            .col_expr(builds::Column::StateString, Expr::value(state))
-            .filter(builds::Column::Id.eq(buildid))
-            .exec(&self.db)
-            .await?;
-        self.publish_build(buildid, "finished").await
+            .col_expr(builds::Column::StateString, Expr::value(state));
+        self.update_build(buildid, update, "finished").await
     }
 
-    async fn publish_build(&self, buildid: i64, event: &str) -> Result<(), DataError> {
-        if let Some(b) = builds::Entity::find_by_id(buildid).one(&self.db).await? {
+    /// Apply `update` to one build and publish `builds/N/{event}` with the
+    /// updated row (one statement: `UPDATE … RETURNING`).
+    async fn update_build(
+        &self,
+        buildid: i64,
+        update: sea_orm::UpdateMany<builds::Entity>,
+        event: &str,
+    ) -> Result<(), DataError> {
+        let rows = update
+            .filter(builds::Column::Id.eq(buildid))
+            .exec_with_returning(&self.db)
+            .await?;
+        for b in rows {
             self.bus
                 .publish(format!("builds/{buildid}/{event}"), build_json(&b));
         }

@@ -194,20 +194,24 @@ impl Data {
     /// too when it was its last open request.
     pub async fn complete_request(&self, brid: i64, results: i32) -> Result<(), DataError> {
         let at = now();
-        buildrequests::Entity::update_many()
+        let Some(br) = buildrequests::Entity::update_many()
             .col_expr(buildrequests::Column::Complete, Expr::value(true))
             .col_expr(buildrequests::Column::Results, Expr::value(results))
             .col_expr(buildrequests::Column::CompleteAt, Expr::value(at))
             .filter(buildrequests::Column::Id.eq(brid))
-            .exec(&self.db)
-            .await?;
-        self.publish_request(brid, "complete").await?;
-        let Some(br) = buildrequests::Entity::find_by_id(brid)
-            .one(&self.db)
+            .exec_with_returning(&self.db)
             .await?
+            .pop()
         else {
             return Ok(());
         };
+        let claim = buildrequest_claims::Entity::find_by_id(brid)
+            .one(&self.db)
+            .await?;
+        self.bus.publish(
+            format!("buildrequests/{brid}/complete"),
+            request_json(&br, claim.as_ref()),
+        );
         let siblings = buildrequests::Entity::find()
             .filter(buildrequests::Column::Buildsetid.eq(br.buildsetid))
             .all(&self.db)
@@ -217,17 +221,14 @@ impl Data {
                 .iter()
                 .filter_map(|s| s.results)
                 .fold(crate::results::SUCCESS, crate::results::worst);
-            buildsets::Entity::update_many()
+            let completed = buildsets::Entity::update_many()
                 .col_expr(buildsets::Column::Complete, Expr::value(true))
                 .col_expr(buildsets::Column::Results, Expr::value(worst))
                 .col_expr(buildsets::Column::CompleteAt, Expr::value(at))
                 .filter(buildsets::Column::Id.eq(br.buildsetid))
-                .exec(&self.db)
+                .exec_with_returning(&self.db)
                 .await?;
-            if let Some(bs) = buildsets::Entity::find_by_id(br.buildsetid)
-                .one(&self.db)
-                .await?
-            {
+            for bs in completed {
                 self.bus
                     .publish(format!("buildsets/{}/complete", bs.id), buildset_json(&bs));
             }

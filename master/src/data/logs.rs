@@ -207,13 +207,13 @@ impl LogWriter {
         let stored_lines = store
             .await
             .map_err(|e| DataError::CorruptChunk(logid, format!("the log store failed: {e}")))??;
-        logs::Entity::update_many()
+        let finished = logs::Entity::update_many()
             .col_expr(logs::Column::Complete, Expr::value(true))
             .col_expr(logs::Column::NumLines, Expr::value(stored_lines))
             .filter(logs::Column::Id.eq(logid))
-            .exec(&data.db)
+            .exec_with_returning(&data.db)
             .await?;
-        if let Some(l) = logs::Entity::find_by_id(logid).one(&data.db).await? {
+        for l in finished {
             data.bus
                 .publish(format!("logs/{logid}/finished"), log_json(&l));
         }

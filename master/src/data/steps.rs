@@ -75,14 +75,14 @@ impl Data {
         results: i32,
         state: &str,
     ) -> Result<(), DataError> {
-        steps::Entity::update_many()
+        let finished = steps::Entity::update_many()
             .col_expr(steps::Column::CompleteAt, Expr::value(now()))
             .col_expr(steps::Column::Results, Expr::value(results))
             .col_expr(steps::Column::StateString, Expr::value(state))
             .filter(steps::Column::Id.eq(stepid))
-            .exec(&self.db)
+            .exec_with_returning(&self.db)
             .await?;
-        if let Some(s) = steps::Entity::find_by_id(stepid).one(&self.db).await? {
+        for s in finished {
             self.bus
                 .publish(format!("steps/{stepid}/finished"), step_json(&s));
         }
