@@ -112,15 +112,7 @@ impl Data {
             .filter(connected_workers::Column::Workerid.eq(row.id))
             .all(&self.db)
             .await?;
-        let info: Value = serde_json::from_str(&row.info).unwrap_or_else(|_| json!({}));
-        Ok(json!({
-            "workerid": row.id,
-            "name": row.name,
-            "workerinfo": info,
-            "paused": row.paused,
-            "graceful": false,
-            "connected_to": conns.iter().map(|c| json!({"masterid": c.masterid, "connected_at": c.connected_at})).collect::<Vec<_>>(),
-        }))
+        Ok(worker_with_connections(row, &conns))
     }
 
     /// Workers in the API's shape; `configured` limits them to the running config.
@@ -144,10 +136,36 @@ impl Data {
             .all(&self.db)
             .await
             .map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        for r in &rows {
-            out.push(self.worker_row_json(r).await.map_err(|e| e.to_string())?);
+        // The connections of the whole page in one query, not one per worker.
+        let conns = connected_workers::Entity::find()
+            .filter(connected_workers::Column::Workerid.is_in(rows.iter().map(|r| r.id)))
+            .all(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut by_worker: BTreeMap<i64, Vec<connected_workers::Model>> = BTreeMap::new();
+        for c in conns {
+            by_worker.entry(c.workerid).or_default().push(c);
         }
+        let out = rows
+            .iter()
+            .map(|r| worker_with_connections(r, by_worker.get(&r.id).map_or(&[], |v| v)))
+            .collect();
         Ok((out, total))
     }
+}
+
+/// A worker in the API's shape, with where it is connected.
+fn worker_with_connections(row: &workers::Model, conns: &[connected_workers::Model]) -> Value {
+    let info: Value = serde_json::from_str(&row.info).unwrap_or_else(|_| json!({}));
+    json!({
+        "workerid": row.id,
+        "name": row.name,
+        "workerinfo": info,
+        "paused": row.paused,
+        "graceful": false,
+        "connected_to": conns
+            .iter()
+            .map(|c| json!({"masterid": c.masterid, "connected_at": c.connected_at}))
+            .collect::<Vec<_>>(),
+    })
 }

@@ -44,9 +44,38 @@ pub fn bind(
             .map_err(|_| ListenError::Tls("idle timeout too large".into()))?,
     ));
     transport.keep_alive_interval(Some(idle_timeout / 3));
-    transport.max_concurrent_bidi_streams(4096u32.into());
+    // A worker opens one stream, its control stream; command streams are opened
+    // by the master (the worker's own limit governs those). quinn allocates
+    // state for every stream a peer may open up front, so a generous limit here
+    // costs memory on every connection (4096 was ~0.4 MiB per worker).
+    transport.max_concurrent_bidi_streams(2u32.into());
+    transport.max_concurrent_uni_streams(0u32.into());
     config.transport_config(Arc::new(transport));
-    quinn::Endpoint::server(config, addr).map_err(|source| ListenError::Bind { addr, source })
+    let bind_error = |source| ListenError::Bind { addr, source };
+    let socket = udp_socket(addr).map_err(bind_error)?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(bind_error)
+}
+
+/// Ask the kernel for this much receive buffer (it caps the request at
+/// `net.core.rmem_max`, 4 MiB here). With the default ~200 KiB, a restarted
+/// master that 1,000 workers dial at once drops handshake packets, and every
+/// drop costs the worker a retransmission timeout.
+const UDP_RECEIVE_BUFFER: usize = 8 << 20;
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+        warn!("could not enlarge the QUIC receive buffer: {e}");
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// Accept connections until the endpoint is closed.
