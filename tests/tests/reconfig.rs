@@ -45,7 +45,7 @@ return {
   www = { port = 0, bind = "127.0.0.1" },
   protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1", idle_timeout = 5 } },
   db = { url = "@DB@" },
-  reconfig = { debounce_ms = 100, @SETTINGS@ },
+  reconfig = { debounce_ms = 250, @SETTINGS@ },
   workers = { @WORKERS@ },
   builders = builders,
   schedulers = { mb.schedulers.force { name = "force", builders = forced } },

@@ -110,7 +110,10 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
             event = rx.recv() => {
                 let Some(event) = event else { return };
-                if !touches_lua(&event) || watcher.is_none() {
+                // Ask the configuration in force, not this loop's copy: a reload
+                // that turned watching off may not have reached the loop yet.
+                let watching = || shared.running_config().loaded.config.reconfig.watch;
+                if !touches_lua(&event) || watcher.is_none() || !watching() {
                     continue;
                 }
                 // Debounce: wait until the files have been quiet for a while.
@@ -120,6 +123,9 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                         more = rx.recv() => if more.is_none() { return },
                         _ = tokio::time::sleep(quiet) => break,
                     }
+                }
+                if !watching() {
+                    continue;
                 }
                 if let Err(e) = super::reload(&shared, Trigger::File).await {
                     warn!("could not record a reload: {e}");
