@@ -7,7 +7,7 @@ use crate::db::entities::{build_properties, builds};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, TransactionTrait,
+    QueryOrder,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -95,9 +95,9 @@ impl Data {
         self.update_build(buildid, update, "update").await
     }
 
-    /// Record the build's properties (name → (value, source)), replacing any
-    /// of the same names: one delete and one multi-row insert, in a transaction.
-    pub async fn set_build_properties(
+    /// Record the properties of a build that has none yet (name → (value,
+    /// source)), in one multi-row insert.
+    pub async fn add_build_properties(
         &self,
         buildid: i64,
         props: &BTreeMap<String, (Value, String)>,
@@ -105,12 +105,6 @@ impl Data {
         if props.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin().await?;
-        build_properties::Entity::delete_many()
-            .filter(build_properties::Column::Buildid.eq(buildid))
-            .filter(build_properties::Column::Name.is_in(props.keys().cloned()))
-            .exec(&txn)
-            .await?;
         build_properties::Entity::insert_many(props.iter().map(|(name, (value, source))| {
             build_properties::ActiveModel {
                 buildid: Set(buildid),
@@ -120,9 +114,8 @@ impl Data {
                 ..Default::default()
             }
         }))
-        .exec(&txn)
+        .exec(&self.db)
         .await?;
-        txn.commit().await?;
         Ok(())
     }
 

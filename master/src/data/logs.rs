@@ -14,7 +14,7 @@ use crate::db::entities::{logchunks, logs};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    QueryOrder, QuerySelect,
 };
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -248,7 +248,8 @@ impl ChunkStore {
             .await
             .map_err(|e| DataError::CorruptChunk(logid, e.to_string()))??;
             let (first_line, last_line) = (compressed[0].0, compressed[compressed.len() - 1].1);
-            let txn = self.data.db.begin().await?;
+            // No transaction: the chunks go first and `num_lines` follows, so a
+            // reader never counts lines that are not stored yet.
             logchunks::Entity::insert_many(compressed.into_iter().map(|(first, last, z)| {
                 logchunks::ActiveModel {
                     logid: Set(logid),
@@ -259,15 +260,14 @@ impl ChunkStore {
                     ..Default::default()
                 }
             }))
-            .exec(&txn)
+            .exec(&self.data.db)
             .await?;
             stored_lines = last_line + 1;
             logs::Entity::update_many()
                 .col_expr(logs::Column::NumLines, Expr::value(stored_lines))
                 .filter(logs::Column::Id.eq(logid))
-                .exec(&txn)
+                .exec(&self.data.db)
                 .await?;
-            txn.commit().await?;
             self.data.bus.publish(
                 format!("logs/{logid}/append"),
                 json!({"logid": logid, "first_line": first_line, "last_line": last_line}),

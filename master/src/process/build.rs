@@ -124,7 +124,7 @@ async fn execute(ctx: &mut BuildContext<'_>) -> Result<(), DataError> {
         "builddir".into(),
         (builder.builddir.clone().into(), "Builder".into()),
     );
-    data.set_build_properties(buildid, &props).await?;
+    data.add_build_properties(buildid, &props).await?;
     data.set_build_state(buildid, "building").await?;
     ctx.props = props;
 
