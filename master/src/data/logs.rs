@@ -94,7 +94,7 @@ fn slugify(name: &str) -> String {
 /// Cutting lines happens here, on the task that reads the command's output;
 /// compressing and storing chunks happens on a [`ChunkStore`] task fed through a
 /// bounded channel, so output keeps flowing from the worker while earlier chunks
-/// are compressed and written (several per transaction when the database lags),
+/// are compressed and written (several per insert when the database lags),
 /// and memory stays bounded when it lags far behind.
 pub struct LogWriter {
     logid: i64,
