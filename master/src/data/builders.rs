@@ -1,13 +1,13 @@
 //! The `builders` collection: one row per builder name ever configured, so
 //! build history and pending requests survive a builder being removed and re-added.
 
-use super::query::{FieldKind, ListQuery, apply, page};
+use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError};
 use crate::config::BuilderConfig;
 use crate::db::entities::builders;
+use sea_orm::Order;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -92,19 +92,9 @@ impl Data {
     ) -> Result<(Vec<Value>, u64), String> {
         let ids: Vec<i64> = configured.values().copied().collect();
         let select = builders::Entity::find().filter(builders::Column::Id.is_in(ids));
-        let mut select = apply(select, q, &fields)?;
-        if q.order.is_empty() {
-            select = select.order_by_asc(builders::Column::Id);
-        }
-        let total = select
-            .clone()
-            .count(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
-        let rows = page(select, q)
-            .all(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
+        let select = apply(select, q, &fields)?;
+        let (rows, total) =
+            fetch_page(&self.db, select, q, (builders::Column::Id, Order::Asc)).await?;
         Ok((rows.iter().map(|r| self.builder_json(r)).collect(), total))
     }
 }

@@ -1,13 +1,13 @@
 //! The `builds` collection and build properties.
 
 use super::buildsets::is_unique_violation;
-use super::query::{FieldKind, ListQuery, apply, page};
+use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError, now};
 use crate::db::entities::{build_properties, builds};
+use sea_orm::Order;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -172,19 +172,9 @@ impl Data {
         q: &ListQuery,
         with_properties: bool,
     ) -> Result<(Vec<Value>, u64), String> {
-        let mut select = apply(builds::Entity::find(), q, &fields)?;
-        if q.order.is_empty() {
-            select = select.order_by_asc(builds::Column::Id);
-        }
-        let total = select
-            .clone()
-            .count(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
-        let rows = page(select, q)
-            .all(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
+        let select = apply(builds::Entity::find(), q, &fields)?;
+        let (rows, total) =
+            fetch_page(&self.db, select, q, (builds::Column::Id, Order::Asc)).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let mut j = build_json(r);

@@ -7,13 +7,14 @@
 //! any other result. Requests live only in the database, so nothing queued is lost
 //! when the master stops or a builder disappears from the config for a while.
 
-use super::query::{FieldKind, ListQuery, Op, apply, page};
+use super::query::{FieldKind, ListQuery, Op, apply, fetch_page};
 use super::{Data, DataError, now};
 use crate::db::entities::{buildrequest_claims, buildrequests, buildset_properties, buildsets};
+use sea_orm::Order;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+    TransactionTrait,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -262,18 +263,13 @@ impl Data {
             Some(false) => select.filter(buildrequests::Column::Id.not_in_subquery(claimed_ids())),
             None => select,
         };
-        if q.order.is_empty() {
-            select = select.order_by_asc(buildrequests::Column::Id);
-        }
-        let total = select
-            .clone()
-            .count(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
-        let rows = page(select, &q)
-            .all(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (rows, total) = fetch_page(
+            &self.db,
+            select,
+            &q,
+            (buildrequests::Column::Id, Order::Asc),
+        )
+        .await?;
         let claims: HashMap<i64, buildrequest_claims::Model> = buildrequest_claims::Entity::find()
             .filter(buildrequest_claims::Column::Brid.is_in(rows.iter().map(|r| r.id)))
             .all(&self.db)
@@ -291,19 +287,9 @@ impl Data {
     }
 
     pub async fn list_buildsets(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), String> {
-        let mut select = apply(buildsets::Entity::find(), q, &buildset_fields)?;
-        if q.order.is_empty() {
-            select = select.order_by_asc(buildsets::Column::Id);
-        }
-        let total = select
-            .clone()
-            .count(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
-        let rows = page(select, q)
-            .all(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
+        let select = apply(buildsets::Entity::find(), q, &buildset_fields)?;
+        let (rows, total) =
+            fetch_page(&self.db, select, q, (buildsets::Column::Id, Order::Asc)).await?;
         Ok((rows.iter().map(buildset_json).collect(), total))
     }
 }

@@ -1,15 +1,13 @@
 //! The `config_reloads` collection: what each load of master.lua did, for the
 //! API (`/api/v2/config`), the status page banner and `moonbot reconfig`.
 
-use super::query::{FieldKind, ListQuery, apply, page};
+use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError};
 use crate::config::ConfigError;
 use crate::config::diff::ConfigDiff;
 use crate::db::entities::config_reloads;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder,
-};
+use sea_orm::Order;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 
 fn fields(name: &str) -> Option<FieldKind<config_reloads::Column>> {
@@ -64,19 +62,14 @@ impl Data {
     pub async fn list_reloads(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), String> {
         let select = config_reloads::Entity::find()
             .filter(config_reloads::Column::Masterid.eq(self.masterid));
-        let mut select = apply(select, q, &fields)?;
-        if q.order.is_empty() {
-            select = select.order_by_desc(config_reloads::Column::Id);
-        }
-        let total = select
-            .clone()
-            .count(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
-        let rows = page(select, q)
-            .all(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
+        let select = apply(select, q, &fields)?;
+        let (rows, total) = fetch_page(
+            &self.db,
+            select,
+            q,
+            (config_reloads::Column::Id, Order::Desc),
+        )
+        .await?;
         Ok((rows.iter().map(reload_json).collect(), total))
     }
 }

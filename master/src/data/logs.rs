@@ -8,13 +8,14 @@
 //! the prefixes and returns the output byte for byte (a last line without a
 //! newline gets one).
 
-use super::query::{FieldKind, ListQuery, apply, page};
+use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError};
 use crate::db::entities::{logchunks, logs};
+use sea_orm::Order;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -324,19 +325,8 @@ impl Data {
     }
 
     pub async fn list_logs(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), String> {
-        let mut select = apply(logs::Entity::find(), q, &fields)?;
-        if q.order.is_empty() {
-            select = select.order_by_asc(logs::Column::Id);
-        }
-        let total = select
-            .clone()
-            .count(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
-        let rows = page(select, q)
-            .all(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
+        let select = apply(logs::Entity::find(), q, &fields)?;
+        let (rows, total) = fetch_page(&self.db, select, q, (logs::Column::Id, Order::Asc)).await?;
         Ok((rows.iter().map(log_json).collect(), total))
     }
 

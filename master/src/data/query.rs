@@ -4,7 +4,10 @@
 //! an unknown field or a malformed value is an error for the client, not a crash.
 
 use sea_orm::sea_query::SimpleExpr;
-use sea_orm::{ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect, Select};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Select,
+};
 
 /// A comparison in a filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,8 +192,29 @@ pub fn apply<E: EntityTrait>(
     Ok(select)
 }
 
+/// Read one page of what `select` matches, in `default_order` unless the query
+/// orders it, and count the matches before paging: what every `list_*` of the
+/// data layer answers.
+pub async fn fetch_page<E>(
+    db: &DatabaseConnection,
+    mut select: Select<E>,
+    q: &ListQuery,
+    default_order: (E::Column, Order),
+) -> Result<(Vec<E::Model>, u64), String>
+where
+    E: EntityTrait,
+    E::Model: Send + Sync,
+{
+    if q.order.is_empty() {
+        select = select.order_by(default_order.0, default_order.1);
+    }
+    let total = select.clone().count(db).await.map_err(|e| e.to_string())?;
+    let rows = page(select, q).all(db).await.map_err(|e| e.to_string())?;
+    Ok((rows, total))
+}
+
 /// Apply limit and offset.
-pub fn page<E: EntityTrait>(select: Select<E>, q: &ListQuery) -> Select<E> {
+fn page<E: EntityTrait>(select: Select<E>, q: &ListQuery) -> Select<E> {
     let select = match q.offset {
         Some(o) => select.offset(o),
         None => select,

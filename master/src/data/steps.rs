@@ -1,13 +1,11 @@
 //! The `steps` collection.
 
-use super::query::{FieldKind, ListQuery, apply, page};
+use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError, now};
 use crate::db::entities::steps;
+use sea_orm::Order;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 
 fn fields(name: &str) -> Option<FieldKind<steps::Column>> {
@@ -90,19 +88,9 @@ impl Data {
     }
 
     pub async fn list_steps(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), String> {
-        let mut select = apply(steps::Entity::find(), q, &fields)?;
-        if q.order.is_empty() {
-            select = select.order_by_asc(steps::Column::Number);
-        }
-        let total = select
-            .clone()
-            .count(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
-        let rows = page(select, q)
-            .all(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
+        let select = apply(steps::Entity::find(), q, &fields)?;
+        let (rows, total) =
+            fetch_page(&self.db, select, q, (steps::Column::Number, Order::Asc)).await?;
         Ok((rows.iter().map(step_json).collect(), total))
     }
 }

@@ -1,14 +1,14 @@
 //! The `workers` collection: configured workers, what they told us in their hello,
 //! and which master they are connected to.
 
-use super::query::{FieldKind, ListQuery, apply, page};
+use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError, now};
 use crate::db::entities::{connected_workers, workers};
 use moonbot_worker::protocol::WorkerInfo;
+use sea_orm::Order;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -123,19 +123,9 @@ impl Data {
     ) -> Result<(Vec<Value>, u64), String> {
         let ids: Vec<i64> = configured.values().copied().collect();
         let select = workers::Entity::find().filter(workers::Column::Id.is_in(ids));
-        let mut select = apply(select, q, &fields)?;
-        if q.order.is_empty() {
-            select = select.order_by_asc(workers::Column::Id);
-        }
-        let total = select
-            .clone()
-            .count(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
-        let rows = page(select, q)
-            .all(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
+        let select = apply(select, q, &fields)?;
+        let (rows, total) =
+            fetch_page(&self.db, select, q, (workers::Column::Id, Order::Asc)).await?;
         // The connections of the whole page in one query, not one per worker.
         let conns = connected_workers::Entity::find()
             .filter(connected_workers::Column::Workerid.is_in(rows.iter().map(|r| r.id)))
