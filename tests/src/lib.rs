@@ -92,6 +92,26 @@ fn pg_admin(base: &str, sql: &str) {
     });
 }
 
+/// Declare tests that run each scenario function (`fn name(backend: &Backend)`)
+/// once on SQLite and once on PostgreSQL: `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(&$crate::Backend::Sqlite);
+            }
+            #[test]
+            fn postgres() {
+                if let Some(backend) = $crate::Backend::postgres() {
+                    super::$name(&backend);
+                }
+            }
+        }
+    )*};
+}
+
 /// How long a test waits for something that should take a few seconds.
 pub const LONG: Duration = Duration::from_secs(60);
 

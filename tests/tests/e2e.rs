@@ -39,25 +39,7 @@ return {
 }
 "#;
 
-/// Each scenario runs once on SQLite and once on PostgreSQL.
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn sqlite() {
-                super::$name(&moonbot_tests::Backend::Sqlite);
-            }
-            #[test]
-            fn postgres() {
-                if let Some(backend) = moonbot_tests::Backend::postgres() {
-                    super::$name(&backend);
-                }
-            }
-        }
-    )*};
-}
-
-on_both_databases!(
+moonbot_tests::on_both_databases!(
     builds_pass_and_fail_as_buildbot_would,
     stopping_a_build_kills_its_process_tree,
     a_lost_worker_means_retry_and_the_request_runs_again,

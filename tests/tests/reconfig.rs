@@ -8,25 +8,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// Each scenario runs once on SQLite and once on PostgreSQL.
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn sqlite() {
-                super::$name(&moonbot_tests::Backend::Sqlite);
-            }
-            #[test]
-            fn postgres() {
-                if let Some(backend) = moonbot_tests::Backend::postgres() {
-                    super::$name(&backend);
-                }
-            }
-        }
-    )*};
-}
-
-on_both_databases!(
+moonbot_tests::on_both_databases!(
     builders_and_workers_follow_master_lua,
     a_reload_storm_loses_and_repeats_nothing,
     a_running_build_keeps_its_lua_functions,
