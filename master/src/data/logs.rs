@@ -3,10 +3,10 @@
 //! A stdio log is stored Buildbot's way: one line per output line, prefixed with
 //! its stream (`o` stdout, `e` stderr, `h` header written by the master). Lines
 //! are gathered into chunks of about [`CHUNK_BYTES`], compressed with zstd off the
-//! async threads by a task of their own (see [`LogWriter`]), and appended as `logchunks` rows that record their first and last
-//! line, so a page of lines is found without reading the whole log. `raw` strips
-//! the prefixes and returns the output byte for byte (a last line without a
-//! newline gets one).
+//! async threads by a task of their own (see [`LogWriter`]), and appended as
+//! `logchunks` rows that record their first and last line, so a page of lines is
+//! found without reading the whole log. `raw` streams the output back with the
+//! prefixes stripped, byte for byte (a last line without a newline gets one).
 
 use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError};
@@ -119,6 +119,12 @@ struct Chunk {
     content: Vec<u8>,
 }
 
+/// Room for a chunk and the line that crosses its limit, so filling one
+/// rarely reallocates.
+fn pending_buffer() -> Vec<u8> {
+    Vec::with_capacity(CHUNK_BYTES + 4096)
+}
+
 /// Chunks waiting for the store; with [`CHUNK_BYTES`] this bounds a log's
 /// buffered output to about 1 MiB.
 const CHUNKS_IN_FLIGHT: usize = 16;
@@ -169,7 +175,7 @@ impl LogWriter {
         let chunk = Chunk {
             first_line: self.handed_lines,
             last_line: self.handed_lines + self.pending_lines - 1,
-            content: std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK_BYTES + 4096)),
+            content: std::mem::replace(&mut self.pending, pending_buffer()),
         };
         self.handed_lines += self.pending_lines;
         self.pending_lines = 0;
@@ -183,8 +189,8 @@ impl LogWriter {
     async fn store_failure(&mut self) -> DataError {
         match (&mut self.store).await {
             Ok(Err(e)) => e,
-            Ok(Ok(_)) => DataError::CorruptChunk(self.logid, "the log store stopped".into()),
-            Err(e) => DataError::CorruptChunk(self.logid, format!("the log store failed: {e}")),
+            Ok(Ok(_)) => DataError::LogStore(self.logid, "the store stopped early".into()),
+            Err(e) => DataError::LogStore(self.logid, e.to_string()),
         }
     }
 
@@ -207,7 +213,7 @@ impl LogWriter {
         drop(chunks);
         let stored_lines = store
             .await
-            .map_err(|e| DataError::CorruptChunk(logid, format!("the log store failed: {e}")))??;
+            .map_err(|e| DataError::LogStore(logid, e.to_string()))??;
         let finished = logs::Entity::update_many()
             .col_expr(logs::Column::Complete, Expr::value(true))
             .col_expr(logs::Column::NumLines, Expr::value(stored_lines))
@@ -242,12 +248,12 @@ impl ChunkStore {
                     .map(|c| {
                         zstd::bulk::compress(&c.content, 1)
                             .map(|z| (c.first_line, c.last_line, z))
-                            .map_err(|e| DataError::CorruptChunk(logid, e.to_string()))
+                            .map_err(|e| DataError::LogStore(logid, format!("zstd: {e}")))
                     })
                     .collect::<Result<Vec<_>, _>>()
             })
             .await
-            .map_err(|e| DataError::CorruptChunk(logid, e.to_string()))??;
+            .map_err(|e| DataError::LogStore(logid, e.to_string()))??;
             let (first_line, last_line) = (compressed[0].0, compressed[compressed.len() - 1].1);
             // No transaction: the chunks go first and `num_lines` follows, so a
             // reader never counts lines that are not stored yet.
@@ -315,7 +321,7 @@ impl Data {
             logid: row.id,
             data: self.clone(),
             partial: Default::default(),
-            pending: Vec::with_capacity(CHUNK_BYTES + 4096),
+            pending: pending_buffer(),
             pending_lines: 0,
             handed_lines: 0,
             last_flush: Instant::now(),

@@ -29,6 +29,9 @@ pub enum DataError {
     /// A stored log chunk could not be decompressed.
     #[error("log chunk {0} is corrupt: {1}")]
     CorruptChunk(i64, String),
+    /// The task storing a log's chunks stopped, or could not compress one.
+    #[error("storing log {0} failed: {1}")]
+    LogStore(i64, String),
 }
 
 /// Handle to the data layer; cheap to clone.
