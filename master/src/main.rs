@@ -53,6 +53,15 @@ enum Command {
     /// or the errors (exit status 1) while the running configuration stays.
     Reconfig { dir: PathBuf },
     /// Create (if needed) and run a master with a local worker, and force the sample builds.
+    /// Hash a web user's password for `auth.users` in master.lua (reads it from
+    /// the terminal without echo, or from standard input).
+    HashPassword,
+    /// Make a new API token for scripts: prints the token (give it to the
+    /// script) and the `token_hash` line for `auth.tokens` in master.lua.
+    ApiToken {
+        /// Who the token acts as (shown as the owner of what it forces).
+        name: String,
+    },
     Quickstart {
         #[arg(default_value = "moonbot-quickstart")]
         dir: PathBuf,
@@ -70,6 +79,17 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// A password from the terminal (not echoed) or one line of standard input.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        return Ok(rpassword::prompt_password("password: ")?);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
 fn run(command: Command) -> anyhow::Result<i32> {
@@ -119,6 +139,22 @@ fn run(command: Command) -> anyhow::Result<i32> {
         Command::Stop { dir, clean } => stop(&dir, clean),
         Command::Checkconfig { dir, diff: true } => checkconfig_diff(&dir),
         Command::Reconfig { dir } => reconfig(&dir),
+        Command::HashPassword => {
+            let password = read_password()?;
+            if password.is_empty() {
+                anyhow::bail!("the password is empty");
+            }
+            println!("{}", moonbot_master::www::auth::hash_password(&password));
+            Ok(0)
+        }
+        Command::ApiToken { name } => {
+            let (token, hash) = moonbot_master::www::auth::new_api_token();
+            println!("token (give this to the script; it is not stored anywhere): {token}");
+            println!(
+                "for master.lua: auth.tokens = {{ {{ name = {name:?}, token_hash = \"{hash}\", roles = {{}} }} }}"
+            );
+            Ok(0)
+        }
         Command::Checkconfig { dir, diff: false } => match config::load(&dir) {
             Ok(loaded) => {
                 println!(

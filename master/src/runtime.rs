@@ -45,6 +45,8 @@ pub struct Shared {
     pub idle_timeout: Duration,
     /// Held for the whole of a reload, so reloads happen one at a time.
     pub reloading: tokio::sync::Mutex<()>,
+    /// Signs the web UI's session cookies and CSRF tokens.
+    pub session_key: crate::www::auth::SessionKey,
     config: RwLock<Arc<RunningConfig>>,
 }
 
@@ -147,6 +149,8 @@ impl Master {
             accepting_builds: AtomicBool::new(true),
             idle_timeout,
             reloading: tokio::sync::Mutex::new(()),
+            session_key: crate::www::auth::SessionKey::load_or_create(&dir)
+                .context("cannot read or create the web session key")?,
             config: RwLock::new(Arc::new(running)),
         });
 

@@ -281,6 +281,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
     let protocols_raw = top.get("protocols");
     let db_raw = top.get("db");
     let reconfig_raw = top.get("reconfig");
+    let auth_raw = top.get("auth");
     let workers_raw = top.list("workers").unwrap_or_default();
     let builders_raw = top.list("builders").unwrap_or_default();
     let schedulers_raw = top.list("schedulers").unwrap_or_default();
@@ -290,6 +291,10 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
     let quic = compile_quic(protocols_raw, errors);
     let db = compile_db(db_raw, errors);
     let reconfig = compile_reconfig(reconfig_raw, errors);
+    let auth = match auth_raw {
+        None => Some(None),
+        raw => compile_auth(raw, errors).map(Some),
+    };
     let workers: Vec<WorkerConfig> = workers_raw
         .iter()
         .filter_map(|w| compile_worker(w, errors))
@@ -315,6 +320,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
         builders,
         schedulers,
         reconfig: reconfig?,
+        auth: auth?,
     })
 }
 
@@ -383,6 +389,104 @@ fn compile_reconfig(
     let debounce_ms = f.integer("debounce_ms", 0, 60_000).unwrap_or(300) as u64;
     f.finish(errors);
     Some(ReconfigConfig { watch, debounce_ms })
+}
+
+fn compile_auth(raw: Option<&RawValue>, errors: &mut Vec<ConfigError>) -> Option<AuthConfig> {
+    let entries = plain_section(raw, "auth", errors)?;
+    let mut f = Fields::new("auth", FILE.to_string(), entries);
+    let users_raw = f.list("users").unwrap_or_default();
+    let tokens_raw = f.list("tokens").unwrap_or_default();
+    let rules_raw = f.get("rules");
+    f.finish(errors);
+
+    let mut users: Vec<UserConfig> = Vec::new();
+    for (i, raw) in users_raw.iter().enumerate() {
+        let entries = plain_section(Some(raw), &format!("auth.users[{}]", i + 1), errors)?;
+        let mut f = Fields::new(format!("auth.users[{}]", i + 1), FILE.to_string(), entries);
+        let name = f.required_string("name");
+        let password_hash = f.required_string("password_hash");
+        let roles = f.string_list("roles");
+        if let Some(hash) = &password_hash
+            && !crate::www::auth::is_password_hash(hash)
+        {
+            f.error(format!(
+                "auth.users[{}]: 'password_hash' is not a hash from `moonbot hash-password`",
+                i + 1
+            ));
+        }
+        if let Some(name) = &name
+            && !valid_name(name)
+        {
+            f.error(format!(
+                "auth.users[{}]: user name '{name}' may only hold letters, digits, '-', '_' and '.'",
+                i + 1
+            ));
+        }
+        if let Some(name) = &name
+            && users.iter().any(|u| &u.name == name)
+        {
+            f.error(format!("auth.users: user '{name}' is defined twice"));
+        }
+        f.finish(errors);
+        if let (Some(name), Some(password_hash)) = (name, password_hash) {
+            users.push(UserConfig {
+                name,
+                password_hash,
+                roles,
+            });
+        }
+    }
+
+    let mut tokens = Vec::new();
+    for (i, raw) in tokens_raw.iter().enumerate() {
+        let entries = plain_section(Some(raw), &format!("auth.tokens[{}]", i + 1), errors)?;
+        let mut f = Fields::new(format!("auth.tokens[{}]", i + 1), FILE.to_string(), entries);
+        let name = f.required_string("name");
+        let token_hash = f.required_string("token_hash");
+        let roles = f.string_list("roles");
+        if let Some(hash) = &token_hash
+            && !crate::www::auth::is_token_hash(hash)
+        {
+            f.error(format!(
+                "auth.tokens[{}]: 'token_hash' is not a hash from `moonbot api-token`",
+                i + 1
+            ));
+        }
+        f.finish(errors);
+        if let (Some(name), Some(token_hash)) = (name, token_hash) {
+            tokens.push(TokenConfig {
+                name,
+                token_hash,
+                roles,
+            });
+        }
+    }
+
+    let mut rules = BTreeMap::new();
+    let entries = plain_section(rules_raw, "auth.rules", errors)?;
+    let mut f = Fields::new("auth.rules", FILE.to_string(), entries);
+    for action in ACTIONS {
+        if f.get(action).is_some() {
+            rules.insert(action.to_string(), f.string_list(action));
+        }
+    }
+    for (key, _) in entries {
+        if let RawKey::Str(k) = key
+            && !ACTIONS.contains(&k.as_str())
+        {
+            f.error(format!(
+                "auth.rules: unknown action '{k}' (known: {})",
+                ACTIONS.join(", ")
+            ));
+            f.used.insert(k.as_str());
+        }
+    }
+    f.finish(errors);
+    Some(AuthConfig {
+        users,
+        tokens,
+        rules,
+    })
 }
 
 fn compile_worker(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<WorkerConfig> {

@@ -22,6 +22,9 @@ pub struct MasterConfig {
     pub builders: Vec<BuilderConfig>,
     pub schedulers: Vec<SchedulerConfig>,
     pub reconfig: ReconfigConfig,
+    /// Users, API tokens and who may do what; `None` (no `auth` section) lets
+    /// only clients on this machine (loopback) use control actions.
+    pub auth: Option<AuthConfig>,
 }
 
 impl MasterConfig {
@@ -73,6 +76,57 @@ pub struct ReconfigConfig {
     /// Quiet time after the last file event before reloading, so an editor's
     /// save (write, rename, chmod …) reloads once.
     pub debounce_ms: u64,
+}
+
+/// `auth = { users = {…}, tokens = {…}, rules = {…} }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub users: Vec<UserConfig>,
+    pub tokens: Vec<TokenConfig>,
+    /// Action → roles allowed to do it. An action without a rule is allowed to
+    /// every authenticated user; `"*"` in a list means any authenticated user.
+    pub rules: BTreeMap<String, Vec<String>>,
+}
+
+/// The control actions rules can name.
+pub const ACTIONS: &[&str] = &["force", "stop", "rebuild", "cancel", "reload"];
+
+/// A person who logs in with a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserConfig {
+    pub name: String,
+    /// From `moonbot hash-password` (PBKDF2-HMAC-SHA256, salted).
+    pub password_hash: String,
+    pub roles: Vec<String>,
+}
+
+/// A script's bearer token (`moonbot api-token` makes one and its hash).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenConfig {
+    /// Who the token acts as, in logs and as the owner of what it forces.
+    pub name: String,
+    /// SHA-256 of the token; the token itself is never in master.lua.
+    pub token_hash: String,
+    pub roles: Vec<String>,
+}
+
+// Hand-written so a `{:?}` of the configuration never prints a hash.
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("name", &self.name)
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("name", &self.name)
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -237,6 +237,41 @@ impl Data {
         Ok(())
     }
 
+    /// Cancel a request that has not started: claim it so no master starts it,
+    /// then complete it CANCELLED. `Ok(false)` when it was already claimed
+    /// (a build is running: stop that instead) or complete.
+    pub async fn cancel_request(&self, brid: i64) -> Result<bool, DataError> {
+        let Some(br) = buildrequests::Entity::find_by_id(brid)
+            .one(&self.db)
+            .await?
+        else {
+            return Err(DataError::NotFound(format!("build request {brid}")));
+        };
+        if br.complete || !self.claim_request(brid).await? {
+            return Ok(false);
+        }
+        self.complete_request(brid, crate::results::CANCELLED)
+            .await?;
+        Ok(true)
+    }
+
+    /// A new buildset asking the builder of `brid` to build it again, with the
+    /// same properties; returns the buildset id and the new request id.
+    pub async fn resubmit_request(&self, brid: i64, reason: &str) -> Result<(i64, i64), DataError> {
+        let Some(br) = buildrequests::Entity::find_by_id(brid)
+            .one(&self.db)
+            .await?
+        else {
+            return Err(DataError::NotFound(format!("build request {brid}")));
+        };
+        let mut properties = self.buildset_properties(br.buildsetid).await?;
+        properties.insert("reason".into(), (reason.into(), "Rebuild".into()));
+        let (bsid, brids) = self
+            .add_buildset(reason, &[br.builderid], &properties)
+            .await?;
+        Ok((bsid, brids[&br.builderid]))
+    }
+
     async fn publish_request(&self, brid: i64, event: &str) -> Result<(), DataError> {
         if let Some(br) = buildrequests::Entity::find_by_id(brid)
             .one(&self.db)

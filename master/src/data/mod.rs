@@ -8,6 +8,7 @@
 pub mod builders;
 pub mod builds;
 pub mod buildsets;
+pub mod changes;
 pub mod config_reloads;
 pub mod logs;
 pub mod masters;
@@ -23,6 +24,9 @@ use sea_orm::DatabaseConnection;
 pub enum DataError {
     #[error("database: {0}")]
     Db(#[from] sea_orm::DbErr),
+    /// A listing query failed.
+    #[error("query: {0}")]
+    Query(String),
     /// No such object.
     #[error("{0} not found")]
     NotFound(String),

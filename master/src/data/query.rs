@@ -98,6 +98,20 @@ impl ListQuery {
         Ok(q)
     }
 
+    /// This query with a filter matching any of `values` (`field=a,b,c`).
+    pub fn with_any(
+        mut self,
+        field: &str,
+        values: impl IntoIterator<Item = impl ToString>,
+    ) -> ListQuery {
+        self.filters.push(Filter {
+            field: field.into(),
+            op: Op::Eq,
+            values: values.into_iter().map(|v| v.to_string()).collect(),
+        });
+        self
+    }
+
     /// This query with one more equality filter (for nested paths like
     /// `/builders/3/builds`).
     pub fn with_eq(mut self, field: &str, value: impl ToString) -> ListQuery {

@@ -1,9 +1,10 @@
 //! `/api/v2/…`: Buildbot's data API shape. Lists come as
 //! `{"<collection>": [...], "meta": {"total": N}}`; a single object as a list of
-//! one. Control actions are JSON-RPC 2.0 POSTs (`force`, `stop`) and, until users
-//! and logins exist, are accepted only from loopback clients.
+//! one. Control actions are JSON-RPC 2.0 POSTs (`force`, `stop`, `rebuild`,
+//! `cancel`, `reload`), allowed by the rules of [`super::auth`].
 
-use super::home;
+use super::Request;
+use super::auth;
 use crate::data::DataError;
 use crate::data::query::ListQuery;
 use crate::process::StopKind;
@@ -11,7 +12,6 @@ use crate::reconfig::{self, Trigger};
 use crate::runtime::Shared;
 use crate::schedulers::force::{self, ForceError, ForceRequest};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use warp::http::{Method, StatusCode};
 use warp::reply::{Reply, Response};
@@ -34,6 +34,12 @@ impl ApiError {
     }
     fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl From<auth::Denied> for ApiError {
+    fn from(d: auth::Denied) -> Self {
+        ApiError::new(d.status, d.message)
     }
 }
 
@@ -75,66 +81,30 @@ fn id(segment: &str, what: &str) -> Result<i64, ApiError> {
 }
 
 /// Route one request.
-pub async fn dispatch(
-    shared: &Arc<Shared>,
-    method: &Method,
-    path: &str,
-    query: &str,
-    remote: Option<SocketAddr>,
-    body: &[u8],
-) -> Response {
-    match route(shared, method, path, query, remote, body).await {
+pub async fn dispatch(shared: &Arc<Shared>, request: &Request) -> Response {
+    match route(shared, request).await {
         Ok(r) => r,
         Err(e) => error_reply(e),
     }
 }
 
-async fn route(
-    shared: &Arc<Shared>,
-    method: &Method,
-    path: &str,
-    query: &str,
-    remote: Option<SocketAddr>,
-    body: &[u8],
-) -> Result<Response, ApiError> {
+async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiError> {
+    let path = request.path.as_str();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if segments == [""] && method == Method::GET {
-        let html = home::render(shared).await.map_err(ApiError::bad_request)?;
-        return Ok(warp::reply::html(html).into_response());
-    }
     let ["api", "v2", rest @ ..] = segments.as_slice() else {
-        return Err(ApiError::not_found(format!("no page at {path}")));
+        return Err(ApiError::not_found(format!("no API endpoint at {path}")));
     };
-    let params: Vec<(String, String)> = serde_urlencoded::from_str(query)
-        .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?;
+    let params = request.params().map_err(ApiError::bad_request)?;
     let q = ListQuery::parse(&params).map_err(ApiError::bad_request)?;
     let with_props = params.iter().any(|(k, _)| k == "property");
 
-    if method == Method::POST {
-        let client = remote.map(|a| a.ip());
-        if !client.is_some_and(|ip| ip.is_loopback()) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "control actions are only allowed from this machine until users are configured",
-            ));
-        }
-        return match rest {
-            ["forceschedulers", name] => rpc(body, |call| force_call(shared, name, call)).await,
-            ["config"] => rpc(body, |call| config_call(shared, call)).await,
-            ["builds", bid] => {
-                let buildid = id(bid, "build")?;
-                rpc(body, |call| stop_call(shared, buildid, call)).await
-            }
-            _ => Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("POST is not supported on {path}"),
-            )),
-        };
+    if request.method == Method::POST {
+        return control(shared, request, rest).await;
     }
-    if method != Method::GET {
+    if request.method != Method::GET {
         return Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} is not supported"),
+            format!("{} is not supported", request.method),
         ));
     }
 
@@ -144,7 +114,7 @@ async fn route(
     match rest {
         [] => Ok(json_reply(
             StatusCode::OK,
-            &json!({"api_version": 2, "collections": ["builders", "builds", "buildrequests", "buildsets", "steps", "logs", "workers", "forceschedulers", "masters", "config"]}),
+            &json!({"api_version": 2, "collections": ["builders", "builds", "buildrequests", "buildsets", "changes", "steps", "logs", "workers", "forceschedulers", "masters", "config"]}),
         )),
         ["builders"] => {
             let (items, total) = data
@@ -322,6 +292,15 @@ async fn route(
             let (items, total) = data.list_reloads(&q).await.map_err(bad)?;
             Ok(envelope("reloads", items, total))
         }
+        ["changes"] => {
+            let (items, total) = data.list_changes(&q).await.map_err(bad)?;
+            Ok(envelope("changes", items, total))
+        }
+        ["changes", c] => {
+            let q = q.with_eq("changeid", id(c, "change")?);
+            let (items, _) = data.list_changes(&q).await.map_err(bad)?;
+            one("changes", items, &format!("change {c}"))
+        }
         ["masters"] => {
             let items = data.masters_json().await?;
             let total = items.len() as u64;
@@ -369,12 +348,28 @@ struct RpcError {
     message: String,
 }
 
-async fn rpc<F, Fut>(body: &[u8], handler: F) -> Result<Response, ApiError>
-where
-    F: FnOnce(RpcCall) -> Fut,
-    Fut: std::future::Future<Output = Result<Value, RpcError>>,
-{
-    let request: Value = match serde_json::from_slice(body) {
+/// A JSON-RPC POST: check the body, find the action its method names, check
+/// the caller may do it, then do it.
+async fn control(
+    shared: &Arc<Shared>,
+    request: &Request,
+    rest: &[&str],
+) -> Result<Response, ApiError> {
+    let is_json = request
+        .headers
+        .get(warp::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        // Also what stops another web site's page from posting here: a
+        // cross-site request with this content type needs a CORS preflight,
+        // which this server never grants.
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "control calls are JSON-RPC: send them with Content-Type: application/json",
+        ));
+    }
+    let body: Value = match serde_json::from_slice(&request.body) {
         Ok(v) => v,
         Err(e) => {
             return Ok(json_reply(
@@ -383,28 +378,82 @@ where
             ));
         }
     };
-    let rpc_id = request.get("id").cloned().unwrap_or(Value::Null);
-    let Some(method) = request.get("method").and_then(Value::as_str) else {
+    let rpc_id = body.get("id").cloned().unwrap_or(Value::Null);
+    let Some(method) = body.get("method").and_then(Value::as_str) else {
         return Ok(json_reply(
             StatusCode::BAD_REQUEST,
             &json!({"jsonrpc": "2.0", "id": rpc_id, "error": {"code": -32600, "message": "invalid request: 'method' is missing"}}),
         ));
     };
-    let params = request.get("params").cloned().unwrap_or_else(|| json!({}));
-    match handler(RpcCall {
+    let call = RpcCall {
         method: method.to_string(),
-        params,
-    })
-    .await
-    {
-        Ok(result) => Ok(json_reply(
+        params: body.get("params").cloned().unwrap_or_else(|| json!({})),
+    };
+    let action = match (rest, method) {
+        (["forceschedulers", _], "force") => "force",
+        (["builds", _], "stop") => "stop",
+        (["builds", _], "rebuild") => "rebuild",
+        (["buildrequests", _], "cancel") => "cancel",
+        (["config"], "reload" | "diff") => "reload",
+        (["forceschedulers", _] | ["builds", _] | ["buildrequests", _] | ["config"], _) => {
+            let known = match rest[0] {
+                "forceschedulers" => "'force'",
+                "builds" => "'stop' and 'rebuild'",
+                "buildrequests" => "'cancel'",
+                _ => "'reload' and 'diff'",
+            };
+            return Ok(rpc_answer(
+                rpc_id,
+                Err(RpcError {
+                    code: -32601,
+                    message: format!("unknown method '{method}' ({} know {known})", rest[0]),
+                }),
+            ));
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("POST is not supported on {}", request.path),
+            ));
+        }
+    };
+    let identity = request.identity(shared);
+    let running = shared.running_config();
+    auth::authorize(
+        &shared.session_key,
+        running.loaded.config.auth.as_ref(),
+        &identity,
+        action,
+        None,
+    )?;
+    let user = identity.user.as_ref().map(|u| u.name.as_str());
+    let result = match rest {
+        ["forceschedulers", name] => force_call(shared, name, call, user).await,
+        ["config"] => config_call(shared, call).await,
+        ["builds", b] => {
+            let buildid = id(b, "build")?;
+            if action == "stop" {
+                stop_call(shared, buildid, call, user).await
+            } else {
+                rebuild_call(shared, buildid, user).await
+            }
+        }
+        ["buildrequests", r] => cancel_call(shared, id(r, "build request")?).await,
+        _ => unreachable!("matched above"),
+    };
+    Ok(rpc_answer(rpc_id, result))
+}
+
+fn rpc_answer(rpc_id: Value, result: Result<Value, RpcError>) -> Response {
+    match result {
+        Ok(result) => json_reply(
             StatusCode::OK,
             &json!({"jsonrpc": "2.0", "id": rpc_id, "result": result}),
-        )),
-        Err(e) => Ok(json_reply(
+        ),
+        Err(e) => json_reply(
             StatusCode::BAD_REQUEST,
             &json!({"jsonrpc": "2.0", "id": rpc_id, "error": {"code": e.code, "message": e.message}}),
-        )),
+        ),
     }
 }
 
@@ -438,16 +487,13 @@ fn str_param(params: &Value, key: &str) -> Result<Option<String>, RpcError> {
     }
 }
 
-async fn force_call(shared: &Shared, scheduler: &str, call: RpcCall) -> Result<Value, RpcError> {
-    if call.method != "force" {
-        return Err(RpcError {
-            code: -32601,
-            message: format!(
-                "unknown method '{}' (force schedulers know 'force')",
-                call.method
-            ),
-        });
-    }
+/// Force builds; a logged-in user is the owner, whatever the form said.
+async fn force_call(
+    shared: &Shared,
+    scheduler: &str,
+    call: RpcCall,
+    user: Option<&str>,
+) -> Result<Value, RpcError> {
     if !call.params.is_object() {
         return Err(invalid_params("'params' must be an object"));
     }
@@ -460,7 +506,10 @@ async fn force_call(shared: &Shared, scheduler: &str, call: RpcCall) -> Result<V
     let request = ForceRequest {
         builderid: int_param(&call.params, "builderid")?,
         reason: str_param(&call.params, "reason")?,
-        owner: str_param(&call.params, "owner")?,
+        owner: match user {
+            Some(u) => Some(u.to_string()),
+            None => str_param(&call.params, "owner")?,
+        },
         properties,
     };
     match force::force(shared, scheduler, request).await {
@@ -508,14 +557,14 @@ async fn config_call(shared: &Arc<Shared>, call: RpcCall) -> Result<Value, RpcEr
     }
 }
 
-async fn stop_call(shared: &Shared, buildid: i64, call: RpcCall) -> Result<Value, RpcError> {
-    if call.method != "stop" {
-        return Err(RpcError {
-            code: -32601,
-            message: format!("unknown method '{}' (builds know 'stop')", call.method),
-        });
-    }
-    let reason = str_param(&call.params, "reason")?.unwrap_or_else(|| "stopped by a user".into());
+async fn stop_call(
+    shared: &Shared,
+    buildid: i64,
+    call: RpcCall,
+    user: Option<&str>,
+) -> Result<Value, RpcError> {
+    let reason = str_param(&call.params, "reason")?
+        .unwrap_or_else(|| format!("stopped by {}", user.unwrap_or("a user")));
     if shared.builds.stop(buildid, StopKind::Cancel, &reason) {
         Ok(Value::Null)
     } else {
@@ -523,4 +572,25 @@ async fn stop_call(shared: &Shared, buildid: i64, call: RpcCall) -> Result<Value
             "build {buildid} is not running on this master"
         )))
     }
+}
+
+/// Build again what a build built: a new request with the same properties.
+/// Answers `[bsid, brid]`.
+async fn rebuild_call(
+    shared: &Shared,
+    buildid: i64,
+    user: Option<&str>,
+) -> Result<Value, RpcError> {
+    super::actions::rebuild(shared, buildid, user)
+        .await
+        .map(|(bsid, brid)| json!([bsid, brid]))
+        .map_err(|e| invalid_params(e.to_string()))
+}
+
+/// Cancel a request that has not started yet.
+async fn cancel_call(shared: &Shared, brid: i64) -> Result<Value, RpcError> {
+    super::actions::cancel(shared, brid)
+        .await
+        .map(|()| Value::Null)
+        .map_err(|e| invalid_params(e.to_string()))
 }

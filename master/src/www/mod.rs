@@ -1,53 +1,126 @@
-//! The HTTP side: the REST API (`/api/v2/…`, Buildbot's data API shape) and a
-//! minimal home page. Served by warp on a listener the runtime bound.
+//! The HTTP side: the REST API (`/api/v2/…`, Buildbot's data API shape), the
+//! live event socket (`/ws`, Buildbot's protocol), and the server-rendered
+//! status pages. Served by warp on a listener the runtime bound.
 //!
-//! One filter takes method, path, query, client address and a size-limited body,
-//! and [`api::dispatch`] routes by path segments, so every malformed request gets
-//! a JSON error with a 4xx status instead of warp's default rejection.
+//! One filter takes every plain HTTP request whole ([`Request`]) and routes it
+//! by path segments, so every malformed request gets a clear 4xx answer
+//! instead of warp's default rejection. `/ws` is the only other route.
 
+mod actions;
 pub mod api;
-mod home;
+pub mod auth;
+mod pages;
+mod ws;
 
 use crate::runtime::Shared;
+use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
 use warp::Filter;
+use warp::http::{HeaderMap, Method};
 
-/// Largest request body accepted (JSON-RPC calls are small).
+/// Largest request body accepted (JSON-RPC calls and forms are small).
 const MAX_BODY: u64 = 1 << 20;
+
+/// One HTTP request, as the routers see it.
+pub struct Request {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub remote: Option<SocketAddr>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Request {
+    /// Who sent it (see [`auth::identify`]).
+    pub fn identity(&self, shared: &Shared) -> auth::Identity {
+        let running = shared.running_config();
+        auth::identify(
+            &shared.session_key,
+            running.loaded.config.auth.as_ref(),
+            &self.headers,
+            self.remote.map(|a| a.ip()),
+        )
+    }
+
+    /// The request's query string, decoded; malformed ones are a client error.
+    pub fn params(&self) -> Result<Vec<(String, String)>, String> {
+        serde_urlencoded::from_str(&self.query).map_err(|e| format!("malformed query string: {e}"))
+    }
+
+    /// The first value of a query parameter.
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.params()
+            .ok()?
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+}
 
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let ws_shared = shared.clone();
+    // Matched on the full path rather than with `warp::path("ws")`, whose
+    // future is not `Send` for every lifetime under `tokio::spawn`.
+    let websocket = warp::path::full().and(warp::ws()).and_then(
+        move |path: warp::path::FullPath, socket: warp::ws::Ws| {
+            let shared = ws_shared.clone();
+            async move {
+                if path.as_str() != "/ws" {
+                    return Err(warp::reject::not_found());
+                }
+                Ok(socket
+                    .max_message_size(64 * 1024)
+                    .on_upgrade(move |socket| ws::session(socket, shared)))
+            }
+        },
+    );
     let with_shared = warp::any().map(move || shared.clone());
-    let routes = warp::method()
+    let requests = warp::method()
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::addr::remote())
+        .and(warp::header::headers_cloned())
         .and(
             // Only POSTs carry a body; one without a length or over the limit
-            // arrives empty and is refused by the JSON-RPC parser.
+            // arrives empty and is refused by the parser that reads it.
             warp::post()
                 .and(warp::body::content_length_limit(MAX_BODY))
                 .and(warp::body::bytes())
-                .or(warp::any().map(bytes::Bytes::new))
+                .or(warp::any().map(Bytes::new))
                 .unify(),
         )
         .and(with_shared)
         .then(
-            |method: warp::http::Method,
+            |method: Method,
              path: warp::path::FullPath,
              query: String,
              remote: Option<SocketAddr>,
-             body: bytes::Bytes,
+             headers: HeaderMap,
+             body: Bytes,
              shared: Arc<Shared>| async move {
-                api::dispatch(&shared, &method, path.as_str(), &query, remote, &body).await
+                let request = Request {
+                    method,
+                    path: path.as_str().to_string(),
+                    query,
+                    remote,
+                    headers,
+                    body,
+                };
+                if request.path.starts_with("/api/") {
+                    api::dispatch(&shared, &request).await
+                } else {
+                    pages::dispatch(&shared, &request).await
+                }
             },
         );
-    warp::serve(routes)
+    warp::serve(websocket.or(requests))
         .incoming(listener)
         .graceful(async move {
             let _ = shutdown.changed().await;

@@ -1,0 +1,51 @@
+//! Control actions that both the JSON-RPC API and the pages' forms offer and
+//! that are more than one call into the data layer. Authorization happens
+//! before these are called (see [`super::auth::authorize`]).
+
+use crate::data::DataError;
+use crate::data::query::ListQuery;
+use crate::runtime::Shared;
+
+/// Why an action could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("build {0} not found")]
+    NoBuild(i64),
+    #[error("build request {0} has already started or finished; stop its build instead")]
+    NotPending(i64),
+    #[error(transparent)]
+    Data(#[from] DataError),
+}
+
+/// A new request for the builder of `buildid`, with its properties.
+pub async fn rebuild(
+    shared: &Shared,
+    buildid: i64,
+    user: Option<&str>,
+) -> Result<(i64, i64), ActionError> {
+    let q = ListQuery::default().with_eq("buildid", buildid);
+    let (builds, _) = shared
+        .data
+        .list_builds(&q, false)
+        .await
+        .map_err(DataError::Query)?;
+    let build = builds.first().ok_or(ActionError::NoBuild(buildid))?;
+    let brid = build["buildrequestid"]
+        .as_i64()
+        .ok_or(ActionError::NoBuild(buildid))?;
+    let reason = format!(
+        "rebuild of build #{} by {}",
+        build["number"],
+        user.unwrap_or("a user")
+    );
+    Ok(shared.data.resubmit_request(brid, &reason).await?)
+}
+
+/// Cancel a request no build has started for.
+pub async fn cancel(shared: &Shared, brid: i64) -> Result<(), ActionError> {
+    if shared.data.cancel_request(brid).await? {
+        Ok(())
+    } else {
+        Err(ActionError::NotPending(brid))
+    }
+}

@@ -1,0 +1,221 @@
+//! The build page (properties, reason, steps, inline live logs, estimated time
+//! left, stop and rebuild) and the estimates other pages show.
+
+use super::html::{button, duration, elapsed, esc, state_of, text, when};
+use super::{Ctx, PageError, PageResult};
+use crate::data::query::ListQuery;
+use crate::runtime::Shared;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// How many earlier successful builds an estimate averages.
+const ESTIMATE_BUILDS: u64 = 10;
+
+/// Expected durations, from the builder's recent successful builds.
+#[derive(Debug, Default)]
+pub struct Estimates {
+    pub build: Option<f64>,
+    /// Step name → mean duration.
+    pub steps: BTreeMap<String, f64>,
+}
+
+impl Estimates {
+    pub async fn of_builder(shared: &Shared, builderid: i64) -> Result<Estimates, String> {
+        let q = ListQuery {
+            order: vec![("number".into(), true)],
+            limit: Some(ESTIMATE_BUILDS),
+            ..Default::default()
+        }
+        .with_eq("builderid", builderid)
+        .with_eq("results", crate::results::SUCCESS);
+        let (builds, _) = shared.data.list_builds(&q, false).await?;
+        let durations: Vec<f64> = builds.iter().filter_map(span).collect();
+        if durations.is_empty() {
+            return Ok(Estimates::default());
+        }
+        let ids = builds.iter().filter_map(|b| b["buildid"].as_i64());
+        let steps_q = ListQuery::default().with_any("buildid", ids);
+        let (steps, _) = shared.data.list_steps(&steps_q).await?;
+        let mut by_name: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for s in &steps {
+            if let Some(d) = span(s) {
+                by_name
+                    .entry(text(s, "name").to_string())
+                    .or_default()
+                    .push(d);
+            }
+        }
+        Ok(Estimates {
+            build: Some(mean(&durations)),
+            steps: by_name.into_iter().map(|(k, v)| (k, mean(&v))).collect(),
+        })
+    }
+
+    /// A progress bar and "about N left" for a running build or step.
+    fn bar(expected: Option<f64>, started: Option<f64>, now: f64) -> String {
+        let (Some(expected), Some(started)) = (expected, started) else {
+            return "<span class=\"eta\">no estimate yet</span>".to_string();
+        };
+        let done = now - started;
+        let left = expected - done;
+        let label = if left >= 0.0 {
+            format!("about {} left", duration(left))
+        } else {
+            format!("{} over the usual {}", duration(-left), duration(expected))
+        };
+        format!(
+            "<progress max=\"{expected:.1}\" value=\"{:.1}\"></progress> <span class=\"eta\">{label}</span>",
+            done.min(expected)
+        )
+    }
+
+    /// The bar for a running build.
+    pub fn progress(&self, build: &Value, now: f64) -> String {
+        Self::bar(self.build, build["started_at"].as_f64(), now)
+    }
+}
+
+fn span(v: &Value) -> Option<f64> {
+    Some(v["complete_at"].as_f64()? - v["started_at"].as_f64()?)
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+pub async fn build(ctx: &Ctx<'_>, buildid: i64) -> PageResult {
+    let data = &ctx.shared.data;
+    let now = crate::data::now();
+    let (found, _) = data
+        .list_builds(&ListQuery::default().with_eq("buildid", buildid), false)
+        .await?;
+    let b = found
+        .into_iter()
+        .next()
+        .ok_or_else(|| PageError::NotFound(format!("build {buildid} not found")))?;
+    let builderid = b["builderid"].as_i64().unwrap_or(0);
+    let builder = ctx.builder_name(builderid);
+    let state = state_of(&b);
+    let running = b["complete"] == false;
+    let estimates = Estimates::of_builder(ctx.shared, builderid).await?;
+    let props = data.build_properties(buildid).await?;
+
+    let mut actions = String::new();
+    if running && ctx.may("stop") {
+        actions.push_str(&button(
+            &format!("/builds/{buildid}/stop"),
+            &ctx.csrf,
+            "Stop",
+            "stop",
+        ));
+    }
+    if !running && ctx.may("rebuild") {
+        actions.push_str(&button(
+            &format!("/builds/{buildid}/rebuild"),
+            &ctx.csrf,
+            "Rebuild",
+            "rebuild",
+        ));
+    }
+    let timing = if running {
+        estimates.progress(&b, now)
+    } else {
+        format!("took {}", elapsed(&b, now))
+    };
+    let reason = props["reason"][0].as_str().unwrap_or("");
+    let owner = props["owner"][0].as_str().unwrap_or("");
+
+    let (steps, _) = data
+        .list_steps(&ListQuery::default().with_eq("buildid", buildid))
+        .await?;
+    let step_ids: Vec<i64> = steps.iter().filter_map(|s| s["stepid"].as_i64()).collect();
+    let logs = if step_ids.is_empty() {
+        Vec::new()
+    } else {
+        data.list_logs(&ListQuery::default().with_any("stepid", step_ids))
+            .await?
+            .0
+    };
+    let mut step_rows = String::new();
+    for s in &steps {
+        let stepid = s["stepid"].as_i64().unwrap_or(0);
+        let step_state = state_of(s);
+        let step_running = s["complete"] == false;
+        let timing = if step_running {
+            Estimates::bar(
+                estimates.steps.get(text(s, "name")).copied(),
+                s["started_at"].as_f64(),
+                now,
+            )
+        } else {
+            elapsed(s, now)
+        };
+        let mut step_logs = String::new();
+        for l in logs.iter().filter(|l| l["stepid"].as_i64() == Some(stepid)) {
+            let logid = l["logid"].as_i64().unwrap_or(0);
+            // Open while the step runs or when it failed: that is what one wants to read.
+            let open = if step_running || s["results"].as_i64().is_some_and(|r| r >= 2) {
+                " open"
+            } else {
+                ""
+            };
+            step_logs.push_str(&format!(
+                "<details class=\"logbox\"{open}><summary>{} <span class=\"lines\">{} lines</span> \
+<a href=\"/logs/{logid}\">view</a> <a href=\"/api/v2/logs/{logid}/raw\">download</a></summary>\
+<pre class=\"log\" data-logid=\"{logid}\" data-tail=\"300\"></pre></details>",
+                esc(text(l, "name")),
+                l["num_lines"],
+            ));
+        }
+        step_rows.push_str(&format!(
+            "<li class=\"step {step_state}\" data-step=\"{}\"><div class=\"stephead\"><span class=\"num\">{}</span> \
+<span class=\"name\">{}</span> <span class=\"state\">{}</span> <span class=\"result\">{step_state}</span> \
+<span class=\"time\">{timing}</span></div>{step_logs}</li>\n",
+            esc(text(s, "name")),
+            s["number"],
+            esc(text(s, "name")),
+            esc(text(s, "state_string")),
+        ));
+    }
+    let mut prop_rows = String::new();
+    if let Value::Object(map) = &props {
+        for (name, pair) in map {
+            let value = match &pair[0] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            prop_rows.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td class=\"source\">{}</td></tr>",
+                esc(name),
+                esc(&value),
+                esc(pair[1].as_str().unwrap_or(""))
+            ));
+        }
+    }
+    let sources = super::views::sources_html(ctx.shared, &b).await?;
+    let body = format!(
+        "<div id=\"live\"><div class=\"buildhead {state}\" id=\"build-state\" data-state=\"{state}\">\
+<span class=\"result\">{state}</span> {}<span class=\"time\">{timing}</span> {actions}</div>\n\
+<table class=\"facts\"><tr><th>builder</th><td><a href=\"/builders/{builderid}\">{}</a></td></tr>\
+<tr><th>worker</th><td>{}</td></tr><tr><th>reason</th><td id=\"reason\">{}</td></tr>\
+<tr><th>owner</th><td>{}</td></tr><tr><th>started</th><td>{}</td></tr><tr><th>finished</th><td>{}</td></tr>\
+<tr><th>sources</th><td>{sources}</td></tr></table>\n\
+<h2>Steps</h2><ol class=\"steps\" id=\"steps\">{step_rows}</ol>\n\
+<h2>Properties</h2><table id=\"properties\"><tr><th>name</th><th>value</th><th>source</th></tr>{prop_rows}</table></div>",
+        esc(text(&b, "state_string")),
+        esc(&builder),
+        esc(&ctx.worker_name(b["workerid"].as_i64())),
+        esc(reason),
+        esc(owner),
+        when(b["started_at"].as_f64()),
+        when(b["complete_at"].as_f64()),
+    );
+    let title = format!("{builder} #{}", b["number"]);
+    let watch = [
+        format!("builds/{buildid}/*"),
+        "steps/*/*".to_string(),
+        "logs/*/*".to_string(),
+    ];
+    let watch: Vec<&str> = watch.iter().map(String::as_str).collect();
+    ctx.page(&title, "builders", &watch, &body).await
+}

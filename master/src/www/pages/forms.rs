@@ -1,0 +1,201 @@
+//! What the pages' forms post: log in and out, force, stop, rebuild, cancel.
+//! Each action is authorized with the form's CSRF token (see
+//! [`crate::www::auth::authorize`]) and answers with a redirect to the page to
+//! look at next, so the browser's back button and reload behave.
+
+use super::html::esc;
+use super::{Ctx, PageError, PageResult, id};
+use crate::process::StopKind;
+use crate::schedulers::force::{self, ForceRequest};
+use crate::www::auth::{self, SESSION_COOKIE, SESSION_SECONDS};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use warp::http::{StatusCode, header};
+use warp::reply::{Reply, Response};
+
+fn see_other(location: &str) -> Response {
+    warp::reply::with_status(
+        warp::reply::with_header(warp::reply(), header::LOCATION, location),
+        StatusCode::SEE_OTHER,
+    )
+    .into_response()
+}
+
+/// Only paths on this site, so `next=` cannot send a user elsewhere.
+fn local_path(next: Option<&String>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") => n.clone(),
+        _ => "/".into(),
+    }
+}
+
+pub async fn post(ctx: &Ctx<'_>, segments: &[&str]) -> PageResult {
+    let form: BTreeMap<String, String> = serde_urlencoded::from_bytes(&ctx.request.body)
+        .map_err(|e| PageError::BadRequest(format!("malformed form: {e}")))?;
+    match segments {
+        ["login"] => login(ctx, &form).await,
+        ["logout"] => {
+            let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
+            let reply = warp::reply::with_header(see_other("/"), header::SET_COOKIE, cookie);
+            Ok(reply.into_response())
+        }
+        ["builders", b, "force"] => {
+            let builderid = id(b, "builder")?;
+            let user = allow(ctx, "force", &form)?;
+            let scheduler = form.get("scheduler").cloned().unwrap_or_default();
+            let mut properties = BTreeMap::new();
+            for line in form
+                .get("properties")
+                .map(String::as_str)
+                .unwrap_or("")
+                .lines()
+            {
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let (k, v) = line.split_once('=').ok_or_else(|| {
+                    PageError::BadRequest(format!("property line '{line}' is not name=value"))
+                })?;
+                properties.insert(k.trim().to_string(), Value::String(v.trim().to_string()));
+            }
+            let request = ForceRequest {
+                builderid: Some(builderid),
+                reason: form.get("reason").cloned(),
+                owner: user.or_else(|| form.get("owner").cloned().filter(|o| !o.is_empty())),
+                properties,
+            };
+            force::force(ctx.shared, &scheduler, request)
+                .await
+                .map_err(|e| PageError::BadRequest(e.to_string()))?;
+            Ok(see_other(&format!("/builders/{builderid}")))
+        }
+        ["builds", b, "stop"] => {
+            let buildid = id(b, "build")?;
+            let user = allow(ctx, "stop", &form)?;
+            let reason = format!(
+                "stopped by {} from the web page",
+                user.as_deref().unwrap_or("a user")
+            );
+            if !ctx.shared.builds.stop(buildid, StopKind::Cancel, &reason) {
+                return Err(PageError::BadRequest(format!(
+                    "build {buildid} is not running on this master"
+                )));
+            }
+            Ok(see_other(&format!("/builds/{buildid}")))
+        }
+        ["builds", b, "rebuild"] => {
+            let buildid = id(b, "build")?;
+            let user = allow(ctx, "rebuild", &form)?;
+            crate::www::actions::rebuild(ctx.shared, buildid, user.as_deref())
+                .await
+                .map_err(|e| PageError::BadRequest(e.to_string()))?;
+            let (found, _) = ctx
+                .shared
+                .data
+                .list_builds(
+                    &crate::data::query::ListQuery::default().with_eq("buildid", buildid),
+                    false,
+                )
+                .await?;
+            let builderid = found
+                .first()
+                .and_then(|b| b["builderid"].as_i64())
+                .unwrap_or(0);
+            Ok(see_other(&format!("/builders/{builderid}")))
+        }
+        ["buildrequests", r, "cancel"] => {
+            let brid = id(r, "build request")?;
+            allow(ctx, "cancel", &form)?;
+            crate::www::actions::cancel(ctx.shared, brid)
+                .await
+                .map_err(|e| PageError::BadRequest(e.to_string()))?;
+            let back = ctx
+                .request
+                .headers
+                .get(header::REFERER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|r| {
+                    r.split_once("://")
+                        .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
+                });
+            Ok(see_other(&local_path(back.as_ref())))
+        }
+        _ => Err(PageError::NotFound(format!(
+            "nothing to post to at {}",
+            ctx.request.path
+        ))),
+    }
+}
+
+/// Authorize a form's action; the acting user's name, if logged in.
+fn allow(
+    ctx: &Ctx<'_>,
+    action: &str,
+    form: &BTreeMap<String, String>,
+) -> Result<Option<String>, PageError> {
+    auth::authorize(
+        &ctx.shared.session_key,
+        ctx.running.loaded.config.auth.as_ref(),
+        &ctx.identity,
+        action,
+        Some(form.get(auth::CSRF_FIELD).map(String::as_str).unwrap_or("")),
+    )
+    .map_err(PageError::Denied)?;
+    Ok(ctx.identity.user.as_ref().map(|u| u.name.clone()))
+}
+
+async fn login(ctx: &Ctx<'_>, form: &BTreeMap<String, String>) -> PageResult {
+    let Some(auth) = ctx.running.loaded.config.auth.clone() else {
+        return Err(PageError::BadRequest(
+            "this master has no users: add an `auth` section to master.lua".into(),
+        ));
+    };
+    let name = form.get("username").cloned().unwrap_or_default();
+    let password = form.get("password").cloned().unwrap_or_default();
+    let user = auth.users.iter().find(|u| u.name == name).cloned();
+    // PBKDF2 is slow on purpose: keep it off the async threads.
+    let ok = tokio::task::spawn_blocking(move || match user {
+        Some(u) => auth::verify_password(&u.password_hash, &password),
+        None => {
+            // Spend the same time for unknown users.
+            auth::verify_password(&auth::hash_password("x"), "y");
+            false
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if !ok {
+        tracing::warn!(user = %name, "failed web login");
+        return login_page(ctx, Some("Wrong user name or password.")).await;
+    }
+    let now = crate::data::now() as u64;
+    let cookie = ctx.shared.session_key.session_cookie(&name, now);
+    let set = format!(
+        "{SESSION_COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_SECONDS}"
+    );
+    let next = local_path(form.get("next"));
+    Ok(warp::reply::with_header(see_other(&next), header::SET_COOKIE, set).into_response())
+}
+
+pub async fn login_page(ctx: &Ctx<'_>, error: Option<&str>) -> PageResult {
+    let next = local_path(ctx.request.param("next").as_ref());
+    let message = error
+        .map(|e| format!("<p class=\"error\" id=\"error\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    let body = format!(
+        "{message}<form method=\"post\" action=\"/login\" id=\"login-form\">\
+<input type=\"hidden\" name=\"next\" value=\"{}\">\
+<p><label>user <input name=\"username\" autocomplete=\"username\" autofocus></label></p>\
+<p><label>password <input type=\"password\" name=\"password\" autocomplete=\"current-password\"></label></p>\
+<p><button>log in</button></p></form>",
+        esc(&next)
+    );
+    let response = ctx.page("Log in", "", &[], &body).await?;
+    if error.is_some() {
+        let (mut parts, body) = response.into_parts();
+        parts.status = StatusCode::UNAUTHORIZED;
+        return Ok(Response::from_parts(parts, body));
+    }
+    Ok(response)
+}

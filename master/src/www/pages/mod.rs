@@ -1,0 +1,205 @@
+//! The status pages, rendered on the master (no JavaScript build step).
+//!
+//! Each page is plain HTML that works without scripts; `moonbot.js` makes it
+//! live: it consumes the page's bus paths over `/ws` and, on an event, fetches
+//! the page again and swaps its `#live` part, and it tails logs line by line.
+//! Control buttons are ordinary forms posting to the page routes below, with
+//! the CSRF token of [`super::auth`].
+
+mod badge;
+mod build;
+mod builders;
+mod forms;
+mod home;
+mod html;
+mod logs;
+mod views;
+mod workers;
+
+use super::Request;
+use super::auth::{self, Identity};
+use crate::runtime::{RunningConfig, Shared};
+use html::Shell;
+use std::sync::Arc;
+use warp::http::{Method, StatusCode};
+use warp::reply::{Reply, Response};
+
+const SCRIPT: &str = include_str!("../assets/moonbot.js");
+const STYLE: &str = include_str!("../assets/moonbot.css");
+
+/// A page could not be shown.
+pub enum PageError {
+    NotFound(String),
+    BadRequest(String),
+    Denied(auth::Denied),
+    Internal(String),
+}
+
+impl From<crate::data::DataError> for PageError {
+    fn from(e: crate::data::DataError) -> Self {
+        match e {
+            crate::data::DataError::NotFound(what) => {
+                PageError::NotFound(format!("{what} not found"))
+            }
+            other => PageError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<String> for PageError {
+    fn from(e: String) -> Self {
+        PageError::Internal(e)
+    }
+}
+
+type PageResult = Result<Response, PageError>;
+
+/// What every page handler gets.
+pub struct Ctx<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub request: &'a Request,
+    pub identity: Identity,
+    pub running: Arc<RunningConfig>,
+    pub csrf: String,
+}
+
+impl Ctx<'_> {
+    /// Whether the buttons for `action` should be shown to this visitor.
+    pub fn may(&self, action: &str) -> bool {
+        auth::permitted(
+            self.running.loaded.config.auth.as_ref(),
+            &self.identity,
+            action,
+        )
+        .is_ok()
+    }
+
+    /// A complete HTML page.
+    pub async fn page(&self, title: &str, nav: &str, watch: &[&str], body: &str) -> PageResult {
+        let banner = home::reload_banner(self.shared).await?;
+        let cfg = &self.running.loaded.config;
+        let shell = Shell {
+            title,
+            site_title: &cfg.title,
+            nav,
+            user: self.identity.user.as_ref().map(|u| u.name.as_str()),
+            auth_enabled: cfg.auth.is_some(),
+            csrf: &self.csrf,
+            watch,
+            banner: &banner,
+        };
+        Ok(warp::reply::html(html::page(&shell, body)).into_response())
+    }
+
+    /// A builder's name from its id, from the running config or the database.
+    pub fn builder_name(&self, builderid: i64) -> String {
+        self.running
+            .builder_ids
+            .iter()
+            .find(|(_, id)| **id == builderid)
+            .map(|(name, _)| name.clone())
+            .unwrap_or_else(|| format!("builder {builderid}"))
+    }
+
+    pub fn worker_name(&self, workerid: Option<i64>) -> String {
+        let Some(workerid) = workerid else {
+            return String::new();
+        };
+        self.running
+            .worker_ids
+            .iter()
+            .find(|(_, id)| **id == workerid)
+            .map(|(name, _)| name.clone())
+            .unwrap_or_else(|| format!("worker {workerid}"))
+    }
+}
+
+fn id(segment: &str, what: &str) -> Result<i64, PageError> {
+    segment
+        .parse()
+        .map_err(|_| PageError::BadRequest(format!("'{segment}' is not a valid {what} id")))
+}
+
+/// Route one page request.
+pub async fn dispatch(shared: &Arc<Shared>, request: &Request) -> Response {
+    let running = shared.running_config();
+    let identity = request.identity(shared);
+    let csrf = shared.session_key.csrf_token(identity.cookie.as_deref());
+    let ctx = Ctx {
+        shared,
+        request,
+        identity,
+        running,
+        csrf,
+    };
+    match route(&ctx).await {
+        Ok(r) => r,
+        Err(e) => error_page(&ctx, e),
+    }
+}
+
+async fn route(ctx: &Ctx<'_>) -> PageResult {
+    let path = ctx.request.path.as_str();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if ctx.request.method == Method::POST {
+        return forms::post(ctx, &segments).await;
+    }
+    if ctx.request.method != Method::GET {
+        return Err(PageError::BadRequest(format!(
+            "{} is not supported here",
+            ctx.request.method
+        )));
+    }
+    match segments.as_slice() {
+        [""] => home::home(ctx).await,
+        ["builders"] => builders::list(ctx).await,
+        ["builders", b] => builders::builder(ctx, id(b, "builder")?).await,
+        ["builds", b] => build::build(ctx, id(b, "build")?).await,
+        ["logs", l] => logs::viewer(ctx, id(l, "log")?).await,
+        ["workers"] => workers::list(ctx).await,
+        ["workers", w] => workers::worker(ctx, id(w, "worker")?).await,
+        ["waterfall"] => views::waterfall(ctx).await,
+        ["console"] => views::console(ctx).await,
+        ["grid"] => views::grid(ctx).await,
+        ["badges", file] => badge::badge(ctx, file).await,
+        ["login"] => forms::login_page(ctx, None).await,
+        ["static", "moonbot.js"] => Ok(asset(SCRIPT, "text/javascript; charset=utf-8")),
+        ["static", "moonbot.css"] => Ok(asset(STYLE, "text/css; charset=utf-8")),
+        _ => Err(PageError::NotFound(format!("no page at {path}"))),
+    }
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let reply = warp::reply::with_header(body, "content-type", content_type);
+    warp::reply::with_header(reply, "cache-control", "max-age=300").into_response()
+}
+
+fn error_page(ctx: &Ctx<'_>, e: PageError) -> Response {
+    let (status, message) = match e {
+        PageError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+        PageError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+        PageError::Denied(d) => (d.status, d.message),
+        PageError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
+    };
+    let login = if status == StatusCode::UNAUTHORIZED {
+        " <a href=\"/login\">Log in</a>"
+    } else {
+        ""
+    };
+    let cfg = &ctx.running.loaded.config;
+    let shell = Shell {
+        title: status.canonical_reason().unwrap_or("error"),
+        site_title: &cfg.title,
+        nav: "",
+        user: ctx.identity.user.as_ref().map(|u| u.name.as_str()),
+        auth_enabled: cfg.auth.is_some(),
+        csrf: &ctx.csrf,
+        watch: &[],
+        banner: "",
+    };
+    let body = format!(
+        "<p class=\"error\" id=\"error\">{}</p><p>{login}</p>",
+        html::esc(&message)
+    );
+    warp::reply::with_status(warp::reply::html(html::page(&shell, &body)), status).into_response()
+}
