@@ -561,6 +561,24 @@ fn a_developer_watches_forces_and_stops_builds_in_the_browser() {
     assert_eq!(b.text("#user"), "ana");
     b.screenshot("1-home");
 
+    // Reload master.lua from the home page.
+    let reloads = || {
+        m.get("/api/v2/config/reloads")["meta"]["total"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = reloads();
+    b.click("button.reload");
+    b.wait_js(
+        "the home page again",
+        "location.pathname === '/' && document.querySelector('button.reload')",
+    );
+    assert_eq!(reloads(), before + 1);
+    assert_eq!(
+        m.get("/api/v2/config/reloads?limit=1")["reloads"][0]["trigger"],
+        "api"
+    );
+
     // A build forced through the API appears and finishes live, without a reload.
     b.goto(&format!("{}/builders/{quick}", m.www));
     b.wait_js(

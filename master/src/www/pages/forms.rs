@@ -104,6 +104,14 @@ pub async fn post(ctx: &Ctx<'_>, segments: &[&str]) -> PageResult {
                 .unwrap_or(0);
             Ok(see_other(&format!("/builders/{builderid}")))
         }
+        ["config", "reload"] => {
+            allow(ctx, "reload", &form)?;
+            // The outcome shows on the home page (the banner) and in the API.
+            crate::reconfig::reload(ctx.shared, crate::reconfig::Trigger::Api)
+                .await
+                .map_err(|e| PageError::Internal(e.to_string()))?;
+            Ok(see_other("/"))
+        }
         ["buildrequests", r, "cancel"] => {
             let brid = id(r, "build request")?;
             allow(ctx, "cancel", &form)?;

@@ -137,5 +137,15 @@ pub async fn home(ctx: &Ctx<'_>) -> PageResult {
         last.len(),
         running.len(),
     );
+    let reload = if ctx.may("reload") {
+        format!(
+            "<p class=\"actions\">{} <span class=\"hint\">(master.lua: {})</span></p>",
+            super::html::button("/config/reload", &ctx.csrf, "Reload master.lua", "reload"),
+            esc(&ctx.running.loaded.config.summary())
+        )
+    } else {
+        String::new()
+    };
+    let body = format!("{body}\n{reload}");
     ctx.page("Home", "home", WATCH, &body).await
 }
