@@ -832,3 +832,46 @@ fn check_references(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::lua::{LuaGeneration, RawValue};
+
+    fn errors_of(auth: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let source = format!("return {{ auth = {auth} }}");
+        std::fs::write(dir.path().join("master.lua"), source).unwrap();
+        let (_lua, raw): (LuaGeneration, RawValue) = LuaGeneration::load(dir.path()).unwrap();
+        match super::compile(&raw) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|e| e.message).collect(),
+        }
+    }
+
+    #[test]
+    fn auth_sections_are_checked() {
+        let hash = crate::www::auth::hash_password("pw");
+        let good = format!(
+            r#"{{ users = {{ {{ name = "ana", password_hash = "{hash}", roles = {{ "admins" }} }} }},
+               rules = {{ force = {{ "admins" }} }} }}"#
+        );
+        assert!(errors_of(&good).is_empty(), "{:?}", errors_of(&good));
+        let errors = errors_of(
+            r#"{ users = { { name = "a b", password_hash = "hunter2" } },
+                 tokens = { { name = "bot", token_hash = "abc" } },
+                 rules = { deploy = { "admins" } } }"#,
+        );
+        let all = errors.join("\n");
+        assert!(
+            all.contains("not a hash from `moonbot hash-password`"),
+            "{all}"
+        );
+        assert!(all.contains("may only hold letters"), "{all}");
+        assert!(all.contains("not a hash from `moonbot api-token`"), "{all}");
+        assert!(all.contains("unknown action 'deploy'"), "{all}");
+        assert!(
+            !all.contains("hunter2"),
+            "an error quoted the password field: {all}"
+        );
+    }
+}

@@ -102,6 +102,15 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
     .is_ok()
 }
 
+/// Spend as long as checking a real user's password takes, so a login for an
+/// unknown name cannot be told from a wrong password by its timing.
+pub fn verify_unknown_user(password: &str) -> bool {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let hash = DUMMY.get_or_init(|| hash_password("not anyone's password"));
+    let _ = verify_password(hash, password);
+    false
+}
+
 /// A new API token and the hash that goes into master.lua.
 pub fn new_api_token() -> (String, String) {
     let token = format!("{TOKEN_PREFIX}{}", hex::encode(random_bytes::<32>()));
