@@ -195,44 +195,49 @@ impl Data {
     /// too when it was its last open request.
     pub async fn complete_request(&self, brid: i64, results: i32) -> Result<(), DataError> {
         let at = now();
+        // One transaction, so nobody sees the request complete while its
+        // buildset still looks open; events go out once it is committed.
+        let txn = self.db.begin().await?;
         let Some(br) = buildrequests::Entity::update_many()
             .col_expr(buildrequests::Column::Complete, Expr::value(true))
             .col_expr(buildrequests::Column::Results, Expr::value(results))
             .col_expr(buildrequests::Column::CompleteAt, Expr::value(at))
             .filter(buildrequests::Column::Id.eq(brid))
-            .exec_with_returning(&self.db)
+            .exec_with_returning(&txn)
             .await?
             .pop()
         else {
             return Ok(());
         };
         let claim = buildrequest_claims::Entity::find_by_id(brid)
-            .one(&self.db)
+            .one(&txn)
             .await?;
-        self.bus.publish(
-            format!("buildrequests/{brid}/complete"),
-            request_json(&br, claim.as_ref()),
-        );
         let siblings = buildrequests::Entity::find()
             .filter(buildrequests::Column::Buildsetid.eq(br.buildsetid))
-            .all(&self.db)
+            .all(&txn)
             .await?;
+        let mut completed = Vec::new();
         if siblings.iter().all(|s| s.complete) {
             let worst = siblings
                 .iter()
                 .filter_map(|s| s.results)
                 .fold(crate::results::SUCCESS, crate::results::worst);
-            let completed = buildsets::Entity::update_many()
+            completed = buildsets::Entity::update_many()
                 .col_expr(buildsets::Column::Complete, Expr::value(true))
                 .col_expr(buildsets::Column::Results, Expr::value(worst))
                 .col_expr(buildsets::Column::CompleteAt, Expr::value(at))
                 .filter(buildsets::Column::Id.eq(br.buildsetid))
-                .exec_with_returning(&self.db)
+                .exec_with_returning(&txn)
                 .await?;
-            for bs in completed {
-                self.bus
-                    .publish(format!("buildsets/{}/complete", bs.id), buildset_json(&bs));
-            }
+        }
+        txn.commit().await?;
+        self.bus.publish(
+            format!("buildrequests/{brid}/complete"),
+            request_json(&br, claim.as_ref()),
+        );
+        for bs in completed {
+            self.bus
+                .publish(format!("buildsets/{}/complete", bs.id), buildset_json(&bs));
         }
         Ok(())
     }
