@@ -188,4 +188,22 @@ impl Data {
         }
         Ok((out, total))
     }
+
+    /// The newest build of each builder that has one, by builder id, in one
+    /// query (the home page, the builders list and badges all need it).
+    pub async fn last_builds(&self) -> Result<BTreeMap<i64, Value>, DataError> {
+        // Build ids grow with build numbers within a builder.
+        let newest = sea_orm::sea_query::Query::select()
+            .expr(sea_orm::sea_query::Func::max(Expr::col(builds::Column::Id)))
+            .from(builds::Entity)
+            .group_by_col(builds::Column::Builderid)
+            .to_owned();
+        Ok(builds::Entity::find()
+            .filter(builds::Column::Id.in_subquery(newest))
+            .all(&self.db)
+            .await?
+            .iter()
+            .map(|b| (b.builderid, build_json(b)))
+            .collect())
+    }
 }

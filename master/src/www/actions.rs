@@ -17,12 +17,19 @@ pub enum ActionError {
     Data(#[from] DataError),
 }
 
+/// What a rebuild submitted.
+pub struct Rebuilt {
+    pub bsid: i64,
+    pub brid: i64,
+    pub builderid: i64,
+}
+
 /// A new request for the builder of `buildid`, with its properties.
 pub async fn rebuild(
     shared: &Shared,
     buildid: i64,
     user: Option<&str>,
-) -> Result<(i64, i64), ActionError> {
+) -> Result<Rebuilt, ActionError> {
     let q = ListQuery::default().with_eq("buildid", buildid);
     let (builds, _) = shared
         .data
@@ -38,7 +45,12 @@ pub async fn rebuild(
         build["number"],
         user.unwrap_or("a user")
     );
-    Ok(shared.data.resubmit_request(brid, &reason).await?)
+    let (bsid, brid) = shared.data.resubmit_request(brid, &reason).await?;
+    Ok(Rebuilt {
+        bsid,
+        brid,
+        builderid: build["builderid"].as_i64().unwrap_or(0),
+    })
 }
 
 /// Cancel a request no build has started for.

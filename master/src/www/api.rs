@@ -583,7 +583,7 @@ async fn rebuild_call(
 ) -> Result<Value, RpcError> {
     super::actions::rebuild(shared, buildid, user)
         .await
-        .map(|(bsid, brid)| json!([bsid, brid]))
+        .map(|r| json!([r.bsid, r.brid]))
         .map_err(|e| invalid_params(e.to_string()))
 }
 

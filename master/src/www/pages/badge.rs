@@ -3,7 +3,6 @@
 
 use super::html::{esc, state_of};
 use super::{Ctx, PageError, PageResult};
-use crate::data::query::ListQuery;
 use warp::reply::Reply;
 
 fn colour(state: &str) -> &'static str {
@@ -27,14 +26,8 @@ pub async fn badge(ctx: &Ctx<'_>, file: &str) -> PageResult {
         .builder_ids
         .get(&name)
         .ok_or_else(|| PageError::NotFound(format!("no builder named '{name}'")))?;
-    let q = ListQuery {
-        order: vec![("number".into(), true)],
-        limit: Some(1),
-        ..Default::default()
-    }
-    .with_eq("builderid", builderid);
-    let (builds, _) = ctx.shared.data.list_builds(&q, false).await?;
-    let state = builds.first().map(state_of).unwrap_or("unknown");
+    let last = ctx.shared.data.last_builds().await?;
+    let state = last.get(&builderid).map(state_of).unwrap_or("unknown");
     // Widths from a rough 7 px per character of the 11 px font.
     let left = 10 + 7 * name.chars().count();
     let right = 10 + 7 * state.len();

@@ -21,6 +21,7 @@ pub async fn list(ctx: &Ctx<'_>) -> PageResult {
         .collect();
     tags.sort();
     tags.dedup();
+    let last_builds = ctx.shared.data.last_builds().await?;
     let mut rows = String::new();
     for b in &cfg.builders {
         if !b.name.to_lowercase().contains(&name_filter.to_lowercase())
@@ -31,14 +32,7 @@ pub async fn list(ctx: &Ctx<'_>) -> PageResult {
         let Some(&id) = ctx.running.builder_ids.get(&b.name) else {
             continue;
         };
-        let q = ListQuery {
-            order: vec![("number".into(), true)],
-            limit: Some(1),
-            ..Default::default()
-        }
-        .with_eq("builderid", id);
-        let (builds, _) = ctx.shared.data.list_builds(&q, false).await?;
-        let last = match builds.first() {
+        let last = match last_builds.get(&id) {
             Some(l) => format!(
                 "<a href=\"/builds/{}\" class=\"{}\">#{} {}</a>",
                 l["buildid"],

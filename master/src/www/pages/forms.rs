@@ -87,22 +87,10 @@ pub async fn post(ctx: &Ctx<'_>, segments: &[&str]) -> PageResult {
         ["builds", b, "rebuild"] => {
             let buildid = id(b, "build")?;
             let user = allow(ctx, "rebuild", &form)?;
-            crate::www::actions::rebuild(ctx.shared, buildid, user.as_deref())
+            let rebuilt = crate::www::actions::rebuild(ctx.shared, buildid, user.as_deref())
                 .await
                 .map_err(|e| PageError::BadRequest(e.to_string()))?;
-            let (found, _) = ctx
-                .shared
-                .data
-                .list_builds(
-                    &crate::data::query::ListQuery::default().with_eq("buildid", buildid),
-                    false,
-                )
-                .await?;
-            let builderid = found
-                .first()
-                .and_then(|b| b["builderid"].as_i64())
-                .unwrap_or(0);
-            Ok(see_other(&format!("/builders/{builderid}")))
+            Ok(see_other(&format!("/builders/{}", rebuilt.builderid)))
         }
         ["config", "reload"] => {
             allow(ctx, "reload", &form)?;

@@ -2,7 +2,7 @@
 //! is, how long the queue is, and whether the last reload of master.lua failed.
 
 use super::html::{esc, text, when};
-use super::{Ctx, PageResult, build};
+use super::{Ctx, PageError, PageResult, build};
 use crate::data::query::ListQuery;
 use crate::runtime::Shared;
 use serde_json::Value;
@@ -46,23 +46,20 @@ the master keeps running the previous configuration.<ul>{errors}</ul></div>\n",
     ))
 }
 
-/// The last build of each builder, keyed by builder id.
-async fn last_builds(ctx: &Ctx<'_>) -> Result<Vec<(String, i64, Option<Value>)>, String> {
-    let mut out = Vec::new();
-    for b in &ctx.running.loaded.config.builders {
-        let Some(&id) = ctx.running.builder_ids.get(&b.name) else {
-            continue;
-        };
-        let q = ListQuery {
-            order: vec![("number".into(), true)],
-            limit: Some(1),
-            ..Default::default()
-        }
-        .with_eq("builderid", id);
-        let (builds, _) = ctx.shared.data.list_builds(&q, false).await?;
-        out.push((b.name.clone(), id, builds.into_iter().next()));
-    }
-    Ok(out)
+/// Each configured builder with its last build, in master.lua's order.
+async fn last_builds(ctx: &Ctx<'_>) -> Result<Vec<(String, i64, Option<Value>)>, PageError> {
+    let mut last = ctx.shared.data.last_builds().await?;
+    Ok(ctx
+        .running
+        .loaded
+        .config
+        .builders
+        .iter()
+        .filter_map(|b| {
+            let id = *ctx.running.builder_ids.get(&b.name)?;
+            Some((b.name.clone(), id, last.remove(&id)))
+        })
+        .collect())
 }
 
 pub async fn home(ctx: &Ctx<'_>) -> PageResult {
@@ -105,9 +102,13 @@ pub async fn home(ctx: &Ctx<'_>) -> PageResult {
     .with_eq("complete", "false");
     let (running, _) = ctx.shared.data.list_builds(&running_q, false).await?;
     let mut running_rows = String::new();
+    let mut estimates = std::collections::BTreeMap::new();
     for b in &running {
         let builderid = b["builderid"].as_i64().unwrap_or(0);
-        let estimate = build::Estimates::of_builder(ctx.shared, builderid).await?;
+        if let std::collections::btree_map::Entry::Vacant(slot) = estimates.entry(builderid) {
+            slot.insert(build::Estimates::of_builder(ctx.shared, builderid).await?);
+        }
+        let estimate = &estimates[&builderid];
         running_rows.push_str(&format!(
             "<tr class=\"running\"><td>{}</td><td><a href=\"/builds/{}\">#{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             esc(&ctx.builder_name(builderid)),

@@ -74,11 +74,16 @@ impl Ctx<'_> {
         .is_ok()
     }
 
-    /// A complete HTML page.
-    pub async fn page(&self, title: &str, nav: &str, watch: &[&str], body: &str) -> PageResult {
-        let banner = home::reload_banner(self.shared).await?;
+    /// The page shell for this visitor.
+    fn shell<'s>(
+        &'s self,
+        title: &'s str,
+        nav: &'s str,
+        watch: &'s [&'s str],
+        banner: &'s str,
+    ) -> Shell<'s> {
         let cfg = &self.running.loaded.config;
-        let shell = Shell {
+        Shell {
             title,
             site_title: &cfg.title,
             nav,
@@ -86,8 +91,14 @@ impl Ctx<'_> {
             auth_enabled: cfg.auth.is_some(),
             csrf: &self.csrf,
             watch,
-            banner: &banner,
-        };
+            banner,
+        }
+    }
+
+    /// A complete HTML page.
+    pub async fn page(&self, title: &str, nav: &str, watch: &[&str], body: &str) -> PageResult {
+        let banner = home::reload_banner(self.shared).await?;
+        let shell = self.shell(title, nav, watch, &banner);
         Ok(warp::reply::html(html::page(&shell, body)).into_response())
     }
 
@@ -186,17 +197,8 @@ fn error_page(ctx: &Ctx<'_>, e: PageError) -> Response {
     } else {
         ""
     };
-    let cfg = &ctx.running.loaded.config;
-    let shell = Shell {
-        title: status.canonical_reason().unwrap_or("error"),
-        site_title: &cfg.title,
-        nav: "",
-        user: ctx.identity.user.as_ref().map(|u| u.name.as_str()),
-        auth_enabled: cfg.auth.is_some(),
-        csrf: &ctx.csrf,
-        watch: &[],
-        banner: "",
-    };
+    let title = status.canonical_reason().unwrap_or("error");
+    let shell = ctx.shell(title, "", &[], "");
     let body = format!(
         "<p class=\"error\" id=\"error\">{}</p><p>{login}</p>",
         html::esc(&message)
