@@ -51,6 +51,8 @@ end
 ---@class moonbot.WorkerArgs
 ---@field name string                 Name in the worker's certificate.
 ---@field max_builds? integer         Builds this worker runs at once (default: unlimited).
+---@field missing_timeout? integer    Seconds without a keep-alive before the worker counts as gone (default 30).
+---@field reconnect_grace? integer    Seconds a running build waits for the worker to come back (default 60; 0: RETRY at once).
 ---@field properties? table<string, any> Properties every build on this worker gets.
 ---@field notify? string[]             Who to tell when the worker goes missing (future use).
 

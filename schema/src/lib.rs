@@ -10,6 +10,7 @@ use sea_orm_migration::prelude::*;
 mod columns;
 mod m20261121_000001_initial;
 mod m20261121_000002_config_reloads;
+mod m20261121_000003_worker_graceful;
 
 /// All migrations, oldest first. Append new ones; never edit one that has shipped.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261121_000001_initial::Migration),
             Box::new(m20261121_000002_config_reloads::Migration),
+            Box::new(m20261121_000003_worker_graceful::Migration),
         ]
     }
 }

@@ -10,22 +10,18 @@
 //! whose master went away is stopped.
 
 use crate::protocol::{
-    CommandControl, CommandOutcome, CommandRequest, Frame, MasterMessage, PROTOCOL_VERSION,
-    RemoteCommand, WorkerMessage,
+    CommandOpen, CommandOutcome, Frame, MasterMessage, PROTOCOL_VERSION, WorkerMessage,
 };
-use crate::runner::{CommandEvent, run_command};
+use crate::session::{Attachment, CommandTable, refuse_resume};
 use crate::tls::{self, TlsSetupError, explain_connection_error};
 use crate::transport::{FrameReader, StreamError, write_frame};
 use crate::workdir::WorkerDir;
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{MissedTickBehavior, sleep, timeout};
 
@@ -48,8 +44,6 @@ const KEEPALIVE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bound on the master's keep-alive interval (protects the timer arithmetic).
 const MAX_KEEPALIVE_INTERVAL_S: u64 = 3600;
-/// Output events queued between a command and its stream.
-const OUTPUT_QUEUE: usize = 16;
 
 /// Why the worker could not run at all (connection problems are retried, not
 /// returned).
@@ -66,27 +60,63 @@ pub enum RunError {
     },
 }
 
+/// How the worker was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Take no new builds, finish the running ones, then exit
+    /// (`moonbot-worker stop`).
+    Graceful,
+    /// Stop every running command and exit (`moonbot-worker stop --now`).
+    Now,
+}
+
 /// Connect to the master of `dir` and serve it until `shutdown` resolves,
+/// then stop at once (see [`run_with`]).
+pub async fn run(dir: WorkerDir, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let worker = run_with(dir, stop_rx);
+    tokio::pin!(worker);
+    tokio::select! {
+        result = &mut worker => return result,
+        _ = shutdown => {}
+    }
+    let _ = stop_tx.send(Some(StopMode::Now));
+    worker.await
+}
+
+/// Connect to the master of `dir` and serve it until `stop` says so,
 /// reconnecting whenever the connection ends or cannot be made.
 ///
-/// On shutdown the connection is closed, every running command is stopped
-/// (its process group killed) and awaited, and `Ok` is returned.
-pub async fn run(dir: WorkerDir, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    let client_config = tls::client_config(&dir)?;
+/// [`StopMode::Now`]: the connection is closed, every running command is
+/// stopped (its process group killed) and awaited. [`StopMode::Graceful`]: the
+/// master is asked for no new builds and the worker exits when the master says
+/// its last build has finished (or at once when nothing runs and there is no
+/// connection).
+pub async fn run_with(
+    dir: WorkerDir,
+    mut stop: watch::Receiver<Option<StopMode>>,
+) -> Result<(), RunError> {
     let builds_dir = dir.builds_dir();
     std::fs::create_dir_all(&builds_dir).map_err(|source| RunError::BuildsDir {
         path: builds_dir.clone(),
         source,
     })?;
-    tokio::pin!(shutdown);
+    // Checked once up front so a broken directory is an error, not a retry loop.
+    tls::client_config(&dir)?;
 
     let mut endpoints = Endpoints::default();
     let mut commands = JoinSet::new();
+    let table = CommandTable::default();
+    // Turned to true to stop every command now.
+    let (kill_tx, kill_rx) = watch::channel(false);
     let mut backoff = Backoff::default();
-    // Set before the connection is closed for shutdown, so command tasks can
-    // tell a shutdown from a lost master.
-    let shutting_down = Arc::new(AtomicBool::new(false));
     loop {
+        if *stop.borrow() == Some(StopMode::Graceful) && table.is_empty() {
+            tracing::info!("graceful stop: no command is running");
+            break;
+        }
+        // Re-read every time: the certificate may have been renewed.
+        let client_config = tls::client_config(&dir)?;
         if backoff.failures == 0 {
             tracing::info!("connecting to the master at {}", dir.master);
         } else {
@@ -94,7 +124,7 @@ pub async fn run(dir: WorkerDir, shutdown: impl Future<Output = ()>) -> Result<(
         }
         let attempt = connect(&dir, &client_config, &mut endpoints);
         let attempted = tokio::select! {
-            _ = shutdown.as_mut() => break,
+            _ = stop_now(&mut stop) => break,
             attempted = attempt => attempted,
         };
         let delay = match attempted {
@@ -107,14 +137,13 @@ pub async fn run(dir: WorkerDir, shutdown: impl Future<Output = ()>) -> Result<(
                     dir.name
                 );
                 let remote = session.remote;
-                let serving = serve(
-                    session,
-                    &mut commands,
-                    &builds_dir,
-                    &shutting_down,
-                    shutdown.as_mut(),
-                );
-                match serving.await {
+                let context = CommandContext {
+                    table: table.clone(),
+                    builds_dir: builds_dir.clone(),
+                    keep: session.keep_detached,
+                    kill: kill_rx.clone(),
+                };
+                match serve(session, &mut commands, &context, &mut stop).await {
                     SessionEnd::Shutdown => break,
                     SessionEnd::Lost(reason) => {
                         let delay = backoff.next_delay();
@@ -139,14 +168,13 @@ pub async fn run(dir: WorkerDir, shutdown: impl Future<Output = ()>) -> Result<(
             }
         };
         tokio::select! {
-            _ = shutdown.as_mut() => break,
+            _ = stop_now(&mut stop) => break,
             _ = sleep(delay) => {}
         }
     }
 
     tracing::info!("worker shutting down");
-    // Every command's connection is closed by now, so each one is being
-    // stopped; wait until their process groups are gone.
+    let _ = kill_tx.send(true);
     while let Some(joined) = commands.join_next().await {
         if let Err(e) = joined
             && e.is_panic()
@@ -164,6 +192,14 @@ pub async fn run(dir: WorkerDir, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Resolves when an immediate stop is asked for.
+async fn stop_now(stop: &mut watch::Receiver<Option<StopMode>>) {
+    if stop.wait_for(|m| *m == Some(StopMode::Now)).await.is_err() {
+        // Nobody can ask any more: never.
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The reconnection delay after `failures` consecutive failures (0 for the
@@ -239,6 +275,19 @@ struct Session {
     control_send: SendStream,
     control_reader: FrameReader,
     keepalive_interval: Duration,
+    /// How long a command whose stream broke waits to be re-attached.
+    keep_detached: Duration,
+}
+
+/// How long to keep a detached command: the master's grace period, plus the
+/// time the master may take to notice the break (it can notice later than this
+/// worker does), plus a margin. Zero when the master does not re-attach.
+fn keep_detached(grace_s: u64, keepalive_s: u64) -> Duration {
+    if grace_s == 0 {
+        return Duration::ZERO;
+    }
+    let keepalive_s = keepalive_s.clamp(1, MAX_KEEPALIVE_INTERVAL_S);
+    Duration::from_secs(grace_s.saturating_add(keepalive_s * 3).saturating_add(10))
 }
 
 /// Why a connection attempt did not end in a welcome.
@@ -419,7 +468,9 @@ async fn handshake(
         Ok(MasterMessage::Welcome {
             master,
             keepalive_interval_s,
+            reattach_grace_s,
         }) => Ok(Session {
+            keep_detached: keep_detached(reattach_grace_s, keepalive_interval_s),
             conn,
             remote: addr,
             master_name: master,
@@ -456,14 +507,22 @@ enum SessionEnd {
     Lost(String),
 }
 
+/// What a command stream needs from the worker.
+#[derive(Clone)]
+struct CommandContext {
+    table: CommandTable,
+    builds_dir: PathBuf,
+    keep: Duration,
+    kill: watch::Receiver<bool>,
+}
+
 /// Serve a welcomed connection: keep-alives, the master's control messages and
-/// one task per command stream, until it ends or `shutdown` resolves.
-async fn serve<F: Future<Output = ()>>(
+/// one task per command stream, until it ends or the worker is told to stop.
+async fn serve(
     session: Session,
     commands: &mut JoinSet<()>,
-    builds_dir: &Path,
-    shutting_down: &Arc<AtomicBool>,
-    mut shutdown: Pin<&mut F>,
+    context: &CommandContext,
+    stop: &mut watch::Receiver<Option<StopMode>>,
 ) -> SessionEnd {
     let Session {
         conn,
@@ -472,8 +531,8 @@ async fn serve<F: Future<Output = ()>>(
         keepalive_interval,
         ..
     } = session;
-    // One long-lived future reads the control stream: FrameReader::next is not
-    // cancel-safe, so it must not be restarted by every select below.
+    // One long-lived future reads the control stream, so no select below
+    // restarts it.
     let control = watch_control_stream(&conn, control_reader);
     tokio::pin!(control);
     let mut keepalive = tokio::time::interval_at(
@@ -481,17 +540,44 @@ async fn serve<F: Future<Output = ()>>(
         keepalive_interval,
     );
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut draining = false;
 
     loop {
-        tokio::select! {
-            _ = shutdown.as_mut() => {
-                shutting_down.store(true, Ordering::SeqCst);
-                conn.close(VarInt::from_u32(0), b"worker shutting down");
-                return SessionEnd::Shutdown;
+        // A graceful stop asked for before or during this connection.
+        if !draining && *stop.borrow() == Some(StopMode::Graceful) {
+            draining = true;
+            tracing::info!(
+                "graceful stop: asking the master for no new builds; waiting for the running ones"
+            );
+            let sent = timeout(
+                KEEPALIVE_WRITE_TIMEOUT,
+                write_frame(
+                    &mut control_send,
+                    &Frame::json(&WorkerMessage::GracefulShutdown),
+                ),
+            )
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                close_if_open(&conn, b"control stream stalled");
+                return SessionEnd::Lost("could not ask the master for a graceful stop".into());
             }
-            reason = &mut control => {
+        }
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() == Some(StopMode::Now) {
+                    conn.close(VarInt::from_u32(0), b"worker shutting down");
+                    return SessionEnd::Shutdown;
+                }
+            }
+            ending = &mut control => {
                 close_if_open(&conn, b"control stream ended");
-                return SessionEnd::Lost(reason);
+                return match ending {
+                    ControlEnd::Shutdown(_) if draining => {
+                        tracing::info!("graceful stop: the master says no build is left");
+                        SessionEnd::Shutdown
+                    }
+                    ControlEnd::Shutdown(reason) | ControlEnd::Lost(reason) => SessionEnd::Lost(reason),
+                };
             }
             _ = keepalive.tick() => {
                 let sent = timeout(
@@ -511,13 +597,7 @@ async fn serve<F: Future<Output = ()>>(
             accepted = conn.accept_bi() => match accepted {
                 Ok((send, recv)) => {
                     while commands.try_join_next().is_some() {}
-                    commands.spawn(serve_command(
-                        conn.clone(),
-                        send,
-                        recv,
-                        builds_dir.to_path_buf(),
-                        shutting_down.clone(),
-                    ));
+                    commands.spawn(open_command(send, recv, context.clone()));
                 }
                 Err(e) => return SessionEnd::Lost(explain_connection_error(&e)),
             }
@@ -533,21 +613,31 @@ fn close_if_open(conn: &Connection, reason: &[u8]) {
     }
 }
 
+/// How the master's control stream ended.
+enum ControlEnd {
+    /// The master sent `Shutdown`.
+    Shutdown(String),
+    /// The stream or connection ended.
+    Lost(String),
+}
+
 /// Read the master's control messages until the stream ends; returns why.
-async fn watch_control_stream(conn: &Connection, mut reader: FrameReader) -> String {
+async fn watch_control_stream(conn: &Connection, mut reader: FrameReader) -> ControlEnd {
     loop {
         match reader.next().await {
             Ok(Some(frame)) => match frame.parse::<MasterMessage>() {
                 Ok(MasterMessage::KeepAlive) => tracing::trace!("keep-alive echoed"),
                 Ok(MasterMessage::Shutdown { reason }) => {
                     tracing::warn!("the master is dropping this worker: {reason}");
-                    return format!("the master shut the connection down: {reason}");
+                    return ControlEnd::Shutdown(format!(
+                        "the master shut the connection down: {reason}"
+                    ));
                 }
                 Ok(other) => tracing::warn!("ignoring unexpected control message {other:?}"),
                 Err(e) => tracing::warn!("ignoring a malformed control message: {e}"),
             },
-            Ok(None) => return "the master closed the control stream".into(),
-            Err(e) => return describe_stream_error(conn, &e),
+            Ok(None) => return ControlEnd::Lost("the master closed the control stream".into()),
+            Err(e) => return ControlEnd::Lost(describe_stream_error(conn, &e)),
         }
     }
 }
@@ -561,191 +651,58 @@ fn describe_stream_error(conn: &Connection, err: &StreamError) -> String {
     }
 }
 
-/// What the master's side of a command stream did.
-enum CommandControlEnd {
-    /// The master asked to stop the command.
-    Interrupt(String),
-    /// The master finished its side; it sends nothing more, the command goes on.
-    Finished,
-    /// The stream or connection failed: nobody can receive the outcome.
-    Failed(StreamError),
-}
-
-/// Serve one command stream: read the request, run it, stream its output,
-/// deliver interrupts, report the outcome.
-async fn serve_command(
-    conn: Connection,
-    mut send: SendStream,
-    recv: RecvStream,
-    builds_dir: PathBuf,
-    shutting_down: Arc<AtomicBool>,
-) {
+/// Serve one command stream: a new command, or a running one re-attached.
+async fn open_command(mut send: SendStream, recv: RecvStream, context: CommandContext) {
     let mut reader = FrameReader::new(recv);
-    let request = match reader.next().await {
-        Ok(Some(frame)) => match frame.parse::<CommandRequest>() {
-            Ok(request) => request,
-            Err(e) => {
-                tracing::warn!("the master sent a malformed command request: {e}");
-                let outcome = CommandOutcome {
-                    failure: Some(format!("malformed command request: {e}")),
-                    ..CommandOutcome::default()
-                };
-                finish_command_stream(&mut send, &outcome, None).await;
-                return;
-            }
-        },
+    let open = match reader.next().await {
+        Ok(Some(frame)) => frame.parse::<CommandOpen>(),
         Ok(None) => return,
         Err(e) => {
             tracing::debug!("a command stream failed before its request: {e}");
             return;
         }
     };
-    let id = request.id;
-    tracing::info!("command {id}: {}", describe_command(&request.command));
-
-    let (events_tx, events_rx) = mpsc::channel(OUTPUT_QUEUE);
-    let (interrupt_tx, interrupt_rx) = oneshot::channel();
-    // Dropping this unsent stops the command ("connection to master lost").
-    let mut interrupt_tx = Some(interrupt_tx);
-    let outcome = {
-        let run = run_command(&request.command, &builds_dir, events_tx, interrupt_rx);
-        let forward = forward_output(&mut send, events_rx);
-        let control = watch_command_stream(reader);
-        let closed = conn.closed();
-        tokio::pin!(run, forward, control, closed);
-        let mut outcome = None;
-        let mut forward_done = false;
-        let mut control_done = false;
-        let mut closed_done = false;
-        while outcome.is_none() || !forward_done {
-            tokio::select! {
-                finished = &mut run, if outcome.is_none() => outcome = Some(finished),
-                forwarded = &mut forward, if !forward_done => {
-                    forward_done = true;
-                    if let Err(e) = forwarded {
-                        let why = format!("could not send its output: {}", describe_stream_error(&conn, &e));
-                        stop_command(&mut interrupt_tx, &shutting_down, id, &why);
-                    }
-                }
-                end = &mut control, if !control_done => {
-                    control_done = true;
-                    match end {
-                        CommandControlEnd::Interrupt(reason) => {
-                            tracing::info!("command {id}: interrupted by the master: {reason}");
-                            if let Some(tx) = interrupt_tx.take() {
-                                let _ = tx.send(reason);
-                            }
-                        }
-                        CommandControlEnd::Finished => {}
-                        CommandControlEnd::Failed(e) => {
-                            let why = format!("its stream failed: {}", describe_stream_error(&conn, &e));
-                            stop_command(&mut interrupt_tx, &shutting_down, id, &why);
-                        }
-                    }
-                }
-                reason = &mut closed, if !closed_done => {
-                    closed_done = true;
-                    let why = format!("the connection to the master is gone: {}", explain_connection_error(&reason));
-                    stop_command(&mut interrupt_tx, &shutting_down, id, &why);
-                }
+    match open {
+        Ok(CommandOpen::Run(request)) => {
+            let stream = Attachment {
+                send,
+                reader,
+                received: 0,
+            };
+            context
+                .table
+                .start(
+                    request,
+                    stream,
+                    context.builds_dir.clone(),
+                    context.keep,
+                    context.kill.clone(),
+                )
+                .await;
+        }
+        Ok(CommandOpen::Resume { id, received }) => {
+            let stream = Attachment {
+                send,
+                reader,
+                received,
+            };
+            if let Err(stream) = context.table.attach(id, stream).await {
+                tracing::warn!(
+                    "the master asks to resume command {id}, which this worker does not have"
+                );
+                refuse_resume(stream, id).await;
             }
         }
-        outcome.unwrap_or_default()
-    };
-    drop(interrupt_tx);
-    tracing::info!("command {id}: {}", describe_outcome(&outcome));
-    finish_command_stream(&mut send, &outcome, Some(id)).await;
-}
-
-/// Stop a running command because nobody can receive its outcome: drop its
-/// interrupt sender (the runner then kills its process group). Logs once.
-fn stop_command(
-    interrupt: &mut Option<oneshot::Sender<String>>,
-    shutting_down: &AtomicBool,
-    id: u64,
-    why: &str,
-) {
-    if interrupt.take().is_none() {
-        return;
-    }
-    if shutting_down.load(Ordering::SeqCst) {
-        tracing::info!("command {id}: stopping it, the worker is shutting down");
-    } else {
-        tracing::warn!("command {id}: stopping it, {why}");
-    }
-}
-
-/// Write the final outcome and finish the stream (best effort: the master may
-/// be gone).
-async fn finish_command_stream(send: &mut SendStream, outcome: &CommandOutcome, id: Option<u64>) {
-    let id = id.map(|id| format!("command {id}: ")).unwrap_or_default();
-    if let Err(e) = write_frame(send, &Frame::json(outcome)).await {
-        tracing::debug!("{id}could not report the outcome: {e}");
-        return;
-    }
-    if let Err(e) = send.finish() {
-        tracing::debug!("{id}could not finish the stream: {e}");
-    }
-}
-
-/// Forward a command's output as stdout/stderr frames, in order.
-async fn forward_output(
-    send: &mut SendStream,
-    mut events: mpsc::Receiver<CommandEvent>,
-) -> Result<(), StreamError> {
-    while let Some(event) = events.recv().await {
-        let frame = match event {
-            CommandEvent::Stdout(bytes) => Frame::Stdout(bytes),
-            CommandEvent::Stderr(bytes) => Frame::Stderr(bytes),
-        };
-        write_frame(send, &frame).await?;
-    }
-    Ok(())
-}
-
-/// Read what the master sends on a command stream after the request.
-async fn watch_command_stream(mut reader: FrameReader) -> CommandControlEnd {
-    loop {
-        match reader.next().await {
-            Ok(Some(frame)) => match frame.parse::<CommandControl>() {
-                Ok(CommandControl::Interrupt { reason }) => {
-                    return CommandControlEnd::Interrupt(reason);
-                }
-                Err(e) => tracing::warn!("ignoring a malformed command control message: {e}"),
-            },
-            Ok(None) => return CommandControlEnd::Finished,
-            Err(e) => return CommandControlEnd::Failed(e),
+        Err(e) => {
+            tracing::warn!("the master sent a malformed command request: {e}");
+            let outcome = CommandOutcome {
+                failure: Some(format!("malformed command request: {e}")),
+                ..CommandOutcome::default()
+            };
+            let _ = write_frame(&mut send, &Frame::json(&outcome)).await;
+            let _ = send.finish();
         }
     }
-}
-
-fn describe_command(command: &RemoteCommand) -> String {
-    match command {
-        RemoteCommand::Shell(shell) => {
-            format!("shell `{}` in {}", shell.command.display(), shell.workdir)
-        }
-        RemoteCommand::Mkdir { path } => format!("mkdir {path}"),
-        RemoteCommand::Rmdir { path } => format!("rmdir {path}"),
-        RemoteCommand::Stat { path } => format!("stat {path}"),
-    }
-}
-
-fn describe_outcome(outcome: &CommandOutcome) -> String {
-    let mut parts = Vec::new();
-    if let Some(rc) = outcome.rc {
-        parts.push(format!("rc {rc}"));
-    }
-    if let Some(signal) = outcome.signal {
-        parts.push(format!("signal {signal}"));
-    }
-    if outcome.interrupted {
-        parts.push("interrupted".into());
-    }
-    if let Some(failure) = &outcome.failure {
-        parts.push(failure.clone());
-    }
-    parts.push(format!("{} ms", outcome.elapsed_ms));
-    format!("finished: {}", parts.join(", "))
 }
 
 #[cfg(test)]

@@ -14,8 +14,9 @@ pub mod transport;
 
 pub mod connection;
 pub mod runner;
+pub mod session;
 pub mod signal;
 pub mod tls;
 pub mod workdir;
 
-pub use connection::run;
+pub use connection::{StopMode, run, run_with};

@@ -7,7 +7,8 @@
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use moonbot_worker::signal::{SIGTERM, process_alive, signal_process};
+use moonbot_worker::StopMode;
+use moonbot_worker::signal::{SIGTERM, SIGUSR1, process_alive, signal_process};
 use moonbot_worker::workdir::{self, CreateOptions, WorkerDir};
 use std::fs;
 use std::io::IsTerminal;
@@ -62,10 +63,15 @@ enum Command {
         /// The worker directory.
         wdir: PathBuf,
     },
-    /// Stop the worker running in a worker directory.
+    /// Stop the worker running in a worker directory: it takes no new builds,
+    /// finishes the running ones, then exits.
     Stop {
         /// The worker directory.
         wdir: PathBuf,
+        /// Interrupt running builds instead of waiting for them (they end RETRY
+        /// and run again elsewhere or later).
+        #[arg(long)]
+        now: bool,
     },
 }
 
@@ -83,7 +89,7 @@ fn main() -> ExitCode {
             host_description,
         } => create_worker(&wdir, master, name, &ca, admin, host_description),
         Command::Start { wdir } => start(&wdir),
-        Command::Stop { wdir } => stop(&wdir),
+        Command::Stop { wdir, now } => stop(&wdir, now),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,19 +153,36 @@ fn start(wdir: &Path) -> anyhow::Result<()> {
             signal(SignalKind::terminate()).context("could not install a SIGTERM handler")?;
         let mut sigint =
             signal(SignalKind::interrupt()).context("could not install a SIGINT handler")?;
-        let shutdown = async move {
-            tokio::select! {
-                _ = sigterm.recv() => tracing::info!("SIGTERM received"),
-                _ = sigint.recv() => tracing::info!("SIGINT received"),
+        let mut sigusr1 =
+            signal(SignalKind::user_defined1()).context("could not install a SIGUSR1 handler")?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+        tokio::spawn(async move {
+            loop {
+                let mode = tokio::select! {
+                    _ = sigterm.recv() => { tracing::info!("SIGTERM received: stopping now"); StopMode::Now }
+                    _ = sigint.recv() => { tracing::info!("SIGINT received: stopping now"); StopMode::Now }
+                    _ = sigusr1.recv() => {
+                        tracing::info!("SIGUSR1 received: stopping after the running builds");
+                        StopMode::Graceful
+                    }
+                };
+                // A graceful stop never overrides an immediate one.
+                stop_tx.send_if_modified(|current| {
+                    if *current == Some(StopMode::Now) {
+                        return false;
+                    }
+                    *current = Some(mode);
+                    true
+                });
             }
-        };
+        });
         tracing::info!(
             "worker {} starting (moonbot-worker {}, directory {})",
             dir.name,
             env!("CARGO_PKG_VERSION"),
             dir.path.display()
         );
-        moonbot_worker::run(dir, shutdown).await?;
+        moonbot_worker::run_with(dir, stop_rx).await?;
         tracing::info!("worker stopped");
         anyhow::Ok(())
     })
@@ -239,7 +262,7 @@ fn read_pid(path: &Path) -> anyhow::Result<Option<i32>> {
     Ok(Some(pid))
 }
 
-fn stop(wdir: &Path) -> anyhow::Result<()> {
+fn stop(wdir: &Path, now: bool) -> anyhow::Result<()> {
     let pid_path = workdir::pid_path(wdir);
     let Some(pid) = read_pid(&pid_path)? else {
         bail!(
@@ -256,11 +279,25 @@ fn stop(wdir: &Path) -> anyhow::Result<()> {
             wdir.display()
         );
     }
-    signal_process(pid, SIGTERM)
-        .with_context(|| format!("could not send SIGTERM to the worker (pid {pid})"))?;
-    let deadline = Instant::now() + STOP_TIMEOUT;
+    let (signal, name) = if now {
+        (SIGTERM, "SIGTERM")
+    } else {
+        (SIGUSR1, "SIGUSR1")
+    };
+    signal_process(pid, signal)
+        .with_context(|| format!("could not send {name} to the worker (pid {pid})"))?;
+    if !now {
+        println!(
+            "the worker takes no new builds and stops when its running builds have finished \
+             (`moonbot-worker stop --now` interrupts them)"
+        );
+    }
+    // A graceful stop waits as long as the builds take.
+    let deadline = now.then(|| Instant::now() + STOP_TIMEOUT);
     while process_alive(pid) {
-        if Instant::now() >= deadline {
+        if let Some(deadline) = deadline
+            && Instant::now() >= deadline
+        {
             bail!(
                 "the worker (pid {pid}) is still running {} s after SIGTERM",
                 STOP_TIMEOUT.as_secs()

@@ -12,11 +12,28 @@
 //!   [`MasterMessage::Refused`] and closes. Afterwards the worker sends
 //!   [`WorkerMessage::KeepAlive`] periodically and the master echoes it; the master
 //!   may send [`MasterMessage::Shutdown`].
+//!   A worker that is asked to stop gracefully sends
+//!   [`WorkerMessage::GracefulShutdown`]; the master gives it no new builds and
+//!   sends [`MasterMessage::Shutdown`] once its last build has finished.
 //! * **Command streams**: the master opens one bidirectional stream per remote
-//!   command and writes a [`CommandRequest`]. The worker answers with any number of
-//!   output frames ([`Frame::Stdout`], [`Frame::Stderr`]) and exactly one final
+//!   command and writes a [`CommandOpen::Run`]. The worker answers with any number
+//!   of output frames ([`Frame::Stdout`], [`Frame::Stderr`]) and exactly one final
 //!   [`CommandOutcome`], then finishes its send side. While the command runs the
-//!   master may write [`CommandControl::Interrupt`] on the same stream.
+//!   master may write [`CommandControl::Interrupt`] on the same stream, and
+//!   acknowledges output with [`CommandControl::Ack`].
+//!
+//! # Re-attaching a command
+//!
+//! A command outlives its stream. When the connection breaks, the worker keeps
+//! the command running and keeps its output (everything the master has not
+//! acknowledged, up to [`MAX_BUFFERED_OUTPUT`]; past that the command waits for
+//! room, as it would on a slow network). When the worker is back, the master opens
+//! a new command stream with [`CommandOpen::Resume`], saying how many output bytes
+//! it has; the worker sends the rest from exactly there, so the log has neither a
+//! gap nor a duplicate. Output offsets count payload bytes of stdout and stderr
+//! frames together, in the order sent. A worker that no longer has the command
+//! answers with an outcome whose `lost` is set. A command nobody re-attaches within
+//! the grace period the welcome announced is stopped.
 //!
 //! # Framing
 //!
@@ -30,13 +47,16 @@ use std::collections::BTreeMap;
 /// ALPN protocol name both ends insist on.
 pub const ALPN: &[u8] = b"moonbot/1";
 /// Version of the message set, sent in the hello.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Default UDP port of the master's QUIC listener.
 pub const DEFAULT_PORT: u16 = 9989;
 /// Largest frame either side accepts (kind byte + payload).
 pub const MAX_FRAME_LEN: usize = 1 << 20;
 /// Output is read from processes in pieces of at most this size.
 pub const OUTPUT_CHUNK: usize = 64 * 1024;
+/// Most output bytes a worker keeps for one command that the master has not
+/// acknowledged (while disconnected, or on a slow link).
+pub const MAX_BUFFERED_OUTPUT: usize = 64 << 20;
 
 const KIND_JSON: u8 = 0;
 const KIND_STDOUT: u8 = 1;
@@ -114,6 +134,15 @@ impl Frame {
         let mut out = Vec::with_capacity(5 + self.payload_len());
         self.encode_into(&mut out);
         out
+    }
+
+    /// Output bytes this frame carries (0 for a JSON frame): what output
+    /// offsets count.
+    pub fn output_len(&self) -> usize {
+        match self {
+            Frame::Json(_) => 0,
+            Frame::Stdout(p) | Frame::Stderr(p) => p.len(),
+        }
     }
 
     fn payload_len(&self) -> usize {
@@ -197,6 +226,9 @@ pub enum WorkerMessage {
     },
     /// Periodic proof of life; the master echoes it.
     KeepAlive,
+    /// `moonbot-worker stop` without `--now`: give me no new builds, and tell me
+    /// ([`MasterMessage::Shutdown`]) when the running ones have finished.
+    GracefulShutdown,
 }
 
 /// Messages the master sends on the control stream.
@@ -209,6 +241,10 @@ pub enum MasterMessage {
         master: String,
         /// How often the worker should send [`WorkerMessage::KeepAlive`], in seconds.
         keepalive_interval_s: u64,
+        /// How long the master waits for this worker to come back and re-attach a
+        /// running command after the connection breaks, in seconds (0: it does not).
+        #[serde(default)]
+        reattach_grace_s: u64,
     },
     /// The worker is not accepted; the connection is closed after this.
     Refused { reason: String },
@@ -219,6 +255,17 @@ pub enum MasterMessage {
 }
 
 /// The first frame on a command stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CommandOpen {
+    /// Start a command.
+    Run(CommandRequest),
+    /// Continue a command started on an earlier stream: send its output from
+    /// byte `received` on, then its outcome.
+    Resume { id: u64, received: u64 },
+}
+
+/// What to run, with the id both ends use for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandRequest {
     /// Identifies the command in both ends' logs.
@@ -297,6 +344,8 @@ impl CommandLine {
 pub enum CommandControl {
     /// Stop the command: SIGTERM to its process group, SIGKILL after the grace time.
     Interrupt { reason: String },
+    /// The master has the first `received` output bytes; the worker may forget them.
+    Ack { received: u64 },
 }
 
 /// The last frame the worker writes on a command stream.
@@ -316,6 +365,10 @@ pub struct CommandOutcome {
     pub elapsed_ms: u64,
     /// The answer to [`RemoteCommand::Stat`].
     pub stat: Option<StatResult>,
+    /// The answer to a [`CommandOpen::Resume`] for a command this worker no
+    /// longer has (it was restarted, or nobody re-attached it in time).
+    #[serde(default)]
+    pub lost: bool,
 }
 
 impl CommandOutcome {
@@ -391,7 +444,7 @@ mod tests {
 
     #[test]
     fn command_json_shape_is_stable() {
-        let req = CommandRequest {
+        let req = CommandOpen::Run(CommandRequest {
             id: 7,
             command: RemoteCommand::Shell(ShellCommand {
                 command: CommandLine::Argv(vec!["echo".into(), "hi".into()]),
@@ -401,12 +454,23 @@ mod tests {
                 max_time_s: None,
                 sigterm_grace_s: 5,
             }),
-        };
+        });
         let json = serde_json::to_value(&req).unwrap();
+        assert_eq!(json["type"], "run");
+        assert_eq!(json["id"], 7);
         assert_eq!(json["command"]["kind"], "shell");
         assert_eq!(json["command"]["command"][0], "echo");
-        let back: CommandRequest = serde_json::from_value(json).unwrap();
+        let back: CommandOpen = serde_json::from_value(json).unwrap();
         assert_eq!(back, req);
+        let resume: CommandOpen =
+            serde_json::from_str(r#"{"type":"resume","id":7,"received":1024}"#).unwrap();
+        assert_eq!(
+            resume,
+            CommandOpen::Resume {
+                id: 7,
+                received: 1024
+            }
+        );
         let shell_string: CommandLine = serde_json::from_str("\"make test\"").unwrap();
         assert_eq!(shell_string.argv(), vec!["/bin/sh", "-c", "make test"]);
     }

@@ -354,6 +354,7 @@ async fn supervise(
         failure: wait_failure.or_else(|| stop.as_ref().and_then(StopReason::failure)),
         elapsed_ms: 0,
         stat: None,
+        lost: false,
     }
 }
 

@@ -5,8 +5,8 @@
 //! refusals, certificate rejection, and shutdown.
 
 use moonbot_worker::protocol::{
-    ALPN, CommandControl, CommandLine, CommandOutcome, CommandRequest, Frame, MasterMessage,
-    PROTOCOL_VERSION, RemoteCommand, ShellCommand, WorkerMessage,
+    ALPN, CommandControl, CommandLine, CommandOpen, CommandOutcome, CommandRequest, Frame,
+    MasterMessage, PROTOCOL_VERSION, RemoteCommand, ShellCommand, WorkerMessage,
 };
 use moonbot_worker::transport::{FrameReader, write_frame};
 use moonbot_worker::workdir::{self, CreateOptions, WorkerDir};
@@ -128,6 +128,7 @@ impl FakeMaster {
         let welcome = MasterMessage::Welcome {
             master: "fake".into(),
             keepalive_interval_s: 1,
+            reattach_grace_s: 0,
         };
         write_frame(&mut send, &Frame::json(&welcome))
             .await
@@ -154,9 +155,12 @@ async fn send_command(
     command: RemoteCommand,
 ) -> (SendStream, FrameReader) {
     let (mut send, recv) = conn.open_bi().await.unwrap();
-    write_frame(&mut send, &Frame::json(&CommandRequest { id, command }))
-        .await
-        .unwrap();
+    write_frame(
+        &mut send,
+        &Frame::json(&CommandOpen::Run(CommandRequest { id, command })),
+    )
+    .await
+    .unwrap();
     (send, FrameReader::new(recv))
 }
 
@@ -308,6 +312,7 @@ async fn worker_serves_commands_reconnects_and_shuts_down() {
         let welcome = MasterMessage::Welcome {
             master: "fake".into(),
             keepalive_interval_s: 1,
+            reattach_grace_s: 0,
         };
         write_frame(&mut send, &Frame::json(&welcome))
             .await

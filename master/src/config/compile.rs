@@ -501,6 +501,12 @@ fn compile_worker(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<Worke
     let mut f = Fields::new("worker", at.clone(), entries);
     let name = f.required_string("name");
     let max_builds = f.integer("max_builds", 1, 100_000).map(|n| n as u32);
+    let missing_timeout_s = f
+        .integer("missing_timeout", 2, 86_400)
+        .map_or(DEFAULT_MISSING_TIMEOUT_S, |n| n as u64);
+    let reconnect_grace_s = f
+        .integer("reconnect_grace", 0, 86_400)
+        .map_or(DEFAULT_RECONNECT_GRACE_S, |n| n as u64);
     let properties = f.properties("properties");
     let _notify = f.string_list("notify");
     if let Some(n) = &name
@@ -514,6 +520,8 @@ fn compile_worker(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<Worke
     Some(WorkerConfig {
         name: name?,
         max_builds,
+        missing_timeout_s,
+        reconnect_grace_s,
         properties,
         defined_at: at,
     })

@@ -89,7 +89,7 @@ pub struct AuthConfig {
 }
 
 /// The control actions rules can name.
-pub const ACTIONS: &[&str] = &["force", "stop", "rebuild", "cancel", "reload"];
+pub const ACTIONS: &[&str] = &["force", "stop", "rebuild", "cancel", "reload", "pause"];
 
 /// A person who logs in with a password.
 #[derive(Clone, PartialEq, Eq)]
@@ -140,9 +140,21 @@ pub struct WorkerConfig {
     pub name: String,
     /// Builds this worker may run at once; `None` is unlimited.
     pub max_builds: Option<u32>,
+    /// Seconds without a keep-alive after which the worker counts as gone
+    /// (`missing_timeout`, default [`DEFAULT_MISSING_TIMEOUT_S`]).
+    pub missing_timeout_s: u64,
+    /// Seconds a running build waits for its worker to reconnect and re-attach
+    /// the running command before it ends RETRY (`reconnect_grace`, default
+    /// [`DEFAULT_RECONNECT_GRACE_S`]; 0: it ends RETRY at once).
+    pub reconnect_grace_s: u64,
     pub properties: BTreeMap<String, serde_json::Value>,
     pub defined_at: String,
 }
+
+/// Default `missing_timeout` of a worker, in seconds.
+pub const DEFAULT_MISSING_TIMEOUT_S: u64 = 30;
+/// Default `reconnect_grace` of a worker, in seconds.
+pub const DEFAULT_RECONNECT_GRACE_S: u64 = 60;
 
 /// A builder: steps, and the workers that may run them.
 #[derive(Debug, Clone, PartialEq)]

@@ -76,6 +76,7 @@ impl Data {
             masterid: Set(self.masterid),
             workerid: Set(workerid),
             connected_at: Set(now()),
+            graceful: Set(false),
             ..Default::default()
         }
         .insert(&self.db)
@@ -96,6 +97,50 @@ impl Data {
         if let Some(w) = self.worker_json(workerid).await? {
             self.bus
                 .publish(format!("workers/{workerid}/disconnected"), w);
+        }
+        Ok(())
+    }
+
+    /// Pause or unpause a worker: a paused worker gets no new builds (running
+    /// ones go on). Kept across restarts. Returns the worker as the API shows it.
+    pub async fn set_worker_paused(
+        &self,
+        workerid: i64,
+        paused: bool,
+    ) -> Result<Option<Value>, DataError> {
+        workers::Entity::update_many()
+            .col_expr(workers::Column::Paused, Expr::value(paused))
+            .filter(workers::Column::Id.eq(workerid))
+            .exec(&self.db)
+            .await?;
+        let worker = self.worker_json(workerid).await?;
+        if let Some(w) = &worker {
+            self.bus
+                .publish(format!("workers/{workerid}/state_updated"), w.clone());
+        }
+        Ok(worker)
+    }
+
+    /// Is this worker paused?
+    pub async fn worker_paused(&self, workerid: i64) -> Result<bool, DataError> {
+        Ok(workers::Entity::find_by_id(workerid)
+            .one(&self.db)
+            .await?
+            .is_some_and(|w| w.paused))
+    }
+
+    /// The worker's connection to this master is stopping gracefully: no new
+    /// builds, and it goes once the running ones are done.
+    pub async fn worker_graceful(&self, workerid: i64) -> Result<(), DataError> {
+        connected_workers::Entity::update_many()
+            .col_expr(connected_workers::Column::Graceful, Expr::value(true))
+            .filter(connected_workers::Column::Workerid.eq(workerid))
+            .filter(connected_workers::Column::Masterid.eq(self.masterid))
+            .exec(&self.db)
+            .await?;
+        if let Some(w) = self.worker_json(workerid).await? {
+            self.bus
+                .publish(format!("workers/{workerid}/state_updated"), w);
         }
         Ok(())
     }
@@ -152,7 +197,7 @@ fn worker_with_connections(row: &workers::Model, conns: &[connected_workers::Mod
         "name": row.name,
         "workerinfo": info,
         "paused": row.paused,
-        "graceful": false,
+        "graceful": conns.iter().any(|c| c.graceful),
         "connected_to": conns
             .iter()
             .map(|c| json!({"masterid": c.masterid, "connected_at": c.connected_at}))

@@ -17,11 +17,12 @@ use crate::data::logs::{LogStream, LogWriter};
 use crate::results::{self, CANCELLED, EXCEPTION, FAILURE, RETRY, SUCCESS, WARNINGS};
 use crate::runtime::Shared;
 use crate::workers::WorkerLease;
-use crate::workers::remote::{self, Output, OutputSink, RemoteError};
+use crate::workers::remote::{self, Output, OutputSink, RemoteError, WorkerLink};
 use moonbot_worker::protocol::{CommandLine, CommandOutcome, RemoteCommand, ShellCommand};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tracing::{Instrument, error, info, info_span};
 
 /// Run a claimed request as a build on the leased worker.
@@ -53,6 +54,8 @@ struct BuildContext<'a> {
     builder: &'a BuilderConfig,
     worker: Option<&'a WorkerConfig>,
     lease: &'a WorkerLease,
+    /// The worker's connection, followed across reconnects.
+    link: WorkerLink<'a>,
     lua: &'a LuaGeneration,
     buildid: i64,
     number: i32,
@@ -75,12 +78,20 @@ async fn run_inner(
     // Dropped on every path out of here: the build leaves the running set.
     let registration = shared.builds.register(buildid);
     info!(buildid, number, "build started");
+    let grace = worker.map_or(crate::config::DEFAULT_RECONNECT_GRACE_S, |w| {
+        w.reconnect_grace_s
+    });
     let mut ctx = BuildContext {
         shared,
         request: &request,
         builder,
         worker,
         lease,
+        link: WorkerLink {
+            registry: &shared.workers,
+            worker: lease.worker.clone(),
+            grace: Duration::from_secs(grace),
+        },
         lua,
         buildid,
         number,
@@ -352,13 +363,18 @@ async fn run_step(
         }
     };
     write_command_header(&mut log, &command).await?;
-    let outcome = remote::run(
-        &ctx.lease.worker.conn,
-        command,
-        ctx.stop.interrupt.clone(),
-        &mut LogSink(&mut log),
-    )
-    .await;
+    let outcome = match ctx.link.ready().await {
+        Ok(()) => {
+            remote::run(
+                &mut ctx.link,
+                command,
+                ctx.stop.interrupt.clone(),
+                &mut LogSink(&mut log),
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     let result = match outcome {
         Ok(outcome) => {
             write_outcome(&mut log, &outcome).await?;

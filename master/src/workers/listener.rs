@@ -180,7 +180,7 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
         return;
     }
     let running = shared.running_config();
-    let (Some(_), Some(&workerid)) = (
+    let (Some(worker_config), Some(&workerid)) = (
         running.loaded.config.worker(&name),
         running.worker_ids.get(&name),
     ) else {
@@ -189,11 +189,21 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
         refuse(&conn, Some(&mut send), &reason).await;
         return;
     };
+    let missing_timeout = Duration::from_secs(worker_config.missing_timeout_s);
+    let reconnect_grace_s = worker_config.reconnect_grace_s;
     drop(running);
 
-    let (worker, replaced) = shared
-        .workers
-        .insert(&name, workerid, conn.clone(), info.clone());
+    let paused = match shared.data.worker_paused(workerid).await {
+        Ok(paused) => paused,
+        Err(e) => {
+            warn!(worker = %name, "could not read whether the worker is paused: {e}");
+            false
+        }
+    };
+    let (worker, replaced) =
+        shared
+            .workers
+            .insert(&name, workerid, conn.clone(), info.clone(), paused);
     if let Some(old) = replaced {
         info!(worker = %name, "worker reconnected; closing its previous connection");
         old.conn.close(2u32.into(), b"replaced by a new connection");
@@ -201,32 +211,71 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
     if let Err(e) = shared.data.worker_connected(workerid, &info).await {
         warn!(worker = %name, "could not record the connection: {e}");
     }
+    // Keep-alives often enough that a missing worker is noticed in time.
+    let keepalive_interval_s = (shared.idle_timeout.as_secs() / 3)
+        .min(missing_timeout.as_secs() / 3)
+        .max(1);
     let welcome = MasterMessage::Welcome {
         master: shared.master_name.clone(),
-        keepalive_interval_s: (shared.idle_timeout.as_secs() / 3).max(1),
+        keepalive_interval_s,
+        reattach_grace_s: reconnect_grace_s,
     };
     if let Err(e) = write_frame(&mut send, &Frame::json(&welcome)).await {
         warn!(worker = %name, "could not welcome the worker: {e}");
     }
     info!(worker = %name, %addr, os = %info.os, arch = %info.arch, "worker connected");
 
+    let mut remote = addr;
+    let mut graceful = false;
+    let mut heard = tokio::time::Instant::now();
+    let mut drained = tokio::time::interval(Duration::from_millis(250));
     let reason = loop {
         tokio::select! {
             frame = reader.next() => match frame {
-                Ok(Some(frame)) => match frame.parse::<WorkerMessage>() {
-                    Ok(WorkerMessage::KeepAlive) => {
-                        let _ = write_frame(&mut send, &Frame::json(&MasterMessage::KeepAlive)).await;
+                Ok(Some(frame)) => {
+                    heard = tokio::time::Instant::now();
+                    if conn.remote_address() != remote {
+                        info!(worker = %name, from = %remote, to = %conn.remote_address(), "worker's address changed; the connection moved with it");
+                        remote = conn.remote_address();
                     }
-                    Ok(other) => warn!(worker = %name, "unexpected control message {other:?}"),
-                    Err(e) => {
-                        warn!(worker = %name, "malformed control message, closing: {e}");
-                        conn.close(1u32.into(), b"malformed control message");
+                    match frame.parse::<WorkerMessage>() {
+                        Ok(WorkerMessage::KeepAlive) => {
+                            let _ = write_frame(&mut send, &Frame::json(&MasterMessage::KeepAlive)).await;
+                        }
+                        Ok(WorkerMessage::GracefulShutdown) => {
+                            info!(worker = %name, running = worker.running(), "worker stops after its running builds; no new builds for it");
+                            shared.workers.set_graceful(&name, worker.connection_id);
+                            graceful = true;
+                            if let Err(e) = shared.data.worker_graceful(workerid).await {
+                                warn!(worker = %name, "could not record the graceful stop: {e}");
+                            }
+                        }
+                        Ok(other) => warn!(worker = %name, "unexpected control message {other:?}"),
+                        Err(e) => {
+                            warn!(worker = %name, "malformed control message, closing: {e}");
+                            conn.close(1u32.into(), b"malformed control message");
+                        }
                     }
-                },
+                }
                 Ok(None) => break "the worker closed its control stream".to_string(),
                 Err(e) => break e.to_string(),
             },
             e = conn.closed() => break e.to_string(),
+            _ = tokio::time::sleep_until(heard + missing_timeout) => {
+                let reason = format!("missing: nothing heard for {} s (missing_timeout)", missing_timeout.as_secs());
+                conn.close(4u32.into(), reason.as_bytes());
+                break reason;
+            }
+            _ = drained.tick(), if graceful => {
+                if worker.running() == 0 {
+                    let reason = "graceful stop: no build left on this worker".to_string();
+                    let _ = write_frame(&mut send, &Frame::json(&MasterMessage::Shutdown { reason: reason.clone() })).await;
+                    let _ = send.finish();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+                    conn.close(3u32.into(), reason.as_bytes());
+                    break reason;
+                }
+            }
             _ = worker.retired() => {
                 let reason = format!("worker '{name}' was removed from the master's configuration");
                 let _ = write_frame(&mut send, &Frame::json(&MasterMessage::Shutdown { reason: reason.clone() })).await;

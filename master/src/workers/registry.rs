@@ -53,58 +53,99 @@ impl Drop for WorkerLease {
     }
 }
 
-/// All workers connected to this master, by name.
+/// What the registry knows of one worker name.
 #[derive(Debug, Default)]
+struct Slot {
+    /// The live connection, if any.
+    current: Option<ConnectedWorker>,
+    /// Builds running on this worker, whichever connection they started on: a
+    /// build waiting for its worker to reconnect still holds its slot.
+    running: Arc<AtomicUsize>,
+    /// Paused by a user: no new builds.
+    paused: bool,
+    /// The current connection asked to stop after its running builds.
+    graceful: bool,
+}
+
+/// All workers connected to this master, by name.
+#[derive(Debug)]
 pub struct WorkerRegistry {
-    workers: Mutex<HashMap<String, ConnectedWorker>>,
+    slots: Mutex<HashMap<String, Slot>>,
     next_connection: AtomicU64,
+    /// Bumped on every connect and disconnect, for [`Self::connection_after`].
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for WorkerRegistry {
+    fn default() -> Self {
+        WorkerRegistry {
+            slots: Mutex::default(),
+            next_connection: AtomicU64::new(1),
+            changes: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl WorkerRegistry {
     /// Record a new connection; an older connection of the same worker is
     /// returned so the caller can close it (a reconnecting worker wins).
+    /// `paused` is the worker's stored pause state.
     pub fn insert(
         &self,
         name: &str,
         workerid: i64,
         conn: quinn::Connection,
         info: WorkerInfo,
+        paused: bool,
     ) -> (ConnectedWorker, Option<ConnectedWorker>) {
+        let mut map = self.slots.lock().expect("registry lock");
+        let slot = map.entry(name.to_string()).or_default();
         let worker = ConnectedWorker {
             name: name.to_string(),
             workerid,
             conn,
             info,
             connection_id: self.next_connection.fetch_add(1, Ordering::SeqCst),
-            running: Arc::new(AtomicUsize::new(0)),
+            running: slot.running.clone(),
             retire: Arc::new(tokio::sync::Notify::new()),
         };
-        let old = self
-            .workers
-            .lock()
-            .expect("registry lock")
-            .insert(name.to_string(), worker.clone());
+        let old = slot.current.replace(worker.clone());
+        slot.paused = paused;
+        slot.graceful = false;
+        drop(map);
+        self.changes.send_modify(|n| *n += 1);
         (worker, old)
     }
 
     /// Forget a connection, unless the worker has reconnected since.
     pub fn remove(&self, name: &str, connection_id: u64) -> bool {
-        let mut map = self.workers.lock().expect("registry lock");
-        if map
-            .get(name)
-            .is_some_and(|w| w.connection_id == connection_id)
+        let mut map = self.slots.lock().expect("registry lock");
+        let Some(slot) = map.get_mut(name) else {
+            return false;
+        };
+        if slot
+            .current
+            .as_ref()
+            .is_none_or(|w| w.connection_id != connection_id)
         {
-            map.remove(name);
-            true
-        } else {
-            false
+            return false;
         }
+        slot.current = None;
+        slot.graceful = false;
+        drop(map);
+        self.changes.send_modify(|n| *n += 1);
+        true
     }
 
-    /// Take a build slot on `name` if it is connected and has one free.
+    /// Take a build slot on `name` if it is connected, not paused, not
+    /// stopping, and has one free.
     pub fn reserve(&self, name: &str, max_builds: Option<u32>) -> Option<WorkerLease> {
-        let map = self.workers.lock().expect("registry lock");
-        let worker = map.get(name)?;
+        let map = self.slots.lock().expect("registry lock");
+        let slot = map.get(name)?;
+        if slot.paused || slot.graceful {
+            return None;
+        }
+        let worker = slot.current.as_ref()?;
         let limit = max_builds.map(|m| m as usize).unwrap_or(usize::MAX);
         worker
             .running
@@ -117,39 +158,78 @@ impl WorkerRegistry {
         })
     }
 
-    /// Builds running on `name` (0 when not connected).
+    /// Builds running on `name`, on any of its connections.
     pub fn running(&self, name: &str) -> usize {
-        self.workers
+        self.slots
             .lock()
             .expect("registry lock")
             .get(name)
-            .map(|w| w.running())
+            .map(|s| s.running.load(Ordering::SeqCst))
             .unwrap_or(0)
     }
 
     /// The current connection of `name`, if any.
     pub fn get(&self, name: &str) -> Option<ConnectedWorker> {
-        self.workers
+        self.slots
             .lock()
             .expect("registry lock")
             .get(name)
-            .cloned()
+            .and_then(|s| s.current.clone())
     }
 
     pub fn is_connected(&self, name: &str) -> bool {
-        self.workers
-            .lock()
-            .expect("registry lock")
-            .contains_key(name)
+        self.get(name).is_some()
     }
 
     /// Every current connection (for shutdown).
     pub fn all(&self) -> Vec<ConnectedWorker> {
-        self.workers
+        self.slots
             .lock()
             .expect("registry lock")
             .values()
-            .cloned()
+            .filter_map(|s| s.current.clone())
             .collect()
+    }
+
+    /// Record a pause or unpause (stored by the data layer first).
+    pub fn set_paused(&self, name: &str, paused: bool) {
+        let mut map = self.slots.lock().expect("registry lock");
+        map.entry(name.to_string()).or_default().paused = paused;
+    }
+
+    /// The current connection `connection_id` of `name` stops after its running
+    /// builds.
+    pub fn set_graceful(&self, name: &str, connection_id: u64) {
+        let mut map = self.slots.lock().expect("registry lock");
+        if let Some(slot) = map.get_mut(name)
+            && slot
+                .current
+                .as_ref()
+                .is_some_and(|w| w.connection_id == connection_id)
+        {
+            slot.graceful = true;
+        }
+    }
+
+    /// Wait until `name` has a connection newer than `after` (any connection
+    /// when `after` is `None`), until `deadline`.
+    pub async fn connection_after(
+        &self,
+        name: &str,
+        after: Option<u64>,
+        deadline: tokio::time::Instant,
+    ) -> Option<ConnectedWorker> {
+        let mut changes = self.changes.subscribe();
+        loop {
+            if let Some(worker) = self.get(name)
+                && after.is_none_or(|id| worker.connection_id > id)
+            {
+                return Some(worker);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
     }
 }

@@ -1,15 +1,17 @@
 //! Running one remote command on a worker: open a stream, send the request,
-//! hand output to the caller as it arrives, relay an interrupt, read the outcome.
+//! hand output to the caller as it arrives, relay an interrupt, read the outcome;
+//! and when the connection breaks mid-command, wait for the worker to come back
+//! and re-attach the command from the last output byte stored.
 
+use super::registry::{ConnectedWorker, WorkerRegistry};
 use moonbot_worker::protocol::{
-    CommandControl, CommandOutcome, CommandRequest, Frame, RemoteCommand,
+    CommandControl, CommandOpen, CommandOutcome, CommandRequest, Frame, RemoteCommand,
 };
 use moonbot_worker::transport::{FrameReader, StreamError, write_frame};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::sync::watch;
-
-static NEXT_COMMAND_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Why a remote command did not produce an outcome.
 #[derive(Debug, thiserror::Error)]
@@ -52,48 +54,205 @@ pub trait OutputSink {
 /// How often [`OutputSink::idle`] is called.
 pub const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Run `command` on the worker behind `conn`. `sink` receives output in order;
+/// The worker a build runs on: its current connection, and where to find the
+/// next one when that breaks.
+pub struct WorkerLink<'a> {
+    pub registry: &'a WorkerRegistry,
+    /// The connection commands go to now.
+    pub worker: ConnectedWorker,
+    /// How long to wait for the worker to reconnect before giving up on a
+    /// command (the worker's `reconnect_grace`).
+    pub grace: Duration,
+}
+
+impl WorkerLink<'_> {
+    /// Make sure there is a live connection to send the next command to:
+    /// the current one, a newer one, or one that comes within the grace period.
+    pub async fn ready(&mut self) -> Result<(), RemoteError> {
+        if self.worker.conn.close_reason().is_none() {
+            return Ok(());
+        }
+        self.reconnected("the connection to the worker was closed")
+            .await
+    }
+
+    /// Wait up to the grace period for a connection newer than the current one.
+    async fn reconnected(&mut self, why: &str) -> Result<(), RemoteError> {
+        if self.grace.is_zero() || said_goodbye(&self.worker.conn) {
+            return Err(RemoteError::ConnectionLost(why.to_string()));
+        }
+        tracing::warn!(
+            worker = %self.worker.name,
+            "lost the worker ({why}); waiting up to {} s for it to reconnect",
+            self.grace.as_secs()
+        );
+        let deadline = tokio::time::Instant::now() + self.grace;
+        match self
+            .registry
+            .connection_after(&self.worker.name, Some(self.worker.connection_id), deadline)
+            .await
+        {
+            Some(worker) => {
+                tracing::info!(worker = %worker.name, "worker is back");
+                self.worker = worker;
+                Ok(())
+            }
+            None => Err(RemoteError::ConnectionLost(format!(
+                "{why}; the worker did not come back within {} s",
+                self.grace.as_secs()
+            ))),
+        }
+    }
+}
+
+/// Did the worker close the connection because it is shutting down (its
+/// commands are stopped; waiting for it is pointless)?
+fn said_goodbye(conn: &quinn::Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(close)) if &close.reason[..] == b"worker shutting down"
+    )
+}
+
+/// Acknowledge output to the worker at least every this many bytes (and on
+/// every idle tick), so it can forget what the master has stored.
+const ACK_EVERY: u64 = 1 << 20;
+
+/// Command ids start from the clock so a restarted master does not reuse the
+/// id of a command an earlier run left on a worker.
+fn next_command_id() -> u64 {
+    static NEXT: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
+    NEXT.get_or_init(|| {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(1);
+        AtomicU64::new(micros << 8)
+    })
+    .fetch_add(1, Ordering::Relaxed)
+}
+
+/// Why one stream of a command ended without an outcome.
+enum StreamEnd {
+    /// The stream or connection broke: the command may still run on the worker.
+    Broken(String),
+    /// Anything else: final.
+    Failed(RemoteError),
+}
+
+/// Run `command` on the worker of `link`. `sink` receives output in order;
 /// when `interrupt` changes to `Some(reason)`, the worker is asked to stop the
-/// command (the outcome then says `interrupted`).
+/// command (the outcome then says `interrupted`). When the connection breaks,
+/// the command is re-attached on the worker's next connection within the grace
+/// period, from the exact output byte stored so far.
 pub async fn run<S: OutputSink>(
-    conn: &quinn::Connection,
+    link: &mut WorkerLink<'_>,
     command: RemoteCommand,
     mut interrupt: watch::Receiver<Option<String>>,
     sink: &mut S,
 ) -> Result<CommandOutcome, RemoteError> {
+    let id = next_command_id();
+    let mut open = CommandOpen::Run(CommandRequest { id, command });
+    let mut received = 0u64;
+    loop {
+        let conn = link.worker.conn.clone();
+        match on_stream(&conn, &open, &mut received, &mut interrupt, sink).await {
+            Ok(outcome) if outcome.lost => {
+                return Err(RemoteError::ConnectionLost(
+                    outcome
+                        .failure
+                        .unwrap_or_else(|| "the worker lost the command".into()),
+                ));
+            }
+            Ok(outcome) => return Ok(outcome),
+            Err(StreamEnd::Failed(e)) => return Err(e),
+            Err(StreamEnd::Broken(why)) => {
+                let why = match conn.close_reason() {
+                    Some(reason) => reason.to_string(),
+                    None => why,
+                };
+                // The user may stop the build while its worker is away.
+                let mut stop = interrupt.clone();
+                let waited = tokio::select! {
+                    waited = link.reconnected(&why) => waited,
+                    _ = stop.wait_for(Option::is_some) => {
+                        return Ok(CommandOutcome {
+                            interrupted: true,
+                            failure: Some(format!("stopped while the worker was away ({why})")),
+                            ..CommandOutcome::default()
+                        });
+                    }
+                };
+                waited?;
+                open = CommandOpen::Resume { id, received };
+            }
+        }
+    }
+}
+
+/// Send `open` on a new stream of `conn` and relay the command until its outcome
+/// or until the stream breaks. `received` counts output bytes stored so far.
+async fn on_stream<S: OutputSink>(
+    conn: &quinn::Connection,
+    open: &CommandOpen,
+    received: &mut u64,
+    interrupt: &mut watch::Receiver<Option<String>>,
+    sink: &mut S,
+) -> Result<CommandOutcome, StreamEnd> {
+    let broken = |e: StreamError| match e {
+        StreamError::Frame(f) => StreamEnd::Failed(RemoteError::Protocol(f.to_string())),
+        other => StreamEnd::Broken(other.to_string()),
+    };
     let (mut send, recv) = conn
         .open_bi()
         .await
-        .map_err(|e| RemoteError::ConnectionLost(e.to_string()))?;
-    let request = CommandRequest {
-        id: NEXT_COMMAND_ID.fetch_add(1, Ordering::Relaxed),
-        command,
-    };
-    write_frame(&mut send, &Frame::json(&request)).await?;
+        .map_err(|e| StreamEnd::Broken(e.to_string()))?;
+    write_frame(&mut send, &Frame::json(open))
+        .await
+        .map_err(broken)?;
     let mut reader = FrameReader::new(recv);
     let mut interrupted = interrupt.borrow().is_some();
     if interrupted {
-        send_interrupt(&mut send, &interrupt).await?;
+        send_interrupt(&mut send, interrupt).await.map_err(broken)?;
     }
+    let mut acked = *received;
     let mut idle = tokio::time::interval(IDLE_TICK);
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = idle.tick() => sink.idle().await.map_err(RemoteError::Sink)?,
+            _ = idle.tick() => {
+                sink.idle().await.map_err(|e| StreamEnd::Failed(RemoteError::Sink(e)))?;
+                if *received > acked {
+                    acked = *received;
+                    let ack = CommandControl::Ack { received: acked };
+                    write_frame(&mut send, &Frame::json(&ack)).await.map_err(broken)?;
+                }
+            }
             frame = reader.next() => {
-                match frame? {
-                    Some(Frame::Stdout(bytes)) => {
-                        sink.output(Output::Stdout(bytes)).await.map_err(RemoteError::Sink)?;
-                    }
-                    Some(Frame::Stderr(bytes)) => {
-                        sink.output(Output::Stderr(bytes)).await.map_err(RemoteError::Sink)?;
-                    }
+                let output = match frame.map_err(broken)? {
+                    Some(Frame::Stdout(bytes)) => Output::Stdout(bytes),
+                    Some(Frame::Stderr(bytes)) => Output::Stderr(bytes),
                     Some(json @ Frame::Json(_)) => {
-                        let outcome: CommandOutcome = json.parse().map_err(|e| RemoteError::Protocol(e.to_string()))?;
+                        let outcome: CommandOutcome = json
+                            .parse()
+                            .map_err(|e| StreamEnd::Failed(RemoteError::Protocol(e.to_string())))?;
                         let _ = send.finish();
                         return Ok(outcome);
                     }
-                    None => return Err(RemoteError::ConnectionLost("the worker closed the command stream without an outcome".into())),
+                    None => {
+                        return Err(StreamEnd::Broken(
+                            "the worker closed the command stream without an outcome".into(),
+                        ));
+                    }
+                };
+                *received += match &output {
+                    Output::Stdout(b) | Output::Stderr(b) => b.len() as u64,
+                };
+                sink.output(output).await.map_err(|e| StreamEnd::Failed(RemoteError::Sink(e)))?;
+                if *received - acked >= ACK_EVERY {
+                    acked = *received;
+                    let ack = CommandControl::Ack { received: acked };
+                    write_frame(&mut send, &Frame::json(&ack)).await.map_err(broken)?;
                 }
             }
             changed = interrupt.changed(), if !interrupted => {
@@ -103,7 +262,7 @@ pub async fn run<S: OutputSink>(
                 }
                 if interrupt.borrow().is_some() {
                     interrupted = true;
-                    send_interrupt(&mut send, &interrupt).await?;
+                    send_interrupt(&mut send, interrupt).await.map_err(broken)?;
                 }
             }
         }
@@ -113,8 +272,7 @@ pub async fn run<S: OutputSink>(
 async fn send_interrupt(
     send: &mut quinn::SendStream,
     interrupt: &watch::Receiver<Option<String>>,
-) -> Result<(), RemoteError> {
+) -> Result<(), StreamError> {
     let reason = interrupt.borrow().clone().unwrap_or_default();
-    write_frame(send, &Frame::json(&CommandControl::Interrupt { reason })).await?;
-    Ok(())
+    write_frame(send, &Frame::json(&CommandControl::Interrupt { reason })).await
 }

@@ -13,8 +13,31 @@ pub enum ActionError {
     NoBuild(i64),
     #[error("build request {0} has already started or finished; stop its build instead")]
     NotPending(i64),
+    #[error("worker '{0}' is not in this master's configuration")]
+    NoWorker(String),
     #[error(transparent)]
     Data(#[from] DataError),
+}
+
+/// Pause or unpause a configured worker (by name or id): a paused worker gets
+/// no new builds; its running builds go on. Returns the worker as the API shows it.
+pub async fn set_worker_paused(
+    shared: &Shared,
+    worker: &str,
+    paused: bool,
+) -> Result<serde_json::Value, ActionError> {
+    let running = shared.running_config();
+    let found = running
+        .worker_ids
+        .iter()
+        .find(|(name, id)| name.as_str() == worker || id.to_string() == worker)
+        .map(|(name, id)| (name.clone(), *id));
+    drop(running);
+    let (name, workerid) = found.ok_or_else(|| ActionError::NoWorker(worker.to_string()))?;
+    let shown = shared.data.set_worker_paused(workerid, paused).await?;
+    shared.workers.set_paused(&name, paused);
+    tracing::info!(worker = %name, "worker {}", if paused { "paused" } else { "unpaused" });
+    Ok(shown.unwrap_or(serde_json::Value::Null))
 }
 
 /// What a rebuild submitted.

@@ -395,11 +395,20 @@ async fn control(
         (["builds", _], "rebuild") => "rebuild",
         (["buildrequests", _], "cancel") => "cancel",
         (["config"], "reload" | "diff") => "reload",
-        (["forceschedulers", _] | ["builds", _] | ["buildrequests", _] | ["config"], _) => {
+        (["workers", _], "pause" | "unpause") => "pause",
+        (
+            ["forceschedulers", _]
+            | ["builds", _]
+            | ["buildrequests", _]
+            | ["workers", _]
+            | ["config"],
+            _,
+        ) => {
             let known = match rest[0] {
                 "forceschedulers" => "'force'",
                 "builds" => "'stop' and 'rebuild'",
                 "buildrequests" => "'cancel'",
+                "workers" => "'pause' and 'unpause'",
                 _ => "'reload' and 'diff'",
             };
             return Ok(rpc_answer(
@@ -439,6 +448,9 @@ async fn control(
             }
         }
         ["buildrequests", r] => cancel_call(shared, id(r, "build request")?).await,
+        ["workers", w] => super::actions::set_worker_paused(shared, w, method == "pause")
+            .await
+            .map_err(|e| invalid_params(e.to_string())),
         _ => unreachable!("matched above"),
     };
     Ok(rpc_answer(rpc_id, result))

@@ -10,6 +10,8 @@ pub struct Model {
     pub masterid: i64,
     pub workerid: i64,
     pub connected_at: f64,
+    /// The worker asked to stop once its running builds are done.
+    pub graceful: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

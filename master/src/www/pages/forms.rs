@@ -100,6 +100,14 @@ pub async fn post(ctx: &Ctx<'_>, segments: &[&str]) -> PageResult {
                 .map_err(|e| PageError::Internal(e.to_string()))?;
             Ok(see_other("/"))
         }
+        ["workers", w, action @ ("pause" | "unpause")] => {
+            let workerid = id(w, "worker")?;
+            allow(ctx, "pause", &form)?;
+            crate::www::actions::set_worker_paused(ctx.shared, w, *action == "pause")
+                .await
+                .map_err(|e| PageError::BadRequest(e.to_string()))?;
+            Ok(see_other(&format!("/workers/{workerid}")))
+        }
         ["buildrequests", r, "cancel"] => {
             let brid = id(r, "build request")?;
             allow(ctx, "cancel", &form)?;

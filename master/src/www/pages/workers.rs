@@ -25,13 +25,18 @@ fn info_cells(w: &Value) -> String {
 }
 
 fn connection(w: &Value) -> (bool, String) {
-    match w["connected_to"].as_array().and_then(|c| c.first()) {
-        Some(c) => (
-            true,
-            format!("connected since {}", when(c["connected_at"].as_f64())),
-        ),
-        None => (false, "not connected".into()),
+    let mut text = match w["connected_to"].as_array().and_then(|c| c.first()) {
+        Some(c) => format!("connected since {}", when(c["connected_at"].as_f64())),
+        None => "not connected".into(),
+    };
+    let online = !w["connected_to"].as_array().is_none_or(|c| c.is_empty());
+    if w["paused"] == true {
+        text.push_str(", paused");
     }
+    if w["graceful"] == true {
+        text.push_str(", stopping after its running builds");
+    }
+    (online, text)
 }
 
 pub async fn list(ctx: &Ctx<'_>) -> PageResult {
@@ -75,6 +80,16 @@ pub async fn worker(ctx: &Ctx<'_>, workerid: i64) -> PageResult {
         .next()
         .ok_or_else(|| PageError::NotFound(format!("worker {workerid} not found")))?;
     let (_, since) = connection(&w);
+    let control = if ctx.may("pause") {
+        let (path, label) = if w["paused"] == true {
+            (format!("/workers/{workerid}/unpause"), "Unpause")
+        } else {
+            (format!("/workers/{workerid}/pause"), "Pause")
+        };
+        super::html::button(&path, &ctx.csrf, label, "pause")
+    } else {
+        String::new()
+    };
     let q = ListQuery {
         order: vec![("buildid".into(), true)],
         limit: Some(30),
@@ -99,7 +114,7 @@ pub async fn worker(ctx: &Ctx<'_>, workerid: i64) -> PageResult {
         })
         .collect();
     let body = format!(
-        "<div id=\"live\"><p class=\"conn\">{since}</p><table class=\"facts\"><tr><th>OS</th><th>arch</th><th>CPUs</th><th>admin</th></tr><tr>{}</tr></table>\
+        "<div id=\"live\"><p class=\"conn\">{since}</p>{control}<table class=\"facts\"><tr><th>OS</th><th>arch</th><th>CPUs</th><th>admin</th></tr><tr>{}</tr></table>\
 <h2>Builds</h2><table id=\"builds\"><tr><th>builder</th><th>build</th><th>result</th><th>started</th><th>duration</th></tr>{rows}</table></div>",
         info_cells(&w),
     );
