@@ -131,9 +131,19 @@ impl TestMaster {
     /// Create a master directory (CA included) whose master.lua is `lua` with
     /// `@DB@` replaced by this test's database URL and `@QUIC_PORT@` by 0.
     pub fn create(backend: &Backend, lua: &str) -> TestMaster {
+        TestMaster::create_for_hosts(backend, lua, &[])
+    }
+
+    /// [`TestMaster::create`], with a certificate also valid for `hosts`
+    /// (`moonbot create-master --host`).
+    pub fn create_for_hosts(backend: &Backend, lua: &str, hosts: &[&str]) -> TestMaster {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("master");
-        run_ok("moonbot", &["create-master", dir.to_str().unwrap()]);
+        let mut args = vec!["create-master", dir.to_str().unwrap()];
+        for host in hosts {
+            args.extend(["--host", host]);
+        }
+        run_ok("moonbot", &args);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let (db_url, pg) = match backend {
             Backend::Sqlite => ("sqlite:state.sqlite".to_string(), None),
@@ -383,6 +393,11 @@ impl TestMaster {
 
     /// Create a worker directory for `name` trusting `ca`, signed by `signer`'s CA.
     pub fn make_worker(&self, name: &str, signer: &Path) -> TestWorker {
+        self.make_worker_dialing(name, signer, &self.quic)
+    }
+
+    /// [`TestMaster::make_worker`] for a worker that dials `master` (HOST:PORT).
+    pub fn make_worker_dialing(&self, name: &str, signer: &Path, master: &str) -> TestWorker {
         let dir = self.tmp.path().join(format!(
             "worker-{name}-{}",
             COUNTER.fetch_add(1, Ordering::SeqCst)
@@ -394,7 +409,7 @@ impl TestMaster {
                 "create-worker",
                 dir.to_str().unwrap(),
                 "--master",
-                &self.quic,
+                master,
                 "--name",
                 name,
                 "--ca",
@@ -411,7 +426,11 @@ impl TestMaster {
                 dir.join("worker.csr").to_str().unwrap(),
             ],
         );
-        TestWorker { dir, child: None }
+        TestWorker {
+            dir,
+            child: None,
+            netns: None,
+        }
     }
 }
 
@@ -434,6 +453,8 @@ impl Drop for TestMaster {
 pub struct TestWorker {
     pub dir: PathBuf,
     child: Option<Child>,
+    /// The network namespace the worker runs in (`ip netns exec`), if any.
+    pub netns: Option<String>,
 }
 
 impl TestWorker {
@@ -443,8 +464,18 @@ impl TestWorker {
             .append(true)
             .open(self.dir.join("stderr.log"))
             .unwrap();
+        let worker = bin("moonbot-worker");
+        let mut command = match &self.netns {
+            // `ip netns exec` execs the program: the child is the worker itself.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(worker);
+                c
+            }
+            None => Command::new(worker),
+        };
         self.child = Some(
-            Command::new(bin("moonbot-worker"))
+            command
                 .args(["start", self.dir.to_str().unwrap()])
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -479,3 +510,5 @@ impl Drop for TestWorker {
 
 /// Is a process with this pid still there (zombies count as gone)?
 pub use moonbot_worker::signal::process_alive;
+
+pub mod netns;

@@ -20,6 +20,7 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -34,7 +35,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub const BACKOFF_JITTER: f64 = 0.2;
 
 /// How long the QUIC handshake with one address may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Short: after an outage, a fresh attempt gets through sooner than the
+/// retransmissions of an old one, whose intervals keep doubling.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the master may take to answer the hello.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a keep-alive may wait for room on the control stream.
@@ -137,6 +140,7 @@ pub async fn run_with(
                     dir.name
                 );
                 let remote = session.remote;
+                table.reconnected();
                 let context = CommandContext {
                     table: table.clone(),
                     builds_dir: builds_dir.clone(),
@@ -531,9 +535,18 @@ async fn serve(
         keepalive_interval,
         ..
     } = session;
+    // When the master was last heard from: a master that stops echoing
+    // keep-alives is given up on as fast as it gives up on a silent worker
+    // (its missing_timeout is three keep-alive intervals), instead of waiting
+    // for QUIC's idle timeout.
+    let epoch = tokio::time::Instant::now();
+    let heard_ms = AtomicU64::new(0);
+    let silent_limit = keepalive_interval * 3 + Duration::from_secs(1);
     // One long-lived future reads the control stream, so no select below
     // restarts it.
-    let control = watch_control_stream(&conn, control_reader);
+    let control = watch_control_stream(&conn, control_reader, || {
+        heard_ms.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed)
+    });
     tokio::pin!(control);
     let mut keepalive = tokio::time::interval_at(
         tokio::time::Instant::now() + keepalive_interval,
@@ -580,6 +593,14 @@ async fn serve(
                 };
             }
             _ = keepalive.tick() => {
+                let heard = epoch + Duration::from_millis(heard_ms.load(Ordering::Relaxed));
+                if heard.elapsed() > silent_limit {
+                    close_if_open(&conn, b"master silent");
+                    return SessionEnd::Lost(format!(
+                        "nothing heard from the master for {:.0} s",
+                        heard.elapsed().as_secs_f64()
+                    ));
+                }
                 let sent = timeout(
                     KEEPALIVE_WRITE_TIMEOUT,
                     write_frame(&mut control_send, &Frame::json(&WorkerMessage::KeepAlive)),
@@ -622,9 +643,15 @@ enum ControlEnd {
 }
 
 /// Read the master's control messages until the stream ends; returns why.
-async fn watch_control_stream(conn: &Connection, mut reader: FrameReader) -> ControlEnd {
+async fn watch_control_stream(
+    conn: &Connection,
+    mut reader: FrameReader,
+    heard: impl Fn(),
+) -> ControlEnd {
     loop {
-        match reader.next().await {
+        let next = reader.next().await;
+        heard();
+        match next {
             Ok(Some(frame)) => match frame.parse::<MasterMessage>() {
                 Ok(MasterMessage::KeepAlive) => tracing::trace!("keep-alive echoed"),
                 Ok(MasterMessage::Shutdown { reason }) => {

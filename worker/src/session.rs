@@ -39,10 +39,28 @@ pub struct Attachment {
     pub received: u64,
 }
 
+/// How long a detached command waits, once the worker is connected again, for
+/// the master to re-attach it. A master that still wants a command re-attaches
+/// it as soon as the worker is back; one that gave up (its grace period ended
+/// first) never will, and its command must not go on beside the build that
+/// replaces it.
+pub const REATTACH_AFTER_RECONNECT: Duration = Duration::from_secs(5);
+
 /// The commands this worker runs, by id, so a `Resume` stream finds its command.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct CommandTable {
     commands: Arc<Mutex<HashMap<u64, mpsc::Sender<Attachment>>>>,
+    /// Bumped each time the master welcomes this worker.
+    connections: watch::Sender<u64>,
+}
+
+impl Default for CommandTable {
+    fn default() -> Self {
+        CommandTable {
+            commands: Arc::default(),
+            connections: watch::Sender::new(0),
+        }
+    }
 }
 
 impl CommandTable {
@@ -67,9 +85,11 @@ impl CommandTable {
             .expect("command table lock")
             .insert(request.id, attach_tx.clone());
         let table = self.clone();
+        let connections = self.connections.subscribe();
         async move {
             let id = request.id;
-            drive(request, stream, attach_rx, builds_dir, keep, stop).await;
+            let ends = Ends { stop, connections };
+            drive(request, stream, attach_rx, builds_dir, keep, ends).await;
             table.forget(id, &attach_tx);
         }
     }
@@ -87,6 +107,12 @@ impl CommandTable {
             Some(sender) => sender.send(stream).await.map_err(|e| e.0),
             None => Err(stream),
         }
+    }
+
+    /// The master welcomed this worker again: detached commands it does not
+    /// re-attach soon are stopped (see [`REATTACH_AFTER_RECONNECT`]).
+    pub fn reconnected(&self) {
+        self.connections.send_modify(|n| *n += 1);
     }
 
     /// Commands running or waiting to be re-attached.
@@ -241,6 +267,12 @@ pub async fn refuse_resume(mut stream: Attachment, id: u64) {
     let _ = stream.send.finish();
 }
 
+/// What ends a command from outside: the worker stopping, and reconnections.
+struct Ends {
+    stop: watch::Receiver<bool>,
+    connections: watch::Receiver<u64>,
+}
+
 /// The life of one command: run it, keep its output until acknowledged, move
 /// between streams, stop it when nobody comes back for it.
 async fn drive(
@@ -249,8 +281,12 @@ async fn drive(
     mut attach_rx: mpsc::Receiver<Attachment>,
     builds_dir: PathBuf,
     keep: Duration,
-    mut stop: watch::Receiver<bool>,
+    ends: Ends,
 ) {
+    let Ends {
+        mut stop,
+        mut connections,
+    } = ends;
     let id = request.id;
     tracing::info!("command {id}: {}", describe_command(&request.command));
     let (events_tx, mut events_rx) = mpsc::channel(OUTPUT_QUEUE);
@@ -292,6 +328,7 @@ async fn drive(
             }
         }
         let room = buffer.bytes() < MAX_BUFFERED_OUTPUT;
+        let detached = link.is_none();
         let (writing, reader) = match link.as_mut() {
             Some(l) => (l.writing.as_mut(), l.reader.as_mut()),
             None => (None, None),
@@ -370,8 +407,14 @@ async fn drive(
             _ = sleep_until(give_up_at.unwrap_or_else(Instant::now)), if give_up_at.is_some() && !given_up => {
                 given_up = true;
                 if outcome.is_none() {
-                    tracing::warn!("command {id}: nobody re-attached it within {} s; stopping it", keep.as_secs());
+                    tracing::warn!("command {id}: nobody re-attached it in time; stopping it");
                     interrupt_tx = None;
+                }
+            }
+            changed = connections.changed(), if detached && !given_up => {
+                if changed.is_ok() {
+                    let soon = Instant::now() + REATTACH_AFTER_RECONNECT;
+                    give_up_at = Some(give_up_at.map_or(soon, |t| t.min(soon)));
                 }
             }
             _ = stop.changed(), if !stopping => {
