@@ -6,9 +6,9 @@
 //! earlier than the revocation time minus [`CLOCK_SKEW_ALLOWANCE`], the
 //! backdating every worker certificate gets). The second rule covers
 //! certificates signed before the master kept [`super::issued`] records, and
-//! lets the same name enroll again later with a fresh certificate. A
-//! certificate signed within the same second as the revocation counts as
-//! revoked.
+//! lets the same name enroll again at once with a fresh certificate
+//! (`not_before` has whole seconds: a certificate signed earlier in the second
+//! of the revocation is caught by its serial, one signed later is not revoked).
 //!
 //! The listener holds one [`Revocations`]: it re-reads the file only when its
 //! modification time or size changed, so a thousand reconnecting workers cost
@@ -130,8 +130,8 @@ pub fn revoke_worker(master_dir: &Path, name: &str) -> Result<RevokeOutcome, Pki
         }
         revoked += 1;
     }
-    // Whole seconds: a certificate signed earlier in this second is covered too.
-    list.names.insert(name.to_string(), now + 1);
+    // Recorded certificates of this very second are listed by serial above.
+    list.names.insert(name.to_string(), now);
     // Expired certificates need no listing.
     list.certificates.retain(|r| r.not_after > now);
     let json = serde_json::to_vec_pretty(&list).expect("revocation list serializes");
@@ -279,16 +279,18 @@ mod tests {
         let old = sign_worker_csr(dir.path(), &csr("legacy"), WORKER_CERT_VALIDITY).unwrap();
         // As if it had been signed before the master kept records.
         std::fs::remove_file(dir.path().join("pki/issued/legacy.json")).unwrap();
+        // Unrecorded certificates are caught by the second they were signed in.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
         let outcome = revoke_worker(dir.path(), "legacy").unwrap();
         assert_eq!(outcome.certificates, 0);
         assert_eq!(outcome.recorded, 0);
         assert!(is_revoked(dir.path(), &der(&old.cert_pem)));
-        // A certificate signed later for the same name is not.
+        // A certificate signed later (even in the same second) for the same name is not.
         let list = RevocationList::load(dir.path()).unwrap();
         let later = CertFacts {
             name: "legacy".into(),
             serial: "00".into(),
-            not_before: list.names["legacy"] + 1 - CLOCK_SKEW_ALLOWANCE.as_secs() as i64,
+            not_before: list.names["legacy"] - CLOCK_SKEW_ALLOWANCE.as_secs() as i64,
             not_after: i64::MAX,
         };
         assert!(!list.revokes(&later));
