@@ -260,7 +260,9 @@ fn worker_token(
     let hosts = pki::master_cert_hosts(dir)?;
     if !hosts.iter().any(|h| h.eq_ignore_ascii_case(&address.host)) {
         eprintln!(
-            "warning: the master's certificate is not valid for '{}' (it names {}): the worker              will refuse the master. Give --master with one of those, or create the master              with --host {}",
+            "warning: the master's certificate is not valid for '{}' (it names {}): the worker \
+             will refuse the master. Give --master with one of those, or create the master \
+             with --host {}",
             address.host,
             hosts.join(", "),
             address.host
@@ -268,14 +270,16 @@ fn worker_token(
     }
     match config::load(dir) {
         Ok(loaded) if loaded.config.worker(name).is_none() => eprintln!(
-            "warning: master.lua does not list worker '{name}' yet: it will enroll, but the              master refuses its connections until master.lua lists it"
+            "warning: master.lua does not list worker '{name}' yet: it will enroll, but the \
+             master refuses its connections until master.lua lists it"
         ),
         Ok(_) => {}
         Err(e) => eprintln!("warning: could not check master.lua for worker '{name}': {e}"),
     }
     let made = pki::enroll::create_token(dir, name, &master, expires, cert_validity)?;
     println!(
-        "one-time enrollment token for worker '{name}' (master {master}; its certificate will          be valid for {})",
+        "one-time enrollment token for worker '{name}' (master {master}; its certificate will \
+         be valid for {})",
         duration::display(cert_validity)
     );
     println!(
@@ -301,12 +305,14 @@ fn revoke_worker(dir: &Path, name: &str) -> anyhow::Result<i32> {
     }
     let outcome = pki::revoke::revoke_worker(dir, name)?;
     println!(
-        "revoked {} certificate(s) of worker '{name}' ({} recorded in all); certificates of          '{name}' signed before now are refused from the worker's next connection on",
+        "revoked {} certificate(s) of worker '{name}' ({} recorded in all); certificates of \
+         '{name}' signed before now are refused from the worker's next connection on",
         outcome.certificates, outcome.recorded
     );
     if outcome.recorded == 0 {
         println!(
-            "note: this master has no record of certificates for '{name}' (signed before it              kept records); they are revoked by name and signing time"
+            "note: this master has no record of certificates for '{name}' (signed before it \
+             kept records); they are revoked by name and signing time"
         );
     }
     println!(
