@@ -332,7 +332,11 @@ pub fn many_workers(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> 
                 host_description: None,
             },
         )?;
-        let signed = moonbot_master::pki::sign_worker_csr(&m.dir, &std::fs::read_to_string(csr)?)?;
+        let signed = moonbot_master::pki::sign_worker_csr(
+            &m.dir,
+            &std::fs::read_to_string(csr)?,
+            moonbot_master::pki::WORKER_CERT_VALIDITY,
+        )?;
         std::fs::write(dir.join("worker.crt"), signed.cert_pem)?;
     }
 

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod data;
 pub mod db;
+pub mod duration;
 pub mod mq;
 pub mod pki;
 pub mod process;

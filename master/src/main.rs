@@ -31,7 +31,31 @@ enum Command {
         /// Where to write the certificate (default: worker.crt beside the CSR).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// How long the certificate is valid (s, m, h or d).
+        #[arg(long, value_name = "DURATION", default_value = "365d", value_parser = moonbot_master::duration::parse)]
+        cert_validity: Duration,
     },
+    /// Make a one-time enrollment token for a new worker; the token is the last
+    /// line printed. On the worker: moonbot-worker create-worker WDIR --token TOKEN
+    WorkerToken {
+        dir: PathBuf,
+        /// The worker's name (as master.lua lists it).
+        name: String,
+        /// The address the worker dials, HOST:PORT (default: the first extra
+        /// --host of the master's certificate, else this machine's host name,
+        /// and master.lua's QUIC port).
+        #[arg(long, value_name = "HOST:PORT")]
+        master: Option<String>,
+        /// How long the token can be used (s, m, h or d).
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = moonbot_master::duration::parse)]
+        expires: Duration,
+        /// How long the worker's certificate is valid (it renews itself before then).
+        #[arg(long, value_name = "DURATION", default_value = "365d", value_parser = moonbot_master::duration::parse)]
+        cert_validity: Duration,
+    },
+    /// Revoke every certificate of a worker signed until now: the master refuses
+    /// it from its next connection on (enroll it again with a new token).
+    RevokeWorker { dir: PathBuf, name: String },
     /// Run the master in the foreground (logs to stderr and DIR/master.log).
     Start { dir: PathBuf },
     /// Stop a running master: running builds are interrupted and run again later.
@@ -112,10 +136,11 @@ fn run(command: Command) -> anyhow::Result<i32> {
             master_dir,
             csr,
             out,
+            cert_validity,
         } => {
             let csr_pem = std::fs::read_to_string(&csr)
                 .with_context(|| format!("reading {}", csr.display()))?;
-            let signed = pki::sign_worker_csr(&master_dir, &csr_pem)?;
+            let signed = pki::sign_worker_csr(&master_dir, &csr_pem, cert_validity)?;
             let out = out.unwrap_or_else(|| csr.with_file_name("worker.crt"));
             std::fs::write(&out, &signed.cert_pem)
                 .with_context(|| format!("writing {}", out.display()))?;
@@ -135,6 +160,14 @@ fn run(command: Command) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        Command::WorkerToken {
+            dir,
+            name,
+            master,
+            expires,
+            cert_validity,
+        } => worker_token(&dir, &name, master, expires, cert_validity),
+        Command::RevokeWorker { dir, name } => revoke_worker(&dir, &name),
         Command::Start { dir } => start(&dir),
         Command::Stop { dir, clean } => stop(&dir, clean),
         Command::Checkconfig { dir, diff: true } => checkconfig_diff(&dir),
@@ -173,6 +206,120 @@ fn run(command: Command) -> anyhow::Result<i32> {
         },
         Command::Quickstart { dir } => quickstart(&dir),
     }
+}
+
+/// The address a token tells the worker to dial when `--master` is not given:
+/// the first extra host of the master's certificate (else this machine's host
+/// name) and master.lua's QUIC port (else, for port 0, the running master's).
+fn default_master_address(dir: &Path) -> anyhow::Result<String> {
+    let hosts = pki::master_cert_hosts(dir)?;
+    let host = hosts
+        .iter()
+        .find(|h| !matches!(h.as_str(), "localhost" | "127.0.0.1" | "::1"))
+        .cloned()
+        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+    let loaded = config::load(dir).map_err(|e| {
+        anyhow::anyhow!("cannot read master.lua for the QUIC port ({e}); give --master HOST:PORT")
+    })?;
+    let mut port = loaded.config.quic.port;
+    if port == 0 {
+        port = std::fs::read_to_string(runtime::ports_file(dir))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["quic"].as_str()?.rsplit(':').next()?.parse().ok())
+            .context(
+                "master.lua's QUIC port is 0 and no master is running: give --master HOST:PORT",
+            )?;
+    }
+    Ok(if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
+fn worker_token(
+    dir: &Path,
+    name: &str,
+    master: Option<String>,
+    expires: Duration,
+    cert_validity: Duration,
+) -> anyhow::Result<i32> {
+    use moonbot_master::duration;
+    if !dir.join("master.lua").exists() {
+        bail!(
+            "{} is not a master directory (no master.lua)",
+            dir.display()
+        );
+    }
+    let master = match master {
+        Some(m) => m,
+        None => default_master_address(dir)?,
+    };
+    let address = moonbot_worker::workdir::MasterAddress::parse(&master)?;
+    let hosts = pki::master_cert_hosts(dir)?;
+    if !hosts.iter().any(|h| h.eq_ignore_ascii_case(&address.host)) {
+        eprintln!(
+            "warning: the master's certificate is not valid for '{}' (it names {}): the worker \
+             will refuse the master. Give --master with one of those, or create the master \
+             with --host {}",
+            address.host,
+            hosts.join(", "),
+            address.host
+        );
+    }
+    match config::load(dir) {
+        Ok(loaded) if loaded.config.worker(name).is_none() => eprintln!(
+            "warning: master.lua does not list worker '{name}' yet: it will enroll, but the \
+             master refuses its connections until master.lua lists it"
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: could not check master.lua for worker '{name}': {e}"),
+    }
+    let made = pki::enroll::create_token(dir, name, &master, expires, cert_validity)?;
+    println!(
+        "one-time enrollment token for worker '{name}' (master {master}; its certificate will \
+         be valid for {})",
+        duration::display(cert_validity)
+    );
+    println!(
+        "it can be used once, until {} ({} from now)",
+        pki::format_unix(made.expires),
+        duration::display(expires)
+    );
+    println!("on the worker's machine run: moonbot-worker create-worker WDIR --token TOKEN");
+    println!("token:");
+    println!("{}", made.token);
+    Ok(0)
+}
+
+fn revoke_worker(dir: &Path, name: &str) -> anyhow::Result<i32> {
+    if !pki::valid_worker_name(name) {
+        bail!("'{name}' is not a valid worker name");
+    }
+    if !pki::PkiPaths::new(dir).ca_cert().exists() {
+        bail!(
+            "{} is not a master directory (no pki/ca.crt)",
+            dir.display()
+        );
+    }
+    let outcome = pki::revoke::revoke_worker(dir, name)?;
+    println!(
+        "revoked {} certificate(s) of worker '{name}' ({} recorded in all); certificates of \
+         '{name}' signed before now are refused from the worker's next connection on",
+        outcome.certificates, outcome.recorded
+    );
+    if outcome.recorded == 0 {
+        println!(
+            "note: this master has no record of certificates for '{name}' (signed before it \
+             kept records); they are revoked by name and signing time"
+        );
+    }
+    println!(
+        "to let the worker back in, give it a new token: moonbot worker-token {} {name}",
+        dir.display()
+    );
+    Ok(0)
 }
 
 fn create_master(dir: &Path, hosts: &[String]) -> anyhow::Result<()> {
@@ -390,7 +537,11 @@ fn quickstart(base: &Path) -> anyhow::Result<i32> {
                 host_description: None,
             },
         )?;
-        let signed = pki::sign_worker_csr(&master_dir, &std::fs::read_to_string(&csr)?)?;
+        let signed = pki::sign_worker_csr(
+            &master_dir,
+            &std::fs::read_to_string(&csr)?,
+            pki::WORKER_CERT_VALIDITY,
+        )?;
         std::fs::write(worker_dir.join("worker.crt"), signed.cert_pem)?;
         println!("created worker 'local-1' in {}", worker_dir.display());
     }

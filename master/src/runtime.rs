@@ -47,6 +47,8 @@ pub struct Shared {
     pub reloading: tokio::sync::Mutex<()>,
     /// Signs the web UI's session cookies and CSRF tokens.
     pub session_key: crate::www::auth::SessionKey,
+    /// `pki/revoked.json`, re-read when it changes.
+    pub revocations: crate::pki::revoke::Revocations,
     config: RwLock<Arc<RunningConfig>>,
 }
 
@@ -151,6 +153,7 @@ impl Master {
             reloading: tokio::sync::Mutex::new(()),
             session_key: crate::www::auth::SessionKey::load_or_create(&dir)
                 .context("cannot read or create the web session key")?,
+            revocations: crate::pki::revoke::Revocations::new(&dir),
             config: RwLock::new(Arc::new(running)),
         });
 

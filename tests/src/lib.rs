@@ -432,6 +432,26 @@ impl TestMaster {
             netns: None,
         }
     }
+
+    /// `moonbot worker-token DIR NAME --master QUIC EXTRA…`: the token (the
+    /// last line of its output).
+    pub fn worker_token(&self, name: &str, extra: &[&str]) -> String {
+        let mut args = vec!["worker-token", self.path(), name, "--master", &self.quic];
+        args.extend_from_slice(extra);
+        let out = run_ok("moonbot", &args);
+        out.lines()
+            .last()
+            .unwrap_or_else(|| panic!("worker-token printed nothing"))
+            .to_string()
+    }
+
+    /// A fresh path for a worker directory of `name` (not created).
+    pub fn new_worker_dir(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(format!(
+            "worker-{name}-{}",
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ))
+    }
 }
 
 impl Drop for TestMaster {
@@ -450,6 +470,7 @@ impl Drop for TestMaster {
 }
 
 /// A worker directory and its process.
+#[derive(Debug)]
 pub struct TestWorker {
     pub dir: PathBuf,
     child: Option<Child>,
@@ -457,7 +478,56 @@ pub struct TestWorker {
     pub netns: Option<String>,
 }
 
+/// What `moonbot-worker create-worker` said when it failed.
+#[derive(Debug)]
+pub struct CliFailure {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
 impl TestWorker {
+    /// A worker for an existing directory (not started).
+    pub fn at(dir: PathBuf) -> TestWorker {
+        TestWorker { dir, child: None }
+    }
+
+    /// `moonbot-worker create-worker DIR --token TOKEN` in a fresh directory of
+    /// `master`'s; the worker, or what the command said when it failed.
+    pub fn enroll(master: &TestMaster, name: &str, token: &str) -> Result<TestWorker, CliFailure> {
+        TestWorker::enroll_in(master.new_worker_dir(name), token)
+    }
+
+    /// `moonbot-worker create-worker DIR --token TOKEN` in `dir`.
+    pub fn enroll_in(dir: PathBuf, token: &str) -> Result<TestWorker, CliFailure> {
+        let (code, stdout, stderr) = run(
+            "moonbot-worker",
+            &[
+                "create-worker",
+                dir.to_str().unwrap(),
+                "--token",
+                token,
+                "--admin",
+                "Volunteer <v@example.org>",
+            ],
+        );
+        if code != 0 {
+            return Err(CliFailure {
+                code,
+                stdout,
+                stderr,
+            });
+        }
+        assert!(
+            stdout.contains(&format!(
+                "start it with: moonbot-worker start {}",
+                dir.display()
+            )),
+            "{stdout}"
+        );
+        Ok(TestWorker { dir, child: None })
+    }
+
     pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)

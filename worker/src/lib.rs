@@ -7,12 +7,16 @@
 //! Worker side: [`workdir`] (the worker directory and its identity files),
 //! [`tls`] (mutual-TLS client configuration), [`connection`] (dialling the
 //! master, serving command streams, reconnecting), [`runner`] (running one
-//! command) and [`signal`] (signalling process groups).
+//! command) and [`signal`] (signalling process groups); [`enroll`] (getting a
+//! certificate with a one-time token) and [`renew`] (replacing it before it
+//! expires).
 
 pub mod protocol;
 pub mod transport;
 
 pub mod connection;
+pub mod enroll;
+pub mod renew;
 pub mod runner;
 pub mod session;
 pub mod signal;

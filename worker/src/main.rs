@@ -37,20 +37,25 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create a worker directory: a private key (never leaves this machine), a
-    /// certificate request for the master's admin, and the configuration.
+    /// Create a worker directory: a private key (never leaves this machine), and
+    /// either a certificate request for the master's admin (--master, --name,
+    /// --ca) or, with --token, the certificate itself, fetched from the master.
     CreateWorker {
         /// The worker directory to create.
         wdir: PathBuf,
+        /// A one-time enrollment token from `moonbot worker-token` (it names the
+        /// master, the worker and the master's CA).
+        #[arg(long, value_name = "TOKEN", conflicts_with_all = ["master", "name", "ca"])]
+        token: Option<String>,
         /// The master's QUIC address, HOST:PORT (the master listens on 9989 unless master.lua says otherwise).
-        #[arg(long, value_name = "HOST:PORT")]
-        master: String,
+        #[arg(long, value_name = "HOST:PORT", required_unless_present = "token")]
+        master: Option<String>,
         /// This worker's name, as the master's configuration lists it.
-        #[arg(long)]
-        name: String,
+        #[arg(long, required_unless_present = "token")]
+        name: Option<String>,
         /// The master's CA certificate (MASTERDIR/pki/ca.crt on the master).
-        #[arg(long, value_name = "CA.crt")]
-        ca: PathBuf,
+        #[arg(long, value_name = "CA.crt", required_unless_present = "token")]
+        ca: Option<PathBuf>,
         /// Who to contact about this worker (shown on the master's web pages).
         #[arg(long, value_name = "TEXT")]
         admin: Option<String>,
@@ -82,12 +87,23 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::CreateWorker {
             wdir,
-            master,
-            name,
-            ca,
+            token: Some(token),
             admin,
             host_description,
+            ..
+        } => enroll_worker(&wdir, &token, admin, host_description),
+        Command::CreateWorker {
+            wdir,
+            master: Some(master),
+            name: Some(name),
+            ca: Some(ca),
+            admin,
+            host_description,
+            ..
         } => create_worker(&wdir, master, name, &ca, admin, host_description),
+        Command::CreateWorker { .. } => Err(anyhow::anyhow!(
+            "create-worker needs --token, or --master, --name and --ca"
+        )),
         Command::Start { wdir } => start(&wdir),
         Command::Stop { wdir, now } => stop(&wdir, now),
     };
@@ -131,6 +147,38 @@ fn create_worker(
     );
     println!(
         "then start the worker with: moonbot-worker start {}",
+        wdir.display()
+    );
+    Ok(())
+}
+
+fn enroll_worker(
+    wdir: &Path,
+    token: &str,
+    admin: Option<String>,
+    host_description: Option<String>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    let enrolled = runtime
+        .block_on(moonbot_worker::enroll::enroll(
+            wdir,
+            token,
+            admin,
+            host_description,
+        ))
+        .with_context(|| format!("could not enroll a worker in {}", wdir.display()))?;
+    println!(
+        "enrolled worker {} with the master at {} in {}",
+        enrolled.name,
+        enrolled.master,
+        wdir.display()
+    );
+    println!(
+        "enrolled worker {}; start it with: moonbot-worker start {}",
+        enrolled.name,
         wdir.display()
     );
     Ok(())

@@ -15,6 +15,21 @@
 //!   A worker that is asked to stop gracefully sends
 //!   [`WorkerMessage::GracefulShutdown`]; the master gives it no new builds and
 //!   sends [`MasterMessage::Shutdown`] once its last build has finished.
+//!   Certificate renewal also travels here: the worker sends
+//!   [`WorkerMessage::RenewCertificate`] (a CSR made from its existing key) when
+//!   less than a third of its certificate's lifetime is left, and the master
+//!   answers [`MasterMessage::RenewedCertificate`] (same name, same lifetime,
+//!   same key) or [`MasterMessage::Refused`].
+//! * **Enrollment**: a worker that has no certificate yet connects *without* a
+//!   client certificate (the master allows that, but such a connection may do
+//!   nothing else), opens one bidirectional stream and sends
+//!   [`WorkerMessage::Enroll`] with the secret of its one-time enrollment token
+//!   (see [`crate::enroll`]) and a CSR. The master answers
+//!   [`MasterMessage::Enrolled`] (the signed certificate and the CA) or
+//!   [`MasterMessage::Refused`] (used, expired or unknown token, wrong name) and
+//!   closes the connection. The worker checks the master's certificate against
+//!   the CA whose SHA-256 fingerprint the token carries, so the master's chain
+//!   includes the CA certificate.
 //! * **Command streams**: the master opens one bidirectional stream per remote
 //!   command and writes a [`CommandOpen::Run`]. The worker answers with any number
 //!   of output frames ([`Frame::Stdout`], [`Frame::Stderr`]) and exactly one final
@@ -50,6 +65,10 @@ pub const ALPN: &[u8] = b"moonbot/1";
 pub const PROTOCOL_VERSION: u32 = 2;
 /// Default UDP port of the master's QUIC listener.
 pub const DEFAULT_PORT: u16 = 9989;
+/// A worker certificate's validity starts this long before it is signed (clock
+/// skew between master and worker); the renewal schedule leaves it out of the
+/// certificate's lifetime.
+pub const CERTIFICATE_BACKDATE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 /// Largest frame either side accepts (kind byte + payload).
 pub const MAX_FRAME_LEN: usize = 1 << 20;
 /// Output is read from processes in pieces of at most this size.
@@ -229,6 +248,22 @@ pub enum WorkerMessage {
     /// `moonbot-worker stop` without `--now`: give me no new builds, and tell me
     /// ([`MasterMessage::Shutdown`]) when the running ones have finished.
     GracefulShutdown,
+    /// The first and only message of an enrollment connection (one made without
+    /// a client certificate).
+    Enroll {
+        /// The secret part of the enrollment token (base64url, 32 bytes).
+        token: String,
+        /// PEM certificate signing request; its common name must be the name the
+        /// token was made for. The private key stays on the worker.
+        csr: String,
+        /// Facts about the worker machine (for the master's log).
+        info: WorkerInfo,
+    },
+    /// On the control stream of a welcomed worker: a new certificate, please.
+    RenewCertificate {
+        /// PEM CSR made from the worker's current key, for its current name.
+        csr: String,
+    },
 }
 
 /// Messages the master sends on the control stream.
@@ -252,6 +287,15 @@ pub enum MasterMessage {
     KeepAlive,
     /// The master is dropping this worker (e.g. a reconfig removed it).
     Shutdown { reason: String },
+    /// Answer to [`WorkerMessage::Enroll`]: the worker is enrolled.
+    Enrolled {
+        /// The worker's certificate, PEM.
+        certificate: String,
+        /// The master's CA certificate, PEM (its fingerprint is the token's).
+        ca: String,
+    },
+    /// Answer to [`WorkerMessage::RenewCertificate`]: the new certificate, PEM.
+    RenewedCertificate { certificate: String },
 }
 
 /// The first frame on a command stream.

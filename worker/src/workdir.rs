@@ -9,7 +9,8 @@
 //! WDIR/worker.key     PKCS#8 PEM private key, mode 0600; made here, never leaves
 //! WDIR/worker.csr     PEM certificate signing request for the master's admin
 //! WDIR/ca.crt         the master's CA certificate (the only trusted root)
-//! WDIR/worker.crt     the signed certificate, put here after `moonbot sign-worker`
+//! WDIR/worker.crt     the signed certificate: from `moonbot sign-worker` or enrollment
+//!                     (`create-worker --token`); renewal replaces it
 //! WDIR/info/admin     optional: who to contact about this worker
 //! WDIR/info/host      optional: free text about the machine
 //! WDIR/builds/        build directories; relative command paths resolve here
@@ -207,22 +208,44 @@ struct WorkerConfigFile {
 ///
 /// Refuses to touch a directory that already holds `worker.key`.
 pub fn create(dir: &Path, opts: &CreateOptions) -> Result<PathBuf, WorkdirError> {
+    check_new(dir, opts)?;
+    let key = rcgen::KeyPair::generate()?;
+    let csr_pem = certificate_request(&key, &opts.name)?;
+    write_new(dir, opts, &key, &csr_pem)
+}
+
+/// Check what [`create`] checks before it writes anything: no key in `dir`
+/// yet, a valid name, master address and CA.
+pub fn check_new(dir: &Path, opts: &CreateOptions) -> Result<(), WorkdirError> {
     let key_path = dir.join(KEY_FILE);
     if key_path.exists() {
         return Err(WorkdirError::AlreadyExists(key_path));
     }
     validate_name(&opts.name)?;
     MasterAddress::parse(&opts.master)?;
-    validate_ca(&opts.ca_pem)?;
+    validate_ca(&opts.ca_pem)
+}
 
-    let key = rcgen::KeyPair::generate()?;
+/// A PEM certificate signing request for `name` (its CN) with `key`.
+pub fn certificate_request(key: &rcgen::KeyPair, name: &str) -> Result<String, WorkdirError> {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, opts.name.as_str());
-    let csr_pem = params.serialize_request(&key)?.pem()?;
+        .push(rcgen::DnType::CommonName, name);
+    Ok(params.serialize_request(key)?.pem()?)
+}
 
+/// Write a new worker directory from a key made by the caller (checked with
+/// [`check_new`]); returns the path of the CSR.
+pub fn write_new(
+    dir: &Path,
+    opts: &CreateOptions,
+    key: &rcgen::KeyPair,
+    csr_pem: &str,
+) -> Result<PathBuf, WorkdirError> {
+    check_new(dir, opts)?;
+    let key_path = dir.join(KEY_FILE);
     fs::create_dir_all(dir).map_err(io_error(dir))?;
     let builds = dir.join(BUILDS_DIR);
     fs::create_dir_all(&builds).map_err(io_error(&builds))?;
@@ -269,7 +292,7 @@ fn validate_ca(ca_pem: &str) -> Result<(), WorkdirError> {
     Ok(())
 }
 
-fn write_file(path: &Path, contents: &[u8]) -> Result<(), WorkdirError> {
+pub(crate) fn write_file(path: &Path, contents: &[u8]) -> Result<(), WorkdirError> {
     fs::write(path, contents).map_err(io_error(path))
 }
 
@@ -379,18 +402,24 @@ impl WorkerDir {
 
     /// What the worker tells the master about itself in its hello.
     pub fn info(&self) -> WorkerInfo {
-        let info_dir = self.path.join(INFO_DIR);
-        WorkerInfo {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            os: std::env::consts::OS.to_string(),
-            arch: std::env::consts::ARCH.to_string(),
-            cpus: std::thread::available_parallelism()
-                .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
-                .unwrap_or(1),
-            hostname: gethostname::gethostname().to_string_lossy().into_owned(),
-            admin: read_info_file(&info_dir.join(ADMIN_FILE)),
-            host_description: read_info_file(&info_dir.join(HOST_FILE)),
-        }
+        machine_info(&self.path)
+    }
+}
+
+/// What a worker in `dir` tells the master about itself: this machine's facts
+/// and the optional `info/` files.
+pub fn machine_info(dir: &Path) -> WorkerInfo {
+    let info_dir = dir.join(INFO_DIR);
+    WorkerInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        os: std::env::consts::OS.to_string(),
+        arch: std::env::consts::ARCH.to_string(),
+        cpus: std::thread::available_parallelism()
+            .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+            .unwrap_or(1),
+        hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+        admin: read_info_file(&info_dir.join(ADMIN_FILE)),
+        host_description: read_info_file(&info_dir.join(HOST_FILE)),
     }
 }
 

@@ -5,18 +5,33 @@
 //! Files live in `MASTERDIR/pki/`: `ca.crt`, `ca.key`, `master.crt`, `master.key`.
 //! Private keys are written with mode 0600. Worker keys never come here: a worker
 //! sends a CSR and gets back a certificate.
+//!
+//! Around the CA, one module per concept: [`issued`] records every worker
+//! certificate signed (so it can be revoked), [`revoke`] is the revocation list,
+//! [`enroll`] the one-time enrollment tokens and their redemption over QUIC,
+//! [`renew`] the renewal of a worker's certificate before it expires.
+
+pub mod enroll;
+pub mod issued;
+pub mod renew;
+pub mod revoke;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    SerialNumber,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a worker certificate is valid.
+/// How long a worker certificate is valid unless the admin says otherwise.
 pub const WORKER_CERT_VALIDITY: Duration = Duration::from_secs(365 * 86400);
+
+/// A worker certificate's `not_before` is this long before it was signed, so a
+/// worker whose clock is a little behind the master's can use it at once.
+pub const CLOCK_SKEW_ALLOWANCE: Duration = moonbot_worker::protocol::CERTIFICATE_BACKDATE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -38,16 +53,22 @@ pub enum PkiError {
     /// rustls refused the material.
     #[error("TLS setup: {0}")]
     Tls(String),
+    /// A certificate (presented or stored) could not be read.
+    #[error("unreadable certificate: {0}")]
+    BadCert(String),
+    /// A request the master refuses (renewal of a revoked certificate, a key change …).
+    #[error("{0}")]
+    Refused(String),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
     move |source| PkiError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-fn cert_err(what: &str) -> impl FnOnce(rcgen::Error) -> PkiError + '_ {
+pub(crate) fn cert_err(what: &str) -> impl FnOnce(rcgen::Error) -> PkiError + '_ {
     move |source| PkiError::Cert {
         what: what.to_string(),
         source,
@@ -78,6 +99,55 @@ impl PkiPaths {
     pub fn master_key(&self) -> PathBuf {
         self.dir.join("master.key")
     }
+    /// One file per outstanding (or used) enrollment token.
+    pub fn enrollments(&self) -> PathBuf {
+        self.dir.join("enrollments")
+    }
+    /// `NAME.json`: the worker certificates issued for NAME.
+    pub fn issued(&self) -> PathBuf {
+        self.dir.join("issued")
+    }
+    /// The revocation list.
+    pub fn revoked(&self) -> PathBuf {
+        self.dir.join("revoked.json")
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// `2025-06-01 12:00:00 UTC` for a Unix time.
+pub fn format_unix(t: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(t) {
+        Ok(t) => format!(
+            "{} {:02}:{:02}:{:02} UTC",
+            t.date(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => t.to_string(),
+    }
+}
+
+/// Write `contents` to `path` through a temporary file and a rename, mode 0600,
+/// so a reader sees the old or the new file, never half of one.
+pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    file.write_all(contents).map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
@@ -149,7 +219,7 @@ pub fn create(master_dir: &Path, extra_hosts: &[String]) -> Result<PkiPaths, Pki
     Ok(paths)
 }
 
-fn read(path: &Path) -> Result<String, PkiError> {
+pub(crate) fn read(path: &Path) -> Result<String, PkiError> {
     std::fs::read_to_string(path).map_err(io(path))
 }
 
@@ -158,7 +228,12 @@ fn read(path: &Path) -> Result<String, PkiError> {
 pub struct SignedWorker {
     pub name: String,
     pub cert_pem: String,
+    /// The day it expires (`2026-06-01`), for messages.
     pub not_after: String,
+    /// When it expires, seconds since the Unix epoch.
+    pub not_after_unix: i64,
+    /// The certificate's serial number, lower-case hex.
+    pub serial: String,
 }
 
 /// Whether `name` is acceptable as a worker name.
@@ -171,22 +246,51 @@ pub fn valid_worker_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// Sign a worker's CSR with the master's CA. The certificate keeps only the CSR's
-/// subject (the worker name) and public key; everything else is set here.
-pub fn sign_worker_csr(master_dir: &Path, csr_pem: &str) -> Result<SignedWorker, PkiError> {
-    let paths = PkiPaths::new(master_dir);
-    let ca_key = KeyPair::from_pem(&read(&paths.ca_key())?).map_err(cert_err("reading ca.key"))?;
-    let issuer = Issuer::from_ca_cert_pem(&read(&paths.ca_cert())?, ca_key)
-        .map_err(cert_err("reading ca.crt"))?;
-    let mut csr =
+/// A parsed CSR and the worker name its subject gives.
+pub(crate) struct WorkerCsr {
+    pub(crate) params: CertificateSigningRequestParams,
+    pub(crate) name: String,
+}
+
+/// Read a worker's CSR and check the name in its subject.
+pub(crate) fn parse_worker_csr(csr_pem: &str) -> Result<WorkerCsr, PkiError> {
+    let params =
         CertificateSigningRequestParams::from_pem(csr_pem).map_err(cert_err("reading the CSR"))?;
-    let name = match csr.params.distinguished_name.get(&DnType::CommonName) {
+    let name = match params.params.distinguished_name.get(&DnType::CommonName) {
         Some(value) => dn_text(value),
         None => return Err(PkiError::BadName("no common name".into())),
     };
     if !valid_worker_name(&name) {
         return Err(PkiError::BadName(format!("'{name}'")));
     }
+    Ok(WorkerCsr { params, name })
+}
+
+/// Sign a worker's CSR with the master's CA, valid for `validity` from now
+/// (and [`CLOCK_SKEW_ALLOWANCE`] before). The certificate keeps only the CSR's
+/// subject (the worker name) and public key; everything else is set here. The
+/// certificate is recorded in `pki/issued/NAME.json` so it can be revoked.
+pub fn sign_worker_csr(
+    master_dir: &Path,
+    csr_pem: &str,
+    validity: Duration,
+) -> Result<SignedWorker, PkiError> {
+    sign_parsed(master_dir, parse_worker_csr(csr_pem)?, validity)
+}
+
+pub(crate) fn sign_parsed(
+    master_dir: &Path,
+    csr: WorkerCsr,
+    validity: Duration,
+) -> Result<SignedWorker, PkiError> {
+    let paths = PkiPaths::new(master_dir);
+    let ca_key = KeyPair::from_pem(&read(&paths.ca_key())?).map_err(cert_err("reading ca.key"))?;
+    let issuer = Issuer::from_ca_cert_pem(&read(&paths.ca_cert())?, ca_key)
+        .map_err(cert_err("reading ca.crt"))?;
+    let WorkerCsr {
+        params: mut csr,
+        name,
+    } = csr;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name.clone());
     let params = &mut csr.params;
@@ -195,16 +299,88 @@ pub fn sign_worker_csr(master_dir: &Path, csr_pem: &str) -> Result<SignedWorker,
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    validity(params, (WORKER_CERT_VALIDITY.as_secs() / 86400) as i64);
+    let serial = random_serial();
+    params.serial_number = Some(SerialNumber::from_slice(&serial));
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    params.not_before = now - CLOCK_SKEW_ALLOWANCE;
+    params.not_after = now
+        + time::Duration::try_from(validity)
+            .map_err(|_| PkiError::Refused("certificate validity too long".into()))?;
+    let not_before = params.not_before.unix_timestamp();
     let not_after = params.not_after;
     let cert = csr
         .signed_by(&issuer)
         .map_err(cert_err("signing the worker certificate"))?;
-    Ok(SignedWorker {
+    let signed = SignedWorker {
         name,
         cert_pem: cert.pem(),
         not_after: not_after.date().to_string(),
-    })
+        not_after_unix: not_after.unix_timestamp(),
+        serial: hex::encode(serial),
+    };
+    issued::record(
+        master_dir,
+        &signed.name,
+        &issued::IssuedCert {
+            serial: signed.serial.clone(),
+            not_before,
+            not_after: signed.not_after_unix,
+            issued_at: unix_now(),
+        },
+    )?;
+    Ok(signed)
+}
+
+/// 16 random bytes with the top bit cleared (a positive DER integer) and the
+/// next one set (no leading zero byte to trim).
+fn random_serial() -> [u8; 16] {
+    use ring::rand::SecureRandom;
+    let mut serial = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut serial)
+        .expect("the system random number generator failed");
+    serial[0] = (serial[0] & 0x7f) | 0x40;
+    serial
+}
+
+/// SHA-256 of the CA certificate (DER), lower-case hex: what an enrollment
+/// token pins.
+pub fn ca_fingerprint(master_dir: &Path) -> Result<String, PkiError> {
+    let paths = PkiPaths::new(master_dir);
+    let der = CertificateDer::from_pem_file(paths.ca_cert())
+        .map_err(|e| PkiError::Tls(format!("{}: {e}", paths.ca_cert().display())))?;
+    Ok(hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        der.as_ref(),
+    )))
+}
+
+/// The DNS names and addresses the master's certificate is valid for.
+pub fn master_cert_hosts(master_dir: &Path) -> Result<Vec<String>, PkiError> {
+    let paths = PkiPaths::new(master_dir);
+    let der = CertificateDer::from_pem_file(paths.master_cert())
+        .map_err(|e| PkiError::Tls(format!("{}: {e}", paths.master_cert().display())))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| PkiError::BadCert(format!("master.crt: {e}")))?;
+    let mut hosts = Vec::new();
+    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => hosts.push(dns.to_string()),
+                x509_parser::extensions::GeneralName::IPAddress(ip) => {
+                    if let Ok(v4) = <[u8; 4]>::try_from(*ip) {
+                        hosts.push(std::net::Ipv4Addr::from(v4).to_string());
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(*ip) {
+                        hosts.push(std::net::Ipv6Addr::from(v6).to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(hosts)
 }
 
 fn dn_text(value: &DnValue) -> String {
@@ -216,8 +392,12 @@ fn dn_text(value: &DnValue) -> String {
     }
 }
 
-/// The rustls server configuration of the QUIC listener: the master's certificate,
-/// and client certificates required and checked against the CA.
+/// The rustls server configuration of the QUIC listener: the master's
+/// certificate followed by the CA's (an enrolling worker finds the CA its token
+/// pins in that chain), and client certificates checked against the CA. A
+/// client without a certificate gets through the handshake, but the listener
+/// lets it do nothing but enroll; a certificate the CA did not sign (or an
+/// expired one) still fails the handshake.
 pub fn server_tls_config(master_dir: &Path) -> Result<rustls::ServerConfig, PkiError> {
     let paths = PkiPaths::new(master_dir);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -235,12 +415,17 @@ pub fn server_tls_config(master_dir: &Path) -> Result<rustls::ServerConfig, PkiE
         Arc::new(roots),
         provider.clone(),
     )
+    .allow_unauthenticated()
     .build()
     .map_err(|e| PkiError::Tls(e.to_string()))?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(paths.master_cert())
-        .map_err(|e| PkiError::Tls(format!("{}: {e}", paths.master_cert().display())))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| PkiError::Tls(format!("{}: {e}", paths.master_cert().display())))?;
+    let mut chain: Vec<CertificateDer<'static>> = Vec::new();
+    for file in [paths.master_cert(), paths.ca_cert()] {
+        for cert in CertificateDer::pem_file_iter(&file)
+            .map_err(|e| PkiError::Tls(format!("{}: {e}", file.display())))?
+        {
+            chain.push(cert.map_err(|e| PkiError::Tls(format!("{}: {e}", file.display())))?);
+        }
+    }
     let key = PrivateKeyDer::from_pem_file(paths.master_key())
         .map_err(|e| PkiError::Tls(format!("{}: {e}", paths.master_key().display())))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -279,7 +464,7 @@ mod tests {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, "arm-1");
         let csr = params.serialize_request(&key).unwrap().pem().unwrap();
-        let signed = sign_worker_csr(dir.path(), &csr).unwrap();
+        let signed = sign_worker_csr(dir.path(), &csr, WORKER_CERT_VALIDITY).unwrap();
         assert_eq!(signed.name, "arm-1");
         let der = CertificateDer::from_pem_slice(signed.cert_pem.as_bytes()).unwrap();
         assert_eq!(worker_name_of(&der).as_deref(), Some("arm-1"));
@@ -297,7 +482,7 @@ mod tests {
             .push(DnType::CommonName, "../evil");
         let csr = params.serialize_request(&key).unwrap().pem().unwrap();
         assert!(matches!(
-            sign_worker_csr(dir.path(), &csr),
+            sign_worker_csr(dir.path(), &csr, WORKER_CERT_VALIDITY),
             Err(PkiError::BadName(_))
         ));
     }

@@ -1,10 +1,12 @@
 //! The QUIC listener: mutual TLS, the worker's identity, the hello, and the
 //! control stream for the life of a connection.
 //!
-//! The TLS layer admits only certificates the master's CA signed; this module
-//! then takes the worker name from the certificate, checks that the running
-//! configuration lists it, and that the hello says the same name. A refusal is
-//! logged here and sent to the worker as `Refused` so both sides say why.
+//! The TLS layer admits only certificates the master's CA signed (and
+//! connections without any, which go to [`crate::pki::enroll`] and may only
+//! enroll); this module then refuses a revoked certificate, takes the worker
+//! name from the certificate, checks that the running configuration lists it,
+//! and that the hello says the same name. A refusal is logged here and sent to
+//! the worker as `Refused` so both sides say why.
 
 use crate::runtime::Shared;
 use moonbot_worker::protocol::{Frame, MasterMessage, PROTOCOL_VERSION, WorkerMessage};
@@ -96,12 +98,14 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
     }
 }
 
-fn certificate_name(conn: &quinn::Connection) -> Option<String> {
+/// The client certificate the TLS layer verified; `None` for a connection
+/// without one (which may only enroll).
+fn peer_certificate(conn: &quinn::Connection) -> Option<rustls_pki_types::CertificateDer<'static>> {
     let identity = conn.peer_identity()?;
     let certs = identity
         .downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
         .ok()?;
-    crate::pki::worker_name_of(certs.first()?)
+    certs.first().cloned()
 }
 
 async fn refuse(conn: &quinn::Connection, send: Option<&mut quinn::SendStream>, reason: &str) {
@@ -121,11 +125,16 @@ async fn refuse(conn: &quinn::Connection, send: Option<&mut quinn::SendStream>, 
 }
 
 async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc<Shared>) {
-    let Some(cert_name) = certificate_name(&conn) else {
+    let Some(cert) = peer_certificate(&conn) else {
+        crate::pki::enroll::serve_enrollment(conn, addr, &shared.dir).await;
+        return;
+    };
+    let Some(cert_name) = crate::pki::worker_name_of(&cert) else {
         warn!(%addr, "refused a worker: its certificate names no worker");
         refuse(&conn, None, "certificate has no worker name").await;
         return;
     };
+    let revoked = shared.revocations.check(cert.as_ref());
     let (mut send, recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
         Ok(Ok(streams)) => streams,
         Ok(Err(e)) => {
@@ -138,6 +147,11 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
             return;
         }
     };
+    if let Some(reason) = revoked {
+        warn!(%addr, worker = %cert_name, "refused a worker: {reason}");
+        refuse(&conn, Some(&mut send), &reason).await;
+        return;
+    }
     let mut reader = FrameReader::new(recv);
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
         Ok(Ok(Some(frame))) => frame.parse::<WorkerMessage>(),

@@ -1,0 +1,57 @@
+//! The record of every worker certificate this CA signed, one file per worker
+//! name: `MASTERDIR/pki/issued/NAME.json`, a JSON array of serial and validity.
+//!
+//! The CA keeps no other memory of what it signed; without this record,
+//! `moonbot revoke-worker NAME` could not say which certificates to refuse.
+//! Certificates are recorded as they are signed, by `sign-worker`, enrollment
+//! and renewal alike.
+
+use super::{PkiError, PkiPaths, io, write_atomic};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// One issued certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedCert {
+    /// Serial number, lower-case hex without separators.
+    pub serial: String,
+    /// Validity, seconds since the Unix epoch.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// When it was signed.
+    pub issued_at: i64,
+}
+
+/// Serializes read-modify-write of the record files within this process (the
+/// master signs enrollments and renewals from many tasks).
+static RECORD_LOCK: Mutex<()> = Mutex::new(());
+
+fn file(master_dir: &Path, name: &str) -> PathBuf {
+    // `name` passed `valid_worker_name`: no '/' and no leading '.'.
+    PkiPaths::new(master_dir)
+        .issued()
+        .join(format!("{name}.json"))
+}
+
+/// Every certificate recorded for `name`, oldest first (empty when none).
+pub fn list(master_dir: &Path, name: &str) -> Result<Vec<IssuedCert>, PkiError> {
+    let path = file(master_dir, name);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| PkiError::BadCert(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+/// Add a certificate to `name`'s record.
+pub fn record(master_dir: &Path, name: &str, cert: &IssuedCert) -> Result<(), PkiError> {
+    let _guard = RECORD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = PkiPaths::new(master_dir).issued();
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let mut all = list(master_dir, name)?;
+    all.push(cert.clone());
+    let json = serde_json::to_vec_pretty(&all).expect("issued records serialize");
+    write_atomic(&file(master_dir, name), &json)
+}
