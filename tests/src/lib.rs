@@ -489,7 +489,11 @@ pub struct CliFailure {
 impl TestWorker {
     /// A worker for an existing directory (not started).
     pub fn at(dir: PathBuf) -> TestWorker {
-        TestWorker { dir, child: None }
+        TestWorker {
+            dir,
+            child: None,
+            netns: None,
+        }
     }
 
     /// `moonbot-worker create-worker DIR --token TOKEN` in a fresh directory of
@@ -525,7 +529,11 @@ impl TestWorker {
             )),
             "{stdout}"
         );
-        Ok(TestWorker { dir, child: None })
+        Ok(TestWorker {
+            dir,
+            child: None,
+            netns: None,
+        })
     }
 
     pub fn start(&mut self) {

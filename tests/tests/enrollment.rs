@@ -142,18 +142,23 @@ fn a_revoked_worker_is_refused_and_can_enroll_again() {
     let mut w = TestWorker::enroll(&m, "w1", &token).unwrap();
     w.start();
     m.wait_connected("w1");
-    w.kill();
-    m.wait_for("w1 to disconnect", LONG, || {
-        (!connected(&m, "w1")).then_some(())
-    });
 
+    // Revoking a connected worker drops it at its next keep-alive...
     let out = run_ok("moonbot", &["revoke-worker", m.path(), "w1"]);
     assert!(
         out.contains("revoked 1 certificate(s) of worker 'w1'"),
         "{out}"
     );
-    w.start();
-    wait_worker_log(&m, &w, "certificate of worker 'w1' has been revoked");
+    m.wait_for("the revoked worker to be dropped", LONG, || {
+        (!connected(&m, "w1")).then_some(())
+    });
+    wait_worker_log(&m, &w, "the master is dropping this worker");
+    // ...and every reconnection is refused.
+    wait_worker_log(
+        &m,
+        &w,
+        "refused this worker (w1): certificate of worker 'w1' has been revoked",
+    );
     assert!(!connected(&m, "w1"));
     assert!(
         m.log()
@@ -247,4 +252,33 @@ fn sign_worker_takes_a_validity_and_a_foreign_certificate_is_refused() {
             .then_some(())
     });
     assert!(!connected(&m, "w1"));
+}
+
+#[test]
+fn a_connected_worker_renews_its_certificate_before_it_expires() {
+    let m = started();
+    // A third of the lifetime before expiry, i.e. after about 16 s.
+    let token = m.worker_token("w4", &["--cert-validity", "24s"]);
+    let mut w = TestWorker::enroll(&m, "w4", &token).unwrap();
+    let first = std::fs::read_to_string(w.dir.join("worker.crt")).unwrap();
+    let enrolled_at = std::time::Instant::now();
+    w.start();
+    m.wait_connected("w4");
+    wait_worker_log(&m, &w, "stored the renewed certificate");
+    let renewed = std::fs::read_to_string(w.dir.join("worker.crt")).unwrap();
+    assert_ne!(first, renewed, "worker.crt was replaced");
+    assert!(m.log().contains("renewed the worker's certificate"));
+
+    // Past the first certificate's expiry, a restarted worker connects with
+    // the renewed one.
+    std::thread::sleep(Duration::from_secs(26).saturating_sub(enrolled_at.elapsed()));
+    w.kill();
+    m.wait_for("w4 to disconnect", LONG, || {
+        (!connected(&m, "w4")).then_some(())
+    });
+    w.start();
+    m.wait_connected("w4");
+    let builderid = m.builderid("ok");
+    let done = m.wait_request_done(m.force(builderid), LONG);
+    assert_eq!(done["results"], 0, "{done}");
 }

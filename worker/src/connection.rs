@@ -20,7 +20,7 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -147,7 +147,7 @@ pub async fn run_with(
                     keep: session.keep_detached,
                     kill: kill_rx.clone(),
                 };
-                match serve(session, &mut commands, &context, &mut stop).await {
+                match serve(session, &dir, &mut commands, &context, &mut stop).await {
                     SessionEnd::Shutdown => break,
                     SessionEnd::Lost(reason) => {
                         let delay = backoff.next_delay();
@@ -524,6 +524,7 @@ struct CommandContext {
 /// one task per command stream, until it ends or the worker is told to stop.
 async fn serve(
     session: Session,
+    dir: &WorkerDir,
     commands: &mut JoinSet<()>,
     context: &CommandContext,
     stop: &mut watch::Receiver<Option<StopMode>>,
@@ -544,7 +545,9 @@ async fn serve(
     let silent_limit = keepalive_interval * 3 + Duration::from_secs(1);
     // One long-lived future reads the control stream, so no select below
     // restarts it.
-    let control = watch_control_stream(&conn, control_reader, || {
+    // A renewal asked for on this connection and not answered yet.
+    let renewing = AtomicBool::new(false);
+    let control = watch_control_stream(&conn, control_reader, dir, &renewing, || {
         heard_ms.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed)
     });
     tokio::pin!(control);
@@ -601,9 +604,13 @@ async fn serve(
                         heard.elapsed().as_secs_f64()
                     ));
                 }
+                let message = match renewal(dir, &renewing) {
+                    Some(csr) => WorkerMessage::RenewCertificate { csr },
+                    None => WorkerMessage::KeepAlive,
+                };
                 let sent = timeout(
                     KEEPALIVE_WRITE_TIMEOUT,
-                    write_frame(&mut control_send, &Frame::json(&WorkerMessage::KeepAlive)),
+                    write_frame(&mut control_send, &Frame::json(&message)),
                 )
                 .await;
                 match sent {
@@ -634,6 +641,35 @@ fn close_if_open(conn: &Connection, reason: &[u8]) {
     }
 }
 
+/// A certificate request when this worker's certificate is due for renewal
+/// and no renewal is under way (checked at every keep-alive; the master
+/// answers on the control stream).
+fn renewal(dir: &WorkerDir, renewing: &AtomicBool) -> Option<String> {
+    if renewing.load(Ordering::SeqCst) {
+        return None;
+    }
+    match crate::renew::renewal_due(dir) {
+        Ok(false) => None,
+        Ok(true) => match crate::renew::renewal_request(dir) {
+            Ok(csr) => {
+                tracing::info!(
+                    "the certificate is due for renewal; asking the master for a new one"
+                );
+                renewing.store(true, Ordering::SeqCst);
+                Some(csr)
+            }
+            Err(e) => {
+                tracing::error!("cannot ask for a renewed certificate: {e}");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::error!("cannot check the certificate's expiry: {e}");
+            None
+        }
+    }
+}
+
 /// How the master's control stream ended.
 enum ControlEnd {
     /// The master sent `Shutdown`.
@@ -646,6 +682,8 @@ enum ControlEnd {
 async fn watch_control_stream(
     conn: &Connection,
     mut reader: FrameReader,
+    dir: &WorkerDir,
+    renewing: &AtomicBool,
     heard: impl Fn(),
 ) -> ControlEnd {
     loop {
@@ -654,6 +692,21 @@ async fn watch_control_stream(
         match next {
             Ok(Some(frame)) => match frame.parse::<MasterMessage>() {
                 Ok(MasterMessage::KeepAlive) => tracing::trace!("keep-alive echoed"),
+                Ok(MasterMessage::RenewedCertificate { certificate }) => {
+                    renewing.store(false, Ordering::SeqCst);
+                    match crate::renew::store_renewed_certificate(dir, &certificate) {
+                        Ok(()) => tracing::info!(
+                            "stored the renewed certificate in {}; it is used from the next connection",
+                            dir.cert_path().display()
+                        ),
+                        Err(e) => tracing::error!("could not store the renewed certificate: {e}"),
+                    }
+                }
+                // Only a renewal gets this answer on a welcomed connection; it
+                // is not asked again on this connection.
+                Ok(MasterMessage::Refused { reason }) => {
+                    tracing::error!("the master refused: {reason}")
+                }
                 Ok(MasterMessage::Shutdown { reason }) => {
                     tracing::warn!("the master is dropping this worker: {reason}");
                     return ControlEnd::Shutdown(format!(

@@ -124,6 +124,31 @@ async fn refuse(conn: &quinn::Connection, send: Option<&mut quinn::SendStream>, 
     conn.close(1u32.into(), reason.as_bytes());
 }
 
+/// Sign a renewed certificate for the worker of this connection (file I/O:
+/// off the async threads).
+async fn renew(shared: &Arc<Shared>, name: &str, presented: &[u8], csr: String) -> MasterMessage {
+    let (dir, owned_name, presented) = (shared.dir.clone(), name.to_string(), presented.to_vec());
+    let signed = tokio::task::spawn_blocking(move || {
+        crate::pki::renew::renew_worker_certificate(&dir, &owned_name, &presented, &csr)
+    })
+    .await;
+    match signed {
+        Ok(Ok(certificate)) => {
+            info!(worker = %name, "renewed the worker's certificate");
+            MasterMessage::RenewedCertificate { certificate }
+        }
+        Ok(Err(e)) => {
+            warn!(worker = %name, "refused to renew the worker's certificate: {e}");
+            MasterMessage::Refused {
+                reason: format!("certificate renewal refused: {e}"),
+            }
+        }
+        Err(e) => MasterMessage::Refused {
+            reason: format!("certificate renewal failed: {e}"),
+        },
+    }
+}
+
 async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc<Shared>) {
     let Some(cert) = peer_certificate(&conn) else {
         crate::pki::enroll::serve_enrollment(conn, addr, &shared.dir).await;
@@ -254,7 +279,20 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
                     }
                     match frame.parse::<WorkerMessage>() {
                         Ok(WorkerMessage::KeepAlive) => {
+                            // A revocation takes effect on live connections too.
+                            if let Some(reason) = shared.revocations.check(cert.as_ref()) {
+                                warn!(worker = %name, "dropping the worker: {reason}");
+                                let _ = write_frame(&mut send, &Frame::json(&MasterMessage::Shutdown { reason: reason.clone() })).await;
+                                let _ = send.finish();
+                                let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+                                conn.close(5u32.into(), reason.as_bytes());
+                                break reason;
+                            }
                             let _ = write_frame(&mut send, &Frame::json(&MasterMessage::KeepAlive)).await;
+                        }
+                        Ok(WorkerMessage::RenewCertificate { csr }) => {
+                            let answer = renew(&shared, &name, cert.as_ref(), csr).await;
+                            let _ = write_frame(&mut send, &Frame::json(&answer)).await;
                         }
                         Ok(WorkerMessage::GracefulShutdown) => {
                             info!(worker = %name, running = worker.running(), "worker stops after its running builds; no new builds for it");
