@@ -1,10 +1,11 @@
 //! A volunteer's worker behind a real NAT (network namespaces, nftables
 //! masquerade; see `moonbot_tests::netns`): builds through the NAT, a NAT
-//! rebinding mid-build, link cuts shorter and longer than the reconnect grace,
-//! a dead worker noticed within `missing_timeout`, and pause / graceful stop.
+//! enrollment and builds through the NAT, a NAT rebinding mid-build, link cuts
+//! shorter and longer than the reconnect grace, revocation, and a dead worker
+//! noticed within `missing_timeout`.
 
-use moonbot_tests::netns::Nat;
-use moonbot_tests::{Backend, LONG, TestMaster, TestWorker};
+use moonbot_tests::netns::{Nat, run_in};
+use moonbot_tests::{Backend, LONG, TestMaster, TestWorker, bin, run_ok};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -104,11 +105,26 @@ fn connected(m: &TestMaster) -> bool {
     w["connected_to"].as_array().is_some_and(|c| !c.is_empty())
 }
 
+/// A master on this side of the NAT, and worker `v1` enrolled from behind it
+/// with a one-time token (`create-worker --token` run in the worker's namespace).
 fn setup(nat: &Nat) -> (TestMaster, TestWorker) {
     let config = CONFIG.replace("@MASTER_IP@", &nat.master_ip);
     let mut m = TestMaster::create_for_hosts(&Backend::Sqlite, &config, &[&nat.master_ip]);
     m.start();
-    let mut w = m.make_worker_dialing("v1", &m.dir.clone(), &m.quic);
+    let token = m.worker_token("v1", &[]);
+    let dir = m.new_worker_dir("v1");
+    let enrolled = run_in(
+        &nat.worker,
+        &[
+            bin("moonbot-worker").to_str().unwrap(),
+            "create-worker",
+            dir.to_str().unwrap(),
+            "--token",
+            &token,
+        ],
+    );
+    assert!(enrolled.contains("enrolled worker v1"), "{enrolled}");
+    let mut w = TestWorker::at(dir);
     w.netns = Some(nat.worker.clone());
     w.start();
     m.wait_connected("v1");
@@ -193,6 +209,18 @@ fn a_worker_behind_nat_survives_rebinding_and_short_outages() {
         w.log()
     );
     m.wait_connected("v1");
+
+    // 3. Revoking the worker's certificate drops it, through the NAT too, and
+    //    it stays out although master.lua still lists it.
+    run_ok("moonbot", &["revoke-worker", m.path(), "v1"]);
+    m.wait_for("the revoked worker to be dropped", LONG, || {
+        (!connected(&m)).then_some(())
+    });
+    m.wait_for("the revoked worker to be refused", LONG, || {
+        w.log()
+            .contains("refused this worker (v1): certificate of worker 'v1' has been revoked")
+            .then_some(())
+    });
 }
 
 #[test]
