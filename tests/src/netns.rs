@@ -68,8 +68,14 @@ impl Nat {
                 );
             }
         }
-        // Distinct per process and per NAT, so parallel tests do not collide.
-        let k = (std::process::id() * 7 + NEXT.fetch_add(1, Ordering::SeqCst)) % 200 + 20;
+        // Distinct per process and per NAT, so parallel tests do not collide;
+        // a number whose namespace exists (another test's, or one a killed
+        // run left) is skipped.
+        let start = std::process::id() * 7 + NEXT.fetch_add(1, Ordering::SeqCst);
+        let k = (0..200)
+            .map(|i| (start + i) % 200 + 20)
+            .find(|k| !std::path::Path::new(&format!("/run/netns/mbnat{k}")).exists())
+            .expect("no free namespace number: remove stale ones with `ip netns del`");
         let nat = Nat {
             k,
             router: format!("mbnat{k}"),
@@ -78,7 +84,6 @@ impl Nat {
             public_ip: format!("10.200.{k}.2"),
             ports: std::cell::Cell::new((20000, 20999)),
         };
-        nat.teardown();
         if let Err(e) = nat.build() {
             nat.teardown();
             panic!(

@@ -105,9 +105,8 @@ fn a_graceful_stop_finishes_running_builds_first(backend: &Backend) {
     let pid = w.pid().unwrap() as i32;
     let wdir = w.dir.clone();
     // `stop` waits for the worker to exit: run it beside the test.
-    let stopper = std::thread::spawn(move || {
-        run("moonbot-worker", &["stop", wdir.to_str().unwrap()])
-    });
+    let stopper =
+        std::thread::spawn(move || run("moonbot-worker", &["stop", wdir.to_str().unwrap()]));
     m.wait_for("the API to show the worker stopping", LONG, || {
         (worker(&m)["graceful"] == true).then_some(())
     });
@@ -117,9 +116,16 @@ fn a_graceful_stop_finishes_running_builds_first(backend: &Backend) {
     assert_eq!(done["results"], 0, "the running build finished: {done}");
     let (code, out, err) = stopper.join().unwrap();
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("stops when its running builds have finished"), "{out}");
+    assert!(
+        out.contains("stops when its running builds have finished"),
+        "{out}"
+    );
     assert!(!process_alive(pid), "the worker exited");
-    assert!(w.log().contains("the master says no build is left"), "{}", w.log());
+    assert!(
+        w.log().contains("the master says no build is left"),
+        "{}",
+        w.log()
+    );
     assert_eq!(request(&m, waiting)["claimed"], false);
     assert!(m.builds_of(waiting).is_empty());
     m.wait_for("the worker to be disconnected", LONG, || {
@@ -134,7 +140,10 @@ fn a_graceful_stop_finishes_running_builds_first(backend: &Backend) {
         let stepid = m.steps(b["buildid"].as_i64()?).first()?["stepid"].as_i64()?;
         m.stdio_of(stepid).contains("started").then_some(())
     });
-    let (code, out, err) = run("moonbot-worker", &["stop", "--now", w.dir.to_str().unwrap()]);
+    let (code, out, err) = run(
+        "moonbot-worker",
+        &["stop", "--now", w.dir.to_str().unwrap()],
+    );
     assert_eq!(code, 0, "{out}{err}");
     let interrupted = m.wait_for("the build to end", LONG, || {
         let b = m.builds_of(waiting).into_iter().next()?;

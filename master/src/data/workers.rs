@@ -90,15 +90,28 @@ impl Data {
     /// The worker's connection to this master ended.
     pub async fn worker_disconnected(&self, workerid: i64) -> Result<(), DataError> {
         connected_workers::Entity::delete_many()
-            .filter(connected_workers::Column::Workerid.eq(workerid))
-            .filter(connected_workers::Column::Masterid.eq(self.masterid))
+            .filter(self.own_connection(workerid))
             .exec(&self.db)
             .await?;
-        if let Some(w) = self.worker_json(workerid).await? {
-            self.bus
-                .publish(format!("workers/{workerid}/disconnected"), w);
-        }
+        self.publish_worker(workerid, "disconnected").await?;
         Ok(())
+    }
+
+    /// The row of `workerid`'s connection to this master.
+    fn own_connection(&self, workerid: i64) -> sea_orm::Condition {
+        sea_orm::Condition::all()
+            .add(connected_workers::Column::Workerid.eq(workerid))
+            .add(connected_workers::Column::Masterid.eq(self.masterid))
+    }
+
+    /// Publish `workers/N/EVENT` with the worker as the API shows it.
+    async fn publish_worker(&self, workerid: i64, event: &str) -> Result<Option<Value>, DataError> {
+        let worker = self.worker_json(workerid).await?;
+        if let Some(w) = &worker {
+            self.bus
+                .publish(format!("workers/{workerid}/{event}"), w.clone());
+        }
+        Ok(worker)
     }
 
     /// Pause or unpause a worker: a paused worker gets no new builds (running
@@ -113,12 +126,7 @@ impl Data {
             .filter(workers::Column::Id.eq(workerid))
             .exec(&self.db)
             .await?;
-        let worker = self.worker_json(workerid).await?;
-        if let Some(w) = &worker {
-            self.bus
-                .publish(format!("workers/{workerid}/state_updated"), w.clone());
-        }
-        Ok(worker)
+        self.publish_worker(workerid, "state_updated").await
     }
 
     /// Is this worker paused?
@@ -134,14 +142,10 @@ impl Data {
     pub async fn worker_graceful(&self, workerid: i64) -> Result<(), DataError> {
         connected_workers::Entity::update_many()
             .col_expr(connected_workers::Column::Graceful, Expr::value(true))
-            .filter(connected_workers::Column::Workerid.eq(workerid))
-            .filter(connected_workers::Column::Masterid.eq(self.masterid))
+            .filter(self.own_connection(workerid))
             .exec(&self.db)
             .await?;
-        if let Some(w) = self.worker_json(workerid).await? {
-            self.bus
-                .publish(format!("workers/{workerid}/state_updated"), w);
-        }
+        self.publish_worker(workerid, "state_updated").await?;
         Ok(())
     }
 

@@ -334,13 +334,9 @@ pub async fn serve_enrollment(conn: quinn::Connection, addr: SocketAddr, master_
 mod tests {
     use super::*;
     use crate::pki::{WORKER_CERT_VALIDITY, create};
-    use rcgen::{CertificateParams, DnType, KeyPair};
 
     fn csr(name: &str) -> String {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.serialize_request(&key).unwrap().pem().unwrap()
+        crate::pki::test_csr(name)
     }
 
     fn master() -> tempfile::TempDir {

@@ -451,6 +451,15 @@ pub fn worker_name_of(cert: &CertificateDer<'_>) -> Option<String> {
     Some(name)
 }
 
+/// A CSR for `name` from a fresh key, for tests.
+#[cfg(test)]
+pub(crate) fn test_csr(name: &str) -> String {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.serialize_request(&key).unwrap().pem().unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

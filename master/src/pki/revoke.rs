@@ -222,15 +222,11 @@ impl Revocations {
 mod tests {
     use super::*;
     use crate::pki::{WORKER_CERT_VALIDITY, create, sign_worker_csr};
-    use rcgen::{CertificateParams, DnType, KeyPair};
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
 
     fn csr(name: &str) -> String {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.serialize_request(&key).unwrap().pem().unwrap()
+        crate::pki::test_csr(name)
     }
 
     fn der(pem: &str) -> Vec<u8> {
