@@ -21,8 +21,8 @@ use super::{
     valid_worker_name, write_atomic,
 };
 use moonbot_worker::enroll::{EnrollmentToken, secret_hash};
-use moonbot_worker::protocol::{Frame, MasterMessage, WorkerMessage};
-use moonbot_worker::transport::{FrameReader, write_frame};
+use moonbot_worker::protocol::{MasterMessage, WorkerMessage};
+use moonbot_worker::transport::FrameReader;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -136,11 +136,6 @@ pub struct Redeemed {
 /// Held from finding a token to renaming it, so it is redeemed once.
 static REDEEM_LOCK: Mutex<()> = Mutex::new(());
 
-/// Constant-time equality of two byte strings of the same length.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Redeem the token whose secret is `secret` (base64url) for a certificate
 /// signed from `csr_pem`, whose CN must be the token's worker name. `peer` is
 /// recorded with the used token.
@@ -229,7 +224,6 @@ pub fn redeem(
 
 /// The token file (active or used) whose secret hash is `hash`.
 fn find(dir: &Path, hash: &[u8; 32]) -> Option<(PathBuf, TokenRecord)> {
-    let mut found = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
         let file_name = path.file_name()?.to_string_lossy().into_owned();
@@ -246,12 +240,13 @@ fn find(dir: &Path, hash: &[u8; 32]) -> Option<(PathBuf, TokenRecord)> {
         let Ok(stored) = hex::decode(&record.secret_sha256) else {
             continue;
         };
-        // Look at every file, matching or not, so the time taken says nothing.
-        if same_bytes(&stored, hash) && found.is_none() {
-            found = Some((path, record));
+        // Comparing SHA-256 digests: how long a mismatch takes says nothing
+        // an attacker could use to guess the 256-bit secret behind them.
+        if stored == hash {
+            return Some((path, record));
         }
     }
-    found
+    None
 }
 
 /// Serve a connection that came without a client certificate: it may enroll
@@ -323,11 +318,7 @@ pub async fn serve_enrollment(conn: quinn::Connection, addr: SocketAddr, master_
             }
         }
     };
-    let _ = write_frame(&mut send, &Frame::json(&answer)).await;
-    let _ = send.finish();
-    // Let the answer reach the worker, which closes the connection when it has it.
-    let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-    conn.close(0u32.into(), b"enrollment done");
+    crate::workers::listener::last_word(&conn, &mut send, &answer, 0, "enrollment done").await;
 }
 
 #[cfg(test)]

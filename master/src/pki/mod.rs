@@ -438,19 +438,6 @@ pub fn server_tls_config(master_dir: &Path) -> Result<rustls::ServerConfig, PkiE
     Ok(config)
 }
 
-/// The worker name (subject common name) of a certificate the TLS layer already verified.
-pub fn worker_name_of(cert: &CertificateDer<'_>) -> Option<String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let name = parsed
-        .subject()
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    Some(name)
-}
-
 /// A CSR for `name` from a fresh key, for tests.
 #[cfg(test)]
 pub(crate) fn test_csr(name: &str) -> String {
@@ -476,7 +463,7 @@ mod tests {
         let signed = sign_worker_csr(dir.path(), &csr, WORKER_CERT_VALIDITY).unwrap();
         assert_eq!(signed.name, "arm-1");
         let der = CertificateDer::from_pem_slice(signed.cert_pem.as_bytes()).unwrap();
-        assert_eq!(worker_name_of(&der).as_deref(), Some("arm-1"));
+        assert_eq!(revoke::cert_facts(der.as_ref()).unwrap().name, "arm-1");
         server_tls_config(dir.path()).unwrap();
     }
 

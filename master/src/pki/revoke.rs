@@ -144,16 +144,6 @@ pub fn revoke_worker(master_dir: &Path, name: &str) -> Result<RevokeOutcome, Pki
     })
 }
 
-/// Whether a certificate (DER) is revoked, reading `revoked.json` now. An
-/// unreadable list or certificate counts as revoked. The listener uses
-/// [`Revocations`] instead.
-pub fn is_revoked(master_dir: &Path, cert_der: &[u8]) -> bool {
-    match (RevocationList::load(master_dir), cert_facts(cert_der)) {
-        (Ok(list), Ok(facts)) => list.revokes(&facts),
-        _ => true,
-    }
-}
-
 /// The modification time and size of `revoked.json`, or `None` when it is absent.
 type Stamp = Option<(SystemTime, u64)>;
 
@@ -196,12 +186,16 @@ impl Revocations {
     /// `revoked.json` refuses every certificate: failing open would let a
     /// revoked worker in.
     pub fn check(&self, cert_der: &[u8]) -> Option<String> {
-        let facts = match cert_facts(cert_der) {
-            Ok(facts) => facts,
-            Err(e) => return Some(format!("unreadable certificate: {e}")),
-        };
+        match cert_facts(cert_der) {
+            Ok(facts) => self.check_facts(&facts),
+            Err(e) => Some(format!("unreadable certificate: {e}")),
+        }
+    }
+
+    /// [`Self::check`] for a certificate already read with [`cert_facts`].
+    pub fn check_facts(&self, facts: &CertFacts) -> Option<String> {
         match self.current().as_ref() {
-            Ok(list) if list.revokes(&facts) => Some(format!(
+            Ok(list) if list.revokes(facts) => Some(format!(
                 "certificate of worker '{}' has been revoked",
                 facts.name
             )),
@@ -210,11 +204,6 @@ impl Revocations {
                 "the master cannot read its revocation list ({e}); refusing every worker until it is fixed"
             )),
         }
-    }
-
-    /// Whether the certificate (DER) is revoked.
-    pub fn is_revoked(&self, cert_der: &[u8]) -> bool {
-        self.check(cert_der).is_some()
     }
 }
 
@@ -246,7 +235,7 @@ mod tests {
         assert_eq!(a.serial.len(), 32);
         assert_ne!(a.serial, a2.serial);
         let cache = Revocations::new(dir.path());
-        assert!(!cache.is_revoked(&der(&a.cert_pem)));
+        assert!(cache.check(&der(&a.cert_pem)).is_none());
 
         let outcome = revoke_worker(dir.path(), "a").unwrap();
         assert_eq!(
@@ -257,12 +246,10 @@ mod tests {
             }
         );
         for pem in [&a.cert_pem, &a2.cert_pem] {
-            assert!(is_revoked(dir.path(), &der(pem)));
             let reason = cache.check(&der(pem)).expect("revoked");
             assert_eq!(reason, "certificate of worker 'a' has been revoked");
         }
-        assert!(!cache.is_revoked(&der(&b.cert_pem)));
-        assert!(!is_revoked(dir.path(), &der(&b.cert_pem)));
+        assert!(cache.check(&der(&b.cert_pem)).is_none());
         let list = RevocationList::load(dir.path()).unwrap();
         assert_eq!(list.certificates.len(), 2);
         assert!(list.certificates.iter().any(|c| c.serial == a.serial));
@@ -280,7 +267,11 @@ mod tests {
         let outcome = revoke_worker(dir.path(), "legacy").unwrap();
         assert_eq!(outcome.certificates, 0);
         assert_eq!(outcome.recorded, 0);
-        assert!(is_revoked(dir.path(), &der(&old.cert_pem)));
+        assert!(
+            Revocations::new(dir.path())
+                .check(&der(&old.cert_pem))
+                .is_some()
+        );
         // A certificate signed later (even in the same second) for the same name is not.
         let list = RevocationList::load(dir.path()).unwrap();
         let later = CertFacts {
@@ -298,9 +289,9 @@ mod tests {
         create(dir.path(), &[]).unwrap();
         let a = sign_worker_csr(dir.path(), &csr("a"), WORKER_CERT_VALIDITY).unwrap();
         let cache = Revocations::new(dir.path());
-        assert!(!cache.is_revoked(&der(&a.cert_pem)));
+        assert!(cache.check(&der(&a.cert_pem)).is_none());
         revoke_worker(dir.path(), "a").unwrap();
-        assert!(cache.is_revoked(&der(&a.cert_pem)));
+        assert!(cache.check(&der(&a.cert_pem)).is_some());
         std::fs::write(dir.path().join("pki/revoked.json"), "{ not json").unwrap();
         let b = sign_worker_csr(dir.path(), &csr("b"), WORKER_CERT_VALIDITY).unwrap();
         assert!(

@@ -108,20 +108,46 @@ fn peer_certificate(conn: &quinn::Connection) -> Option<rustls_pki_types::Certif
     certs.first().cloned()
 }
 
+/// Send the master's last message on a connection (a refusal, a shutdown, an
+/// enrollment answer), give the worker up to 2 s to read it and hang up, then
+/// close with `code` and `reason`.
+pub(crate) async fn last_word(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    message: &MasterMessage,
+    code: u32,
+    reason: &str,
+) {
+    let _ = write_frame(send, &Frame::json(message)).await;
+    let _ = send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+    conn.close(code.into(), reason.as_bytes());
+}
+
 async fn refuse(conn: &quinn::Connection, send: Option<&mut quinn::SendStream>, reason: &str) {
-    if let Some(send) = send {
-        let _ = write_frame(
-            send,
-            &Frame::json(&MasterMessage::Refused {
+    match send {
+        Some(send) => {
+            let refused = MasterMessage::Refused {
                 reason: reason.to_string(),
-            }),
-        )
-        .await;
-        let _ = send.finish();
-        // Let the refusal reach the worker before the connection goes.
-        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+            };
+            last_word(conn, send, &refused, 1, reason).await;
+        }
+        None => conn.close(1u32.into(), reason.as_bytes()),
     }
-    conn.close(1u32.into(), reason.as_bytes());
+}
+
+/// Shut a welcomed worker's connection down, saying why.
+async fn shut_down(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    code: u32,
+    reason: String,
+) -> String {
+    let message = MasterMessage::Shutdown {
+        reason: reason.clone(),
+    };
+    last_word(conn, send, &message, code, &reason).await;
+    reason
 }
 
 /// Sign a renewed certificate for the worker of this connection (file I/O:
@@ -154,12 +180,17 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
         crate::pki::enroll::serve_enrollment(conn, addr, &shared.dir).await;
         return;
     };
-    let Some(cert_name) = crate::pki::worker_name_of(&cert) else {
-        warn!(%addr, "refused a worker: its certificate names no worker");
-        refuse(&conn, None, "certificate has no worker name").await;
-        return;
+    // Read once: the revocation check runs again at every keep-alive.
+    let facts = match crate::pki::revoke::cert_facts(cert.as_ref()) {
+        Ok(facts) => facts,
+        Err(e) => {
+            warn!(%addr, "refused a worker: {e}");
+            refuse(&conn, None, "certificate has no worker name").await;
+            return;
+        }
     };
-    let revoked = shared.revocations.check(cert.as_ref());
+    let cert_name = facts.name.clone();
+    let revoked = shared.revocations.check_facts(&facts);
     let (mut send, recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
         Ok(Ok(streams)) => streams,
         Ok(Err(e)) => {
@@ -280,13 +311,9 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
                     match frame.parse::<WorkerMessage>() {
                         Ok(WorkerMessage::KeepAlive) => {
                             // A revocation takes effect on live connections too.
-                            if let Some(reason) = shared.revocations.check(cert.as_ref()) {
+                            if let Some(reason) = shared.revocations.check_facts(&facts) {
                                 warn!(worker = %name, "dropping the worker: {reason}");
-                                let _ = write_frame(&mut send, &Frame::json(&MasterMessage::Shutdown { reason: reason.clone() })).await;
-                                let _ = send.finish();
-                                let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-                                conn.close(5u32.into(), reason.as_bytes());
-                                break reason;
+                                break shut_down(&conn, &mut send, 5, reason).await;
                             }
                             let _ = write_frame(&mut send, &Frame::json(&MasterMessage::KeepAlive)).await;
                         }
@@ -321,21 +348,12 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
             _ = drained.tick(), if graceful => {
                 if worker.running() == 0 {
                     let reason = "graceful stop: no build left on this worker".to_string();
-                    let _ = write_frame(&mut send, &Frame::json(&MasterMessage::Shutdown { reason: reason.clone() })).await;
-                    let _ = send.finish();
-                    let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-                    conn.close(3u32.into(), reason.as_bytes());
-                    break reason;
+                    break shut_down(&conn, &mut send, 3, reason).await;
                 }
             }
             _ = worker.retired() => {
                 let reason = format!("worker '{name}' was removed from the master's configuration");
-                let _ = write_frame(&mut send, &Frame::json(&MasterMessage::Shutdown { reason: reason.clone() })).await;
-                let _ = send.finish();
-                // Let the message arrive before the connection goes.
-                let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-                conn.close(3u32.into(), reason.as_bytes());
-                break reason;
+                break shut_down(&conn, &mut send, 3, reason).await;
             }
         }
     };
