@@ -363,18 +363,13 @@ async fn run_step(
         }
     };
     write_command_header(&mut log, &command).await?;
-    let outcome = match ctx.link.ready().await {
-        Ok(()) => {
-            remote::run(
-                &mut ctx.link,
-                command,
-                ctx.stop.interrupt.clone(),
-                &mut LogSink(&mut log),
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
+    let outcome = remote::run(
+        &mut ctx.link,
+        command,
+        ctx.stop.interrupt.clone(),
+        &mut LogSink(&mut log),
+    )
+    .await;
     let result = match outcome {
         Ok(outcome) => {
             write_outcome(&mut log, &outcome).await?;

@@ -27,16 +27,6 @@ pub enum RemoteError {
     Sink(String),
 }
 
-impl From<StreamError> for RemoteError {
-    fn from(e: StreamError) -> Self {
-        match e {
-            StreamError::Frame(f) => RemoteError::Protocol(f.to_string()),
-            StreamError::Truncated => RemoteError::ConnectionLost("stream ended mid-frame".into()),
-            other => RemoteError::ConnectionLost(other.to_string()),
-        }
-    }
-}
-
 /// Output of a remote command, as it arrives.
 pub enum Output {
     Stdout(Vec<u8>),
@@ -68,7 +58,7 @@ pub struct WorkerLink<'a> {
 impl WorkerLink<'_> {
     /// Make sure there is a live connection to send the next command to:
     /// the current one, a newer one, or one that comes within the grace period.
-    pub async fn ready(&mut self) -> Result<(), RemoteError> {
+    async fn ready(&mut self) -> Result<(), RemoteError> {
         if self.worker.conn.close_reason().is_none() {
             return Ok(());
         }
@@ -151,6 +141,7 @@ pub async fn run<S: OutputSink>(
     mut interrupt: watch::Receiver<Option<String>>,
     sink: &mut S,
 ) -> Result<CommandOutcome, RemoteError> {
+    link.ready().await?;
     let id = next_command_id();
     let mut open = CommandOpen::Run(CommandRequest { id, command });
     let mut received = 0u64;
