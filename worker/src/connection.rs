@@ -15,12 +15,12 @@ use crate::protocol::{
 use crate::session::{Attachment, CommandTable, refuse_resume};
 use crate::tls::{self, TlsSetupError, explain_connection_error};
 use crate::transport::{FrameReader, StreamError, write_frame};
-use crate::workdir::WorkerDir;
+use crate::workdir::{MasterAddress, WorkerDir};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -186,15 +186,7 @@ pub async fn run_with(
             tracing::error!("a command task panicked: {e}");
         }
     }
-    for endpoint in endpoints.all() {
-        endpoint.close(VarInt::from_u32(0), b"worker shutting down");
-        if timeout(GOODBYE_TIMEOUT, endpoint.wait_idle())
-            .await
-            .is_err()
-        {
-            tracing::debug!("the endpoint did not become idle in time");
-        }
-    }
+    endpoints.close(b"worker shutting down").await;
     Ok(())
 }
 
@@ -246,7 +238,7 @@ fn clock_jitter() -> f64 {
 
 /// One client endpoint per address family, made on first use.
 #[derive(Default)]
-struct Endpoints {
+pub(crate) struct Endpoints {
     v4: Option<Endpoint>,
     v6: Option<Endpoint>,
 }
@@ -268,6 +260,20 @@ impl Endpoints {
 
     fn all(&self) -> impl Iterator<Item = &Endpoint> {
         self.v4.iter().chain(self.v6.iter())
+    }
+
+    /// Close every endpoint with `reason` and let each tell the master
+    /// goodbye (bounded by [`GOODBYE_TIMEOUT`]).
+    pub(crate) async fn close(&self, reason: &[u8]) {
+        for endpoint in self.all() {
+            endpoint.close(VarInt::from_u32(0), reason);
+            if timeout(GOODBYE_TIMEOUT, endpoint.wait_idle())
+                .await
+                .is_err()
+            {
+                tracing::debug!("the endpoint did not become idle in time");
+            }
+        }
     }
 }
 
@@ -296,8 +302,8 @@ fn keep_detached(grace_s: u64, keepalive_s: u64) -> Duration {
 
 /// Why a connection attempt did not end in a welcome.
 #[derive(Debug)]
-struct AttemptFailure {
-    message: String,
+pub(crate) struct AttemptFailure {
+    pub(crate) message: String,
     /// The master (or its TLS) said no, as opposed to not being reachable.
     refused: bool,
 }
@@ -318,11 +324,24 @@ async fn connect(
     client_config: &quinn::ClientConfig,
     endpoints: &mut Endpoints,
 ) -> Result<Session, AttemptFailure> {
-    let master = &dir.master_address;
+    let (conn, addr) =
+        dial_master(&dir.master_address, &dir.master, client_config, endpoints).await?;
+    handshake(dir, conn, addr).await
+}
+
+/// Resolve the master (`shown` is its address as the user wrote it) and dial
+/// each of its addresses until one completes the QUIC and TLS handshake.
+/// Shared by the connection loop and enrollment.
+pub(crate) async fn dial_master(
+    master: &MasterAddress,
+    shown: &str,
+    client_config: &quinn::ClientConfig,
+    endpoints: &mut Endpoints,
+) -> Result<(Connection, SocketAddr), AttemptFailure> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((master.host.as_str(), master.port))
         .await
         .map_err(|e| {
-            AttemptFailure::unreachable(format!("could not resolve the master {}: {e}", dir.master))
+            AttemptFailure::unreachable(format!("could not resolve the master {shown}: {e}"))
         })?
         .collect();
     if addrs.is_empty() {
@@ -335,7 +354,7 @@ async fn connect(
     let mut tls_failed = false;
     for addr in &addrs {
         match dial(*addr, &master.host, client_config, endpoints).await {
-            Ok(conn) => return handshake(dir, conn, *addr).await,
+            Ok(conn) => return Ok((conn, *addr)),
             Err(failure) => {
                 tls_failed |= failure.refused;
                 failures.push((addr, failure.message));
@@ -343,14 +362,11 @@ async fn connect(
         }
     }
     let message = match &failures[..] {
-        [(only, why)] if only.to_string() == dir.master => {
+        [(only, why)] if only.to_string() == shown => {
             format!("could not connect to the master at {only}: {why}")
         }
         [(only, why)] => {
-            format!(
-                "could not connect to the master {} at {only}: {why}",
-                dir.master
-            )
+            format!("could not connect to the master {shown} at {only}: {why}")
         }
         _ => {
             let each: Vec<String> = failures
@@ -358,8 +374,7 @@ async fn connect(
                 .map(|(addr, why)| format!("{addr}: {why}"))
                 .collect();
             format!(
-                "could not connect to the master {}: {}",
-                dir.master,
+                "could not connect to the master {shown}: {}",
                 each.join("; ")
             )
         }
@@ -545,9 +560,16 @@ async fn serve(
     let silent_limit = keepalive_interval * 3 + Duration::from_secs(1);
     // One long-lived future reads the control stream, so no select below
     // restarts it.
-    // A renewal asked for on this connection and not answered yet.
-    let renewing = AtomicBool::new(false);
-    let control = watch_control_stream(&conn, control_reader, dir, &renewing, || {
+    // When to ask for a renewed certificate (Unix seconds), read once per
+    // connection; `i64::MAX` while a request is out or after a refusal.
+    let renew_after = AtomicI64::new(match crate::renew::certificate_validity(dir) {
+        Ok(validity) => validity.renew_after(),
+        Err(e) => {
+            tracing::error!("cannot check the certificate's expiry: {e}");
+            i64::MAX
+        }
+    });
+    let control = watch_control_stream(&conn, control_reader, dir, &renew_after, || {
         heard_ms.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed)
     });
     tokio::pin!(control);
@@ -604,7 +626,7 @@ async fn serve(
                         heard.elapsed().as_secs_f64()
                     ));
                 }
-                let message = match renewal(dir, &renewing) {
+                let message = match renewal(dir, &renew_after) {
                     Some(csr) => WorkerMessage::RenewCertificate { csr },
                     None => WorkerMessage::KeepAlive,
                 };
@@ -641,30 +663,20 @@ fn close_if_open(conn: &Connection, reason: &[u8]) {
     }
 }
 
-/// A certificate request when this worker's certificate is due for renewal
-/// and no renewal is under way (checked at every keep-alive; the master
-/// answers on the control stream).
-fn renewal(dir: &WorkerDir, renewing: &AtomicBool) -> Option<String> {
-    if renewing.load(Ordering::SeqCst) {
+/// A certificate request once the certificate is due for renewal (checked at
+/// every keep-alive; the master answers on the control stream).
+fn renewal(dir: &WorkerDir, renew_after: &AtomicI64) -> Option<String> {
+    if crate::renew::now() < renew_after.load(Ordering::SeqCst) {
         return None;
     }
-    match crate::renew::renewal_due(dir) {
-        Ok(false) => None,
-        Ok(true) => match crate::renew::renewal_request(dir) {
-            Ok(csr) => {
-                tracing::info!(
-                    "the certificate is due for renewal; asking the master for a new one"
-                );
-                renewing.store(true, Ordering::SeqCst);
-                Some(csr)
-            }
-            Err(e) => {
-                tracing::error!("cannot ask for a renewed certificate: {e}");
-                None
-            }
-        },
+    renew_after.store(i64::MAX, Ordering::SeqCst);
+    match crate::renew::renewal_request(dir) {
+        Ok(csr) => {
+            tracing::info!("the certificate is due for renewal; asking the master for a new one");
+            Some(csr)
+        }
         Err(e) => {
-            tracing::error!("cannot check the certificate's expiry: {e}");
+            tracing::error!("cannot ask for a renewed certificate: {e}");
             None
         }
     }
@@ -683,7 +695,7 @@ async fn watch_control_stream(
     conn: &Connection,
     mut reader: FrameReader,
     dir: &WorkerDir,
-    renewing: &AtomicBool,
+    renew_after: &AtomicI64,
     heard: impl Fn(),
 ) -> ControlEnd {
     loop {
@@ -693,12 +705,16 @@ async fn watch_control_stream(
             Ok(Some(frame)) => match frame.parse::<MasterMessage>() {
                 Ok(MasterMessage::KeepAlive) => tracing::trace!("keep-alive echoed"),
                 Ok(MasterMessage::RenewedCertificate { certificate }) => {
-                    renewing.store(false, Ordering::SeqCst);
                     match crate::renew::store_renewed_certificate(dir, &certificate) {
-                        Ok(()) => tracing::info!(
-                            "stored the renewed certificate in {}; it is used from the next connection",
-                            dir.cert_path().display()
-                        ),
+                        Ok(()) => {
+                            tracing::info!(
+                                "stored the renewed certificate in {}; it is used from the next connection",
+                                dir.cert_path().display()
+                            );
+                            if let Ok(validity) = crate::renew::validity_of(&certificate) {
+                                renew_after.store(validity.renew_after(), Ordering::SeqCst);
+                            }
+                        }
                         Err(e) => tracing::error!("could not store the renewed certificate: {e}"),
                     }
                 }

@@ -23,6 +23,7 @@
 //! token's host under that CA ([`PinnedCaVerifier`]). The CA the master returns
 //! must be the same one.
 
+use crate::connection::{Endpoints, dial_master};
 use crate::protocol::{ALPN, Frame, MasterMessage, WorkerMessage};
 use crate::tls::explain_connection_error;
 use crate::transport::{FrameReader, write_frame};
@@ -36,7 +37,6 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,8 +45,6 @@ use std::time::Duration;
 pub const TOKEN_PREFIX: &str = "mbw1.";
 /// Length of the secret, in bytes.
 pub const SECRET_LEN: usize = 32;
-/// How long the QUIC handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the master may take to answer the enrollment.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -370,63 +368,20 @@ async fn exchange(
     request: &WorkerMessage,
 ) -> Result<(String, String), EnrollError> {
     let config = client_config(&token.ca_fingerprint)?;
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((address.host.as_str(), address.port))
+    let mut endpoints = Endpoints::default();
+    let (conn, addr) = dial_master(address, &token.master, &config, &mut endpoints)
         .await
-        .map_err(|e| {
-            EnrollError::Connect(format!(
-                "could not resolve the master {}: {e}",
-                token.master
-            ))
-        })?
-        .collect();
-    let mut failures = Vec::new();
-    for addr in addrs {
-        let bind: SocketAddr = if addr.is_ipv6() {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        };
-        let endpoint = quinn::Endpoint::client(bind)
-            .map_err(|e| EnrollError::Connect(format!("could not open a UDP socket: {e}")))?;
-        let connecting = endpoint
-            .connect_with(config.clone(), addr, &address.host)
-            .map_err(|e| EnrollError::Connect(e.to_string()))?;
-        let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                failures.push(format!("{addr}: {}", explain_connection_error(&e)));
-                continue;
-            }
-            Err(_) => {
-                failures.push(format!(
-                    "{addr}: no answer within {} s (is the master running and UDP port {} reachable?)",
-                    HANDSHAKE_TIMEOUT.as_secs(),
-                    addr.port()
-                ));
-                continue;
-            }
-        };
-        let result = tokio::time::timeout(ANSWER_TIMEOUT, ask(&conn, request)).await;
-        conn.close(0u32.into(), b"enrollment done");
-        endpoint.wait_idle().await;
-        return match result {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(EnrollError::Connect(format!(
-                "the master at {addr} did not answer within {} s",
-                ANSWER_TIMEOUT.as_secs()
-            ))),
-        };
+        .map_err(|failure| EnrollError::Connect(failure.message))?;
+    let result = tokio::time::timeout(ANSWER_TIMEOUT, ask(&conn, request)).await;
+    conn.close(0u32.into(), b"enrollment done");
+    endpoints.close(b"enrollment done").await;
+    match result {
+        Ok(answer) => answer,
+        Err(_) => Err(EnrollError::Connect(format!(
+            "the master at {addr} did not answer within {} s",
+            ANSWER_TIMEOUT.as_secs()
+        ))),
     }
-    Err(EnrollError::Connect(format!(
-        "could not connect to the master {}: {}",
-        token.master,
-        if failures.is_empty() {
-            "its host name has no address".to_string()
-        } else {
-            failures.join("; ")
-        }
-    )))
 }
 
 async fn ask(

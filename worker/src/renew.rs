@@ -52,13 +52,12 @@ impl Validity {
         }
         (self.not_after - now) * 3 < lifetime
     }
-}
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    /// The moment (Unix seconds) from which [`Self::renewal_due_at`] holds.
+    pub fn renew_after(&self) -> i64 {
+        let lifetime = self.not_after - self.not_before - CERTIFICATE_BACKDATE.as_secs() as i64;
+        self.not_after - lifetime.max(0) / 3
+    }
 }
 
 fn read(path: &std::path::Path) -> Result<String, RenewError> {
@@ -80,11 +79,23 @@ pub fn validity_of(cert_pem: &str) -> Result<Validity, RenewError> {
     })
 }
 
+/// The validity of `worker.crt`.
+pub fn certificate_validity(dir: &WorkerDir) -> Result<Validity, RenewError> {
+    validity_of(&read(&dir.cert_path())?)
+}
+
 /// Whether `worker.crt` should be renewed now: less than a third of its
 /// lifetime remains.
 pub fn renewal_due(dir: &WorkerDir) -> Result<bool, RenewError> {
-    let validity = validity_of(&read(&dir.cert_path())?)?;
-    Ok(validity.renewal_due_at(now()))
+    Ok(certificate_validity(dir)?.renewal_due_at(now()))
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn load_key(dir: &WorkerDir) -> Result<rcgen::KeyPair, RenewError> {
@@ -133,6 +144,11 @@ mod tests {
         assert!(!v.renewal_due_at(1000 + 200));
         assert!(v.renewal_due_at(1000 + 201));
         assert!(v.renewal_due_at(2000));
+        assert_eq!(
+            v.renew_after(),
+            1000 + 200,
+            "the connection loop's schedule agrees"
+        );
         let broken = Validity {
             not_before: 10,
             not_after: 10,

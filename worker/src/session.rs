@@ -181,7 +181,10 @@ impl OutputBuffer {
     /// still holds, or the end)?
     pub fn can_resume_at(&self, offset: u64) -> bool {
         offset == self.end
-            || (offset >= self.start && self.frames.iter().any(|(o, _)| *o == offset))
+            || self
+                .frames
+                .binary_search_by_key(&offset, |(o, _)| *o)
+                .is_ok()
     }
 
     /// Encode frames from `offset` on, up to about `max` bytes; returns the
@@ -189,10 +192,9 @@ impl OutputBuffer {
     pub fn encode_from(&self, offset: u64, max: usize) -> (Vec<u8>, u64) {
         let mut out = Vec::new();
         let mut next = offset;
-        for (o, frame) in &self.frames {
-            if *o < offset {
-                continue;
-            }
+        // Frames are in offset order: start at the first one at `offset`.
+        let first = self.frames.partition_point(|(o, _)| *o < offset);
+        for (o, frame) in self.frames.range(first..) {
             if !out.is_empty() && out.len() + frame.output_len() > max {
                 break;
             }
