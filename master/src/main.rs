@@ -223,13 +223,12 @@ fn default_master_address(dir: &Path) -> anyhow::Result<String> {
     })?;
     let mut port = loaded.config.quic.port;
     if port == 0 {
-        port = std::fs::read_to_string(runtime::ports_file(dir))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["quic"].as_str()?.rsplit(':').next()?.parse().ok())
+        port = runtime::Ports::read(dir)
             .context(
                 "master.lua's QUIC port is 0 and no master is running: give --master HOST:PORT",
-            )?;
+            )?
+            .quic
+            .port();
     }
     Ok(if host.contains(':') {
         format!("[{host}]:{port}")
@@ -433,18 +432,7 @@ fn stop(dir: &Path, clean: bool) -> anyhow::Result<i32> {
 
 /// Call a JSON-RPC method of `/api/v2/config` on the master running from `dir`.
 fn call_config_api(dir: &Path, method: &str) -> anyhow::Result<serde_json::Value> {
-    let ports = std::fs::read_to_string(runtime::ports_file(dir)).with_context(|| {
-        format!(
-            "no master is running from {} (no moonbot.ports)",
-            dir.display()
-        )
-    })?;
-    let ports: serde_json::Value = serde_json::from_str(&ports).context("reading moonbot.ports")?;
-    let mut www: std::net::SocketAddr = ports["www"]
-        .as_str()
-        .unwrap_or_default()
-        .parse()
-        .context("moonbot.ports has no valid www address")?;
+    let mut www = runtime::Ports::read(dir)?.www;
     if www.ip().is_unspecified() {
         www.set_ip(match www {
             std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),

@@ -75,6 +75,33 @@ pub fn ports_file(dir: &Path) -> PathBuf {
     dir.join("moonbot.ports")
 }
 
+/// The contents of [`ports_file`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ports {
+    pub www: SocketAddr,
+    pub quic: SocketAddr,
+}
+
+impl Ports {
+    /// The ports of the master running from `dir`.
+    pub fn read(dir: &Path) -> anyhow::Result<Ports> {
+        let text = std::fs::read_to_string(ports_file(dir)).with_context(|| {
+            format!(
+                "no master is running from {} (no moonbot.ports)",
+                dir.display()
+            )
+        })?;
+        serde_json::from_str(&text).context("reading moonbot.ports")
+    }
+
+    fn write(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::write(
+            ports_file(dir),
+            serde_json::to_string(self).expect("ports serialize"),
+        )
+    }
+}
+
 /// How the master should stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopMode {
@@ -165,11 +192,11 @@ impl Master {
             .await
             .with_context(|| format!("cannot listen for HTTP on {www_bind}"))?;
         let www_addr = tcp.local_addr()?;
-        std::fs::write(
-            ports_file(&dir),
-            serde_json::json!({"www": www_addr.to_string(), "quic": quic_addr.to_string()})
-                .to_string(),
-        )?;
+        Ports {
+            www: www_addr,
+            quic: quic_addr,
+        }
+        .write(&dir)?;
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let tasks = vec![
