@@ -5,10 +5,8 @@ use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError, now};
 use crate::db::entities::{build_properties, builds};
 use sea_orm::Order;
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, FromQueryResult, QueryFilter};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -55,44 +53,65 @@ impl Data {
         brid: i64,
         workerid: i64,
     ) -> Result<(i64, i32), DataError> {
-        // Two builds of one builder may start together: retry on a number clash.
+        use builds::Column as C;
+        // One statement: the number is the builder's highest plus one,
+        // `INSERT INTO builds (…) SELECT COALESCE(MAX(number), 0) + 1, … RETURNING *`.
+        let next_number = Expr::expr(Func::coalesce([
+            Expr::col(C::Number).max(),
+            Expr::val(0).into(),
+        ]))
+        .add(1);
+        let values = Query::select()
+            .expr(next_number)
+            .exprs([
+                Expr::val(builderid),
+                Expr::val(brid),
+                Expr::val(workerid),
+                Expr::val(self.masterid),
+                Expr::val(now()),
+                Expr::val("building"),
+            ])
+            .from(builds::Entity)
+            .and_where(Expr::col(C::Builderid).eq(builderid))
+            .to_owned();
+        let insert = Query::insert()
+            .into_table(builds::Entity)
+            .columns([
+                C::Number,
+                C::Builderid,
+                C::Buildrequestid,
+                C::Workerid,
+                C::Masterid,
+                C::StartedAt,
+                C::StateString,
+            ])
+            .select_from(values)
+            .map_err(|e| DataError::Query(e.to_string()))?
+            .returning_all()
+            .to_owned();
+        let statement = self.db.get_database_backend().build(&insert);
+        // Two masters' builds of one builder may start together (PostgreSQL):
+        // retry on a number clash.
         let mut attempts = 0;
         loop {
-            let last = builds::Entity::find()
-                .filter(builds::Column::Builderid.eq(builderid))
-                .order_by_desc(builds::Column::Number)
+            match builds::Model::find_by_statement(statement.clone())
                 .one(&self.db)
-                .await?;
-            let number = last.map(|b| b.number + 1).unwrap_or(1);
-            let result = builds::ActiveModel {
-                number: Set(number),
-                builderid: Set(builderid),
-                buildrequestid: Set(brid),
-                workerid: Set(workerid),
-                masterid: Set(self.masterid),
-                started_at: Set(now()),
-                state_string: Set("starting".into()),
-                ..Default::default()
-            }
-            .insert(&self.db)
-            .await;
-            match result {
-                Ok(row) => {
+                .await
+            {
+                Ok(Some(row)) => {
                     self.bus
                         .publish(format!("builds/{}/new", row.id), build_json(&row));
-                    return Ok((row.id, number));
+                    return Ok((row.id, row.number));
+                }
+                Ok(None) => {
+                    return Err(DataError::Query(
+                        "the new build row was not returned".into(),
+                    ));
                 }
                 Err(e) if is_unique_violation(&e) && attempts < 10 => attempts += 1,
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-
-    /// Change the one-line description of a running build.
-    pub async fn set_build_state(&self, buildid: i64, state: &str) -> Result<(), DataError> {
-        let update =
-            builds::Entity::update_many().col_expr(builds::Column::StateString, Expr::value(state));
-        self.update_build(buildid, update, "update").await
     }
 
     /// Record the properties of a build that has none yet (name → (value,

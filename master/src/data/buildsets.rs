@@ -14,18 +14,36 @@ use sea_orm::Order;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    TransactionTrait,
+    QuerySelect, TransactionTrait,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 
-/// A build request waiting for a worker.
+/// A build request waiting for a worker, as [`Data::pending_requests`] read it;
+/// once [`Data::claim_request`] succeeds it carries this master's claim too.
 #[derive(Debug, Clone)]
 pub struct PendingRequest {
     pub brid: i64,
     pub buildsetid: i64,
     pub builderid: i64,
     pub submitted_at: f64,
+    /// The row as read, so claiming and completing publish the request
+    /// without reading it again.
+    row: buildrequests::Model,
+    claim: Option<buildrequest_claims::Model>,
+}
+
+impl From<buildrequests::Model> for PendingRequest {
+    fn from(row: buildrequests::Model) -> Self {
+        PendingRequest {
+            brid: row.id,
+            buildsetid: row.buildsetid,
+            builderid: row.builderid,
+            submitted_at: row.submitted_at,
+            row,
+            claim: None,
+        }
+    }
 }
 
 fn request_fields(name: &str) -> Option<FieldKind<buildrequests::Column>> {
@@ -74,34 +92,38 @@ impl Data {
         }
         .insert(&txn)
         .await?;
-        for (name, (value, source)) in properties {
-            buildset_properties::ActiveModel {
-                buildsetid: Set(bs.id),
-                property_name: Set(name.clone()),
-                property_value: Set(json!([value, source]).to_string()),
-                ..Default::default()
-            }
-            .insert(&txn)
+        // One multi-row insert each for the properties and the requests.
+        if !properties.is_empty() {
+            buildset_properties::Entity::insert_many(properties.iter().map(
+                |(name, (value, source))| buildset_properties::ActiveModel {
+                    buildsetid: Set(bs.id),
+                    property_name: Set(name.clone()),
+                    property_value: Set(json!([value, source]).to_string()),
+                    ..Default::default()
+                },
+            ))
+            .exec(&txn)
             .await?;
         }
-        let mut brids = BTreeMap::new();
-        let mut requests = Vec::new();
-        for &builderid in builderids {
-            let br = buildrequests::ActiveModel {
-                buildsetid: Set(bs.id),
-                builderid: Set(builderid),
-                priority: Set(0),
-                complete: Set(false),
-                submitted_at: Set(submitted_at),
-                waited_for: Set(false),
-                ..Default::default()
-            }
-            .insert(&txn)
-            .await?;
-            brids.insert(builderid, br.id);
-            requests.push(br);
-        }
+        let requests = if builderids.is_empty() {
+            Vec::new()
+        } else {
+            buildrequests::Entity::insert_many(builderids.iter().map(|&builderid| {
+                buildrequests::ActiveModel {
+                    buildsetid: Set(bs.id),
+                    builderid: Set(builderid),
+                    priority: Set(0),
+                    complete: Set(false),
+                    submitted_at: Set(submitted_at),
+                    waited_for: Set(false),
+                    ..Default::default()
+                }
+            }))
+            .exec_with_returning(&txn)
+            .await?
+        };
         txn.commit().await?;
+        let brids = requests.iter().map(|br| (br.builderid, br.id)).collect();
         self.bus
             .publish(format!("buildsets/{}/new", bs.id), buildset_json(&bs));
         for br in &requests {
@@ -143,38 +165,49 @@ impl Data {
             .unwrap_or_default())
     }
 
-    /// Incomplete, unclaimed requests, oldest (and highest priority) first.
-    pub async fn pending_requests(&self) -> Result<Vec<PendingRequest>, DataError> {
+    /// Incomplete, unclaimed requests for `builderids`, highest priority and
+    /// oldest first: up to `limit` of them, after skipping `offset`.
+    pub async fn pending_requests(
+        &self,
+        builderids: &[i64],
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<PendingRequest>, DataError> {
         Ok(buildrequests::Entity::find()
             .filter(buildrequests::Column::Complete.eq(false))
+            .filter(buildrequests::Column::Builderid.is_in(builderids.iter().copied()))
             .filter(buildrequests::Column::Id.not_in_subquery(claimed_ids()))
             .order_by_desc(buildrequests::Column::Priority)
             .order_by_asc(buildrequests::Column::SubmittedAt)
             .order_by_asc(buildrequests::Column::Id)
+            .offset(offset)
+            .limit(limit)
             .all(&self.db)
             .await?
             .into_iter()
-            .map(|r| PendingRequest {
-                brid: r.id,
-                buildsetid: r.buildsetid,
-                builderid: r.builderid,
-                submitted_at: r.submitted_at,
-            })
+            .map(PendingRequest::from)
             .collect())
     }
 
     /// Claim a request for this master; false when another claim got there first.
-    pub async fn claim_request(&self, brid: i64) -> Result<bool, DataError> {
-        let result = buildrequest_claims::Entity::insert(buildrequest_claims::ActiveModel {
-            brid: Set(brid),
-            masterid: Set(self.masterid),
-            claimed_at: Set(now()),
-        })
+    pub async fn claim_request(&self, request: &mut PendingRequest) -> Result<bool, DataError> {
+        let claim = buildrequest_claims::Model {
+            brid: request.brid,
+            masterid: self.masterid,
+            claimed_at: now(),
+        };
+        let result = buildrequest_claims::Entity::insert(buildrequest_claims::ActiveModel::from(
+            claim.clone(),
+        ))
         .exec(&self.db)
         .await;
         match result {
             Ok(_) => {
-                self.publish_request(brid, "claimed").await?;
+                self.bus.publish(
+                    format!("buildrequests/{}/claimed", request.brid),
+                    request_json(&request.row, Some(&claim)),
+                );
+                request.claim = Some(claim);
                 Ok(true)
             }
             Err(e) if is_unique_violation(&e) => Ok(false),
@@ -193,8 +226,12 @@ impl Data {
 
     /// A build for the request finished with `results`; completes the buildset
     /// too when it was its last open request.
-    pub async fn complete_request(&self, brid: i64, results: i32) -> Result<(), DataError> {
-        let at = now();
+    pub async fn complete_request(
+        &self,
+        request: &PendingRequest,
+        results: i32,
+    ) -> Result<(), DataError> {
+        let (brid, at) = (request.brid, now());
         // One transaction, so nobody sees the request complete while its
         // buildset still looks open; events go out once it is committed.
         let txn = self.db.begin().await?;
@@ -209,9 +246,6 @@ impl Data {
         else {
             return Ok(());
         };
-        let claim = buildrequest_claims::Entity::find_by_id(brid)
-            .one(&txn)
-            .await?;
         let siblings = buildrequests::Entity::find()
             .filter(buildrequests::Column::Buildsetid.eq(br.buildsetid))
             .all(&txn)
@@ -233,7 +267,7 @@ impl Data {
         txn.commit().await?;
         self.bus.publish(
             format!("buildrequests/{brid}/complete"),
-            request_json(&br, claim.as_ref()),
+            request_json(&br, request.claim.as_ref()),
         );
         for bs in completed {
             self.bus
@@ -252,10 +286,11 @@ impl Data {
         else {
             return Err(DataError::NotFound(format!("build request {brid}")));
         };
-        if br.complete || !self.claim_request(brid).await? {
+        let mut request = PendingRequest::from(br);
+        if request.row.complete || !self.claim_request(&mut request).await? {
             return Ok(false);
         }
-        self.complete_request(brid, crate::results::CANCELLED)
+        self.complete_request(&request, crate::results::CANCELLED)
             .await?;
         Ok(true)
     }

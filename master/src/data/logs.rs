@@ -24,7 +24,12 @@ use std::time::{Duration, Instant};
 pub const CHUNK_BYTES: usize = 64 * 1024;
 /// Pending lines are stored at least this often while output keeps coming.
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// `logchunks.compressed`: how a chunk's content is stored.
+const RAW: i16 = 0;
 const ZSTD: i16 = 1;
+/// Chunks smaller than this are stored uncompressed: it would save little, and
+/// cost a hand-off to a blocking thread (a short step's whole log is one).
+const COMPRESS_FROM: usize = 4096;
 /// Chunks a raw download reads per query.
 const RAW_CHUNKS_PER_READ: u64 = 8;
 
@@ -117,6 +122,41 @@ struct Chunk {
     first_line: i64,
     last_line: i64,
     content: Vec<u8>,
+}
+
+/// A chunk as stored: its content compressed with `compression`.
+struct StoredChunk {
+    first_line: i64,
+    last_line: i64,
+    compression: i16,
+    content: Vec<u8>,
+}
+
+impl Chunk {
+    /// Stored as it is (small chunks).
+    fn raw(self) -> StoredChunk {
+        StoredChunk {
+            first_line: self.first_line,
+            last_line: self.last_line,
+            compression: RAW,
+            content: self.content,
+        }
+    }
+
+    /// Compressed, unless it is small; CPU-bound, so run off the async threads.
+    fn encode(self, logid: i64) -> Result<StoredChunk, DataError> {
+        if self.content.len() < COMPRESS_FROM {
+            return Ok(self.raw());
+        }
+        let content = zstd::bulk::compress(&self.content, 1)
+            .map_err(|e| DataError::LogStore(logid, format!("zstd: {e}")))?;
+        Ok(StoredChunk {
+            first_line: self.first_line,
+            last_line: self.last_line,
+            compression: ZSTD,
+            content,
+        })
+    }
 }
 
 /// Room for a chunk and the line that crosses its limit, so filling one
@@ -242,39 +282,46 @@ impl ChunkStore {
         while chunks.recv_many(&mut batch, CHUNKS_IN_FLIGHT).await > 0 {
             let chunks_of_batch = std::mem::take(&mut batch);
             let logid = self.logid;
-            let compressed = tokio::task::spawn_blocking(move || {
-                chunks_of_batch
-                    .into_iter()
-                    .map(|c| {
-                        zstd::bulk::compress(&c.content, 1)
-                            .map(|z| (c.first_line, c.last_line, z))
-                            .map_err(|e| DataError::LogStore(logid, format!("zstd: {e}")))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .map_err(|e| DataError::LogStore(logid, e.to_string()))??;
-            let (first_line, last_line) = (compressed[0].0, compressed[compressed.len() - 1].1);
+            let stored: Vec<StoredChunk> = if chunks_of_batch
+                .iter()
+                .all(|c| c.content.len() < COMPRESS_FROM)
+            {
+                chunks_of_batch.into_iter().map(Chunk::raw).collect()
+            } else {
+                tokio::task::spawn_blocking(move || {
+                    chunks_of_batch
+                        .into_iter()
+                        .map(|c| c.encode(logid))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await
+                .map_err(|e| DataError::LogStore(logid, e.to_string()))??
+            };
+            let (first_line, last_line) =
+                (stored[0].first_line, stored[stored.len() - 1].last_line);
             // No transaction: the chunks go first and `num_lines` follows, so a
             // reader never counts lines that are not stored yet.
-            logchunks::Entity::insert_many(compressed.into_iter().map(|(first, last, z)| {
-                logchunks::ActiveModel {
-                    logid: Set(logid),
-                    first_line: Set(first),
-                    last_line: Set(last),
-                    content: Set(z),
-                    compressed: Set(ZSTD),
-                    ..Default::default()
-                }
+            logchunks::Entity::insert_many(stored.into_iter().map(|c| logchunks::ActiveModel {
+                logid: Set(logid),
+                first_line: Set(c.first_line),
+                last_line: Set(c.last_line),
+                content: Set(c.content),
+                compressed: Set(c.compression),
+                ..Default::default()
             }))
             .exec(&self.data.db)
             .await?;
             stored_lines = last_line + 1;
-            logs::Entity::update_many()
-                .col_expr(logs::Column::NumLines, Expr::value(stored_lines))
-                .filter(logs::Column::Id.eq(logid))
-                .exec(&self.data.db)
-                .await?;
+            // After the writer's last chunk, its `finish` sets `num_lines`
+            // together with `complete`.
+            let writer_finished = chunks.is_closed() && chunks.is_empty();
+            if !writer_finished {
+                logs::Entity::update_many()
+                    .col_expr(logs::Column::NumLines, Expr::value(stored_lines))
+                    .filter(logs::Column::Id.eq(logid))
+                    .exec(&self.data.db)
+                    .await?;
+            }
             self.data.bus.publish(
                 format!("logs/{logid}/append"),
                 json!({"logid": logid, "first_line": first_line, "last_line": last_line}),

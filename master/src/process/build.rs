@@ -136,7 +136,6 @@ async fn execute(ctx: &mut BuildContext<'_>) -> Result<(), DataError> {
         (builder.builddir.clone().into(), "Builder".into()),
     );
     data.add_build_properties(buildid, &props).await?;
-    data.set_build_state(buildid, "building").await?;
     ctx.props = props;
 
     let (mut build_results, failed_steps) = run_steps(ctx).await?;
@@ -162,8 +161,7 @@ async fn execute(ctx: &mut BuildContext<'_>) -> Result<(), DataError> {
     if build_results == RETRY {
         data.unclaim_request(ctx.request.brid).await?;
     } else {
-        data.complete_request(ctx.request.brid, build_results)
-            .await?;
+        data.complete_request(ctx.request, build_results).await?;
     }
     Ok(())
 }
