@@ -1,22 +1,32 @@
 //! Matching pending build requests to workers with a free slot.
 //!
-//! Runs as one task: whenever a request is added or released, a worker connects,
-//! or a build finishes (all seen on the event bus), it reads the pending requests
-//! from the data layer, oldest first, and for each one whose builder has a
-//! connected worker with a free slot it claims the request and starts the build.
-//! The claim is the database's, so a second master could not run it twice.
+//! Runs as one task: whenever a request is added or released, a worker connects
+//! or is unpaused, or the config changes (all seen on the event bus), or a build
+//! gives its worker slot back (the registry's notification), it reads the
+//! pending requests of builders that have a free worker from the data layer,
+//! oldest first, a page at a time, and for each one whose builder still has a
+//! free slot it claims the request and starts the build. Events that arrive
+//! while it works are covered by its next look, not one look each. The claim is
+//! the database's, so a second master could not run it twice.
 
 use super::build;
+use crate::config::BuilderConfig;
+use crate::mq::Event;
 use crate::runtime::Shared;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::watch;
 use tracing::warn;
 
 /// Look again at least this often, in case an event was missed.
 const POLL: Duration = Duration::from_secs(10);
+
+/// At most this many pending requests are read per query; more pages are read
+/// while workers are free.
+const PAGE: usize = 64;
 
 pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut events = shared.data.bus.subscribe();
@@ -32,65 +42,109 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 event = events.recv() => match event {
-                    Ok(e) => {
-                        let relevant = matches!(
-                            (e.collection(), e.kind()),
-                            ("buildrequests", "new" | "unclaimed")
-                                | ("workers", "connected")
-                                | ("builds", "finished")
-                                | ("config_reloads", "new")
-                        );
-                        if relevant { break; }
-                    }
+                    Ok(e) if relevant(&e) => break,
+                    Ok(_) => {}
                     Err(RecvError::Lagged(_)) => break,
                     Err(RecvError::Closed) => return,
                 },
+                // A build ended and gave its worker slot back.
+                _ = shared.workers.slot_freed() => break,
                 _ = &mut deadline => break,
                 _ = shutdown.changed() => return,
+            }
+        }
+        // One look covers every event that came meanwhile (a burst of forced
+        // builds is one query, not one each).
+        loop {
+            match events.try_recv() {
+                Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => return,
             }
         }
     }
 }
 
+/// Could this event let a build start?
+fn relevant(event: &Event) -> bool {
+    matches!(
+        (event.collection(), event.kind()),
+        ("buildrequests", "new" | "unclaimed")
+            | ("workers", "connected" | "state_updated")
+            | ("config_reloads", "new")
+    )
+}
+
 async fn distribute(shared: &Arc<Shared>) -> Result<(), crate::data::DataError> {
-    let pending = shared.data.pending_requests().await?;
-    if pending.is_empty() {
+    let running = shared.running_config();
+    let config = &running.loaded.config;
+    let max_builds: HashMap<&str, Option<u32>> = config
+        .workers
+        .iter()
+        .map(|w| (w.name.as_str(), w.max_builds))
+        .collect();
+    let max_of = |name: &str| max_builds.get(name).copied().flatten();
+    let has_free_worker = |builder: &BuilderConfig| {
+        builder
+            .workernames
+            .iter()
+            .any(|name| shared.workers.free_slots(name, max_of(name)) > 0)
+    };
+    // Only builders that could start a build now are asked about: while every
+    // worker is busy, new requests cost no query at all.
+    let ready: HashMap<i64, &BuilderConfig> = config
+        .builders
+        .iter()
+        .filter(|b| has_free_worker(b))
+        .filter_map(|b| Some((*running.builder_ids.get(&b.name)?, b)))
+        .collect();
+    if ready.is_empty() {
         return Ok(());
     }
-    let running = shared.running_config();
-    for request in pending {
-        let Some(builder) = running
-            .builder_ids
-            .iter()
-            .find(|(_, id)| **id == request.builderid)
-            .and_then(|(name, _)| running.loaded.config.builder(name))
-        else {
-            // Its builder is not configured now; the request waits in the database.
-            continue;
-        };
-        let mut candidates: Vec<&String> = builder.workernames.iter().collect();
-        candidates.sort_by_key(|name| shared.workers.running(name));
-        let lease = candidates.into_iter().find_map(|name| {
-            let max = running
-                .loaded
-                .config
-                .worker(name)
-                .and_then(|w| w.max_builds);
-            shared.workers.reserve(name, max)
-        });
-        let Some(lease) = lease else {
-            continue;
-        };
-        if !shared.data.claim_request(request.brid).await? {
-            continue;
+    let builderids: Vec<i64> = ready.keys().copied().collect();
+    // No more requests than the free slots of those builders' workers can start.
+    let workers: HashSet<&String> = ready.values().flat_map(|b| &b.workernames).collect();
+    let free = workers.iter().fold(0usize, |n, name| {
+        n.saturating_add(shared.workers.free_slots(name, max_of(name)))
+    });
+    let page_size = free.clamp(1, PAGE) as u64;
+    let mut offset = 0;
+    loop {
+        let page = shared
+            .data
+            .pending_requests(&builderids, offset, page_size)
+            .await?;
+        let read = page.len() as u64;
+        let mut claimed = 0;
+        for mut request in page {
+            let Some(&builder) = ready.get(&request.builderid) else {
+                continue;
+            };
+            let mut candidates: Vec<&String> = builder.workernames.iter().collect();
+            candidates.sort_by_key(|name| shared.workers.running(name));
+            let Some(lease) = candidates
+                .into_iter()
+                .find_map(|name| shared.workers.reserve(name, max_of(name)))
+            else {
+                continue;
+            };
+            if !shared.data.claim_request(&mut request).await? {
+                continue;
+            }
+            claimed += 1;
+            let shared = shared.clone();
+            let builder = builder.clone();
+            let lua = running.loaded.lua.clone();
+            let worker_config = config.worker(&lease.worker.name).cloned();
+            tokio::spawn(async move {
+                build::run(shared, request, builder, worker_config, lua, lease).await;
+            });
         }
-        let shared = shared.clone();
-        let builder = builder.clone();
-        let lua = running.loaded.lua.clone();
-        let worker_config = running.loaded.config.worker(&lease.worker.name).cloned();
-        tokio::spawn(async move {
-            build::run(shared, request, builder, worker_config, lua, lease).await;
-        });
+        // Claimed requests leave the pending set: the next page starts
+        // after the ones that are still waiting.
+        offset += read - claimed;
+        if read < page_size || !ready.values().any(|b| has_free_worker(b)) {
+            return Ok(());
+        }
     }
-    Ok(())
 }

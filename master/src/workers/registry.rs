@@ -45,11 +45,14 @@ impl ConnectedWorker {
 #[derive(Debug)]
 pub struct WorkerLease {
     pub worker: ConnectedWorker,
+    /// The registry's [`WorkerRegistry::slot_freed`].
+    freed: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for WorkerLease {
     fn drop(&mut self) {
         self.worker.running.fetch_sub(1, Ordering::SeqCst);
+        self.freed.notify_one();
     }
 }
 
@@ -74,6 +77,8 @@ pub struct WorkerRegistry {
     next_connection: AtomicU64,
     /// Bumped on every connect and disconnect, for [`Self::connection_after`].
     changes: tokio::sync::watch::Sender<u64>,
+    /// Notified when a build gives its slot back.
+    freed: Arc<tokio::sync::Notify>,
 }
 
 impl Default for WorkerRegistry {
@@ -82,6 +87,7 @@ impl Default for WorkerRegistry {
             slots: Mutex::default(),
             next_connection: AtomicU64::new(1),
             changes: tokio::sync::watch::Sender::new(0),
+            freed: Arc::default(),
         }
     }
 }
@@ -155,7 +161,28 @@ impl WorkerRegistry {
             .ok()?;
         Some(WorkerLease {
             worker: worker.clone(),
+            freed: self.freed.clone(),
         })
+    }
+
+    /// Resolves once a build slot has been given back since the last call
+    /// (one waiter: the distributor).
+    pub async fn slot_freed(&self) {
+        self.freed.notified().await
+    }
+
+    /// How many builds [`WorkerRegistry::reserve`] would let `name` start now
+    /// (`usize::MAX` when it has no limit).
+    pub fn free_slots(&self, name: &str, max_builds: Option<u32>) -> usize {
+        let map = self.slots.lock().expect("registry lock");
+        let Some(slot) = map.get(name) else {
+            return 0;
+        };
+        let (Some(worker), false, false) = (&slot.current, slot.paused, slot.graceful) else {
+            return 0;
+        };
+        let limit = max_builds.map(|m| m as usize).unwrap_or(usize::MAX);
+        limit.saturating_sub(worker.running.load(Ordering::SeqCst))
     }
 
     /// Builds running on `name`, on any of its connections.
