@@ -56,11 +56,8 @@ impl Data {
         use builds::Column as C;
         // One statement: the number is the builder's highest plus one,
         // `INSERT INTO builds (…) SELECT COALESCE(MAX(number), 0) + 1, … RETURNING *`.
-        let next_number = Expr::expr(Func::coalesce([
-            Expr::col(C::Number).max(),
-            Expr::val(0).into(),
-        ]))
-        .add(1);
+        let next_number =
+            Expr::expr(Func::coalesce([Expr::col(C::Number).max(), Expr::val(0)])).add(1);
         let values = Query::select()
             .expr(next_number)
             .exprs([
