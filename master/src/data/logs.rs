@@ -27,6 +27,8 @@ const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// `logchunks.compressed`: how a chunk's content is stored.
 const RAW: i16 = 0;
 const ZSTD: i16 = 1;
+/// Fast: log chunks are compressed as fast as a worker sends them.
+const ZSTD_LEVEL: i32 = 1;
 /// Chunks smaller than this are stored uncompressed: it would save little, and
 /// cost a hand-off to a blocking thread (a short step's whole log is one).
 const COMPRESS_FROM: usize = 4096;
@@ -143,13 +145,14 @@ impl Chunk {
         }
     }
 
-    /// Compressed, unless it is small; CPU-bound, so run off the async threads.
-    fn encode(self, logid: i64) -> Result<StoredChunk, DataError> {
+    /// Compressed with `zstd` (a context kept for the whole log: making one
+    /// per chunk showed in profiles), unless it is small; CPU-bound, so run
+    /// off the async threads.
+    fn encode(self, zstd: &mut zstd::bulk::Compressor<'static>) -> std::io::Result<StoredChunk> {
         if self.content.len() < COMPRESS_FROM {
             return Ok(self.raw());
         }
-        let content = zstd::bulk::compress(&self.content, 1)
-            .map_err(|e| DataError::LogStore(logid, format!("zstd: {e}")))?;
+        let content = zstd.compress(&self.content)?;
         Ok(StoredChunk {
             first_line: self.first_line,
             last_line: self.last_line,
@@ -279,23 +282,33 @@ impl ChunkStore {
     async fn run(self, mut chunks: tokio::sync::mpsc::Receiver<Chunk>) -> Result<i64, DataError> {
         let mut stored_lines = 0;
         let mut batch = Vec::new();
+        let logid = self.logid;
+        let zstd_failed = |e: std::io::Error| DataError::LogStore(logid, format!("zstd: {e}"));
+        // Made on the first chunk that needs it; lent to each blocking task.
+        let mut compressor: Option<zstd::bulk::Compressor<'static>> = None;
         while chunks.recv_many(&mut batch, CHUNKS_IN_FLIGHT).await > 0 {
             let chunks_of_batch = std::mem::take(&mut batch);
-            let logid = self.logid;
             let stored: Vec<StoredChunk> = if chunks_of_batch
                 .iter()
                 .all(|c| c.content.len() < COMPRESS_FROM)
             {
                 chunks_of_batch.into_iter().map(Chunk::raw).collect()
             } else {
-                tokio::task::spawn_blocking(move || {
-                    chunks_of_batch
+                let mut zstd = match compressor.take() {
+                    Some(c) => c,
+                    None => zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(zstd_failed)?,
+                };
+                let (zstd, stored) = tokio::task::spawn_blocking(move || {
+                    let stored = chunks_of_batch
                         .into_iter()
-                        .map(|c| c.encode(logid))
-                        .collect::<Result<Vec<_>, _>>()
+                        .map(|c| c.encode(&mut zstd))
+                        .collect::<Result<Vec<_>, _>>();
+                    (zstd, stored)
                 })
                 .await
-                .map_err(|e| DataError::LogStore(logid, e.to_string()))??
+                .map_err(|e| DataError::LogStore(logid, e.to_string()))?;
+                compressor = Some(zstd);
+                stored.map_err(zstd_failed)?
             };
             let (first_line, last_line) =
                 (stored[0].first_line, stored[stored.len() - 1].last_line);
@@ -331,12 +344,40 @@ impl ChunkStore {
     }
 }
 
-fn decompress(chunk: &logchunks::Model) -> Result<Vec<u8>, DataError> {
-    if chunk.compressed == ZSTD {
-        zstd::decode_all(&chunk.content[..])
-            .map_err(|e| DataError::CorruptChunk(chunk.id, e.to_string()))
-    } else {
-        Ok(chunk.content.clone())
+/// Largest content size read from a chunk's zstd frame that is allocated at once.
+const TRUSTED_CHUNK_SIZE: u64 = 64 << 20;
+
+/// Reads stored chunks back, with one zstd context for all of them (making one
+/// per chunk showed in profiles of log downloads).
+#[derive(Default)]
+struct ChunkDecoder {
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+impl ChunkDecoder {
+    fn decode(&mut self, chunk: &logchunks::Model) -> Result<Vec<u8>, DataError> {
+        if chunk.compressed != ZSTD {
+            return Ok(chunk.content.clone());
+        }
+        let corrupt = |e: String| DataError::CorruptChunk(chunk.id, e);
+        // Whole-buffer compression records the content size in the frame; a
+        // size that is missing or too large to trust up front is decoded as a
+        // stream instead.
+        let size = zstd::zstd_safe::get_frame_content_size(&chunk.content)
+            .ok()
+            .flatten()
+            .filter(|&n| n <= TRUSTED_CHUNK_SIZE);
+        let Some(size) = size else {
+            return zstd::decode_all(&chunk.content[..]).map_err(|e| corrupt(e.to_string()));
+        };
+        let zstd = match &mut self.zstd {
+            Some(z) => z,
+            None => self
+                .zstd
+                .insert(zstd::bulk::Decompressor::new().map_err(|e| corrupt(e.to_string()))?),
+        };
+        zstd.decompress(&chunk.content, size as usize)
+            .map_err(|e| corrupt(e.to_string()))
     }
 }
 
@@ -405,6 +446,7 @@ impl Data {
         let db = self.db.clone();
         let prefixed = log.log_type == "s";
         tokio::spawn(async move {
+            let mut decoder = ChunkDecoder::default();
             let mut next_line = 0;
             loop {
                 let batch = logchunks::Entity::find()
@@ -424,7 +466,7 @@ impl Data {
                 };
                 next_line = batch[batch.len() - 1].last_line + 1;
                 for chunk in batch {
-                    let piece = decompress(&chunk).map(|content| {
+                    let piece = decoder.decode(&chunk).map(|content| {
                         if !prefixed {
                             return bytes::Bytes::from(content);
                         }
@@ -465,8 +507,9 @@ impl Data {
             select = select.filter(logchunks::Column::FirstLine.lt(end));
         }
         let mut out = Vec::new();
+        let mut decoder = ChunkDecoder::default();
         for c in select.all(&self.db).await? {
-            let content = decompress(&c)?;
+            let content = decoder.decode(&c)?;
             for (i, line) in content.split_inclusive(|&b| b == b'\n').enumerate() {
                 let n = c.first_line + i as i64;
                 if n >= offset && end.is_none_or(|e| n < e) {
@@ -475,5 +518,78 @@ impl Data {
             }
         }
         Ok((offset, String::from_utf8_lossy(&out).into_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored_row(id: i64, chunk: StoredChunk) -> logchunks::Model {
+        logchunks::Model {
+            id,
+            logid: 1,
+            first_line: chunk.first_line,
+            last_line: chunk.last_line,
+            content: chunk.content,
+            compressed: chunk.compression,
+        }
+    }
+
+    fn chunk(content: Vec<u8>) -> Chunk {
+        Chunk {
+            first_line: 0,
+            last_line: 0,
+            content,
+        }
+    }
+
+    #[test]
+    fn chunks_round_trip_through_shared_zstd_contexts() {
+        let mut zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL).unwrap();
+        let mut decoder = ChunkDecoder::default();
+        let lines: Vec<u8> = (0..3000)
+            .flat_map(|i| format!("oline {i} of a step's output\n").into_bytes())
+            .collect();
+        for (id, content) in [lines.clone(), lines[1000..].to_vec(), b"oshort\n".to_vec()]
+            .into_iter()
+            .enumerate()
+        {
+            let stored = chunk(content.clone()).encode(&mut zstd).unwrap();
+            let expected = if content.len() < COMPRESS_FROM {
+                RAW
+            } else {
+                ZSTD
+            };
+            assert_eq!(stored.compression, expected);
+            if expected == ZSTD {
+                assert!(stored.content.len() < content.len() / 4);
+            }
+            let row = stored_row(id as i64, stored);
+            assert_eq!(decoder.decode(&row).unwrap(), content);
+        }
+    }
+
+    #[test]
+    fn frames_without_a_content_size_decode_and_garbage_is_reported() {
+        // A streaming encoder does not record the content size.
+        let content = b"oa line\n".repeat(10_000);
+        let framed = zstd::stream::encode_all(&content[..], 1).unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&framed).unwrap(),
+            None
+        );
+        let mut decoder = ChunkDecoder::default();
+        let row = |content: Vec<u8>| logchunks::Model {
+            id: 7,
+            logid: 1,
+            first_line: 0,
+            last_line: 9999,
+            content,
+            compressed: ZSTD,
+        };
+        assert_eq!(decoder.decode(&row(framed)).unwrap(), content);
+        let err = decoder.decode(&row(b"not zstd".to_vec())).unwrap_err();
+        assert!(matches!(err, DataError::CorruptChunk(7, _)), "{err}");
     }
 }
