@@ -26,6 +26,7 @@ return {
 moonbot_tests::on_both_databases!(
     a_paused_worker_gets_no_new_builds,
     a_graceful_stop_finishes_running_builds_first,
+    a_full_worker_takes_the_next_request_as_soon_as_a_build_ends,
 );
 
 fn worker(m: &TestMaster) -> Value {
@@ -34,6 +35,50 @@ fn worker(m: &TestMaster) -> Value {
 
 fn request(m: &TestMaster, brid: i64) -> Value {
     m.get(&format!("/api/v2/buildrequests/{brid}"))["buildrequests"][0].clone()
+}
+
+/// Requests queued behind a worker at `max_builds` start the moment a build
+/// gives its slot back, not at the distributor's next 10 s look, and never more
+/// than `max_builds` at once.
+fn a_full_worker_takes_the_next_request_as_soon_as_a_build_ends(backend: &Backend) {
+    let mut m = TestMaster::create(backend, CONFIG);
+    m.start();
+    let mut w = m.make_worker("w1", &m.dir.clone());
+    w.start();
+    m.wait_connected("w1");
+    let slow = m.builderid("slow");
+    // The first two builds end 2 s apart, so each end frees a slot on its own.
+    let mut brids = vec![m.force(slow)];
+    m.wait_for("the first build to start", LONG, || {
+        m.builds_of(brids[0]).pop().map(|_| ())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    brids.extend((0..3).map(|_| m.force(slow)));
+    let builds: Vec<Value> = brids
+        .iter()
+        .map(|&brid| m.wait_request_done(brid, LONG))
+        .collect();
+    let at = |b: &Value, field: &str| b[field].as_f64().unwrap();
+    for b in &builds {
+        assert_eq!(b["results"], 0, "{b}");
+    }
+    // Two at once (max_builds = 2), so the third and fourth start only when
+    // the first two have ended, and right then.
+    let mut ends: Vec<f64> = builds[..2].iter().map(|b| at(b, "complete_at")).collect();
+    ends.sort_by(f64::total_cmp);
+    let mut starts: Vec<f64> = builds[2..].iter().map(|b| at(b, "started_at")).collect();
+    starts.sort_by(f64::total_cmp);
+    for (end, start) in ends.iter().zip(&starts) {
+        assert!(
+            start >= end,
+            "a third build started before a slot was free: {builds:?}"
+        );
+        assert!(
+            start - end < 1.0,
+            "a queued build waited {:.1} s for a free slot: {builds:?}",
+            start - end
+        );
+    }
 }
 
 fn a_paused_worker_gets_no_new_builds(backend: &Backend) {
