@@ -134,6 +134,21 @@ impl TestMaster {
         TestMaster::create_for_hosts(backend, lua, &[])
     }
 
+    /// [`TestMaster::create`] and start it, with worker `worker` (signed by
+    /// this master's CA) started and connected.
+    pub fn started_with_worker(
+        backend: &Backend,
+        lua: &str,
+        worker: &str,
+    ) -> (TestMaster, TestWorker) {
+        let mut m = TestMaster::create(backend, lua);
+        m.start();
+        let mut w = m.make_worker(worker, &m.dir.clone());
+        w.start();
+        m.wait_connected(worker);
+        (m, w)
+    }
+
     /// [`TestMaster::create`], with a certificate also valid for `hosts`
     /// (`moonbot create-master --host`).
     pub fn create_for_hosts(backend: &Backend, lua: &str, hosts: &[&str]) -> TestMaster {

@@ -48,17 +48,8 @@ moonbot_tests::on_both_databases!(
     a_ten_mib_log_reads_back_byte_for_byte,
 );
 
-fn started(backend: &Backend) -> (TestMaster, moonbot_tests::TestWorker) {
-    let mut m = TestMaster::create(backend, CONFIG);
-    m.start();
-    let mut w = m.make_worker("w1", &m.dir.clone());
-    w.start();
-    m.wait_connected("w1");
-    (m, w)
-}
-
 fn builds_pass_and_fail_as_buildbot_would(backend: &Backend) {
-    let (m, _w) = started(backend);
+    let (m, _w) = TestMaster::started_with_worker(backend, CONFIG, "w1");
 
     // The worker told the master about itself.
     let worker = &m.get("/api/v2/workers")["workers"][0];
@@ -161,7 +152,7 @@ fn read_pids(path: &std::path::Path) -> Option<Vec<i32>> {
 }
 
 fn stopping_a_build_kills_its_process_tree(backend: &Backend) {
-    let (m, _w) = started(backend);
+    let (m, _w) = TestMaster::started_with_worker(backend, CONFIG, "w1");
     let brid = m.force(m.builderid("sleepy"));
     let pids_file = m.tmp.path().join("pids");
     let pids = m.wait_for("the command to start", LONG, || read_pids(&pids_file));
@@ -196,7 +187,7 @@ fn stopping_a_build_kills_its_process_tree(backend: &Backend) {
 }
 
 fn a_lost_worker_means_retry_and_the_request_runs_again(backend: &Backend) {
-    let (m, mut w) = started(backend);
+    let (m, mut w) = TestMaster::started_with_worker(backend, CONFIG, "w1");
     let brid = m.force(m.builderid("flaky"));
     m.wait_for("the build to start its step", LONG, || {
         let b = m.builds_of(brid).pop()?;
@@ -228,7 +219,7 @@ fn a_lost_worker_means_retry_and_the_request_runs_again(backend: &Backend) {
 }
 
 fn master_stop_and_crash_lose_no_request(backend: &Backend) {
-    let (mut m, mut w) = started(backend);
+    let (mut m, mut w) = TestMaster::started_with_worker(backend, CONFIG, "w1");
     m.pin_quic_port(CONFIG);
     let flaky = m.builderid("flaky");
 
@@ -272,7 +263,7 @@ fn master_stop_and_crash_lose_no_request(backend: &Backend) {
 }
 
 fn foreign_ca_and_unknown_names_are_refused(backend: &Backend) {
-    let (m, _w) = started(backend);
+    let (m, _w) = TestMaster::started_with_worker(backend, CONFIG, "w1");
     // A worker whose certificate another master's CA signed.
     let other = TestMaster::create(&Backend::Sqlite, CONFIG);
     let mut foreign = m.make_worker("w1", &other.dir);
@@ -309,7 +300,7 @@ fn foreign_ca_and_unknown_names_are_refused(backend: &Backend) {
 }
 
 fn a_ten_mib_log_reads_back_byte_for_byte(backend: &Backend) {
-    let (m, _w) = started(backend);
+    let (m, _w) = TestMaster::started_with_worker(backend, CONFIG, "w1");
     // 10 MiB of varied lines (including bytes a UTF-8 check would mangle? no:
     // keep it valid UTF-8 so the JSON contents view can be checked too).
     let mut payload = Vec::with_capacity(10 << 20);

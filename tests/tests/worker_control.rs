@@ -29,16 +29,6 @@ moonbot_tests::on_both_databases!(
     a_full_worker_takes_the_next_request_as_soon_as_a_build_ends,
 );
 
-/// A master with worker w1 connected.
-fn started(backend: &Backend) -> (TestMaster, moonbot_tests::TestWorker) {
-    let mut m = TestMaster::create(backend, CONFIG);
-    m.start();
-    let mut w = m.make_worker("w1", &m.dir.clone());
-    w.start();
-    m.wait_connected("w1");
-    (m, w)
-}
-
 fn worker(m: &TestMaster) -> Value {
     m.get("/api/v2/workers?name=w1")["workers"][0].clone()
 }
@@ -51,7 +41,7 @@ fn request(m: &TestMaster, brid: i64) -> Value {
 /// gives its slot back, not at the distributor's next 10 s look, and never more
 /// than `max_builds` at once.
 fn a_full_worker_takes_the_next_request_as_soon_as_a_build_ends(backend: &Backend) {
-    let (m, _w) = started(backend);
+    let (m, _w) = TestMaster::started_with_worker(backend, CONFIG, "w1");
     let slow = m.builderid("slow");
     // The first two builds end 2 s apart, so each end frees a slot on its own.
     let mut brids = vec![m.force(slow)];
@@ -88,7 +78,7 @@ fn a_full_worker_takes_the_next_request_as_soon_as_a_build_ends(backend: &Backen
 }
 
 fn a_paused_worker_gets_no_new_builds(backend: &Backend) {
-    let (mut m, _w) = started(backend);
+    let (mut m, _w) = TestMaster::started_with_worker(backend, CONFIG, "w1");
     let workerid = worker(&m)["workerid"].as_i64().unwrap();
 
     let (status, answer) = m.rpc(&format!("/api/v2/workers/{workerid}"), "pause", json!({}));
@@ -136,7 +126,7 @@ fn a_paused_worker_gets_no_new_builds(backend: &Backend) {
 }
 
 fn a_graceful_stop_finishes_running_builds_first(backend: &Backend) {
-    let (m, mut w) = started(backend);
+    let (m, mut w) = TestMaster::started_with_worker(backend, CONFIG, "w1");
     let slow = m.builderid("slow");
 
     let running = m.force(slow);
