@@ -30,6 +30,7 @@ const PAGE: usize = 64;
 
 pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut events = shared.data.bus.subscribe();
+    let mut freed = shared.workers.slots_freed();
     loop {
         if shared.accepting_builds.load(Ordering::SeqCst)
             && let Err(e) = distribute(&shared).await
@@ -48,7 +49,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                     Err(RecvError::Closed) => return,
                 },
                 // A build ended and gave its worker slot back.
-                _ = shared.workers.slot_freed() => break,
+                _ = freed.changed() => break,
                 _ = &mut deadline => break,
                 _ = shutdown.changed() => return,
             }

@@ -31,7 +31,7 @@ use crate::workers::registry::ConnectedWorker;
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tracing::{info, warn};
 
 /// What asked for a reload.
@@ -176,7 +176,9 @@ async fn apply(
 /// Disconnect a removed worker once its running builds have ended, unless a
 /// later reload brought it back.
 async fn retire_when_idle(shared: Arc<Shared>, worker: ConnectedWorker) {
-    let mut events = shared.data.bus.subscribe();
+    // A reload may bring it back; a build ending may leave it idle.
+    let mut reloads = shared.data.bus.subscribe();
+    let mut freed = shared.workers.slots_freed();
     loop {
         if shared
             .running_config()
@@ -193,8 +195,8 @@ async fn retire_when_idle(shared: Arc<Shared>, worker: ConnectedWorker) {
             return;
         }
         tokio::select! {
-            _ = events.recv() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = reloads.recv() => {}
+            _ = freed.changed() => {}
         }
     }
 }

@@ -298,7 +298,7 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
     let mut remote = addr;
     let mut graceful = false;
     let mut heard = tokio::time::Instant::now();
-    let mut drained = tokio::time::interval(Duration::from_millis(250));
+    let mut freed = shared.workers.slots_freed();
     let reason = loop {
         tokio::select! {
             frame = reader.next() => match frame {
@@ -325,6 +325,8 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
                             info!(worker = %name, running = worker.running(), "worker stops after its running builds; no new builds for it");
                             shared.workers.set_graceful(&name, worker.connection_id);
                             graceful = true;
+                            // Look at once: there may be no build running.
+                            freed.mark_changed();
                             if let Err(e) = shared.data.worker_graceful(workerid).await {
                                 warn!(worker = %name, "could not record the graceful stop: {e}");
                             }
@@ -345,7 +347,7 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
                 conn.close(4u32.into(), reason.as_bytes());
                 break reason;
             }
-            _ = drained.tick(), if graceful => {
+            _ = freed.changed(), if graceful => {
                 if worker.running() == 0 {
                     let reason = "graceful stop: no build left on this worker".to_string();
                     break shut_down(&conn, &mut send, 3, reason).await;

@@ -45,14 +45,14 @@ impl ConnectedWorker {
 #[derive(Debug)]
 pub struct WorkerLease {
     pub worker: ConnectedWorker,
-    /// The registry's [`WorkerRegistry::slot_freed`].
-    freed: Arc<tokio::sync::Notify>,
+    /// The registry's [`WorkerRegistry::slots_freed`] counter.
+    freed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Drop for WorkerLease {
     fn drop(&mut self) {
         self.worker.running.fetch_sub(1, Ordering::SeqCst);
-        self.freed.notify_one();
+        self.freed.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -77,8 +77,8 @@ pub struct WorkerRegistry {
     next_connection: AtomicU64,
     /// Bumped on every connect and disconnect, for [`Self::connection_after`].
     changes: tokio::sync::watch::Sender<u64>,
-    /// Notified when a build gives its slot back.
-    freed: Arc<tokio::sync::Notify>,
+    /// Counts the build slots given back, for [`Self::slots_freed`].
+    freed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for WorkerRegistry {
@@ -87,7 +87,7 @@ impl Default for WorkerRegistry {
             slots: Mutex::default(),
             next_connection: AtomicU64::new(1),
             changes: tokio::sync::watch::Sender::new(0),
-            freed: Arc::default(),
+            freed: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -165,10 +165,11 @@ impl WorkerRegistry {
         })
     }
 
-    /// Resolves once a build slot has been given back since the last call
-    /// (one waiter: the distributor).
-    pub async fn slot_freed(&self) {
-        self.freed.notified().await
+    /// A receiver that changes whenever a build gives its slot back: the
+    /// distributor starts the next build, a stopping or removed worker sees
+    /// its last build end.
+    pub fn slots_freed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.freed.subscribe()
     }
 
     /// How many builds [`WorkerRegistry::reserve`] would let `name` start now
