@@ -219,10 +219,10 @@ impl WorkerRegistry {
             .collect()
     }
 
-    /// Record a pause or unpause (stored by the data layer first).
-    pub fn set_paused(&self, name: &str, paused: bool) {
+    /// Record a pause or unpause; returns the previous state.
+    pub fn set_paused(&self, name: &str, paused: bool) -> bool {
         let mut map = self.slots.lock().expect("registry lock");
-        map.entry(name.to_string()).or_default().paused = paused;
+        std::mem::replace(&mut map.entry(name.to_string()).or_default().paused, paused)
     }
 
     /// The current connection `connection_id` of `name` stops after its running

@@ -34,8 +34,16 @@ pub async fn set_worker_paused(
         .map(|(name, id)| (name.clone(), *id));
     drop(running);
     let (name, workerid) = found.ok_or_else(|| ActionError::NoWorker(worker.to_string()))?;
-    let shown = shared.data.set_worker_paused(workerid, paused).await?;
-    shared.workers.set_paused(&name, paused);
+    // The registry first: storing publishes `workers/N/state_updated`, on
+    // which the distributor looks for builds an unpaused worker can take.
+    let before = shared.workers.set_paused(&name, paused);
+    let shown = match shared.data.set_worker_paused(workerid, paused).await {
+        Ok(shown) => shown,
+        Err(e) => {
+            shared.workers.set_paused(&name, before);
+            return Err(e.into());
+        }
+    };
     tracing::info!(worker = %name, "worker {}", if paused { "paused" } else { "unpaused" });
     Ok(shown.unwrap_or(serde_json::Value::Null))
 }
