@@ -18,7 +18,7 @@
 
 use super::{
     PkiError, PkiPaths, SignedWorker, format_unix, io, parse_worker_csr, sign_parsed, unix_now,
-    valid_worker_name, write_atomic,
+    valid_worker_name, write_json,
 };
 use moonbot_worker::enroll::{EnrollmentToken, secret_hash};
 use moonbot_worker::protocol::{MasterMessage, WorkerMessage};
@@ -96,10 +96,7 @@ pub fn create_token(
     let dir = PkiPaths::new(master_dir).enrollments();
     create_private_dir(&dir)?;
     let file = dir.join(format!("{name}-{}.json", hex::encode(&hash[..6])));
-    write_atomic(
-        &file,
-        &serde_json::to_vec_pretty(&record).expect("token records serialize"),
-    )?;
+    write_json(&file, &record)?;
     Ok(NewToken {
         token: token.encode(),
         name: name.to_string(),
@@ -204,10 +201,7 @@ pub fn redeem(
     };
     record.used_at = Some(unix_now());
     record.used_from = Some(peer.to_string());
-    if let Err(e) = write_atomic(
-        &used_path,
-        &serde_json::to_vec_pretty(&record).expect("token records serialize"),
-    ) {
+    if let Err(e) = write_json(&used_path, &record) {
         warn!("could not note the use of {}: {e}", used_path.display());
     }
     let signed = sign_parsed(master_dir, csr, Duration::from_secs(record.cert_validity_s))

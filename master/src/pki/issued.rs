@@ -6,7 +6,7 @@
 //! Certificates are recorded as they are signed, by `sign-worker`, enrollment
 //! and renewal alike.
 
-use super::{PkiError, PkiPaths, io, write_atomic};
+use super::{PkiError, PkiPaths, io, read_json_or_default, write_json};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -36,13 +36,7 @@ fn file(master_dir: &Path, name: &str) -> PathBuf {
 
 /// Every certificate recorded for `name`, oldest first (empty when none).
 pub fn list(master_dir: &Path, name: &str) -> Result<Vec<IssuedCert>, PkiError> {
-    let path = file(master_dir, name);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| PkiError::BadCert(format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(io(&path)(e)),
-    }
+    read_json_or_default(&file(master_dir, name))
 }
 
 /// Add a certificate to `name`'s record.
@@ -52,6 +46,5 @@ pub fn record(master_dir: &Path, name: &str, cert: &IssuedCert) -> Result<(), Pk
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let mut all = list(master_dir, name)?;
     all.push(cert.clone());
-    let json = serde_json::to_vec_pretty(&all).expect("issued records serialize");
-    write_atomic(&file(master_dir, name), &json)
+    write_json(&file(master_dir, name), &all)
 }

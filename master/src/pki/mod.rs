@@ -150,6 +150,25 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), PkiError>
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
+/// Write `value` as pretty JSON to `path` with [`write_atomic`] (the PKI's
+/// records: issued certificates, revocations, enrollment tokens).
+pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), PkiError> {
+    let json = serde_json::to_vec_pretty(value).expect("PKI records serialize");
+    write_atomic(path, &json)
+}
+
+/// The JSON record at `path`, or `T::default()` when there is no such file.
+pub(crate) fn read_json_or_default<T: serde::de::DeserializeOwned + Default>(
+    path: &Path,
+) -> Result<T, PkiError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| PkiError::BadCert(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
 fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

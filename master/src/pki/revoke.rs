@@ -14,7 +14,10 @@
 //! modification time or size changed, so a thousand reconnecting workers cost
 //! a thousand `stat`s, not a thousand parses.
 
-use super::{CLOCK_SKEW_ALLOWANCE, PkiError, PkiPaths, io, issued, unix_now, write_atomic};
+use super::{
+    CLOCK_SKEW_ALLOWANCE, PkiError, PkiPaths, io, issued, read_json_or_default, unix_now,
+    write_json,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,13 +77,7 @@ pub fn cert_facts(cert_der: &[u8]) -> Result<CertFacts, PkiError> {
 impl RevocationList {
     /// The list in `master_dir` (empty when there is no file).
     pub fn load(master_dir: &Path) -> Result<RevocationList, PkiError> {
-        let path = PkiPaths::new(master_dir).revoked();
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| PkiError::BadCert(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RevocationList::default()),
-            Err(e) => Err(io(&path)(e)),
-        }
+        read_json_or_default(&PkiPaths::new(master_dir).revoked())
     }
 
     /// Whether the list revokes this certificate.
@@ -134,10 +131,9 @@ pub fn revoke_worker(master_dir: &Path, name: &str) -> Result<RevokeOutcome, Pki
     list.names.insert(name.to_string(), now);
     // Expired certificates need no listing.
     list.certificates.retain(|r| r.not_after > now);
-    let json = serde_json::to_vec_pretty(&list).expect("revocation list serializes");
     let dir = PkiPaths::new(master_dir).dir;
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    write_atomic(&PkiPaths::new(master_dir).revoked(), &json)?;
+    write_json(&PkiPaths::new(master_dir).revoked(), &list)?;
     Ok(RevokeOutcome {
         certificates: revoked,
         recorded: issued.len(),
