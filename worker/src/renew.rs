@@ -46,7 +46,7 @@ impl Validity {
     /// Whether less than a third of the lifetime (not counting the backdating
     /// for clock skew) is left at `now`.
     pub fn renewal_due_at(&self, now: i64) -> bool {
-        let lifetime = self.not_after - self.not_before - CERTIFICATE_BACKDATE.as_secs() as i64;
+        let lifetime = self.lifetime();
         if lifetime <= 0 {
             return true;
         }
@@ -55,8 +55,13 @@ impl Validity {
 
     /// The moment (Unix seconds) from which [`Self::renewal_due_at`] holds.
     pub fn renew_after(&self) -> i64 {
-        let lifetime = self.not_after - self.not_before - CERTIFICATE_BACKDATE.as_secs() as i64;
-        self.not_after - lifetime.max(0) / 3
+        self.not_after - self.lifetime().max(0) / 3
+    }
+
+    /// Seconds the certificate is meant to be used, not counting the
+    /// backdating for clock skew.
+    fn lifetime(&self) -> i64 {
+        self.not_after - self.not_before - CERTIFICATE_BACKDATE.as_secs() as i64
     }
 }
 
