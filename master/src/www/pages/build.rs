@@ -2,7 +2,7 @@
 //! left, stop and rebuild) and the estimates other pages show.
 
 use super::html::{button, duration, elapsed, esc, state_of, text, when};
-use super::{Ctx, PageError, PageResult};
+use super::{Ctx, PageResult, found_one};
 use crate::data::query::ListQuery;
 use crate::runtime::Shared;
 use serde_json::Value;
@@ -89,10 +89,7 @@ pub async fn build(ctx: &Ctx<'_>, buildid: i64) -> PageResult {
     let (found, _) = data
         .list_builds(&ListQuery::default().with_eq("buildid", buildid), false)
         .await?;
-    let b = found
-        .into_iter()
-        .next()
-        .ok_or_else(|| PageError::NotFound(format!("build {buildid} not found")))?;
+    let b = found_one(found, &format!("build {buildid}"))?;
     let builderid = b["builderid"].as_i64().unwrap_or(0);
     let builder = ctx.builder_name(builderid);
     let state = state_of(&b);

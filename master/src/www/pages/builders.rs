@@ -100,11 +100,7 @@ pub async fn builder(ctx: &Ctx<'_>, builderid: i64) -> PageResult {
     let data = &ctx.shared.data;
     let now = crate::data::now();
     let name = ctx
-        .running
-        .builder_ids
-        .iter()
-        .find(|(_, id)| **id == builderid)
-        .map(|(n, _)| n.clone())
+        .configured_builder(builderid)
         .ok_or_else(|| PageError::NotFound(format!("builder {builderid} not found")))?;
     let cfg = ctx.running.loaded.config.builder(&name);
     let offset = ctx

@@ -4,7 +4,7 @@
 //! raw download streams from the database with constant memory.
 
 use super::html::{esc, text};
-use super::{Ctx, PageError, PageResult};
+use super::{Ctx, PageResult, found_one};
 use crate::data::query::ListQuery;
 
 pub async fn viewer(ctx: &Ctx<'_>, logid: i64) -> PageResult {
@@ -12,10 +12,7 @@ pub async fn viewer(ctx: &Ctx<'_>, logid: i64) -> PageResult {
     let (logs, _) = data
         .list_logs(&ListQuery::default().with_eq("logid", logid))
         .await?;
-    let log = logs
-        .into_iter()
-        .next()
-        .ok_or_else(|| PageError::NotFound(format!("log {logid} not found")))?;
+    let log = found_one(logs, &format!("log {logid}"))?;
     let stepid = log["stepid"].as_i64().unwrap_or(0);
     let (steps, _) = data
         .list_steps(&ListQuery::default().with_eq("stepid", stepid))

@@ -54,6 +54,14 @@ impl From<String> for PageError {
 
 type PageResult = Result<Response, PageError>;
 
+/// The object a `list_*` call filtered by its id found, or "WHAT not found".
+fn found_one(found: Vec<serde_json::Value>, what: &str) -> Result<serde_json::Value, PageError> {
+    found
+        .into_iter()
+        .next()
+        .ok_or_else(|| PageError::NotFound(format!("{what} not found")))
+}
+
 /// What every page handler gets.
 pub struct Ctx<'a> {
     pub shared: &'a Arc<Shared>,
@@ -102,13 +110,18 @@ impl Ctx<'_> {
         Ok(warp::reply::html(html::page(&shell, body)).into_response())
     }
 
-    /// A builder's name from its id, from the running config or the database.
-    pub fn builder_name(&self, builderid: i64) -> String {
+    /// A configured builder's name from its id.
+    pub fn configured_builder(&self, builderid: i64) -> Option<String> {
         self.running
             .builder_ids
             .iter()
             .find(|(_, id)| **id == builderid)
             .map(|(name, _)| name.clone())
+    }
+
+    /// A builder's name from its id ("builder N" when it is not configured).
+    pub fn builder_name(&self, builderid: i64) -> String {
+        self.configured_builder(builderid)
             .unwrap_or_else(|| format!("builder {builderid}"))
     }
 

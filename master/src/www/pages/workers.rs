@@ -2,7 +2,7 @@
 //! what it said about itself in its hello, what it is building, what it built.
 
 use super::html::{elapsed, esc, state_of, text, when};
-use super::{Ctx, PageError, PageResult};
+use super::{Ctx, PageResult, found_one};
 use crate::data::query::ListQuery;
 use serde_json::Value;
 
@@ -75,10 +75,7 @@ pub async fn worker(ctx: &Ctx<'_>, workerid: i64) -> PageResult {
             &ctx.running.worker_ids,
         )
         .await?;
-    let w = found
-        .into_iter()
-        .next()
-        .ok_or_else(|| PageError::NotFound(format!("worker {workerid} not found")))?;
+    let w = found_one(found, &format!("worker {workerid}"))?;
     let (_, since) = connection(&w);
     let control = if ctx.may("pause") {
         let (path, label) = if w["paused"] == true {
