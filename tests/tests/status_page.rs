@@ -484,17 +484,25 @@ impl Browser {
     }
 
     fn click(&self, css: &str) {
-        self.rt.block_on(async {
-            self.c()
-                .wait()
-                .at_most(LONG)
-                .for_element(Locator::Css(css))
-                .await
-                .unwrap_or_else(|e| panic!("no {css}: {e}"))
-                .click()
-                .await
-                .unwrap()
-        });
+        // Live updates replace parts of the page: an element found just
+        // before one is gone by the time it is clicked; find it again.
+        for attempt in 1.. {
+            let clicked = self.rt.block_on(async {
+                self.c()
+                    .wait()
+                    .at_most(LONG)
+                    .for_element(Locator::Css(css))
+                    .await
+                    .unwrap_or_else(|e| panic!("no {css}: {e}"))
+                    .click()
+                    .await
+            });
+            match clicked {
+                Ok(()) => return,
+                Err(e) if e.is_stale_element_reference() && attempt < 5 => {}
+                Err(e) => panic!("clicking {css}: {e}"),
+            }
+        }
     }
 
     fn type_into(&self, css: &str, text: &str) {
@@ -569,6 +577,11 @@ fn a_developer_watches_forces_and_stops_builds_in_the_browser() {
     };
     let before = reloads();
     b.click("button.reload");
+    // The page before the click already matches "home page with a reload
+    // button": wait for the reload the click asked for, then for the page.
+    m.wait_for("the reload from the home page", LONG, || {
+        (reloads() > before).then_some(())
+    });
     b.wait_js(
         "the home page again",
         "location.pathname === '/' && document.querySelector('button.reload')",
