@@ -211,14 +211,17 @@ fn run(command: Command) -> anyhow::Result<i32> {
 /// The address a token tells the worker to dial when `--master` is not given:
 /// the first extra host of the master's certificate (else this machine's host
 /// name) and master.lua's QUIC port (else, for port 0, the running master's).
-fn default_master_address(dir: &Path) -> anyhow::Result<String> {
-    let hosts = pki::master_cert_hosts(dir)?;
+fn default_master_address(
+    dir: &Path,
+    hosts: &[String],
+    loaded: &Result<config::LoadedConfig, String>,
+) -> anyhow::Result<String> {
     let host = hosts
         .iter()
         .find(|h| !matches!(h.as_str(), "localhost" | "127.0.0.1" | "::1"))
         .cloned()
         .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
-    let loaded = config::load(dir).map_err(|e| {
+    let loaded = loaded.as_ref().map_err(|e| {
         anyhow::anyhow!("cannot read master.lua for the QUIC port ({e}); give --master HOST:PORT")
     })?;
     let mut port = loaded.config.quic.port;
@@ -251,12 +254,14 @@ fn worker_token(
             dir.display()
         );
     }
+    // Read once: both the default address and the checks below need them.
+    let hosts = pki::master_cert_hosts(dir)?;
+    let loaded = config::load(dir).map_err(|e| e.to_string());
     let master = match master {
         Some(m) => m,
-        None => default_master_address(dir)?,
+        None => default_master_address(dir, &hosts, &loaded)?,
     };
     let address = moonbot_worker::workdir::MasterAddress::parse(&master)?;
-    let hosts = pki::master_cert_hosts(dir)?;
     if !hosts.iter().any(|h| h.eq_ignore_ascii_case(&address.host)) {
         eprintln!(
             "warning: the master's certificate is not valid for '{}' (it names {}): the worker \
@@ -267,7 +272,7 @@ fn worker_token(
             address.host
         );
     }
-    match config::load(dir) {
+    match &loaded {
         Ok(loaded) if loaded.config.worker(name).is_none() => eprintln!(
             "warning: master.lua does not list worker '{name}' yet: it will enroll, but the \
              master refuses its connections until master.lua lists it"
