@@ -9,16 +9,17 @@
 //! moves its output and its interrupt over the wire, and makes sure a command
 //! whose master went away is stopped.
 
+use crate::dial::{AttemptFailure, Endpoints, dial_master};
 use crate::protocol::{
     CommandOpen, CommandOutcome, Frame, MasterMessage, PROTOCOL_VERSION, WorkerMessage,
 };
 use crate::session::{Attachment, CommandTable, refuse_resume};
 use crate::tls::{self, TlsSetupError, explain_connection_error};
 use crate::transport::{FrameReader, StreamError, write_frame};
-use crate::workdir::{MasterAddress, WorkerDir};
-use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use crate::workdir::WorkerDir;
+use quinn::{Connection, RecvStream, SendStream, VarInt};
 use std::future::Future;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,17 +35,10 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// workers cut off at once do not all come back at the same instant.
 pub const BACKOFF_JITTER: f64 = 0.2;
 
-/// How long the QUIC handshake with one address may take.
-/// Short: after an outage, a fresh attempt gets through sooner than the
-/// retransmissions of an old one, whose intervals keep doubling.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the master may take to answer the hello.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a keep-alive may wait for room on the control stream.
 const KEEPALIVE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long to let the endpoint tell the master goodbye on shutdown (the
-/// close frame goes out at once; this only bounds the wait for the drain).
-const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bound on the master's keep-alive interval (protects the timer arithmetic).
 const MAX_KEEPALIVE_INTERVAL_S: u64 = 3600;
 
@@ -236,47 +230,6 @@ fn clock_jitter() -> f64 {
     f64::from(nanos % 2001) / 1000.0 - 1.0
 }
 
-/// One client endpoint per address family, made on first use.
-#[derive(Default)]
-pub(crate) struct Endpoints {
-    v4: Option<Endpoint>,
-    v6: Option<Endpoint>,
-}
-
-impl Endpoints {
-    fn for_address(&mut self, addr: &SocketAddr) -> std::io::Result<Endpoint> {
-        let (slot, bind): (_, SocketAddr) = if addr.is_ipv6() {
-            (&mut self.v6, (Ipv6Addr::UNSPECIFIED, 0).into())
-        } else {
-            (&mut self.v4, (Ipv4Addr::UNSPECIFIED, 0).into())
-        };
-        if let Some(endpoint) = slot {
-            return Ok(endpoint.clone());
-        }
-        let endpoint = Endpoint::client(bind)?;
-        *slot = Some(endpoint.clone());
-        Ok(endpoint)
-    }
-
-    fn all(&self) -> impl Iterator<Item = &Endpoint> {
-        self.v4.iter().chain(self.v6.iter())
-    }
-
-    /// Close every endpoint with `reason` and let each tell the master
-    /// goodbye (bounded by [`GOODBYE_TIMEOUT`]).
-    pub(crate) async fn close(&self, reason: &[u8]) {
-        for endpoint in self.all() {
-            endpoint.close(VarInt::from_u32(0), reason);
-            if timeout(GOODBYE_TIMEOUT, endpoint.wait_idle())
-                .await
-                .is_err()
-            {
-                tracing::debug!("the endpoint did not become idle in time");
-            }
-        }
-    }
-}
-
 /// A connection the master has welcomed.
 struct Session {
     conn: Connection,
@@ -300,23 +253,6 @@ fn keep_detached(grace_s: u64, keepalive_s: u64) -> Duration {
     Duration::from_secs(grace_s.saturating_add(keepalive_s * 3).saturating_add(10))
 }
 
-/// Why a connection attempt did not end in a welcome.
-#[derive(Debug)]
-pub(crate) struct AttemptFailure {
-    pub(crate) message: String,
-    /// The master (or its TLS) said no, as opposed to not being reachable.
-    refused: bool,
-}
-
-impl AttemptFailure {
-    fn unreachable(message: String) -> Self {
-        AttemptFailure {
-            message,
-            refused: false,
-        }
-    }
-}
-
 /// Resolve the master, dial each of its addresses until one answers, and go
 /// through hello / welcome.
 async fn connect(
@@ -327,89 +263,6 @@ async fn connect(
     let (conn, addr) =
         dial_master(&dir.master_address, &dir.master, client_config, endpoints).await?;
     handshake(dir, conn, addr).await
-}
-
-/// Resolve the master (`shown` is its address as the user wrote it) and dial
-/// each of its addresses until one completes the QUIC and TLS handshake.
-/// Shared by the connection loop and enrollment.
-pub(crate) async fn dial_master(
-    master: &MasterAddress,
-    shown: &str,
-    client_config: &quinn::ClientConfig,
-    endpoints: &mut Endpoints,
-) -> Result<(Connection, SocketAddr), AttemptFailure> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((master.host.as_str(), master.port))
-        .await
-        .map_err(|e| {
-            AttemptFailure::unreachable(format!("could not resolve the master {shown}: {e}"))
-        })?
-        .collect();
-    if addrs.is_empty() {
-        return Err(AttemptFailure::unreachable(format!(
-            "the master's host name {} has no address",
-            master.host
-        )));
-    }
-    let mut failures = Vec::new();
-    let mut tls_failed = false;
-    for addr in &addrs {
-        match dial(*addr, &master.host, client_config, endpoints).await {
-            Ok(conn) => return Ok((conn, *addr)),
-            Err(failure) => {
-                tls_failed |= failure.refused;
-                failures.push((addr, failure.message));
-            }
-        }
-    }
-    let message = match &failures[..] {
-        [(only, why)] if only.to_string() == shown => {
-            format!("could not connect to the master at {only}: {why}")
-        }
-        [(only, why)] => {
-            format!("could not connect to the master {shown} at {only}: {why}")
-        }
-        _ => {
-            let each: Vec<String> = failures
-                .iter()
-                .map(|(addr, why)| format!("{addr}: {why}"))
-                .collect();
-            format!(
-                "could not connect to the master {shown}: {}",
-                each.join("; ")
-            )
-        }
-    };
-    Err(AttemptFailure {
-        message,
-        refused: tls_failed,
-    })
-}
-
-/// The QUIC (and TLS) handshake with one address.
-async fn dial(
-    addr: SocketAddr,
-    host: &str,
-    client_config: &quinn::ClientConfig,
-    endpoints: &mut Endpoints,
-) -> Result<Connection, AttemptFailure> {
-    let endpoint = endpoints
-        .for_address(&addr)
-        .map_err(|e| AttemptFailure::unreachable(format!("could not open a UDP socket: {e}")))?;
-    let connecting = endpoint
-        .connect_with(client_config.clone(), addr, host)
-        .map_err(|e| AttemptFailure::unreachable(e.to_string()))?;
-    match timeout(HANDSHAKE_TIMEOUT, connecting).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(AttemptFailure {
-            message: explain_connection_error(&e),
-            refused: tls::is_tls_failure(&e),
-        }),
-        Err(_) => Err(AttemptFailure::unreachable(format!(
-            "no answer within {} s (is the master running and UDP port {} reachable?)",
-            HANDSHAKE_TIMEOUT.as_secs(),
-            addr.port()
-        ))),
-    }
 }
 
 /// Send the hello on a new control stream and wait for the master's verdict.

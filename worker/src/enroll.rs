@@ -23,7 +23,7 @@
 //! token's host under that CA ([`PinnedCaVerifier`]). The CA the master returns
 //! must be the same one.
 
-use crate::connection::{Endpoints, dial_master};
+use crate::dial::{Endpoints, dial_master};
 use crate::protocol::{ALPN, Frame, MasterMessage, WorkerMessage};
 use crate::tls::explain_connection_error;
 use crate::transport::{FrameReader, write_frame};

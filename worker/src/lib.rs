@@ -5,8 +5,8 @@
 //! quickstart` also uses [`workdir`] and [`run`] to run a local worker in-process.
 //!
 //! Worker side: [`workdir`] (the worker directory and its identity files),
-//! [`tls`] (mutual-TLS client configuration), [`connection`] (dialling the
-//! master, serving command streams, reconnecting), [`runner`] (running one
+//! [`tls`] (mutual-TLS client configuration), [`connection`] (serving
+//! command streams, reconnecting), `dial` (reaching the master), [`runner`] (running one
 //! command) and [`signal`] (signalling process groups); [`enroll`] (getting a
 //! certificate with a one-time token) and [`renew`] (replacing it before it
 //! expires).
@@ -15,6 +15,7 @@ pub mod protocol;
 pub mod transport;
 
 pub mod connection;
+mod dial;
 pub mod enroll;
 pub mod renew;
 pub mod runner;
