@@ -8,16 +8,22 @@
 //! the API, [`pki`] is the CA.
 
 pub mod config;
+pub mod credentials;
 pub mod data;
 pub mod db;
 pub mod duration;
+pub mod lua;
 pub mod mq;
 pub mod pki;
 pub mod process;
 pub mod reconfig;
 pub mod results;
+pub mod running_builds;
 pub mod runtime;
 pub mod schedulers;
+pub mod shared;
+pub mod steps;
+pub mod worker_registry;
 pub mod workers;
 pub mod www;
 

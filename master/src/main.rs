@@ -177,11 +177,11 @@ fn run(command: Command) -> anyhow::Result<i32> {
             if password.is_empty() {
                 anyhow::bail!("the password is empty");
             }
-            println!("{}", moonbot_master::www::auth::hash_password(&password));
+            println!("{}", moonbot_master::credentials::hash_password(&password));
             Ok(0)
         }
         Command::ApiToken { name } => {
-            let (token, hash) = moonbot_master::www::auth::new_api_token();
+            let (token, hash) = moonbot_master::credentials::new_api_token();
             println!("token (give this to the script; it is not stored anywhere): {token}");
             println!(
                 "for master.lua: auth.tokens = {{ {{ name = {name:?}, token_hash = \"{hash}\", roles = {{}} }} }}"

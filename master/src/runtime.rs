@@ -9,60 +9,24 @@
 //! their requests stay queued); `SIGUSR1` stops cleanly (no new builds, wait for
 //! running ones).
 
-use crate::config::{ConfigErrors, LoadedConfig};
+use crate::config::ConfigErrors;
 use crate::data::{self, Data};
 use crate::mq::Bus;
-use crate::process::{RunningBuilds, StopKind, distributor};
+use crate::process::distributor;
 use crate::reconfig::{self, Trigger};
-use crate::workers::{WorkerRegistry, listener};
+use crate::running_builds::{RunningBuilds, StopKind};
+use crate::shared::{ConfigSlot, Shared};
+use crate::worker_registry::WorkerRegistry;
+use crate::workers::listener;
 use anyhow::Context;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::{info, warn};
-
-/// The configuration in force, with the database ids of its builders and workers.
-pub struct RunningConfig {
-    pub loaded: LoadedConfig,
-    pub builder_ids: BTreeMap<String, i64>,
-    pub worker_ids: BTreeMap<String, i64>,
-}
-
-/// State shared by every task of the master.
-pub struct Shared {
-    pub dir: PathBuf,
-    pub master_name: String,
-    pub data: Data,
-    pub workers: WorkerRegistry,
-    pub builds: RunningBuilds,
-    /// False while the master is stopping: no new builds start.
-    pub accepting_builds: AtomicBool,
-    pub idle_timeout: Duration,
-    /// Held for the whole of a reload, so reloads happen one at a time.
-    pub reloading: tokio::sync::Mutex<()>,
-    /// Signs the web UI's session cookies and CSRF tokens.
-    pub session_key: crate::www::auth::SessionKey,
-    /// `pki/revoked.json`, re-read when it changes.
-    pub revocations: crate::pki::revoke::Revocations,
-    config: RwLock<Arc<RunningConfig>>,
-}
-
-impl Shared {
-    /// The configuration in force (a snapshot; cheap).
-    pub fn running_config(&self) -> Arc<RunningConfig> {
-        self.config.read().expect("config lock").clone()
-    }
-
-    /// Put a new configuration in force (only [`crate::reconfig`] does this).
-    pub(crate) fn set_running_config(&self, running: RunningConfig) {
-        *self.config.write().expect("config lock") = Arc::new(running);
-    }
-}
 
 /// Files the running master keeps in its directory.
 pub fn pid_file(dir: &Path) -> PathBuf {
@@ -178,10 +142,10 @@ impl Master {
             accepting_builds: AtomicBool::new(true),
             idle_timeout,
             reloading: tokio::sync::Mutex::new(()),
-            session_key: crate::www::auth::SessionKey::load_or_create(&dir)
+            session_key: crate::credentials::SessionKey::load_or_create(&dir)
                 .context("cannot read or create the web session key")?,
             revocations: crate::pki::revoke::Revocations::new(&dir),
-            config: RwLock::new(Arc::new(running)),
+            config: ConfigSlot::new(running),
         });
 
         let tls = crate::pki::server_tls_config(&dir)?;

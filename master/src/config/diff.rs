@@ -11,8 +11,7 @@
 //! master.lua moves every definition but changes none of them. Lua functions
 //! compare by their code (see [`super::LuaFn`]).
 
-use super::ConfigError;
-use super::model::*;
+use super::*;
 use serde::{Deserialize, Serialize};
 
 /// Names added, removed and changed in one kind of component.
@@ -204,7 +203,7 @@ fn same_scheduler(a: &SchedulerConfig, b: &SchedulerConfig) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::lua::{LuaGeneration, RawValue};
+    use crate::lua::{LuaGeneration, RawValue};
 
     fn compile(source: &str) -> MasterConfig {
         let dir = tempfile::tempdir().unwrap();

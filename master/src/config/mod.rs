@@ -1,62 +1,75 @@
-//! Configuration: running master.lua ([`lua`]), compiling what it returns into a
-//! plain, validated [`MasterConfig`] ([`compile`]), and the errors both report.
+//! Configuration: what master.lua means. [`load`] runs it (through
+//! [`crate::lua`]), [`compile`] turns the result into a plain, validated
+//! [`MasterConfig`], one module per section (`settings`, `auth`, `workers`,
+//! `builders`, `schedulers`; step kinds compile in [`crate::steps`]), and
+//! [`diff`] compares two configurations by name.
 //!
-//! Only this module touches mlua. A [`LoadedConfig`] pairs the compiled data with
-//! the Lua generation that holds its functions.
+//! A [`LoadedConfig`] pairs the compiled data with the Lua generation that
+//! holds its functions. This module runs no Lua itself: only [`crate::lua`]
+//! touches mlua.
 
+pub mod auth;
+pub mod builders;
 pub mod compile;
 pub mod diff;
-pub mod lua;
-pub mod model;
+pub mod schedulers;
+pub mod settings;
+pub mod workers;
 
-pub use lua::LuaGeneration;
-pub use model::*;
+pub use crate::lua::{ConfigError, ConfigErrors, LuaFn, LuaGeneration, Renderable};
+pub use auth::{ACTIONS, AuthConfig, TokenConfig, UserConfig};
+pub use builders::{BuilderConfig, StepConfig, StepFlags};
+pub use schedulers::SchedulerConfig;
+pub use settings::{DbConfig, QuicConfig, ReconfigConfig, WwwConfig};
 use std::path::Path;
 use std::sync::Arc;
+pub use workers::{DEFAULT_MISSING_TIMEOUT_S, DEFAULT_RECONNECT_GRACE_S, WorkerConfig};
 
-/// One problem in the configuration, at the place a user must edit.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ConfigError {
-    /// `master.lua:42`, or `master.lua` for the file as a whole.
-    pub location: String,
-    pub message: String,
+/// Where errors about the file as a whole (and its top-level sections) point.
+const FILE: &str = crate::lua::CONFIG_FILE;
+
+/// The whole master configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MasterConfig {
+    pub title: String,
+    pub title_url: Option<String>,
+    /// Public URL of the web UI, used in links; derived from `www` when unset.
+    pub buildbot_url: Option<String>,
+    pub www: WwwConfig,
+    pub quic: QuicConfig,
+    pub db: DbConfig,
+    pub workers: Vec<WorkerConfig>,
+    pub builders: Vec<BuilderConfig>,
+    pub schedulers: Vec<SchedulerConfig>,
+    pub reconfig: ReconfigConfig,
+    /// Users, API tokens and who may do what; `None` (no `auth` section) lets
+    /// only clients on this machine (loopback) use control actions.
+    pub auth: Option<AuthConfig>,
 }
 
-impl ConfigError {
-    pub fn whole_file(message: String) -> Self {
-        ConfigError {
-            location: lua::CONFIG_FILE.to_string(),
-            message,
-        }
+impl MasterConfig {
+    pub fn worker(&self, name: &str) -> Option<&WorkerConfig> {
+        self.workers.iter().find(|w| w.name == name)
     }
 
-    /// Split a Lua error message (`master.lua:3: unexpected symbol`) into place and text.
-    pub fn from_lua_message(text: &str) -> Self {
-        let mut parts = text.splitn(3, ':');
-        if let (Some(file), Some(line), Some(rest)) = (parts.next(), parts.next(), parts.next())
-            && !file.is_empty()
-            && !line.is_empty()
-            && line.chars().all(|c| c.is_ascii_digit())
-        {
-            return ConfigError {
-                location: format!("{file}:{line}"),
-                message: rest.trim().to_string(),
-            };
-        }
-        ConfigError::whole_file(text.to_string())
+    pub fn builder(&self, name: &str) -> Option<&BuilderConfig> {
+        self.builders.iter().find(|b| b.name == name)
     }
-}
 
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.location, self.message)
+    pub fn scheduler(&self, name: &str) -> Option<&SchedulerConfig> {
+        self.schedulers.iter().find(|s| s.name() == name)
+    }
+
+    /// One line for `checkconfig` and the log.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} worker(s), {} builder(s), {} scheduler(s)",
+            self.workers.len(),
+            self.builders.len(),
+            self.schedulers.len()
+        )
     }
 }
-
-/// Every error of a failed load, one per line.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
-pub struct ConfigErrors(pub Vec<ConfigError>);
 
 /// A compiled configuration together with the Lua state its functions live in.
 #[derive(Debug, Clone)]

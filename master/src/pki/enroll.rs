@@ -13,25 +13,21 @@
 //! workers race with it; a used, expired, unknown or forged token gets a
 //! refusal that says which, and the master's log never shows the secret.
 //!
-//! A connection without a client certificate reaches [`serve_enrollment`] and
-//! can do nothing else.
+//! The QUIC side (a connection without a client certificate, which may do
+//! nothing but enroll) is `crate::workers::enrollment`; this module does no I/O
+//! but the token files.
 
 use super::{
     PkiError, PkiPaths, SignedWorker, format_unix, io, parse_worker_csr, sign_parsed, unix_now,
     valid_worker_name, write_json,
 };
 use moonbot_worker::enroll::{EnrollmentToken, secret_hash};
-use moonbot_worker::protocol::{MasterMessage, WorkerMessage};
-use moonbot_worker::transport::FrameReader;
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::warn;
 
-/// How long an enrolling worker may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Suffix of a token file that has been redeemed.
 const USED_SUFFIX: &str = ".used";
 
@@ -241,78 +237,6 @@ fn find(dir: &Path, hash: &[u8; 32]) -> Option<(PathBuf, TokenRecord)> {
         }
     }
     None
-}
-
-/// Serve a connection that came without a client certificate: it may enroll
-/// and nothing else. Answers `Enrolled` or `Refused`, then closes.
-pub async fn serve_enrollment(conn: quinn::Connection, addr: SocketAddr, master_dir: &Path) {
-    let (mut send, recv) = match tokio::time::timeout(REQUEST_TIMEOUT, conn.accept_bi()).await {
-        Ok(Ok(streams)) => streams,
-        Ok(Err(e)) => {
-            warn!(%addr, "a connection without a certificate ended before enrolling: {e}");
-            return;
-        }
-        Err(_) => {
-            warn!(%addr, "a connection without a certificate sent nothing; closing");
-            conn.close(1u32.into(), b"no enrollment request");
-            return;
-        }
-    };
-    let mut reader = FrameReader::new(recv);
-    let request = match tokio::time::timeout(REQUEST_TIMEOUT, reader.next()).await {
-        Ok(Ok(Some(frame))) => frame.parse::<WorkerMessage>().ok(),
-        _ => None,
-    };
-    let answer = match request {
-        Some(WorkerMessage::Enroll { token, csr, info }) => {
-            let dir = master_dir.to_path_buf();
-            let peer = addr.to_string();
-            let redeemed =
-                tokio::task::spawn_blocking(move || redeem(&dir, &token, &csr, &peer)).await;
-            match redeemed {
-                Ok(Ok(Redeemed { signed, ca_pem })) => {
-                    info!(
-                        worker = %signed.name, %addr, host = %info.hostname, serial = %signed.serial,
-                        "enrolled a worker; its certificate is valid until {}",
-                        format_unix(signed.not_after_unix)
-                    );
-                    MasterMessage::Enrolled {
-                        certificate: signed.cert_pem,
-                        ca: ca_pem,
-                    }
-                }
-                Ok(Err(Refusal(reason))) => {
-                    warn!(%addr, host = %info.hostname, "refused an enrollment: {reason}");
-                    MasterMessage::Refused { reason }
-                }
-                Err(e) => {
-                    warn!(%addr, "enrollment task failed: {e}");
-                    MasterMessage::Refused {
-                        reason: "the master failed while enrolling (see its log)".into(),
-                    }
-                }
-            }
-        }
-        Some(other) => {
-            let what = match other {
-                WorkerMessage::Hello { .. } => "a hello",
-                _ => "a control message",
-            };
-            warn!(%addr, "refused a connection without a certificate: it sent {what}, not an enrollment");
-            MasterMessage::Refused {
-                reason: "this connection has no client certificate: it may only enroll \
-                         (is worker.crt missing from the worker directory?)"
-                    .into(),
-            }
-        }
-        None => {
-            warn!(%addr, "refused a connection without a certificate: no valid enrollment request");
-            MasterMessage::Refused {
-                reason: "expected an enrollment request".into(),
-            }
-        }
-    };
-    crate::workers::listener::last_word(&conn, &mut send, &answer, 0, "enrollment done").await;
 }
 
 #[cfg(test)]

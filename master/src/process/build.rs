@@ -7,22 +7,21 @@
 //! a stop only `always_run` steps run. A build that ends RETRY (worker lost,
 //! master stopping) gives its request back to the queue.
 
-use super::{StopKind, StopSignal};
-use crate::config::{
-    BuilderConfig, LuaGeneration, Renderable, StepConfig, StepKind, WorkerConfig, lua::RawValue,
-};
-use crate::data::DataError;
+use crate::config::{BuilderConfig, LuaGeneration, StepConfig, WorkerConfig};
 use crate::data::buildsets::PendingRequest;
 use crate::data::logs::{LogStream, LogWriter};
+use crate::data::{Data, DataError};
 use crate::results::{self, CANCELLED, EXCEPTION, FAILURE, RETRY, SUCCESS, WARNINGS};
-use crate::runtime::Shared;
-use crate::workers::WorkerLease;
+use crate::running_builds::{StopKind, StopSignal};
+use crate::shared::Shared;
+use crate::steps::{self, Properties, RemoteFailure, StepContext, StepHost};
+use crate::worker_registry::WorkerLease;
 use crate::workers::remote::{self, Output, OutputSink, RemoteError, WorkerLink};
-use moonbot_worker::protocol::{CommandLine, CommandOutcome, RemoteCommand, ShellCommand};
-use serde_json::Value;
+use moonbot_worker::protocol::{CommandOutcome, RemoteCommand};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tracing::{Instrument, error, info, info_span};
 
 /// Run a claimed request as a build on the leased worker.
@@ -59,7 +58,7 @@ struct BuildContext<'a> {
     lua: &'a LuaGeneration,
     buildid: i64,
     number: i32,
-    props: BTreeMap<String, (Value, String)>,
+    props: Properties,
     stop: &'a StopSignal,
 }
 
@@ -233,225 +232,151 @@ async fn run_steps(ctx: &mut BuildContext<'_>) -> Result<(i32, Vec<String>), Dat
     Ok((build_results, failed))
 }
 
+/// Run one step: the kind does its work through a [`BuildStepHost`]; then the
+/// log is closed and the step finished with its result.
+async fn run_step<'a>(
+    ctx: &mut BuildContext<'a>,
+    number: i32,
+    step: &'a StepConfig,
+) -> Result<i32, DataError> {
+    let mut host = BuildStepHost {
+        data: &ctx.shared.data,
+        buildid: ctx.buildid,
+        number,
+        step,
+        link: &mut ctx.link,
+        interrupt: ctx.stop.interrupt.clone(),
+        started: None,
+    };
+    let mut step_ctx = StepContext {
+        name: &step.name,
+        builddir: &ctx.builder.builddir,
+        properties: &ctx.props,
+        lua: ctx.lua,
+        stop: ctx.stop,
+        host: &mut host,
+    };
+    let result = steps::run(&step.kind, &mut step_ctx).await?;
+    // A kind that never said what it does still gets its row.
+    host.begin(&step.name).await?;
+    let Some(started) = host.started.take() else {
+        unreachable!("begin() records the started step");
+    };
+    started.log.finish().await?;
+    let state = if result == SUCCESS {
+        started.description
+    } else {
+        format!("{} ({})", started.description, results::name(result))
+    };
+    ctx.shared
+        .data
+        .finish_step(started.stepid, result, &state)
+        .await?;
+    Ok(result)
+}
+
+/// A step once its row exists.
+struct StartedStep {
+    stepid: i64,
+    log: LogWriter,
+    /// What the step shows (master.lua's `description`, or the kind's).
+    description: String,
+}
+
+/// The build's side of one step: its row and `stdio` log in the database, and
+/// the worker the build runs on.
+struct BuildStepHost<'c, 'a> {
+    data: &'a Data,
+    buildid: i64,
+    number: i32,
+    step: &'a StepConfig,
+    link: &'c mut WorkerLink<'a>,
+    interrupt: watch::Receiver<Option<String>>,
+    started: Option<StartedStep>,
+}
+
+impl BuildStepHost<'_, '_> {
+    async fn started(&mut self) -> Result<&mut StartedStep, DataError> {
+        if self.started.is_none() {
+            self.begin(&self.step.name.clone()).await?;
+        }
+        Ok(self
+            .started
+            .as_mut()
+            .expect("begin() records the started step"))
+    }
+}
+
+impl StepHost for BuildStepHost<'_, '_> {
+    type Error = DataError;
+
+    async fn begin(&mut self, description: &str) -> Result<(), DataError> {
+        if self.started.is_some() {
+            return Ok(());
+        }
+        let description = self
+            .step
+            .description
+            .clone()
+            .unwrap_or_else(|| description.to_string());
+        let stepid = self
+            .data
+            .start_step(self.buildid, self.number, &self.step.name, &description)
+            .await?;
+        let log = self.data.add_log(stepid, "stdio").await?;
+        self.started = Some(StartedStep {
+            stepid,
+            log,
+            description,
+        });
+        Ok(())
+    }
+
+    async fn header(&mut self, line: &str) -> Result<(), DataError> {
+        self.started().await?.log.header(line).await
+    }
+
+    async fn run_remote(
+        &mut self,
+        command: RemoteCommand,
+    ) -> Result<CommandOutcome, RemoteFailure> {
+        let interrupt = self.interrupt.clone();
+        if self.started.is_none() {
+            let name = self.step.name.clone();
+            self.begin(&name)
+                .await
+                .map_err(|e| RemoteFailure::Failed(RemoteError::Sink(e).to_string()))?;
+        }
+        let Some(started) = self.started.as_mut() else {
+            unreachable!("begin() records the started step");
+        };
+        remote::run(
+            self.link,
+            command,
+            interrupt,
+            &mut LogSink(&mut started.log),
+        )
+        .await
+        .map_err(|e| match e {
+            RemoteError::ConnectionLost(why) => RemoteFailure::ConnectionLost(why),
+            other => RemoteFailure::Failed(other.to_string()),
+        })
+    }
+}
+
 /// Sends a command's output into a step log.
 struct LogSink<'a>(&'a mut LogWriter);
 
 impl OutputSink for LogSink<'_> {
-    async fn output(&mut self, output: Output) -> Result<(), String> {
+    async fn output(&mut self, output: Output) -> Result<(), DataError> {
         let (stream, bytes) = match output {
             Output::Stdout(b) => (LogStream::Stdout, b),
             Output::Stderr(b) => (LogStream::Stderr, b),
         };
-        self.0
-            .append(stream, &bytes)
-            .await
-            .map_err(|e| e.to_string())
+        self.0.append(stream, &bytes).await
     }
 
-    async fn idle(&mut self) -> Result<(), String> {
-        self.0.flush_if_stale().await.map_err(|e| e.to_string())
+    async fn idle(&mut self) -> Result<(), DataError> {
+        self.0.flush_if_stale().await
     }
-}
-
-fn props_json(props: &BTreeMap<String, (Value, String)>) -> Value {
-    Value::Object(
-        props
-            .iter()
-            .map(|(k, (v, _))| (k.clone(), v.clone()))
-            .collect(),
-    )
-}
-
-async fn render_command(
-    ctx: &BuildContext<'_>,
-    command: &Renderable<CommandLine>,
-) -> Result<CommandLine, String> {
-    match command {
-        Renderable::Value(c) => Ok(c.clone()),
-        Renderable::Lua(f) => match ctx.lua.call(f, props_json(&ctx.props)).await? {
-            RawValue::Str(s) => Ok(CommandLine::Shell(s)),
-            RawValue::Table(items) => items
-                .into_iter()
-                .map(|(_, v)| match v {
-                    RawValue::Str(s) => Ok(s),
-                    RawValue::Int(i) => Ok(i.to_string()),
-                    other => Err(format!(
-                        "the command function returned a list with a {}",
-                        other.type_name()
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .and_then(|argv| {
-                    if argv.is_empty() {
-                        Err("the command function returned an empty list".to_string())
-                    } else {
-                        Ok(CommandLine::Argv(argv))
-                    }
-                }),
-            other => Err(format!(
-                "the command function (defined at {}) must return a string or a list, not a {}",
-                f.defined_at,
-                other.type_name()
-            )),
-        },
-    }
-}
-
-fn join_path(builddir: &str, sub: &str) -> String {
-    if sub.starts_with('/') {
-        sub.to_string()
-    } else if sub.is_empty() || sub == "." {
-        builddir.to_string()
-    } else {
-        format!("{builddir}/{sub}")
-    }
-}
-
-async fn run_step(
-    ctx: &mut BuildContext<'_>,
-    number: i32,
-    step: &StepConfig,
-) -> Result<i32, DataError> {
-    let data = &ctx.shared.data;
-    let (command, description) = match &step.kind {
-        StepKind::Shell(shell) => match render_command(ctx, &shell.command).await {
-            Ok(line) => {
-                let description = format!("'{}'", line.display());
-                (
-                    Ok(RemoteCommand::Shell(ShellCommand {
-                        command: line,
-                        workdir: join_path(&ctx.builder.builddir, &shell.workdir),
-                        env: shell.env.clone(),
-                        timeout_s: shell.timeout_s,
-                        max_time_s: shell.max_time_s,
-                        sigterm_grace_s: shell.sigterm_grace_s,
-                    })),
-                    description,
-                )
-            }
-            Err(e) => (Err(e), step.name.clone()),
-        },
-        StepKind::Mkdir { dir } => (
-            Ok(RemoteCommand::Mkdir {
-                path: join_path(&ctx.builder.builddir, dir),
-            }),
-            format!("mkdir {dir}"),
-        ),
-        StepKind::Rmdir { dir } => (
-            Ok(RemoteCommand::Rmdir {
-                path: join_path(&ctx.builder.builddir, dir),
-            }),
-            format!("rmdir {dir}"),
-        ),
-    };
-    let description = step.description.clone().unwrap_or(description);
-    let stepid = data
-        .start_step(ctx.buildid, number, &step.name, &description)
-        .await?;
-    let mut log = data.add_log(stepid, "stdio").await?;
-    let command = match command {
-        Ok(c) => c,
-        Err(e) => {
-            log.header(&format!("could not build the command: {e}"))
-                .await?;
-            log.finish().await?;
-            data.finish_step(stepid, EXCEPTION, &format!("{description} (exception)"))
-                .await?;
-            return Ok(EXCEPTION);
-        }
-    };
-    write_command_header(&mut log, &command).await?;
-    let outcome = remote::run(
-        &mut ctx.link,
-        command,
-        ctx.stop.interrupt.clone(),
-        &mut LogSink(&mut log),
-    )
-    .await;
-    let result = match outcome {
-        Ok(outcome) => {
-            write_outcome(&mut log, &outcome).await?;
-            if outcome.interrupted {
-                match ctx.stop.requested() {
-                    Some(StopKind::Shutdown) => RETRY,
-                    _ => CANCELLED,
-                }
-            } else if outcome.succeeded() {
-                SUCCESS
-            } else {
-                FAILURE
-            }
-        }
-        Err(RemoteError::ConnectionLost(e)) => {
-            log.header(&format!("lost the connection to the worker: {e}"))
-                .await?;
-            RETRY
-        }
-        Err(e) => {
-            log.header(&e.to_string()).await?;
-            EXCEPTION
-        }
-    };
-    log.finish().await?;
-    let state = if result == SUCCESS {
-        description
-    } else {
-        format!("{description} ({})", results::name(result))
-    };
-    data.finish_step(stepid, result, &state).await?;
-    Ok(result)
-}
-
-async fn write_command_header(
-    log: &mut LogWriter,
-    command: &RemoteCommand,
-) -> Result<(), DataError> {
-    match command {
-        RemoteCommand::Shell(s) => {
-            log.header(&s.command.display()).await?;
-            log.header(&format!(" in dir {}", s.workdir)).await?;
-            for (k, v) in &s.env {
-                match v {
-                    Some(v) => log.header(&format!(" env: {k}={v}")).await?,
-                    None => log.header(&format!(" env: unset {k}")).await?,
-                }
-            }
-            if let Some(t) = s.timeout_s {
-                log.header(&format!(" timeout: {t} s without output"))
-                    .await?;
-            }
-            if let Some(t) = s.max_time_s {
-                log.header(&format!(" max time: {t} s")).await?;
-            }
-        }
-        RemoteCommand::Mkdir { path } => log.header(&format!("mkdir {path}")).await?,
-        RemoteCommand::Rmdir { path } => log.header(&format!("rmdir {path}")).await?,
-        RemoteCommand::Stat { path } => log.header(&format!("stat {path}")).await?,
-    }
-    Ok(())
-}
-
-async fn write_outcome(log: &mut LogWriter, outcome: &CommandOutcome) -> Result<(), DataError> {
-    if let Some(failure) = &outcome.failure {
-        log.header(failure).await?;
-    }
-    if outcome.interrupted {
-        log.header("command interrupted").await?;
-    }
-    match (outcome.rc, outcome.signal) {
-        (Some(rc), _) => {
-            log.header(&format!("program finished with exit code {rc}"))
-                .await?
-        }
-        (None, Some(sig)) => {
-            log.header(&format!("program killed by signal {sig}"))
-                .await?
-        }
-        (None, None) => {}
-    }
-    log.header(&format!(
-        "elapsedTime={:.3}",
-        outcome.elapsed_ms as f64 / 1000.0
-    ))
-    .await
 }

@@ -12,7 +12,7 @@
 use super::build;
 use crate::config::BuilderConfig;
 use crate::mq::Event;
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -12,7 +12,7 @@
 
 use super::Trigger;
 use crate::mq::Event;
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! The force scheduler: a build on request (REST API, web form, quickstart).
 
 use crate::config::SchedulerConfig;
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use serde_json::Value;
 use std::collections::BTreeMap;
 

@@ -2,13 +2,14 @@
 //! control stream for the life of a connection.
 //!
 //! The TLS layer admits only certificates the master's CA signed (and
-//! connections without any, which go to [`crate::pki::enroll`] and may only
+//! connections without any, which go to [`super::enrollment`] and may only
 //! enroll); this module then refuses a revoked certificate, takes the worker
 //! name from the certificate, checks that the running configuration lists it,
 //! and that the hello says the same name. A refusal is logged here and sent to
 //! the worker as `Refused` so both sides say why.
 
-use crate::runtime::Shared;
+use super::last_word::last_word;
+use crate::shared::Shared;
 use moonbot_worker::protocol::{Frame, MasterMessage, PROTOCOL_VERSION, WorkerMessage};
 use moonbot_worker::transport::{FrameReader, write_frame};
 use std::net::SocketAddr;
@@ -108,22 +109,6 @@ fn peer_certificate(conn: &quinn::Connection) -> Option<rustls_pki_types::Certif
     certs.first().cloned()
 }
 
-/// Send the master's last message on a connection (a refusal, a shutdown, an
-/// enrollment answer), give the worker up to 2 s to read it and hang up, then
-/// close with `code` and `reason`.
-pub(crate) async fn last_word(
-    conn: &quinn::Connection,
-    send: &mut quinn::SendStream,
-    message: &MasterMessage,
-    code: u32,
-    reason: &str,
-) {
-    let _ = write_frame(send, &Frame::json(message)).await;
-    let _ = send.finish();
-    let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-    conn.close(code.into(), reason.as_bytes());
-}
-
 async fn refuse(conn: &quinn::Connection, send: Option<&mut quinn::SendStream>, reason: &str) {
     match send {
         Some(send) => {
@@ -177,7 +162,7 @@ async fn renew(shared: &Arc<Shared>, name: &str, presented: &[u8], csr: String) 
 
 async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc<Shared>) {
     let Some(cert) = peer_certificate(&conn) else {
-        crate::pki::enroll::serve_enrollment(conn, addr, &shared.dir).await;
+        super::enrollment::serve_enrollment(conn, addr, &shared.dir).await;
         return;
     };
     // Read once: the revocation check runs again at every keep-alive.

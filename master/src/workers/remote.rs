@@ -3,7 +3,8 @@
 //! and when the connection breaks mid-command, wait for the worker to come back
 //! and re-attach the command from the last output byte stored.
 
-use super::registry::{ConnectedWorker, WorkerRegistry};
+use crate::data::DataError;
+use crate::worker_registry::{ConnectedWorker, WorkerRegistry};
 use moonbot_worker::protocol::{
     CommandControl, CommandOpen, CommandOutcome, CommandRequest, Frame, RemoteCommand,
 };
@@ -24,7 +25,7 @@ pub enum RemoteError {
     Protocol(String),
     /// Storing the output failed.
     #[error("storing output failed: {0}")]
-    Sink(String),
+    Sink(#[source] DataError),
 }
 
 /// Output of a remote command, as it arrives.
@@ -35,10 +36,10 @@ pub enum Output {
 
 /// Where a remote command's output goes (a log, usually).
 pub trait OutputSink {
-    fn output(&mut self, output: Output) -> impl Future<Output = Result<(), String>> + Send;
+    fn output(&mut self, output: Output) -> impl Future<Output = Result<(), DataError>> + Send;
     /// Called every [`IDLE_TICK`] while the command runs, so output that is
     /// waiting for more (a quiet command) still reaches storage and viewers.
-    fn idle(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+    fn idle(&mut self) -> impl Future<Output = Result<(), DataError>> + Send;
 }
 
 /// How often [`OutputSink::idle`] is called.

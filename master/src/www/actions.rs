@@ -4,7 +4,7 @@
 
 use crate::data::DataError;
 use crate::data::query::ListQuery;
-use crate::runtime::Shared;
+use crate::shared::Shared;
 
 /// Why an action could not be done.
 #[derive(Debug, thiserror::Error)]

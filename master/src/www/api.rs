@@ -7,10 +7,10 @@ use super::Request;
 use super::auth;
 use crate::data::DataError;
 use crate::data::query::ListQuery;
-use crate::process::StopKind;
 use crate::reconfig::{self, Trigger};
-use crate::runtime::Shared;
+use crate::running_builds::StopKind;
 use crate::schedulers::force::{self, ForceError, ForceRequest};
+use crate::shared::Shared;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use warp::http::{Method, StatusCode};
@@ -310,7 +310,7 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
     }
 }
 
-fn force_schedulers(running: &crate::runtime::RunningConfig) -> Vec<Value> {
+fn force_schedulers(running: &crate::shared::RunningConfig) -> Vec<Value> {
     running
         .loaded
         .config

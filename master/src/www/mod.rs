@@ -12,7 +12,7 @@ pub mod auth;
 mod pages;
 mod ws;
 
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -9,7 +9,7 @@
 //! slow to keep up is told `{"k": "lagged", "m": {"missed": N}}` and should
 //! re-read what it shows.
 
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::sync::Arc;

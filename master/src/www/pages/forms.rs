@@ -5,9 +5,10 @@
 
 use super::html::esc;
 use super::{Ctx, PageError, PageResult, id};
-use crate::process::StopKind;
+use crate::credentials::{self, SESSION_SECONDS};
+use crate::running_builds::StopKind;
 use crate::schedulers::force::{self, ForceRequest};
-use crate::www::auth::{self, SESSION_COOKIE, SESSION_SECONDS};
+use crate::www::auth::{self, SESSION_COOKIE};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use warp::http::{StatusCode, header};
@@ -160,8 +161,8 @@ async fn login(ctx: &Ctx<'_>, form: &BTreeMap<String, String>) -> PageResult {
     let user = auth.users.iter().find(|u| u.name == name).cloned();
     // PBKDF2 is slow on purpose: keep it off the async threads.
     let ok = tokio::task::spawn_blocking(move || match user {
-        Some(u) => auth::verify_password(&u.password_hash, &password),
-        None => auth::verify_unknown_user(&password),
+        Some(u) => credentials::verify_password(&u.password_hash, &password),
+        None => credentials::verify_unknown_user(&password),
     })
     .await
     .unwrap_or(false);

@@ -4,7 +4,7 @@
 use super::html::{esc, text, when};
 use super::{Ctx, PageError, PageResult, build};
 use crate::data::query::ListQuery;
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use serde_json::Value;
 
 /// Bus paths that change what the home page shows.

@@ -18,7 +18,7 @@ mod workers;
 
 use super::Request;
 use super::auth::{self, Identity};
-use crate::runtime::{RunningConfig, Shared};
+use crate::shared::{RunningConfig, Shared};
 use html::Shell;
 use std::sync::Arc;
 use warp::http::{Method, StatusCode};

@@ -4,7 +4,7 @@
 use super::html::{esc, state_of, text, when};
 use super::{Ctx, PageResult};
 use crate::data::query::ListQuery;
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use serde_json::Value;
 use std::collections::BTreeMap;
 

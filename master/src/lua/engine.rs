@@ -1,14 +1,14 @@
 //! Running master.lua: one Lua state per config generation, on its own thread.
 //!
-//! Only this module touches mlua. Loading evaluates master.lua with the embedded
+//! Only `lua/` touches mlua, and only this file runs it. Loading evaluates master.lua with the embedded
 //! `moonbot` module and turns the returned table into a [`RawValue`] tree that the
 //! compiler can read on any thread. Lua functions found in the tree stay in the
 //! generation's state and are called later through [`LuaGeneration::call`]; the
 //! thread lives as long as a config or a running build holds the generation, so a
 //! build keeps the functions it started with after a reconfig.
 
-use super::ConfigError;
-use super::model::LuaFn;
+use super::error::ConfigError;
+use super::value::{LuaFn, RawKey, RawValue};
 use mlua::{Function, Lua, Table, Value};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -21,102 +21,6 @@ pub const STDLIB_SOURCE: &str = include_str!("../../../lua-stdlib/moonbot.lua");
 pub const CONFIG_FILE: &str = "master.lua";
 
 const MAX_DEPTH: usize = 64;
-
-/// A key of a Lua table.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RawKey {
-    Int(i64),
-    Str(String),
-}
-
-impl std::fmt::Display for RawKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RawKey::Int(i) => write!(f, "[{i}]"),
-            RawKey::Str(s) => f.write_str(s),
-        }
-    }
-}
-
-/// A Lua value copied out of the Lua state.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RawValue {
-    Nil,
-    Bool(bool),
-    Int(i64),
-    Num(f64),
-    Str(String),
-    Table(Vec<(RawKey, RawValue)>),
-    Function(LuaFn),
-    /// Userdata, threads and the like: never valid in a configuration.
-    Other(&'static str),
-}
-
-impl RawValue {
-    /// The Lua type name, for error messages.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            RawValue::Nil => "nil",
-            RawValue::Bool(_) => "boolean",
-            RawValue::Int(_) | RawValue::Num(_) => "number",
-            RawValue::Str(_) => "string",
-            RawValue::Table(_) => "table",
-            RawValue::Function(_) => "function",
-            RawValue::Other(t) => t,
-        }
-    }
-
-    /// Look up a string key of a table.
-    pub fn get(&self, key: &str) -> Option<&RawValue> {
-        match self {
-            RawValue::Table(entries) => entries.iter().find_map(|(k, v)| match k {
-                RawKey::Str(s) if s == key => Some(v),
-                _ => None,
-            }),
-            _ => None,
-        }
-    }
-
-    /// Convert to JSON (for properties); functions and other values are refused.
-    pub fn to_json(&self) -> Result<serde_json::Value, String> {
-        Ok(match self {
-            RawValue::Nil => serde_json::Value::Null,
-            RawValue::Bool(b) => (*b).into(),
-            RawValue::Int(i) => (*i).into(),
-            RawValue::Num(n) => serde_json::Number::from_f64(*n)
-                .map(serde_json::Value::Number)
-                .ok_or("numbers must be finite")?,
-            RawValue::Str(s) => s.clone().into(),
-            RawValue::Table(entries) => {
-                if entries.iter().all(|(k, _)| matches!(k, RawKey::Int(_))) && !entries.is_empty() {
-                    let mut sorted: Vec<_> = entries.iter().collect();
-                    sorted.sort_by_key(|(k, _)| match k {
-                        RawKey::Int(i) => *i,
-                        RawKey::Str(_) => 0,
-                    });
-                    serde_json::Value::Array(
-                        sorted
-                            .into_iter()
-                            .map(|(_, v)| v.to_json())
-                            .collect::<Result<_, _>>()?,
-                    )
-                } else {
-                    let mut map = serde_json::Map::new();
-                    for (k, v) in entries {
-                        let key = match k {
-                            RawKey::Int(i) => i.to_string(),
-                            RawKey::Str(s) => s.clone(),
-                        };
-                        map.insert(key, v.to_json()?);
-                    }
-                    serde_json::Value::Object(map)
-                }
-            }
-            RawValue::Function(_) => return Err("a function cannot be stored as data".into()),
-            RawValue::Other(t) => return Err(format!("a {t} cannot be stored as data")),
-        })
-    }
-}
 
 struct CallJob {
     function: usize,

@@ -1,5 +1,9 @@
 //! Connected workers and their free build slots.
 //!
+//! A leaf every service sees through [`crate::shared::Shared`]: the listener
+//! adds and removes connections, the distributor leases slots, builds follow
+//! their worker across reconnects, and the pages show who is connected.
+//!
 //! A build holds a [`WorkerLease`] for its whole run; dropping it frees the slot.
 //! The lock is a plain mutex held only to look up or change the map, never
 //! across I/O.

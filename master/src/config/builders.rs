@@ -1,0 +1,156 @@
+//! `mb.builder{…}`: a builder's workers, directory, properties and steps, and
+//! what every step has whatever its kind (name, result flags, description).
+//! The kind-specific part of each step is compiled by [`crate::steps`].
+
+use super::FILE;
+use crate::lua::fields::{tagged, valid_name};
+use crate::lua::{ConfigError, Fields, RawValue};
+use crate::steps::{self, StepKind};
+use std::collections::BTreeMap;
+
+/// A builder: steps, and the workers that may run them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuilderConfig {
+    pub name: String,
+    pub workernames: Vec<String>,
+    /// Directory for this builder under the worker's `builds/`.
+    pub builddir: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub properties: BTreeMap<String, serde_json::Value>,
+    pub steps: Vec<StepConfig>,
+    pub defined_at: String,
+}
+
+/// One step of a builder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepConfig {
+    /// Unique within the builder.
+    pub name: String,
+    pub kind: StepKind,
+    pub flags: StepFlags,
+    pub description: Option<String>,
+    pub defined_at: String,
+}
+
+/// How a step's result affects the build (Buildbot's names and defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepFlags {
+    pub halt_on_failure: bool,
+    pub flunk_on_failure: bool,
+    pub warn_on_failure: bool,
+    pub flunk_on_warnings: bool,
+    pub warn_on_warnings: bool,
+    pub always_run: bool,
+}
+
+impl Default for StepFlags {
+    fn default() -> Self {
+        StepFlags {
+            halt_on_failure: false,
+            flunk_on_failure: true,
+            warn_on_failure: false,
+            flunk_on_warnings: false,
+            warn_on_warnings: false,
+            always_run: false,
+        }
+    }
+}
+
+pub(super) fn compile_builder(
+    raw: &RawValue,
+    errors: &mut Vec<ConfigError>,
+) -> Option<BuilderConfig> {
+    let (kind, at, entries) = tagged(raw, "mb.builder{…}", "builders", FILE, errors)?;
+    if kind != "builder" {
+        errors.push(ConfigError {
+            location: at,
+            message: format!("builders: expected mb.builder{{…}}, got a {kind}"),
+        });
+        return None;
+    }
+    let mut f = Fields::new("builder", at.clone(), entries);
+    let name = f.required_string("name");
+    if let Some(n) = &name
+        && !valid_name(n)
+    {
+        f.error(format!(
+            "builder: name '{n}' must be 1-64 letters, digits, '.', '_' or '-', not starting with '-' or '.'"
+        ));
+    }
+    let what = format!("builder '{}'", name.as_deref().unwrap_or("?"));
+    f.what = what.clone();
+    let workernames = f.string_list("workernames");
+    let builddir = f
+        .string("builddir")
+        .or_else(|| name.clone())
+        .unwrap_or_default();
+    let description = f.string("description");
+    let tags = f.string_list("tags");
+    let properties = f.properties("properties");
+    let steps_raw = f.list("steps").unwrap_or_default();
+    if workernames.is_empty() && f.get("workernames").is_none() {
+        f.error(format!("{what}: 'workernames' is required"));
+    }
+    f.finish(errors);
+    let mut steps = Vec::new();
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    for raw_step in steps_raw {
+        if let Some(mut step) = compile_step(raw_step, &what, &at, errors) {
+            // Buildbot's rule: a repeated step name gets a numeric suffix.
+            let count = names.entry(step.name.clone()).or_insert(0);
+            *count += 1;
+            if *count > 1 {
+                step.name = format!("{}_{}", step.name, *count - 1);
+            }
+            steps.push(step);
+        }
+    }
+    Some(BuilderConfig {
+        name: name?,
+        workernames,
+        builddir,
+        description,
+        tags,
+        properties,
+        steps,
+        defined_at: at,
+    })
+}
+
+/// The parts every step has; the kind-specific fields go to [`steps::compile`].
+fn compile_step(
+    raw: &RawValue,
+    builder: &str,
+    builder_at: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<StepConfig> {
+    let context = format!("{builder}: steps");
+    let (kind, at, entries) = tagged(raw, "a step (mb.steps.*{…})", &context, builder_at, errors)?;
+    let mut f = Fields::new(format!("{builder}: step"), at.clone(), entries);
+    let explicit_name = f.string("name");
+    let flags = StepFlags {
+        halt_on_failure: f.boolean("halt_on_failure", false),
+        flunk_on_failure: f.boolean("flunk_on_failure", true),
+        warn_on_failure: f.boolean("warn_on_failure", false),
+        flunk_on_warnings: f.boolean("flunk_on_warnings", false),
+        warn_on_warnings: f.boolean("warn_on_warnings", false),
+        always_run: f.boolean("always_run", false),
+    };
+    let description = f.string("description");
+    let Some(compiled) = steps::compile(kind, &mut f, builder) else {
+        errors.push(ConfigError {
+            location: at,
+            message: format!("{context}: expected a step (mb.steps.*{{…}}), got a {kind}"),
+        });
+        return None;
+    };
+    f.finish(errors);
+    Some(StepConfig {
+        name: explicit_name.unwrap_or(compiled.default_name),
+        kind: compiled.kind?,
+        flags,
+        description,
+        defined_at: at,
+    })
+}

@@ -1,0 +1,117 @@
+//! The master's own settings: the web server (`www`), the QUIC listener
+//! (`protocols.quic`), the database (`db`) and live reloading (`reconfig`).
+//! A running master cannot change `www`, `protocols` or `db` (see
+//! [`super::diff::fixed_setting_errors`]).
+
+use super::FILE;
+use crate::lua::{ConfigError, Fields, RawKey, RawValue};
+use moonbot_worker::protocol::DEFAULT_PORT;
+
+/// The HTTP server (REST API and pages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WwwConfig {
+    pub bind: String,
+    /// 0 picks a free port (the chosen one is written to `moonbot.ports`).
+    pub port: u16,
+}
+
+/// The QUIC listener workers dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuicConfig {
+    pub bind: String,
+    pub port: u16,
+    /// A worker silent for this long is considered gone.
+    pub idle_timeout_s: u64,
+}
+
+/// How the running master follows edits of master.lua.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconfigConfig {
+    /// Reload when master.lua or a file it requires is saved.
+    pub watch: bool,
+    /// Quiet time after the last file event before reloading, so an editor's
+    /// save (write, rename, chmod …) reloads once.
+    pub debounce_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbConfig {
+    pub url: String,
+}
+
+/// A plain table section (or an absent one, read as empty).
+pub(super) fn plain_section<'a>(
+    raw: Option<&'a RawValue>,
+    name: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<&'a [(RawKey, RawValue)]> {
+    match raw {
+        None => Some(&[]),
+        Some(RawValue::Table(entries)) => Some(entries),
+        Some(other) => {
+            errors.push(ConfigError::whole_file(format!(
+                "'{name}' must be a table, not a {}",
+                other.type_name()
+            )));
+            None
+        }
+    }
+}
+
+pub(super) fn compile_www(
+    raw: Option<&RawValue>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<WwwConfig> {
+    let entries = plain_section(raw, "www", errors)?;
+    let mut f = Fields::new("www", FILE.to_string(), entries);
+    let port = f.integer("port", 0, 65535).unwrap_or(8010) as u16;
+    let bind = f.string("bind").unwrap_or_else(|| "127.0.0.1".into());
+    f.finish(errors);
+    Some(WwwConfig { bind, port })
+}
+
+pub(super) fn compile_quic(
+    raw: Option<&RawValue>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<QuicConfig> {
+    let entries = plain_section(raw, "protocols", errors)?;
+    let mut f = Fields::new("protocols", FILE.to_string(), entries);
+    let quic_raw = f.get("quic");
+    f.finish(errors);
+    let entries = plain_section(quic_raw, "protocols.quic", errors)?;
+    let mut f = Fields::new("protocols.quic", FILE.to_string(), entries);
+    let port = f.integer("port", 0, 65535).unwrap_or(DEFAULT_PORT as i64) as u16;
+    let bind = f.string("bind").unwrap_or_else(|| "0.0.0.0".into());
+    let idle_timeout_s = f.integer("idle_timeout", 1, 86400).unwrap_or(30) as u64;
+    f.finish(errors);
+    Some(QuicConfig {
+        bind,
+        port,
+        idle_timeout_s,
+    })
+}
+
+pub(super) fn compile_db(
+    raw: Option<&RawValue>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<DbConfig> {
+    let entries = plain_section(raw, "db", errors)?;
+    let mut f = Fields::new("db", FILE.to_string(), entries);
+    let url = f
+        .string("url")
+        .unwrap_or_else(|| "sqlite:state.sqlite".into());
+    f.finish(errors);
+    Some(DbConfig { url })
+}
+
+pub(super) fn compile_reconfig(
+    raw: Option<&RawValue>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ReconfigConfig> {
+    let entries = plain_section(raw, "reconfig", errors)?;
+    let mut f = Fields::new("reconfig", FILE.to_string(), entries);
+    let watch = f.boolean("watch", true);
+    let debounce_ms = f.integer("debounce_ms", 0, 60_000).unwrap_or(300) as u64;
+    f.finish(errors);
+    Some(ReconfigConfig { watch, debounce_ms })
+}

@@ -1,0 +1,221 @@
+//! Secrets the master checks but never stores in the clear: password hashes
+//! (PBKDF2-HMAC-SHA256, salted) for `moonbot hash-password` and master.lua's
+//! users, API token hashes (SHA-256; a fast hash is enough for a secret of 32
+//! random bytes) for `moonbot api-token`, and the key that signs the web UI's
+//! session cookies and CSRF tokens.
+//!
+//! A leaf module: `config/` checks the shape of the hashes master.lua holds and
+//! `www/` checks what a request presents, so neither has to import the other.
+
+use ring::rand::SecureRandom;
+use ring::{digest, hmac, pbkdf2};
+use std::num::NonZeroU32;
+use std::path::Path;
+
+/// How long a login lasts.
+pub const SESSION_SECONDS: u64 = 7 * 24 * 3600;
+/// PBKDF2 rounds for new hashes (OWASP's figure for HMAC-SHA256).
+const PBKDF2_ROUNDS: u32 = 600_000;
+const PASSWORD_PREFIX: &str = "pbkdf2-sha256";
+const TOKEN_PREFIX: &str = "mbt_";
+const TOKEN_HASH_PREFIX: &str = "sha256:";
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    ring::rand::SystemRandom::new()
+        .fill(&mut out)
+        .expect("the system random number generator failed");
+    out
+}
+
+/// `pbkdf2-sha256$ROUNDS$SALT$HASH` (hex) for `moonbot hash-password`.
+pub fn hash_password(password: &str) -> String {
+    hash_password_with(password, PBKDF2_ROUNDS)
+}
+
+fn hash_password_with(password: &str, rounds: u32) -> String {
+    let salt: [u8; 16] = random_bytes();
+    let mut out = [0u8; 32];
+    let rounds_nz = NonZeroU32::new(rounds).expect("rounds > 0");
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        rounds_nz,
+        &salt,
+        password.as_bytes(),
+        &mut out,
+    );
+    format!(
+        "{PASSWORD_PREFIX}${rounds}${}${}",
+        hex::encode(salt),
+        hex::encode(out)
+    )
+}
+
+fn parse_password_hash(hash: &str) -> Option<(NonZeroU32, Vec<u8>, Vec<u8>)> {
+    let mut parts = hash.split('$');
+    if parts.next()? != PASSWORD_PREFIX {
+        return None;
+    }
+    let rounds = NonZeroU32::new(parts.next()?.parse().ok()?)?;
+    let salt = hex::decode(parts.next()?).ok()?;
+    let derived = hex::decode(parts.next()?).ok()?;
+    if parts.next().is_some() || derived.len() != 32 {
+        return None;
+    }
+    Some((rounds, salt, derived))
+}
+
+/// Whether `hash` has the shape `hash_password` makes.
+pub fn is_password_hash(hash: &str) -> bool {
+    parse_password_hash(hash).is_some()
+}
+
+/// Check a password against a stored hash, in constant time.
+pub fn verify_password(hash: &str, password: &str) -> bool {
+    let Some((rounds, salt, derived)) = parse_password_hash(hash) else {
+        return false;
+    };
+    pbkdf2::verify(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        rounds,
+        &salt,
+        password.as_bytes(),
+        &derived,
+    )
+    .is_ok()
+}
+
+/// Spend as long as checking a real user's password takes, so a login for an
+/// unknown name cannot be told from a wrong password by its timing.
+pub fn verify_unknown_user(password: &str) -> bool {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let hash = DUMMY.get_or_init(|| hash_password("not anyone's password"));
+    let _ = verify_password(hash, password);
+    false
+}
+
+/// A new API token and the hash that goes into master.lua.
+pub fn new_api_token() -> (String, String) {
+    let token = format!("{TOKEN_PREFIX}{}", hex::encode(random_bytes::<32>()));
+    let hash = token_hash(&token);
+    (token, hash)
+}
+
+/// `sha256:HEX` of a token.
+pub fn token_hash(token: &str) -> String {
+    format!(
+        "{TOKEN_HASH_PREFIX}{}",
+        hex::encode(digest::digest(&digest::SHA256, token.as_bytes()))
+    )
+}
+
+/// Whether `hash` has the shape `token_hash` makes.
+pub fn is_token_hash(hash: &str) -> bool {
+    hash.strip_prefix(TOKEN_HASH_PREFIX)
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The key that signs session cookies and CSRF tokens.
+pub struct SessionKey(hmac::Key);
+
+impl SessionKey {
+    /// Read `DIR/www-session.key`, creating it (mode 0600) on first use.
+    pub fn load_or_create(dir: &Path) -> std::io::Result<SessionKey> {
+        let path = dir.join("www-session.key");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) if b.len() >= 32 => b,
+            _ => {
+                let fresh: [u8; 32] = random_bytes();
+                write_private(&path, &fresh)?;
+                fresh.to_vec()
+            }
+        };
+        Ok(SessionKey(hmac::Key::new(hmac::HMAC_SHA256, &bytes)))
+    }
+
+    pub(crate) fn sign(&self, text: &str) -> String {
+        hex::encode(hmac::sign(&self.0, text.as_bytes()))
+    }
+
+    pub(crate) fn verify(&self, text: &str, mac_hex: &str) -> bool {
+        hex::decode(mac_hex).is_ok_and(|mac| hmac::verify(&self.0, text.as_bytes(), &mac).is_ok())
+    }
+
+    /// The cookie value for a fresh login of `user`.
+    pub fn session_cookie(&self, user: &str, now: u64) -> String {
+        let text = format!("{user}:{}", now + SESSION_SECONDS);
+        format!("{text}:{}", self.sign(&text))
+    }
+
+    /// The user a cookie value names, if it is ours and not expired.
+    pub(crate) fn session_user(&self, cookie: &str, now: u64) -> Option<String> {
+        let (text, mac) = cookie.rsplit_once(':')?;
+        let (user, expires) = text.split_once(':')?;
+        let expires: u64 = expires.parse().ok()?;
+        (expires > now && self.verify(text, mac)).then(|| user.to_string())
+    }
+
+    /// The CSRF token that goes with a session cookie (or, for anonymous
+    /// loopback pages, with no cookie).
+    pub fn csrf_token(&self, cookie: Option<&str>) -> String {
+        // check_csrf verifies the same text.
+        self.sign(&format!("csrf:{}", cookie.unwrap_or("anonymous")))
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_verify_only_themselves() {
+        let hash = hash_password_with("s3cret", 1000);
+        assert!(is_password_hash(&hash));
+        assert!(verify_password(&hash, "s3cret"));
+        assert!(!verify_password(&hash, "s3cret "));
+        assert!(!verify_password("pbkdf2-sha256$1000$zz$00", "s3cret"));
+        assert_ne!(hash, hash_password_with("s3cret", 1000), "salted");
+    }
+
+    #[test]
+    fn tokens_hash_to_their_config_form() {
+        let (token, hash) = new_api_token();
+        assert!(token.starts_with("mbt_"));
+        assert!(is_token_hash(&hash));
+        assert_eq!(token_hash(&token), hash);
+        assert!(!is_token_hash("sha256:abc"));
+    }
+
+    #[test]
+    fn session_cookies_are_signed_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SessionKey::load_or_create(dir.path()).unwrap();
+        let cookie = key.session_cookie("ana", 1000);
+        assert_eq!(key.session_user(&cookie, 1001).as_deref(), Some("ana"));
+        assert_eq!(key.session_user(&cookie, 1000 + SESSION_SECONDS), None);
+        let forged = cookie.replacen("ana", "bob", 1);
+        assert_eq!(key.session_user(&forged, 1001), None);
+        // The same key is read back after a restart.
+        let again = SessionKey::load_or_create(dir.path()).unwrap();
+        assert_eq!(again.session_user(&cookie, 1001).as_deref(), Some("ana"));
+        assert_ne!(key.csrf_token(Some(&cookie)), key.csrf_token(None));
+    }
+}

@@ -1,0 +1,43 @@
+//! `mb.steps.mkdir{ dir = … }` and `mb.steps.rmdir{ dir = … }`: create a
+//! directory (with its parents) or remove a directory tree on the worker,
+//! relative to the builder's directory. Buildbot's `MakeDirectory` and
+//! `RemoveDirectory`.
+
+use super::{Compiled, StepContext, StepHost, StepKind};
+use crate::lua::Fields;
+use moonbot_worker::protocol::RemoteCommand;
+
+/// The directory a mkdir or rmdir step works on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirStep {
+    /// Relative to the builder's directory.
+    pub dir: String,
+}
+
+/// Compile `dir`; `name` is the step's default name, `kind` makes the variant.
+pub fn compile(f: &mut Fields<'_>, name: &str, kind: fn(DirStep) -> StepKind) -> Compiled {
+    Compiled {
+        kind: f.required_string("dir").map(|dir| kind(DirStep { dir })),
+        default_name: name.to_string(),
+    }
+}
+
+pub async fn run_mkdir<H: StepHost>(
+    step: &DirStep,
+    ctx: &mut StepContext<'_, H>,
+) -> Result<i32, H::Error> {
+    let path = ctx.path(&step.dir);
+    ctx.host.begin(&format!("mkdir {}", step.dir)).await?;
+    ctx.host.header(&format!("mkdir {path}")).await?;
+    ctx.run_command(RemoteCommand::Mkdir { path }).await
+}
+
+pub async fn run_rmdir<H: StepHost>(
+    step: &DirStep,
+    ctx: &mut StepContext<'_, H>,
+) -> Result<i32, H::Error> {
+    let path = ctx.path(&step.dir);
+    ctx.host.begin(&format!("rmdir {}", step.dir)).await?;
+    ctx.host.header(&format!("rmdir {path}")).await?;
+    ctx.run_command(RemoteCommand::Rmdir { path }).await
+}

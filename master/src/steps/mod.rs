@@ -1,0 +1,64 @@
+//! The step kinds: one module per kind, each with its model (what master.lua
+//! said), its compile function (reading the `mb.steps.KIND{…}` table) and its
+//! run function (what the step does in a build, through a [`StepContext`]).
+//!
+//! This file is the only place that knows every kind: the [`StepKind`] enum,
+//! the compile registration ([`compile`]) and the one exhaustive `match` that
+//! runs a step ([`run`]). A build's life cycle (properties, the step row, result
+//! folding) stays in `process::build`, which hands each step a host for the
+//! database and the worker.
+//!
+//! Adding a kind: write `steps/NEW.rs` (model, `compile`, `run`), add its
+//! variant to [`StepKind`], its tag to [`compile`] and its arm to [`run`], and
+//! its constructor (with LuaLS annotations) to `lua-stdlib/moonbot.lua`.
+
+pub mod context;
+pub mod dirs;
+pub mod shell;
+
+pub use context::{Properties, RemoteFailure, StepContext, StepHost};
+
+use crate::lua::Fields;
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    /// `mb.steps.shell{…}`: a command on the worker.
+    Shell(shell::ShellStep),
+    /// `mb.steps.mkdir{…}`: create a directory (and its parents) on the worker.
+    Mkdir(dirs::DirStep),
+    /// `mb.steps.rmdir{…}`: remove a directory tree on the worker.
+    Rmdir(dirs::DirStep),
+}
+
+/// A step kind's part of a compiled step.
+pub struct Compiled {
+    /// `None` when the fields had errors (they are in the field reader).
+    pub kind: Option<StepKind>,
+    /// The step's name when master.lua gives none (Buildbot's defaults).
+    pub default_name: String,
+}
+
+/// Compile the kind-specific fields of a step whose table says
+/// `_kind = "step.NAME"`; `None` when `tag` is no step kind.
+pub fn compile(tag: &str, f: &mut Fields<'_>, builder: &str) -> Option<Compiled> {
+    Some(match tag {
+        "step.shell" => shell::compile(f, builder),
+        "step.mkdir" => dirs::compile(f, "mkdir", StepKind::Mkdir),
+        "step.rmdir" => dirs::compile(f, "rmdir", StepKind::Rmdir),
+        _ => return None,
+    })
+}
+
+/// Run one step of a build; returns its result (`crate::results`). An error is
+/// the host's: the master could not record the step.
+pub async fn run<H: StepHost>(
+    kind: &StepKind,
+    ctx: &mut StepContext<'_, H>,
+) -> Result<i32, H::Error> {
+    match kind {
+        StepKind::Shell(step) => shell::run(step, ctx).await,
+        StepKind::Mkdir(step) => dirs::run_mkdir(step, ctx).await,
+        StepKind::Rmdir(step) => dirs::run_rmdir(step, ctx).await,
+    }
+}
