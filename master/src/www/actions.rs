@@ -1,31 +1,256 @@
-//! Control actions that both the JSON-RPC API and the pages' forms offer and
-//! that are more than one call into the data layer. Authorization happens
-//! before these are called (see [`super::auth::authorize`]).
+//! Every control action, whoever asks for it: the JSON-RPC API and the pages'
+//! forms only parse a request into an [`Action`]; this module authorizes it
+//! ([`authorize`]) and carries it out ([`perform`]).
+//!
+//! Authorization is a capability: [`perform`] takes the [`Authorized`] that
+//! [`authorize`] returned for the action's kind, so nothing can be done that
+//! was not checked against master.lua's `auth.rules` (and, for a browser, the
+//! CSRF token) first. The callers authorize as soon as they know the kind, so
+//! a caller who may not act learns nothing from a malformed request.
 
+use super::auth::{self, Denied, Identity};
 use crate::data::DataError;
 use crate::data::query::ListQuery;
+use crate::reconfig::{self, Trigger};
+use crate::running_builds::StopKind;
+use crate::schedulers::force::{self, ForceError, ForceRequest};
 use crate::shared::Shared;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What a control action is, before its arguments are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionKind {
+    Force,
+    Stop,
+    Rebuild,
+    Cancel,
+    Pause,
+    Unpause,
+    Reload,
+    /// What a reload would change (`moonbot checkconfig --diff`); nothing is applied.
+    Diff,
+}
+
+impl ActionKind {
+    /// Every kind.
+    #[cfg(test)]
+    const ALL: [ActionKind; 8] = [
+        ActionKind::Force,
+        ActionKind::Stop,
+        ActionKind::Rebuild,
+        ActionKind::Cancel,
+        ActionKind::Pause,
+        ActionKind::Unpause,
+        ActionKind::Reload,
+        ActionKind::Diff,
+    ];
+
+    /// The name master.lua's `auth.rules` gives it (one of
+    /// [`crate::config::ACTIONS`]): pausing and unpausing share `pause`, a
+    /// diff is allowed to whoever may `reload`.
+    pub fn rule(self) -> &'static str {
+        match self {
+            ActionKind::Force => "force",
+            ActionKind::Stop => "stop",
+            ActionKind::Rebuild => "rebuild",
+            ActionKind::Cancel => "cancel",
+            ActionKind::Pause | ActionKind::Unpause => "pause",
+            ActionKind::Reload | ActionKind::Diff => "reload",
+        }
+    }
+}
+
+/// A control action with its arguments.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Force builds through a force scheduler.
+    Force {
+        scheduler: String,
+        request: ForceRequest,
+    },
+    /// Stop a running build (it ends CANCELLED).
+    Stop {
+        buildid: i64,
+        reason: String,
+    },
+    /// A new request for what a build built, with its properties.
+    Rebuild {
+        buildid: i64,
+    },
+    /// Cancel a build request no build has started for.
+    Cancel {
+        brid: i64,
+    },
+    /// Give a worker (by name or id) no new builds; its running builds go on.
+    Pause {
+        worker: String,
+    },
+    Unpause {
+        worker: String,
+    },
+    /// Load master.lua again and apply it.
+    Reload,
+    /// What a reload would change, or its errors; nothing applied or recorded.
+    Diff,
+}
+
+impl Action {
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::Force { .. } => ActionKind::Force,
+            Action::Stop { .. } => ActionKind::Stop,
+            Action::Rebuild { .. } => ActionKind::Rebuild,
+            Action::Cancel { .. } => ActionKind::Cancel,
+            Action::Pause { .. } => ActionKind::Pause,
+            Action::Unpause { .. } => ActionKind::Unpause,
+            Action::Reload => ActionKind::Reload,
+            Action::Diff => ActionKind::Diff,
+        }
+    }
+}
+
+/// Proof that a caller may do one kind of action; only [`authorize`] makes one.
+#[derive(Debug)]
+pub struct Authorized {
+    kind: ActionKind,
+    /// The logged-in user (or token) acting, if any: the owner of what it
+    /// forces, named in stop and rebuild reasons.
+    pub user: Option<String>,
+}
+
+/// May `identity` do `kind`? `csrf_form` is the CSRF token a form post carried
+/// (`None` for the JSON API, whose content type is its CSRF protection).
+pub fn authorize(
+    shared: &Shared,
+    identity: &Identity,
+    kind: ActionKind,
+    csrf_form: Option<&str>,
+) -> Result<Authorized, Denied> {
+    let running = shared.running_config();
+    auth::authorize(
+        &shared.session_key,
+        running.loaded.config.auth.as_ref(),
+        identity,
+        kind.rule(),
+        csrf_form,
+    )?;
+    Ok(Authorized {
+        kind,
+        user: identity.user.as_ref().map(|u| u.name.clone()),
+    })
+}
+
+/// What an action did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The buildset and builderid → build request id.
+    Forced {
+        bsid: i64,
+        brids: BTreeMap<i64, i64>,
+    },
+    Stopped,
+    Rebuilt(Rebuilt),
+    Cancelled,
+    /// The worker as the API shows it after a pause or unpause.
+    Worker(Value),
+    /// The stored outcome of the reload (`/api/v2/config/reloads` shape).
+    Reloaded(Value),
+    /// `{"success", "errors", "changes"}` of a dry run.
+    Diff(Value),
+}
+
+/// What a rebuild submitted.
+#[derive(Debug)]
+pub struct Rebuilt {
+    pub bsid: i64,
+    pub brid: i64,
+    pub builderid: i64,
+}
 
 /// Why an action could not be done.
 #[derive(Debug, thiserror::Error)]
 pub enum ActionError {
+    /// The proof of authorization was for another kind of action (a bug in
+    /// the caller; nothing is done).
+    #[error("not authorized for this action")]
+    WrongAuthorization,
     #[error("build {0} not found")]
     NoBuild(i64),
+    #[error("build {0} is not running on this master")]
+    NotRunning(i64),
     #[error("build request {0} has already started or finished; stop its build instead")]
     NotPending(i64),
     #[error("worker '{0}' is not in this master's configuration")]
     NoWorker(String),
     #[error(transparent)]
+    Force(#[from] ForceError),
+    /// The reload ran but its outcome could not be recorded.
+    #[error("{0}")]
+    Reload(#[source] DataError),
+    #[error(transparent)]
     Data(#[from] DataError),
 }
 
+/// Carry out an authorized action.
+pub async fn perform(
+    shared: &Arc<Shared>,
+    authorized: Authorized,
+    action: Action,
+) -> Result<Outcome, ActionError> {
+    if authorized.kind != action.kind() {
+        return Err(ActionError::WrongAuthorization);
+    }
+    let user = authorized.user.as_deref();
+    match action {
+        Action::Force { scheduler, request } => {
+            let (bsid, brids) = force::force(shared, &scheduler, request).await?;
+            Ok(Outcome::Forced { bsid, brids })
+        }
+        Action::Stop { buildid, reason } => {
+            if shared.builds.stop(buildid, StopKind::Cancel, &reason) {
+                Ok(Outcome::Stopped)
+            } else {
+                Err(ActionError::NotRunning(buildid))
+            }
+        }
+        Action::Rebuild { buildid } => rebuild(shared, buildid, user).await.map(Outcome::Rebuilt),
+        Action::Cancel { brid } => {
+            if shared.data.cancel_request(brid).await? {
+                Ok(Outcome::Cancelled)
+            } else {
+                Err(ActionError::NotPending(brid))
+            }
+        }
+        Action::Pause { worker } => set_worker_paused(shared, &worker, true).await,
+        Action::Unpause { worker } => set_worker_paused(shared, &worker, false).await,
+        Action::Reload => reconfig::reload(shared, Trigger::Api)
+            .await
+            .map(Outcome::Reloaded)
+            .map_err(ActionError::Reload),
+        Action::Diff => {
+            let running = shared.running_config();
+            let answer = match reconfig::prepare(&shared.dir, Some(&running.loaded.config)).await {
+                Ok((_, changes)) => {
+                    serde_json::json!({"success": true, "errors": [], "changes": changes})
+                }
+                Err(errors) => {
+                    serde_json::json!({"success": false, "errors": errors, "changes": null})
+                }
+            };
+            Ok(Outcome::Diff(answer))
+        }
+    }
+}
+
 /// Pause or unpause a configured worker (by name or id): a paused worker gets
-/// no new builds; its running builds go on. Returns the worker as the API shows it.
-pub async fn set_worker_paused(
+/// no new builds; its running builds go on.
+async fn set_worker_paused(
     shared: &Shared,
     worker: &str,
     paused: bool,
-) -> Result<serde_json::Value, ActionError> {
+) -> Result<Outcome, ActionError> {
     let running = shared.running_config();
     let found = running
         .worker_ids
@@ -45,18 +270,11 @@ pub async fn set_worker_paused(
         }
     };
     tracing::info!(worker = %name, "worker {}", if paused { "paused" } else { "unpaused" });
-    Ok(shown.unwrap_or(serde_json::Value::Null))
-}
-
-/// What a rebuild submitted.
-pub struct Rebuilt {
-    pub bsid: i64,
-    pub brid: i64,
-    pub builderid: i64,
+    Ok(Outcome::Worker(shown.unwrap_or(Value::Null)))
 }
 
 /// A new request for the builder of `buildid`, with its properties.
-pub async fn rebuild(
+async fn rebuild(
     shared: &Shared,
     buildid: i64,
     user: Option<&str>,
@@ -84,11 +302,24 @@ pub async fn rebuild(
     })
 }
 
-/// Cancel a request no build has started for.
-pub async fn cancel(shared: &Shared, brid: i64) -> Result<(), ActionError> {
-    if shared.data.cancel_request(brid).await? {
-        Ok(())
-    } else {
-        Err(ActionError::NotPending(brid))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_rule_master_lua_accepts() {
+        for kind in ActionKind::ALL {
+            assert!(
+                crate::config::ACTIONS.contains(&kind.rule()),
+                "{kind:?} is authorized as '{}', which auth.rules does not know",
+                kind.rule()
+            );
+        }
+        for rule in crate::config::ACTIONS {
+            assert!(
+                ActionKind::ALL.iter().any(|k| k.rule() == *rule),
+                "auth.rules accepts '{rule}', which no action uses"
+            );
+        }
     }
 }

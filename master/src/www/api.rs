@@ -4,12 +4,11 @@
 //! `cancel`, `reload`), allowed by the rules of [`super::auth`].
 
 use super::Request;
+use super::actions::{self, Action, ActionError, ActionKind, Outcome};
 use super::auth;
 use crate::data::DataError;
 use crate::data::query::ListQuery;
-use crate::reconfig::{self, Trigger};
-use crate::running_builds::StopKind;
-use crate::schedulers::force::{self, ForceError, ForceRequest};
+use crate::schedulers::force::{ForceError, ForceRequest};
 use crate::shared::Shared;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -338,7 +337,6 @@ fn force_schedulers(running: &crate::shared::RunningConfig) -> Vec<Value> {
 
 /// A parsed JSON-RPC 2.0 call.
 struct RpcCall {
-    method: String,
     params: Value,
 }
 
@@ -386,16 +384,17 @@ async fn control(
         ));
     };
     let call = RpcCall {
-        method: method.to_string(),
         params: body.get("params").cloned().unwrap_or_else(|| json!({})),
     };
-    let action = match (rest, method) {
-        (["forceschedulers", _], "force") => "force",
-        (["builds", _], "stop") => "stop",
-        (["builds", _], "rebuild") => "rebuild",
-        (["buildrequests", _], "cancel") => "cancel",
-        (["config"], "reload" | "diff") => "reload",
-        (["workers", _], "pause" | "unpause") => "pause",
+    let kind = match (rest, method) {
+        (["forceschedulers", _], "force") => ActionKind::Force,
+        (["builds", _], "stop") => ActionKind::Stop,
+        (["builds", _], "rebuild") => ActionKind::Rebuild,
+        (["buildrequests", _], "cancel") => ActionKind::Cancel,
+        (["config"], "reload") => ActionKind::Reload,
+        (["config"], "diff") => ActionKind::Diff,
+        (["workers", _], "pause") => ActionKind::Pause,
+        (["workers", _], "unpause") => ActionKind::Unpause,
         (
             ["forceschedulers", _]
             | ["builds", _]
@@ -427,33 +426,105 @@ async fn control(
         }
     };
     let identity = request.identity(shared);
-    let running = shared.running_config();
-    auth::authorize(
-        &shared.session_key,
-        running.loaded.config.auth.as_ref(),
-        &identity,
-        action,
-        None,
-    )?;
-    let user = identity.user.as_ref().map(|u| u.name.as_str());
-    let result = match rest {
-        ["forceschedulers", name] => force_call(shared, name, call, user).await,
-        ["config"] => config_call(shared, call).await,
-        ["builds", b] => {
-            let buildid = id(b, "build")?;
-            if action == "stop" {
-                stop_call(shared, buildid, call, user).await
-            } else {
-                rebuild_call(shared, buildid, user).await
+    let authorized = actions::authorize(shared, &identity, kind, None)?;
+    let target = match rest {
+        ["builds", b] => Some(id(b, "build")?),
+        ["buildrequests", r] => Some(id(r, "build request")?),
+        _ => None,
+    };
+    let action = match parse_action(kind, rest, target, &call, authorized.user.as_deref()) {
+        Ok(action) => action,
+        Err(e) => return Ok(rpc_answer(rpc_id, Err(e))),
+    };
+    let result = actions::perform(shared, authorized, action)
+        .await
+        .map(outcome_json)
+        .map_err(rpc_error);
+    Ok(rpc_answer(rpc_id, result))
+}
+
+/// The action a JSON-RPC call asks for, with its parameters read.
+fn parse_action(
+    kind: ActionKind,
+    rest: &[&str],
+    target: Option<i64>,
+    call: &RpcCall,
+    user: Option<&str>,
+) -> Result<Action, RpcError> {
+    let params = &call.params;
+    let target = || target.ok_or_else(|| invalid_params("no id in the path"));
+    Ok(match kind {
+        ActionKind::Force => {
+            if !params.is_object() {
+                return Err(invalid_params("'params' must be an object"));
+            }
+            let mut properties = std::collections::BTreeMap::new();
+            if let Some(Value::Object(props)) = params.get("properties") {
+                for (k, v) in props {
+                    properties.insert(k.clone(), v.clone());
+                }
+            }
+            Action::Force {
+                scheduler: rest[1].to_string(),
+                request: ForceRequest {
+                    builderid: int_param(params, "builderid")?,
+                    reason: str_param(params, "reason")?,
+                    // A logged-in user is the owner, whatever the call said.
+                    owner: match user {
+                        Some(u) => Some(u.to_string()),
+                        None => str_param(params, "owner")?,
+                    },
+                    properties,
+                },
             }
         }
-        ["buildrequests", r] => cancel_call(shared, id(r, "build request")?).await,
-        ["workers", w] => super::actions::set_worker_paused(shared, w, method == "pause")
-            .await
-            .map_err(|e| invalid_params(e.to_string())),
-        _ => unreachable!("matched above"),
-    };
-    Ok(rpc_answer(rpc_id, result))
+        ActionKind::Stop => Action::Stop {
+            buildid: target()?,
+            reason: str_param(params, "reason")?
+                .unwrap_or_else(|| format!("stopped by {}", user.unwrap_or("a user"))),
+        },
+        ActionKind::Rebuild => Action::Rebuild { buildid: target()? },
+        ActionKind::Cancel => Action::Cancel { brid: target()? },
+        ActionKind::Pause => Action::Pause {
+            worker: rest[1].to_string(),
+        },
+        ActionKind::Unpause => Action::Unpause {
+            worker: rest[1].to_string(),
+        },
+        ActionKind::Reload => Action::Reload,
+        ActionKind::Diff => Action::Diff,
+    })
+}
+
+/// An action's outcome as the JSON-RPC `result` (Buildbot's shapes: `[bsid,
+/// {builderid: brid}]` for force, `[bsid, brid]` for rebuild).
+fn outcome_json(outcome: Outcome) -> Value {
+    match outcome {
+        Outcome::Forced { bsid, brids } => {
+            let map: serde_json::Map<String, Value> = brids
+                .into_iter()
+                .map(|(builderid, brid)| (builderid.to_string(), json!(brid)))
+                .collect();
+            json!([bsid, map])
+        }
+        Outcome::Rebuilt(r) => json!([r.bsid, r.brid]),
+        Outcome::Stopped | Outcome::Cancelled => Value::Null,
+        Outcome::Worker(v) | Outcome::Reloaded(v) | Outcome::Diff(v) => v,
+    }
+}
+
+/// A failed action as a JSON-RPC error: the caller's mistake is "invalid
+/// params" (-32602), the master's failure a server error (-32000).
+fn rpc_error(e: ActionError) -> RpcError {
+    match e {
+        ActionError::Force(ForceError::Data(_))
+        | ActionError::Reload(_)
+        | ActionError::WrongAuthorization => RpcError {
+            code: -32000,
+            message: e.to_string(),
+        },
+        other => invalid_params(other.to_string()),
+    }
 }
 
 fn rpc_answer(rpc_id: Value, result: Result<Value, RpcError>) -> Response {
@@ -497,112 +568,4 @@ fn str_param(params: &Value, key: &str) -> Result<Option<String>, RpcError> {
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(invalid_params(format!("'{key}' must be a string"))),
     }
-}
-
-/// Force builds; a logged-in user is the owner, whatever the form said.
-async fn force_call(
-    shared: &Shared,
-    scheduler: &str,
-    call: RpcCall,
-    user: Option<&str>,
-) -> Result<Value, RpcError> {
-    if !call.params.is_object() {
-        return Err(invalid_params("'params' must be an object"));
-    }
-    let mut properties = std::collections::BTreeMap::new();
-    if let Some(Value::Object(props)) = call.params.get("properties") {
-        for (k, v) in props {
-            properties.insert(k.clone(), v.clone());
-        }
-    }
-    let request = ForceRequest {
-        builderid: int_param(&call.params, "builderid")?,
-        reason: str_param(&call.params, "reason")?,
-        owner: match user {
-            Some(u) => Some(u.to_string()),
-            None => str_param(&call.params, "owner")?,
-        },
-        properties,
-    };
-    match force::force(shared, scheduler, request).await {
-        Ok((bsid, brids)) => {
-            let map: serde_json::Map<String, Value> = brids
-                .into_iter()
-                .map(|(builderid, brid)| (builderid.to_string(), json!(brid)))
-                .collect();
-            Ok(json!([bsid, map]))
-        }
-        Err(e @ (ForceError::UnknownScheduler(_) | ForceError::NotAllowed { .. })) => {
-            Err(invalid_params(e.to_string()))
-        }
-        Err(e) => Err(RpcError {
-            code: -32000,
-            message: e.to_string(),
-        }),
-    }
-}
-
-/// `reload` applies master.lua and answers with the stored outcome; `diff` is
-/// the dry run (`moonbot checkconfig --diff`): what a reload would change, or
-/// its errors, with nothing applied or recorded.
-async fn config_call(shared: &Arc<Shared>, call: RpcCall) -> Result<Value, RpcError> {
-    match call.method.as_str() {
-        "reload" => reconfig::reload(shared, Trigger::Api)
-            .await
-            .map_err(|e| RpcError {
-                code: -32000,
-                message: e.to_string(),
-            }),
-        "diff" => {
-            let running = shared.running_config();
-            Ok(
-                match reconfig::prepare(&shared.dir, Some(&running.loaded.config)).await {
-                    Ok((_, changes)) => json!({"success": true, "errors": [], "changes": changes}),
-                    Err(errors) => json!({"success": false, "errors": errors, "changes": null}),
-                },
-            )
-        }
-        other => Err(RpcError {
-            code: -32601,
-            message: format!("unknown method '{other}' (config knows 'reload' and 'diff')"),
-        }),
-    }
-}
-
-async fn stop_call(
-    shared: &Shared,
-    buildid: i64,
-    call: RpcCall,
-    user: Option<&str>,
-) -> Result<Value, RpcError> {
-    let reason = str_param(&call.params, "reason")?
-        .unwrap_or_else(|| format!("stopped by {}", user.unwrap_or("a user")));
-    if shared.builds.stop(buildid, StopKind::Cancel, &reason) {
-        Ok(Value::Null)
-    } else {
-        Err(invalid_params(format!(
-            "build {buildid} is not running on this master"
-        )))
-    }
-}
-
-/// Build again what a build built: a new request with the same properties.
-/// Answers `[bsid, brid]`.
-async fn rebuild_call(
-    shared: &Shared,
-    buildid: i64,
-    user: Option<&str>,
-) -> Result<Value, RpcError> {
-    super::actions::rebuild(shared, buildid, user)
-        .await
-        .map(|r| json!([r.bsid, r.brid]))
-        .map_err(|e| invalid_params(e.to_string()))
-}
-
-/// Cancel a request that has not started yet.
-async fn cancel_call(shared: &Shared, brid: i64) -> Result<Value, RpcError> {
-    super::actions::cancel(shared, brid)
-        .await
-        .map(|()| Value::Null)
-        .map_err(|e| invalid_params(e.to_string()))
 }

@@ -1,13 +1,14 @@
-//! What the pages' forms post: log in and out, force, stop, rebuild, cancel.
-//! Each action is authorized with the form's CSRF token (see
-//! [`crate::www::auth::authorize`]) and answers with a redirect to the page to
-//! look at next, so the browser's back button and reload behave.
+//! What the pages' forms post: log in and out, and the control actions (force,
+//! stop, rebuild, cancel, pause, unpause, reload), each parsed into a
+//! [`crate::www::actions::Action`] and authorized with the form's CSRF token.
+//! Each answers with a redirect to the page to look at next, so the browser's
+//! back button and reload behave.
 
 use super::html::esc;
 use super::{Ctx, PageError, PageResult, id};
 use crate::credentials::{self, SESSION_SECONDS};
-use crate::running_builds::StopKind;
-use crate::schedulers::force::{self, ForceRequest};
+use crate::schedulers::force::ForceRequest;
+use crate::www::actions::{self, Action, ActionError, ActionKind, Authorized, Outcome};
 use crate::www::auth::{self, SESSION_COOKIE};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -42,7 +43,7 @@ pub async fn post(ctx: &Ctx<'_>, segments: &[&str]) -> PageResult {
         }
         ["builders", b, "force"] => {
             let builderid = id(b, "builder")?;
-            let user = allow(ctx, "force", &form)?;
+            let authorized = allow(ctx, ActionKind::Force, &form)?;
             let scheduler = form.get("scheduler").cloned().unwrap_or_default();
             let mut properties = BTreeMap::new();
             for line in form
@@ -63,58 +64,66 @@ pub async fn post(ctx: &Ctx<'_>, segments: &[&str]) -> PageResult {
             let request = ForceRequest {
                 builderid: Some(builderid),
                 reason: form.get("reason").cloned(),
-                owner: user.or_else(|| form.get("owner").cloned().filter(|o| !o.is_empty())),
+                owner: authorized
+                    .user
+                    .clone()
+                    .or_else(|| form.get("owner").cloned().filter(|o| !o.is_empty())),
                 properties,
             };
-            force::force(ctx.shared, &scheduler, request)
-                .await
-                .map_err(|e| PageError::BadRequest(e.to_string()))?;
+            perform(ctx, authorized, Action::Force { scheduler, request }).await?;
             Ok(see_other(&format!("/builders/{builderid}")))
         }
         ["builds", b, "stop"] => {
             let buildid = id(b, "build")?;
-            let user = allow(ctx, "stop", &form)?;
+            let authorized = allow(ctx, ActionKind::Stop, &form)?;
             let reason = format!(
                 "stopped by {} from the web page",
-                user.as_deref().unwrap_or("a user")
+                authorized.user.as_deref().unwrap_or("a user")
             );
-            if !ctx.shared.builds.stop(buildid, StopKind::Cancel, &reason) {
-                return Err(PageError::BadRequest(format!(
-                    "build {buildid} is not running on this master"
-                )));
-            }
+            perform(ctx, authorized, Action::Stop { buildid, reason }).await?;
             Ok(see_other(&format!("/builds/{buildid}")))
         }
         ["builds", b, "rebuild"] => {
             let buildid = id(b, "build")?;
-            let user = allow(ctx, "rebuild", &form)?;
-            let rebuilt = crate::www::actions::rebuild(ctx.shared, buildid, user.as_deref())
-                .await
-                .map_err(|e| PageError::BadRequest(e.to_string()))?;
-            Ok(see_other(&format!("/builders/{}", rebuilt.builderid)))
+            let authorized = allow(ctx, ActionKind::Rebuild, &form)?;
+            match perform(ctx, authorized, Action::Rebuild { buildid }).await? {
+                Outcome::Rebuilt(rebuilt) => {
+                    Ok(see_other(&format!("/builders/{}", rebuilt.builderid)))
+                }
+                _ => Ok(see_other(&format!("/builds/{buildid}"))),
+            }
         }
         ["config", "reload"] => {
-            allow(ctx, "reload", &form)?;
+            let authorized = allow(ctx, ActionKind::Reload, &form)?;
             // The outcome shows on the home page (the banner) and in the API.
-            crate::reconfig::reload(ctx.shared, crate::reconfig::Trigger::Api)
-                .await
-                .map_err(|e| PageError::Internal(e.to_string()))?;
+            perform(ctx, authorized, Action::Reload).await?;
             Ok(see_other("/"))
         }
-        ["workers", w, action @ ("pause" | "unpause")] => {
+        ["workers", w, verb @ ("pause" | "unpause")] => {
             let workerid = id(w, "worker")?;
-            allow(ctx, "pause", &form)?;
-            crate::www::actions::set_worker_paused(ctx.shared, w, *action == "pause")
-                .await
-                .map_err(|e| PageError::BadRequest(e.to_string()))?;
+            let (kind, action) = if *verb == "pause" {
+                (
+                    ActionKind::Pause,
+                    Action::Pause {
+                        worker: w.to_string(),
+                    },
+                )
+            } else {
+                (
+                    ActionKind::Unpause,
+                    Action::Unpause {
+                        worker: w.to_string(),
+                    },
+                )
+            };
+            let authorized = allow(ctx, kind, &form)?;
+            perform(ctx, authorized, action).await?;
             Ok(see_other(&format!("/workers/{workerid}")))
         }
         ["buildrequests", r, "cancel"] => {
             let brid = id(r, "build request")?;
-            allow(ctx, "cancel", &form)?;
-            crate::www::actions::cancel(ctx.shared, brid)
-                .await
-                .map_err(|e| PageError::BadRequest(e.to_string()))?;
+            let authorized = allow(ctx, ActionKind::Cancel, &form)?;
+            perform(ctx, authorized, Action::Cancel { brid }).await?;
             let back = ctx
                 .request
                 .headers
@@ -133,21 +142,29 @@ pub async fn post(ctx: &Ctx<'_>, segments: &[&str]) -> PageResult {
     }
 }
 
-/// Authorize a form's action; the acting user's name, if logged in.
+/// Authorize a form's action with the form's CSRF token.
 fn allow(
     ctx: &Ctx<'_>,
-    action: &str,
+    kind: ActionKind,
     form: &BTreeMap<String, String>,
-) -> Result<Option<String>, PageError> {
-    auth::authorize(
-        &ctx.shared.session_key,
-        ctx.running.loaded.config.auth.as_ref(),
-        &ctx.identity,
-        action,
-        Some(form.get(auth::CSRF_FIELD).map(String::as_str).unwrap_or("")),
-    )
-    .map_err(PageError::Denied)?;
-    Ok(ctx.identity.user.as_ref().map(|u| u.name.clone()))
+) -> Result<Authorized, PageError> {
+    let csrf = form.get(auth::CSRF_FIELD).map(String::as_str).unwrap_or("");
+    actions::authorize(ctx.shared, &ctx.identity, kind, Some(csrf)).map_err(PageError::Denied)
+}
+
+/// Carry out an authorized action; a failure is the user's mistake (400)
+/// unless the master could not record a reload.
+async fn perform(
+    ctx: &Ctx<'_>,
+    authorized: Authorized,
+    action: Action,
+) -> Result<Outcome, PageError> {
+    actions::perform(ctx.shared, authorized, action)
+        .await
+        .map_err(|e| match e {
+            ActionError::Reload(_) => PageError::Internal(e.to_string()),
+            other => PageError::BadRequest(other.to_string()),
+        })
 }
 
 async fn login(ctx: &Ctx<'_>, form: &BTreeMap<String, String>) -> PageResult {
