@@ -5,6 +5,8 @@ use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError};
 use crate::config::BuilderConfig;
 use crate::db::entities::builders;
+use crate::mq::Topic;
+use crate::mq::topic::BuilderEvent;
 use sea_orm::Order;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
@@ -67,8 +69,13 @@ impl Data {
         }
         txn.commit().await?;
         for row in created {
-            self.bus
-                .publish(format!("builders/{}/new", row.id), self.builder_json(&row));
+            self.bus.publish(
+                Topic::Builder {
+                    id: row.id,
+                    event: BuilderEvent::New,
+                },
+                self.builder_json(&row),
+            );
         }
         Ok(ids)
     }

@@ -4,6 +4,8 @@ use super::buildsets::is_unique_violation;
 use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError, now};
 use crate::db::entities::{build_properties, builds};
+use crate::mq::Topic;
+use crate::mq::topic::BuildEvent;
 use sea_orm::Order;
 use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, FromQueryResult, QueryFilter};
@@ -96,8 +98,13 @@ impl Data {
                 .await
             {
                 Ok(Some(row)) => {
-                    self.bus
-                        .publish(format!("builds/{}/new", row.id), build_json(&row));
+                    self.bus.publish(
+                        Topic::Build {
+                            id: row.id,
+                            event: BuildEvent::New,
+                        },
+                        build_json(&row),
+                    );
                     return Ok((row.id, row.number));
                 }
                 Ok(None) => {
@@ -160,16 +167,17 @@ impl Data {
             .col_expr(builds::Column::CompleteAt, Expr::value(now()))
             .col_expr(builds::Column::Results, Expr::value(results))
             .col_expr(builds::Column::StateString, Expr::value(state));
-        self.update_build(buildid, update, "finished").await
+        self.update_build(buildid, update, BuildEvent::Finished)
+            .await
     }
 
-    /// Apply `update` to one build and publish `builds/N/{event}` with the
+    /// Apply `update` to one build and publish `builds/N/EVENT` with the
     /// updated row (one statement: `UPDATE … RETURNING`).
     async fn update_build(
         &self,
         buildid: i64,
         update: sea_orm::UpdateMany<builds::Entity>,
-        event: &str,
+        event: BuildEvent,
     ) -> Result<(), DataError> {
         let rows = update
             .filter(builds::Column::Id.eq(buildid))
@@ -177,7 +185,7 @@ impl Data {
             .await?;
         for b in rows {
             self.bus
-                .publish(format!("builds/{buildid}/{event}"), build_json(&b));
+                .publish(Topic::Build { id: buildid, event }, build_json(&b));
         }
         Ok(())
     }

@@ -10,6 +10,8 @@
 use super::query::{FieldKind, ListQuery, Op, apply, fetch_page};
 use super::{Data, DataError, now};
 use crate::db::entities::{buildrequest_claims, buildrequests, buildset_properties, buildsets};
+use crate::mq::Topic;
+use crate::mq::topic::{BuildRequestEvent, BuildsetEvent};
 use sea_orm::Order;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -124,11 +126,19 @@ impl Data {
         };
         txn.commit().await?;
         let brids = requests.iter().map(|br| (br.builderid, br.id)).collect();
-        self.bus
-            .publish(format!("buildsets/{}/new", bs.id), buildset_json(&bs));
+        self.bus.publish(
+            Topic::Buildset {
+                id: bs.id,
+                event: BuildsetEvent::New,
+            },
+            buildset_json(&bs),
+        );
         for br in &requests {
             self.bus.publish(
-                format!("buildrequests/{}/new", br.id),
+                Topic::BuildRequest {
+                    id: br.id,
+                    event: BuildRequestEvent::New,
+                },
                 request_json(br, None),
             );
         }
@@ -204,7 +214,10 @@ impl Data {
         match result {
             Ok(_) => {
                 self.bus.publish(
-                    format!("buildrequests/{}/claimed", request.brid),
+                    Topic::BuildRequest {
+                        id: request.brid,
+                        event: BuildRequestEvent::Claimed,
+                    },
                     request_json(&request.row, Some(&claim)),
                 );
                 request.claim = Some(claim);
@@ -221,7 +234,8 @@ impl Data {
             .filter(buildrequest_claims::Column::Brid.eq(brid))
             .exec(&self.db)
             .await?;
-        self.publish_request(brid, "unclaimed").await
+        self.publish_request(brid, BuildRequestEvent::Unclaimed)
+            .await
     }
 
     /// A build for the request finished with `results`; completes the buildset
@@ -266,12 +280,20 @@ impl Data {
         }
         txn.commit().await?;
         self.bus.publish(
-            format!("buildrequests/{brid}/complete"),
+            Topic::BuildRequest {
+                id: brid,
+                event: BuildRequestEvent::Complete,
+            },
             request_json(&br, request.claim.as_ref()),
         );
         for bs in completed {
-            self.bus
-                .publish(format!("buildsets/{}/complete", bs.id), buildset_json(&bs));
+            self.bus.publish(
+                Topic::Buildset {
+                    id: bs.id,
+                    event: BuildsetEvent::Complete,
+                },
+                buildset_json(&bs),
+            );
         }
         Ok(())
     }
@@ -312,7 +334,7 @@ impl Data {
         Ok((bsid, brids[&br.builderid]))
     }
 
-    async fn publish_request(&self, brid: i64, event: &str) -> Result<(), DataError> {
+    async fn publish_request(&self, brid: i64, event: BuildRequestEvent) -> Result<(), DataError> {
         if let Some(br) = buildrequests::Entity::find_by_id(brid)
             .one(&self.db)
             .await?
@@ -321,7 +343,7 @@ impl Data {
                 .one(&self.db)
                 .await?;
             self.bus.publish(
-                format!("buildrequests/{brid}/{event}"),
+                Topic::BuildRequest { id: brid, event },
                 request_json(&br, claim.as_ref()),
             );
         }

@@ -6,6 +6,8 @@ use super::{Data, DataError};
 use crate::config::ConfigError;
 use crate::config::diff::ConfigDiff;
 use crate::db::entities::config_reloads;
+use crate::mq::Topic;
+use crate::mq::topic::ConfigReloadEvent;
 use sea_orm::Order;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
@@ -53,8 +55,13 @@ impl Data {
         .insert(&self.db)
         .await?;
         let value = reload_json(&row);
-        self.bus
-            .publish(format!("config_reloads/{}/new", row.id), value.clone());
+        self.bus.publish(
+            Topic::ConfigReload {
+                id: row.id,
+                event: ConfigReloadEvent::New,
+            },
+            value.clone(),
+        );
         Ok(value)
     }
 

@@ -11,6 +11,8 @@
 use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError};
 use crate::db::entities::{logchunks, logs};
+use crate::mq::Topic;
+use crate::mq::topic::LogEvent;
 use sea_orm::Order;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -264,8 +266,13 @@ impl LogWriter {
             .exec_with_returning(&data.db)
             .await?;
         for l in finished {
-            data.bus
-                .publish(format!("logs/{logid}/finished"), log_json(&l));
+            data.bus.publish(
+                Topic::Log {
+                    id: logid,
+                    event: LogEvent::Finished,
+                },
+                log_json(&l),
+            );
         }
         Ok(stored_lines)
     }
@@ -336,7 +343,10 @@ impl ChunkStore {
                     .await?;
             }
             self.data.bus.publish(
-                format!("logs/{logid}/append"),
+                Topic::Log {
+                    id: logid,
+                    event: LogEvent::Append,
+                },
                 json!({"logid": logid, "first_line": first_line, "last_line": last_line}),
             );
         }
@@ -395,8 +405,13 @@ impl Data {
         }
         .insert(&self.db)
         .await?;
-        self.bus
-            .publish(format!("logs/{}/new", row.id), log_json(&row));
+        self.bus.publish(
+            Topic::Log {
+                id: row.id,
+                event: LogEvent::New,
+            },
+            log_json(&row),
+        );
         let (chunks, receiver) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
         let store = tokio::spawn(
             ChunkStore {

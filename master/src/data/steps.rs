@@ -3,6 +3,8 @@
 use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError, now};
 use crate::db::entities::steps;
+use crate::mq::Topic;
+use crate::mq::topic::StepEvent;
 use sea_orm::Order;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
@@ -62,8 +64,13 @@ impl Data {
         }
         .insert(&self.db)
         .await?;
-        self.bus
-            .publish(format!("steps/{}/started", row.id), step_json(&row));
+        self.bus.publish(
+            Topic::Step {
+                id: row.id,
+                event: StepEvent::Started,
+            },
+            step_json(&row),
+        );
         Ok(row.id)
     }
 
@@ -81,8 +88,13 @@ impl Data {
             .exec_with_returning(&self.db)
             .await?;
         for s in finished {
-            self.bus
-                .publish(format!("steps/{stepid}/finished"), step_json(&s));
+            self.bus.publish(
+                Topic::Step {
+                    id: stepid,
+                    event: StepEvent::Finished,
+                },
+                step_json(&s),
+            );
         }
         Ok(())
     }

@@ -4,6 +4,8 @@
 use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError, now};
 use crate::db::entities::{connected_workers, workers};
+use crate::mq::Topic;
+use crate::mq::topic::WorkerEvent;
 use moonbot_worker::protocol::WorkerInfo;
 use sea_orm::Order;
 use sea_orm::sea_query::Expr;
@@ -82,7 +84,13 @@ impl Data {
         .insert(&self.db)
         .await?;
         if let Some(w) = self.worker_json(workerid).await? {
-            self.bus.publish(format!("workers/{workerid}/connected"), w);
+            self.bus.publish(
+                Topic::Worker {
+                    id: workerid,
+                    event: WorkerEvent::Connected,
+                },
+                w,
+            );
         }
         Ok(())
     }
@@ -93,7 +101,8 @@ impl Data {
             .filter(self.own_connection(workerid))
             .exec(&self.db)
             .await?;
-        self.publish_worker(workerid, "disconnected").await?;
+        self.publish_worker(workerid, WorkerEvent::Disconnected)
+            .await?;
         Ok(())
     }
 
@@ -105,11 +114,20 @@ impl Data {
     }
 
     /// Publish `workers/N/EVENT` with the worker as the API shows it.
-    async fn publish_worker(&self, workerid: i64, event: &str) -> Result<Option<Value>, DataError> {
+    async fn publish_worker(
+        &self,
+        workerid: i64,
+        event: WorkerEvent,
+    ) -> Result<Option<Value>, DataError> {
         let worker = self.worker_json(workerid).await?;
         if let Some(w) = &worker {
-            self.bus
-                .publish(format!("workers/{workerid}/{event}"), w.clone());
+            self.bus.publish(
+                Topic::Worker {
+                    id: workerid,
+                    event,
+                },
+                w.clone(),
+            );
         }
         Ok(worker)
     }
@@ -126,7 +144,8 @@ impl Data {
             .filter(workers::Column::Id.eq(workerid))
             .exec(&self.db)
             .await?;
-        self.publish_worker(workerid, "state_updated").await
+        self.publish_worker(workerid, WorkerEvent::StateUpdated)
+            .await
     }
 
     /// Is this worker paused?
@@ -145,7 +164,8 @@ impl Data {
             .filter(self.own_connection(workerid))
             .exec(&self.db)
             .await?;
-        self.publish_worker(workerid, "state_updated").await?;
+        self.publish_worker(workerid, WorkerEvent::StateUpdated)
+            .await?;
         Ok(())
     }
 

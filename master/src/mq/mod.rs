@@ -1,32 +1,25 @@
 //! The event bus: every state change the data layer stores is published here.
 //!
-//! Topics are Buildbot-style paths (`builds/42/new`, `workers/3/connected`); the
+//! Topics are typed ([`Topic`]) and rendered once, when published, to
+//! Buildbot-style routing keys (`builds/42/new`, `workers/3/connected`); the
 //! payload is the same JSON the REST API returns for that object, so the web UI,
 //! reporters and internal waiters all read one shape. In-process for now
 //! (a tokio broadcast channel); several masters on one database will relay it
 //! through PostgreSQL LISTEN/NOTIFY.
 
+pub mod topic;
+
 use std::sync::Arc;
 use tokio::sync::broadcast;
+pub use topic::Topic;
 
 /// One published change.
 #[derive(Debug, Clone)]
 pub struct Event {
-    /// `collection/id/event`, e.g. `builds/42/finished`.
-    pub topic: String,
+    pub topic: Topic,
+    /// The topic's routing key, e.g. `builds/42/finished` (what `/ws` sends).
+    pub key: Arc<str>,
     pub payload: Arc<serde_json::Value>,
-}
-
-impl Event {
-    /// The first path element (`builds`, `buildrequests` …).
-    pub fn collection(&self) -> &str {
-        self.topic.split('/').next().unwrap_or("")
-    }
-
-    /// The last path element (`new`, `finished` …).
-    pub fn kind(&self) -> &str {
-        self.topic.rsplit('/').next().unwrap_or("")
-    }
 }
 
 /// Publisher and subscription point; cheap to clone.
@@ -47,10 +40,11 @@ impl Bus {
         Bus { tx }
     }
 
-    pub fn publish(&self, topic: String, payload: serde_json::Value) {
+    pub fn publish(&self, topic: Topic, payload: serde_json::Value) {
         // No subscriber is not an error: nobody is watching right now.
         let _ = self.tx.send(Event {
             topic,
+            key: topic.to_string().into(),
             payload: Arc::new(payload),
         });
     }

@@ -11,7 +11,8 @@
 
 use super::build;
 use crate::config::BuilderConfig;
-use crate::mq::Event;
+use crate::mq::topic::{BuildRequestEvent, WorkerEvent};
+use crate::mq::{Event, Topic};
 use crate::shared::Shared;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -69,10 +70,14 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 /// Could this event let a build start?
 fn relevant(event: &Event) -> bool {
     matches!(
-        (event.collection(), event.kind()),
-        ("buildrequests", "new" | "unclaimed")
-            | ("workers", "connected" | "state_updated")
-            | ("config_reloads", "new")
+        event.topic,
+        Topic::BuildRequest {
+            event: BuildRequestEvent::New | BuildRequestEvent::Unclaimed,
+            ..
+        } | Topic::Worker {
+            event: WorkerEvent::Connected | WorkerEvent::StateUpdated,
+            ..
+        } | Topic::ConfigReload { .. }
     )
 }
 

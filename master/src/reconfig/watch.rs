@@ -11,7 +11,7 @@
 //! notify calls back on its own thread; events cross into tokio over a channel.
 
 use super::Trigger;
-use crate::mq::Event;
+use crate::mq::{Event, Topic};
 use crate::shared::Shared;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::collections::BTreeSet;
@@ -74,7 +74,10 @@ fn start_watching(
 async fn next_reload(events: &mut broadcast::Receiver<Event>) {
     loop {
         match events.recv().await {
-            Ok(e) if e.collection() == "config_reloads" => return,
+            Ok(Event {
+                topic: Topic::ConfigReload { .. },
+                ..
+            }) => return,
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => return,
             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,

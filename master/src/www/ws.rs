@@ -54,8 +54,8 @@ pub async fn session(socket: WebSocket, shared: Arc<Shared>) {
             }
             event = events.recv() => {
                 let out = match event {
-                    Ok(event) if paths.iter().any(|p| path_matches(p, &event.topic)) => {
-                        json!({"k": event.topic, "m": *event.payload})
+                    Ok(event) if paths.iter().any(|p| path_matches(p, &event.key)) => {
+                        json!({"k": *event.key, "m": *event.payload})
                     }
                     Ok(_) => continue,
                     Err(RecvError::Lagged(missed)) => json!({"k": "lagged", "m": {"missed": missed}}),
