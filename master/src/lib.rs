@@ -21,6 +21,7 @@ pub mod results;
 pub mod running_builds;
 pub mod runtime;
 pub mod schedulers;
+pub mod services;
 pub mod shared;
 pub mod steps;
 pub mod worker_registry;

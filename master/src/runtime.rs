@@ -12,9 +12,11 @@
 use crate::config::ConfigErrors;
 use crate::data::{self, Data};
 use crate::mq::Bus;
-use crate::process::distributor;
+use crate::process::distributor::Distributor;
 use crate::reconfig::{self, Trigger};
 use crate::running_builds::{RunningBuilds, StopKind};
+use crate::schedulers::force::ForceScheduler;
+use crate::services::{self, Service, ServiceConfig, ServiceManager};
 use crate::shared::{ConfigSlot, Shared};
 use crate::worker_registry::WorkerRegistry;
 use crate::workers::listener;
@@ -145,8 +147,20 @@ impl Master {
             session_key: crate::credentials::SessionKey::load_or_create(&dir)
                 .context("cannot read or create the web session key")?,
             revocations: crate::pki::revoke::Revocations::new(&dir),
+            services: tokio::sync::Mutex::new(ServiceManager::default()),
             config: ConfigSlot::new(running),
         });
+        let weak = Arc::downgrade(&shared);
+        shared
+            .services
+            .lock()
+            .await
+            .set_starter(Box::new(move |config| {
+                let shared = weak
+                    .upgrade()
+                    .expect("services start while the master runs");
+                start_service(config, shared)
+            }));
 
         let tls = crate::pki::server_tls_config(&dir)?;
         let endpoint = listener::bind(tls, resolve(&cfg.quic.bind, cfg.quic.port)?, idle_timeout)?;
@@ -166,10 +180,17 @@ impl Master {
         let tasks = vec![
             tokio::spawn(listener::accept_loop(endpoint.clone(), shared.clone())),
             tokio::spawn(crate::www::serve(tcp, shared.clone(), shutdown_rx.clone())),
-            tokio::spawn(distributor::run(shared.clone(), shutdown_rx.clone())),
             tokio::spawn(reconfig::watch::run(shared.clone(), shutdown_rx.clone())),
             tokio::spawn(heartbeat(shared.clone(), shutdown_rx)),
         ];
+        // Services last (the distributor among them): no build starts before
+        // the master can record it. Start-up is a reconfigure from nothing.
+        shared
+            .services
+            .lock()
+            .await
+            .reconfigure(services::wanted(&cfg))
+            .await;
         info!(
             "master '{}' started: {}; web at http://{www_addr}/, workers connect to {quic_addr}",
             cfg.title,
@@ -207,6 +228,7 @@ impl Master {
             }
         }
         shared.builds.wait_idle().await;
+        shared.services.lock().await.stop_all().await;
         let _ = self.shutdown_tx.send(true);
         for w in shared.workers.all() {
             w.conn.close(0u32.into(), b"master stopping");
@@ -252,6 +274,19 @@ impl Master {
         };
         self.stop(mode).await;
         Ok(())
+    }
+}
+
+/// Start the service a configuration section describes: the one place that
+/// knows every kind of service.
+fn start_service(config: &ServiceConfig, shared: Arc<Shared>) -> Box<dyn Service> {
+    match config {
+        ServiceConfig::Distributor => Box::new(Distributor::start(shared)),
+        ServiceConfig::Scheduler(scheduler) => match scheduler {
+            crate::config::SchedulerConfig::Force { .. } => {
+                Box::new(ForceScheduler::start(scheduler))
+            }
+        },
     }
 }
 

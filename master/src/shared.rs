@@ -12,6 +12,7 @@ use crate::credentials::SessionKey;
 use crate::data::Data;
 use crate::pki::revoke::Revocations;
 use crate::running_builds::RunningBuilds;
+use crate::services::ServiceManager;
 use crate::worker_registry::WorkerRegistry;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -42,6 +43,9 @@ pub struct Shared {
     pub session_key: SessionKey,
     /// `pki/revoked.json`, re-read when it changes.
     pub revocations: Revocations,
+    /// The running services (distributor, schedulers …); reconfigured by
+    /// [`crate::reconfig`] after each swap of the configuration.
+    pub services: tokio::sync::Mutex<ServiceManager>,
     /// The configuration in force; see [`Shared::running_config`].
     pub config: ConfigSlot,
 }

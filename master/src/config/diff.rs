@@ -183,7 +183,8 @@ fn same_builder(a: &BuilderConfig, b: &BuilderConfig) -> bool {
     unplaced(a) == unplaced(b)
 }
 
-fn same_scheduler(a: &SchedulerConfig, b: &SchedulerConfig) -> bool {
+/// Whether two schedulers of the same name differ in more than their position.
+pub fn same_scheduler(a: &SchedulerConfig, b: &SchedulerConfig) -> bool {
     match (a, b) {
         (
             SchedulerConfig::Force {

@@ -13,6 +13,7 @@ use super::build;
 use crate::config::BuilderConfig;
 use crate::mq::topic::{BuildRequestEvent, WorkerEvent};
 use crate::mq::{Event, Topic};
+use crate::services::{Service, ServiceConfig, Stopping};
 use crate::shared::Shared;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,7 +30,37 @@ const POLL: Duration = Duration::from_secs(10);
 /// while workers are free.
 const PAGE: usize = 64;
 
-pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+/// The distributor as a service: its task, and how to tell it to stop.
+pub struct Distributor {
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Distributor {
+    pub fn start(shared: Arc<Shared>) -> Distributor {
+        let (shutdown, rx) = watch::channel(false);
+        Distributor {
+            shutdown,
+            task: tokio::spawn(run(shared, rx)),
+        }
+    }
+}
+
+impl Service for Distributor {
+    /// It has no settings of its own: every look reads the builders, workers
+    /// and their limits from the running configuration.
+    fn reconfigure(&mut self, _config: &ServiceConfig) {}
+
+    /// Stop looking; builds it started run on (they are the running builds').
+    fn stop(self: Box<Self>) -> Stopping {
+        Box::pin(async move {
+            let _ = self.shutdown.send(true);
+            let _ = self.task.await;
+        })
+    }
+}
+
+async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut events = shared.data.bus.subscribe();
     let mut freed = shared.workers.slots_freed();
     loop {

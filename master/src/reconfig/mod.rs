@@ -6,7 +6,9 @@
 //! listening addresses). Any of them leaves the running configuration exactly as
 //! it was. Applying is then small and cannot leave a half-applied state that
 //! matters: the builder and worker rows are synced in the database, and the new
-//! [`RunningConfig`] replaces the old one in a single swap.
+//! [`RunningConfig`] replaces the old one in a single swap. Then the services
+//! ([`crate::services`]) get the new configuration: each unchanged one keeps
+//! its state, a changed one adjusts in place, a removed one stops.
 //!
 //! Nothing running is touched. A build holds its own copy of its builder's
 //! definition and of the Lua generation its functions live in, so it finishes as
@@ -26,6 +28,7 @@ use crate::config::diff::{self, ConfigDiff};
 use crate::config::{self, ConfigError, LoadedConfig, MasterConfig};
 use crate::data::config_reloads::ReloadRecord;
 use crate::data::{Data, DataError, now};
+use crate::services;
 use crate::shared::{RunningConfig, Shared};
 use crate::worker_registry::ConnectedWorker;
 use serde_json::Value;
@@ -164,7 +167,10 @@ async fn apply(
     changes: &ConfigDiff,
 ) -> Result<(), DataError> {
     let running = sync_rows(&shared.data, loaded).await?;
+    let wanted = services::wanted(&running.loaded.config);
     shared.set_running_config(running);
+    // Each service gets its section's diff: unchanged ones keep their state.
+    shared.services.lock().await.reconfigure(wanted).await;
     for name in &changes.workers.removed {
         if let Some(worker) = shared.workers.get(name) {
             tokio::spawn(retire_when_idle(shared.clone(), worker));

@@ -1,6 +1,12 @@
 //! The force scheduler: a build on request (REST API, web form, quickstart).
+//!
+//! It has nothing long-lived: forcing reads the scheduler's builders from the
+//! running configuration at each request. It is a service all the same, as
+//! every scheduler is ([`ForceScheduler`]), so the services manager starts,
+//! reconfigures and stops schedulers uniformly and logs each.
 
 use crate::config::SchedulerConfig;
+use crate::services::{Service, ServiceConfig, Stopping};
 use crate::shared::Shared;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -72,4 +78,31 @@ pub async fn force(
     );
     props.insert("owner".into(), (owner.into(), "Force Build Form".into()));
     Ok(shared.data.add_buildset(&reason, &chosen, &props).await?)
+}
+
+/// A force scheduler's service. Forcing goes through [`force`] with the
+/// running configuration, so a reconfigured scheduler's new builders and label
+/// take effect at the next request; there is no timer or queue to keep.
+pub struct ForceScheduler {
+    name: String,
+}
+
+impl ForceScheduler {
+    pub fn start(config: &SchedulerConfig) -> ForceScheduler {
+        ForceScheduler {
+            name: config.name().to_string(),
+        }
+    }
+}
+
+impl Service for ForceScheduler {
+    fn reconfigure(&mut self, config: &ServiceConfig) {
+        if let ServiceConfig::Scheduler(s) = config {
+            tracing::debug!(scheduler = %self.name, builders = ?s.builder_names(), "force scheduler reconfigured");
+        }
+    }
+
+    fn stop(self: Box<Self>) -> Stopping {
+        Box::pin(async {})
+    }
 }
