@@ -96,7 +96,7 @@ impl Data {
         &self,
         q: &ListQuery,
         configured: &BTreeMap<String, i64>,
-    ) -> Result<(Vec<Value>, u64), String> {
+    ) -> Result<(Vec<Value>, u64), DataError> {
         let ids: Vec<i64> = configured.values().copied().collect();
         let select = builders::Entity::find().filter(builders::Column::Id.is_in(ids));
         let select = apply(select, q, &fields)?;

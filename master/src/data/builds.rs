@@ -84,8 +84,7 @@ impl Data {
                 C::StartedAt,
                 C::StateString,
             ])
-            .select_from(values)
-            .map_err(|e| DataError::Query(e.to_string()))?
+            .select_from(values)?
             .returning_all()
             .to_owned();
         let statement = self.db.get_database_backend().build(&insert);
@@ -108,9 +107,7 @@ impl Data {
                     return Ok((row.id, row.number));
                 }
                 Ok(None) => {
-                    return Err(DataError::Query(
-                        "the new build row was not returned".into(),
-                    ));
+                    return Err(DataError::Unexpected("returned no new build row"));
                 }
                 Err(e) if is_unique_violation(&e) && attempts < 10 => attempts += 1,
                 Err(e) => return Err(e.into()),
@@ -195,7 +192,7 @@ impl Data {
         &self,
         q: &ListQuery,
         with_properties: bool,
-    ) -> Result<(Vec<Value>, u64), String> {
+    ) -> Result<(Vec<Value>, u64), DataError> {
         let select = apply(builds::Entity::find(), q, &fields)?;
         let (rows, total) =
             fetch_page(&self.db, select, q, (builds::Column::Id, Order::Asc)).await?;
@@ -203,10 +200,7 @@ impl Data {
         for r in &rows {
             let mut j = build_json(r);
             if with_properties {
-                j["properties"] = self
-                    .build_properties(r.id)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                j["properties"] = self.build_properties(r.id).await?;
             }
             out.push(j);
         }

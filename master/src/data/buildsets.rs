@@ -7,7 +7,7 @@
 //! any other result. Requests live only in the database, so nothing queued is lost
 //! when the master stops or a builder disappears from the config for a while.
 
-use super::query::{FieldKind, ListQuery, Op, apply, fetch_page};
+use super::query::{FieldKind, ListQuery, Op, QueryError, apply, fetch_page};
 use super::{Data, DataError, now};
 use crate::db::entities::{buildrequest_claims, buildrequests, buildset_properties, buildsets};
 use crate::mq::Topic;
@@ -350,7 +350,7 @@ impl Data {
         Ok(())
     }
 
-    pub async fn list_buildrequests(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), String> {
+    pub async fn list_buildrequests(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), DataError> {
         let mut q = q.clone();
         // `claimed` is derived from the claims table, not a column.
         let claimed_filter = take_bool_filter(&mut q, "claimed")?;
@@ -370,8 +370,7 @@ impl Data {
         let claims: HashMap<i64, buildrequest_claims::Model> = buildrequest_claims::Entity::find()
             .filter(buildrequest_claims::Column::Brid.is_in(rows.iter().map(|r| r.id)))
             .all(&self.db)
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .into_iter()
             .map(|c| (c.brid, c))
             .collect();
@@ -383,7 +382,7 @@ impl Data {
         ))
     }
 
-    pub async fn list_buildsets(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), String> {
+    pub async fn list_buildsets(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), DataError> {
         let select = apply(buildsets::Entity::find(), q, &buildset_fields)?;
         let (rows, total) =
             fetch_page(&self.db, select, q, (buildsets::Column::Id, Order::Asc)).await?;
@@ -391,7 +390,7 @@ impl Data {
     }
 }
 
-fn take_bool_filter(q: &mut ListQuery, field: &str) -> Result<Option<bool>, String> {
+fn take_bool_filter(q: &mut ListQuery, field: &str) -> Result<Option<bool>, QueryError> {
     let Some(pos) = q.filters.iter().position(|f| f.field == field) else {
         return Ok(None);
     };
@@ -399,12 +398,18 @@ fn take_bool_filter(q: &mut ListQuery, field: &str) -> Result<Option<bool>, Stri
     let want = match f.values[0].as_str() {
         "true" | "1" => true,
         "false" | "0" => false,
-        other => return Err(format!("'{field}' must be true or false, not '{other}'")),
+        other => {
+            return Err(QueryError::BadValue {
+                field: field.to_string(),
+                expected: "true or false",
+                value: other.to_string(),
+            });
+        }
     };
     match f.op {
         Op::Eq => Ok(Some(want)),
         Op::Ne => Ok(Some(!want)),
-        _ => Err(format!("'{field}' can only be compared with = or __ne")),
+        _ => Err(QueryError::EqualityOnly(field.to_string())),
     }
 }
 

@@ -57,7 +57,7 @@ fn sourcestamp_json(s: &sourcestamps::Model) -> Value {
 
 impl Data {
     /// Changes, newest first unless the query orders otherwise.
-    pub async fn list_changes(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), String> {
+    pub async fn list_changes(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), DataError> {
         let select = apply(changes::Entity::find(), q, &fields)?;
         let (rows, total) =
             fetch_page(&self.db, select, q, (changes::Column::Id, Order::Desc)).await?;

@@ -66,7 +66,7 @@ impl Data {
     }
 
     /// Reloads of this master, newest first unless the query orders otherwise.
-    pub async fn list_reloads(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), String> {
+    pub async fn list_reloads(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), DataError> {
         let select = config_reloads::Entity::find()
             .filter(config_reloads::Column::Masterid.eq(self.masterid));
         let select = apply(select, q, &fields)?;

@@ -433,7 +433,7 @@ impl Data {
         })
     }
 
-    pub async fn list_logs(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), String> {
+    pub async fn list_logs(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), DataError> {
         let select = apply(logs::Entity::find(), q, &fields)?;
         let (rows, total) = fetch_page(&self.db, select, q, (logs::Column::Id, Order::Asc)).await?;
         Ok((rows.iter().map(log_json).collect(), total))

@@ -24,9 +24,16 @@ use sea_orm::DatabaseConnection;
 pub enum DataError {
     #[error("database: {0}")]
     Db(#[from] sea_orm::DbErr),
-    /// A listing query failed.
-    #[error("query: {0}")]
-    Query(String),
+    /// A list request asked for something that is not there (the caller's
+    /// mistake).
+    #[error(transparent)]
+    Query(#[from] query::QueryError),
+    /// A statement could not be built.
+    #[error("building a statement: {0}")]
+    Statement(#[from] sea_orm::sea_query::error::Error),
+    /// The database answered something it should not have.
+    #[error("the database {0}")]
+    Unexpected(&'static str),
     /// No such object.
     #[error("{0} not found")]
     NotFound(String),

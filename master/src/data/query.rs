@@ -52,8 +52,31 @@ pub enum FieldKind<C> {
 /// Parameters that are not filters.
 const RESERVED: &[&str] = &["order", "limit", "offset", "field", "property"];
 
+/// What is wrong with a list request (the caller's mistake: a 400 answer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("{param} must be a non-negative whole number, not '{value}'")]
+    BadCount { param: &'static str, value: String },
+    #[error("unknown operator '__{0}'")]
+    UnknownOperator(String),
+    #[error("unknown field '{0}'")]
+    UnknownField(String),
+    #[error("cannot order by unknown field '{0}'")]
+    UnknownOrderField(String),
+    #[error("'{field}' must be {expected}, not '{value}'")]
+    BadValue {
+        field: String,
+        expected: &'static str,
+        value: String,
+    },
+    #[error("'{0}' must be true or false")]
+    NotABoolean(String),
+    #[error("'{0}' can only be compared with = or __ne")]
+    EqualityOnly(String),
+}
+
 impl ListQuery {
-    pub fn parse(params: &[(String, String)]) -> Result<ListQuery, String> {
+    pub fn parse(params: &[(String, String)]) -> Result<ListQuery, QueryError> {
         let mut q = ListQuery::default();
         for (key, value) in params {
             match key.as_str() {
@@ -66,13 +89,15 @@ impl ListQuery {
                     }
                 }
                 "limit" => {
-                    q.limit = Some(value.parse().map_err(|_| {
-                        format!("limit must be a non-negative whole number, not '{value}'")
+                    q.limit = Some(value.parse().map_err(|_| QueryError::BadCount {
+                        param: "limit",
+                        value: value.clone(),
                     })?)
                 }
                 "offset" => {
-                    q.offset = Some(value.parse().map_err(|_| {
-                        format!("offset must be a non-negative whole number, not '{value}'")
+                    q.offset = Some(value.parse().map_err(|_| QueryError::BadCount {
+                        param: "offset",
+                        value: value.clone(),
                     })?)
                 }
                 k if RESERVED.contains(&k) => {}
@@ -84,7 +109,9 @@ impl ListQuery {
                         Some((f, "gt")) => (f, Op::Gt),
                         Some((f, "ge")) => (f, Op::Ge),
                         Some((f, "eq")) => (f, Op::Eq),
-                        Some((_, other)) => return Err(format!("unknown operator '__{other}'")),
+                        Some((_, other)) => {
+                            return Err(QueryError::UnknownOperator(other.to_string()));
+                        }
                         None => (k, Op::Eq),
                     };
                     q.filters.push(Filter {
@@ -124,8 +151,16 @@ impl ListQuery {
     }
 }
 
-fn parse_value(kind_name: &str, field: &str, text: &str) -> Result<sea_orm::Value, String> {
-    let bad = || format!("'{field}' must be {kind_name}, not '{text}'");
+fn parse_value(
+    kind_name: &'static str,
+    field: &str,
+    text: &str,
+) -> Result<sea_orm::Value, QueryError> {
+    let bad = || QueryError::BadValue {
+        field: field.to_string(),
+        expected: kind_name,
+        value: text.to_string(),
+    };
     Ok(match kind_name {
         "a whole number" => text.parse::<i64>().map_err(|_| bad())?.into(),
         "a number" => text.parse::<f64>().map_err(|_| bad())?.into(),
@@ -159,9 +194,9 @@ pub fn apply<E: EntityTrait>(
     mut select: Select<E>,
     q: &ListQuery,
     fields: &dyn Fn(&str) -> Option<FieldKind<E::Column>>,
-) -> Result<Select<E>, String> {
+) -> Result<Select<E>, QueryError> {
     for f in &q.filters {
-        let kind = fields(&f.field).ok_or_else(|| format!("unknown field '{}'", f.field))?;
+        let kind = fields(&f.field).ok_or_else(|| QueryError::UnknownField(f.field.clone()))?;
         let (col, kind_name) = match kind {
             FieldKind::Int(c) => (c, "a whole number"),
             FieldKind::Float(c) => (c, "a number"),
@@ -169,7 +204,7 @@ pub fn apply<E: EntityTrait>(
             FieldKind::Text(c) => (c, "text"),
             FieldKind::NotNull(c) => {
                 let want = parse_bool(&f.values[0])
-                    .ok_or_else(|| format!("'{}' must be true or false", f.field))?;
+                    .ok_or_else(|| QueryError::NotABoolean(f.field.clone()))?;
                 let want = if f.op == Op::Ne { !want } else { want };
                 select = if want {
                     select.filter(c.is_not_null())
@@ -192,8 +227,7 @@ pub fn apply<E: EntityTrait>(
         }
     }
     for (field, desc) in &q.order {
-        let kind =
-            fields(field).ok_or_else(|| format!("cannot order by unknown field '{field}'"))?;
+        let kind = fields(field).ok_or_else(|| QueryError::UnknownOrderField(field.clone()))?;
         let col = match kind {
             FieldKind::Int(c)
             | FieldKind::Float(c)
@@ -214,7 +248,7 @@ pub async fn fetch_page<E>(
     mut select: Select<E>,
     q: &ListQuery,
     default_order: (E::Column, Order),
-) -> Result<(Vec<E::Model>, u64), String>
+) -> Result<(Vec<E::Model>, u64), sea_orm::DbErr>
 where
     E: EntityTrait,
     E::Model: Send + Sync,
@@ -222,8 +256,8 @@ where
     if q.order.is_empty() {
         select = select.order_by(default_order.0, default_order.1);
     }
-    let total = select.clone().count(db).await.map_err(|e| e.to_string())?;
-    let rows = page(select, q).all(db).await.map_err(|e| e.to_string())?;
+    let total = select.clone().count(db).await?;
+    let rows = page(select, q).all(db).await?;
     Ok((rows, total))
 }
 
@@ -265,7 +299,18 @@ mod tests {
         assert_eq!(q.filters[2].values, vec!["0", "1"]);
         assert_eq!(q.order, vec![("number".to_string(), true)]);
         assert_eq!(q.limit, Some(5));
-        assert!(ListQuery::parse(&params(&[("limit", "-1")])).is_err());
-        assert!(ListQuery::parse(&params(&[("number__xx", "1")])).is_err());
+        assert_eq!(
+            ListQuery::parse(&params(&[("limit", "-1")])).unwrap_err(),
+            QueryError::BadCount {
+                param: "limit",
+                value: "-1".into()
+            }
+        );
+        assert_eq!(
+            ListQuery::parse(&params(&[("number__xx", "1")]))
+                .unwrap_err()
+                .to_string(),
+            "unknown operator '__xx'"
+        );
     }
 }

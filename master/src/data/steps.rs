@@ -99,7 +99,7 @@ impl Data {
         Ok(())
     }
 
-    pub async fn list_steps(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), String> {
+    pub async fn list_steps(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), DataError> {
         let select = apply(steps::Entity::find(), q, &fields)?;
         let (rows, total) =
             fetch_page(&self.db, select, q, (steps::Column::Number, Order::Asc)).await?;

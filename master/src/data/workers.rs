@@ -189,7 +189,7 @@ impl Data {
         &self,
         q: &ListQuery,
         configured: &BTreeMap<String, i64>,
-    ) -> Result<(Vec<Value>, u64), String> {
+    ) -> Result<(Vec<Value>, u64), DataError> {
         let ids: Vec<i64> = configured.values().copied().collect();
         let select = workers::Entity::find().filter(workers::Column::Id.is_in(ids));
         let select = apply(select, q, &fields)?;
@@ -199,8 +199,7 @@ impl Data {
         let conns = connected_workers::Entity::find()
             .filter(connected_workers::Column::Workerid.is_in(rows.iter().map(|r| r.id)))
             .all(&self.db)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let mut by_worker: BTreeMap<i64, Vec<connected_workers::Model>> = BTreeMap::new();
         for c in conns {
             by_worker.entry(c.workerid).or_default().push(c);

@@ -28,6 +28,19 @@ struct CallJob {
     reply: oneshot::Sender<Result<RawValue, String>>,
 }
 
+/// Why calling a build-time Lua function gave no value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The generation's thread ended (it cannot while a build holds it).
+    #[error("the config generation's Lua state is gone")]
+    StateGone,
+    #[error("the Lua state stopped during the call")]
+    Stopped,
+    /// The function raised an error, or returned what cannot be copied out.
+    #[error("{message} (function defined at {defined_at})")]
+    Failed { message: String, defined_at: String },
+}
+
 /// A loaded master.lua: the Lua state that evaluated it, alive on its own thread.
 #[derive(Debug)]
 pub struct LuaGeneration {
@@ -81,7 +94,7 @@ impl LuaGeneration {
         &self,
         function: &LuaFn,
         props: serde_json::Value,
-    ) -> Result<RawValue, String> {
+    ) -> Result<RawValue, CallError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
             .send(CallJob {
@@ -89,10 +102,13 @@ impl LuaGeneration {
                 props,
                 reply,
             })
-            .map_err(|_| "the config generation's Lua state is gone".to_string())?;
+            .map_err(|_| CallError::StateGone)?;
         rx.await
-            .map_err(|_| "the Lua state stopped during the call".to_string())?
-            .map_err(|e| format!("{} (function defined at {})", e, function.defined_at))
+            .map_err(|_| CallError::Stopped)?
+            .map_err(|message| CallError::Failed {
+                message,
+                defined_at: function.defined_at.clone(),
+            })
     }
 }
 

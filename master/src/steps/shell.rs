@@ -3,7 +3,7 @@
 //! a Lua function of the build's properties returning either.
 
 use super::{Compiled, StepContext, StepHost, StepKind};
-use crate::lua::{Fields, RawKey, RawValue, Renderable};
+use crate::lua::{CallError, Fields, RawKey, RawValue, Renderable};
 use moonbot_worker::protocol::{CommandLine, RemoteCommand, ShellCommand};
 use std::collections::BTreeMap;
 
@@ -167,38 +167,52 @@ pub async fn run<H: StepHost>(
     ctx.run_command(RemoteCommand::Shell(command)).await
 }
 
+/// Why a command function gave no command line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("the command function returned a list with a {0}")]
+    ListItem(&'static str),
+    #[error("the command function returned an empty list")]
+    EmptyList,
+    #[error(
+        "the command function (defined at {defined_at}) must return a string or a list, not a {type_name}"
+    )]
+    NotACommand {
+        defined_at: String,
+        type_name: &'static str,
+    },
+}
+
 /// The command line, from master.lua or from its Lua function.
 async fn render_command<H: StepHost>(
     ctx: &StepContext<'_, H>,
     command: &Renderable<CommandLine>,
-) -> Result<CommandLine, String> {
+) -> Result<CommandLine, RenderError> {
     match command {
         Renderable::Value(c) => Ok(c.clone()),
         Renderable::Lua(f) => match ctx.lua.call(f, ctx.properties_json()).await? {
             RawValue::Str(s) => Ok(CommandLine::Shell(s)),
-            RawValue::Table(items) => items
-                .into_iter()
-                .map(|(_, v)| match v {
-                    RawValue::Str(s) => Ok(s),
-                    RawValue::Int(i) => Ok(i.to_string()),
-                    other => Err(format!(
-                        "the command function returned a list with a {}",
-                        other.type_name()
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .and_then(|argv| {
-                    if argv.is_empty() {
-                        Err("the command function returned an empty list".to_string())
-                    } else {
-                        Ok(CommandLine::Argv(argv))
-                    }
-                }),
-            other => Err(format!(
-                "the command function (defined at {}) must return a string or a list, not a {}",
-                f.defined_at,
-                other.type_name()
-            )),
+            RawValue::Table(items) => {
+                let argv = items
+                    .into_iter()
+                    .map(|(_, v)| match v {
+                        RawValue::Str(s) => Ok(s),
+                        RawValue::Int(i) => Ok(i.to_string()),
+                        other => Err(RenderError::ListItem(other.type_name())),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if argv.is_empty() {
+                    Err(RenderError::EmptyList)
+                } else {
+                    Ok(CommandLine::Argv(argv))
+                }
+            }
+            other => Err(RenderError::NotACommand {
+                defined_at: f.defined_at.clone(),
+                type_name: other.type_name(),
+            }),
         },
     }
 }

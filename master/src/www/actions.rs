@@ -280,11 +280,7 @@ async fn rebuild(
     user: Option<&str>,
 ) -> Result<Rebuilt, ActionError> {
     let q = ListQuery::default().with_eq("buildid", buildid);
-    let (builds, _) = shared
-        .data
-        .list_builds(&q, false)
-        .await
-        .map_err(DataError::Query)?;
+    let (builds, _) = shared.data.list_builds(&q, false).await?;
     let build = builds.first().ok_or(ActionError::NoBuild(buildid))?;
     let brid = build["buildrequestid"]
         .as_i64()

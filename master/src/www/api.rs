@@ -46,6 +46,7 @@ impl From<DataError> for ApiError {
     fn from(e: DataError) -> Self {
         match e {
             DataError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            DataError::Query(e) => ApiError::bad_request(e.to_string()),
             other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
         }
     }
@@ -94,7 +95,7 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
         return Err(ApiError::not_found(format!("no API endpoint at {path}")));
     };
     let params = request.params().map_err(ApiError::bad_request)?;
-    let q = ListQuery::parse(&params).map_err(ApiError::bad_request)?;
+    let q = ListQuery::parse(&params).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let with_props = params.iter().any(|(k, _)| k == "property");
 
     if request.method == Method::POST {
@@ -109,47 +110,39 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
 
     let data = &shared.data;
     let running = shared.running_config();
-    let bad = ApiError::bad_request;
     match rest {
         [] => Ok(json_reply(
             StatusCode::OK,
             &json!({"api_version": 2, "collections": ["builders", "builds", "buildrequests", "buildsets", "changes", "steps", "logs", "workers", "forceschedulers", "masters", "config"]}),
         )),
         ["builders"] => {
-            let (items, total) = data
-                .list_builders(&q, &running.builder_ids)
-                .await
-                .map_err(bad)?;
+            let (items, total) = data.list_builders(&q, &running.builder_ids).await?;
             Ok(envelope("builders", items, total))
         }
         ["builders", b] => {
             let q = q.with_eq("builderid", id(b, "builder")?);
-            let (items, _) = data
-                .list_builders(&q, &running.builder_ids)
-                .await
-                .map_err(bad)?;
+            let (items, _) = data.list_builders(&q, &running.builder_ids).await?;
             one("builders", items, &format!("builder {b}"))
         }
         ["builders", b, "builds"] => {
             let q = q.with_eq("builderid", id(b, "builder")?);
-            let (items, total) = data.list_builds(&q, with_props).await.map_err(bad)?;
+            let (items, total) = data.list_builds(&q, with_props).await?;
             Ok(envelope("builds", items, total))
         }
         ["builds"] => {
-            let (items, total) = data.list_builds(&q, with_props).await.map_err(bad)?;
+            let (items, total) = data.list_builds(&q, with_props).await?;
             Ok(envelope("builds", items, total))
         }
         ["builds", b] => {
             let q = q.with_eq("buildid", id(b, "build")?);
-            let (items, _) = data.list_builds(&q, with_props).await.map_err(bad)?;
+            let (items, _) = data.list_builds(&q, with_props).await?;
             one("builds", items, &format!("build {b}"))
         }
         ["builds", b, "properties"] => {
             let buildid = id(b, "build")?;
             let (found, _) = data
                 .list_builds(&ListQuery::default().with_eq("buildid", buildid), false)
-                .await
-                .map_err(bad)?;
+                .await?;
             if found.is_empty() {
                 return Err(ApiError::not_found(format!("build {b} not found")));
             }
@@ -158,22 +151,22 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
         }
         ["builds", b, "steps"] => {
             let q = q.with_eq("buildid", id(b, "build")?);
-            let (items, total) = data.list_steps(&q).await.map_err(bad)?;
+            let (items, total) = data.list_steps(&q).await?;
             Ok(envelope("steps", items, total))
         }
         ["steps", s] => {
             let q = q.with_eq("stepid", id(s, "step")?);
-            let (items, _) = data.list_steps(&q).await.map_err(bad)?;
+            let (items, _) = data.list_steps(&q).await?;
             one("steps", items, &format!("step {s}"))
         }
         ["steps", s, "logs"] => {
             let q = q.with_eq("stepid", id(s, "step")?);
-            let (items, total) = data.list_logs(&q).await.map_err(bad)?;
+            let (items, total) = data.list_logs(&q).await?;
             Ok(envelope("logs", items, total))
         }
         ["logs", l] => {
             let q = q.with_eq("logid", id(l, "log")?);
-            let (items, _) = data.list_logs(&q).await.map_err(bad)?;
+            let (items, _) = data.list_logs(&q).await?;
             one("logs", items, &format!("log {l}"))
         }
         ["logs", l, "raw"] => {
@@ -205,41 +198,35 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             ))
         }
         ["workers"] => {
-            let (items, total) = data
-                .list_workers(&q, &running.worker_ids)
-                .await
-                .map_err(bad)?;
+            let (items, total) = data.list_workers(&q, &running.worker_ids).await?;
             Ok(envelope("workers", items, total))
         }
         ["workers", w] => {
             let q = q.with_eq("workerid", id(w, "worker")?);
-            let (items, _) = data
-                .list_workers(&q, &running.worker_ids)
-                .await
-                .map_err(bad)?;
+            let (items, _) = data.list_workers(&q, &running.worker_ids).await?;
             one("workers", items, &format!("worker {w}"))
         }
         ["buildrequests"] => {
-            let (items, total) = data.list_buildrequests(&q).await.map_err(bad)?;
+            let (items, total) = data.list_buildrequests(&q).await?;
             Ok(envelope("buildrequests", items, total))
         }
         ["buildrequests", r] => {
             let q = q.with_eq("buildrequestid", id(r, "build request")?);
-            let (items, _) = data.list_buildrequests(&q).await.map_err(bad)?;
+            let (items, _) = data.list_buildrequests(&q).await?;
             one("buildrequests", items, &format!("build request {r}"))
         }
         ["buildrequests", r, "builds"] => {
             let q = q.with_eq("buildrequestid", id(r, "build request")?);
-            let (items, total) = data.list_builds(&q, with_props).await.map_err(bad)?;
+            let (items, total) = data.list_builds(&q, with_props).await?;
             Ok(envelope("builds", items, total))
         }
         ["buildsets"] => {
-            let (items, total) = data.list_buildsets(&q).await.map_err(bad)?;
+            let (items, total) = data.list_buildsets(&q).await?;
             Ok(envelope("buildsets", items, total))
         }
         ["buildsets", s] => {
             let q = q.with_eq("bsid", id(s, "buildset")?);
-            let (items, _) = data.list_buildsets(&q).await.map_err(bad)?;
+            let (items, _) = data.list_buildsets(&q).await?;
             one("buildsets", items, &format!("buildset {s}"))
         }
         ["forceschedulers"] => {
@@ -260,8 +247,7 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
                     limit: Some(1),
                     ..Default::default()
                 })
-                .await
-                .map_err(bad)?;
+                .await?;
             let cfg = &running.loaded.config;
             let files: Vec<String> = running
                 .loaded
@@ -288,16 +274,16 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             Ok(envelope("config", vec![item], 1))
         }
         ["config", "reloads"] => {
-            let (items, total) = data.list_reloads(&q).await.map_err(bad)?;
+            let (items, total) = data.list_reloads(&q).await?;
             Ok(envelope("reloads", items, total))
         }
         ["changes"] => {
-            let (items, total) = data.list_changes(&q).await.map_err(bad)?;
+            let (items, total) = data.list_changes(&q).await?;
             Ok(envelope("changes", items, total))
         }
         ["changes", c] => {
             let q = q.with_eq("changeid", id(c, "change")?);
-            let (items, _) = data.list_changes(&q).await.map_err(bad)?;
+            let (items, _) = data.list_changes(&q).await?;
             one("changes", items, &format!("change {c}"))
         }
         ["masters"] => {

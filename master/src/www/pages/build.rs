@@ -3,6 +3,7 @@
 
 use super::html::{button, duration, elapsed, esc, state_of, text, when};
 use super::{Ctx, PageResult, found_one};
+use crate::data::DataError;
 use crate::data::query::ListQuery;
 use crate::shared::Shared;
 use serde_json::Value;
@@ -20,7 +21,7 @@ pub struct Estimates {
 }
 
 impl Estimates {
-    pub async fn of_builder(shared: &Shared, builderid: i64) -> Result<Estimates, String> {
+    pub async fn of_builder(shared: &Shared, builderid: i64) -> Result<Estimates, DataError> {
         let q = ListQuery {
             order: vec![("number".into(), true)],
             limit: Some(ESTIMATE_BUILDS),

@@ -3,6 +3,7 @@
 
 use super::html::{esc, text, when};
 use super::{Ctx, PageError, PageResult, build};
+use crate::data::DataError;
 use crate::data::query::ListQuery;
 use crate::shared::Shared;
 use serde_json::Value;
@@ -18,7 +19,7 @@ pub const WATCH: &[&str] = &[
 
 /// A warning when the last reload of master.lua failed: what is wrong, and
 /// that the previous configuration is still the one running.
-pub async fn reload_banner(shared: &Shared) -> Result<String, String> {
+pub async fn reload_banner(shared: &Shared) -> Result<String, DataError> {
     let last = ListQuery {
         limit: Some(1),
         ..Default::default()

@@ -41,14 +41,9 @@ impl From<crate::data::DataError> for PageError {
             crate::data::DataError::NotFound(what) => {
                 PageError::NotFound(format!("{what} not found"))
             }
+            crate::data::DataError::Query(e) => PageError::BadRequest(e.to_string()),
             other => PageError::Internal(other.to_string()),
         }
-    }
-}
-
-impl From<String> for PageError {
-    fn from(e: String) -> Self {
-        PageError::Internal(e)
     }
 }
 

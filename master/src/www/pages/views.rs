@@ -3,6 +3,7 @@
 
 use super::html::{esc, state_of, text, when};
 use super::{Ctx, PageResult};
+use crate::data::DataError;
 use crate::data::query::ListQuery;
 use crate::shared::Shared;
 use serde_json::Value;
@@ -51,7 +52,7 @@ fn chip(b: &Value) -> String {
 async fn builds_of_buildsets(
     shared: &Shared,
     bsids: &[i64],
-) -> Result<BTreeMap<i64, Vec<Value>>, String> {
+) -> Result<BTreeMap<i64, Vec<Value>>, DataError> {
     let mut out: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
     if bsids.is_empty() {
         return Ok(out);
@@ -203,7 +204,7 @@ pub async fn console(ctx: &Ctx<'_>) -> PageResult {
 }
 
 /// The source stamps of a build's buildset, as HTML.
-pub async fn sources_html(shared: &Shared, build: &Value) -> Result<String, String> {
+pub async fn sources_html(shared: &Shared, build: &Value) -> Result<String, DataError> {
     let brid = build["buildrequestid"].as_i64().unwrap_or(0);
     let (requests, _) = shared
         .data
@@ -212,11 +213,7 @@ pub async fn sources_html(shared: &Shared, build: &Value) -> Result<String, Stri
     let Some(bsid) = requests.first().and_then(|r| r["buildsetid"].as_i64()) else {
         return Ok(String::new());
     };
-    let stamps = shared
-        .data
-        .buildset_sourcestamps(bsid)
-        .await
-        .map_err(|e| e.to_string())?;
+    let stamps = shared.data.buildset_sourcestamps(bsid).await?;
     if stamps.is_empty() {
         return Ok("none (built without a revision)".into());
     }
