@@ -6,17 +6,17 @@ use serde_json::json;
 use std::path::Path;
 
 #[derive(Default)]
-pub struct Figures {
+pub(crate) struct Figures {
     items: Vec<(String, f64, String)>,
 }
 
 impl Figures {
-    pub fn add(&mut self, name: &str, value: f64, unit: &str) {
+    pub(crate) fn add(&mut self, name: &str, value: f64, unit: &str) {
         println!("{name}: {} {unit}", round(value));
         self.items.push((name.to_string(), value, unit.to_string()));
     }
 
-    pub fn write_json(&self, path: &Path, sizes: &Sizes) -> anyhow::Result<()> {
+    pub(crate) fn write_json(&self, path: &Path, sizes: &Sizes) -> anyhow::Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }

@@ -2,12 +2,12 @@
 
 /// Resident memory now (`VmRSS`) and at its peak (`VmHWM`), in MiB.
 #[derive(Debug, Clone, Copy)]
-pub struct Memory {
+pub(crate) struct Memory {
     pub rss_mib: f64,
     pub peak_mib: f64,
 }
 
-pub fn memory(pid: u32) -> anyhow::Result<Memory> {
+pub(crate) fn memory(pid: u32) -> anyhow::Result<Memory> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> anyhow::Result<f64> {
         let line = status
@@ -28,13 +28,13 @@ pub fn memory(pid: u32) -> anyhow::Result<Memory> {
 }
 
 /// Samples a process's RSS on a thread until stopped; reports the highest seen.
-pub struct RssSampler {
+pub(crate) struct RssSampler {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<f64>,
 }
 
 impl RssSampler {
-    pub fn start(pid: u32) -> RssSampler {
+    pub(crate) fn start(pid: u32) -> RssSampler {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
@@ -52,7 +52,7 @@ impl RssSampler {
     }
 
     /// Stop sampling; the highest RSS seen, in MiB.
-    pub fn finish(self) -> f64 {
+    pub(crate) fn finish(self) -> f64 {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         self.thread.join().unwrap_or(0.0)
     }

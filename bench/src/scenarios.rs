@@ -93,7 +93,7 @@ fn pid(p: Option<u32>) -> u32 {
 }
 
 /// Idle master (10 builders, 1 worker connected) and idle worker memory.
-pub fn idle(figures: &mut Figures) -> anyhow::Result<()> {
+pub(crate) fn idle(figures: &mut Figures) -> anyhow::Result<()> {
     let m = start_master(&master_lua(&builders(10, "true"), &[("w1", Some(4))]));
     let w = start_worker(&m, "w1");
     std::thread::sleep(Duration::from_secs(3));
@@ -111,7 +111,7 @@ pub fn idle(figures: &mut Figures) -> anyhow::Result<()> {
 }
 
 /// Throughput of trivial builds, single-build latency, and API latency.
-pub fn builds(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
+pub(crate) fn builds(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
     let m = start_master(&master_lua(&builders(4, "true"), &[("w1", Some(4))]));
     let _w = start_worker(&m, "w1");
     let ids: Vec<i64> = (0..4).map(|i| m.builderid(&format!("b{i:04}"))).collect();
@@ -200,7 +200,7 @@ fn one_build(m: &TestMaster) -> anyhow::Result<Value> {
 /// A step printing `log_mib` MiB in 100-byte lines: throughput from build start
 /// to complete, master peak memory, database size; then the first page and the
 /// full download of that log. The same with random base64 lines.
-pub fn log(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
+pub(crate) fn log(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
     let lines = sizes.log_mib * 1024 * 1024 / 100;
     let line = "x".repeat(99);
     let plain = format!("yes {line} | head -n {lines}");
@@ -280,7 +280,7 @@ pub fn log(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
 
 /// `moonbot reconfig` from 10 to N builders and a no-change reload; then a
 /// start-up with N builders, process start to API answering.
-pub fn reconfig_and_startup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
+pub(crate) fn reconfig_and_startup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
     let workers = [("w1", Some(4))];
     let mut m = start_master(&master_lua(&builders(10, "true"), &workers));
     m.write_config(&master_lua(&builders(sizes.builders, "true"), &workers));
@@ -322,7 +322,7 @@ pub fn reconfig_and_startup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Res
 
 /// N workers from one helper process connect to a fresh master: time until
 /// the API shows all connected, master memory, and memory per worker.
-pub fn many_workers(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
+pub(crate) fn many_workers(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
     use moonbot_worker::workdir::{self, CreateOptions};
     let names: Vec<String> = (0..sizes.workers).map(|i| format!("s{i:05}")).collect();
     let workers: Vec<(&str, Option<u32>)> = names.iter().map(|n| (n.as_str(), None)).collect();

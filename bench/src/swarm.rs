@@ -6,7 +6,7 @@
 use moonbot_worker::workdir::WorkerDir;
 use std::path::Path;
 
-pub fn run(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn run(dir: &Path) -> anyhow::Result<()> {
     let mut workers = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();

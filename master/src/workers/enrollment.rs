@@ -17,7 +17,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serve a connection that came without a client certificate: it may enroll
 /// and nothing else. Answers `Enrolled` or `Refused`, then closes.
-pub async fn serve_enrollment(conn: quinn::Connection, addr: SocketAddr, master_dir: &Path) {
+pub(super) async fn serve_enrollment(conn: quinn::Connection, addr: SocketAddr, master_dir: &Path) {
     let (mut send, recv) = match tokio::time::timeout(REQUEST_TIMEOUT, conn.accept_bi()).await {
         Ok(Ok(streams)) => streams,
         Ok(Err(e)) => {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 /// What a control action is, before its arguments are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActionKind {
+pub(super) enum ActionKind {
     Force,
     Stop,
     Rebuild,
@@ -50,7 +50,7 @@ impl ActionKind {
     /// The name master.lua's `auth.rules` gives it (one of
     /// [`crate::config::ACTIONS`]): pausing and unpausing share `pause`, a
     /// diff is allowed to whoever may `reload`.
-    pub fn rule(self) -> &'static str {
+    pub(super) fn rule(self) -> &'static str {
         match self {
             ActionKind::Force => "force",
             ActionKind::Stop => "stop",
@@ -64,7 +64,7 @@ impl ActionKind {
 
 /// A control action with its arguments.
 #[derive(Debug, Clone)]
-pub enum Action {
+pub(super) enum Action {
     /// Force builds through a force scheduler.
     Force {
         scheduler: String,
@@ -97,7 +97,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub fn kind(&self) -> ActionKind {
+    pub(super) fn kind(&self) -> ActionKind {
         match self {
             Action::Force { .. } => ActionKind::Force,
             Action::Stop { .. } => ActionKind::Stop,
@@ -113,7 +113,7 @@ impl Action {
 
 /// Proof that a caller may do one kind of action; only [`authorize`] makes one.
 #[derive(Debug)]
-pub struct Authorized {
+pub(super) struct Authorized {
     kind: ActionKind,
     /// The logged-in user (or token) acting, if any: the owner of what it
     /// forces, named in stop and rebuild reasons.
@@ -122,7 +122,7 @@ pub struct Authorized {
 
 /// May `identity` do `kind`? `csrf_form` is the CSRF token a form post carried
 /// (`None` for the JSON API, whose content type is its CSRF protection).
-pub fn authorize(
+pub(super) fn authorize(
     shared: &Shared,
     identity: &Identity,
     kind: ActionKind,
@@ -144,7 +144,7 @@ pub fn authorize(
 
 /// What an action did.
 #[derive(Debug)]
-pub enum Outcome {
+pub(super) enum Outcome {
     /// The buildset and builderid → build request id.
     Forced {
         bsid: i64,
@@ -163,7 +163,7 @@ pub enum Outcome {
 
 /// What a rebuild submitted.
 #[derive(Debug)]
-pub struct Rebuilt {
+pub(super) struct Rebuilt {
     pub bsid: i64,
     pub brid: i64,
     pub builderid: i64,
@@ -171,7 +171,7 @@ pub struct Rebuilt {
 
 /// Why an action could not be done.
 #[derive(Debug, thiserror::Error)]
-pub enum ActionError {
+pub(super) enum ActionError {
     /// The proof of authorization was for another kind of action (a bug in
     /// the caller; nothing is done).
     #[error("not authorized for this action")]
@@ -194,7 +194,7 @@ pub enum ActionError {
 }
 
 /// Carry out an authorized action.
-pub async fn perform(
+pub(super) async fn perform(
     shared: &Arc<Shared>,
     authorized: Authorized,
     action: Action,

@@ -21,7 +21,7 @@ const MAX_PATHS: usize = 64;
 
 /// Whether a topic (`builds/42/new`) matches a consumed path (`builds/*/*`):
 /// the same number of segments, `*` matching any one.
-pub fn path_matches(path: &str, topic: &str) -> bool {
+pub(super) fn path_matches(path: &str, topic: &str) -> bool {
     let mut p = path.split('/');
     let mut t = topic.split('/');
     loop {
@@ -34,7 +34,7 @@ pub fn path_matches(path: &str, topic: &str) -> bool {
 }
 
 /// Serve one WebSocket until the client leaves or the master stops.
-pub async fn session(socket: WebSocket, shared: Arc<Shared>) {
+pub(super) async fn session(socket: WebSocket, shared: Arc<Shared>) {
     let (mut tx, mut rx) = socket.split();
     let mut events = shared.data.bus.subscribe();
     let mut paths: Vec<String> = Vec::new();

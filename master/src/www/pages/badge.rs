@@ -16,7 +16,7 @@ fn colour(state: &str) -> &'static str {
     }
 }
 
-pub async fn badge(ctx: &Ctx<'_>, file: &str) -> PageResult {
+pub(super) async fn badge(ctx: &Ctx<'_>, file: &str) -> PageResult {
     let name = file
         .strip_suffix(".svg")
         .ok_or_else(|| PageError::NotFound("badges are .svg files".into()))?;

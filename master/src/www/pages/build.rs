@@ -14,14 +14,17 @@ const ESTIMATE_BUILDS: u64 = 10;
 
 /// Expected durations, from the builder's recent successful builds.
 #[derive(Debug, Default)]
-pub struct Estimates {
+pub(super) struct Estimates {
     pub build: Option<f64>,
     /// Step name → mean duration.
     pub steps: BTreeMap<String, f64>,
 }
 
 impl Estimates {
-    pub async fn of_builder(shared: &Shared, builderid: i64) -> Result<Estimates, DataError> {
+    pub(super) async fn of_builder(
+        shared: &Shared,
+        builderid: i64,
+    ) -> Result<Estimates, DataError> {
         let q = ListQuery {
             order: vec![("number".into(), true)],
             limit: Some(ESTIMATE_BUILDS),
@@ -71,7 +74,7 @@ impl Estimates {
     }
 
     /// The bar for a running build.
-    pub fn progress(&self, build: &Value, now: f64) -> String {
+    pub(super) fn progress(&self, build: &Value, now: f64) -> String {
         Self::bar(self.build, build["started_at"].as_f64(), now)
     }
 }
@@ -84,7 +87,7 @@ fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64
 }
 
-pub async fn build(ctx: &Ctx<'_>, buildid: i64) -> PageResult {
+pub(super) async fn build(ctx: &Ctx<'_>, buildid: i64) -> PageResult {
     let data = &ctx.shared.data;
     let now = crate::data::now();
     let (found, _) = data

@@ -10,7 +10,7 @@ use crate::data::query::ListQuery;
 /// Builds shown per page of a builder.
 const BUILDS_PER_PAGE: u64 = 25;
 
-pub async fn list(ctx: &Ctx<'_>) -> PageResult {
+pub(super) async fn list(ctx: &Ctx<'_>) -> PageResult {
     let name_filter = ctx.request.param("name").unwrap_or_default();
     let tag_filter = ctx.request.param("tag").unwrap_or_default();
     let cfg = &ctx.running.loaded.config;
@@ -90,13 +90,13 @@ pub async fn list(ctx: &Ctx<'_>) -> PageResult {
 }
 
 /// Percent-encode a query value.
-pub fn urlencode(value: &str) -> String {
+pub(super) fn urlencode(value: &str) -> String {
     serde_urlencoded::to_string([("v", value)])
         .map(|s| s[2..].to_string())
         .unwrap_or_default()
 }
 
-pub async fn builder(ctx: &Ctx<'_>, builderid: i64) -> PageResult {
+pub(super) async fn builder(ctx: &Ctx<'_>, builderid: i64) -> PageResult {
     let data = &ctx.shared.data;
     let now = crate::data::now();
     let name = ctx

@@ -31,7 +31,7 @@ fn local_path(next: Option<&String>) -> String {
     }
 }
 
-pub async fn post(ctx: &Ctx<'_>, segments: &[&str]) -> PageResult {
+pub(super) async fn post(ctx: &Ctx<'_>, segments: &[&str]) -> PageResult {
     let form: BTreeMap<String, String> = serde_urlencoded::from_bytes(&ctx.request.body)
         .map_err(|e| PageError::BadRequest(format!("malformed form: {e}")))?;
     match segments {
@@ -196,7 +196,7 @@ async fn login(ctx: &Ctx<'_>, form: &BTreeMap<String, String>) -> PageResult {
     Ok(warp::reply::with_header(see_other(&next), header::SET_COOKIE, set).into_response())
 }
 
-pub async fn login_page(ctx: &Ctx<'_>, error: Option<&str>) -> PageResult {
+pub(super) async fn login_page(ctx: &Ctx<'_>, error: Option<&str>) -> PageResult {
     let next = local_path(ctx.request.param("next").as_ref());
     let message = error
         .map(|e| format!("<p class=\"error\" id=\"error\">{}</p>", esc(e)))

@@ -9,7 +9,7 @@ use crate::shared::Shared;
 use serde_json::Value;
 
 /// Bus paths that change what the home page shows.
-pub const WATCH: &[&str] = &[
+pub(super) const WATCH: &[&str] = &[
     "builds/*/*",
     "steps/*/*",
     "buildrequests/*/*",
@@ -19,7 +19,7 @@ pub const WATCH: &[&str] = &[
 
 /// A warning when the last reload of master.lua failed: what is wrong, and
 /// that the previous configuration is still the one running.
-pub async fn reload_banner(shared: &Shared) -> Result<String, DataError> {
+pub(super) async fn reload_banner(shared: &Shared) -> Result<String, DataError> {
     let last = ListQuery {
         limit: Some(1),
         ..Default::default()
@@ -63,7 +63,7 @@ async fn last_builds(ctx: &Ctx<'_>) -> Result<Vec<(String, i64, Option<Value>)>,
         .collect())
 }
 
-pub async fn home(ctx: &Ctx<'_>) -> PageResult {
+pub(super) async fn home(ctx: &Ctx<'_>) -> PageResult {
     let now = crate::data::now();
     let last = last_builds(ctx).await?;
     let red = last

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 /// Escape text for HTML element content and attribute values.
-pub fn esc(text: &str) -> String {
+pub(super) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -22,12 +22,12 @@ pub fn esc(text: &str) -> String {
 }
 
 /// A JSON field as text ("" when missing or not a string).
-pub fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+pub(super) fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or("")
 }
 
 /// What a page needs besides its body.
-pub struct Shell<'a> {
+pub(super) struct Shell<'a> {
     pub title: &'a str,
     pub site_title: &'a str,
     /// Which navigation entry is the current one.
@@ -52,7 +52,7 @@ const NAV: &[(&str, &str)] = &[
 ];
 
 /// The whole page around `body`.
-pub fn page(shell: &Shell<'_>, body: &str) -> String {
+pub(super) fn page(shell: &Shell<'_>, body: &str) -> String {
     let nav: String = NAV
         .iter()
         .map(|(name, href)| {
@@ -90,7 +90,7 @@ pub fn page(shell: &Shell<'_>, body: &str) -> String {
 }
 
 /// The CSS class and word for a build or step: its result, or running/pending.
-pub fn state_of(v: &Value) -> &'static str {
+pub(super) fn state_of(v: &Value) -> &'static str {
     match v["results"].as_i64() {
         Some(r) => crate::results::name(r as i32),
         None if v["started_at"].is_number() || v["complete"] == false => "running",
@@ -99,7 +99,7 @@ pub fn state_of(v: &Value) -> &'static str {
 }
 
 /// `2026-11-21 14:03:07` (UTC) for a Unix time.
-pub fn when(ts: Option<f64>) -> String {
+pub(super) fn when(ts: Option<f64>) -> String {
     let Some(ts) = ts else {
         return String::new();
     };
@@ -120,7 +120,7 @@ pub fn when(ts: Option<f64>) -> String {
 }
 
 /// `1 h 2 min`, `3 min 4 s`, `5.2 s`.
-pub fn duration(seconds: f64) -> String {
+pub(super) fn duration(seconds: f64) -> String {
     let s = seconds.max(0.0);
     if s < 10.0 {
         format!("{s:.1} s")
@@ -134,7 +134,7 @@ pub fn duration(seconds: f64) -> String {
 }
 
 /// How long a build or step took, or has been running.
-pub fn elapsed(v: &Value, now: f64) -> String {
+pub(super) fn elapsed(v: &Value, now: f64) -> String {
     match (v["started_at"].as_f64(), v["complete_at"].as_f64()) {
         (Some(start), Some(end)) => duration(end - start),
         (Some(start), None) => duration(now - start),
@@ -143,7 +143,7 @@ pub fn elapsed(v: &Value, now: f64) -> String {
 }
 
 /// A hidden CSRF field and a one-button form posting to `action`.
-pub fn button(action: &str, csrf: &str, label: &str, class: &str) -> String {
+pub(super) fn button(action: &str, csrf: &str, label: &str, class: &str) -> String {
     format!(
         "<form method=\"post\" action=\"{}\" class=\"inline\"><input type=\"hidden\" name=\"csrf_token\" value=\"{}\">\
 <button class=\"{}\">{}</button></form>",

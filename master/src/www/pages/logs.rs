@@ -7,7 +7,7 @@ use super::html::{esc, text};
 use super::{Ctx, PageResult, found_one};
 use crate::data::query::ListQuery;
 
-pub async fn viewer(ctx: &Ctx<'_>, logid: i64) -> PageResult {
+pub(super) async fn viewer(ctx: &Ctx<'_>, logid: i64) -> PageResult {
     let data = &ctx.shared.data;
     let (logs, _) = data
         .list_logs(&ListQuery::default().with_eq("logid", logid))

@@ -28,7 +28,7 @@ const SCRIPT: &str = include_str!("../assets/moonbot.js");
 const STYLE: &str = include_str!("../assets/moonbot.css");
 
 /// A page could not be shown.
-pub enum PageError {
+pub(super) enum PageError {
     NotFound(String),
     BadRequest(String),
     Denied(auth::Denied),
@@ -58,7 +58,7 @@ fn found_one(found: Vec<serde_json::Value>, what: &str) -> Result<serde_json::Va
 }
 
 /// What every page handler gets.
-pub struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     pub shared: &'a Arc<Shared>,
     pub request: &'a Request,
     pub identity: Identity,
@@ -68,7 +68,7 @@ pub struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Whether the buttons for `action` should be shown to this visitor.
-    pub fn may(&self, action: &str) -> bool {
+    pub(super) fn may(&self, action: &str) -> bool {
         auth::permitted(
             self.running.loaded.config.auth.as_ref(),
             &self.identity,
@@ -99,14 +99,20 @@ impl Ctx<'_> {
     }
 
     /// A complete HTML page.
-    pub async fn page(&self, title: &str, nav: &str, watch: &[&str], body: &str) -> PageResult {
+    pub(super) async fn page(
+        &self,
+        title: &str,
+        nav: &str,
+        watch: &[&str],
+        body: &str,
+    ) -> PageResult {
         let banner = home::reload_banner(self.shared).await?;
         let shell = self.shell(title, nav, watch, &banner);
         Ok(warp::reply::html(html::page(&shell, body)).into_response())
     }
 
     /// A configured builder's name from its id.
-    pub fn configured_builder(&self, builderid: i64) -> Option<String> {
+    pub(super) fn configured_builder(&self, builderid: i64) -> Option<String> {
         self.running
             .builder_ids
             .iter()
@@ -115,12 +121,12 @@ impl Ctx<'_> {
     }
 
     /// A builder's name from its id ("builder N" when it is not configured).
-    pub fn builder_name(&self, builderid: i64) -> String {
+    pub(super) fn builder_name(&self, builderid: i64) -> String {
         self.configured_builder(builderid)
             .unwrap_or_else(|| format!("builder {builderid}"))
     }
 
-    pub fn worker_name(&self, workerid: Option<i64>) -> String {
+    pub(super) fn worker_name(&self, workerid: Option<i64>) -> String {
         let Some(workerid) = workerid else {
             return String::new();
         };
@@ -140,7 +146,7 @@ fn id(segment: &str, what: &str) -> Result<i64, PageError> {
 }
 
 /// Route one page request.
-pub async fn dispatch(shared: &Arc<Shared>, request: &Request) -> Response {
+pub(super) async fn dispatch(shared: &Arc<Shared>, request: &Request) -> Response {
     let running = shared.running_config();
     let identity = request.identity(shared);
     let csrf = shared.session_key.csrf_token(identity.cookie.as_deref());

@@ -97,7 +97,7 @@ fn cells(cols: &[(i64, String)], builds: &[Value]) -> String {
         .collect()
 }
 
-pub async fn waterfall(ctx: &Ctx<'_>) -> PageResult {
+pub(super) async fn waterfall(ctx: &Ctx<'_>) -> PageResult {
     let cols = columns(ctx);
     let q = ListQuery {
         order: vec![("started_at".into(), true)],
@@ -122,7 +122,7 @@ pub async fn waterfall(ctx: &Ctx<'_>) -> PageResult {
     ctx.page("Waterfall", "waterfall", WATCH, &body).await
 }
 
-pub async fn grid(ctx: &Ctx<'_>) -> PageResult {
+pub(super) async fn grid(ctx: &Ctx<'_>) -> PageResult {
     let cols = columns(ctx);
     let q = ListQuery {
         order: vec![("bsid".into(), true)],
@@ -155,7 +155,7 @@ pub async fn grid(ctx: &Ctx<'_>) -> PageResult {
     ctx.page("Grid", "grid", WATCH, &body).await
 }
 
-pub async fn console(ctx: &Ctx<'_>) -> PageResult {
+pub(super) async fn console(ctx: &Ctx<'_>) -> PageResult {
     let cols = columns(ctx);
     let q = ListQuery {
         limit: Some(ROWS),
@@ -204,7 +204,7 @@ pub async fn console(ctx: &Ctx<'_>) -> PageResult {
 }
 
 /// The source stamps of a build's buildset, as HTML.
-pub async fn sources_html(shared: &Shared, build: &Value) -> Result<String, DataError> {
+pub(super) async fn sources_html(shared: &Shared, build: &Value) -> Result<String, DataError> {
     let brid = build["buildrequestid"].as_i64().unwrap_or(0);
     let (requests, _) = shared
         .data

@@ -39,7 +39,7 @@ fn connection(w: &Value) -> (bool, String) {
     (online, text)
 }
 
-pub async fn list(ctx: &Ctx<'_>) -> PageResult {
+pub(super) async fn list(ctx: &Ctx<'_>) -> PageResult {
     let (workers, _) = ctx
         .shared
         .data
@@ -65,7 +65,7 @@ pub async fn list(ctx: &Ctx<'_>) -> PageResult {
     ctx.page("Workers", "workers", WATCH, &body).await
 }
 
-pub async fn worker(ctx: &Ctx<'_>, workerid: i64) -> PageResult {
+pub(super) async fn worker(ctx: &Ctx<'_>, workerid: i64) -> PageResult {
     let now = crate::data::now();
     let (found, _) = ctx
         .shared
