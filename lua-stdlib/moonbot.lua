@@ -171,6 +171,16 @@ end
 ---@field workers? moonbot.Worker[]
 ---@field builders? moonbot.Builder[]
 ---@field schedulers? moonbot.Scheduler[]
+---@field auth? table                  Users, API tokens and who may do what (see the README).
+---@field janitor? moonbot.JanitorArgs How long history is kept (no section: all of it).
+
+---@alias moonbot.Duration integer|string Seconds, or a number with one unit: "90s", "30m", "24h", "180d".
+
+---@class moonbot.JanitorArgs
+---@field build_horizon? moonbot.Duration  Delete builds (steps, logs, properties) that completed longer ago.
+---@field log_horizon? moonbot.Duration    Delete the content of logs of builds that completed longer ago; the build stays.
+---@field change_horizon? moonbot.Duration Delete changes older than this, with their files and properties.
+---@field every? moonbot.Duration          Time between two passes (default "1h").
 
 M.version = "0.1.0"
 

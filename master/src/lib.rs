@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod data;
 pub mod db;
 pub mod duration;
+pub mod janitor;
 pub mod lua;
 pub mod mq;
 pub mod pki;

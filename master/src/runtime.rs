@@ -11,6 +11,7 @@
 
 use crate::config::ConfigErrors;
 use crate::data::{self, Data};
+use crate::janitor::Janitor;
 use crate::mq::Bus;
 use crate::process::distributor::Distributor;
 use crate::reconfig::{self, Trigger};
@@ -287,6 +288,9 @@ fn start_service(config: &ServiceConfig, shared: Arc<Shared>) -> Box<dyn Service
                 Box::new(ForceScheduler::start(scheduler))
             }
         },
+        ServiceConfig::Janitor(janitor) => {
+            Box::new(Janitor::start(shared.data.clone(), janitor.clone()))
+        }
     }
 }
 

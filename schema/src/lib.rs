@@ -11,6 +11,7 @@ mod columns;
 mod m20261121_000001_initial;
 mod m20261121_000002_config_reloads;
 mod m20261121_000003_worker_graceful;
+mod m20261201_000004_janitor;
 
 /// All migrations, oldest first. Append new ones; never edit one that has shipped.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_initial::Migration),
             Box::new(m20261121_000002_config_reloads::Migration),
             Box::new(m20261121_000003_worker_graceful::Migration),
+            Box::new(m20261201_000004_janitor::Migration),
         ]
     }
 }

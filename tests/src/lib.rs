@@ -77,12 +77,16 @@ impl Backend {
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-fn pg_admin(base: &str, sql: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
+        .unwrap()
+        .block_on(work)
+}
+
+fn pg_admin(base: &str, sql: &str) {
+    block_on(async {
         use sea_orm::ConnectionTrait;
         let db = sea_orm::Database::connect(base)
             .await
@@ -194,6 +198,46 @@ impl TestMaster {
 
     pub fn path(&self) -> &str {
         self.dir.to_str().unwrap()
+    }
+
+    /// The URL of this master's database as a client outside the master opens it.
+    fn database_url(&self) -> String {
+        if self.db_url.starts_with("sqlite:") {
+            format!("sqlite:{}?mode=rw", self.dir.join("state.sqlite").display())
+        } else {
+            self.db_url.clone()
+        }
+    }
+
+    /// Run SQL on this master's database, as an admin would with `sqlite3` or
+    /// `psql` (to age history for the janitor, say); returns the rows changed.
+    pub fn sql(&self, sql: &str) -> u64 {
+        let url = self.database_url();
+        block_on(async {
+            use sea_orm::ConnectionTrait;
+            let db = sea_orm::Database::connect(&url).await.expect("connect");
+            let n = db.execute_unprepared(sql).await.expect(sql).rows_affected();
+            db.close().await.ok();
+            n
+        })
+    }
+
+    /// The first column of the first row of a query, as a number.
+    pub fn sql_i64(&self, sql: &str) -> i64 {
+        let url = self.database_url();
+        block_on(async {
+            use sea_orm::ConnectionTrait;
+            let db = sea_orm::Database::connect(&url).await.expect("connect");
+            let backend = db.get_database_backend();
+            let row = db
+                .query_one_raw(sea_orm::Statement::from_string(backend, sql))
+                .await
+                .expect(sql)
+                .expect("a row");
+            let value = row.try_get_by_index::<i64>(0).expect("a number");
+            db.close().await.ok();
+            value
+        })
     }
 
     /// Keep the QUIC port of the running master for later starts (so workers

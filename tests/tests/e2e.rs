@@ -381,3 +381,156 @@ fn a_master_directory_from_create_master_passes_checkconfig() {
     assert_eq!(code, 1);
     assert!(err.contains("already exists"), "{err}");
 }
+
+const JANITOR_CONFIG: &str = r#"
+local mb = require "moonbot"
+return {
+  www = { port = 0, bind = "127.0.0.1" },
+  protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1", idle_timeout = 3 } },
+  db = { url = "@DB@" },
+  workers = { mb.worker { name = "w1", max_builds = 4 } },
+  builders = {
+    mb.builder { name = "ok", workernames = { "w1" }, steps = {
+      mb.steps.shell { name = "greet", command = { "echo", "hello janitor" } },
+    } },
+    mb.builder { name = "slow", workernames = { "w1" }, steps = {
+      mb.steps.shell { name = "wait",
+        command = "echo started; while [ ! -e @TMP@/go ]; do sleep 0.1; done; echo finished" },
+    } },
+  },
+  schedulers = { mb.schedulers.force { name = "force", builders = { "ok", "slow" } } },
+  janitor = { build_horizon = "180d", log_horizon = "30d", change_horizon = "90d", every = 1 },
+}
+"#;
+
+moonbot_tests::on_both_databases!(the_janitor_deletes_old_history_and_nothing_else);
+
+fn insert_change(m: &TestMaster, comments: &str, days_ago: f64) {
+    let when = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        - days_ago * 86400.0;
+    m.sql(&format!(
+        "INSERT INTO changes (author, comments, when_timestamp, repository, codebase, project) \
+         VALUES ('ann', '{comments}', {when}, 'https://example.org/r.git', '', 'p')"
+    ));
+}
+
+fn the_janitor_deletes_old_history_and_nothing_else(backend: &Backend) {
+    let (m, _w) = TestMaster::started_with_worker(backend, JANITOR_CONFIG, "w1");
+    let ok = m.builderid("ok");
+    let done: Vec<Value> = (0..3)
+        .map(|_| m.wait_request_done(m.force(ok), LONG))
+        .collect();
+    let [old, aging, fresh] = [0, 1, 2].map(|i| done[i]["buildid"].as_i64().unwrap());
+    // A build that runs through the janitor's passes.
+    let running_brid = m.force(m.builderid("slow"));
+    m.wait_for("the slow build's step to start", LONG, || {
+        let builds = m.builds_of(running_brid);
+        let step = builds
+            .first()
+            .and_then(|b| m.steps(b["buildid"].as_i64().unwrap()).into_iter().next())?;
+        m.stdio_of(step["stepid"].as_i64()?)
+            .contains("started")
+            .then_some(())
+    });
+
+    // Age history as if time had passed: `old` finished 200 days ago (past
+    // build_horizon), `aging` 40 days ago (past log_horizon only).
+    for (build, days) in [(old, 200), (aging, 40)] {
+        let changed = m.sql(&format!(
+            "UPDATE builds SET started_at = started_at - {days} * 86400, \
+             complete_at = complete_at - {days} * 86400 WHERE id = {build}"
+        ));
+        assert_eq!(changed, 1);
+    }
+    insert_change(&m, "an old change", 100.0);
+    insert_change(&m, "a recent change", 1.0);
+    let aging_log = m.get(&format!(
+        "/api/v2/steps/{}/logs",
+        m.steps(aging)[0]["stepid"]
+    ))["logs"][0]
+        .clone();
+    let aging_logid = aging_log["logid"].as_i64().unwrap();
+    assert!(aging_log["content_expired_at"].is_null());
+
+    m.wait_for("the janitor to delete the old build", LONG, || {
+        (m.get_status(&format!("/api/v2/builds/{old}")).0 == 404).then_some(())
+    });
+    m.wait_for("the janitor to expire the aging build's log", LONG, || {
+        let log = m.get(&format!("/api/v2/logs/{aging_logid}"))["logs"][0].clone();
+        log["content_expired_at"].as_f64().map(|_| ())
+    });
+
+    // The old build went with its steps, logs, chunks and properties.
+    for table in ["steps", "build_properties"] {
+        assert_eq!(
+            m.sql_i64(&format!(
+                "SELECT COUNT(*) FROM {table} WHERE buildid = {old}"
+            )),
+            0,
+            "{table} of the deleted build"
+        );
+    }
+    // The aging build is kept, its log's content is gone, and the viewer says so.
+    let kept = &m.get(&format!("/api/v2/builds/{aging}"))["builds"][0];
+    assert_eq!(kept["results"], 0);
+    assert_eq!(
+        m.sql_i64(&format!(
+            "SELECT COUNT(*) FROM logchunks WHERE logid = {aging_logid}"
+        )),
+        0
+    );
+    let (status, page) = m.get_status(&format!("/logs/{aging_logid}"));
+    assert_eq!(status, 200);
+    assert!(page.contains("id=\"expired\""), "{page}");
+    // The fresh build and its log are untouched.
+    let fresh_step = &m.steps(fresh)[0];
+    assert!(
+        m.stdio_of(fresh_step["stepid"].as_i64().unwrap())
+            .contains("hello janitor")
+    );
+    // Old changes go, recent ones stay.
+    let m_ref = &m;
+    m.wait_for("the janitor to delete the old change", LONG, || {
+        let changes = m_ref.get("/api/v2/changes")["changes"].clone();
+        let comments: Vec<String> = changes
+            .as_array()?
+            .iter()
+            .map(|c| c["comments"].as_str().unwrap_or("").to_string())
+            .collect();
+        (comments == ["a recent change"]).then_some(())
+    });
+
+    // The build that ran through the passes finishes as if nothing happened.
+    std::fs::write(m.tmp.path().join("go"), "").unwrap();
+    let finished = m.wait_request_done(running_brid, LONG);
+    assert_eq!(finished["results"], 0, "{finished}");
+    let step = &m.steps(finished["buildid"].as_i64().unwrap())[0];
+    let log = m.stdio_of(step["stepid"].as_i64().unwrap());
+    assert!(
+        log.contains("\nstarted\n") && log.contains("\nfinished\n"),
+        "{log}"
+    );
+
+    // Its passes are on record, in the API and on the page.
+    let passes = m.get("/api/v2/janitor_passes?complete=true");
+    let all = passes["janitor_passes"].as_array().unwrap();
+    let sum = |field: &str| all.iter().map(|p| p[field].as_i64().unwrap()).sum::<i64>();
+    assert_eq!(sum("builds_deleted"), 1, "{passes}");
+    assert_eq!(sum("logs_expired"), 1, "{passes}");
+    assert_eq!(sum("changes_deleted"), 1, "{passes}");
+    assert!(all.iter().all(|p| p["error"].is_null()), "{passes}");
+    let (status, page) = m.get_status("/janitor");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("180 days") && page.contains("30 days"),
+        "{page}"
+    );
+    assert!(page.contains("id=\"passes\""), "{page}");
+    if matches!(backend, Backend::Sqlite) {
+        // A database moonbot created returns freed pages as the janitor goes.
+        assert_eq!(m.sql_i64("PRAGMA auto_vacuum"), 2);
+    }
+}

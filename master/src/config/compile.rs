@@ -9,6 +9,7 @@
 use super::FILE;
 use super::auth::compile_auth;
 use super::builders::compile_builder;
+use super::janitor::compile_janitor;
 use super::schedulers::compile_scheduler;
 use super::settings::{compile_db, compile_quic, compile_reconfig, compile_www};
 use super::workers::compile_worker;
@@ -43,6 +44,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
     let db_raw = top.get("db");
     let reconfig_raw = top.get("reconfig");
     let auth_raw = top.get("auth");
+    let janitor_raw = top.get("janitor");
     let workers_raw = top.list("workers").unwrap_or_default();
     let builders_raw = top.list("builders").unwrap_or_default();
     let schedulers_raw = top.list("schedulers").unwrap_or_default();
@@ -52,6 +54,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
     let quic = compile_quic(protocols_raw, errors);
     let db = compile_db(db_raw, errors);
     let reconfig = compile_reconfig(reconfig_raw, errors);
+    let janitor = compile_janitor(janitor_raw, errors);
     let auth = match auth_raw {
         None => Some(None),
         raw => compile_auth(raw, errors).map(Some),
@@ -82,6 +85,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
         schedulers,
         reconfig: reconfig?,
         auth: auth?,
+        janitor: janitor?,
     })
 }
 

@@ -128,6 +128,9 @@ pub fn diff(old: Option<&MasterConfig>, new: &MasterConfig) -> ConfigDiff {
     if old.auth != new.auth {
         settings.push("auth".to_string());
     }
+    if old.janitor != new.janitor {
+        settings.push("janitor".to_string());
+    }
     ConfigDiff {
         workers: Changes::between(&old.workers, &new.workers, |w| &w.name, same_worker),
         builders: Changes::between(&old.builders, &new.builders, |b| &b.name, same_builder),

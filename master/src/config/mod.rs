@@ -1,7 +1,7 @@
 //! Configuration: what master.lua means. [`load`] runs it (through
 //! [`crate::lua`]), [`compile`] turns the result into a plain, validated
 //! [`MasterConfig`], one module per section (`settings`, `auth`, `workers`,
-//! `builders`, `schedulers`; step kinds compile in [`crate::steps`]), and
+//! `builders`, `schedulers`, `janitor`; step kinds compile in [`crate::steps`]), and
 //! [`diff`] compares two configurations by name.
 //!
 //! A [`LoadedConfig`] pairs the compiled data with the Lua generation that
@@ -12,6 +12,7 @@ pub mod auth;
 pub mod builders;
 pub mod compile;
 pub mod diff;
+pub mod janitor;
 pub mod schedulers;
 pub mod settings;
 pub mod workers;
@@ -19,6 +20,7 @@ pub mod workers;
 pub use crate::lua::{ConfigError, ConfigErrors, LuaFn, LuaGeneration, Renderable};
 pub use auth::{ACTIONS, AuthConfig, TokenConfig, UserConfig};
 pub use builders::{BuilderConfig, StepConfig, StepFlags};
+pub use janitor::JanitorConfig;
 pub use schedulers::SchedulerConfig;
 pub use settings::{DbConfig, QuicConfig, ReconfigConfig, WwwConfig};
 use std::path::Path;
@@ -45,6 +47,8 @@ pub struct MasterConfig {
     /// Users, API tokens and who may do what; `None` (no `auth` section) lets
     /// only clients on this machine (loopback) use control actions.
     pub auth: Option<AuthConfig>,
+    /// How long history is kept; `None` (no `janitor` section) keeps it all.
+    pub janitor: Option<JanitorConfig>,
 }
 
 impl MasterConfig {

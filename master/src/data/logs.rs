@@ -84,6 +84,8 @@ fn log_json(l: &logs::Model) -> Value {
         "complete": l.complete,
         "num_lines": l.num_lines,
         "type": l.log_type,
+        // moonbot's: set when the janitor removed the content (`log_horizon`).
+        "content_expired_at": l.content_expired_at,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod builds;
 pub mod buildsets;
 pub mod changes;
 pub mod config_reloads;
+pub mod janitor;
 pub mod logs;
 pub mod masters;
 pub mod query;

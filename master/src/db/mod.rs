@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use moonbot_schema::{Migrator, MigratorTrait};
-use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::sqlx::sqlite::{SqliteAutoVacuum, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 
 /// The database URL forms [`connect`] accepts, for error messages.
@@ -67,6 +67,10 @@ pub async fn connect(url: &str, master_dir: &Path) -> Result<DatabaseConnection,
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(SQLITE_BUSY_TIMEOUT)
                     .foreign_keys(true)
+                    // Takes effect only in a new file (before its first
+                    // table): the janitor then hands freed pages back with
+                    // `PRAGMA incremental_vacuum`, without stopping the master.
+                    .auto_vacuum(SqliteAutoVacuum::Incremental)
             });
         if in_memory {
             // An in-memory database disappears with its last connection: keep one open.

@@ -111,6 +111,34 @@ impl<'a> Fields<'a> {
         Some(value)
     }
 
+    /// A duration in whole seconds: a number of seconds, or a string with one
+    /// unit (`"90s"`, `"30m"`, `"24h"`, `"180d"`).
+    pub fn duration_s(&mut self, key: &'a str) -> Option<u64> {
+        match self.get(key)? {
+            RawValue::Int(i) if *i > 0 => Some(*i as u64),
+            RawValue::Str(s) => match crate::duration::parse(s) {
+                Ok(d) => Some(d.as_secs()),
+                Err(e) => {
+                    let msg = format!("{}: '{key}': {e}", self.what);
+                    self.error(msg);
+                    None
+                }
+            },
+            other => {
+                let msg = format!(
+                    "{}: '{key}' must be a duration (seconds, or a string such as \"30d\"), not {}",
+                    self.what,
+                    match other {
+                        RawValue::Int(i) => i.to_string(),
+                        other => format!("a {}", other.type_name()),
+                    }
+                );
+                self.error(msg);
+                None
+            }
+        }
+    }
+
     pub fn list(&mut self, key: &'a str) -> Option<Vec<&'a RawValue>> {
         match self.get(key)? {
             RawValue::Table(entries) => {

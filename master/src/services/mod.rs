@@ -11,7 +11,7 @@
 //! what a kind does is its own module's business, and which function starts
 //! which kind is the [`Starter`] that `runtime` gives the manager.
 
-use crate::config::{MasterConfig, SchedulerConfig};
+use crate::config::{JanitorConfig, MasterConfig, SchedulerConfig};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -38,6 +38,8 @@ pub enum ServiceConfig {
     Distributor,
     /// One scheduler of master.lua.
     Scheduler(SchedulerConfig),
+    /// Deletes old history (`janitor = {…}`).
+    Janitor(JanitorConfig),
 }
 
 impl ServiceConfig {
@@ -51,6 +53,10 @@ impl ServiceConfig {
                 kind: "scheduler",
                 name: s.name().to_string(),
             },
+            ServiceConfig::Janitor(_) => ServiceId {
+                kind: "janitor",
+                name: "janitor".into(),
+            },
         }
     }
 
@@ -62,6 +68,7 @@ impl ServiceConfig {
             (ServiceConfig::Scheduler(a), ServiceConfig::Scheduler(b)) => {
                 crate::config::diff::same_scheduler(a, b)
             }
+            (ServiceConfig::Janitor(a), ServiceConfig::Janitor(b)) => a == b,
             _ => false,
         }
     }
@@ -77,6 +84,7 @@ pub fn wanted(config: &MasterConfig) -> Vec<ServiceConfig> {
             .cloned()
             .map(ServiceConfig::Scheduler),
     );
+    services.extend(config.janitor.clone().map(ServiceConfig::Janitor));
     services
 }
 
@@ -239,7 +247,7 @@ mod tests {
             *n += 1;
             let label = match config {
                 ServiceConfig::Scheduler(SchedulerConfig::Force { label, .. }) => label.clone(),
-                ServiceConfig::Distributor => "distributor".into(),
+                other => other.id().to_string(),
             };
             journal.note(format!("#{} started: {}", *n, config.id()));
             Box::new(Recording {

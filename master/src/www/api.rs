@@ -286,6 +286,10 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             let (items, _) = data.list_changes(&q).await?;
             one("changes", items, &format!("change {c}"))
         }
+        ["janitor_passes"] => {
+            let (items, total) = data.list_janitor_passes(&q).await?;
+            Ok(envelope("janitor_passes", items, total))
+        }
         ["masters"] => {
             let items = data.masters_json().await?;
             let total = items.len() as u64;

@@ -14,6 +14,8 @@ pub struct Model {
     pub num_lines: i64,
     #[sea_orm(column_name = "type")]
     pub log_type: String,
+    /// When the janitor deleted the content (the build was kept).
+    pub content_expired_at: Option<f64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -15,6 +15,7 @@ pub mod changes;
 pub mod changesources;
 pub mod config_reloads;
 pub mod connected_workers;
+pub mod janitor_passes;
 pub mod logchunks;
 pub mod logs;
 pub mod masters;

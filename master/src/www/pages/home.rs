@@ -148,6 +148,11 @@ pub(super) async fn home(ctx: &Ctx<'_>) -> PageResult {
     } else {
         String::new()
     };
-    let body = format!("{body}\n{reload}");
+    let kept = if ctx.running.loaded.config.janitor.is_some() {
+        "<p class=\"hint\" id=\"janitor-link\"><a href=\"/janitor\">What history is kept</a></p>"
+    } else {
+        ""
+    };
+    let body = format!("{body}\n{reload}{kept}");
     ctx.page("Home", "home", WATCH, &body).await
 }

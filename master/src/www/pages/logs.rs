@@ -3,7 +3,7 @@
 //! reader scrolls (or jumps to the end), and tails the log while it grows. The
 //! raw download streams from the database with constant memory.
 
-use super::html::{esc, text};
+use super::html::{esc, text, when};
 use super::{Ctx, PageResult, found_one};
 use crate::data::query::ListQuery;
 
@@ -27,8 +27,17 @@ pub(super) async fn viewer(ctx: &Ctx<'_>, logid: i64) -> PageResult {
         })
         .unwrap_or_default();
     let complete = log["complete"] == true;
+    let expired = match log["content_expired_at"].as_f64() {
+        Some(at) => format!(
+            "<p id=\"expired\" class=\"expired\">The content of this log expired {} and was \
+deleted by the janitor (<code>log_horizon</code> in master.lua); the build is kept. \
+<a href=\"/janitor\">What is kept</a></p>\n",
+            when(Some(at))
+        ),
+        None => String::new(),
+    };
     let body = format!(
-        "<p class=\"logmeta\">step <a href=\"/builds/{buildid}\">{}</a> of build {buildid} · \
+        "{expired}<p class=\"logmeta\">step <a href=\"/builds/{buildid}\">{}</a> of build {buildid} · \
 <span id=\"num-lines\">{}</span> lines{} · <a id=\"raw\" href=\"/api/v2/logs/{logid}/raw\">download raw</a> · \
 <button type=\"button\" id=\"jump-end\">jump to end</button></p>\n\
 <div id=\"logview\" class=\"logview\" data-logid=\"{logid}\" data-lines=\"{}\" data-complete=\"{}\"></div>",

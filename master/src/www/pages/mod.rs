@@ -12,6 +12,7 @@ mod builders;
 mod forms;
 mod home;
 mod html;
+mod janitor;
 mod logs;
 mod views;
 mod workers;
@@ -186,6 +187,7 @@ async fn route(ctx: &Ctx<'_>) -> PageResult {
         ["waterfall"] => views::waterfall(ctx).await,
         ["console"] => views::console(ctx).await,
         ["grid"] => views::grid(ctx).await,
+        ["janitor"] => janitor::page(ctx).await,
         ["badges", file] => badge::badge(ctx, file).await,
         ["login"] => forms::login_page(ctx, None).await,
         ["static", "moonbot.js"] => Ok(asset(SCRIPT, "text/javascript; charset=utf-8")),

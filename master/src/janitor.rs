@@ -1,0 +1,184 @@
+//! The janitor service (`janitor = {…}` in master.lua): every `every`, a pass
+//! that expires the content of old logs, deletes old builds and old changes,
+//! in small batches (see [`crate::data::janitor`]) with a pause between them so
+//! running builds' writes get the database in between, and then, on SQLite,
+//! returns the freed pages to the file system.
+//!
+//! A reload that changes the horizons or the interval reconfigures it in
+//! place: the next pass uses the new horizons, and the interval still counts
+//! from the last pass. A stop ends a pass between two batches.
+
+use crate::config::JanitorConfig;
+use crate::data::janitor::JanitorTally;
+use crate::data::{Data, DataError, now};
+use crate::services::{Service, ServiceConfig, Stopping};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Rest between two batches, so other writers get the database.
+const BATCH_PAUSE: Duration = Duration::from_millis(5);
+/// How often a long pass writes its progress to its `janitor_passes` row.
+const PROGRESS_EVERY: u32 = 50;
+
+/// The running janitor: its task, its settings, and how to stop it.
+pub struct Janitor {
+    settings: watch::Sender<JanitorConfig>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Janitor {
+    pub fn start(data: Data, config: JanitorConfig) -> Janitor {
+        let (settings, settings_rx) = watch::channel(config);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        Janitor {
+            settings,
+            shutdown,
+            task: tokio::spawn(run(data, settings_rx, shutdown_rx)),
+        }
+    }
+}
+
+impl Service for Janitor {
+    fn reconfigure(&mut self, config: &ServiceConfig) {
+        if let ServiceConfig::Janitor(config) = config {
+            self.settings.send_replace(config.clone());
+        }
+    }
+
+    fn stop(self: Box<Self>) -> Stopping {
+        Box::pin(async move {
+            let _ = self.shutdown.send(true);
+            let _ = self.task.await;
+        })
+    }
+}
+
+async fn run(
+    data: Data,
+    mut settings: watch::Receiver<JanitorConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last = Instant::now();
+    loop {
+        let every = Duration::from_secs(settings.borrow().every_s);
+        tokio::select! {
+            _ = tokio::time::sleep_until((last + every).into()) => {}
+            // New settings: wait again, from the same last pass.
+            changed = settings.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+            _ = shutdown.changed() => return,
+        }
+        last = Instant::now();
+        let config = settings.borrow().clone();
+        pass(&data, &config, &shutdown).await;
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+/// One pass, recorded in `janitor_passes`.
+async fn pass(data: &Data, config: &JanitorConfig, shutdown: &watch::Receiver<bool>) {
+    let id = match data.start_janitor_pass().await {
+        Ok(id) => id,
+        Err(e) => {
+            warn!("janitor: could not record a pass, skipping it: {e}");
+            return;
+        }
+    };
+    let started = Instant::now();
+    let mut tally = JanitorTally::default();
+    let outcome = sweep(data, config, shutdown, id, &mut tally).await;
+    let error = outcome.as_ref().err().map(|e| e.to_string());
+    if let Err(e) = data
+        .update_janitor_pass(id, &tally, Some(error.as_deref()))
+        .await
+    {
+        warn!("janitor: could not record the end of pass {id}: {e}");
+    }
+    match outcome {
+        Ok(returned) => info!(
+            pass = id,
+            "janitor: {} log(s) expired ({} chunk(s)), {} build(s) and {} change(s) deleted in {:.1} s; longest batch {:.1} ms{}",
+            tally.logs_expired,
+            tally.chunks_deleted,
+            tally.builds_deleted,
+            tally.changes_deleted,
+            started.elapsed().as_secs_f64(),
+            tally.longest_batch_ms,
+            returned.map_or(String::new(), |p| format!("; {p} free page(s) returned"))
+        ),
+        Err(e) => warn!(pass = id, "janitor: pass stopped: {e}"),
+    }
+}
+
+/// Expire logs, delete builds, delete changes, return free space; returns the
+/// pages returned (SQLite).
+async fn sweep(
+    data: &Data,
+    config: &JanitorConfig,
+    shutdown: &watch::Receiver<bool>,
+    id: i64,
+    tally: &mut JanitorTally,
+) -> Result<Option<u64>, DataError> {
+    let mut batches = 0u32;
+    let stopping = || *shutdown.borrow();
+    let mut timed = async |tally: &mut JanitorTally, ms: f64| -> Result<(), DataError> {
+        tally.longest_batch_ms = tally.longest_batch_ms.max(ms);
+        batches += 1;
+        if batches.is_multiple_of(PROGRESS_EVERY) {
+            data.update_janitor_pass(id, tally, None).await?;
+        }
+        tokio::time::sleep(BATCH_PAUSE).await;
+        Ok(())
+    };
+    let started = now();
+    // Builds past their horizon go whole: their logs are not expired first.
+    let builds_go_before = config.build_horizon_s.map(|h| started - h as f64);
+    if let Some(horizon) = config.log_horizon_s {
+        let before = started - horizon as f64;
+        while !stopping() {
+            let t = Instant::now();
+            let (logs, chunks) = data.expire_log_batch(before, builds_go_before).await?;
+            if logs == 0 && chunks == 0 {
+                break;
+            }
+            tally.logs_expired += logs;
+            tally.chunks_deleted += chunks;
+            timed(tally, t.elapsed().as_secs_f64() * 1000.0).await?;
+        }
+    }
+    if let Some(before) = builds_go_before {
+        while !stopping() {
+            let (builds, chunks, longest) = data.delete_build_batch(before).await?;
+            if builds == 0 {
+                break;
+            }
+            tally.builds_deleted += builds;
+            tally.chunks_deleted += chunks;
+            timed(tally, longest).await?;
+        }
+    }
+    if let Some(horizon) = config.change_horizon_s {
+        let before = started - horizon as f64;
+        while !stopping() {
+            let t = Instant::now();
+            let changes = data.delete_change_batch(before).await?;
+            if changes == 0 {
+                break;
+            }
+            tally.changes_deleted += changes;
+            timed(tally, t.elapsed().as_secs_f64() * 1000.0).await?;
+        }
+    }
+    if stopping() {
+        return Ok(None);
+    }
+    data.return_free_space().await
+}
