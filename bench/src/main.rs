@@ -31,7 +31,15 @@ struct Cli {
     /// Where to write the figures as JSON.
     #[arg(long, default_value = "target/bench/results.json")]
     json: PathBuf,
+    /// The standing guard for a change to a hot path (well under a minute):
+    /// the builds (with the API latency) and log scenarios, the log at 25 MiB.
+    /// Run it before and after the change and compare.
+    #[arg(long, conflicts_with = "only")]
+    quick: bool,
 }
+
+/// MiB the log step prints in a `--quick` run.
+const QUICK_LOG_MIB: usize = 25;
 
 /// The sizes of the scenarios (defaults: the sizes Buildbot was measured with).
 #[derive(clap::Args, Debug, Clone)]
@@ -60,7 +68,7 @@ enum Command {
 const SCENARIOS: &[&str] = &["idle", "builds", "log", "reconfig", "workers"];
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     if let Some(Command::Swarm { dir }) = cli.command {
         return swarm::run(&dir);
     }
@@ -70,6 +78,10 @@ fn main() -> anyhow::Result<()> {
             "unknown scenario '{name}' (known: {})",
             SCENARIOS.join(", ")
         );
+    }
+    if cli.quick {
+        cli.only = vec!["builds".into(), "log".into()];
+        cli.sizes.log_mib = cli.sizes.log_mib.min(QUICK_LOG_MIB);
     }
     let wanted = |name: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == name);
     let mut figures = Figures::default();
