@@ -10,6 +10,7 @@
 //! the `moonbot` and `moonbot-worker` binaries found beside itself.
 
 mod figures;
+mod history;
 mod procfs;
 mod scenarios;
 mod swarm;
@@ -25,7 +26,8 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     sizes: Sizes,
-    /// Run only these scenarios (comma-separated): idle, builds, log, reconfig, workers.
+    /// Run only these scenarios (comma-separated): idle, builds, log, reconfig,
+    /// workers, and history (minutes long: only when named here).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write the figures as JSON.
@@ -56,6 +58,10 @@ pub struct Sizes {
     /// Workers connecting at once in the many-workers scenario.
     #[arg(long, default_value_t = 1000)]
     pub workers: usize,
+    /// Finished builds loaded into the history scenario's database (it also
+    /// runs at 1,000 to compare).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub history_builds: usize,
 }
 
 #[derive(Subcommand)]
@@ -65,7 +71,9 @@ enum Command {
     Swarm { dir: PathBuf },
 }
 
-const SCENARIOS: &[&str] = &["idle", "builds", "log", "reconfig", "workers"];
+const SCENARIOS: &[&str] = &["idle", "builds", "log", "reconfig", "workers", "history"];
+/// Scenarios that run only when `--only` names them.
+const ON_REQUEST: &[&str] = &["history"];
 
 fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
@@ -83,7 +91,13 @@ fn main() -> anyhow::Result<()> {
         cli.only = vec!["builds".into(), "log".into()];
         cli.sizes.log_mib = cli.sizes.log_mib.min(QUICK_LOG_MIB);
     }
-    let wanted = |name: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == name);
+    let wanted = |name: &str| {
+        if cli.only.is_empty() {
+            !ON_REQUEST.contains(&name)
+        } else {
+            cli.only.iter().any(|o| o == name)
+        }
+    };
     let mut figures = Figures::default();
     let started = std::time::Instant::now();
     if wanted("idle") {
@@ -100,6 +114,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wanted("workers") {
         scenarios::many_workers(&cli.sizes, &mut figures)?;
+    }
+    if wanted("history") {
+        history::history(cli.sizes.history_builds, &mut figures)?;
     }
     figures.add("bench_total_s", started.elapsed().as_secs_f64(), "s");
     figures.write_json(&cli.json, &cli.sizes)?;

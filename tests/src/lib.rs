@@ -201,7 +201,7 @@ impl TestMaster {
     }
 
     /// The URL of this master's database as a client outside the master opens it.
-    fn database_url(&self) -> String {
+    pub fn database_url(&self) -> String {
         if self.db_url.starts_with("sqlite:") {
             format!("sqlite:{}?mode=rw", self.dir.join("state.sqlite").display())
         } else {
