@@ -131,7 +131,47 @@ fn one(db: &str, backend: &Backend, n: usize, figures: &mut Figures) -> anyhow::
             "ms",
         );
     }
+    if n >= 100_000 {
+        janitor(&m, n, &prefix, figures)?;
+    }
     m.stop(false);
+    Ok(())
+}
+
+/// Turn the janitor on over the history (the oldest 5% of builds past
+/// `build_horizon`, the next 5% past `log_horizon`) and time its first pass.
+fn janitor(m: &TestMaster, n: usize, prefix: &str, figures: &mut Figures) -> anyhow::Result<()> {
+    let build_horizon = (n as f64 * 10.0 * 0.95) as u64;
+    let log_horizon = (n as f64 * 10.0 * 0.90) as u64;
+    m.write_config(&LUA.replace(
+        "  schedulers = {},",
+        &format!(
+            "  schedulers = {{}},\n  janitor = {{ build_horizon = {build_horizon}, log_horizon = {log_horizon}, every = 1 }},"
+        ),
+    ));
+    moonbot_tests::run_ok("moonbot", &["reconfig", m.path()]);
+    let pass = m.wait_for(
+        "the janitor's first pass",
+        std::time::Duration::from_secs(1800),
+        || {
+            let passes = m.get("/api/v2/janitor_passes?complete=true&order=passid&limit=1");
+            passes["janitor_passes"].as_array()?.first().cloned()
+        },
+    );
+    let took = pass["finished_at"].as_f64().unwrap_or(0.0) - pass["started_at"].as_f64().unwrap_or(0.0);
+    let builds = pass["builds_deleted"].as_f64().unwrap_or(0.0);
+    figures.add(&format!("{prefix}_janitor_builds_deleted"), builds, "builds");
+    figures.add(
+        &format!("{prefix}_janitor_logs_expired"),
+        pass["logs_expired"].as_f64().unwrap_or(0.0),
+        "logs",
+    );
+    figures.add(&format!("{prefix}_janitor_pass_s"), took, "s");
+    figures.add(
+        &format!("{prefix}_janitor_longest_batch_ms"),
+        pass["longest_batch_ms"].as_f64().unwrap_or(0.0),
+        "ms",
+    );
     Ok(())
 }
 

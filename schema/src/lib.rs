@@ -12,6 +12,7 @@ mod m20261121_000001_initial;
 mod m20261121_000002_config_reloads;
 mod m20261121_000003_worker_graceful;
 mod m20261201_000004_janitor;
+mod m20261201_000005_history_indexes;
 
 /// All migrations, oldest first. Append new ones; never edit one that has shipped.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000002_config_reloads::Migration),
             Box::new(m20261121_000003_worker_graceful::Migration),
             Box::new(m20261201_000004_janitor::Migration),
+            Box::new(m20261201_000005_history_indexes::Migration),
         ]
     }
 }

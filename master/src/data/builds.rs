@@ -196,13 +196,24 @@ impl Data {
         let select = apply(builds::Entity::find(), q, &fields)?;
         let (rows, total) =
             fetch_page(&self.db, select, q, (builds::Column::Id, Order::Asc)).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let mut j = build_json(r);
-            if with_properties {
-                j["properties"] = self.build_properties(r.id).await?;
+        let mut out: Vec<Value> = rows.iter().map(build_json).collect();
+        if with_properties && !rows.is_empty() {
+            // The whole page's properties in one query, not one per build.
+            let mut by_build: BTreeMap<i64, serde_json::Map<String, Value>> = BTreeMap::new();
+            for p in build_properties::Entity::find()
+                .filter(build_properties::Column::Buildid.is_in(rows.iter().map(|r| r.id)))
+                .all(&self.db)
+                .await?
+            {
+                let value: Value = serde_json::from_str(&p.value).unwrap_or(Value::Null);
+                by_build
+                    .entry(p.buildid)
+                    .or_default()
+                    .insert(p.name, json!([value, p.source]));
             }
-            out.push(j);
+            for (j, r) in out.iter_mut().zip(&rows) {
+                j["properties"] = Value::Object(by_build.remove(&r.id).unwrap_or_default());
+            }
         }
         Ok((out, total))
     }
@@ -210,14 +221,15 @@ impl Data {
     /// The newest build of each builder that has one, by builder id, in one
     /// query (the home page, the builders list and badges all need it).
     pub async fn last_builds(&self) -> Result<BTreeMap<i64, Value>, DataError> {
-        // Build ids grow with build numbers within a builder.
-        let newest = sea_orm::sea_query::Query::select()
-            .expr(sea_orm::sea_query::Func::max(Expr::col(builds::Column::Id)))
-            .from(builds::Entity)
-            .group_by_col(builds::Column::Builderid)
-            .to_owned();
+        // One index seek per builder (`uq_builds_builderid_number`, backwards),
+        // not a scan of every build: the home page stays fast at any history.
+        let newest = sea_orm::Statement::from_string(
+            self.db.get_database_backend(),
+            "SELECT * FROM builds WHERE id IN (SELECT (SELECT b.id FROM builds b \
+             WHERE b.builderid = x.id ORDER BY b.number DESC LIMIT 1) FROM builders x)",
+        );
         Ok(builds::Entity::find()
-            .filter(builds::Column::Id.in_subquery(newest))
+            .from_raw_sql(newest)
             .all(&self.db)
             .await?
             .iter()

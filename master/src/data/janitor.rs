@@ -117,14 +117,15 @@ impl Data {
     /// then the builds, whose steps, logs and properties go with them. Returns
     /// (builds deleted, chunks deleted, longest statement in ms).
     pub async fn delete_build_batch(&self, before: f64) -> Result<(u64, u64, f64), DataError> {
-        let select = Query::select()
-            .column(builds::Column::Id)
-            .from(builds::Entity)
-            .and_where(Expr::col(builds::Column::CompleteAt).lt(before))
-            .order_by(builds::Column::Id, Order::Asc)
-            .limit(BUILD_BATCH)
-            .to_owned();
-        let build_ids = self.ids(select).await?;
+        let build_ids = self
+            .ids(oldest(
+                builds::Entity,
+                builds::Column::Id,
+                builds::Column::CompleteAt,
+                before,
+                BUILD_BATCH,
+            ))
+            .await?;
         if build_ids.is_empty() {
             return Ok((0, 0, 0.0));
         }
@@ -156,14 +157,15 @@ impl Data {
     /// One batch of change deletion: up to [`CHANGE_BATCH`] changes older than
     /// `before`, with their files and properties. Returns how many.
     pub async fn delete_change_batch(&self, before: f64) -> Result<u64, DataError> {
-        let select = Query::select()
-            .column(changes::Column::Id)
-            .from(changes::Entity)
-            .and_where(Expr::col(changes::Column::WhenTimestamp).lt(before))
-            .order_by(changes::Column::Id, Order::Asc)
-            .limit(CHANGE_BATCH)
-            .to_owned();
-        let ids = self.ids(select).await?;
+        let ids = self
+            .ids(oldest(
+                changes::Entity,
+                changes::Column::Id,
+                changes::Column::WhenTimestamp,
+                before,
+                CHANGE_BATCH,
+            ))
+            .await?;
         if ids.is_empty() {
             return Ok(0);
         }
@@ -253,6 +255,22 @@ impl Data {
             .ok_or(DataError::Unexpected("answered a PRAGMA with no row"))?;
         Ok(row.try_get_by_index::<i64>(0)?)
     }
+}
+
+/// The ids of up to `limit` rows of `table` whose `time` is before `before`,
+/// oldest ids first.
+fn oldest<T, C>(table: T, id: C, time: C, before: f64, limit: u64) -> SelectStatement
+where
+    T: sea_orm::sea_query::IntoIden,
+    C: sea_orm::sea_query::IntoIden + Copy,
+{
+    Query::select()
+        .column(id)
+        .from(table)
+        .and_where(Expr::col(time).lt(before))
+        .order_by(id, Order::Asc)
+        .limit(limit)
+        .to_owned()
 }
 
 /// Up to [`LOG_BATCH`] logs, with content, of builds that completed before

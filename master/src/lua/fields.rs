@@ -269,12 +269,8 @@ pub fn tagged<'a>(
     Some((kind.as_str(), place.clone(), entries))
 }
 
-/// A name usable for workers, builders and schedulers (and in URLs and paths).
+/// A name usable for workers, builders, schedulers and users (and in URLs and
+/// paths): the worker name rule of `moonbot_worker::workdir::validate_name`.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with(['-', '.'])
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    moonbot_worker::workdir::validate_name(name).is_ok()
 }

@@ -255,14 +255,10 @@ pub struct SignedWorker {
     pub serial: String,
 }
 
-/// Whether `name` is acceptable as a worker name.
+/// Whether `name` is acceptable as a worker name (the rule the worker itself
+/// checks, `moonbot_worker::workdir::validate_name`).
 pub fn valid_worker_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with(['-', '.'])
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    moonbot_worker::workdir::validate_name(name).is_ok()
 }
 
 /// A parsed CSR and the worker name its subject gives.

@@ -26,18 +26,25 @@ pub async fn run_mkdir<H: StepHost>(
     step: &DirStep,
     ctx: &mut StepContext<'_, H>,
 ) -> Result<i32, H::Error> {
-    let path = ctx.path(&step.dir);
-    ctx.host.begin(&format!("mkdir {}", step.dir)).await?;
-    ctx.host.header(&format!("mkdir {path}")).await?;
-    ctx.run_command(RemoteCommand::Mkdir { path }).await
+    run(step, ctx, "mkdir", |path| RemoteCommand::Mkdir { path }).await
 }
 
 pub async fn run_rmdir<H: StepHost>(
     step: &DirStep,
     ctx: &mut StepContext<'_, H>,
 ) -> Result<i32, H::Error> {
+    run(step, ctx, "rmdir", |path| RemoteCommand::Rmdir { path }).await
+}
+
+/// Show `verb dir`, then run the worker command `command` makes of the path.
+async fn run<H: StepHost>(
+    step: &DirStep,
+    ctx: &mut StepContext<'_, H>,
+    verb: &str,
+    command: fn(String) -> RemoteCommand,
+) -> Result<i32, H::Error> {
     let path = ctx.path(&step.dir);
-    ctx.host.begin(&format!("rmdir {}", step.dir)).await?;
-    ctx.host.header(&format!("rmdir {path}")).await?;
-    ctx.run_command(RemoteCommand::Rmdir { path }).await
+    ctx.host.begin(&format!("{verb} {}", step.dir)).await?;
+    ctx.host.header(&format!("{verb} {path}")).await?;
+    ctx.run_command(command(path)).await
 }

@@ -144,6 +144,7 @@ pub(super) async fn builder(ctx: &Ctx<'_>, builderid: i64) -> PageResult {
 
     let pending_q = ListQuery {
         order: vec![("submitted_at".into(), false)],
+        skip_total: true,
         ..Default::default()
     }
     .with_eq("builderid", builderid)

@@ -59,7 +59,11 @@ async fn builds_of_buildsets(
     }
     let (requests, _) = shared
         .data
-        .list_buildrequests(&ListQuery::default().with_any("buildsetid", bsids))
+        .list_buildrequests(
+            &ListQuery::default()
+                .without_total()
+                .with_any("buildsetid", bsids),
+        )
         .await?;
     let bs_of: BTreeMap<i64, i64> = requests
         .iter()
@@ -72,7 +76,9 @@ async fn builds_of_buildsets(
     let (builds, _) = shared
         .data
         .list_builds(
-            &ListQuery::default().with_any("buildrequestid", brids),
+            &ListQuery::default()
+                .without_total()
+                .with_any("buildrequestid", brids),
             false,
         )
         .await?;
@@ -102,6 +108,7 @@ pub(super) async fn waterfall(ctx: &Ctx<'_>) -> PageResult {
     let q = ListQuery {
         order: vec![("started_at".into(), true)],
         limit: Some(ROWS),
+        skip_total: true,
         ..Default::default()
     };
     let (builds, _) = ctx.shared.data.list_builds(&q, false).await?;
@@ -127,6 +134,7 @@ pub(super) async fn grid(ctx: &Ctx<'_>) -> PageResult {
     let q = ListQuery {
         order: vec![("bsid".into(), true)],
         limit: Some(ROWS),
+        skip_total: true,
         ..Default::default()
     };
     let (buildsets, _) = ctx.shared.data.list_buildsets(&q).await?;
@@ -159,6 +167,7 @@ pub(super) async fn console(ctx: &Ctx<'_>) -> PageResult {
     let cols = columns(ctx);
     let q = ListQuery {
         limit: Some(ROWS),
+        skip_total: true,
         ..Default::default()
     };
     let (changes, _) = ctx.shared.data.list_changes(&q).await?;
