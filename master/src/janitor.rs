@@ -9,7 +9,7 @@
 //! from the last pass. A stop ends a pass between two batches.
 
 use crate::config::JanitorConfig;
-use crate::data::janitor::JanitorTally;
+use crate::data::janitor::{BatchTally, JanitorTally};
 use crate::data::{Data, DataError, now};
 use crate::services::{Service, ServiceConfig, Stopping};
 use std::time::{Duration, Instant};
@@ -129,52 +129,50 @@ async fn sweep(
 ) -> Result<Option<u64>, DataError> {
     let mut batches = 0u32;
     let stopping = || *shutdown.borrow();
-    let mut timed = async |tally: &mut JanitorTally, ms: f64| -> Result<(), DataError> {
-        tally.longest_batch_ms = tally.longest_batch_ms.max(ms);
-        batches += 1;
-        if batches.is_multiple_of(PROGRESS_EVERY) {
-            data.update_janitor_pass(id, tally, None).await?;
-        }
-        tokio::time::sleep(BATCH_PAUSE).await;
-        Ok(())
-    };
+    let mut counted =
+        async |tally: &mut JanitorTally, batch: BatchTally| -> Result<(), DataError> {
+            tally.add(&batch);
+            batches += 1;
+            if batches.is_multiple_of(PROGRESS_EVERY) {
+                data.update_janitor_pass(id, tally, None).await?;
+            }
+            tokio::time::sleep(BATCH_PAUSE).await;
+            Ok(())
+        };
     let started = now();
     // Builds past their horizon go whole: their logs are not expired first.
     let builds_go_before = config.build_horizon_s.map(|h| started - h as f64);
     if let Some(horizon) = config.log_horizon_s {
         let before = started - horizon as f64;
+        let mut cursor = 0;
         while !stopping() {
-            let t = Instant::now();
-            let (logs, chunks) = data.expire_log_batch(before, builds_go_before).await?;
-            if logs == 0 && chunks == 0 {
+            let Some((batch, next)) = data
+                .expire_log_batch(before, builds_go_before, cursor)
+                .await?
+            else {
                 break;
-            }
-            tally.logs_expired += logs;
-            tally.chunks_deleted += chunks;
-            timed(tally, t.elapsed().as_secs_f64() * 1000.0).await?;
+            };
+            cursor = next;
+            counted(tally, batch).await?;
         }
     }
     if let Some(before) = builds_go_before {
         while !stopping() {
-            let (builds, chunks, longest) = data.delete_build_batch(before).await?;
-            if builds == 0 {
+            let batch = data.delete_build_batch(before).await?;
+            if batch.builds == 0 {
                 break;
             }
-            tally.builds_deleted += builds;
-            tally.chunks_deleted += chunks;
-            timed(tally, longest).await?;
+            counted(tally, batch).await?;
         }
     }
     if let Some(horizon) = config.change_horizon_s {
         let before = started - horizon as f64;
         while !stopping() {
-            let t = Instant::now();
-            let changes = data.delete_change_batch(before).await?;
-            if changes == 0 {
+            let batch = data.delete_change_batch(before).await?;
+            if batch.changes == 0 {
                 break;
             }
-            tally.changes_deleted += changes;
-            timed(tally, t.elapsed().as_secs_f64() * 1000.0).await?;
+            counted(tally, batch).await?;
         }
     }
     if stopping() {

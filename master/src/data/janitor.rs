@@ -17,15 +17,33 @@ use sea_orm::{
     Order, QueryFilter,
 };
 use serde_json::{Value, json};
+use std::time::Instant;
 
 /// Log chunks deleted per statement.
 pub const CHUNK_BATCH: u64 = 1000;
-/// Logs whose content is expired per batch.
-pub const LOG_BATCH: u64 = 50;
-/// Builds deleted per statement (after their chunks).
+/// Builds deleted (after their chunks), or whose logs are expired, per batch.
 pub const BUILD_BATCH: u64 = 20;
 /// Changes deleted per statement.
 pub const CHANGE_BATCH: u64 = 200;
+
+/// What one batch did, and its longest write statement (how long it may
+/// have held the database's write lock).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct BatchTally {
+    pub logs: u64,
+    pub chunks: u64,
+    pub builds: u64,
+    pub changes: u64,
+    pub longest_write_ms: f64,
+}
+
+impl BatchTally {
+    fn wrote(&mut self, started: Instant) {
+        self.longest_write_ms = self
+            .longest_write_ms
+            .max(started.elapsed().as_secs_f64() * 1000.0);
+    }
+}
 
 /// What one pass did so far.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -34,7 +52,19 @@ pub struct JanitorTally {
     pub chunks_deleted: u64,
     pub builds_deleted: u64,
     pub changes_deleted: u64,
+    /// The longest write statement of the pass.
     pub longest_batch_ms: f64,
+}
+
+impl JanitorTally {
+    /// Count a batch in.
+    pub fn add(&mut self, batch: &BatchTally) {
+        self.logs_expired += batch.logs;
+        self.chunks_deleted += batch.chunks;
+        self.builds_deleted += batch.builds;
+        self.changes_deleted += batch.changes;
+        self.longest_batch_ms = self.longest_batch_ms.max(batch.longest_write_ms);
+    }
 }
 
 impl Data {
@@ -82,41 +112,62 @@ impl Data {
         Ok(())
     }
 
-    /// One batch of log expiry: the content of logs of builds that completed
-    /// before `before`, but not before `builds_go_before` (those builds are
-    /// deleted whole). Deletes at most [`CHUNK_BATCH`] chunks of up to
-    /// [`LOG_BATCH`] such logs and marks the logs with nothing left as
-    /// expired. Returns (logs expired, chunks deleted); (0, 0) when done.
+    /// One batch of log expiry: the content of the logs of the next
+    /// [`BUILD_BATCH`] builds after build id `after` that completed before
+    /// `before`, but not before `builds_go_before` (those builds are deleted
+    /// whole). Their chunks go ([`CHUNK_BATCH`] a statement), then the logs are
+    /// marked expired. The cursor keeps a pass from reading the same builds
+    /// again. Returns the tally and the cursor for the next batch, `None` when
+    /// there are no more such builds.
     pub async fn expire_log_batch(
         &self,
         before: f64,
         builds_go_before: Option<f64>,
-    ) -> Result<(u64, u64), DataError> {
-        let ids = self
-            .ids(logs_of_builds_before(before, builds_go_before))
+        after: i64,
+    ) -> Result<Option<(BatchTally, i64)>, DataError> {
+        let mut builds = Query::select();
+        builds
+            .column(builds::Column::Id)
+            .from(builds::Entity)
+            .and_where(Expr::col(builds::Column::Id).gt(after))
+            .and_where(Expr::col(builds::Column::CompleteAt).lt(before));
+        if let Some(not_before) = builds_go_before {
+            builds.and_where(Expr::col(builds::Column::CompleteAt).gte(not_before));
+        }
+        let build_ids = self
+            .ids(
+                builds
+                    .order_by(builds::Column::Id, Order::Asc)
+                    .limit(BUILD_BATCH)
+                    .to_owned(),
+            )
             .await?;
-        if ids.is_empty() {
-            return Ok((0, 0));
+        let Some(&cursor) = build_ids.last() else {
+            return Ok(None);
+        };
+        let mut logs_of = logs_of_builds(&build_ids);
+        logs_of.and_where(Expr::col((logs::Entity, logs::Column::ContentExpiredAt)).is_null());
+        let log_ids = self.ids(logs_of).await?;
+        let mut tally = BatchTally::default();
+        if log_ids.is_empty() {
+            return Ok(Some((tally, cursor)));
         }
-        let deleted = self.delete_chunks_of(&ids).await?;
-        if deleted == CHUNK_BATCH {
-            // More chunks of these logs remain: the next batch goes on.
-            return Ok((0, deleted));
-        }
-        let expired = logs::Entity::update_many()
+        self.delete_all_chunks_of(&log_ids, &mut tally).await?;
+        let started = Instant::now();
+        tally.logs = logs::Entity::update_many()
             .col_expr(logs::Column::ContentExpiredAt, Expr::value(now()))
-            .filter(logs::Column::Id.is_in(ids))
+            .filter(logs::Column::Id.is_in(log_ids))
             .exec(&self.db)
             .await?
             .rows_affected;
-        Ok((expired, deleted))
+        tally.wrote(started);
+        Ok(Some((tally, cursor)))
     }
 
     /// One batch of build deletion: up to [`BUILD_BATCH`] builds that completed
     /// before `before`, their log chunks first ([`CHUNK_BATCH`] a statement),
-    /// then the builds, whose steps, logs and properties go with them. Returns
-    /// (builds deleted, chunks deleted, longest statement in ms).
-    pub async fn delete_build_batch(&self, before: f64) -> Result<(u64, u64, f64), DataError> {
+    /// then the builds, whose steps, logs and properties go with them.
+    pub async fn delete_build_batch(&self, before: f64) -> Result<BatchTally, DataError> {
         let build_ids = self
             .ids(oldest(
                 builds::Entity,
@@ -126,37 +177,46 @@ impl Data {
                 BUILD_BATCH,
             ))
             .await?;
+        let mut tally = BatchTally::default();
         if build_ids.is_empty() {
-            return Ok((0, 0, 0.0));
+            return Ok(tally);
         }
-        let mut chunks = 0;
-        let mut longest: f64 = 0.0;
         let log_ids = self.ids(logs_of_builds(&build_ids)).await?;
-        if !log_ids.is_empty() {
-            loop {
-                let started = std::time::Instant::now();
-                let n = self.delete_chunks_of(&log_ids).await?;
-                longest = longest.max(started.elapsed().as_secs_f64() * 1000.0);
-                chunks += n;
-                if n < CHUNK_BATCH {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-        }
-        let started = std::time::Instant::now();
-        let deleted = builds::Entity::delete_many()
+        self.delete_all_chunks_of(&log_ids, &mut tally).await?;
+        let started = Instant::now();
+        tally.builds = builds::Entity::delete_many()
             .filter(builds::Column::Id.is_in(build_ids))
             .exec(&self.db)
             .await?
             .rows_affected;
-        longest = longest.max(started.elapsed().as_secs_f64() * 1000.0);
-        Ok((deleted, chunks, longest))
+        tally.wrote(started);
+        Ok(tally)
+    }
+
+    /// Delete every chunk of these logs, [`CHUNK_BATCH`] a statement.
+    async fn delete_all_chunks_of(
+        &self,
+        log_ids: &[i64],
+        tally: &mut BatchTally,
+    ) -> Result<(), DataError> {
+        if log_ids.is_empty() {
+            return Ok(());
+        }
+        loop {
+            let started = Instant::now();
+            let n = self.delete_chunks_of(log_ids).await?;
+            tally.wrote(started);
+            tally.chunks += n;
+            if n < CHUNK_BATCH {
+                return Ok(());
+            }
+            tokio::task::yield_now().await;
+        }
     }
 
     /// One batch of change deletion: up to [`CHANGE_BATCH`] changes older than
     /// `before`, with their files and properties. Returns how many.
-    pub async fn delete_change_batch(&self, before: f64) -> Result<u64, DataError> {
+    pub async fn delete_change_batch(&self, before: f64) -> Result<BatchTally, DataError> {
         let ids = self
             .ids(oldest(
                 changes::Entity,
@@ -166,14 +226,18 @@ impl Data {
                 CHANGE_BATCH,
             ))
             .await?;
+        let mut tally = BatchTally::default();
         if ids.is_empty() {
-            return Ok(0);
+            return Ok(tally);
         }
-        Ok(changes::Entity::delete_many()
+        let started = Instant::now();
+        tally.changes = changes::Entity::delete_many()
             .filter(changes::Column::Id.is_in(ids))
             .exec(&self.db)
             .await?
-            .rows_affected)
+            .rows_affected;
+        tally.wrote(started);
+        Ok(tally)
     }
 
     /// SQLite: hand the pages freed by deletions back to the file system
@@ -270,32 +334,6 @@ where
         .and_where(Expr::col(time).lt(before))
         .order_by(id, Order::Asc)
         .limit(limit)
-        .to_owned()
-}
-
-/// Up to [`LOG_BATCH`] logs, with content, of builds that completed before
-/// `before` (and not before `not_before`).
-fn logs_of_builds_before(before: f64, not_before: Option<f64>) -> SelectStatement {
-    let mut select = Query::select();
-    if let Some(not_before) = not_before {
-        select.and_where(Expr::col((builds::Entity, builds::Column::CompleteAt)).gte(not_before));
-    }
-    select
-        .column((logs::Entity, logs::Column::Id))
-        .from(logs::Entity)
-        .inner_join(
-            steps::Entity,
-            Expr::col((steps::Entity, steps::Column::Id))
-                .equals((logs::Entity, logs::Column::Stepid)),
-        )
-        .inner_join(
-            builds::Entity,
-            Expr::col((builds::Entity, builds::Column::Id))
-                .equals((steps::Entity, steps::Column::Buildid)),
-        )
-        .and_where(Expr::col((builds::Entity, builds::Column::CompleteAt)).lt(before))
-        .and_where(Expr::col((logs::Entity, logs::Column::ContentExpiredAt)).is_null())
-        .limit(LOG_BATCH)
         .to_owned()
 }
 

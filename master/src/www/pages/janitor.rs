@@ -59,7 +59,7 @@ pub(super) async fn page(ctx: &Ctx<'_>) -> PageResult {
     } else {
         format!(
             "<table id=\"passes\"><tr><th>started</th><th>state</th><th>builds deleted</th><th>logs expired</th>\
-<th>log chunks deleted</th><th>changes deleted</th><th>longest batch</th></tr>\n{rows}</table>\
+<th>log chunks deleted</th><th>changes deleted</th><th>longest write</th></tr>\n{rows}</table>\
 <p class=\"hint\">{total} pass(es) in all; <a href=\"/api/v2/janitor_passes\">/api/v2/janitor_passes</a></p>"
         )
     };
