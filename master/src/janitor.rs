@@ -18,6 +18,8 @@ use tracing::{info, warn};
 
 /// Rest between two batches, so other writers get the database.
 const BATCH_PAUSE: Duration = Duration::from_millis(5);
+/// Passes of this master kept in `janitor_passes`.
+const PASSES_KEPT: u64 = 100;
 /// How often a long pass writes its progress to its `janitor_passes` row.
 const PROGRESS_EVERY: u32 = 50;
 
@@ -101,6 +103,9 @@ async fn pass(data: &Data, config: &JanitorConfig, shutdown: &watch::Receiver<bo
         .await
     {
         warn!("janitor: could not record the end of pass {id}: {e}");
+    }
+    if let Err(e) = data.prune_janitor_passes(PASSES_KEPT).await {
+        warn!("janitor: could not forget old passes: {e}");
     }
     match outcome {
         Ok(returned) => info!(

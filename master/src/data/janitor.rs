@@ -273,6 +273,28 @@ impl Data {
         Ok(Some(returned))
     }
 
+    /// Forget this master's passes but the newest `keep`: the janitor's own
+    /// history must not grow forever either.
+    pub async fn prune_janitor_passes(&self, keep: u64) -> Result<u64, DataError> {
+        let cutoff = Query::select()
+            .column(janitor_passes::Column::Id)
+            .from(janitor_passes::Entity)
+            .and_where(Expr::col(janitor_passes::Column::Masterid).eq(self.masterid))
+            .order_by(janitor_passes::Column::Id, Order::Desc)
+            .offset(keep.saturating_sub(1))
+            .limit(1)
+            .to_owned();
+        let Some(&oldest_kept) = self.ids(cutoff).await?.first() else {
+            return Ok(0);
+        };
+        Ok(janitor_passes::Entity::delete_many()
+            .filter(janitor_passes::Column::Masterid.eq(self.masterid))
+            .filter(janitor_passes::Column::Id.lt(oldest_kept))
+            .exec(&self.db)
+            .await?
+            .rows_affected)
+    }
+
     /// Passes of the janitor, newest first unless ordered otherwise.
     pub async fn list_janitor_passes(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), DataError> {
         let select = apply(janitor_passes::Entity::find(), q, &janitor_fields)?;
@@ -378,4 +400,40 @@ fn pass_json(p: &janitor_passes::Model) -> Value {
         "longest_batch_ms": p.longest_batch_ms,
         "error": p.error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mq::Bus;
+
+    #[tokio::test]
+    async fn only_the_newest_passes_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::connect("sqlite:state.sqlite", dir.path())
+            .await
+            .unwrap();
+        let masterid = crate::data::masters::register(&db, "test:master")
+            .await
+            .unwrap();
+        let data = Data {
+            db,
+            bus: Bus::new(),
+            masterid,
+        };
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(data.start_janitor_pass().await.unwrap());
+        }
+        assert_eq!(data.prune_janitor_passes(2).await.unwrap(), 3);
+        let (left, total) = data
+            .list_janitor_passes(&ListQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(total, 2);
+        let left: Vec<i64> = left.iter().map(|p| p["passid"].as_i64().unwrap()).collect();
+        assert_eq!(left, vec![ids[4], ids[3]]);
+        // Nothing more to forget.
+        assert_eq!(data.prune_janitor_passes(2).await.unwrap(), 0);
+    }
 }
