@@ -7,35 +7,51 @@
 
 use std::time::Duration;
 
+/// Why a duration was refused; each says what was given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0:?} has no unit: write e.g. 90s, 30m, 24h or 7d")]
+    NoUnit(String),
+    #[error("{0:?} does not start with a number (e.g. 24h)")]
+    NoNumber(String),
+    #[error("{text:?}: unknown unit {unit:?} (use s, m, h or d)")]
+    UnknownUnit { text: String, unit: String },
+    #[error("{0:?} is zero")]
+    Zero(String),
+    #[error("{0:?} is too long")]
+    TooLong(String),
+}
+
 /// Parse `N` followed by one unit: `s`, `m`, `h` or `d` (e.g. `90s`, `24h`, `365d`).
 /// A bare number is refused: it is too easy to mean days and get seconds.
-pub fn parse(text: &str) -> Result<Duration, String> {
+pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?} has no unit: write e.g. 90s, 30m, 24h or 7d"))?;
+        .ok_or_else(|| DurationError::NoUnit(text.to_string()))?;
     let (number, unit) = text.split_at(split);
     let number: u64 = number
         .parse()
-        .map_err(|_| format!("{text:?} does not start with a number (e.g. 24h)"))?;
+        .map_err(|_| DurationError::NoNumber(text.to_string()))?;
     let scale = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86400,
         _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?} (use s, m, h or d)"
-            ));
+            return Err(DurationError::UnknownUnit {
+                text: text.to_string(),
+                unit: unit.to_string(),
+            });
         }
     };
     if number == 0 {
-        return Err(format!("{text:?} is zero"));
+        return Err(DurationError::Zero(text.to_string()));
     }
     number
         .checked_mul(scale)
         .map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is too long"))
+        .ok_or_else(|| DurationError::TooLong(text.to_string()))
 }
 
 /// The largest whole unit that divides `d` exactly: `86400 s` → `1d`, `90 s` → `90s`.

@@ -325,7 +325,8 @@ pub async fn enroll(
             "the CA certificate it sent is not the one the token names".into(),
         ));
     }
-    check_certificate(&certificate, &key, &token.name).map_err(EnrollError::BadAnswer)?;
+    check_certificate(&certificate, &key, &token.name)
+        .map_err(|e| EnrollError::BadAnswer(e.to_string()))?;
     options.ca_pem = ca;
     workdir::write_new(dir, &options, &key, &csr)?;
     workdir::write_file(&dir.join("worker.crt"), certificate.as_bytes())?;
@@ -336,13 +337,28 @@ pub async fn enroll(
     })
 }
 
+/// Why a certificate the master sent is not this worker's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateMismatch {
+    #[error("the certificate: {0}")]
+    Unreadable(String),
+    #[error("the certificate is for '{found}', not for worker '{expected}'")]
+    OtherName { found: String, expected: String },
+    #[error("the certificate is for a different key")]
+    OtherKey,
+}
+
 /// Whether `cert_pem` is a certificate for `name` and `key`'s public key.
-pub fn check_certificate(cert_pem: &str, key: &rcgen::KeyPair, name: &str) -> Result<(), String> {
+pub fn check_certificate(
+    cert_pem: &str,
+    key: &rcgen::KeyPair,
+    name: &str,
+) -> Result<(), CertificateMismatch> {
     use rcgen::PublicKeyData;
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-        .map_err(|e| format!("the certificate: {e}"))?;
+        .map_err(|e| CertificateMismatch::Unreadable(e.to_string()))?;
     let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref())
-        .map_err(|e| format!("the certificate: {e}"))?;
+        .map_err(|e| CertificateMismatch::Unreadable(e.to_string()))?;
     let cn = parsed
         .subject()
         .iter_common_name()
@@ -350,12 +366,13 @@ pub fn check_certificate(cert_pem: &str, key: &rcgen::KeyPair, name: &str) -> Re
         .and_then(|cn| cn.as_str().ok())
         .unwrap_or_default();
     if cn != name {
-        return Err(format!(
-            "the certificate is for '{cn}', not for worker '{name}'"
-        ));
+        return Err(CertificateMismatch::OtherName {
+            found: cn.to_string(),
+            expected: name.to_string(),
+        });
     }
     if parsed.tbs_certificate.subject_pki.raw != key.subject_public_key_info().as_slice() {
-        return Err("the certificate is for a different key".into());
+        return Err(CertificateMismatch::OtherKey);
     }
     Ok(())
 }

@@ -121,7 +121,8 @@ pub fn renewal_request(dir: &WorkerDir) -> Result<String, RenewError> {
 /// for this worker's name and key. Atomic: a temporary file renamed over the old.
 pub fn store_renewed_certificate(dir: &WorkerDir, cert_pem: &str) -> Result<(), RenewError> {
     let key = load_key(dir)?;
-    crate::enroll::check_certificate(cert_pem, &key, &dir.name).map_err(RenewError::Bad)?;
+    crate::enroll::check_certificate(cert_pem, &key, &dir.name)
+        .map_err(|e| RenewError::Bad(e.to_string()))?;
     let path = dir.cert_path();
     let tmp = path.with_extension("crt.tmp");
     let io = |source| RenewError::Io {

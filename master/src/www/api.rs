@@ -94,7 +94,9 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
     let ["api", "v2", rest @ ..] = segments.as_slice() else {
         return Err(ApiError::not_found(format!("no API endpoint at {path}")));
     };
-    let params = request.params().map_err(ApiError::bad_request)?;
+    let params = request
+        .params()
+        .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?;
     let q = ListQuery::parse(&params).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let with_props = params.iter().any(|(k, _)| k == "property");
 

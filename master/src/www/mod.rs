@@ -46,8 +46,8 @@ impl Request {
     }
 
     /// The request's query string, decoded; malformed ones are a client error.
-    pub fn params(&self) -> Result<Vec<(String, String)>, String> {
-        serde_urlencoded::from_str(&self.query).map_err(|e| format!("malformed query string: {e}"))
+    pub fn params(&self) -> Result<Vec<(String, String)>, serde_urlencoded::de::Error> {
+        serde_urlencoded::from_str(&self.query)
     }
 
     /// The first value of a query parameter.
