@@ -37,11 +37,16 @@ pub struct BatchTally {
     pub longest_write_ms: f64,
 }
 
+/// A write statement longer than this is logged, with what it did.
+const SLOW_WRITE_MS: f64 = 50.0;
+
 impl BatchTally {
-    fn wrote(&mut self, started: Instant) {
-        self.longest_write_ms = self
-            .longest_write_ms
-            .max(started.elapsed().as_secs_f64() * 1000.0);
+    fn wrote(&mut self, started: Instant, what: &str) {
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        if ms > SLOW_WRITE_MS {
+            tracing::warn!("janitor: {what} held the database for {ms:.0} ms in one statement");
+        }
+        self.longest_write_ms = self.longest_write_ms.max(ms);
     }
 }
 
@@ -160,7 +165,7 @@ impl Data {
             .exec(&self.db)
             .await?
             .rows_affected;
-        tally.wrote(started);
+        tally.wrote(started, "expiring logs");
         Ok(Some((tally, cursor)))
     }
 
@@ -189,7 +194,7 @@ impl Data {
             .exec(&self.db)
             .await?
             .rows_affected;
-        tally.wrote(started);
+        tally.wrote(started, "deleting builds");
         Ok(tally)
     }
 
@@ -205,7 +210,7 @@ impl Data {
         loop {
             let started = Instant::now();
             let n = self.delete_chunks_of(log_ids).await?;
-            tally.wrote(started);
+            tally.wrote(started, "deleting log chunks");
             tally.chunks += n;
             if n < CHUNK_BATCH {
                 return Ok(());
@@ -236,7 +241,7 @@ impl Data {
             .exec(&self.db)
             .await?
             .rows_affected;
-        tally.wrote(started);
+        tally.wrote(started, "deleting changes");
         Ok(tally)
     }
 
