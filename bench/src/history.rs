@@ -172,6 +172,10 @@ fn janitor(m: &TestMaster, n: usize, prefix: &str, figures: &mut Figures) -> any
         "logs",
     );
     figures.add(&format!("{prefix}_janitor_pass_s"), took, "s");
+    // What the master said about its longest writes (over 50 ms), if any.
+    for line in m.log().lines().filter(|l| l.contains("held the database")) {
+        eprintln!("  {prefix}: {line}");
+    }
     figures.add(
         &format!("{prefix}_janitor_longest_batch_ms"),
         pass["longest_batch_ms"].as_f64().unwrap_or(0.0),
