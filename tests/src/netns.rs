@@ -64,7 +64,7 @@ impl Nat {
             if sh(&["sh", "-c", &format!("command -v {tool}")]).is_err() {
                 panic!(
                     "this test needs `{tool}` (packages iproute2, nftables, conntrack) and root to \
-                     make network namespaces; .ci/run installs them"
+                     make network namespaces; ./test installs them"
                 );
             }
         }

@@ -404,7 +404,7 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect(
-                "chromedriver is needed for the status-page tests: apt-get install chromium chromium-driver",
+                "chromedriver is needed for the status-page tests: run ./test (it installs chromium and chromium-driver), or apt-get install chromium chromium-driver",
             );
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
