@@ -110,7 +110,7 @@ async fn pass(data: &Data, config: &JanitorConfig, shutdown: &watch::Receiver<bo
     match outcome {
         Ok(returned) => info!(
             pass = id,
-            "janitor: {} log(s) expired ({} chunk(s)), {} build(s) and {} change(s) deleted in {:.1} s; longest batch {:.1} ms{}",
+            "janitor: {} log(s) expired ({} chunk(s)), {} build(s) and {} change(s) deleted in {:.1} s; longest write {:.1} ms{}",
             tally.logs_expired,
             tally.chunks_deleted,
             tally.builds_deleted,

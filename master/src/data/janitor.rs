@@ -130,19 +130,37 @@ impl Data {
         builds_go_before: Option<f64>,
         after: i64,
     ) -> Result<Option<(BatchTally, i64)>, DataError> {
+        // Only builds with a log left to expire: a pass over history expired
+        // long ago reads each build once, without a batch (and its pause) for it.
+        let unexpired = Query::select()
+            .expr(Expr::val(1))
+            .from(steps::Entity)
+            .inner_join(
+                logs::Entity,
+                Expr::col((logs::Entity, logs::Column::Stepid))
+                    .equals((steps::Entity, steps::Column::Id)),
+            )
+            .and_where(
+                Expr::col((steps::Entity, steps::Column::Buildid))
+                    .equals((builds::Entity, builds::Column::Id)),
+            )
+            .and_where(Expr::col((logs::Entity, logs::Column::ContentExpiredAt)).is_null())
+            .to_owned();
         let mut builds = Query::select();
         builds
-            .column(builds::Column::Id)
+            .column((builds::Entity, builds::Column::Id))
             .from(builds::Entity)
-            .and_where(Expr::col(builds::Column::Id).gt(after))
-            .and_where(Expr::col(builds::Column::CompleteAt).lt(before));
+            .and_where(Expr::col((builds::Entity, builds::Column::Id)).gt(after))
+            .and_where(Expr::col((builds::Entity, builds::Column::CompleteAt)).lt(before))
+            .and_where(Expr::exists(unexpired));
         if let Some(not_before) = builds_go_before {
-            builds.and_where(Expr::col(builds::Column::CompleteAt).gte(not_before));
+            builds
+                .and_where(Expr::col((builds::Entity, builds::Column::CompleteAt)).gte(not_before));
         }
         let build_ids = self
             .ids(
                 builds
-                    .order_by(builds::Column::Id, Order::Asc)
+                    .order_by((builds::Entity, builds::Column::Id), Order::Asc)
                     .limit(BUILD_BATCH)
                     .to_owned(),
             )
