@@ -141,16 +141,28 @@ impl Data {
 
     /// Build properties in Buildbot's API shape: name → [value, source].
     pub async fn build_properties(&self, buildid: i64) -> Result<Value, DataError> {
-        let rows = build_properties::Entity::find()
-            .filter(build_properties::Column::Buildid.eq(buildid))
+        let mut by_build = self.properties_of(&[buildid]).await?;
+        Ok(Value::Object(by_build.remove(&buildid).unwrap_or_default()))
+    }
+
+    /// The properties of these builds in one query, by build id.
+    async fn properties_of(
+        &self,
+        buildids: &[i64],
+    ) -> Result<BTreeMap<i64, serde_json::Map<String, Value>>, DataError> {
+        let mut by_build: BTreeMap<i64, serde_json::Map<String, Value>> = BTreeMap::new();
+        for p in build_properties::Entity::find()
+            .filter(build_properties::Column::Buildid.is_in(buildids.iter().copied()))
             .all(&self.db)
-            .await?;
-        let mut map = serde_json::Map::new();
-        for r in rows {
-            let value: Value = serde_json::from_str(&r.value).unwrap_or(Value::Null);
-            map.insert(r.name, json!([value, r.source]));
+            .await?
+        {
+            let value: Value = serde_json::from_str(&p.value).unwrap_or(Value::Null);
+            by_build
+                .entry(p.buildid)
+                .or_default()
+                .insert(p.name, json!([value, p.source]));
         }
-        Ok(Value::Object(map))
+        Ok(by_build)
     }
 
     /// The build is over.
@@ -199,18 +211,8 @@ impl Data {
         let mut out: Vec<Value> = rows.iter().map(build_json).collect();
         if with_properties && !rows.is_empty() {
             // The whole page's properties in one query, not one per build.
-            let mut by_build: BTreeMap<i64, serde_json::Map<String, Value>> = BTreeMap::new();
-            for p in build_properties::Entity::find()
-                .filter(build_properties::Column::Buildid.is_in(rows.iter().map(|r| r.id)))
-                .all(&self.db)
-                .await?
-            {
-                let value: Value = serde_json::from_str(&p.value).unwrap_or(Value::Null);
-                by_build
-                    .entry(p.buildid)
-                    .or_default()
-                    .insert(p.name, json!([value, p.source]));
-            }
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            let mut by_build = self.properties_of(&ids).await?;
             for (j, r) in out.iter_mut().zip(&rows) {
                 j["properties"] = Value::Object(by_build.remove(&r.id).unwrap_or_default());
             }

@@ -6,7 +6,7 @@
 //! properties; a change's files and properties).
 //!
 //! Each pass is a `janitor_passes` row: what it deleted and how long its
-//! longest batch took, for the status page and `/api/v2/janitor_passes`.
+//! longest write statement took, for the status page and `/api/v2/janitor_passes`.
 
 use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError, now};
@@ -238,7 +238,7 @@ impl Data {
     }
 
     /// One batch of change deletion: up to [`CHANGE_BATCH`] changes older than
-    /// `before`, with their files and properties. Returns how many.
+    /// `before`, with their files and properties.
     pub async fn delete_change_batch(&self, before: f64) -> Result<BatchTally, DataError> {
         let ids = self
             .ids(oldest(

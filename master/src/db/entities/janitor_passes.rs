@@ -1,5 +1,5 @@
 //! `janitor_passes`: one pass of the janitor, what it deleted, and how long its
-//! longest batch held the database.
+//! longest write statement held the database.
 
 use sea_orm::entity::prelude::*;
 
