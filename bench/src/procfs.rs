@@ -1,4 +1,5 @@
-//! Memory of a process, from `/proc/PID/status` (Linux only, as the bench is).
+//! Memory and CPU time of a process, from `/proc/PID/status` and `/proc/PID/stat`
+//! (Linux only, as the bench is).
 
 /// Resident memory now (`VmRSS`) and at its peak (`VmHWM`), in MiB.
 #[derive(Debug, Clone, Copy)]
@@ -56,4 +57,28 @@ impl RssSampler {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         self.thread.join().unwrap_or(0.0)
     }
+}
+
+/// CPU time the process has used so far, user and system, all its threads, in
+/// seconds (`utime + stime` of `/proc/PID/stat`, in clock ticks of 1/100 s).
+///
+/// Why: builds per second move with whatever else the shared machine does;
+/// the master's CPU per build is what a change to the write path changes.
+pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces: count from its closing paren.
+    let after_name = stat
+        .rsplit_once(')')
+        .ok_or_else(|| anyhow::anyhow!("malformed /proc/{pid}/stat"))?
+        .1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of the whole line are the 12th and 13th after the name.
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("short /proc/{pid}/stat"))?
+            .parse::<f64>()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
 }

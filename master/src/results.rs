@@ -29,11 +29,18 @@ pub fn name(code: i32) -> &'static str {
 /// The worse of two results, in Buildbot's order
 /// SKIPPED < SUCCESS < WARNINGS < FAILURE < EXCEPTION < RETRY < CANCELLED.
 pub fn worst(a: i32, b: i32) -> i32 {
-    const ORDER: [i32; 7] = [
-        SKIPPED, SUCCESS, WARNINGS, FAILURE, EXCEPTION, RETRY, CANCELLED,
-    ];
-    let rank = |r: i32| ORDER.iter().position(|&x| x == r).unwrap_or(0);
     if rank(a) >= rank(b) { a } else { b }
+}
+
+/// Every result, least bad first: [`worst`] keeps the later of two. The data
+/// layer ranks stored results in SQL with the same order.
+pub const ORDER: [i32; 7] = [
+    SKIPPED, SUCCESS, WARNINGS, FAILURE, EXCEPTION, RETRY, CANCELLED,
+];
+
+/// A result's place in [`ORDER`]; an unknown code counts as the least bad.
+pub fn rank(result: i32) -> usize {
+    ORDER.iter().position(|&x| x == result).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -1,16 +1,28 @@
 //! The `builds` collection and build properties.
 
-use super::buildsets::is_unique_violation;
+use super::batch::Batch;
+use super::buildsets::{
+    PendingRequest, buildset_properties_from, is_unique_violation, push_completion,
+};
 use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError, now};
-use crate::db::entities::{build_properties, builds};
+use crate::db::entities::{build_properties, builds, buildset_properties};
 use crate::mq::Topic;
 use crate::mq::topic::BuildEvent;
 use sea_orm::Order;
 use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, FromQueryResult, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryTrait};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+
+/// A build just recorded, with what its buildset was submitted with.
+#[derive(Debug)]
+pub struct StartedBuild {
+    pub buildid: i64,
+    pub number: i32,
+    /// name → (value, source)
+    pub buildset_properties: BTreeMap<String, (Value, String)>,
+}
 
 fn fields(name: &str) -> Option<FieldKind<builds::Column>> {
     use builds::Column as C;
@@ -47,31 +59,29 @@ fn build_json(b: &builds::Model) -> Value {
 }
 
 impl Data {
-    /// Start a new build of `builderid` for request `brid` on `workerid`; the
-    /// number is the builder's next one. Returns (buildid, number).
-    pub async fn add_build(
+    /// Start a new build of `request` on `workerid`; the number is the
+    /// builder's next one. Reads the buildset's properties in the same trip.
+    pub async fn start_build(
         &self,
-        builderid: i64,
-        brid: i64,
+        request: &PendingRequest,
         workerid: i64,
-    ) -> Result<(i64, i32), DataError> {
+    ) -> Result<StartedBuild, DataError> {
         use builds::Column as C;
-        // One statement: the number is the builder's highest plus one,
         // `INSERT INTO builds (…) SELECT COALESCE(MAX(number), 0) + 1, … RETURNING *`.
         let next_number =
             Expr::expr(Func::coalesce([Expr::col(C::Number).max(), Expr::val(0)])).add(1);
         let values = Query::select()
             .expr(next_number)
             .exprs([
-                Expr::val(builderid),
-                Expr::val(brid),
+                Expr::val(request.builderid),
+                Expr::val(request.brid),
                 Expr::val(workerid),
                 Expr::val(self.masterid),
                 Expr::val(now()),
                 Expr::val("building"),
             ])
             .from(builds::Entity)
-            .and_where(Expr::col(C::Builderid).eq(builderid))
+            .and_where(Expr::col(C::Builderid).eq(request.builderid))
             .to_owned();
         let insert = Query::insert()
             .into_table(builds::Entity)
@@ -87,32 +97,36 @@ impl Data {
             .select_from(values)?
             .returning_all()
             .to_owned();
-        let statement = self.db.get_database_backend().build(&insert);
+        let properties = buildset_properties::Entity::find()
+            .filter(buildset_properties::Column::Buildsetid.eq(request.buildsetid))
+            .into_query();
         // Two masters' builds of one builder may start together (PostgreSQL):
         // retry on a number clash.
         let mut attempts = 0;
-        loop {
-            match builds::Model::find_by_statement(statement.clone())
-                .one(&self.db)
-                .await
-            {
-                Ok(Some(row)) => {
-                    self.bus.publish(
-                        Topic::Build {
-                            id: row.id,
-                            event: BuildEvent::New,
-                        },
-                        build_json(&row),
-                    );
-                    return Ok((row.id, row.number));
-                }
-                Ok(None) => {
-                    return Err(DataError::Unexpected("returned no new build row"));
-                }
-                Err(e) if is_unique_violation(&e) && attempts < 10 => attempts += 1,
-                Err(e) => return Err(e.into()),
+        let mut rows = loop {
+            let mut batch = Batch::new(self);
+            let build = batch.push(&insert);
+            let props = batch.push(&properties);
+            match self.run_batch(batch).await {
+                Ok(rows) => break (rows, build, props),
+                Err(DataError::Db(e)) if is_unique_violation(&e) && attempts < 10 => attempts += 1,
+                Err(e) => return Err(e),
             }
-        }
+        };
+        let row: builds::Model = rows.0.one(rows.1, "returned no new build row")?;
+        let properties = buildset_properties_from(rows.0.models(rows.2)?);
+        self.bus.publish(
+            Topic::Build {
+                id: row.id,
+                event: BuildEvent::New,
+            },
+            build_json(&row),
+        );
+        Ok(StartedBuild {
+            buildid: row.id,
+            number: row.number,
+            buildset_properties: properties,
+        })
     }
 
     /// Record the properties of a build that has none yet (name → (value,
@@ -178,6 +192,43 @@ impl Data {
             .col_expr(builds::Column::StateString, Expr::value(state));
         self.update_build(buildid, update, BuildEvent::Finished)
             .await
+    }
+
+    /// The build is over and its request complete (with its buildset, when it
+    /// was the last open request): one transaction, one trip on SQLite.
+    pub async fn finish_build_and_request(
+        &self,
+        buildid: i64,
+        results: i32,
+        state: &str,
+        request: &PendingRequest,
+    ) -> Result<(), DataError> {
+        use builds::Column as C;
+        let at = now();
+        let mut batch = Batch::new(self);
+        let build = batch.push(
+            Query::update()
+                .table(builds::Entity)
+                .values([
+                    (C::CompleteAt, at.into()),
+                    (C::Results, results.into()),
+                    (C::StateString, state.into()),
+                ])
+                .and_where(Expr::col(C::Id).eq(buildid))
+                .returning_all(),
+        );
+        let completion = push_completion(&mut batch, request, results, at);
+        let mut rows = self.run_batch(batch).await?;
+        for b in rows.models::<builds::Model>(build)? {
+            self.bus.publish(
+                Topic::Build {
+                    id: buildid,
+                    event: BuildEvent::Finished,
+                },
+                build_json(&b),
+            );
+        }
+        self.publish_completion(&mut rows, completion, request)
     }
 
     /// Apply `update` to one build and publish `builds/N/EVENT` with the

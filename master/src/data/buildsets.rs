@@ -7,17 +7,15 @@
 //! any other result. Requests live only in the database, so nothing queued is lost
 //! when the master stops or a builder disappears from the config for a while.
 
+use super::batch::{Batch, BatchRows, StatementIndex};
 use super::query::{FieldKind, ListQuery, Op, QueryError, apply, fetch_page};
 use super::{Data, DataError, now};
 use crate::db::entities::{buildrequest_claims, buildrequests, buildset_properties, buildsets};
 use crate::mq::Topic;
 use crate::mq::topic::{BuildRequestEvent, BuildsetEvent};
 use sea_orm::Order;
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
-};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 
@@ -84,47 +82,71 @@ impl Data {
         builderids: &[i64],
         properties: &BTreeMap<String, (Value, String)>,
     ) -> Result<(i64, BTreeMap<i64, i64>), DataError> {
+        use buildrequests::Column as R;
+        use buildset_properties::Column as P;
         let submitted_at = now();
-        let txn = self.db.begin().await?;
-        let bs = buildsets::ActiveModel {
-            reason: Set(reason.to_string()),
-            submitted_at: Set(submitted_at),
-            complete: Set(false),
-            ..Default::default()
-        }
-        .insert(&txn)
-        .await?;
-        // One multi-row insert each for the properties and the requests.
+        // One transaction in one trip: the buildset, its properties and its
+        // requests (the latter two name the buildset by `last_id`).
+        let mut batch = Batch::new(self);
+        let buildset = batch.push(
+            Query::insert()
+                .into_table(buildsets::Entity)
+                .columns([
+                    buildsets::Column::Reason,
+                    buildsets::Column::SubmittedAt,
+                    buildsets::Column::Complete,
+                ])
+                .values([reason.into(), submitted_at.into(), false.into()])?
+                .returning_all(),
+        );
+        let bsid = batch.last_id("buildsets");
         if !properties.is_empty() {
-            buildset_properties::Entity::insert_many(properties.iter().map(
-                |(name, (value, source))| buildset_properties::ActiveModel {
-                    buildsetid: Set(bs.id),
-                    property_name: Set(name.clone()),
-                    property_value: Set(json!([value, source]).to_string()),
-                    ..Default::default()
-                },
-            ))
-            .exec(&txn)
-            .await?;
+            let mut insert = Query::insert();
+            insert.into_table(buildset_properties::Entity).columns([
+                P::Buildsetid,
+                P::PropertyName,
+                P::PropertyValue,
+            ]);
+            for (name, (value, source)) in properties {
+                insert.values([
+                    bsid.clone(),
+                    name.as_str().into(),
+                    json!([value, source]).to_string().into(),
+                ])?;
+            }
+            batch.push(&insert);
         }
-        let requests = if builderids.is_empty() {
-            Vec::new()
-        } else {
-            buildrequests::Entity::insert_many(builderids.iter().map(|&builderid| {
-                buildrequests::ActiveModel {
-                    buildsetid: Set(bs.id),
-                    builderid: Set(builderid),
-                    priority: Set(0),
-                    complete: Set(false),
-                    submitted_at: Set(submitted_at),
-                    waited_for: Set(false),
-                    ..Default::default()
-                }
-            }))
-            .exec_with_returning(&txn)
-            .await?
+        let requests = (!builderids.is_empty()).then(|| {
+            let mut insert = Query::insert();
+            insert
+                .into_table(buildrequests::Entity)
+                .columns([
+                    R::Buildsetid,
+                    R::Builderid,
+                    R::Priority,
+                    R::Complete,
+                    R::SubmittedAt,
+                    R::WaitedFor,
+                ])
+                .returning_all();
+            for &builderid in builderids {
+                insert.values_panic([
+                    bsid.clone(),
+                    builderid.into(),
+                    0.into(),
+                    false.into(),
+                    submitted_at.into(),
+                    false.into(),
+                ]);
+            }
+            batch.push(&insert)
+        });
+        let mut rows = self.run_batch(batch).await?;
+        let bs: buildsets::Model = rows.one(buildset, "returned no new buildset row")?;
+        let requests: Vec<buildrequests::Model> = match requests {
+            Some(index) => rows.models(index)?,
+            None => Vec::new(),
         };
-        txn.commit().await?;
         let brids = requests.iter().map(|br| (br.builderid, br.id)).collect();
         self.bus.publish(
             Topic::Buildset {
@@ -154,16 +176,7 @@ impl Data {
             .filter(buildset_properties::Column::Buildsetid.eq(buildsetid))
             .all(&self.db)
             .await?;
-        let mut out = BTreeMap::new();
-        for r in rows {
-            if let Ok(Value::Array(pair)) = serde_json::from_str::<Value>(&r.property_value)
-                && pair.len() == 2
-            {
-                let source = pair[1].as_str().unwrap_or("").to_string();
-                out.insert(r.property_name, (pair[0].clone(), source));
-            }
-        }
-        Ok(out)
+        Ok(buildset_properties_from(rows))
     }
 
     /// The reason a buildset was submitted with.
@@ -245,48 +258,32 @@ impl Data {
         request: &PendingRequest,
         results: i32,
     ) -> Result<(), DataError> {
-        let (brid, at) = (request.brid, now());
-        // One transaction, so nobody sees the request complete while its
-        // buildset still looks open; events go out once it is committed.
-        let txn = self.db.begin().await?;
-        let Some(br) = buildrequests::Entity::update_many()
-            .col_expr(buildrequests::Column::Complete, Expr::value(true))
-            .col_expr(buildrequests::Column::Results, Expr::value(results))
-            .col_expr(buildrequests::Column::CompleteAt, Expr::value(at))
-            .filter(buildrequests::Column::Id.eq(brid))
-            .exec_with_returning(&txn)
-            .await?
-            .pop()
-        else {
-            return Ok(());
-        };
-        let siblings = buildrequests::Entity::find()
-            .filter(buildrequests::Column::Buildsetid.eq(br.buildsetid))
-            .all(&txn)
-            .await?;
-        let mut completed = Vec::new();
-        if siblings.iter().all(|s| s.complete) {
-            let worst = siblings
-                .iter()
-                .filter_map(|s| s.results)
-                .fold(crate::results::SUCCESS, crate::results::worst);
-            completed = buildsets::Entity::update_many()
-                .col_expr(buildsets::Column::Complete, Expr::value(true))
-                .col_expr(buildsets::Column::Results, Expr::value(worst))
-                .col_expr(buildsets::Column::CompleteAt, Expr::value(at))
-                .filter(buildsets::Column::Id.eq(br.buildsetid))
-                .exec_with_returning(&txn)
-                .await?;
+        let mut batch = Batch::new(self);
+        let completion = push_completion(&mut batch, request, results, now());
+        let mut rows = self.run_batch(batch).await?;
+        self.publish_completion(&mut rows, completion, request)
+    }
+
+    /// Publishes what a batch with [`push_completion`]'s statements changed:
+    /// the request complete and, if it was the last one, its buildset.
+    pub(crate) fn publish_completion(
+        &self,
+        rows: &mut BatchRows,
+        completion: Completion,
+        request: &PendingRequest,
+    ) -> Result<(), DataError> {
+        let completed: Vec<buildrequests::Model> = rows.models(completion.request)?;
+        for br in &completed {
+            self.bus.publish(
+                Topic::BuildRequest {
+                    id: br.id,
+                    event: BuildRequestEvent::Complete,
+                },
+                request_json(br, request.claim.as_ref()),
+            );
         }
-        txn.commit().await?;
-        self.bus.publish(
-            Topic::BuildRequest {
-                id: brid,
-                event: BuildRequestEvent::Complete,
-            },
-            request_json(&br, request.claim.as_ref()),
-        );
-        for bs in completed {
+        let buildsets: Vec<buildsets::Model> = rows.models(completion.buildset)?;
+        for bs in buildsets {
             self.bus.publish(
                 Topic::Buildset {
                     id: bs.id,
@@ -459,4 +456,100 @@ fn request_json(br: &buildrequests::Model, claim: Option<&buildrequest_claims::M
         "complete_at": br.complete_at,
         "waited_for": br.waited_for,
     })
+}
+
+/// Where [`push_completion`]'s statements are in their batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Completion {
+    request: StatementIndex,
+    buildset: StatementIndex,
+}
+
+/// Adds the statements that complete `request` with `results` at `at`, and its
+/// buildset with the worst result of its requests when no other request of it
+/// is still open. In the batch's transaction, so nobody sees the request
+/// complete while its buildset still looks open.
+pub(crate) fn push_completion(
+    batch: &mut Batch,
+    request: &PendingRequest,
+    results: i32,
+    at: f64,
+) -> Completion {
+    use buildrequests::Column as R;
+    use buildsets::Column as B;
+    let request_index = batch.push(
+        Query::update()
+            .table(buildrequests::Entity)
+            .values([
+                (R::Complete, true.into()),
+                (R::Results, results.into()),
+                (R::CompleteAt, at.into()),
+            ])
+            .and_where(Expr::col(R::Id).eq(request.brid))
+            .returning_all(),
+    );
+    let bsid = request.buildsetid;
+    let open = Query::select()
+        .expr(Expr::val(1))
+        .from(buildrequests::Entity)
+        .and_where(Expr::col(R::Buildsetid).eq(bsid))
+        .and_where(Expr::col(R::Complete).eq(false))
+        .to_owned();
+    let buildset_index = batch.push(
+        Query::update()
+            .table(buildsets::Entity)
+            .values([
+                (B::Complete, true.into()),
+                (B::Results, worst_result_sql(bsid)),
+                (B::CompleteAt, at.into()),
+            ])
+            .and_where(Expr::col(B::Id).eq(bsid))
+            .and_where(Expr::col(B::Complete).eq(false))
+            .and_where(Expr::exists(open).not())
+            .returning_all(),
+    );
+    Completion {
+        request: request_index,
+        buildset: buildset_index,
+    }
+}
+
+/// The worst result of the requests of buildset `bsid`, in SQL: the highest
+/// rank in Buildbot's order ([`crate::results::ORDER`]), never better than
+/// SUCCESS, as folding from SUCCESS with [`crate::results::worst`] gives. NULL
+/// and unknown results rank lowest.
+fn worst_result_sql(bsid: i64) -> Expr {
+    use crate::results::{ORDER, SUCCESS, rank};
+    let mut rank_of_results = String::from("CASE results");
+    for (r, result) in ORDER.iter().enumerate() {
+        rank_of_results.push_str(&format!(" WHEN {result} THEN {r}"));
+    }
+    rank_of_results.push_str(" ELSE 0 END");
+    let mut sql = format!(
+        "CASE (SELECT MAX({rank_of_results}) FROM buildrequests WHERE buildsetid = {bsid})"
+    );
+    for (r, result) in ORDER.iter().enumerate().skip(rank(SUCCESS) + 1) {
+        sql.push_str(&format!(" WHEN {r} THEN {result}"));
+    }
+    sql.push_str(&format!(" ELSE {SUCCESS} END"));
+    // Only integers go into this text (a buildset id from the database and
+    // result codes), so it needs no bound values.
+    Expr::cust(sql)
+}
+
+/// Stored buildset properties (`[value, source]`) as name → (value, source);
+/// a malformed one is left out.
+pub(crate) fn buildset_properties_from(
+    rows: Vec<buildset_properties::Model>,
+) -> BTreeMap<String, (Value, String)> {
+    let mut out = BTreeMap::new();
+    for r in rows {
+        if let Ok(Value::Array(pair)) = serde_json::from_str::<Value>(&r.property_value)
+            && pair.len() == 2
+        {
+            let source = pair[1].as_str().unwrap_or("").to_string();
+            out.insert(r.property_name, (pair[0].clone(), source));
+        }
+    }
+    out
 }

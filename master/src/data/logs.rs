@@ -8,17 +8,15 @@
 //! found without reading the whole log. `raw` streams the output back with the
 //! prefixes stripped, byte for byte (a last line without a newline gets one).
 
+use super::batch::{Batch, BatchRows, StatementIndex};
 use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError};
 use crate::db::entities::{logchunks, logs};
 use crate::mq::Topic;
 use crate::mq::topic::LogEvent;
 use sea_orm::Order;
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
-};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -243,7 +241,20 @@ impl LogWriter {
 
     /// Store what is left (an unfinished last line gets a newline) and mark the
     /// log complete. Returns the number of lines.
-    pub async fn finish(mut self) -> Result<i64, DataError> {
+    pub async fn finish(self) -> Result<i64, DataError> {
+        let data = self.data.clone();
+        let closed = self.close().await?;
+        let mut batch = Batch::new(&data);
+        let finished = push_log_finished(&mut batch, &closed);
+        let mut rows = data.run_batch(batch).await?;
+        data.publish_log_finished(&mut rows, finished)?;
+        Ok(closed.lines)
+    }
+
+    /// Store what is left (an unfinished last line gets a newline) and wait
+    /// until every chunk is stored; the log row is marked complete by a
+    /// statement from [`push_log_finished`] (with its step's, in one trip).
+    pub async fn close(mut self) -> Result<ClosedLog, DataError> {
         for stream in [LogStream::Stdout, LogStream::Stderr, LogStream::Header] {
             if !self.partial[stream.index()].is_empty() {
                 self.append(stream, b"\n").await?;
@@ -252,32 +263,65 @@ impl LogWriter {
         self.flush().await?;
         let LogWriter {
             logid,
-            data,
             chunks,
             store,
             ..
         } = self;
         drop(chunks);
-        let stored_lines = store
+        let lines = store
             .await
             .map_err(|e| DataError::LogStore(logid, e.to_string()))??;
-        let finished = logs::Entity::update_many()
-            .col_expr(logs::Column::Complete, Expr::value(true))
-            .col_expr(logs::Column::NumLines, Expr::value(stored_lines))
-            .filter(logs::Column::Id.eq(logid))
-            .exec_with_returning(&data.db)
-            .await?;
-        for l in finished {
-            data.bus.publish(
-                Topic::Log {
-                    id: logid,
-                    event: LogEvent::Finished,
-                },
-                log_json(&l),
-            );
-        }
-        Ok(stored_lines)
+        Ok(ClosedLog { logid, lines })
     }
+}
+
+/// A log whose every line is stored, not yet marked complete.
+#[derive(Debug, Clone, Copy)]
+pub struct ClosedLog {
+    pub logid: i64,
+    /// Lines stored.
+    pub lines: i64,
+}
+
+/// Adds the statement that marks `log` complete with its line count.
+pub(crate) fn push_log_finished(batch: &mut Batch, log: &ClosedLog) -> StatementIndex {
+    batch.push(
+        Query::update()
+            .table(logs::Entity)
+            .values([
+                (logs::Column::Complete, true.into()),
+                (logs::Column::NumLines, log.lines.into()),
+            ])
+            .and_where(Expr::col(logs::Column::Id).eq(log.logid))
+            .returning_all(),
+    )
+}
+
+/// Adds the statement that creates a stdio log named `name` of step `stepid`
+/// (an id or [`Batch::last_id`]).
+pub(crate) fn push_new_log(batch: &mut Batch, stepid: Expr, name: &str) -> StatementIndex {
+    use logs::Column as C;
+    let insert = Query::insert()
+        .into_table(logs::Entity)
+        .columns([
+            C::Name,
+            C::Slug,
+            C::Stepid,
+            C::Complete,
+            C::NumLines,
+            C::LogType,
+        ])
+        .values_panic([
+            name.into(),
+            slugify(name).into(),
+            stepid,
+            false.into(),
+            0i64.into(),
+            "s".into(),
+        ])
+        .returning_all()
+        .to_owned();
+    batch.push(&insert)
 }
 
 /// The task that compresses and stores one log's chunks, in order; returns the
@@ -396,17 +440,14 @@ impl ChunkDecoder {
 impl Data {
     /// Open a new stdio log of a step.
     pub async fn add_log(&self, stepid: i64, name: &str) -> Result<LogWriter, DataError> {
-        let row = logs::ActiveModel {
-            name: Set(name.to_string()),
-            slug: Set(slugify(name)),
-            stepid: Set(stepid),
-            complete: Set(false),
-            num_lines: Set(0),
-            log_type: Set("s".into()),
-            ..Default::default()
-        }
-        .insert(&self.db)
-        .await?;
+        let mut batch = Batch::new(self);
+        let log = push_new_log(&mut batch, stepid.into(), name);
+        let mut rows = self.run_batch(batch).await?;
+        self.open_log(rows.one(log, "returned no new log row")?)
+    }
+
+    /// Publishes a log row just created and starts its writer.
+    pub(crate) fn open_log(&self, row: logs::Model) -> Result<LogWriter, DataError> {
         self.bus.publish(
             Topic::Log {
                 id: row.id,
@@ -433,6 +474,24 @@ impl Data {
             chunks,
             store,
         })
+    }
+
+    /// Publishes `logs/N/finished` for the row [`push_log_finished`] updated.
+    pub(crate) fn publish_log_finished(
+        &self,
+        rows: &mut BatchRows,
+        finished: StatementIndex,
+    ) -> Result<(), DataError> {
+        for l in rows.models::<logs::Model>(finished)? {
+            self.bus.publish(
+                Topic::Log {
+                    id: l.id,
+                    event: LogEvent::Finished,
+                },
+                log_json(&l),
+            );
+        }
+        Ok(())
     }
 
     pub async fn list_logs(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), DataError> {

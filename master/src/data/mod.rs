@@ -5,6 +5,7 @@
 //! (later) reporters never touch the database themselves. Submodules are one per
 //! collection, named as in Buildbot's data API.
 
+pub(crate) mod batch;
 pub mod builders;
 pub mod builds;
 pub mod buildsets;

@@ -1,13 +1,15 @@
 //! The `steps` collection.
 
+use super::batch::Batch;
+use super::logs::{ClosedLog, LogWriter, push_log_finished, push_new_log};
 use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError, now};
 use crate::db::entities::steps;
 use crate::mq::Topic;
 use crate::mq::topic::StepEvent;
+use sea_orm::EntityTrait;
 use sea_orm::Order;
-use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use serde_json::{Value, json};
 
 fn fields(name: &str) -> Option<FieldKind<steps::Column>> {
@@ -44,26 +46,45 @@ fn step_json(s: &steps::Model) -> Value {
 }
 
 impl Data {
-    /// A step of `buildid` starts now; returns its id.
+    /// A step of `buildid` starts now, with its stdio log `log_name` (one
+    /// trip). Returns its id and the log's writer.
     pub async fn start_step(
         &self,
         buildid: i64,
         number: i32,
         name: &str,
         state: &str,
-    ) -> Result<i64, DataError> {
-        let row = steps::ActiveModel {
-            number: Set(number),
-            name: Set(name.to_string()),
-            buildid: Set(buildid),
-            started_at: Set(Some(now())),
-            state_string: Set(state.to_string()),
-            urls_json: Set("[]".into()),
-            hidden: Set(false),
-            ..Default::default()
-        }
-        .insert(&self.db)
-        .await?;
+        log_name: &str,
+    ) -> Result<(i64, LogWriter), DataError> {
+        use steps::Column as C;
+        let mut batch = Batch::new(self);
+        let step = batch.push(
+            Query::insert()
+                .into_table(steps::Entity)
+                .columns([
+                    C::Number,
+                    C::Name,
+                    C::Buildid,
+                    C::StartedAt,
+                    C::StateString,
+                    C::UrlsJson,
+                    C::Hidden,
+                ])
+                .values([
+                    number.into(),
+                    name.into(),
+                    buildid.into(),
+                    now().into(),
+                    state.into(),
+                    "[]".into(),
+                    false.into(),
+                ])?
+                .returning_all(),
+        );
+        let stepid = batch.last_id("steps");
+        let log = push_new_log(&mut batch, stepid, log_name);
+        let mut rows = self.run_batch(batch).await?;
+        let row: steps::Model = rows.one(step, "returned no new step row")?;
         self.bus.publish(
             Topic::Step {
                 id: row.id,
@@ -71,23 +92,34 @@ impl Data {
             },
             step_json(&row),
         );
-        Ok(row.id)
+        let writer = self.open_log(rows.one(log, "returned no new log row")?)?;
+        Ok((row.id, writer))
     }
 
+    /// The step is over, and its log (closed) complete: one trip.
     pub async fn finish_step(
         &self,
         stepid: i64,
         results: i32,
         state: &str,
+        log: &ClosedLog,
     ) -> Result<(), DataError> {
-        let finished = steps::Entity::update_many()
-            .col_expr(steps::Column::CompleteAt, Expr::value(now()))
-            .col_expr(steps::Column::Results, Expr::value(results))
-            .col_expr(steps::Column::StateString, Expr::value(state))
-            .filter(steps::Column::Id.eq(stepid))
-            .exec_with_returning(&self.db)
-            .await?;
-        for s in finished {
+        let mut batch = Batch::new(self);
+        let log_finished = push_log_finished(&mut batch, log);
+        let finished = batch.push(
+            Query::update()
+                .table(steps::Entity)
+                .values([
+                    (steps::Column::CompleteAt, now().into()),
+                    (steps::Column::Results, results.into()),
+                    (steps::Column::StateString, state.into()),
+                ])
+                .and_where(Expr::col(steps::Column::Id).eq(stepid))
+                .returning_all(),
+        );
+        let mut rows = self.run_batch(batch).await?;
+        self.publish_log_finished(&mut rows, log_finished)?;
+        for s in rows.models::<steps::Model>(finished)? {
             self.bus.publish(
                 Topic::Step {
                     id: stepid,

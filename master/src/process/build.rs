@@ -18,7 +18,6 @@ use crate::steps::{self, Properties, RemoteFailure, StepContext, StepHost};
 use crate::worker_registry::WorkerLease;
 use crate::workers::remote::{self, Output, OutputSink, RemoteError, WorkerLink};
 use moonbot_worker::protocol::{CommandOutcome, RemoteCommand};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -71,9 +70,8 @@ async fn run_inner(
     lease: &WorkerLease,
 ) -> Result<(), DataError> {
     let data = &shared.data;
-    let (buildid, number) = data
-        .add_build(request.builderid, request.brid, lease.worker.workerid)
-        .await?;
+    let started = data.start_build(&request, lease.worker.workerid).await?;
+    let (buildid, number) = (started.buildid, started.number);
     // Dropped on every path out of here: the build leaves the running set.
     let registration = shared.builds.register(buildid);
     info!(buildid, number, "build started");
@@ -94,7 +92,7 @@ async fn run_inner(
         lua,
         buildid,
         number,
-        props: BTreeMap::new(),
+        props: started.buildset_properties,
         stop: &registration.stop,
     };
     let result = execute(&mut ctx).await;
@@ -114,7 +112,7 @@ async fn run_inner(
 async fn execute(ctx: &mut BuildContext<'_>) -> Result<(), DataError> {
     let data = &ctx.shared.data;
     let (builder, buildid, number) = (ctx.builder, ctx.buildid, ctx.number);
-    let mut props = data.buildset_properties(ctx.request.buildsetid).await?;
+    let mut props = std::mem::take(&mut ctx.props);
     for (k, v) in &builder.properties {
         props.insert(k.clone(), (v.clone(), "Builder".into()));
     }
@@ -149,19 +147,20 @@ async fn execute(ctx: &mut BuildContext<'_>) -> Result<(), DataError> {
         CANCELLED => "cancelled".to_string(),
         r => format!("{} {}", failure_word(r), failed_steps.join(" ")),
     };
-    data.finish_build(buildid, build_results, state.trim())
-        .await?;
+    if build_results == RETRY {
+        data.finish_build(buildid, build_results, state.trim())
+            .await?;
+        data.unclaim_request(ctx.request.brid).await?;
+    } else {
+        data.finish_build_and_request(buildid, build_results, state.trim(), ctx.request)
+            .await?;
+    }
     info!(
         buildid,
         number,
         result = results::name(build_results),
         "build finished"
     );
-    if build_results == RETRY {
-        data.unclaim_request(ctx.request.brid).await?;
-    } else {
-        data.complete_request(ctx.request, build_results).await?;
-    }
     Ok(())
 }
 
@@ -262,7 +261,7 @@ async fn run_step<'a>(
     let Some(started) = host.started.take() else {
         unreachable!("begin() records the started step");
     };
-    started.log.finish().await?;
+    let log = started.log.close().await?;
     let state = if result == SUCCESS {
         started.description
     } else {
@@ -270,7 +269,7 @@ async fn run_step<'a>(
     };
     ctx.shared
         .data
-        .finish_step(started.stepid, result, &state)
+        .finish_step(started.stepid, result, &state, &log)
         .await?;
     Ok(result)
 }
@@ -319,11 +318,16 @@ impl StepHost for BuildStepHost<'_, '_> {
             .description
             .clone()
             .unwrap_or_else(|| description.to_string());
-        let stepid = self
+        let (stepid, log) = self
             .data
-            .start_step(self.buildid, self.number, &self.step.name, &description)
+            .start_step(
+                self.buildid,
+                self.number,
+                &self.step.name,
+                &description,
+                "stdio",
+            )
             .await?;
-        let log = self.data.add_log(stepid, "stdio").await?;
         self.started = Some(StartedStep {
             stepid,
             log,

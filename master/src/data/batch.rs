@@ -1,0 +1,536 @@
+//! Several statements in one transaction and, on SQLite, in one trip to the
+//! database: the write path of a build.
+//!
+//! Why: sqlx runs each SQLite connection on a thread of its own, so every
+//! statement is a hand-off to that thread and back. On this project's 2-core
+//! machine that cost about 0.2 ms of CPU a statement, most of a build's master
+//! CPU (`bench/README.md`). A [`Batch`] is sent as one multi-statement query,
+//! `BEGIN IMMEDIATE; …; COMMIT`, so a whole transaction costs one hand-off
+//! however many statements it holds. sqlx's SQLite driver binds the `?`
+//! parameters of consecutive statements in order and reports the end of each
+//! statement, which is how the rows are split back per statement.
+//!
+//! On PostgreSQL the statements run one after another in a transaction on one
+//! connection (a prepared statement there holds one statement); there is no
+//! thread hand-off to save.
+//!
+//! Invariants: every statement of a batch is committed or none is; the caller
+//! publishes its events only after [`Data::run_batch`] returns, so an event
+//! never announces a row that is not committed. A statement that needs the id of
+//! a row inserted earlier in the same batch uses [`Batch::last_id`].
+
+use super::{Data, DataError};
+use futures_util::TryStreamExt;
+use sea_orm::sea_query::{Expr, SimpleExpr, Values};
+use sea_orm::sqlx::{self, Either};
+use sea_orm::{
+    ConnectionTrait, DbBackend, DbErr, FromQueryResult, QueryResult, RuntimeErr, Statement,
+    StatementBuilder, TransactionTrait,
+};
+use sea_query_sqlx::SqlxValues;
+use std::sync::Arc;
+
+/// Statements to run in order, in one transaction.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    backend: DbBackend,
+    statements: Vec<Statement>,
+}
+
+/// Which statement of a batch, to find its rows in [`BatchRows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StatementIndex(usize);
+
+impl Batch {
+    pub(crate) fn new(data: &Data) -> Batch {
+        Batch {
+            backend: data.db.get_database_backend(),
+            statements: Vec::new(),
+        }
+    }
+
+    /// Adds a statement (an insert, update, delete or select built with
+    /// sea-query or sea-orm).
+    pub(crate) fn push<S: StatementBuilder>(&mut self, statement: &S) -> StatementIndex {
+        self.statements.push(statement.build(&self.backend));
+        StatementIndex(self.statements.len() - 1)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.statements.is_empty()
+    }
+
+    /// The id of the row that an earlier statement of this batch inserted into
+    /// `table` (whose key is `id`), as an expression for a later statement.
+    ///
+    /// SQLite: the batch holds the database's write lock from `BEGIN
+    /// IMMEDIATE`, so the highest id is the row it inserted (ids only grow).
+    /// PostgreSQL: the session's last value of the table's id sequence.
+    pub(crate) fn last_id(&self, table: &'static str) -> SimpleExpr {
+        match self.backend {
+            DbBackend::Postgres => {
+                Expr::cust(format!("currval(pg_get_serial_sequence('{table}', 'id'))"))
+            }
+            _ => Expr::cust(format!("(SELECT MAX(id) FROM {table})")),
+        }
+    }
+}
+
+/// The rows each statement of a batch returned (`RETURNING`, `SELECT`).
+#[derive(Debug)]
+pub(crate) struct BatchRows(Vec<Vec<QueryResult>>);
+
+impl BatchRows {
+    /// The rows of one statement, read as `M`.
+    pub(crate) fn models<M: FromQueryResult>(
+        &mut self,
+        index: StatementIndex,
+    ) -> Result<Vec<M>, DataError> {
+        let rows = self
+            .0
+            .get_mut(index.0)
+            .map(std::mem::take)
+            .ok_or(DataError::Unexpected(
+                "answered fewer statements than a batch held",
+            ))?;
+        rows.iter()
+            .map(|r| M::from_query_result(r, "").map_err(DataError::from))
+            .collect()
+    }
+
+    /// The one row a statement must have returned.
+    pub(crate) fn one<M: FromQueryResult>(
+        &mut self,
+        index: StatementIndex,
+        what: &'static str,
+    ) -> Result<M, DataError> {
+        self.models(index)?
+            .into_iter()
+            .next()
+            .ok_or(DataError::Unexpected(what))
+    }
+}
+
+impl Data {
+    /// Runs `batch` in one transaction: every statement or none. Returns each
+    /// statement's rows.
+    pub(crate) async fn run_batch(&self, batch: Batch) -> Result<BatchRows, DataError> {
+        if batch.is_empty() {
+            return Ok(BatchRows(Vec::new()));
+        }
+        match batch.backend {
+            DbBackend::Sqlite => self.run_sqlite_batch(batch).await,
+            _ => self.run_batch_in_transaction(batch).await,
+        }
+    }
+
+    /// One multi-statement query on one pooled connection: one hand-off.
+    async fn run_sqlite_batch(&self, batch: Batch) -> Result<BatchRows, DataError> {
+        let mut sql = String::from("BEGIN IMMEDIATE;\n");
+        let mut values = Vec::new();
+        for statement in &batch.statements {
+            sql.push_str(&statement.sql);
+            sql.push_str(";\n");
+            if let Some(v) = &statement.values {
+                values.extend(v.0.iter().cloned());
+            }
+        }
+        sql.push_str("COMMIT;");
+        let pool = self.db.get_sqlite_connection_pool();
+        let mut conn = pool.acquire().await.map_err(conn_err)?;
+        let answer = {
+            let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), SqlxValues(Values(values)));
+            // Deprecated in sqlx 0.9 because only SQLite supports several
+            // statements in one prepared query; that is exactly what is used
+            // here, on SQLite only, and `raw_sql` cannot bind parameters.
+            #[allow(deprecated)]
+            let mut stream = query.fetch_many(&mut *conn);
+            // `BEGIN`, each statement and `COMMIT` end with a `Left`; rows
+            // before the k-th end (k ≥ 1) are statement k - 1's.
+            let mut ends = 0usize;
+            let mut per_statement: Vec<Vec<QueryResult>> = vec![Vec::new()];
+            let mut failure = None;
+            loop {
+                match stream.try_next().await {
+                    Ok(Some(Either::Left(_))) => {
+                        ends += 1;
+                        if ends >= 2 {
+                            per_statement.push(Vec::new());
+                        }
+                    }
+                    Ok(Some(Either::Right(row))) => {
+                        if let Some(current) = per_statement.last_mut() {
+                            current.push(QueryResult::from(row));
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            match failure {
+                None => Ok(per_statement),
+                Some(e) => Err(e),
+            }
+        };
+        match answer {
+            Ok(mut per_statement) => {
+                // The last group is what followed COMMIT (nothing).
+                per_statement.truncate(batch.statements.len());
+                Ok(BatchRows(per_statement))
+            }
+            Err(e) => {
+                // The transaction may still be open on this connection: end it
+                // before the pool hands the connection to anyone else, or
+                // close the connection when even that fails.
+                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await
+                    && !rollback.to_string().contains("no transaction is active")
+                {
+                    conn.close_on_drop();
+                }
+                Err(DataError::Db(DbErr::Query(RuntimeErr::SqlxError(
+                    Arc::new(e),
+                ))))
+            }
+        }
+    }
+
+    /// Statement by statement in a transaction (PostgreSQL).
+    async fn run_batch_in_transaction(&self, batch: Batch) -> Result<BatchRows, DataError> {
+        let txn = self.db.begin().await?;
+        let mut per_statement = Vec::with_capacity(batch.statements.len());
+        for statement in batch.statements {
+            per_statement.push(txn.query_all_raw(statement).await?);
+        }
+        txn.commit().await?;
+        Ok(BatchRows(per_statement))
+    }
+}
+
+fn conn_err(e: sqlx::Error) -> DataError {
+    DataError::Db(DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e))))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The build's write path on a real SQLite file and, with
+    //! `MOONBOT_TEST_POSTGRES_URL` (as `./test` sets), a real PostgreSQL
+    //! database of its own.
+    use super::*;
+    use crate::data::buildsets::PendingRequest;
+    use crate::db::entities::{builders, buildrequest_claims};
+    use crate::mq::Bus;
+    use crate::results::{FAILURE, SKIPPED, SUCCESS, WARNINGS};
+    use sea_orm::sea_query::Query;
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, EntityTrait};
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    /// A data layer on a fresh database: a SQLite file, or a PostgreSQL
+    /// database created for this test (dropped by [`Fixture::drop_database`]).
+    struct Fixture {
+        data: Data,
+        _dir: tempfile::TempDir,
+        postgres: Option<(String, String)>,
+    }
+
+    impl Fixture {
+        async fn sqlite() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let db = crate::db::connect("sqlite:state.sqlite", dir.path())
+                .await
+                .unwrap();
+            Fixture::with(db, dir, None).await
+        }
+
+        /// None (and a message) when no PostgreSQL is configured; a failure
+        /// when `MOONBOT_REQUIRE_POSTGRES=1` says one must be.
+        async fn postgres(test: &str) -> Option<Fixture> {
+            let base = match std::env::var("MOONBOT_TEST_POSTGRES_URL") {
+                Ok(url) if !url.is_empty() => url,
+                _ => {
+                    assert!(
+                        std::env::var("MOONBOT_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                        "MOONBOT_REQUIRE_POSTGRES=1 but MOONBOT_TEST_POSTGRES_URL is not set"
+                    );
+                    eprintln!("skipped: set MOONBOT_TEST_POSTGRES_URL (./test does)");
+                    return None;
+                }
+            };
+            // PostgreSQL names are at most 63 bytes.
+            let test: String = test.chars().take(30).collect();
+            let name = format!("moonbot_unit_{test}_{}", std::process::id());
+            let admin = sea_orm::Database::connect(&base).await.unwrap();
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
+                .await
+                .unwrap();
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+            admin.close().await.ok();
+            let (prefix, _) = base.rsplit_once('/').expect("URL with a database");
+            let dir = tempfile::tempdir().unwrap();
+            let db = crate::db::connect(&format!("{prefix}/{name}"), dir.path())
+                .await
+                .unwrap();
+            Some(Fixture::with(db, dir, Some((base, name))).await)
+        }
+
+        async fn with(
+            db: sea_orm::DatabaseConnection,
+            dir: tempfile::TempDir,
+            postgres: Option<(String, String)>,
+        ) -> Fixture {
+            let masterid = crate::data::masters::register(&db, "test:master")
+                .await
+                .unwrap();
+            Fixture {
+                data: Data {
+                    db,
+                    bus: Bus::new(),
+                    masterid,
+                },
+                _dir: dir,
+                postgres,
+            }
+        }
+
+        async fn drop_database(self) {
+            let Fixture { data, postgres, .. } = self;
+            data.db.close().await.ok();
+            if let Some((base, name)) = postgres {
+                let admin = sea_orm::Database::connect(&base).await.unwrap();
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
+                    .await
+                    .unwrap();
+            }
+        }
+
+        async fn builder(&self, name: &str) -> i64 {
+            builders::ActiveModel {
+                name: Set(name.into()),
+                tags: Set("[]".into()),
+                ..Default::default()
+            }
+            .insert(&self.data.db)
+            .await
+            .unwrap()
+            .id
+        }
+
+        async fn request(&self, brid: i64) -> PendingRequest {
+            let mut request = self
+                .data
+                .pending_requests(&[self.request_builder(brid).await], 0, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|r| r.brid == brid)
+                .expect("the request is pending");
+            assert!(self.data.claim_request(&mut request).await.unwrap());
+            request
+        }
+
+        async fn request_builder(&self, brid: i64) -> i64 {
+            let (rows, _) = self
+                .data
+                .list_buildrequests(&Default::default())
+                .await
+                .unwrap();
+            rows.iter()
+                .find(|r| r["buildrequestid"] == brid)
+                .and_then(|r| r["builderid"].as_i64())
+                .expect("the request exists")
+        }
+    }
+
+    /// Everything one build writes, batch by batch, as a user reads it back
+    /// through the API's lists; and the events, each after its rows.
+    async fn a_build_is_recorded_whole(f: &Fixture) {
+        let data = &f.data;
+        let mut events = data.bus.subscribe();
+        let builder = f.builder("linux").await;
+        let workerid = data.sync_workers(&["w1".into()]).await.unwrap()["w1"];
+        let props = BTreeMap::from([(
+            "branch".to_string(),
+            (json!("main"), "Force Build Form".to_string()),
+        )]);
+        let (bsid, brids) = data
+            .add_buildset("forced", &[builder], &props)
+            .await
+            .unwrap();
+        let request = f.request(brids[&builder]).await;
+        assert_eq!(request.buildsetid, bsid);
+
+        let started = data.start_build(&request, workerid).await.unwrap();
+        assert_eq!(started.number, 1);
+        assert_eq!(started.buildset_properties, props);
+        let (stepid, mut log) = data
+            .start_step(started.buildid, 1, "compile", "compiling", "stdio")
+            .await
+            .unwrap();
+        log.append(crate::data::logs::LogStream::Stdout, b"hello\n")
+            .await
+            .unwrap();
+        let closed = log.close().await.unwrap();
+        assert_eq!(closed.lines, 1);
+        data.finish_step(stepid, SUCCESS, "compiled", &closed)
+            .await
+            .unwrap();
+        data.finish_build_and_request(started.buildid, SUCCESS, "build successful", &request)
+            .await
+            .unwrap();
+
+        let q = Default::default();
+        let (steps, _) = data.list_steps(&q).await.unwrap();
+        assert_eq!(steps[0]["stepid"], stepid);
+        assert_eq!(steps[0]["buildid"], started.buildid);
+        assert_eq!(steps[0]["results"], SUCCESS);
+        assert_eq!(steps[0]["state_string"], "compiled");
+        let (logs, _) = data.list_logs(&q).await.unwrap();
+        assert_eq!(logs[0]["stepid"], stepid);
+        assert_eq!(logs[0]["complete"], true);
+        assert_eq!(logs[0]["num_lines"], 1);
+        let (requests, _) = data.list_buildrequests(&q).await.unwrap();
+        assert_eq!(requests[0]["complete"], true);
+        assert_eq!(requests[0]["results"], SUCCESS);
+        let (buildsets, _) = data.list_buildsets(&q).await.unwrap();
+        assert_eq!(buildsets[0]["complete"], true);
+        assert_eq!(buildsets[0]["results"], SUCCESS);
+
+        let mut keys = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            keys.push(event.key.to_string());
+        }
+        let logid = logs[0]["logid"].as_i64().unwrap();
+        let (build, brid) = (started.buildid, request.brid);
+        for expected in [
+            format!("buildsets/{bsid}/new"),
+            format!("buildrequests/{brid}/new"),
+            format!("buildrequests/{brid}/claimed"),
+            format!("builds/{build}/new"),
+            format!("steps/{stepid}/started"),
+            format!("logs/{logid}/new"),
+            format!("logs/{logid}/finished"),
+            format!("steps/{stepid}/finished"),
+            format!("builds/{build}/finished"),
+            format!("buildrequests/{brid}/complete"),
+            format!("buildsets/{bsid}/complete"),
+        ] {
+            assert!(keys.contains(&expected), "no {expected} in {keys:?}");
+        }
+    }
+
+    /// A buildset of three requests completes with the last of them, with
+    /// the worst result in Buildbot's order (SKIPPED is better than SUCCESS).
+    async fn a_buildset_completes_with_its_last_request(f: &Fixture) {
+        let data = &f.data;
+        let mut builders = Vec::new();
+        for name in ["a", "b", "c", "d"] {
+            builders.push(f.builder(name).await);
+        }
+        let buildset_results = |bsid: i64| async move {
+            let (sets, _) = data.list_buildsets(&Default::default()).await.unwrap();
+            let set = sets.into_iter().find(|s| s["bsid"] == bsid).unwrap();
+            (set["complete"].clone(), set["results"].clone())
+        };
+        for (results, expected) in [
+            ([SUCCESS, WARNINGS, SKIPPED], WARNINGS),
+            ([SKIPPED, SKIPPED, SKIPPED], SUCCESS),
+            ([FAILURE, SUCCESS, WARNINGS], FAILURE),
+        ] {
+            let (bsid, brids) = data
+                .add_buildset("three", &builders[..3], &BTreeMap::new())
+                .await
+                .unwrap();
+            for (i, result) in results.into_iter().enumerate() {
+                let request = f.request(brids[&builders[i]]).await;
+                data.complete_request(&request, result).await.unwrap();
+                let (complete, got) = buildset_results(bsid).await;
+                if i < 2 {
+                    assert_eq!(complete, false, "{results:?}: open after {}", i + 1);
+                } else {
+                    assert_eq!(complete, true, "{results:?}");
+                    assert_eq!(got, expected, "{results:?}");
+                }
+            }
+        }
+    }
+
+    /// A batch that fails part-way leaves nothing behind, and the connection
+    /// it ran on is not left inside a transaction: later writes go through.
+    async fn a_failed_batch_changes_nothing(f: &Fixture) {
+        let data = &f.data;
+        let builder = f.builder("x").await;
+        let (_, brids) = data
+            .add_buildset("one", &[builder], &BTreeMap::new())
+            .await
+            .unwrap();
+        let brid = brids[&builder];
+        let claim = |brid: i64| {
+            Query::insert()
+                .into_table(buildrequest_claims::Entity)
+                .columns([
+                    buildrequest_claims::Column::Brid,
+                    buildrequest_claims::Column::Masterid,
+                    buildrequest_claims::Column::ClaimedAt,
+                ])
+                .values_panic([brid.into(), data.masterid.into(), 1.0.into()])
+                .to_owned()
+        };
+        // More failures than the pool has connections.
+        for _ in 0..10 {
+            let mut batch = Batch::new(data);
+            batch.push(&claim(brid));
+            batch.push(&claim(brid));
+            let err = data.run_batch(batch).await.unwrap_err();
+            assert!(
+                matches!(&err, DataError::Db(e) if crate::data::buildsets::is_unique_violation(e)),
+                "{err}"
+            );
+        }
+        let claims = buildrequest_claims::Entity::find()
+            .all(&data.db)
+            .await
+            .unwrap();
+        assert!(claims.is_empty(), "a failed batch left {claims:?}");
+        for _ in 0..10 {
+            data.add_buildset("after", &[builder], &BTreeMap::new())
+                .await
+                .unwrap();
+        }
+        let (sets, total) = data.list_buildsets(&Default::default()).await.unwrap();
+        assert_eq!(total, 11, "{sets:?}");
+    }
+
+    macro_rules! on_both_databases {
+        ($($scenario:ident),* $(,)?) => {$(
+            mod $scenario {
+                #[tokio::test]
+                async fn sqlite() {
+                    let f = super::Fixture::sqlite().await;
+                    super::$scenario(&f).await;
+                    f.drop_database().await;
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    if let Some(f) = super::Fixture::postgres(stringify!($scenario)).await {
+                        super::$scenario(&f).await;
+                        f.drop_database().await;
+                    }
+                }
+            }
+        )*};
+    }
+
+    on_both_databases!(
+        a_build_is_recorded_whole,
+        a_buildset_completes_with_its_last_request,
+        a_failed_batch_changes_nothing,
+    );
+}
