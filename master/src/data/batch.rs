@@ -22,6 +22,8 @@
 use super::{Data, DataError};
 use futures_util::TryStreamExt;
 use sea_orm::sea_query::{Expr, SimpleExpr, Values};
+use sea_orm::sqlx::pool::PoolConnection;
+use sea_orm::sqlx::sqlite::{Sqlite, SqliteConnection};
 use sea_orm::sqlx::{self, Either};
 use sea_orm::{
     ConnectionTrait, DbBackend, DbErr, FromQueryResult, QueryResult, RuntimeErr, Statement,
@@ -137,14 +139,14 @@ impl Data {
         }
         sql.push_str("COMMIT;");
         let pool = self.db.get_sqlite_connection_pool();
-        let mut conn = pool.acquire().await.map_err(conn_err)?;
+        let mut conn = OpenUntilAnswered(Some(pool.acquire().await.map_err(conn_err)?));
         let answer = {
             let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), SqlxValues(Values(values)));
             // Deprecated in sqlx 0.9 because only SQLite supports several
             // statements in one prepared query; that is exactly what is used
             // here, on SQLite only, and `raw_sql` cannot bind parameters.
             #[allow(deprecated)]
-            let mut stream = query.fetch_many(&mut *conn);
+            let mut stream = query.fetch_many(conn.connection());
             // `BEGIN`, each statement and `COMMIT` end with a `Left`; rows
             // before the k-th end (k ≥ 1) are statement k - 1's.
             let mut ends = 0usize;
@@ -175,6 +177,7 @@ impl Data {
                 Some(e) => Err(e),
             }
         };
+        let mut conn = conn.answered();
         match answer {
             Ok(mut per_statement) => {
                 // The last group is what followed COMMIT (nothing).
@@ -206,6 +209,33 @@ impl Data {
         }
         txn.commit().await?;
         Ok(BatchRows(per_statement))
+    }
+}
+
+/// A pooled SQLite connection while a batch runs on it. If the caller stops
+/// waiting (its future is dropped: an HTTP client hung up, a timeout), the
+/// batch may have begun its transaction and not ended it; the connection is
+/// then closed instead of going back to the pool, which rolls the transaction
+/// back, rather than handing the next user a connection inside it.
+struct OpenUntilAnswered(Option<PoolConnection<Sqlite>>);
+
+impl OpenUntilAnswered {
+    fn connection(&mut self) -> &mut SqliteConnection {
+        self.0.as_mut().expect("held until answered")
+    }
+
+    /// The batch's answer (rows or error) came back: the connection is in a
+    /// known state again.
+    fn answered(mut self) -> PoolConnection<Sqlite> {
+        self.0.take().expect("held until answered")
+    }
+}
+
+impl Drop for OpenUntilAnswered {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.as_mut() {
+            conn.close_on_drop();
+        }
     }
 }
 
@@ -508,6 +538,57 @@ mod tests {
         assert_eq!(total, 11, "{sets:?}");
     }
 
+    /// A batch whose caller gives up part-way (an HTTP client that hangs
+    /// up, a timeout) is all or nothing, and leaves no transaction open on a
+    /// pooled connection: later writes are not locked out.
+    async fn a_dropped_batch_leaves_nothing_open(f: &Fixture) {
+        let data = &f.data;
+        let batch_of = |n: usize| {
+            let mut batch = Batch::new(data);
+            for i in 0..n {
+                batch.push(
+                    Query::insert()
+                        .into_table(crate::db::entities::buildsets::Entity)
+                        .columns([
+                            crate::db::entities::buildsets::Column::Reason,
+                            crate::db::entities::buildsets::Column::SubmittedAt,
+                            crate::db::entities::buildsets::Column::Complete,
+                        ])
+                        .values_panic([format!("dropped {i}").into(), 1.0.into(), false.into()]),
+                );
+            }
+            batch
+        };
+        for _ in 0..20 {
+            // Given up on after its first polls, mid-way through its statements.
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_micros(200),
+                data.run_batch(batch_of(300)),
+            )
+            .await;
+        }
+        // A transaction left open would hold SQLite's write lock: these would
+        // wait out the busy timeout (10 s) and fail.
+        let after = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            for _ in 0..10 {
+                data.add_buildset("after", &[], &BTreeMap::new())
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+        assert!(
+            after.is_ok(),
+            "writes were locked out after dropped batches"
+        );
+        let (_, total) = data.list_buildsets(&Default::default()).await.unwrap();
+        assert_eq!(
+            (total - 10) % 300,
+            0,
+            "a dropped batch was half stored: {total}"
+        );
+    }
+
     macro_rules! on_both_databases {
         ($($scenario:ident),* $(,)?) => {$(
             mod $scenario {
@@ -532,5 +613,6 @@ mod tests {
         a_build_is_recorded_whole,
         a_buildset_completes_with_its_last_request,
         a_failed_batch_changes_nothing,
+        a_dropped_batch_leaves_nothing_open,
     );
 }
