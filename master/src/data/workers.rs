@@ -1,6 +1,7 @@
 //! The `workers` collection: configured workers, what they told us in their hello,
 //! and which master they are connected to.
 
+use super::batch::Batch;
 use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError, now};
 use crate::db::entities::{connected_workers, workers};
@@ -8,9 +9,10 @@ use crate::mq::Topic;
 use crate::mq::topic::WorkerEvent;
 use moonbot_worker::protocol::WorkerInfo;
 use sea_orm::Order;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryTrait,
+    TransactionTrait,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -63,33 +65,49 @@ impl Data {
         workerid: i64,
         info: &WorkerInfo,
     ) -> Result<(), DataError> {
+        use connected_workers::Column as C;
         let info_json = serde_json::to_string(info).unwrap_or_else(|_| "{}".into());
-        workers::Entity::update_many()
-            .col_expr(workers::Column::Info, Expr::value(info_json))
-            .filter(workers::Column::Id.eq(workerid))
-            .exec(&self.db)
-            .await?;
-        connected_workers::Entity::delete_many()
-            .filter(connected_workers::Column::Workerid.eq(workerid))
-            .filter(connected_workers::Column::Masterid.eq(self.masterid))
-            .exec(&self.db)
-            .await?;
-        connected_workers::ActiveModel {
-            masterid: Set(self.masterid),
-            workerid: Set(workerid),
-            connected_at: Set(now()),
-            graceful: Set(false),
-            ..Default::default()
-        }
-        .insert(&self.db)
-        .await?;
-        if let Some(w) = self.worker_json(workerid).await? {
+        // One batch (one trip on SQLite): thousands of workers may connect at
+        // once after a master restart.
+        let mut batch = Batch::new(self);
+        let worker = batch.push(
+            Query::update()
+                .table(workers::Entity)
+                .values([(workers::Column::Info, info_json.into())])
+                .and_where(Expr::col(workers::Column::Id).eq(workerid))
+                .returning_all(),
+        );
+        batch.push(
+            Query::delete()
+                .from_table(connected_workers::Entity)
+                .and_where(Expr::col(C::Workerid).eq(workerid))
+                .and_where(Expr::col(C::Masterid).eq(self.masterid)),
+        );
+        batch.push(
+            Query::insert()
+                .into_table(connected_workers::Entity)
+                .columns([C::Masterid, C::Workerid, C::ConnectedAt, C::Graceful])
+                .values_panic([
+                    self.masterid.into(),
+                    workerid.into(),
+                    now().into(),
+                    false.into(),
+                ]),
+        );
+        let connections = batch.push(
+            &connected_workers::Entity::find()
+                .filter(C::Workerid.eq(workerid))
+                .into_query(),
+        );
+        let mut rows = self.run_batch(batch).await?;
+        let conns: Vec<connected_workers::Model> = rows.models(connections)?;
+        for row in rows.models::<workers::Model>(worker)? {
             self.bus.publish(
                 Topic::Worker {
                     id: workerid,
                     event: WorkerEvent::Connected,
                 },
-                w,
+                worker_with_connections(&row, &conns),
             );
         }
         Ok(())

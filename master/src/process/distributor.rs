@@ -115,9 +115,21 @@ fn relevant(event: &Event) -> bool {
 async fn distribute(shared: &Arc<Shared>) -> Result<(), crate::data::DataError> {
     let running = shared.running_config();
     let config = &running.loaded.config;
+    if config.builders.is_empty() {
+        return Ok(());
+    }
+    // Only the workers that builders name: a master with thousands of
+    // workers is woken by each of them connecting, and must not walk them
+    // all every time.
+    let named: HashSet<&str> = config
+        .builders
+        .iter()
+        .flat_map(|b| b.workernames.iter().map(String::as_str))
+        .collect();
     let max_builds: HashMap<&str, Option<u32>> = config
         .workers
         .iter()
+        .filter(|w| named.contains(w.name.as_str()))
         .map(|w| (w.name.as_str(), w.max_builds))
         .collect();
     let max_of = |name: &str| max_builds.get(name).copied().flatten();
