@@ -140,64 +140,42 @@ impl Data {
         sql.push_str("COMMIT;");
         let pool = self.db.get_sqlite_connection_pool();
         let mut conn = OpenUntilAnswered(Some(pool.acquire().await.map_err(conn_err)?));
-        let answer = {
+        // Every statement's end (`BEGIN`'s, each pushed one's, `COMMIT`'s) is
+        // a `Left`; a new group starts after each, so group k (1 ≤ k ≤ n)
+        // holds the rows of pushed statement k - 1.
+        let mut groups: Vec<Vec<QueryResult>> = vec![Vec::new()];
+        {
             let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), SqlxValues(Values(values)));
             // Deprecated in sqlx 0.9 because only SQLite supports several
             // statements in one prepared query; that is exactly what is used
             // here, on SQLite only, and `raw_sql` cannot bind parameters.
             #[allow(deprecated)]
             let mut stream = query.fetch_many(conn.connection());
-            // `BEGIN`, each statement and `COMMIT` end with a `Left`; rows
-            // before the k-th end (k ≥ 1) are statement k - 1's.
-            let mut ends = 0usize;
-            let mut per_statement: Vec<Vec<QueryResult>> = vec![Vec::new()];
-            let mut failure = None;
-            loop {
-                match stream.try_next().await {
-                    Ok(Some(Either::Left(_))) => {
-                        ends += 1;
-                        if ends >= 2 {
-                            per_statement.push(Vec::new());
+            // On an error the guard below stays armed: the connection, maybe
+            // still inside the transaction, is closed, which rolls it back.
+            while let Some(item) = stream
+                .try_next()
+                .await
+                .map_err(|e| DataError::Db(DbErr::Query(RuntimeErr::SqlxError(Arc::new(e)))))?
+            {
+                match item {
+                    Either::Left(_) => groups.push(Vec::new()),
+                    Either::Right(row) => {
+                        if let Some(group) = groups.last_mut() {
+                            group.push(QueryResult::from(row));
                         }
                     }
-                    Ok(Some(Either::Right(row))) => {
-                        if let Some(current) = per_statement.last_mut() {
-                            current.push(QueryResult::from(row));
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
                 }
-            }
-            match failure {
-                None => Ok(per_statement),
-                Some(e) => Err(e),
-            }
-        };
-        let mut conn = conn.answered();
-        match answer {
-            Ok(mut per_statement) => {
-                // The last group is what followed COMMIT (nothing).
-                per_statement.truncate(batch.statements.len());
-                Ok(BatchRows(per_statement))
-            }
-            Err(e) => {
-                // The transaction may still be open on this connection: end it
-                // before the pool hands the connection to anyone else, or
-                // close the connection when even that fails.
-                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await
-                    && !rollback.to_string().contains("no transaction is active")
-                {
-                    conn.close_on_drop();
-                }
-                Err(DataError::Db(DbErr::Query(RuntimeErr::SqlxError(
-                    Arc::new(e),
-                ))))
             }
         }
+        conn.answered();
+        let n = batch.statements.len();
+        if groups.len() < n + 1 {
+            return Err(DataError::Unexpected(
+                "answered fewer statements than a batch held",
+            ));
+        }
+        Ok(BatchRows(groups.drain(1..=n).collect()))
     }
 
     /// Statement by statement in a transaction (PostgreSQL).
@@ -212,11 +190,12 @@ impl Data {
     }
 }
 
-/// A pooled SQLite connection while a batch runs on it. If the caller stops
-/// waiting (its future is dropped: an HTTP client hung up, a timeout), the
-/// batch may have begun its transaction and not ended it; the connection is
-/// then closed instead of going back to the pool, which rolls the transaction
-/// back, rather than handing the next user a connection inside it.
+/// A pooled SQLite connection while a batch runs on it. If the batch fails,
+/// or the caller stops waiting (its future is dropped: an HTTP client hung
+/// up, a timeout), the batch may have begun its transaction and not ended it;
+/// the connection is then closed instead of going back to the pool, which
+/// rolls the transaction back, rather than handing the next user a
+/// connection inside it.
 struct OpenUntilAnswered(Option<PoolConnection<Sqlite>>);
 
 impl OpenUntilAnswered {
@@ -224,10 +203,9 @@ impl OpenUntilAnswered {
         self.0.as_mut().expect("held until answered")
     }
 
-    /// The batch's answer (rows or error) came back: the connection is in a
-    /// known state again.
-    fn answered(mut self) -> PoolConnection<Sqlite> {
-        self.0.take().expect("held until answered")
+    /// The batch committed: the connection goes back to the pool.
+    fn answered(mut self) {
+        self.0.take();
     }
 }
 
@@ -412,7 +390,7 @@ mod tests {
         data.finish_step(stepid, SUCCESS, "compiled", &closed)
             .await
             .unwrap();
-        data.finish_build_and_request(started.buildid, SUCCESS, "build successful", &request)
+        data.finish_build(started.buildid, SUCCESS, "build successful", Some(&request))
             .await
             .unwrap();
 

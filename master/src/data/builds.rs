@@ -103,7 +103,7 @@ impl Data {
         // Two masters' builds of one builder may start together (PostgreSQL):
         // retry on a number clash.
         let mut attempts = 0;
-        let mut rows = loop {
+        let (mut rows, build, props) = loop {
             let mut batch = Batch::new(self);
             let build = batch.push(&insert);
             let props = batch.push(&properties);
@@ -113,8 +113,8 @@ impl Data {
                 Err(e) => return Err(e),
             }
         };
-        let row: builds::Model = rows.0.one(rows.1, "returned no new build row")?;
-        let properties = buildset_properties_from(rows.0.models(rows.2)?);
+        let row: builds::Model = rows.one(build, "returned no new build row")?;
+        let properties = buildset_properties_from(rows.models(props)?);
         self.bus.publish(
             Topic::Build {
                 id: row.id,
@@ -179,29 +179,15 @@ impl Data {
         Ok(by_build)
     }
 
-    /// The build is over.
+    /// The build is over. With `request`, that request is complete too (and
+    /// its buildset, when it was the last open request), in the same
+    /// transaction: one trip on SQLite.
     pub async fn finish_build(
         &self,
         buildid: i64,
         results: i32,
         state: &str,
-    ) -> Result<(), DataError> {
-        let update = builds::Entity::update_many()
-            .col_expr(builds::Column::CompleteAt, Expr::value(now()))
-            .col_expr(builds::Column::Results, Expr::value(results))
-            .col_expr(builds::Column::StateString, Expr::value(state));
-        self.update_build(buildid, update, BuildEvent::Finished)
-            .await
-    }
-
-    /// The build is over and its request complete (with its buildset, when it
-    /// was the last open request): one transaction, one trip on SQLite.
-    pub async fn finish_build_and_request(
-        &self,
-        buildid: i64,
-        results: i32,
-        state: &str,
-        request: &PendingRequest,
+        request: Option<&PendingRequest>,
     ) -> Result<(), DataError> {
         use builds::Column as C;
         let at = now();
@@ -217,7 +203,7 @@ impl Data {
                 .and_where(Expr::col(C::Id).eq(buildid))
                 .returning_all(),
         );
-        let completion = push_completion(&mut batch, request, results, at);
+        let completion = request.map(|r| (push_completion(&mut batch, r, results, at), r));
         let mut rows = self.run_batch(batch).await?;
         for b in rows.models::<builds::Model>(build)? {
             self.bus.publish(
@@ -228,26 +214,10 @@ impl Data {
                 build_json(&b),
             );
         }
-        self.publish_completion(&mut rows, completion, request)
-    }
-
-    /// Apply `update` to one build and publish `builds/N/EVENT` with the
-    /// updated row (one statement: `UPDATE … RETURNING`).
-    async fn update_build(
-        &self,
-        buildid: i64,
-        update: sea_orm::UpdateMany<builds::Entity>,
-        event: BuildEvent,
-    ) -> Result<(), DataError> {
-        let rows = update
-            .filter(builds::Column::Id.eq(buildid))
-            .exec_with_returning(&self.db)
-            .await?;
-        for b in rows {
-            self.bus
-                .publish(Topic::Build { id: buildid, event }, build_json(&b));
+        match completion {
+            Some((completion, request)) => self.publish_completion(&mut rows, completion, request),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Builds in the API's shape (`property=*` adds their properties).

@@ -108,7 +108,6 @@ fn slugify(name: &str) -> String {
 /// and memory stays bounded when it lags far behind.
 pub struct LogWriter {
     logid: i64,
-    data: Data,
     /// Unfinished last line of each stream.
     partial: [Vec<u8>; 3],
     /// Complete, prefixed lines not yet handed to the store.
@@ -237,18 +236,6 @@ impl LogWriter {
             Ok(Ok(_)) => DataError::LogStore(self.logid, "the store stopped early".into()),
             Err(e) => DataError::LogStore(self.logid, e.to_string()),
         }
-    }
-
-    /// Store what is left (an unfinished last line gets a newline) and mark the
-    /// log complete. Returns the number of lines.
-    pub async fn finish(self) -> Result<i64, DataError> {
-        let data = self.data.clone();
-        let closed = self.close().await?;
-        let mut batch = Batch::new(&data);
-        let finished = push_log_finished(&mut batch, &closed);
-        let mut rows = data.run_batch(batch).await?;
-        data.publish_log_finished(&mut rows, finished)?;
-        Ok(closed.lines)
     }
 
     /// Store what is left (an unfinished last line gets a newline) and wait
@@ -438,14 +425,6 @@ impl ChunkDecoder {
 }
 
 impl Data {
-    /// Open a new stdio log of a step.
-    pub async fn add_log(&self, stepid: i64, name: &str) -> Result<LogWriter, DataError> {
-        let mut batch = Batch::new(self);
-        let log = push_new_log(&mut batch, stepid.into(), name);
-        let mut rows = self.run_batch(batch).await?;
-        self.open_log(rows.one(log, "returned no new log row")?)
-    }
-
     /// Publishes a log row just created and starts its writer.
     pub(crate) fn open_log(&self, row: logs::Model) -> Result<LogWriter, DataError> {
         self.bus.publish(
@@ -465,7 +444,6 @@ impl Data {
         );
         Ok(LogWriter {
             logid: row.id,
-            data: self.clone(),
             partial: Default::default(),
             pending: pending_buffer(),
             pending_lines: 0,

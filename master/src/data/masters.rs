@@ -64,8 +64,13 @@ impl Data {
             .all(&self.db)
             .await?;
         for b in &orphans {
-            self.finish_build(b.id, RETRY, "retry: the master stopped during this build")
-                .await?;
+            self.finish_build(
+                b.id,
+                RETRY,
+                "retry: the master stopped during this build",
+                None,
+            )
+            .await?;
         }
         // Connections of the previous run are gone with its process.
         connected_workers::Entity::delete_many()

@@ -102,6 +102,7 @@ async fn run_inner(
                 buildid,
                 EXCEPTION,
                 "exception: the master could not record this build",
+                None,
             )
             .await;
     }
@@ -147,13 +148,12 @@ async fn execute(ctx: &mut BuildContext<'_>) -> Result<(), DataError> {
         CANCELLED => "cancelled".to_string(),
         r => format!("{} {}", failure_word(r), failed_steps.join(" ")),
     };
-    if build_results == RETRY {
-        data.finish_build(buildid, build_results, state.trim())
-            .await?;
+    // A build that ends RETRY gives its request back; any other completes it.
+    let completed = (build_results != RETRY).then_some(ctx.request);
+    data.finish_build(buildid, build_results, state.trim(), completed)
+        .await?;
+    if completed.is_none() {
         data.unclaim_request(ctx.request.brid).await?;
-    } else {
-        data.finish_build_and_request(buildid, build_results, state.trim(), ctx.request)
-            .await?;
     }
     info!(
         buildid,
