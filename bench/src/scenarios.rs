@@ -120,9 +120,7 @@ pub(crate) fn builds(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()>
     let master_cpu = procfs::cpu_seconds(pid(m.pid()))?;
     let worker_cpu = procfs::cpu_seconds(pid(w.pid()))?;
     let started = Instant::now();
-    let started_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs_f64();
+    let started_at = unix_seconds()?;
     std::thread::scope(|s| {
         for t in 0..4 {
             let (m, ids) = (&m, &ids);
@@ -192,6 +190,15 @@ pub(crate) fn builds(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()>
     }
     figures.add("api_builds_latency_ms", median(api), "ms");
     Ok(())
+}
+
+/// Now, as the master's timestamps are: seconds since the Unix epoch. The
+/// master runs on this machine, so its `complete_at` or `connected_at` and
+/// this clock can be compared.
+fn unix_seconds() -> anyhow::Result<f64> {
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64())
 }
 
 /// Size of the SQLite database and its WAL, in MiB.
@@ -365,9 +372,7 @@ pub(crate) fn many_workers(sizes: &Sizes, figures: &mut Figures) -> anyhow::Resu
     }
 
     let t = Instant::now();
-    let started_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs_f64();
+    let started_at = unix_seconds()?;
     let mut helper = std::process::Command::new("sh")
         .arg("-c")
         .arg(r#"ulimit -n "$(ulimit -Hn)"; exec "$0" swarm "$1""#)
@@ -406,7 +411,8 @@ pub(crate) fn many_workers(sizes: &Sizes, figures: &mut Figures) -> anyhow::Resu
     };
     let helper_rss = procfs::memory(helper.id()).map(|m| m.rss_mib);
     let master = procfs::memory(pid(m.pid()));
-    // Keep-alives (QUIC's every 2 s and the control stream's) once all are
+    // Keep-alives (the control stream's, and QUIC's PING after 10 s of
+    // silence) once all are
     // connected: the master's CPU over a quiet while, in % of one core.
     let quiet = Duration::from_secs(10);
     let cpu_before = procfs::cpu_seconds(pid(m.pid()));
