@@ -101,6 +101,9 @@ fn builds_pass_and_fail_as_buildbot_would(backend: &Backend) {
     assert_eq!(failed["meta"]["total"], 1);
     let latest = m.get("/api/v2/builds?order=-buildid&limit=1");
     assert_eq!(latest["builds"][0]["buildid"], bad["buildid"]);
+    // A page's total is what it holds, as Buildbot 4.3 answers a list it
+    // pages in the database; without a limit that is every match.
+    assert_eq!(latest["meta"]["total"], 1, "{latest}");
     assert_eq!(m.get("/api/v2/builds?complete=true")["meta"]["total"], 2);
     let bs = m.get("/api/v2/buildsets");
     assert!(
@@ -143,6 +146,31 @@ fn builds_pass_and_fail_as_buildbot_would(backend: &Backend) {
         .send_string("{not json");
     assert!(matches!(raw, Err(ureq::Error::Status(400, _))));
     assert_eq!(m.get("/api/v2/builders")["meta"]["total"], 5);
+
+    // The builder page shows 25 builds a page, and offers an older page only
+    // when there is one: 31 builds (30 copies of the first) make two pages.
+    let ok_builder = m.builderid("ok");
+    m.sql(&format!(
+        "INSERT INTO builds (number, builderid, buildrequestid, workerid, masterid, \
+         started_at, complete_at, state_string, results) \
+         SELECT number + n, builderid, buildrequestid, workerid, masterid, started_at, \
+         complete_at, state_string, results FROM builds, \
+         (SELECT 10 AS n UNION SELECT 11 UNION SELECT 12 UNION SELECT 13 UNION SELECT 14 \
+          UNION SELECT 15 UNION SELECT 16 UNION SELECT 17 UNION SELECT 18 UNION SELECT 19 \
+          UNION SELECT 20 UNION SELECT 21 UNION SELECT 22 UNION SELECT 23 UNION SELECT 24 \
+          UNION SELECT 25 UNION SELECT 26 UNION SELECT 27 UNION SELECT 28 UNION SELECT 29 \
+          UNION SELECT 30 UNION SELECT 31 UNION SELECT 32 UNION SELECT 33 UNION SELECT 34 \
+          UNION SELECT 35 UNION SELECT 36 UNION SELECT 37 UNION SELECT 38 UNION SELECT 39) AS k \
+         WHERE builds.id = {}",
+        ok["buildid"]
+    ));
+    let page = |query: &str| {
+        let (status, html) = m.get_status(&format!("/builders/{ok_builder}{query}"));
+        assert_eq!(status, 200, "{html}");
+        (html.matches("data-number=").count(), html.contains(">older</a>"))
+    };
+    assert_eq!(page(""), (25, true));
+    assert_eq!(page("?offset=25"), (6, false));
 }
 
 fn read_pids(path: &std::path::Path) -> Option<Vec<i32>> {

@@ -36,10 +36,12 @@ pub struct ListQuery {
     pub order: Vec<(String, bool)>,
     pub limit: Option<u64>,
     pub offset: Option<u64>,
-    /// The caller does not need the total (`meta.total`): skip the count,
-    /// which at a million rows costs more than the page (the answer's total is
-    /// then the rows returned).
-    pub skip_total: bool,
+    /// Count every match (a second, `COUNT(*)`, query) for the answer's
+    /// total. Off by default: the total is then the rows returned, which is
+    /// what Buildbot 4.3's REST API answers for every list it pages in the
+    /// database (`/builds?limit=3` says `"total": 3` whatever matches), and
+    /// at a million rows the count costs more than the page.
+    pub count_matches: bool,
 }
 
 /// How a field's text value is read.
@@ -140,12 +142,6 @@ impl ListQuery {
             op: Op::Eq,
             values: values.into_iter().map(|v| v.to_string()).collect(),
         });
-        self
-    }
-
-    /// This query without counting what it matches (see [`ListQuery::skip_total`]).
-    pub fn without_total(mut self) -> ListQuery {
-        self.skip_total = true;
         self
     }
 
@@ -251,7 +247,8 @@ pub fn apply<E: EntityTrait>(
 }
 
 /// Read one page of what `select` matches, in `default_order` unless the query
-/// orders it, and count the matches before paging: what every `list_*` of the
+/// orders it, with its total: the rows returned, or every match when the
+/// query asks for [`ListQuery::count_matches`]. What every `list_*` of the
 /// data layer answers.
 pub async fn fetch_page<E>(
     db: &DatabaseConnection,
@@ -267,10 +264,10 @@ where
         select = select.order_by(default_order.0, default_order.1);
     }
     let rows = page(select.clone(), q).all(db).await?;
-    let total = if q.skip_total {
-        rows.len() as u64
-    } else {
+    let total = if q.count_matches {
         select.count(db).await?
+    } else {
+        rows.len() as u64
     };
     Ok((rows, total))
 }

@@ -1,6 +1,7 @@
 //! `/api/v2/…`: Buildbot's data API shape. Lists come as
-//! `{"<collection>": [...], "meta": {"total": N}}`; a single object as a list of
-//! one. Control actions are JSON-RPC 2.0 POSTs (`force`, `stop`, `rebuild`,
+//! `{"<collection>": [...], "meta": {"total": N}}`, `total` being the items
+//! in the answer (what Buildbot 4.3 answers for a list it pages in the
+//! database); a single object as a list of one. Control actions are JSON-RPC 2.0 POSTs (`force`, `stop`, `rebuild`,
 //! `cancel`, `reload`), allowed by the rules of [`super::auth`].
 
 use super::Request;

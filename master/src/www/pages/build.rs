@@ -28,7 +28,6 @@ impl Estimates {
         let q = ListQuery {
             order: vec![("number".into(), true)],
             limit: Some(ESTIMATE_BUILDS),
-            skip_total: true,
             ..Default::default()
         }
         .with_eq("builderid", builderid)

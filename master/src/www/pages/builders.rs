@@ -144,7 +144,6 @@ pub(super) async fn builder(ctx: &Ctx<'_>, builderid: i64) -> PageResult {
 
     let pending_q = ListQuery {
         order: vec![("submitted_at".into(), false)],
-        skip_total: true,
         ..Default::default()
     }
     .with_eq("builderid", builderid)
@@ -182,12 +181,16 @@ pub(super) async fn builder(ctx: &Ctx<'_>, builderid: i64) -> PageResult {
 
     let q = ListQuery {
         order: vec![("number".into(), true)],
-        limit: Some(BUILDS_PER_PAGE),
+        // One more than shown says whether there is an older page, without
+        // counting a builder's whole history.
+        limit: Some(BUILDS_PER_PAGE + 1),
         offset: Some(offset),
         ..Default::default()
     }
     .with_eq("builderid", builderid);
-    let (builds, total) = data.list_builds(&q, true).await?;
+    let (mut builds, _) = data.list_builds(&q, true).await?;
+    let older = builds.len() as u64 > BUILDS_PER_PAGE;
+    builds.truncate(BUILDS_PER_PAGE as usize);
     let estimates = Estimates::of_builder(ctx.shared, builderid).await?;
     let mut rows = String::new();
     for b in &builds {
@@ -216,7 +219,7 @@ pub(super) async fn builder(ctx: &Ctx<'_>, builderid: i64) -> PageResult {
             offset.saturating_sub(BUILDS_PER_PAGE)
         ));
     }
-    if offset + BUILDS_PER_PAGE < total {
+    if older {
         pager.push_str(&format!(
             "<a href=\"?offset={}\">older</a>",
             offset + BUILDS_PER_PAGE

@@ -22,7 +22,6 @@ pub(super) const WATCH: &[&str] = &[
 pub(super) async fn reload_banner(shared: &Shared) -> Result<String, DataError> {
     let last = ListQuery {
         limit: Some(1),
-        skip_total: true,
         ..Default::default()
     };
     let (reloads, _) = shared.data.list_reloads(&last).await?;
@@ -99,7 +98,6 @@ pub(super) async fn home(ctx: &Ctx<'_>) -> PageResult {
 
     let running_q = ListQuery {
         order: vec![("started_at".into(), false)],
-        skip_total: true,
         ..Default::default()
     }
     .with_eq("complete", "false");

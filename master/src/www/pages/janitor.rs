@@ -33,6 +33,7 @@ pub(super) async fn page(ctx: &Ctx<'_>) -> PageResult {
     };
     let q = ListQuery {
         limit: Some(SHOWN),
+        count_matches: true,
         ..Default::default()
     };
     let (passes, total) = ctx.shared.data.list_janitor_passes(&q).await?;

@@ -59,11 +59,7 @@ async fn builds_of_buildsets(
     }
     let (requests, _) = shared
         .data
-        .list_buildrequests(
-            &ListQuery::default()
-                .without_total()
-                .with_any("buildsetid", bsids),
-        )
+        .list_buildrequests(&ListQuery::default().with_any("buildsetid", bsids))
         .await?;
     let bs_of: BTreeMap<i64, i64> = requests
         .iter()
@@ -76,9 +72,7 @@ async fn builds_of_buildsets(
     let (builds, _) = shared
         .data
         .list_builds(
-            &ListQuery::default()
-                .without_total()
-                .with_any("buildrequestid", brids),
+            &ListQuery::default().with_any("buildrequestid", brids),
             false,
         )
         .await?;
@@ -108,7 +102,6 @@ pub(super) async fn waterfall(ctx: &Ctx<'_>) -> PageResult {
     let q = ListQuery {
         order: vec![("started_at".into(), true)],
         limit: Some(ROWS),
-        skip_total: true,
         ..Default::default()
     };
     let (builds, _) = ctx.shared.data.list_builds(&q, false).await?;
@@ -134,7 +127,6 @@ pub(super) async fn grid(ctx: &Ctx<'_>) -> PageResult {
     let q = ListQuery {
         order: vec![("bsid".into(), true)],
         limit: Some(ROWS),
-        skip_total: true,
         ..Default::default()
     };
     let (buildsets, _) = ctx.shared.data.list_buildsets(&q).await?;
@@ -167,7 +159,6 @@ pub(super) async fn console(ctx: &Ctx<'_>) -> PageResult {
     let cols = columns(ctx);
     let q = ListQuery {
         limit: Some(ROWS),
-        skip_total: true,
         ..Default::default()
     };
     let (changes, _) = ctx.shared.data.list_changes(&q).await?;

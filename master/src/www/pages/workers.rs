@@ -90,7 +90,6 @@ pub(super) async fn worker(ctx: &Ctx<'_>, workerid: i64) -> PageResult {
     let q = ListQuery {
         order: vec![("buildid".into(), true)],
         limit: Some(30),
-        skip_total: true,
         ..Default::default()
     }
     .with_eq("workerid", workerid);
