@@ -76,7 +76,6 @@ enum Command {
     /// Make the master running from DIR reload master.lua; prints what changed,
     /// or the errors (exit status 1) while the running configuration stays.
     Reconfig { dir: PathBuf },
-    /// Create (if needed) and run a master with a local worker, and force the sample builds.
     /// Hash a web user's password for `auth.users` in master.lua (reads it from
     /// the terminal without echo, or from standard input).
     HashPassword,
@@ -86,6 +85,7 @@ enum Command {
         /// Who the token acts as (shown as the owner of what it forces).
         name: String,
     },
+    /// Create (if needed) and run a master with a local worker, and force the sample builds.
     Quickstart {
         #[arg(default_value = "moonbot-quickstart")]
         dir: PathBuf,
