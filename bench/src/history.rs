@@ -119,6 +119,9 @@ fn one(db: &str, backend: &Backend, n: usize, figures: &mut Figures) -> anyhow::
             response.into_string()?;
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
+        if std::env::var_os("MOONBOT_BENCH_DUMP").is_some() {
+            eprintln!("{prefix}_{name}: {times:.1?}");
+        }
         times.sort_by(f64::total_cmp);
         figures.add(
             &format!("{prefix}_{name}_median_ms"),
