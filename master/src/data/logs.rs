@@ -552,7 +552,7 @@ impl Data {
             .one(&self.db)
             .await?
             .ok_or_else(|| DataError::NotFound(format!("log {logid}")))?;
-        let end = limit.map(|l| offset + l);
+        let end = limit.map(|l| offset.saturating_add(l));
         let mut select = logchunks::Entity::find()
             .filter(logchunks::Column::Logid.eq(logid))
             .filter(logchunks::Column::LastLine.gte(offset))

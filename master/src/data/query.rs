@@ -61,7 +61,7 @@ const RESERVED: &[&str] = &["order", "limit", "offset", "field", "property"];
 /// What is wrong with a list request (the caller's mistake: a 400 answer).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
-    #[error("{param} must be a non-negative whole number, not '{value}'")]
+    #[error("{param} must be a whole number from 0 to {MAX_COUNT}, not '{value}'")]
     BadCount { param: &'static str, value: String },
     #[error("unknown operator '__{0}'")]
     UnknownOperator(String),
@@ -81,6 +81,22 @@ pub enum QueryError {
     EqualityOnly(String),
 }
 
+/// The largest `limit` or `offset`: the databases bind them as signed 64-bit
+/// numbers, and a larger one would fail there instead of here.
+pub const MAX_COUNT: u64 = i64::MAX as u64;
+
+/// A `limit` or `offset` value: a whole number up to [`MAX_COUNT`].
+pub fn count(param: &'static str, value: &str) -> Result<u64, QueryError> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n <= MAX_COUNT)
+        .ok_or_else(|| QueryError::BadCount {
+            param,
+            value: value.to_string(),
+        })
+}
+
 impl ListQuery {
     pub fn parse(params: &[(String, String)]) -> Result<ListQuery, QueryError> {
         let mut q = ListQuery::default();
@@ -94,18 +110,8 @@ impl ListQuery {
                         }
                     }
                 }
-                "limit" => {
-                    q.limit = Some(value.parse().map_err(|_| QueryError::BadCount {
-                        param: "limit",
-                        value: value.clone(),
-                    })?)
-                }
-                "offset" => {
-                    q.offset = Some(value.parse().map_err(|_| QueryError::BadCount {
-                        param: "offset",
-                        value: value.clone(),
-                    })?)
-                }
+                "limit" => q.limit = Some(count("limit", value)?),
+                "offset" => q.offset = Some(count("offset", value)?),
                 k if RESERVED.contains(&k) => {}
                 k => {
                     let (field, op) = match k.rsplit_once("__") {

@@ -103,11 +103,11 @@ pub(super) async fn builder(ctx: &Ctx<'_>, builderid: i64) -> PageResult {
         .configured_builder(builderid)
         .ok_or_else(|| PageError::NotFound(format!("builder {builderid} not found")))?;
     let cfg = ctx.running.loaded.config.builder(&name);
-    let offset = ctx
-        .request
-        .param("offset")
-        .and_then(|o| o.parse().ok())
-        .unwrap_or(0u64);
+    let offset = match ctx.request.param("offset") {
+        Some(o) => crate::data::query::count("offset", &o)
+            .map_err(|e| PageError::BadRequest(e.to_string()))?,
+        None => 0,
+    };
 
     let force_forms: String = if ctx.may("force") {
         ctx.running
