@@ -23,10 +23,20 @@ fn see_other(location: &str) -> Response {
     .into_response()
 }
 
-/// Only paths on this site, so `next=` cannot send a user elsewhere.
+/// Only paths on this site, so `next=` cannot send a user elsewhere. Browsers
+/// read a backslash in a URL as a slash, so `/\evil.example/` is
+/// `//evil.example/`, another site: a path with a backslash or a control
+/// character (which browsers strip) is refused along with `//…`.
 fn local_path(next: Option<&String>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") => n.clone(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.chars().any(char::is_control) =>
+        {
+            n.clone()
+        }
         _ => "/".into(),
     }
 }
@@ -184,7 +194,8 @@ async fn login(ctx: &Ctx<'_>, form: &BTreeMap<String, String>) -> PageResult {
     .await
     .unwrap_or(false);
     if !ok {
-        tracing::warn!(user = %name, "failed web login");
+        // Escaped: a name with a newline or terminal escapes would forge log lines.
+        tracing::warn!(user = %name.escape_debug(), "failed web login");
         return login_page(ctx, Some("Wrong user name or password.")).await;
     }
     let now = crate::data::now() as u64;
@@ -216,4 +227,28 @@ pub(super) async fn login_page(ctx: &Ctx<'_>, error: Option<&str>) -> PageResult
         return Ok(Response::from_parts(parts, body));
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_path;
+
+    #[test]
+    fn next_only_follows_paths_on_this_site() {
+        let next = |n: &str| local_path(Some(&n.to_string()));
+        assert_eq!(next("/builders/3?offset=25"), "/builders/3?offset=25");
+        assert_eq!(local_path(None), "/");
+        for elsewhere in [
+            "https://evil.example/",
+            "//evil.example/",
+            "/\\evil.example/",
+            "/\\/evil.example/",
+            "\\evil.example",
+            "/\t/evil.example/",
+            "/\n/evil.example/",
+            "evil",
+        ] {
+            assert_eq!(next(elsewhere), "/", "{elsewhere:?}");
+        }
+    }
 }
