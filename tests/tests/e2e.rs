@@ -46,7 +46,50 @@ moonbot_tests::on_both_databases!(
     master_stop_and_crash_lose_no_request,
     foreign_ca_and_unknown_names_are_refused,
     a_ten_mib_log_reads_back_byte_for_byte,
+    pages_show_control_characters_and_send_security_headers,
 );
+
+fn pages_show_control_characters_and_send_security_headers(backend: &Backend) {
+    let (m, _w) = TestMaster::started_with_worker(backend, CONFIG, "w1");
+    let ok = m.builderid("ok");
+    let force = |reason: &str| {
+        m.rpc(
+            "/api/v2/forceschedulers/force",
+            "force",
+            json!({"builderid": ok, "reason": reason}),
+        )
+    };
+    // An ESC (terminal colours) in a reason is stored, and shown as ␛.
+    let (status, answer) = force("red \u{1b}[31malert");
+    assert_eq!(status, 200, "{answer}");
+    let brid = answer["result"][1][ok.to_string()].as_i64().unwrap();
+    m.wait_request_done(brid, LONG);
+    let (status, html) = m.get_status(&format!("/builders/{ok}"));
+    assert_eq!(status, 200);
+    assert!(html.contains("red \u{241b}[31malert"), "{html}");
+    assert!(!html.contains('\u{1b}'));
+    // A NUL is refused on both databases (PostgreSQL cannot store one).
+    let (status, answer) = force("nul \0 here");
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"].as_str().unwrap().contains("NUL"),
+        "{answer}"
+    );
+
+    // Every answer carries the security headers.
+    for path in ["/", "/api/v2/builds", "/static/moonbot.js", "/nothing"] {
+        let response = match ureq::get(&format!("{}{path}", m.www)).call() {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{path}: {e}"),
+        };
+        let csp = response.header("content-security-policy").unwrap_or("");
+        assert!(csp.contains("default-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(response.header("x-frame-options"), Some("DENY"));
+        assert_eq!(response.header("referrer-policy"), Some("same-origin"));
+    }
+}
 
 fn builds_pass_and_fail_as_buildbot_would(backend: &Backend) {
     let (m, _w) = TestMaster::started_with_worker(backend, CONFIG, "w1");

@@ -18,6 +18,10 @@ pub enum ForceError {
     UnknownScheduler(String),
     #[error("scheduler '{scheduler}' cannot build builder {builderid}")]
     NotAllowed { scheduler: String, builderid: i64 },
+    /// PostgreSQL cannot store a NUL in text; SQLite would, and every page
+    /// would then carry it. Refused on both, the same way.
+    #[error("the {0} must not contain a NUL character")]
+    Nul(&'static str),
     #[error("storing the request failed: {0}")]
     Data(#[from] crate::data::DataError),
 }
@@ -59,6 +63,11 @@ pub async fn force(
         }
         None => allowed,
     };
+    for (what, text) in [("reason", &request.reason), ("owner", &request.owner)] {
+        if text.as_deref().is_some_and(|t| t.contains('\0')) {
+            return Err(ForceError::Nul(what));
+        }
+    }
     let owner = request.owner.unwrap_or_else(|| "anonymous".into());
     let reason = request
         .reason

@@ -5,7 +5,10 @@
 
 use serde_json::Value;
 
-/// Escape text for HTML element content and attribute values.
+/// Escape text for HTML element content and attribute values. Control
+/// characters other than tab and line ends (a NUL or an ESC in a reason, say)
+/// are shown as their Unicode pictures (␀, ␛, ␡) or as U+FFFD: raw, they are
+/// parse errors or invisible, and a terminal copying the page would obey them.
 pub(super) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -15,6 +18,12 @@ pub(super) fn esc(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 => {
+                out.push(char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'))
+            }
+            '\u{7f}' => out.push('\u{2421}'),
+            c if c.is_control() => out.push('\u{fffd}'),
             c => out.push(c),
         }
     }
@@ -163,6 +172,14 @@ mod tests {
         assert_eq!(
             esc("<script>alert('x') & \"y\"</script>"),
             "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;"
+        );
+    }
+
+    #[test]
+    fn shows_control_characters_as_pictures() {
+        assert_eq!(
+            esc("a\0b\x1b[31mc\x7fd\u{85}e\tf\ng"),
+            "a\u{2400}b\u{241b}[31mc\u{2421}d\u{fffd}e\tf\ng"
         );
     }
 
