@@ -76,6 +76,34 @@ fn pages_show_control_characters_and_send_security_headers(backend: &Backend) {
         "{answer}"
     );
 
+    // A body over the 1 MiB cap is 413, one without a length (chunked) 411,
+    // each with a message, answered from the headers alone: nothing of the
+    // body is read (the request here sends none, so the answer is read
+    // before the server closes the connection).
+    let answer_to = |path: &str, framing: &str| {
+        use std::io::{Read, Write};
+        let host = m.www.trim_start_matches("http://");
+        let mut socket = std::net::TcpStream::connect(host).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            socket,
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\n{framing}\r\n\
+             Content-Type: application/json\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = socket.read_to_string(&mut answer);
+        answer
+    };
+    let big = answer_to("/api/v2/forceschedulers/force", "Content-Length: 104857600");
+    assert!(big.starts_with("HTTP/1.1 413"), "{big}");
+    assert!(big.contains("the limit is 1048576 bytes"), "{big}");
+    let chunked = answer_to("/login", "Transfer-Encoding: chunked");
+    assert!(chunked.starts_with("HTTP/1.1 411"), "{chunked}");
+    assert!(chunked.contains("Content-Length"), "{chunked}");
+
     // Every answer carries the security headers.
     for path in ["/", "/api/v2/builds", "/static/moonbot.js", "/nothing"] {
         let response = match ureq::get(&format!("{}{path}", m.www)).call() {

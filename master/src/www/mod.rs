@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
 use warp::Filter;
-use warp::http::{HeaderMap, Method};
+use warp::http::{HeaderMap, Method, StatusCode};
 
 /// Largest request body accepted (JSON-RPC calls and forms are small).
 const MAX_BODY: u64 = 1 << 20;
@@ -57,6 +57,53 @@ impl Request {
             .into_iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v)
+    }
+}
+
+/// A request's body, or why it was not read.
+enum Body {
+    Read(Bytes),
+    Refused(StatusCode, String),
+}
+
+/// The body of a request the size-limited reader did not take: none for a
+/// request that is not a POST; for a POST, over [`MAX_BODY`] is 413 and no
+/// length at all (chunked) 411, both refused before anything is read or a
+/// password hashed. A POST whose body could not be read for another reason is
+/// empty, and its parser says what is missing.
+fn unread_body(method: Method, headers: HeaderMap) -> Body {
+    if method != Method::POST {
+        return Body::Read(Bytes::new());
+    }
+    let length = headers
+        .get(warp::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match length {
+        Some(n) if n > MAX_BODY => Body::Refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is {n} bytes; the limit is {MAX_BODY} bytes"),
+        ),
+        Some(_) => Body::Read(Bytes::new()),
+        None => Body::Refused(
+            StatusCode::LENGTH_REQUIRED,
+            format!(
+                "send the request body with a Content-Length (at most {MAX_BODY} bytes), \
+                 not chunked"
+            ),
+        ),
+    }
+}
+
+/// Refuse a request before routing it: a JSON error under `/api/`, as the
+/// API answers every error, and plain text elsewhere.
+fn refused(path: &str, status: StatusCode, message: &str) -> warp::reply::Response {
+    use warp::Reply;
+    if path.starts_with("/api/") {
+        let body = warp::reply::json(&serde_json::json!({ "error": message }));
+        warp::reply::with_status(body, status).into_response()
+    } else {
+        warp::reply::with_status(message.to_string(), status).into_response()
     }
 }
 
@@ -118,12 +165,15 @@ pub async fn serve(
         .and(warp::addr::remote())
         .and(warp::header::headers_cloned())
         .and(
-            // Only POSTs carry a body; one without a length or over the limit
-            // arrives empty and is refused by the parser that reads it.
+            // Only POSTs carry a body. One over the limit, or without a
+            // length (chunked), is not read: the fallback says why.
             warp::post()
                 .and(warp::body::content_length_limit(MAX_BODY))
                 .and(warp::body::bytes())
-                .or(warp::any().map(Bytes::new))
+                .map(Body::Read)
+                .or(warp::method()
+                    .and(warp::header::headers_cloned())
+                    .map(unread_body))
                 .unify(),
         )
         .and(with_shared)
@@ -133,8 +183,14 @@ pub async fn serve(
              query: String,
              remote: Option<SocketAddr>,
              headers: HeaderMap,
-             body: Bytes,
+             body: Body,
              shared: Arc<Shared>| async move {
+                let body = match body {
+                    Body::Read(bytes) => bytes,
+                    Body::Refused(status, message) => {
+                        return refused(path.as_str(), status, &message);
+                    }
+                };
                 let request = Request {
                     method,
                     path: path.as_str().to_string(),
