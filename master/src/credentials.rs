@@ -115,8 +115,23 @@ pub fn is_token_hash(hash: &str) -> bool {
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The key that signs session cookies and CSRF tokens.
-pub struct SessionKey(hmac::Key);
+/// The key that signs session cookies and CSRF tokens, and the sessions
+/// ended before their cookie expired (a logout), which it refuses.
+pub struct SessionKey {
+    key: hmac::Key,
+    /// Session id → its cookie's expiry (Unix seconds). Loaded from the
+    /// database at start (`Data::revoked_sessions`), added to at each logout.
+    ended: std::sync::RwLock<std::collections::HashMap<String, u64>>,
+}
+
+/// A browser session, as its cookie says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user: String,
+    /// Random, one per login: what a logout ends.
+    pub nonce: String,
+    pub expires: u64,
+}
 
 impl SessionKey {
     /// Read `DIR/www-session.key`, creating it (mode 0600) on first use.
@@ -130,29 +145,59 @@ impl SessionKey {
                 fresh.to_vec()
             }
         };
-        Ok(SessionKey(hmac::Key::new(hmac::HMAC_SHA256, &bytes)))
+        Ok(SessionKey {
+            key: hmac::Key::new(hmac::HMAC_SHA256, &bytes),
+            ended: Default::default(),
+        })
     }
 
     pub(crate) fn sign(&self, text: &str) -> String {
-        hex::encode(hmac::sign(&self.0, text.as_bytes()))
+        hex::encode(hmac::sign(&self.key, text.as_bytes()))
     }
 
     pub(crate) fn verify(&self, text: &str, mac_hex: &str) -> bool {
-        hex::decode(mac_hex).is_ok_and(|mac| hmac::verify(&self.0, text.as_bytes(), &mac).is_ok())
+        hex::decode(mac_hex).is_ok_and(|mac| hmac::verify(&self.key, text.as_bytes(), &mac).is_ok())
     }
 
-    /// The cookie value for a fresh login of `user`.
+    /// The cookie value for a fresh login of `user`: `user:expiry:nonce:mac`.
     pub fn session_cookie(&self, user: &str, now: u64) -> String {
-        let text = format!("{user}:{}", now + SESSION_SECONDS);
+        let nonce = hex::encode(random_bytes::<16>());
+        let text = format!("{user}:{}:{nonce}", now + SESSION_SECONDS);
         format!("{text}:{}", self.sign(&text))
     }
 
-    /// The user a cookie value names, if it is ours and not expired.
-    pub(crate) fn session_user(&self, cookie: &str, now: u64) -> Option<String> {
+    /// The session a cookie value holds, if it is ours, not expired and not
+    /// ended by a logout.
+    pub fn session(&self, cookie: &str, now: u64) -> Option<Session> {
         let (text, mac) = cookie.rsplit_once(':')?;
-        let (user, expires) = text.split_once(':')?;
+        let (user, rest) = text.split_once(':')?;
+        let (expires, nonce) = rest.split_once(':')?;
         let expires: u64 = expires.parse().ok()?;
-        (expires > now && self.verify(text, mac)).then(|| user.to_string())
+        if expires <= now || !self.verify(text, mac) {
+            return None;
+        }
+        let ended = self.ended.read().unwrap_or_else(|e| e.into_inner());
+        if ended.contains_key(nonce) {
+            return None;
+        }
+        Some(Session {
+            user: user.to_string(),
+            nonce: nonce.to_string(),
+            expires,
+        })
+    }
+
+    /// The user a cookie value names (see [`SessionKey::session`]).
+    pub(crate) fn session_user(&self, cookie: &str, now: u64) -> Option<String> {
+        self.session(cookie, now).map(|s| s.user)
+    }
+
+    /// Refuse these sessions from now on: (nonce, expiry) pairs, from a
+    /// logout or from the database at start. Expired ones are forgotten.
+    pub fn end_sessions(&self, sessions: impl IntoIterator<Item = (String, u64)>, now: u64) {
+        let mut ended = self.ended.write().unwrap_or_else(|e| e.into_inner());
+        ended.retain(|_, expires| *expires > now);
+        ended.extend(sessions);
     }
 
     /// The CSRF token that goes with a session cookie (or, for anonymous
@@ -216,6 +261,12 @@ mod tests {
         // The same key is read back after a restart.
         let again = SessionKey::load_or_create(dir.path()).unwrap();
         assert_eq!(again.session_user(&cookie, 1001).as_deref(), Some("ana"));
+        // A logout ends the session; another login of the same user is new.
+        let session = key.session(&cookie, 1001).unwrap();
+        let other = key.session_cookie("ana", 1000);
+        key.end_sessions([(session.nonce, session.expires)], 1001);
+        assert_eq!(key.session_user(&cookie, 1002), None);
+        assert_eq!(key.session_user(&other, 1002).as_deref(), Some("ana"));
         assert_ne!(key.csrf_token(Some(&cookie)), key.csrf_token(None));
     }
 }

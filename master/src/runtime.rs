@@ -151,6 +151,14 @@ impl Master {
             services: tokio::sync::Mutex::new(ServiceManager::default()),
             config: ConfigSlot::new(running),
         });
+        // Sessions ended by a logout stay ended across restarts.
+        let now = crate::data::now() as u64;
+        let ended = shared
+            .data
+            .revoked_sessions(now)
+            .await
+            .context("cannot read the ended web sessions")?;
+        shared.session_key.end_sessions(ended, now);
         let weak = Arc::downgrade(&shared);
         shared
             .services

@@ -14,6 +14,7 @@ mod m20261121_000003_worker_graceful;
 mod m20261201_000004_janitor;
 mod m20261201_000005_history_indexes;
 mod m20261204_000006_builder_builds_index;
+mod m20261204_000007_revoked_sessions;
 
 /// All migrations, oldest first. Append new ones; never edit one that has shipped.
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_janitor::Migration),
             Box::new(m20261201_000005_history_indexes::Migration),
             Box::new(m20261204_000006_builder_builds_index::Migration),
+            Box::new(m20261204_000007_revoked_sessions::Migration),
         ]
     }
 }

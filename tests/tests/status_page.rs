@@ -381,6 +381,45 @@ fn control_needs_a_user_a_role_and_a_csrf_token(backend: &Backend) {
             .starts_with("rebuild of build #1 by ci-bot"),
         "{props}"
     );
+
+    // Logging out ends the session on the master, not only in the browser:
+    // the same cookie is refused afterwards, and still after a restart, while
+    // a new login works.
+    let ana_pages = |cookie: &str| {
+        answer(
+            agent()
+                .get(&format!("{}/", m.www))
+                .set("cookie", cookie)
+                .call(),
+        )
+        .1
+    };
+    assert!(ana_pages(&ana).contains("ana"), "logged in before");
+    let logout = post_form(m, "/logout", Some(&ana), &[("csrf_token", &csrf)]);
+    assert_eq!(logout, 303);
+    assert_eq!(cookie_rpc(Some(&csrf)), 401, "the cookie after logout");
+    assert!(ana_pages(&ana).contains("id=\"login\""), "logged out");
+    let mut s = s;
+    s.master.stop(false);
+    s.master.start();
+    let m = &s.master;
+    let refused = agent()
+        .post(&format!("{}{path}", m.www))
+        .set("content-type", "application/json")
+        .set("cookie", &ana)
+        .set("x-csrf-token", &csrf)
+        .send_string(&rpc_body("force", json!({"builderid": quick})));
+    assert_eq!(answer(refused).0, 401, "the cookie after a restart");
+    let again = login(m, "ana", ANA_PASSWORD).unwrap();
+    assert_ne!(again, ana);
+    let again_csrf = csrf_of(m, Some(&again));
+    let accepted = agent()
+        .post(&format!("{}{path}", m.www))
+        .set("content-type", "application/json")
+        .set("cookie", &again)
+        .set("x-csrf-token", &again_csrf)
+        .send_string(&rpc_body("force", json!({"builderid": quick})));
+    assert_eq!(answer(accepted).0, 200, "a new login");
 }
 
 /// chromedriver on a free port, with one headless Chromium session.

@@ -15,6 +15,7 @@ pub mod janitor;
 pub mod logs;
 pub mod masters;
 pub mod query;
+pub mod sessions;
 pub mod steps;
 pub mod workers;
 

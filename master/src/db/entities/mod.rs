@@ -21,6 +21,7 @@ pub mod logs;
 pub mod masters;
 pub mod object_state;
 pub mod objects;
+pub mod revoked_sessions;
 pub mod schedulers;
 pub mod sourcestamps;
 pub mod steps;

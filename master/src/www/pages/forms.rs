@@ -47,6 +47,18 @@ pub(super) async fn post(ctx: &Ctx<'_>, segments: &[&str]) -> PageResult {
     match segments {
         ["login"] => login(ctx, &form).await,
         ["logout"] => {
+            // End the session on the server too: a copy of the cookie (another
+            // tab, a stolen one) stops working now, not when it expires.
+            let now = crate::data::now() as u64;
+            let session = auth::cookie_value(&ctx.request.headers, SESSION_COOKIE)
+                .and_then(|c| ctx.shared.session_key.session(&c, now));
+            if let Some(s) = session {
+                ctx.shared.data.revoke_session(&s.nonce, s.expires).await?;
+                ctx.shared
+                    .session_key
+                    .end_sessions([(s.nonce, s.expires)], now);
+                tracing::info!(user = %s.user.escape_debug(), "logged out");
+            }
             let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
             let reply = warp::reply::with_header(see_other("/"), header::SET_COOKIE, cookie);
             Ok(reply.into_response())
