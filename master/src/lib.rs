@@ -13,6 +13,7 @@ pub mod data;
 pub mod db;
 pub mod duration;
 pub mod janitor;
+pub mod login_throttle;
 pub mod lua;
 pub mod mq;
 pub mod pki;

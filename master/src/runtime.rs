@@ -147,6 +147,7 @@ impl Master {
             reloading: tokio::sync::Mutex::new(()),
             session_key: crate::credentials::SessionKey::load_or_create(&dir)
                 .context("cannot read or create the web session key")?,
+            login_throttle: Default::default(),
             revocations: crate::pki::revoke::Revocations::new(&dir),
             services: tokio::sync::Mutex::new(ServiceManager::default()),
             config: ConfigSlot::new(running),

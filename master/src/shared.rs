@@ -41,6 +41,8 @@ pub struct Shared {
     pub reloading: tokio::sync::Mutex<()>,
     /// Signs the web UI's session cookies and CSRF tokens.
     pub session_key: SessionKey,
+    /// Backoff for failed web logins.
+    pub login_throttle: crate::login_throttle::LoginThrottle,
     /// `pki/revoked.json`, re-read when it changes.
     pub revocations: Revocations,
     /// The running services (distributor, schedulers …); reconfigured by

@@ -420,6 +420,22 @@ fn control_needs_a_user_a_role_and_a_csrf_token(backend: &Backend) {
         .set("x-csrf-token", &again_csrf)
         .send_string(&rpc_body("force", json!({"builderid": quick})));
     assert_eq!(answer(accepted).0, 200, "a new login");
+
+    // Failed logins back off: after three wrong passwords from an address the
+    // next attempt is refused at once (429, with Retry-After), even with the
+    // right password, until the delay has passed; then the right one works.
+    for _ in 0..3 {
+        assert_eq!(login(m, "bob", "wrong"), Err(401));
+    }
+    let (status, page, _) = answer(
+        agent()
+            .post(&format!("{}/login", m.www))
+            .send_form(&[("username", "bob"), ("password", BOB_PASSWORD)]),
+    );
+    assert_eq!(status, 429, "{page}");
+    assert!(page.contains("Too many failed logins"), "{page}");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(login(m, "bob", BOB_PASSWORD).is_ok(), "after the delay");
 }
 
 /// chromedriver on a free port, with one headless Chromium session.

@@ -12,6 +12,7 @@ use crate::www::actions::{self, Action, ActionError, ActionKind, Authorized, Out
 use crate::www::auth::{self, SESSION_COOKIE};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 use warp::http::{StatusCode, header};
 use warp::reply::{Reply, Response};
 
@@ -197,19 +198,32 @@ async fn login(ctx: &Ctx<'_>, form: &BTreeMap<String, String>) -> PageResult {
     };
     let name = form.get("username").cloned().unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
+    let from = ctx.request.remote.map(|a| a.ip());
+    let throttle = &ctx.shared.login_throttle;
+    // Names are escaped in the log: a newline or terminal escapes in one
+    // would forge log lines.
+    if let Some(wait) = throttle.wait(&name, from, Instant::now()) {
+        tracing::warn!(user = %name.escape_debug(), from = ?from, "web login refused: too many failed attempts");
+        return too_many_attempts(ctx, wait).await;
+    }
     let user = auth.users.iter().find(|u| u.name == name).cloned();
-    // PBKDF2 is slow on purpose: keep it off the async threads.
-    let ok = tokio::task::spawn_blocking(move || match user {
-        Some(u) => credentials::verify_password(&u.password_hash, &password),
-        None => credentials::verify_unknown_user(&password),
-    })
-    .await
-    .unwrap_or(false);
+    // PBKDF2 is slow on purpose: keep it off the async threads, and run one
+    // at a time so a flood cannot take every core.
+    let ok = {
+        let _hashing = throttle.hashing.lock().await;
+        tokio::task::spawn_blocking(move || match user {
+            Some(u) => credentials::verify_password(&u.password_hash, &password),
+            None => credentials::verify_unknown_user(&password),
+        })
+        .await
+        .unwrap_or(false)
+    };
     if !ok {
-        // Escaped: a name with a newline or terminal escapes would forge log lines.
-        tracing::warn!(user = %name.escape_debug(), "failed web login");
+        throttle.failed(&name, from, Instant::now());
+        tracing::warn!(user = %name.escape_debug(), from = ?from, "failed web login");
         return login_page(ctx, Some("Wrong user name or password.")).await;
     }
+    throttle.succeeded(&name, from);
     let now = crate::data::now() as u64;
     let cookie = ctx.shared.session_key.session_cookie(&name, now);
     let set = format!(
@@ -217,6 +231,18 @@ async fn login(ctx: &Ctx<'_>, form: &BTreeMap<String, String>) -> PageResult {
     );
     let next = local_path(form.get("next"));
     Ok(warp::reply::with_header(see_other(&next), header::SET_COOKIE, set).into_response())
+}
+
+/// 429 with the login form again, saying how long to wait (also in
+/// `Retry-After`).
+async fn too_many_attempts(ctx: &Ctx<'_>, wait: Duration) -> PageResult {
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let message = format!("Too many failed logins: try again in {seconds} s.");
+    let response = login_page(ctx, Some(&message)).await?;
+    let (mut parts, body) = response.into_parts();
+    parts.status = StatusCode::TOO_MANY_REQUESTS;
+    parts.headers.insert(header::RETRY_AFTER, seconds.into());
+    Ok(Response::from_parts(parts, body))
 }
 
 pub(super) async fn login_page(ctx: &Ctx<'_>, error: Option<&str>) -> PageResult {
