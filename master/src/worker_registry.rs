@@ -12,6 +12,7 @@ use moonbot_worker::protocol::WorkerInfo;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// One live connection of a worker.
 #[derive(Debug, Clone)]
@@ -27,9 +28,34 @@ pub struct ConnectedWorker {
     /// Set when a reconfig removed this worker: its connection task tells the
     /// worker and closes the connection.
     retire: Arc<tokio::sync::Notify>,
+    /// When the worker was last heard on this connection (any control frame),
+    /// in milliseconds since the registry's epoch.
+    heard_ms: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+/// A second connection for a worker whose connection is alive: a copied
+/// worker directory, not a reconnect.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("worker {name} is already connected from {from}")]
+pub struct AlreadyConnected {
+    pub name: String,
+    pub from: std::net::SocketAddr,
 }
 
 impl ConnectedWorker {
+    /// The worker was heard on this connection just now.
+    pub fn heard(&self) {
+        self.heard_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long since the worker was last heard on this connection.
+    pub fn silent_for(&self) -> Duration {
+        let heard = Duration::from_millis(self.heard_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(heard)
+    }
+
     pub fn running(&self) -> usize {
         self.running.load(Ordering::SeqCst)
     }
@@ -83,6 +109,8 @@ pub struct WorkerRegistry {
     changes: tokio::sync::watch::Sender<u64>,
     /// Counts the build slots given back, for [`Self::slots_freed`].
     freed: tokio::sync::watch::Sender<u64>,
+    /// What connections measure their last-heard time from.
+    epoch: Instant,
 }
 
 impl Default for WorkerRegistry {
@@ -92,14 +120,19 @@ impl Default for WorkerRegistry {
             next_connection: AtomicU64::new(1),
             changes: tokio::sync::watch::Sender::new(0),
             freed: tokio::sync::watch::Sender::new(0),
+            epoch: Instant::now(),
         }
     }
 }
 
 impl WorkerRegistry {
-    /// Record a new connection; an older connection of the same worker is
-    /// returned so the caller can close it (a reconnecting worker wins).
-    /// `paused` is the worker's stored pause state.
+    /// Record a new connection. An older connection of the same worker that
+    /// was heard within `alive_within` is alive, and the new one is refused:
+    /// two processes with one certificate (a copied worker directory) would
+    /// otherwise replace each other without end. An older one silent for
+    /// longer, or closed, is returned so the caller can close it (a worker
+    /// reconnecting after an outage wins). `paused` is the worker's stored
+    /// pause state.
     pub fn insert(
         &self,
         name: &str,
@@ -107,9 +140,19 @@ impl WorkerRegistry {
         conn: quinn::Connection,
         info: WorkerInfo,
         paused: bool,
-    ) -> (ConnectedWorker, Option<ConnectedWorker>) {
+        alive_within: Duration,
+    ) -> Result<(ConnectedWorker, Option<ConnectedWorker>), AlreadyConnected> {
         let mut map = self.slots.lock().expect("registry lock");
         let slot = map.entry(name.to_string()).or_default();
+        if let Some(current) = &slot.current
+            && current.conn.close_reason().is_none()
+            && current.silent_for() < alive_within
+        {
+            return Err(AlreadyConnected {
+                name: name.to_string(),
+                from: current.conn.remote_address(),
+            });
+        }
         let worker = ConnectedWorker {
             name: name.to_string(),
             workerid,
@@ -118,13 +161,16 @@ impl WorkerRegistry {
             connection_id: self.next_connection.fetch_add(1, Ordering::SeqCst),
             running: slot.running.clone(),
             retire: Arc::new(tokio::sync::Notify::new()),
+            heard_ms: Default::default(),
+            epoch: self.epoch,
         };
+        worker.heard();
         let old = slot.current.replace(worker.clone());
         slot.paused = paused;
         slot.graceful = false;
         drop(map);
         self.changes.send_modify(|n| *n += 1);
-        (worker, old)
+        Ok((worker, old))
     }
 
     /// Forget a connection, unless the worker has reconnected since.

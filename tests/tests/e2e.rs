@@ -47,7 +47,56 @@ moonbot_tests::on_both_databases!(
     foreign_ca_and_unknown_names_are_refused,
     a_ten_mib_log_reads_back_byte_for_byte,
     pages_show_control_characters_and_send_security_headers,
+    a_copied_worker_is_refused_while_the_original_is_connected,
 );
+
+fn a_copied_worker_is_refused_while_the_original_is_connected(backend: &Backend) {
+    let (m, mut w) = TestMaster::started_with_worker(backend, CONFIG, "w1");
+    let copy_dir = m.tmp.path().join("w1-copy");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&w.dir)
+        .arg(&copy_dir)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    // As on another machine: no pid file of a process running here.
+    std::fs::remove_file(copy_dir.join("worker.pid")).unwrap();
+    let mut copy = moonbot_tests::TestWorker::at(copy_dir);
+    copy.start();
+    // Both sides say why; the original keeps its connection and builds.
+    m.wait_for("the copy to be refused", LONG, || {
+        copy.log()
+            .contains("worker w1 is already connected from")
+            .then_some(())
+    });
+    assert!(
+        m.log()
+            .contains("refused a second connection: worker w1 is already connected from"),
+        "{}",
+        m.log()
+    );
+    let connections = |m: &TestMaster| {
+        m.get("/api/v2/workers")["workers"][0]["connected_to"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(connections(&m), 1);
+    let ok = m.builderid("ok");
+    assert_eq!(m.wait_request_done(m.force(ok), LONG)["results"], 0);
+    assert!(!m.log().contains("replaced by a new connection"));
+    assert!(!w.log().contains("lost the connection"), "{}", w.log());
+
+    // When the original goes away for real, the copy takes over.
+    w.kill();
+    m.wait_for("the copy to take over", LONG, || {
+        copy.log().contains("connected to master").then_some(())
+    });
+    assert_eq!(connections(&m), 1);
+    assert_eq!(m.wait_request_done(m.force(ok), LONG)["results"], 0);
+    copy.kill();
+}
 
 fn pages_show_control_characters_and_send_security_headers(backend: &Backend) {
     let (m, _w) = TestMaster::started_with_worker(backend, CONFIG, "w1");

@@ -281,21 +281,38 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
             false
         }
     };
-    let (worker, replaced) =
-        shared
-            .workers
-            .insert(&name, workerid, conn.clone(), info.clone(), paused);
+    // Keep-alives often enough that a missing worker is noticed in time.
+    let keepalive_interval_s = (shared.idle_timeout.as_secs() / 3)
+        .min(missing_timeout.as_secs() / 3)
+        .max(1);
+    // A connection heard within one and a half keep-alive intervals (plus a
+    // second for the network) is alive: a second one is another process
+    // with the same certificate, refused; a silent one is a worker that went
+    // away, replaced by its reconnect.
+    let alive_within = Duration::from_millis(keepalive_interval_s * 1500) + Duration::from_secs(1);
+    let inserted = shared.workers.insert(
+        &name,
+        workerid,
+        conn.clone(),
+        info.clone(),
+        paused,
+        alive_within,
+    );
+    let (worker, replaced) = match inserted {
+        Ok(inserted) => inserted,
+        Err(already) => {
+            warn!(worker = %name, %addr, "refused a second connection: {already}");
+            refuse(&conn, Some(&mut send), &already.to_string()).await;
+            return;
+        }
+    };
     if let Some(old) = replaced {
-        info!(worker = %name, "worker reconnected; closing its previous connection");
+        info!(worker = %name, silent_s = old.silent_for().as_secs(), "worker reconnected; closing its previous, silent connection");
         old.conn.close(2u32.into(), b"replaced by a new connection");
     }
     if let Err(e) = shared.data.worker_connected(workerid, &info).await {
         warn!(worker = %name, "could not record the connection: {e}");
     }
-    // Keep-alives often enough that a missing worker is noticed in time.
-    let keepalive_interval_s = (shared.idle_timeout.as_secs() / 3)
-        .min(missing_timeout.as_secs() / 3)
-        .max(1);
     let welcome = MasterMessage::Welcome {
         master: shared.master_name.clone(),
         keepalive_interval_s,
@@ -315,6 +332,7 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
             frame = reader.next() => match frame {
                 Ok(Some(frame)) => {
                     heard = tokio::time::Instant::now();
+                    worker.heard();
                     if conn.remote_address() != remote {
                         info!(worker = %name, from = %remote, to = %conn.remote_address(), "worker's address changed; the connection moved with it");
                         remote = conn.remote_address();
