@@ -12,7 +12,81 @@ moonbot_tests::on_both_databases!(
     builders_and_workers_follow_master_lua,
     a_reload_storm_loses_and_repeats_nothing,
     a_running_build_keeps_its_lua_functions,
+    runaway_lua_is_refused_and_ends_its_step,
 );
+
+/// A master.lua or a build-time function that loops or allocates without
+/// end runs into Lua's limits: the reload is refused while the running
+/// configuration keeps serving, the step ends EXCEPTION, and the master stops.
+fn runaway_lua_is_refused_and_ends_its_step(backend: &Backend) {
+    let valid = r#"local mb = require "moonbot"
+return {
+  www = { port = 0, bind = "127.0.0.1" },
+  protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1" } },
+  db = { url = "@DB@" },
+  reconfig = { watch = false },
+  workers = { mb.worker { name = "w1" } },
+  builders = {
+    mb.builder { name = "spin", workernames = { "w1" }, steps = {
+      mb.steps.shell { name = "forever", command = function(props)
+        while true do end
+      end },
+      mb.steps.shell { name = "after", command = "echo never" },
+    } },
+  },
+  schedulers = { mb.schedulers.force { name = "force", builders = { "spin" } } },
+}
+"#;
+    let mut m = TestMaster::create(backend, valid);
+    m.start();
+    let _w = start_worker(&m, "w1");
+
+    // The function spends its budget: the step ends EXCEPTION, saying why.
+    let build = m.wait_request_done(m.force(m.builderid("spin")), LONG);
+    assert_eq!(build["results"], 4, "{build}");
+    let steps = m.steps(build["buildid"].as_i64().unwrap());
+    assert_eq!(steps[0]["results"], 4, "{steps:?}");
+    let log = m.stdio_of(steps[0]["stepid"].as_i64().unwrap());
+    assert!(log.contains("budget"), "{log}");
+
+    // A master.lua that loops, then one that allocates without end: each
+    // reload is refused with the reason, and the running config stays.
+    let endless = valid.replace(
+        "return {",
+        "local n = 0
+while true do n = n + 1 end
+return {",
+    );
+    m.write_config(&endless);
+    let (code, out, err) = reconfig(&m);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("master.lua:3") && err.contains("budget"),
+        "{err}"
+    );
+    let hungry = valid.replace(
+        "return {",
+        "local t = {}
+for i = 1, 1e9 do t[i] = string.rep('x', 1000) .. i end
+return {",
+    );
+    m.write_config(&hungry);
+    let (code, out, err) = reconfig(&m);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("memory limit"), "{err}");
+    assert_eq!(names(&m, "builders"), set(&["spin"]));
+    let build = m.wait_request_done(m.force(m.builderid("spin")), LONG);
+    assert_eq!(
+        build["results"], 4,
+        "the old config still runs builds: {build}"
+    );
+    // `checkconfig` of the looping file ends with the error too.
+    m.write_config(&endless);
+    let (code, out, err) = run("moonbot", &["checkconfig", m.path()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(format!("{out}{err}").contains("budget"), "{out}{err}");
+    m.stop(false);
+}
 
 /// master.lua with `@WORKERS@`, `@BUILDERS@`, `@SETTINGS@` to fill in; builders
 /// may also come from `more.lua`, which master.lua requires. The force

@@ -9,10 +9,131 @@
 
 use super::error::ConfigError;
 use super::value::{LuaFn, RawKey, RawValue};
-use mlua::{Function, Lua, Table, Value};
+use mlua::{Function, HookTriggers, Lua, Table, Value, VmState};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
+
+/// What a Lua state may use: memory for the whole state, and instructions
+/// for loading master.lua and for each build-time call. A master.lua that
+/// loops or allocates without end is refused (the running configuration
+/// stays) instead of hanging the reload or aborting the master; a build-time
+/// function that does ends its step EXCEPTION. Each can be changed with an
+/// environment variable of the master (see [`LuaLimits::from_env`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LuaLimits {
+    pub memory_bytes: usize,
+    pub load_instructions: u64,
+    pub call_instructions: u64,
+}
+
+impl Default for LuaLimits {
+    fn default() -> Self {
+        LuaLimits {
+            memory_bytes: 256 << 20,
+            // A few seconds of Lua; a real master.lua needs well under 1%.
+            load_instructions: 1_000_000_000,
+            call_instructions: 100_000_000,
+        }
+    }
+}
+
+impl LuaLimits {
+    /// The defaults, changed by `MOONBOT_LUA_MEMORY_MB`,
+    /// `MOONBOT_LUA_LOAD_INSTRUCTIONS` and `MOONBOT_LUA_CALL_INSTRUCTIONS`
+    /// where they are set to a positive number.
+    pub fn from_env() -> LuaLimits {
+        let read = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|n| *n > 0)
+        };
+        let d = LuaLimits::default();
+        LuaLimits {
+            memory_bytes: read("MOONBOT_LUA_MEMORY_MB")
+                .map_or(d.memory_bytes, |mb| (mb as usize).saturating_mul(1 << 20)),
+            load_instructions: read("MOONBOT_LUA_LOAD_INSTRUCTIONS").unwrap_or(d.load_instructions),
+            call_instructions: read("MOONBOT_LUA_CALL_INSTRUCTIONS").unwrap_or(d.call_instructions),
+        }
+    }
+}
+
+/// The hook runs every this many instructions.
+const HOOK_EVERY: u32 = 10_000;
+
+/// Most values the returned table (or a build-time function's result) may
+/// hold, so copying it out cannot take unbounded memory outside Lua's limit.
+const MAX_VALUES: usize = 1_000_000;
+
+/// The instructions left to the running load or call, and whether its caller
+/// stopped waiting; read by the instruction hook.
+#[derive(Default)]
+struct Budget {
+    left: AtomicU64,
+    limit: AtomicU64,
+    cancel: Mutex<Option<Arc<AtomicBool>>>,
+}
+
+impl Budget {
+    fn start(&self, instructions: u64, cancel: Option<Arc<AtomicBool>>) {
+        self.left.store(instructions, Ordering::Relaxed);
+        self.limit.store(instructions, Ordering::Relaxed);
+        *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) = cancel;
+    }
+
+    /// Install the hook that spends this budget on `lua`.
+    fn watch(self: &Arc<Self>, lua: &Lua) -> mlua::Result<()> {
+        let budget = self.clone();
+        // Calls too, not only instruction counts: a loop that catches the
+        // interruption with `pcall` would otherwise be interrupted inside the
+        // protected call every time; once the budget is spent, the next call
+        // of any function (`pcall` itself) fails outside the protection.
+        lua.set_global_hook(
+            HookTriggers::new()
+                .every_nth_instruction(HOOK_EVERY)
+                .on_calls(),
+            move |_, debug| {
+                let place = || {
+                    let source = debug.source();
+                    format!(
+                        "{}:{}",
+                        source.short_src.as_deref().unwrap_or("?"),
+                        debug.current_line().unwrap_or(0)
+                    )
+                };
+                let cancelled = budget
+                    .cancel
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .is_some_and(|c| c.load(Ordering::Relaxed));
+                if cancelled {
+                    return Err(mlua::Error::runtime(format!(
+                        "{}: stopped: the build no longer waits for this function",
+                        place()
+                    )));
+                }
+                let left = budget.left.load(Ordering::Relaxed);
+                let counting = matches!(debug.event(), mlua::debug::DebugEvent::Count);
+                if left <= u64::from(HOOK_EVERY) {
+                    return Err(mlua::Error::runtime(format!(
+                        "{}: ran over its budget of {} Lua instructions (an endless loop?)",
+                        place(),
+                        budget.limit.load(Ordering::Relaxed)
+                    )));
+                }
+                if counting {
+                    budget
+                        .left
+                        .store(left - u64::from(HOOK_EVERY), Ordering::Relaxed);
+                }
+                Ok(VmState::Continue)
+            },
+        )
+    }
+}
 
 /// The `moonbot` Lua module, embedded so the binary needs no files beside it.
 pub const STDLIB_SOURCE: &str = include_str!("../../../lua-stdlib/moonbot.lua");
@@ -25,7 +146,22 @@ const MAX_DEPTH: usize = 64;
 struct CallJob {
     function: usize,
     props: serde_json::Value,
+    /// Set when the caller stops waiting (the build was stopped): the call
+    /// is interrupted at its next hook.
+    cancel: Arc<AtomicBool>,
     reply: oneshot::Sender<Result<RawValue, String>>,
+}
+
+/// Sets a call's cancel flag if the waiting future is dropped before the
+/// answer came (`None` once it came).
+struct CancelOnDrop(Option<Arc<AtomicBool>>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(cancel) = &self.0 {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Why calling a build-time Lua function gave no value.
@@ -53,13 +189,22 @@ pub struct LuaGeneration {
 impl LuaGeneration {
     /// Evaluate `master_dir/master.lua` and return what it returned.
     pub fn load(master_dir: &Path) -> Result<(LuaGeneration, RawValue), Vec<ConfigError>> {
+        LuaGeneration::load_with(master_dir, LuaLimits::from_env())
+    }
+
+    /// [`LuaGeneration::load`] under the given limits.
+    pub fn load_with(
+        master_dir: &Path,
+        limits: LuaLimits,
+    ) -> Result<(LuaGeneration, RawValue), Vec<ConfigError>> {
         let dir = master_dir.to_path_buf();
         let (result_tx, result_rx) = mpsc::channel();
         let (jobs_tx, jobs_rx) = mpsc::channel::<CallJob>();
         std::thread::Builder::new()
             .name("lua-config".into())
             .spawn(move || {
-                let (lua, functions, raw) = match evaluate(&dir) {
+                let budget = Arc::new(Budget::default());
+                let (lua, functions, raw) = match evaluate(&dir, &limits, &budget) {
                     Ok(loaded) => loaded,
                     Err(errors) => {
                         let _ = result_tx.send(Err(errors));
@@ -70,6 +215,7 @@ impl LuaGeneration {
                 let _ = result_tx.send(Ok((raw, files)));
                 // Serve calls until every handle to this generation is gone.
                 while let Ok(job) = jobs_rx.recv() {
+                    budget.start(limits.call_instructions, Some(job.cancel.clone()));
                     let result = call_function(&lua, &functions, job.function, &job.props);
                     let _ = job.reply.send(result);
                 }
@@ -96,14 +242,20 @@ impl LuaGeneration {
         props: serde_json::Value,
     ) -> Result<RawValue, CallError> {
         let (reply, rx) = oneshot::channel();
+        let cancel = Arc::new(AtomicBool::new(false));
         self.jobs
             .send(CallJob {
                 function: function.index,
                 props,
+                cancel: cancel.clone(),
                 reply,
             })
             .map_err(|_| CallError::StateGone)?;
-        rx.await
+        let mut guard = CancelOnDrop(Some(cancel));
+        let answer = rx.await;
+        // Answered: nothing left to interrupt.
+        guard.0 = None;
+        answer
             .map_err(|_| CallError::Stopped)?
             .map_err(|message| CallError::Failed {
                 message,
@@ -112,8 +264,21 @@ impl LuaGeneration {
     }
 }
 
-fn evaluate(dir: &Path) -> Result<(Lua, Vec<Function>, RawValue), Vec<ConfigError>> {
+fn evaluate(
+    dir: &Path,
+    limits: &LuaLimits,
+    budget: &Arc<Budget>,
+) -> Result<(Lua, Vec<Function>, RawValue), Vec<ConfigError>> {
     let lua = Lua::new();
+    let limited = lua
+        .set_memory_limit(limits.memory_bytes)
+        .and_then(|_| budget.watch(&lua));
+    if let Err(e) = limited {
+        return Err(vec![ConfigError::whole_file(format!(
+            "cannot limit the Lua state: {e}"
+        ))]);
+    }
+    budget.start(limits.load_instructions, None);
     let file = dir.join(CONFIG_FILE);
     let source = std::fs::read(&file).map_err(|e| {
         vec![ConfigError::whole_file(format!(
@@ -139,7 +304,7 @@ fn evaluate(dir: &Path) -> Result<(Lua, Vec<Function>, RawValue), Vec<ConfigErro
         sources: Default::default(),
         functions: Vec::new(),
     };
-    let raw = to_raw(&value, &mut |f| Ok(collector.collect(f)), 0).map_err(|e| {
+    let raw = to_raw(&value, &mut |f| Ok(collector.collect(f))).map_err(|e| {
         vec![ConfigError::whole_file(format!(
             "in the returned table: {e}"
         ))]
@@ -212,6 +377,7 @@ fn lua_message(e: &mlua::Error) -> String {
         mlua::Error::SyntaxError { message, .. } => message.clone(),
         mlua::Error::RuntimeError(m) => m.clone(),
         mlua::Error::CallbackError { cause, .. } => return lua_message(cause),
+        mlua::Error::MemoryError(m) => format!("reached the Lua memory limit ({m})"),
         other => other.to_string(),
     };
     text.lines()
@@ -226,13 +392,22 @@ fn lua_message(e: &mlua::Error) -> String {
 /// or refuses it.
 type FunctionHandler<'a> = dyn FnMut(&Function) -> Result<LuaFn, String> + 'a;
 
-fn to_raw(
+fn to_raw(value: &Value, on_function: &mut FunctionHandler<'_>) -> Result<RawValue, String> {
+    to_raw_counted(value, on_function, 0, &mut 0)
+}
+
+fn to_raw_counted(
     value: &Value,
     on_function: &mut FunctionHandler<'_>,
     depth: usize,
+    values: &mut usize,
 ) -> Result<RawValue, String> {
     if depth > MAX_DEPTH {
         return Err("tables nested too deep (a table that contains itself?)".into());
+    }
+    *values += 1;
+    if *values > MAX_VALUES {
+        return Err(format!("more than {MAX_VALUES} values in one table"));
     }
     Ok(match value {
         Value::Nil => RawValue::Nil,
@@ -254,7 +429,7 @@ fn to_raw(
                         ));
                     }
                 };
-                entries.push((key, to_raw(&v, on_function, depth + 1)?));
+                entries.push((key, to_raw_counted(&v, on_function, depth + 1, values)?));
             }
             // Lua's iteration order is arbitrary: sort so that configs compare
             // equal and errors come out in a stable order.
@@ -355,11 +530,9 @@ fn call_function(
     let arg = json_to_lua(lua, props).map_err(|e| lua_message(&e))?;
     let result: Value = function.call(arg).map_err(|e| lua_message(&e))?;
     // Functions returned at build time are not callable later: they are not kept.
-    to_raw(
-        &result,
-        &mut |_| Err("a build-time function must return data, not a function".into()),
-        0,
-    )
+    to_raw(&result, &mut |_| {
+        Err("a build-time function must return data, not a function".into())
+    })
 }
 
 fn json_to_lua(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
@@ -386,4 +559,109 @@ fn json_to_lua(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
             Value::Table(t)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const SMALL: LuaLimits = LuaLimits {
+        memory_bytes: 32 << 20,
+        load_instructions: 20_000_000,
+        call_instructions: 20_000_000,
+    };
+
+    fn master_dir(lua: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), lua).unwrap();
+        dir
+    }
+
+    fn load_error(lua: &str) -> String {
+        let dir = master_dir(lua);
+        let errors = LuaGeneration::load_with(dir.path(), SMALL).unwrap_err();
+        errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn a_master_lua_that_loops_or_allocates_is_refused() {
+        let looping = load_error("local n = 0\nwhile true do n = n + 1 end\n");
+        assert!(
+            looping.contains("budget of 20000000 Lua instructions"),
+            "{looping}"
+        );
+        assert!(
+            looping.contains("master.lua") && looping.contains('2'),
+            "{looping}"
+        );
+        // A loop that catches the interruption is still ended.
+        let stubborn = load_error("while true do pcall(function() while true do end end) end\n");
+        assert!(stubborn.contains("budget"), "{stubborn}");
+        let hungry =
+            load_error("local t = {}\nfor i = 1, 1e9 do t[i] = string.rep('x', 64) .. i end\n");
+        assert!(hungry.contains("memory limit"), "{hungry}");
+        // Within the limits, a config loads.
+        let dir = master_dir("local t = {}\nfor i = 1, 1000 do t[i] = i end\nreturn { n = #t }\n");
+        assert!(LuaGeneration::load_with(dir.path(), SMALL).is_ok());
+    }
+
+    fn functions(raw: &RawValue) -> std::collections::HashMap<String, LuaFn> {
+        let RawValue::Table(entries) = raw else {
+            panic!("{raw:?}")
+        };
+        entries
+            .iter()
+            .filter_map(|(k, v)| match (k, v) {
+                (RawKey::Str(name), RawValue::Function(f)) => Some((name.clone(), f.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_build_time_function_that_loops_fails_or_is_stopped() {
+        let dir = master_dir(
+            "return { spin = function() while true do end end, hello = function(p) return 'hi ' .. p.who end }\n",
+        );
+        let (lua, raw) = LuaGeneration::load_with(dir.path(), SMALL).unwrap();
+        let f = functions(&raw);
+        let failed = lua
+            .call(&f["spin"], serde_json::json!({}))
+            .await
+            .unwrap_err();
+        assert!(failed.to_string().contains("budget"), "{failed}");
+        // The state serves the next call.
+        let hi = lua
+            .call(&f["hello"], serde_json::json!({"who": "ana"}))
+            .await;
+        assert_eq!(hi.unwrap(), RawValue::Str("hi ana".into()));
+
+        // A caller that stops waiting (a stopped build) interrupts the call:
+        // with a budget of minutes, the next call is still answered at once.
+        let patient = LuaLimits {
+            call_instructions: u64::MAX,
+            ..SMALL
+        };
+        let (lua, raw) = LuaGeneration::load_with(dir.path(), patient).unwrap();
+        let f = functions(&raw);
+        let spinning = tokio::time::timeout(
+            Duration::from_millis(200),
+            lua.call(&f["spin"], serde_json::json!({})),
+        )
+        .await;
+        assert!(spinning.is_err(), "the endless call timed out");
+        // Bounded only so that a regression fails instead of hanging.
+        let hi = tokio::time::timeout(
+            Duration::from_secs(60),
+            lua.call(&f["hello"], serde_json::json!({"who": "bob"})),
+        )
+        .await
+        .expect("the interrupted call let the next one run");
+        assert_eq!(hi.unwrap(), RawValue::Str("hi bob".into()));
+    }
 }
