@@ -137,7 +137,7 @@ pub(crate) fn builds(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()>
         Duration::from_secs(600),
         || {
             let open = m.get("/api/v2/buildrequests?complete=false&limit=1");
-            (open["meta"]["total"] == 0).then_some(())
+            (open["buildrequests"].as_array().is_some_and(Vec::is_empty)).then_some(())
         },
     );
     // The end is the last request's `complete_at` (the master's clock, this
@@ -314,7 +314,10 @@ pub(crate) fn reconfig_and_startup(sizes: &Sizes, figures: &mut Figures) -> anyh
         Ok(seconds)
     };
     let grow = reconfig("reconfig to more builders")?;
-    let builders_now = m.get("/api/v2/builders?limit=1")["meta"]["total"].clone();
+    // Every builder, counted: a page's `meta.total` is only what it holds.
+    let builders_now = m.get("/api/v2/builders")["builders"]
+        .as_array()
+        .map_or(0, Vec::len);
     anyhow::ensure!(
         builders_now == sizes.builders,
         "the master lists {builders_now} builders after the reconfig"
