@@ -403,23 +403,22 @@ fn control_needs_a_user_a_role_and_a_csrf_token(backend: &Backend) {
     s.master.stop(false);
     s.master.start();
     let m = &s.master;
-    let refused = agent()
-        .post(&format!("{}{path}", m.www))
-        .set("content-type", "application/json")
-        .set("cookie", &ana)
-        .set("x-csrf-token", &csrf)
-        .send_string(&rpc_body("force", json!({"builderid": quick})));
-    assert_eq!(answer(refused).0, 401, "the cookie after a restart");
+    let force_as = |cookie: &str, csrf: &str| {
+        let req = agent()
+            .post(&format!("{}{path}", m.www))
+            .set("content-type", "application/json")
+            .set("cookie", cookie)
+            .set("x-csrf-token", csrf);
+        answer(req.send_string(&rpc_body("force", json!({"builderid": quick})))).0
+    };
+    assert_eq!(force_as(&ana, &csrf), 401, "the cookie after a restart");
     let again = login(m, "ana", ANA_PASSWORD).unwrap();
     assert_ne!(again, ana);
-    let again_csrf = csrf_of(m, Some(&again));
-    let accepted = agent()
-        .post(&format!("{}{path}", m.www))
-        .set("content-type", "application/json")
-        .set("cookie", &again)
-        .set("x-csrf-token", &again_csrf)
-        .send_string(&rpc_body("force", json!({"builderid": quick})));
-    assert_eq!(answer(accepted).0, 200, "a new login");
+    assert_eq!(
+        force_as(&again, &csrf_of(m, Some(&again))),
+        200,
+        "a new login"
+    );
 
     // Failed logins back off: after three wrong passwords from an address the
     // next attempt is refused at once (429, with Retry-After), even with the
