@@ -290,6 +290,7 @@ fn evaluate(
     let value: Value = lua
         .load(&source[..])
         .set_name(format!("@{CONFIG_FILE}"))
+        .set_mode(mlua::chunk::ChunkMode::Text)
         .eval()
         .map_err(|e| vec![ConfigError::from_lua_message(&lua_message(&e))])?;
     let fingerprints = lua
@@ -367,8 +368,32 @@ fn setup(lua: &Lua, dir: &Path) -> mlua::Result<()> {
         "path",
         format!("{lua_dir}/?.lua;{lua_dir}/?/init.lua;{old_path}"),
     )?;
+    lua.load(TEXT_CHUNKS_ONLY).set_name("=moonbot").exec()?;
     Ok(())
 }
+
+/// Lua source only, never precompiled chunks (`string.dump`'s bytecode): Lua
+/// does not verify bytecode, and a crafted chunk can read and write the
+/// master's memory. `load`, `loadfile`, `dofile` and `require`'s search of
+/// Lua files all load text; `io` and `os` stay, as master.lua is trusted.
+const TEXT_CHUNKS_ONLY: &str = r#"
+local load, loadfile, searchpath = load, loadfile, package.searchpath
+function _G.load(chunk, name, _, env) return load(chunk, name, "t", env) end
+function _G.loadfile(file, _, env) return loadfile(file, "t", env) end
+function _G.dofile(file)
+  local f = assert(loadfile(file, "t"))
+  return f()
+end
+package.searchers[2] = function(name)
+  local path, err = searchpath(name, package.path)
+  if not path then return err end
+  local f, failed = loadfile(path, "t")
+  if not f then
+    error(("error loading module '%s' from file '%s':\n\t%s"):format(name, path, failed), 2)
+  end
+  return f, path
+end
+"#;
 
 /// The useful part of an mlua error: the Lua message (`master.lua:3: …`),
 /// without mlua's prefix and the traceback.
@@ -608,6 +633,60 @@ mod tests {
         // Within the limits, a config loads.
         let dir = master_dir("local t = {}\nfor i = 1, 1000 do t[i] = i end\nreturn { n = #t }\n");
         assert!(LuaGeneration::load_with(dir.path(), SMALL).is_ok());
+    }
+
+    #[test]
+    fn only_lua_source_loads_never_bytecode() {
+        let dumped = Lua::new()
+            .load("return 1")
+            .into_function()
+            .unwrap()
+            .dump(false);
+        // master.lua itself.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), &dumped).unwrap();
+        let errors = LuaGeneration::load_with(dir.path(), SMALL).unwrap_err();
+        assert!(errors[0].to_string().contains("binary chunk"), "{errors:?}");
+        // load, loadfile, dofile and require from master.lua.
+        let compiled = dir.path().join("compiled.lua");
+        std::fs::write(&compiled, &dumped).unwrap();
+        let compiled = compiled.display();
+        for how in [
+            "assert(load(string.dump(function() return 1 end)))".to_string(),
+            format!("assert(loadfile('{compiled}'))"),
+            format!("dofile('{compiled}')"),
+            "require 'compiled'".to_string(),
+        ] {
+            std::fs::write(
+                dir.path().join(CONFIG_FILE),
+                format!("{how}\nreturn {{}}\n"),
+            )
+            .unwrap();
+            let errors = LuaGeneration::load_with(dir.path(), SMALL).unwrap_err();
+            assert!(
+                errors[0].to_string().contains("binary chunk"),
+                "{how}: {errors:?}"
+            );
+        }
+        // Source still loads every way.
+        std::fs::write(dir.path().join("plain.lua"), "return 2\n").unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            format!(
+                "return {{ a = load('return 1')(), b = dofile('{}'), c = require 'plain' }}\n",
+                dir.path().join("plain.lua").display()
+            ),
+        )
+        .unwrap();
+        let (_, raw) = LuaGeneration::load_with(dir.path(), SMALL).unwrap();
+        assert_eq!(
+            raw,
+            RawValue::Table(vec![
+                (RawKey::Str("a".into()), RawValue::Int(1)),
+                (RawKey::Str("b".into()), RawValue::Int(2)),
+                (RawKey::Str("c".into()), RawValue::Int(2)),
+            ])
+        );
     }
 
     fn functions(raw: &RawValue) -> std::collections::HashMap<String, LuaFn> {
