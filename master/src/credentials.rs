@@ -115,6 +115,34 @@ pub fn is_token_hash(hash: &str) -> bool {
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// `DIR/cli-token` (mode 0600): an API token for the master's own command
+/// line (`moonbot reconfig`, `checkconfig --diff`). Whoever can read the master
+/// directory already controls the master, so this token may do anything,
+/// whatever `auth` says; it is made by `create-master` or at the master's
+/// first start, and never leaves the directory.
+pub const CLI_TOKEN_FILE: &str = "cli-token";
+
+/// The hash of the master directory's CLI token, made first if missing.
+pub fn cli_token_hash(dir: &Path) -> std::io::Result<String> {
+    let path = dir.join(CLI_TOKEN_FILE);
+    let token = match read_cli_token(dir) {
+        Some(token) => token,
+        None => {
+            let (token, _) = new_api_token();
+            write_private(&path, token.as_bytes())?;
+            token
+        }
+    };
+    Ok(token_hash(&token))
+}
+
+/// The master directory's CLI token, if there is a readable one.
+pub fn read_cli_token(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(CLI_TOKEN_FILE)).ok()?;
+    let token = text.trim();
+    (!token.is_empty()).then(|| token.to_string())
+}
+
 /// The key that signs session cookies and CSRF tokens, and the sessions
 /// ended before their cookie expired (a logout), which it refuses.
 pub struct SessionKey {

@@ -72,10 +72,20 @@ enum Command {
         /// (a dry run: nothing is applied).
         #[arg(long)]
         diff: bool,
+        /// With --diff: the API token to ask with (default: $MOONBOT_API_TOKEN,
+        /// else DIR/cli-token).
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Make the master running from DIR reload master.lua; prints what changed,
     /// or the errors (exit status 1) while the running configuration stays.
-    Reconfig { dir: PathBuf },
+    Reconfig {
+        dir: PathBuf,
+        /// The API token to ask with (default: $MOONBOT_API_TOKEN, else
+        /// DIR/cli-token, which the master makes and accepts for anything).
+        #[arg(long)]
+        token: Option<String>,
+    },
     /// Hash a web user's password for `auth.users` in master.lua (reads it from
     /// the terminal without echo, or from standard input).
     HashPassword,
@@ -170,8 +180,12 @@ fn run(command: Command) -> anyhow::Result<i32> {
         Command::RevokeWorker { dir, name } => revoke_worker(&dir, &name),
         Command::Start { dir } => start(&dir),
         Command::Stop { dir, clean } => stop(&dir, clean),
-        Command::Checkconfig { dir, diff: true } => checkconfig_diff(&dir),
-        Command::Reconfig { dir } => reconfig(&dir),
+        Command::Checkconfig {
+            dir,
+            diff: true,
+            token,
+        } => checkconfig_diff(&dir, token),
+        Command::Reconfig { dir, token } => reconfig(&dir, token),
         Command::HashPassword => {
             let password = read_password()?;
             if password.is_empty() {
@@ -188,7 +202,9 @@ fn run(command: Command) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
-        Command::Checkconfig { dir, diff: false } => match config::load(&dir) {
+        Command::Checkconfig {
+            dir, diff: false, ..
+        } => match config::load(&dir) {
             Ok(loaded) => {
                 println!(
                     "{}/master.lua is valid: {}",
@@ -335,6 +351,7 @@ fn create_master(dir: &Path, hosts: &[String]) -> anyhow::Result<()> {
     pki::create(dir, hosts)?;
     std::fs::write(&lua, moonbot_master::SAMPLE_MASTER_LUA)
         .with_context(|| format!("writing {}", lua.display()))?;
+    moonbot_master::credentials::cli_token_hash(dir).context("writing cli-token")?;
     Ok(())
 }
 
@@ -436,7 +453,20 @@ fn stop(dir: &Path, clean: bool) -> anyhow::Result<i32> {
 }
 
 /// Call a JSON-RPC method of `/api/v2/config` on the master running from `dir`.
-fn call_config_api(dir: &Path, method: &str) -> anyhow::Result<serde_json::Value> {
+/// The API token for the master in `dir`: the one given, else
+/// `MOONBOT_API_TOKEN`, else the master directory's `cli-token`.
+fn cli_token(dir: &Path, given: Option<String>) -> Option<String> {
+    given
+        .or_else(|| std::env::var("MOONBOT_API_TOKEN").ok())
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| moonbot_master::credentials::read_cli_token(dir))
+}
+
+fn call_config_api(
+    dir: &Path,
+    method: &str,
+    token: Option<String>,
+) -> anyhow::Result<serde_json::Value> {
     let mut www = runtime::Ports::read(dir)?.www;
     if www.ip().is_unspecified() {
         www.set_ip(match www {
@@ -446,22 +476,26 @@ fn call_config_api(dir: &Path, method: &str) -> anyhow::Result<serde_json::Value
     }
     let url = format!("http://{www}/api/v2/config");
     let request = serde_json::json!({"jsonrpc": "2.0", "method": method, "id": 1});
-    let reply: serde_json::Value = match ureq::post(&url)
-        .timeout(Duration::from_secs(300))
-        .send_json(request)
-    {
-        Ok(r) => r.into_json()?,
-        Err(ureq::Error::Status(_, r)) => r.into_json()?,
+    let mut call = ureq::post(&url).timeout(Duration::from_secs(300));
+    if let Some(token) = cli_token(dir, token) {
+        call = call.set("authorization", &format!("Bearer {}", token.trim()));
+    }
+    let (status, reply): (u16, serde_json::Value) = match call.send_json(request) {
+        Ok(r) => (r.status(), r.into_json()?),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or_default()),
         Err(e) => bail!("cannot reach the master at {url}: {e}"),
     };
     if let Some(error) = reply.get("error") {
-        bail!(
-            "the master refused: {}",
-            error
-                .get("message")
-                .and_then(|m| m.as_str())
-                .unwrap_or("unknown error")
-        );
+        // JSON-RPC errors carry a message; a refusal before the call is a string.
+        let message = error
+            .get("message")
+            .and_then(|m| m.as_str())
+            .or(error.as_str())
+            .unwrap_or("no reason given");
+        bail!("the master refused (HTTP {status}): {message}");
+    }
+    if status != 200 {
+        bail!("the master answered HTTP {status}: {reply}");
     }
     Ok(reply["result"].clone())
 }
@@ -491,8 +525,8 @@ fn print_outcome(outcome: &serde_json::Value, what: &str) -> anyhow::Result<i32>
     Ok(0)
 }
 
-fn reconfig(dir: &Path) -> anyhow::Result<i32> {
-    let outcome = call_config_api(dir, "reload")?;
+fn reconfig(dir: &Path, token: Option<String>) -> anyhow::Result<i32> {
+    let outcome = call_config_api(dir, "reload", token)?;
     let code = print_outcome(&outcome, "reconfig")?;
     if code == 0 {
         println!(
@@ -504,8 +538,8 @@ fn reconfig(dir: &Path) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-fn checkconfig_diff(dir: &Path) -> anyhow::Result<i32> {
-    let outcome = call_config_api(dir, "diff")?;
+fn checkconfig_diff(dir: &Path, token: Option<String>) -> anyhow::Result<i32> {
+    let outcome = call_config_api(dir, "diff", token)?;
     print_outcome(&outcome, "checkconfig --diff (nothing applied)")
 }
 

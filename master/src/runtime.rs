@@ -148,6 +148,8 @@ impl Master {
             session_key: crate::credentials::SessionKey::load_or_create(&dir)
                 .context("cannot read or create the web session key")?,
             login_throttle: Default::default(),
+            cli_token_hash: crate::credentials::cli_token_hash(&dir)
+                .context("cannot read or create the CLI token (cli-token)")?,
             revocations: crate::pki::revoke::Revocations::new(&dir),
             services: tokio::sync::Mutex::new(ServiceManager::default()),
             config: ConfigSlot::new(running),

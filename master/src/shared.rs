@@ -43,6 +43,8 @@ pub struct Shared {
     pub session_key: SessionKey,
     /// Backoff for failed web logins.
     pub login_throttle: crate::login_throttle::LoginThrottle,
+    /// The hash of `DIR/cli-token` (see [`crate::credentials::CLI_TOKEN_FILE`]).
+    pub cli_token_hash: String,
     /// `pki/revoked.json`, re-read when it changes.
     pub revocations: Revocations,
     /// The running services (distributor, schedulers …); reconfigured by

@@ -435,6 +435,27 @@ fn control_needs_a_user_a_role_and_a_csrf_token(backend: &Backend) {
     assert!(page.contains("Too many failed logins"), "{page}");
     std::thread::sleep(Duration::from_millis(1100));
     assert!(login(m, "bob", BOB_PASSWORD).is_ok(), "after the delay");
+
+    // The CLI reloads a master with `auth` with the master directory's own
+    // token (cli-token, mode 0600); a wrong token is refused, saying why.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(m.dir.join("cli-token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let (code, out, err) = moonbot_tests::run("moonbot", &["reconfig", m.path()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("reconfig"), "{out}");
+    let (code, out, err) = moonbot_tests::run("moonbot", &["checkconfig", m.path(), "--diff"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) =
+        moonbot_tests::run("moonbot", &["reconfig", m.path(), "--token", "not-a-token"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("the master refused (HTTP 401): the API token is not valid"),
+        "{err}"
+    );
 }
 
 /// chromedriver on a free port, with one headless Chromium session.

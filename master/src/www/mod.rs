@@ -39,6 +39,7 @@ impl Request {
         let running = shared.running_config();
         auth::identify(
             &shared.session_key,
+            &shared.cli_token_hash,
             running.loaded.config.auth.as_ref(),
             &self.headers,
             self.remote.map(|a| a.ip()),
