@@ -79,7 +79,17 @@ pub enum QueryError {
     NotABoolean(String),
     #[error("'{0}' can only be compared with = or __ne")]
     EqualityOnly(String),
+    #[error("more than {MAX_FILTERS} filters in one request")]
+    TooManyFilters,
+    #[error("more than {MAX_VALUES_PER_FILTER} values for '{0}'")]
+    TooManyValues(String),
 }
+
+/// Filters one request may have, and values one filter may list: far more
+/// than a page or a script needs, and far less than makes the database refuse
+/// the query (SQLite's expression depth, its bound parameters).
+pub const MAX_FILTERS: usize = 64;
+pub const MAX_VALUES_PER_FILTER: usize = 1000;
 
 /// The largest `limit` or `offset`: the databases bind them as signed 64-bit
 /// numbers, and a larger one would fail there instead of here.
@@ -126,11 +136,18 @@ impl ListQuery {
                         }
                         None => (k, Op::Eq),
                     };
+                    let values: Vec<String> = value.split(',').map(str::to_string).collect();
+                    if values.len() > MAX_VALUES_PER_FILTER {
+                        return Err(QueryError::TooManyValues(field.to_string()));
+                    }
                     q.filters.push(Filter {
                         field: field.to_string(),
                         op,
-                        values: value.split(',').map(str::to_string).collect(),
+                        values,
                     });
+                    if q.filters.len() > MAX_FILTERS {
+                        return Err(QueryError::TooManyFilters);
+                    }
                 }
             }
         }
