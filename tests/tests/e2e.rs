@@ -153,6 +153,43 @@ fn pages_show_control_characters_and_send_security_headers(backend: &Backend) {
     assert!(chunked.starts_with("HTTP/1.1 411"), "{chunked}");
     assert!(chunked.contains("Content-Length"), "{chunked}");
 
+    // DNS rebinding: a request naming another host is refused; a POST from a
+    // page of another site too, while one from this site's own page goes on.
+    let raw = |request: String| {
+        use std::io::{Read, Write};
+        let host = m.www.trim_start_matches("http://");
+        let mut socket = std::net::TcpStream::connect(host).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        socket.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = socket.read_to_string(&mut answer);
+        answer
+    };
+    let rebound = raw(
+        "GET /api/v2/builders HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n".into(),
+    );
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
+    assert!(
+        rebound.contains("does not answer to the host name"),
+        "{rebound}"
+    );
+    let host = m.www.trim_start_matches("http://").to_string();
+    let post_from = |origin: &str| {
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"force","params":{"builderid":1}}"#;
+        raw(format!(
+            "POST /api/v2/forceschedulers/force HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ))
+    };
+    let foreign = post_from("http://evil.example");
+    assert!(foreign.starts_with("HTTP/1.1 403"), "{foreign}");
+    assert!(foreign.contains("from another site"), "{foreign}");
+    let own = post_from(&format!("http://{host}"));
+    assert!(own.starts_with("HTTP/1.1 200"), "{own}");
+
     // Every answer carries the security headers.
     for path in ["/", "/api/v2/builds", "/static/moonbot.js", "/nothing"] {
         let response = match ureq::get(&format!("{}{path}", m.www)).call() {

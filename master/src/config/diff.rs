@@ -158,7 +158,7 @@ pub fn fixed_setting_errors(old: &MasterConfig, new: &MasterConfig) -> Vec<Confi
         }
     };
     refuse("db.url", old.db != new.db);
-    refuse("www.bind/www.port", old.www != new.www);
+    refuse("www.bind/www.port/www.hosts", old.www != new.www);
     refuse(
         "protocols.quic.bind/port",
         old.quic.bind != new.quic.bind || old.quic.port != new.quic.port,

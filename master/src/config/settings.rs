@@ -13,6 +13,50 @@ pub struct WwwConfig {
     pub bind: String,
     /// 0 picks a free port (the chosen one is written to `moonbot.ports`).
     pub port: u16,
+    /// Host names the master answers to besides loopback ones and `bind`
+    /// (`www.hosts`); see [`WwwConfig::answers_to`].
+    pub hosts: Vec<String>,
+}
+
+impl WwwConfig {
+    /// Whether a request's `Host` (name or address, port ignored) is one this
+    /// master serves: a loopback name or address, the bind address, or one of
+    /// `hosts`. A master bound to a non-loopback address with no `hosts`
+    /// cannot know its names and answers to any. Refusing the others is what
+    /// stops DNS rebinding: a foreign page whose name was re-pointed at
+    /// 127.0.0.1 still sends its own name.
+    pub fn answers_to(&self, host: &str) -> bool {
+        let name = host_name(host).to_ascii_lowercase();
+        if name == "localhost" || name.ends_with(".localhost") {
+            return true;
+        }
+        if let Ok(ip) = name.parse::<std::net::IpAddr>()
+            && (ip.is_loopback() || self.bind.parse() == Ok(ip))
+        {
+            return true;
+        }
+        if self.hosts.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
+            return true;
+        }
+        let bound_to_loopback = self
+            .bind
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+            || self.bind == "localhost";
+        !bound_to_loopback && self.hosts.is_empty()
+    }
+}
+
+/// The name or address of a `Host` value, without its port or IPv6 brackets.
+pub fn host_name(host: &str) -> &str {
+    let host = host.trim();
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
 }
 
 /// The QUIC listener workers dial.
@@ -66,8 +110,9 @@ pub(super) fn compile_www(
     let mut f = Fields::new("www", FILE.to_string(), entries);
     let port = f.integer("port", 0, 65535).unwrap_or(8010) as u16;
     let bind = f.string("bind").unwrap_or_else(|| "127.0.0.1".into());
+    let hosts = f.string_list("hosts");
     f.finish(errors);
-    Some(WwwConfig { bind, port })
+    Some(WwwConfig { bind, port, hosts })
 }
 
 pub(super) fn compile_quic(
@@ -114,4 +159,41 @@ pub(super) fn compile_reconfig(
     let debounce_ms = f.integer("debounce_ms", 0, 60_000).unwrap_or(300) as u64;
     f.finish(errors);
     Some(ReconfigConfig { watch, debounce_ms })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn www(bind: &str, hosts: &[&str]) -> WwwConfig {
+        WwwConfig {
+            bind: bind.into(),
+            port: 8010,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_master_answers_only_to_its_own_names() {
+        let local = www("127.0.0.1", &[]);
+        for ok in [
+            "127.0.0.1:8010",
+            "localhost:8010",
+            "LOCALHOST",
+            "[::1]:8010",
+            "127.0.0.2",
+        ] {
+            assert!(local.answers_to(ok), "{ok}");
+        }
+        for rebound in ["evil.example", "evil.example:8010", "10.0.0.5:8010", ""] {
+            assert!(!local.answers_to(rebound), "{rebound}");
+        }
+        let named = www("0.0.0.0", &["ci.example.org"]);
+        assert!(named.answers_to("ci.example.org:8010"));
+        assert!(named.answers_to("CI.example.org"));
+        assert!(!named.answers_to("evil.example"));
+        // Bound everywhere with no names given: it cannot tell, so any.
+        assert!(www("0.0.0.0", &[]).answers_to("anything.example"));
+        assert!(www("10.0.0.5", &[]).answers_to("10.0.0.5:8010"));
+    }
 }

@@ -96,6 +96,49 @@ fn unread_body(method: Method, headers: HeaderMap) -> Body {
     }
 }
 
+/// A request must name this master in `Host` (see
+/// [`crate::config::WwwConfig::answers_to`]: DNS rebinding), and one that may
+/// change something (a POST) that comes with an `Origin` must come from this
+/// same host: a page of another site cannot drive the master through a
+/// visitor's browser, with or without `auth`.
+fn same_site(shared: &Shared, method: &Method, headers: &HeaderMap) -> Result<(), String> {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let Some(host) = header(warp::http::header::HOST) else {
+        return Ok(());
+    };
+    let running = shared.running_config();
+    if !running.loaded.config.www.answers_to(&host) {
+        return Err(format!(
+            "this master does not answer to the host name '{}' (add it to www.hosts in master.lua)",
+            host.escape_debug()
+        ));
+    }
+    if method != Method::POST {
+        return Ok(());
+    }
+    match header(warp::http::header::ORIGIN) {
+        None => Ok(()),
+        Some(origin) => {
+            let origin_host = origin
+                .split_once("://")
+                .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+            if origin_host.eq_ignore_ascii_case(&host) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "a request from another site ({}) may not change anything here",
+                    origin.escape_debug()
+                ))
+            }
+        }
+    }
+}
+
 /// Refuse a request before routing it: a JSON error under `/api/`, as the
 /// API answers every error, and plain text elsewhere.
 fn refused(path: &str, status: StatusCode, message: &str) -> warp::reply::Response {
@@ -192,6 +235,9 @@ pub async fn serve(
                         return refused(path.as_str(), status, &message);
                     }
                 };
+                if let Err(why) = same_site(&shared, &method, &headers) {
+                    return refused(path.as_str(), StatusCode::FORBIDDEN, &why);
+                }
                 let request = Request {
                     method,
                     path: path.as_str().to_string(),
