@@ -27,6 +27,8 @@ pub const FIRST_DELAY: Duration = Duration::from_secs(1);
 pub const MAX_DELAY: Duration = Duration::from_secs(60);
 /// Keys with no failure for this long are forgotten (bounds the map).
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// How often idle keys are looked for.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy)]
 struct Failures {
@@ -37,8 +39,15 @@ struct Failures {
 }
 
 #[derive(Default)]
+struct Failed {
+    by_key: HashMap<String, Failures>,
+    /// When keys idle for [`FORGET_AFTER`] were last forgotten.
+    pruned: Option<Instant>,
+}
+
+#[derive(Default)]
 pub struct LoginThrottle {
-    failures: Mutex<HashMap<String, Failures>>,
+    failures: Mutex<Failed>,
     /// Held while a password is hashed.
     pub hashing: tokio::sync::Mutex<()>,
 }
@@ -57,7 +66,7 @@ impl LoginThrottle {
         let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         keys(user, from)
             .iter()
-            .filter_map(|k| failures.get(k))
+            .filter_map(|k| failures.by_key.get(k))
             .filter(|f| f.until > now)
             .map(|f| f.until - now)
             .max()
@@ -66,9 +75,19 @@ impl LoginThrottle {
     /// Count a wrong password.
     pub fn failed(&self, user: &str, from: Option<IpAddr>, now: Instant) {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
+        // Forget idle keys at most once a minute, not at every failure: a
+        // flood from many addresses would otherwise scan them all each time.
+        if failures
+            .pruned
+            .is_none_or(|at| now.duration_since(at) >= PRUNE_EVERY)
+        {
+            failures
+                .by_key
+                .retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
+            failures.pruned = Some(now);
+        }
         for key in keys(user, from) {
-            let f = failures.entry(key).or_insert(Failures {
+            let f = failures.by_key.entry(key).or_insert(Failures {
                 count: 0,
                 last: now,
                 until: now,
@@ -87,7 +106,7 @@ impl LoginThrottle {
     pub fn succeeded(&self, user: &str, from: Option<IpAddr>) {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         for key in keys(user, from) {
-            failures.remove(&key);
+            failures.by_key.remove(&key);
         }
     }
 }
