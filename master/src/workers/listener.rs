@@ -325,13 +325,11 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
 
     let mut remote = addr;
     let mut graceful = false;
-    let mut heard = tokio::time::Instant::now();
     let mut freed = shared.workers.slots_freed();
     let reason = loop {
         tokio::select! {
             frame = reader.next() => match frame {
                 Ok(Some(frame)) => {
-                    heard = tokio::time::Instant::now();
                     worker.heard();
                     if conn.remote_address() != remote {
                         info!(worker = %name, from = %remote, to = %conn.remote_address(), "worker's address changed; the connection moved with it");
@@ -371,7 +369,9 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
                 Err(e) => break e.to_string(),
             },
             e = conn.closed() => break e.to_string(),
-            _ = tokio::time::sleep_until(heard + missing_timeout) => {
+            // When it was last heard is the registry's record (the same that
+            // tells a reconnect from a second copy).
+            _ = tokio::time::sleep(missing_timeout.saturating_sub(worker.silent_for())) => {
                 let reason = format!("missing: nothing heard for {} s (missing_timeout)", missing_timeout.as_secs());
                 conn.close(4u32.into(), reason.as_bytes());
                 break reason;
