@@ -48,15 +48,10 @@ impl From<DataError> for ApiError {
         match e {
             DataError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             DataError::Query(e) => ApiError::bad_request(e.to_string()),
-            // The database's own words stay in the log: they describe the
-            // master's internals, not the caller's mistake.
-            other => {
-                tracing::error!("answering an API request: {other}");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the master could not read or write its database; its log says why",
-                )
-            }
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                super::database_failed("answering an API request", &other),
+            ),
         }
     }
 }

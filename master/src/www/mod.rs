@@ -139,6 +139,14 @@ fn same_site(shared: &Shared, method: &Method, headers: &HeaderMap) -> Result<()
     }
 }
 
+/// What a client is told when the database failed under its request, after
+/// the failure is logged: the database's own words describe the master's
+/// internals, not the caller's mistake, and stay in the log.
+fn database_failed(while_doing: &str, e: &crate::data::DataError) -> &'static str {
+    tracing::error!("{while_doing}: {e}");
+    "the master could not read or write its database; its log says why"
+}
+
 /// Refuse a request before routing it: a JSON error under `/api/`, as the
 /// API answers every error, and plain text elsewhere.
 fn refused(path: &str, status: StatusCode, message: &str) -> warp::reply::Response {

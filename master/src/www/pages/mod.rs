@@ -43,12 +43,7 @@ impl From<crate::data::DataError> for PageError {
                 PageError::NotFound(format!("{what} not found"))
             }
             crate::data::DataError::Query(e) => PageError::BadRequest(e.to_string()),
-            other => {
-                tracing::error!("rendering a page: {other}");
-                PageError::Internal(
-                    "the master could not read or write its database; its log says why".into(),
-                )
-            }
+            other => PageError::Internal(super::database_failed("rendering a page", &other).into()),
         }
     }
 }
