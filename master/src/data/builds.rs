@@ -4,7 +4,7 @@ use super::batch::Batch;
 use super::buildsets::{
     PendingRequest, buildset_properties_from, is_unique_violation, push_completion,
 };
-use super::query::{FieldKind, ListQuery, apply, fetch_page};
+use super::query::{FieldKind, ListQuery, apply, cut_long_text, fetch_page, mark_cut, shorten};
 use super::{Data, DataError, now};
 use crate::db::entities::{build_properties, builds, buildset_properties};
 use crate::mq::Topic;
@@ -155,22 +155,32 @@ impl Data {
 
     /// Build properties in Buildbot's API shape: name → [value, source].
     pub async fn build_properties(&self, buildid: i64) -> Result<Value, DataError> {
-        let mut by_build = self.properties_of(&[buildid]).await?;
+        let mut by_build = self
+            .properties_of(&[buildid], &ListQuery::default().whole())
+            .await?;
         Ok(Value::Object(by_build.remove(&buildid).unwrap_or_default()))
     }
 
-    /// The properties of these builds in one query, by build id.
+    /// The properties of these builds in one query, by build id. In a list
+    /// (`q` does not show texts whole), a value too long to show whole is
+    /// shown as the start of its JSON text, cut.
     async fn properties_of(
         &self,
         buildids: &[i64],
+        q: &ListQuery,
     ) -> Result<BTreeMap<i64, serde_json::Map<String, Value>>, DataError> {
         let mut by_build: BTreeMap<i64, serde_json::Map<String, Value>> = BTreeMap::new();
-        for p in build_properties::Entity::find()
-            .filter(build_properties::Column::Buildid.is_in(buildids.iter().copied()))
+        let select = build_properties::Entity::find()
+            .filter(build_properties::Column::Buildid.is_in(buildids.iter().copied()));
+        for p in cut_long_text(select, &[build_properties::Column::Value], q)
             .all(&self.db)
             .await?
         {
-            let value: Value = serde_json::from_str(&p.value).unwrap_or(Value::Null);
+            let value: Value = match serde_json::from_str(&p.value) {
+                Ok(value) => value,
+                Err(_) if !q.whole_text => Value::String(shorten(&p.value).into_owned()),
+                Err(_) => Value::Null,
+            };
             by_build
                 .entry(p.buildid)
                 .or_default()
@@ -227,13 +237,15 @@ impl Data {
         with_properties: bool,
     ) -> Result<(Vec<Value>, u64), DataError> {
         let select = apply(builds::Entity::find(), q, &fields)?;
+        let select = cut_long_text(select, &[builds::Column::StateString], q);
         let (rows, total) =
             fetch_page(&self.db, select, q, (builds::Column::Id, Order::Asc)).await?;
         let mut out: Vec<Value> = rows.iter().map(build_json).collect();
+        mark_cut(&mut out, &["state_string"], q);
         if with_properties && !rows.is_empty() {
             // The whole page's properties in one query, not one per build.
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-            let mut by_build = self.properties_of(&ids).await?;
+            let mut by_build = self.properties_of(&ids, q).await?;
             for (j, r) in out.iter_mut().zip(&rows) {
                 j["properties"] = Value::Object(by_build.remove(&r.id).unwrap_or_default());
             }

@@ -8,7 +8,9 @@
 //! when the master stops or a builder disappears from the config for a while.
 
 use super::batch::{Batch, BatchRows, StatementIndex};
-use super::query::{FieldKind, ListQuery, Op, QueryError, apply, fetch_page};
+use super::query::{
+    FieldKind, ListQuery, Op, QueryError, apply, cut_long_text, fetch_page, mark_cut,
+};
 use super::{Data, DataError, now};
 use crate::db::entities::{buildrequest_claims, buildrequests, buildset_properties, buildsets};
 use crate::mq::Topic;
@@ -381,9 +383,12 @@ impl Data {
 
     pub async fn list_buildsets(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), DataError> {
         let select = apply(buildsets::Entity::find(), q, &buildset_fields)?;
+        let select = cut_long_text(select, &[buildsets::Column::Reason], q);
         let (rows, total) =
             fetch_page(&self.db, select, q, (buildsets::Column::Id, Order::Asc)).await?;
-        Ok((rows.iter().map(buildset_json).collect(), total))
+        let mut out: Vec<Value> = rows.iter().map(buildset_json).collect();
+        mark_cut(&mut out, &["reason"], q);
+        Ok((out, total))
     }
 }
 

@@ -2,7 +2,7 @@
 //! and the source stamps builds are made from, read for the API, the build
 //! page's "sources" and the console view.
 
-use super::query::{FieldKind, ListQuery, apply, fetch_page};
+use super::query::{FieldKind, ListQuery, apply, cut_long_text, fetch_page, mark_cut};
 use super::{Data, DataError};
 use crate::db::entities::{buildset_sourcestamps, changes, sourcestamps};
 use sea_orm::{ColumnTrait, EntityTrait, Order, QueryFilter};
@@ -59,9 +59,12 @@ impl Data {
     /// Changes, newest first unless the query orders otherwise.
     pub async fn list_changes(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), DataError> {
         let select = apply(changes::Entity::find(), q, &fields)?;
+        let select = cut_long_text(select, &[changes::Column::Comments], q);
         let (rows, total) =
             fetch_page(&self.db, select, q, (changes::Column::Id, Order::Desc)).await?;
-        Ok((rows.iter().map(change_json).collect(), total))
+        let mut out: Vec<Value> = rows.iter().map(change_json).collect();
+        mark_cut(&mut out, &["comments"], q);
+        Ok((out, total))
     }
 
     /// The source stamps a buildset builds.

@@ -32,6 +32,8 @@ const ZSTD_LEVEL: i32 = 1;
 /// Chunks smaller than this are stored uncompressed: it would save little, and
 /// cost a hand-off to a blocking thread (a short step's whole log is one).
 const COMPRESS_FROM: usize = 4096;
+/// Most text one `contents` answer holds (see [`Data::log_lines`]).
+pub const CONTENTS_MAX_BYTES: usize = 1 << 20;
 /// Chunks a raw download reads per query.
 const RAW_CHUNKS_PER_READ: u64 = 8;
 
@@ -541,7 +543,11 @@ impl Data {
     }
 
     /// Lines `offset .. offset+limit` of the log, with their stream prefixes
-    /// (Buildbot's `logchunks` shape). Returns (first line, content).
+    /// (Buildbot's `logchunks` shape). Returns (first line, content). One
+    /// answer holds at most [`CONTENTS_MAX_BYTES`] of text: the lines that fit
+    /// whole (at least one, itself cut to that size when longer), so a client
+    /// reading a 100 MB log asks again from the next line. Chunks are read a
+    /// few at a time, never the whole log.
     pub async fn log_lines(
         &self,
         logid: i64,
@@ -553,21 +559,41 @@ impl Data {
             .await?
             .ok_or_else(|| DataError::NotFound(format!("log {logid}")))?;
         let end = limit.map(|l| offset.saturating_add(l));
-        let mut select = logchunks::Entity::find()
-            .filter(logchunks::Column::Logid.eq(logid))
-            .filter(logchunks::Column::LastLine.gte(offset))
-            .order_by_asc(logchunks::Column::FirstLine);
-        if let Some(end) = end {
-            select = select.filter(logchunks::Column::FirstLine.lt(end));
-        }
         let mut out = Vec::new();
         let mut decoder = ChunkDecoder::default();
-        for c in select.all(&self.db).await? {
-            let content = decoder.decode(&c)?;
-            for (i, line) in content.split_inclusive(|&b| b == b'\n').enumerate() {
-                let n = c.first_line + i as i64;
-                if n >= offset && end.is_none_or(|e| n < e) {
+        let mut next_line = offset;
+        'reading: loop {
+            let mut select = logchunks::Entity::find()
+                .filter(logchunks::Column::Logid.eq(logid))
+                .filter(logchunks::Column::LastLine.gte(next_line))
+                .order_by_asc(logchunks::Column::FirstLine)
+                .limit(RAW_CHUNKS_PER_READ);
+            if let Some(end) = end {
+                select = select.filter(logchunks::Column::FirstLine.lt(end));
+            }
+            let batch = select.all(&self.db).await?;
+            if batch.is_empty() {
+                break;
+            }
+            for c in batch {
+                let content = decoder.decode(&c)?;
+                for (i, line) in content.split_inclusive(|&b| b == b'\n').enumerate() {
+                    let n = c.first_line + i as i64;
+                    if n < next_line {
+                        continue;
+                    }
+                    if end.is_some_and(|e| n >= e) {
+                        break 'reading;
+                    }
+                    if out.len() + line.len() > CONTENTS_MAX_BYTES {
+                        if out.is_empty() {
+                            out.extend_from_slice(&line[..CONTENTS_MAX_BYTES]);
+                            out.push(b'\n');
+                        }
+                        break 'reading;
+                    }
                     out.extend_from_slice(line);
+                    next_line = n + 1;
                 }
             }
         }

@@ -42,6 +42,10 @@ pub struct ListQuery {
     /// database (`/builds?limit=3` says `"total": 3` whatever matches), and
     /// at a million rows the count costs more than the page.
     pub count_matches: bool,
+    /// Show free-text fields whole. Lists cut them at [`LIST_TEXT_CHARS`]
+    /// (in the query, so a page of 1 MB reasons is never read whole); one
+    /// object's path and page show them whole (see [`ListQuery::whole`]).
+    pub whole_text: bool,
 }
 
 /// How a field's text value is read.
@@ -90,6 +94,18 @@ pub enum QueryError {
 /// the query (SQLite's expression depth, its bound parameters).
 pub const MAX_FILTERS: usize = 64;
 pub const MAX_VALUES_PER_FILTER: usize = 1000;
+
+/// Rows in a page when the request names no `limit`, and the most it may
+/// name (a larger `limit` gets this many). Buildbot's own pages ask for
+/// 50 to 200 rows at a time; with [`LIST_TEXT_CHARS`] this keeps one answer a
+/// few MiB however long the history or its texts.
+pub const DEFAULT_PAGE: u64 = 500;
+pub const MAX_PAGE: u64 = 2000;
+
+/// Characters of a free-text field (a reason, a property's value, a state
+/// string, a change's comments) that a list shows; a longer one ends in `…`.
+/// The whole text is stored, and shown on its object's own path and page.
+pub const LIST_TEXT_CHARS: usize = 1000;
 
 /// The largest `limit` or `offset`: the databases bind them as signed 64-bit
 /// numbers, and a larger one would fail there instead of here.
@@ -170,6 +186,12 @@ impl ListQuery {
 
     /// This query with one more equality filter (for nested paths like
     /// `/builders/3/builds`).
+    /// The query of one object's path or page: its texts are shown whole.
+    pub fn whole(mut self) -> ListQuery {
+        self.whole_text = true;
+        self
+    }
+
     pub fn with_eq(mut self, field: &str, value: impl ToString) -> ListQuery {
         self.filters.push(Filter {
             field: field.into(),
@@ -295,15 +317,70 @@ where
     Ok((rows, total))
 }
 
-/// Apply limit and offset.
+/// Apply offset and limit: [`DEFAULT_PAGE`] rows unless the query asks for
+/// fewer, and never more than [`MAX_PAGE`].
 fn page<E: EntityTrait>(select: Select<E>, q: &ListQuery) -> Select<E> {
     let select = match q.offset {
         Some(o) => select.offset(o),
         None => select,
     };
-    match q.limit {
-        Some(l) => select.limit(l),
-        None => select,
+    select.limit(q.limit.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE))
+}
+
+/// Select every column of `E`, the `long` ones cut to one character more
+/// than [`LIST_TEXT_CHARS`] by the database unless the query shows texts
+/// whole; [`shorten`] then marks the cut ones. `substr` counts characters on
+/// both SQLite and PostgreSQL.
+pub fn cut_long_text<E: EntityTrait>(
+    select: Select<E>,
+    long: &[E::Column],
+    q: &ListQuery,
+) -> Select<E> {
+    use sea_orm::sea_query::{Expr, Func};
+    use sea_orm::{IdenStatic, Iterable};
+    if q.whole_text {
+        return select;
+    }
+    let long: Vec<&str> = long.iter().map(|c| c.as_str()).collect();
+    let mut select = select.select_only();
+    for column in E::Column::iter() {
+        if long.contains(&column.as_str()) {
+            let cut = Func::cust("substr")
+                .arg(Expr::col((E::default(), column)))
+                // 32-bit: PostgreSQL has no substr(text, bigint, bigint).
+                .arg(1i32)
+                .arg(LIST_TEXT_CHARS as i32 + 1);
+            select = select.expr_as(cut, column.as_str());
+        } else {
+            select = select.column(column);
+        }
+    }
+    select
+}
+
+/// Mark the `fields` of each item that [`cut_long_text`] cut (a no-op when
+/// the query shows texts whole).
+pub fn mark_cut(items: &mut [serde_json::Value], fields: &[&str], q: &ListQuery) {
+    if q.whole_text {
+        return;
+    }
+    for item in items {
+        for field in fields {
+            if let Some(serde_json::Value::String(text)) = item.get_mut(*field)
+                && let std::borrow::Cow::Owned(short) = shorten(text)
+            {
+                *text = short;
+            }
+        }
+    }
+}
+
+/// A text [`cut_long_text`] read: over [`LIST_TEXT_CHARS`] characters means
+/// it was cut, and it then ends in `…`.
+pub fn shorten(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(LIST_TEXT_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]).into(),
+        None => text.into(),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::batch::Batch;
 use super::logs::{ClosedLog, LogWriter, push_log_finished, push_new_log};
-use super::query::{FieldKind, ListQuery, apply, fetch_page};
+use super::query::{FieldKind, ListQuery, apply, cut_long_text, fetch_page, mark_cut};
 use super::{Data, DataError, now};
 use crate::db::entities::steps;
 use crate::mq::Topic;
@@ -133,8 +133,11 @@ impl Data {
 
     pub async fn list_steps(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), DataError> {
         let select = apply(steps::Entity::find(), q, &fields)?;
+        let select = cut_long_text(select, &[steps::Column::StateString], q);
         let (rows, total) =
             fetch_page(&self.db, select, q, (steps::Column::Number, Order::Asc)).await?;
-        Ok((rows.iter().map(step_json).collect(), total))
+        let mut out: Vec<Value> = rows.iter().map(step_json).collect();
+        mark_cut(&mut out, &["state_string"], q);
+        Ok((out, total))
     }
 }

@@ -126,7 +126,7 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             Ok(envelope("builders", items, total))
         }
         ["builders", b] => {
-            let q = q.with_eq("builderid", id(b, "builder")?);
+            let q = q.with_eq("builderid", id(b, "builder")?).whole();
             let (items, _) = data.list_builders(&q, &running.builder_ids).await?;
             one("builders", items, &format!("builder {b}"))
         }
@@ -140,7 +140,7 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             Ok(envelope("builds", items, total))
         }
         ["builds", b] => {
-            let q = q.with_eq("buildid", id(b, "build")?);
+            let q = q.with_eq("buildid", id(b, "build")?).whole();
             let (items, _) = data.list_builds(&q, with_props).await?;
             one("builds", items, &format!("build {b}"))
         }
@@ -161,7 +161,7 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             Ok(envelope("steps", items, total))
         }
         ["steps", s] => {
-            let q = q.with_eq("stepid", id(s, "step")?);
+            let q = q.with_eq("stepid", id(s, "step")?).whole();
             let (items, _) = data.list_steps(&q).await?;
             one("steps", items, &format!("step {s}"))
         }
@@ -171,7 +171,7 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             Ok(envelope("logs", items, total))
         }
         ["logs", l] => {
-            let q = q.with_eq("logid", id(l, "log")?);
+            let q = q.with_eq("logid", id(l, "log")?).whole();
             let (items, _) = data.list_logs(&q).await?;
             one("logs", items, &format!("log {l}"))
         }
@@ -208,7 +208,7 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             Ok(envelope("workers", items, total))
         }
         ["workers", w] => {
-            let q = q.with_eq("workerid", id(w, "worker")?);
+            let q = q.with_eq("workerid", id(w, "worker")?).whole();
             let (items, _) = data.list_workers(&q, &running.worker_ids).await?;
             one("workers", items, &format!("worker {w}"))
         }
@@ -217,7 +217,7 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             Ok(envelope("buildrequests", items, total))
         }
         ["buildrequests", r] => {
-            let q = q.with_eq("buildrequestid", id(r, "build request")?);
+            let q = q.with_eq("buildrequestid", id(r, "build request")?).whole();
             let (items, _) = data.list_buildrequests(&q).await?;
             one("buildrequests", items, &format!("build request {r}"))
         }
@@ -231,7 +231,7 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             Ok(envelope("buildsets", items, total))
         }
         ["buildsets", s] => {
-            let q = q.with_eq("bsid", id(s, "buildset")?);
+            let q = q.with_eq("bsid", id(s, "buildset")?).whole();
             let (items, _) = data.list_buildsets(&q).await?;
             one("buildsets", items, &format!("buildset {s}"))
         }
@@ -288,7 +288,7 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             Ok(envelope("changes", items, total))
         }
         ["changes", c] => {
-            let q = q.with_eq("changeid", id(c, "change")?);
+            let q = q.with_eq("changeid", id(c, "change")?).whole();
             let (items, _) = data.list_changes(&q).await?;
             one("changes", items, &format!("change {c}"))
         }

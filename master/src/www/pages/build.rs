@@ -91,7 +91,10 @@ pub(super) async fn build(ctx: &Ctx<'_>, buildid: i64) -> PageResult {
     let data = &ctx.shared.data;
     let now = crate::data::now();
     let (found, _) = data
-        .list_builds(&ListQuery::default().with_eq("buildid", buildid), false)
+        .list_builds(
+            &ListQuery::default().with_eq("buildid", buildid).whole(),
+            false,
+        )
         .await?;
     let b = found_one(found, &format!("build {buildid}"))?;
     let builderid = b["builderid"].as_i64().unwrap_or(0);
@@ -127,7 +130,7 @@ pub(super) async fn build(ctx: &Ctx<'_>, buildid: i64) -> PageResult {
     let owner = props["owner"][0].as_str().unwrap_or("");
 
     let (steps, _) = data
-        .list_steps(&ListQuery::default().with_eq("buildid", buildid))
+        .list_steps(&ListQuery::default().with_eq("buildid", buildid).whole())
         .await?;
     let step_ids: Vec<i64> = steps.iter().filter_map(|s| s["stepid"].as_i64()).collect();
     let logs = if step_ids.is_empty() {
