@@ -48,7 +48,284 @@ moonbot_tests::on_both_databases!(
     a_ten_mib_log_reads_back_byte_for_byte,
     pages_show_control_characters_and_send_security_headers,
     a_copied_worker_is_refused_while_the_original_is_connected,
+    reads_of_huge_logs_and_texts_stay_small,
+    idle_and_slow_clients_cannot_crowd_out_others,
 );
+
+/// The master's resident memory now, and its peak since the last
+/// [`reset_peak_memory`], in KiB (`/proc/PID/status`).
+fn memory_kib(m: &TestMaster) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", m.pid().unwrap())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Start counting the master's peak memory from now (`clear_refs` 5).
+fn reset_peak_memory(m: &TestMaster) {
+    std::fs::write(format!("/proc/{}/clear_refs", m.pid().unwrap()), "5").unwrap();
+}
+
+/// Issue 20, item 2: any one read costs the master a bounded amount of
+/// memory, whatever the data: eight concurrent reads of a 100 MB log's
+/// contents, and of pages and lists after builds with 1 MB reasons.
+fn reads_of_huge_logs_and_texts_stay_small(backend: &Backend) {
+    let (m, _w) = TestMaster::started_with_worker(backend, CONFIG, "w1");
+    let mut payload = Vec::with_capacity(100 << 20);
+    let mut line = 0u64;
+    while payload.len() < 100 << 20 {
+        payload.extend_from_slice(
+            format!("{line:09} {}\n", "x".repeat(line as usize % 200)).as_bytes(),
+        );
+        line += 1;
+    }
+    std::fs::write(m.tmp.path().join("payload"), &payload).unwrap();
+    let build = m.wait_request_done(m.force(m.builderid("biglog")), Duration::from_secs(600));
+    assert_eq!(build["results"], 0);
+    let stepid = m.steps(build["buildid"].as_i64().unwrap())[0]["stepid"]
+        .as_i64()
+        .unwrap();
+    let logid = m.get(&format!("/api/v2/steps/{stepid}/logs"))["logs"][0]["logid"]
+        .as_i64()
+        .unwrap();
+
+    // Builds whose reasons are 1,000,000 characters (a force form's body
+    // holds one just under its 1 MiB limit).
+    let ok = m.builderid("ok");
+    let long_reason = format!("start{}end", "r".repeat(1_000_000 - 8));
+    for _ in 0..8 {
+        let (status, answer) = m.rpc(
+            "/api/v2/forceschedulers/force",
+            "force",
+            json!({"builderid": ok, "reason": long_reason}),
+        );
+        assert_eq!(status, 200, "{answer}");
+        m.wait_request_done(answer["result"][1][ok.to_string()].as_i64().unwrap(), LONG);
+    }
+
+    let (idle, _) = memory_kib(&m);
+    reset_peak_memory(&m);
+    let reads: Vec<_> = (0..8)
+        .map(|i| {
+            let www = m.www.clone();
+            std::thread::spawn(move || {
+                let path = match i % 4 {
+                    0 | 1 => format!("/api/v2/logs/{logid}/contents"),
+                    2 => "/grid".to_string(),
+                    _ => "/api/v2/builds?property=*".to_string(),
+                };
+                let body = ureq::get(&format!("{www}{path}"))
+                    .call()
+                    .unwrap()
+                    .into_string()
+                    .unwrap();
+                (path, body)
+            })
+        })
+        .collect();
+    for read in reads {
+        let (path, body) = read.join().unwrap();
+        assert!(body.len() < 4 << 20, "{path}: {} bytes", body.len());
+        if path.contains("/contents") {
+            // One answer holds at most 1 MiB of lines, from the first.
+            let page: Value = serde_json::from_str(&body).unwrap();
+            let content = page["logchunks"][0]["content"].as_str().unwrap();
+            assert!(content.len() <= 1 << 20, "{}", content.len());
+            assert!(content.len() > 1 << 19, "{}", content.len());
+            assert!(content.ends_with('\n'));
+        }
+    }
+    let (_, peak) = memory_kib(&m);
+    assert!(
+        peak.saturating_sub(idle) < 64 << 10,
+        "eight reads took the master from {idle} KiB to {peak} KiB"
+    );
+
+    // The next page follows on from the first; a huge offset is an empty page.
+    let first = m.get(&format!("/api/v2/logs/{logid}/contents"));
+    let first = first["logchunks"][0]["content"].as_str().unwrap();
+    let next_line = first.lines().count();
+    let last_number: u64 = first.lines().last().unwrap()[1..10].parse().unwrap();
+    let next = m.get(&format!(
+        "/api/v2/logs/{logid}/contents?offset={next_line}&limit=1"
+    ));
+    let next = next["logchunks"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        next.starts_with(&format!("o{:09} ", last_number + 1)),
+        "line {next_line}: {next}"
+    );
+
+    // Lists show long texts cut, with a mark; the object's own path and page
+    // show them whole.
+    let sets = m.get("/api/v2/buildsets?order=-bsid&limit=1");
+    let listed = sets["buildsets"][0]["reason"].as_str().unwrap();
+    assert_eq!(listed.chars().count(), 1001, "{}", &listed[..50]);
+    assert!(listed.starts_with("start") && listed.ends_with('…'));
+    let bsid = sets["buildsets"][0]["bsid"].as_i64().unwrap();
+    let whole = m.get(&format!("/api/v2/buildsets/{bsid}"));
+    assert_eq!(whole["buildsets"][0]["reason"], long_reason.as_str());
+    let builds = m.get("/api/v2/builds?order=-buildid&limit=1&property=reason");
+    let listed = builds["builds"][0]["properties"]["reason"][0]
+        .as_str()
+        .unwrap();
+    assert!(
+        listed.len() < 2000 && listed.ends_with('…'),
+        "{}",
+        listed.len()
+    );
+    let buildid = builds["builds"][0]["buildid"].as_i64().unwrap();
+    let (status, page) = m.get_status(&format!("/builds/{buildid}"));
+    assert_eq!(status, 200);
+    assert!(page.contains(&long_reason));
+
+    // A list without `limit` is a page of 500; a larger `limit` gets at most 2000.
+    let when = 1_700_000_000;
+    for batch in 0..5 {
+        let rows: Vec<String> = (0..500)
+            .map(|i| format!("('ann', 'c{batch}-{i}', {when}, 'r', '', 'p')"))
+            .collect();
+        m.sql(&format!(
+            "INSERT INTO changes (author, comments, when_timestamp, repository, codebase, project) \
+             VALUES {}",
+            rows.join(",")
+        ));
+    }
+    assert_eq!(
+        m.get("/api/v2/changes")["changes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        500
+    );
+    assert_eq!(
+        m.get("/api/v2/changes?limit=100000")["changes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2000
+    );
+    assert_eq!(
+        m.get("/api/v2/changes?limit=3")["changes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+const CROWDED_CONFIG_WWW: &str =
+    r#"www = { port = 0, bind = "127.0.0.1", max_connections = 40, idle_timeout = 2 }"#;
+
+/// Issue 20, item 4: idle and half-sent connections are closed, the web port
+/// holds at most `max_connections` and a real client still gets in, and a
+/// `/ws` client that stops reading is dropped instead of queueing every
+/// event.
+fn idle_and_slow_clients_cannot_crowd_out_others(backend: &Backend) {
+    use std::io::{Read, Write};
+    let config = CONFIG.replace(
+        r#"www = { port = 0, bind = "127.0.0.1" }"#,
+        CROWDED_CONFIG_WWW,
+    );
+    assert_ne!(config, CONFIG);
+    let (m, _w) = TestMaster::started_with_worker(backend, &config, "w1");
+    let host = m.www.trim_start_matches("http://").to_string();
+    let closed_by_master = |socket: &mut std::net::TcpStream| {
+        socket
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        // Closed, perhaps after a word (503 when refused at the cap).
+        let mut said = Vec::new();
+        match socket.read_to_end(&mut said) {
+            Ok(_) => said.is_empty() || said.starts_with(b"HTTP/1.1 503"),
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    };
+
+    // Half a request's headers, then silence: closed after the idle timeout.
+    let mut partial = std::net::TcpStream::connect(&host).unwrap();
+    write!(partial, "GET /api/v2/builders HTTP/1.1\r\nHost: {host}\r\n").unwrap();
+    assert!(
+        closed_by_master(&mut partial),
+        "a half-sent request stayed open"
+    );
+
+    // 100 idle sockets against a cap of 40: a real client still gets in
+    // (the longest-quiet make room), and every idle one is closed.
+    let mut idle: Vec<_> = (0..100)
+        .map(|_| std::net::TcpStream::connect(&host).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    for _ in 0..3 {
+        let answer = m.get("/api/v2/builders");
+        assert!(!answer["builders"].as_array().unwrap().is_empty());
+    }
+    for socket in &mut idle {
+        assert!(closed_by_master(socket), "an idle socket stayed open");
+    }
+
+    // A /ws client that consumes buildsets and then reads nothing, with a
+    // small receive buffer: five buildsets with 1 MB reasons overflow its
+    // queue, and the master closes it rather than keep them all.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr: std::net::SocketAddr = host.parse().unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let stream: std::net::TcpStream = socket.into();
+    let (mut ws, _) = tungstenite::client(format!("ws://{host}/ws"), stream).unwrap();
+    ws.send(tungstenite::Message::text(
+        r#"{"cmd":"startConsuming","path":"buildsets/*/*","_id":1}"#,
+    ))
+    .unwrap();
+    let ack = ws.read().unwrap();
+    assert!(ack.to_text().unwrap().contains("\"code\":200"), "{ack}");
+    let ok = m.builderid("ok");
+    let reason = "r".repeat(1_000_000);
+    for _ in 0..6 {
+        let (status, answer) = m.rpc(
+            "/api/v2/forceschedulers/force",
+            "force",
+            json!({"builderid": ok, "reason": reason}),
+        );
+        assert_eq!(status, 200, "{answer}");
+    }
+    m.wait_for("the master to drop the slow /ws client", LONG, || {
+        m.log().contains("too slow").then_some(())
+    });
+    // Reading now finds the end of the stream before the sixth buildset.
+    let mut events = 0;
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Text(_)) => events += 1,
+            Ok(tungstenite::Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    assert!(events < 6 * 2, "{events} events arrived");
+
+    // A /ws from a page of another site is refused.
+    let mut foreign = std::net::TcpStream::connect(&host).unwrap();
+    write!(
+        foreign,
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nOrigin: http://evil.example\r\n\
+         Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    foreign
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = foreign.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+}
 
 fn a_copied_worker_is_refused_while_the_original_is_connected(backend: &Backend) {
     let (m, mut w) = TestMaster::started_with_worker(backend, CONFIG, "w1");

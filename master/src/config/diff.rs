@@ -158,7 +158,10 @@ pub fn fixed_setting_errors(old: &MasterConfig, new: &MasterConfig) -> Vec<Confi
         }
     };
     refuse("db.url", old.db != new.db);
-    refuse("www.bind/www.port/www.hosts", old.www != new.www);
+    refuse(
+        "www.bind/www.port/www.hosts/www.max_connections/www.idle_timeout",
+        old.www != new.www,
+    );
     refuse(
         "protocols.quic.bind/port",
         old.quic.bind != new.quic.bind || old.quic.port != new.quic.port,

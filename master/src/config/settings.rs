@@ -16,7 +16,22 @@ pub struct WwwConfig {
     /// Host names the master answers to besides loopback ones and `bind`
     /// (`www.hosts`); see [`WwwConfig::answers_to`].
     pub hosts: Vec<String>,
+    /// Most web connections open at once, `/ws` sessions included
+    /// (`www.max_connections`; fewer when the open-files limit is lower).
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a request's headers, counted from
+    /// its opening or its last answer (`www.idle_timeout`).
+    pub idle_timeout_s: u64,
 }
+
+/// `www.max_connections` unless set: far more than people and scripts need,
+/// and a small share of a typical 65,536 open-files limit.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+/// `www.idle_timeout` unless set: longer than a browser keeps an unused
+/// connection open (Chromium: 5 min is its socket pool's idle limit, but
+/// it sends each request's headers at once), short enough that idle sockets
+/// do not pile up.
+pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 30;
 
 impl WwwConfig {
     /// Whether a request's `Host` (name or address, port ignored) is one this
@@ -111,8 +126,20 @@ pub(super) fn compile_www(
     let port = f.integer("port", 0, 65535).unwrap_or(8010) as u16;
     let bind = f.string("bind").unwrap_or_else(|| "127.0.0.1".into());
     let hosts = f.string_list("hosts");
+    let max_connections = f
+        .integer("max_connections", 16, 1_000_000)
+        .map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize);
+    let idle_timeout_s = f
+        .duration_s("idle_timeout")
+        .unwrap_or(DEFAULT_IDLE_TIMEOUT_S);
     f.finish(errors);
-    Some(WwwConfig { bind, port, hosts })
+    Some(WwwConfig {
+        bind,
+        port,
+        hosts,
+        max_connections,
+        idle_timeout_s,
+    })
 }
 
 pub(super) fn compile_quic(
@@ -170,6 +197,8 @@ mod tests {
             bind: bind.into(),
             port: 8010,
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout_s: DEFAULT_IDLE_TIMEOUT_S,
         }
     }
 

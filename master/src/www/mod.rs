@@ -9,6 +9,7 @@
 mod actions;
 pub mod api;
 pub mod auth;
+mod connections;
 mod pages;
 mod ws;
 
@@ -98,10 +99,11 @@ fn unread_body(method: Method, headers: HeaderMap) -> Body {
 
 /// A request must name this master in `Host` (see
 /// [`crate::config::WwwConfig::answers_to`]: DNS rebinding), and one that may
-/// change something (a POST) that comes with an `Origin` must come from this
-/// same host: a page of another site cannot drive the master through a
-/// visitor's browser, with or without `auth`.
-fn same_site(shared: &Shared, method: &Method, headers: &HeaderMap) -> Result<(), String> {
+/// change something (a POST) or open `/ws` (`check_origin`) that comes with an
+/// `Origin` must come from this same host: a page of another site cannot
+/// drive the master, or read its events, through a visitor's browser, with or
+/// without `auth`.
+fn same_site(shared: &Shared, check_origin: bool, headers: &HeaderMap) -> Result<(), String> {
     let header = |name| {
         headers
             .get(name)
@@ -118,7 +120,7 @@ fn same_site(shared: &Shared, method: &Method, headers: &HeaderMap) -> Result<()
             host.escape_debug()
         ));
     }
-    if method != Method::POST {
+    if !check_origin {
         return Ok(());
     }
     match header(warp::http::header::ORIGIN) {
@@ -189,24 +191,48 @@ fn security_headers() -> HeaderMap {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    let www = shared.running_config().loaded.config.www.clone();
+    let slots = connections::Slots::new(www.max_connections);
+    tracing::info!(
+        "web port: at most {} connections, idle timeout {} s",
+        slots.cap(),
+        www.idle_timeout_s
+    );
     let ws_shared = shared.clone();
+    let ws_slots = slots.clone();
     // Matched on the full path rather than with `warp::path("ws")`, whose
     // future is not `Send` for every lifetime under `tokio::spawn`.
-    let websocket = warp::path::full().and(warp::ws()).and_then(
-        move |path: warp::path::FullPath, socket: warp::ws::Ws| {
-            let shared = ws_shared.clone();
-            async move {
-                if path.as_str() != "/ws" {
-                    return Err(warp::reject::not_found());
+    let websocket = warp::path::full()
+        .and(warp::header::headers_cloned())
+        .and(warp::ws())
+        .and_then(
+            move |path: warp::path::FullPath, headers: HeaderMap, socket: warp::ws::Ws| {
+                let shared = ws_shared.clone();
+                let slots = ws_slots.clone();
+                async move {
+                    use warp::Reply;
+                    if path.as_str() != "/ws" {
+                        return Err(warp::reject::not_found());
+                    }
+                    if let Err(why) = same_site(&shared, true, &headers) {
+                        return Ok(refused("/ws", StatusCode::FORBIDDEN, &why));
+                    }
+                    let Some(slot) = slots.take(false) else {
+                        return Ok(refused(
+                            "/ws",
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the master has too many open web connections; try again shortly",
+                        ));
+                    };
+                    Ok(socket
+                        .max_message_size(64 * 1024)
+                        .on_upgrade(move |socket| ws::session(socket, shared, slot))
+                        .into_response())
                 }
-                Ok(socket
-                    .max_message_size(64 * 1024)
-                    .on_upgrade(move |socket| ws::session(socket, shared)))
-            }
-        },
-    );
+            },
+        );
     let with_shared = warp::any().map(move || shared.clone());
     // The one body reader, right after its size cap (clippy.toml bans the
     // readers everywhere else).
@@ -214,7 +240,10 @@ pub async fn serve(
     let requests = warp::method()
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(warp::addr::remote())
+        .and(
+            warp::ext::optional::<connections::ClientAddr>()
+                .map(|addr: Option<connections::ClientAddr>| addr.map(|a| a.0)),
+        )
         .and(warp::header::headers_cloned())
         .and(
             // Only POSTs carry a body. One over the limit, or without a
@@ -243,7 +272,7 @@ pub async fn serve(
                         return refused(path.as_str(), status, &message);
                     }
                 };
-                if let Err(why) = same_site(&shared, &method, &headers) {
+                if let Err(why) = same_site(&shared, method == Method::POST, &headers) {
                     return refused(path.as_str(), StatusCode::FORBIDDEN, &why);
                 }
                 let request = Request {
@@ -261,15 +290,15 @@ pub async fn serve(
                 }
             },
         );
-    warp::serve(
-        websocket
-            .or(requests)
-            .with(warp::reply::with::headers(security_headers())),
+    let routes = websocket
+        .or(requests)
+        .with(warp::reply::with::headers(security_headers()));
+    connections::serve(
+        listener,
+        routes,
+        slots,
+        std::time::Duration::from_secs(www.idle_timeout_s),
+        shutdown,
     )
-    .incoming(listener)
-    .graceful(async move {
-        let _ = shutdown.changed().await;
-    })
-    .run()
     .await;
 }

@@ -8,16 +8,27 @@
 //! the payload being what the REST API returns for that object. A client too
 //! slow to keep up is told `{"k": "lagged", "m": {"missed": N}}` and should
 //! re-read what it shows.
+//!
+//! What waits to be sent to one client is bounded ([`MAX_QUEUED_BYTES`]): a
+//! client that stops reading is closed with code 1008 and a reason once its
+//! queue is full, instead of holding a copy of every event since.
 
+use super::connections::Slot;
 use crate::shared::Shared;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use warp::ws::{Message, WebSocket};
 
 /// Most paths one connection may consume at once.
 const MAX_PATHS: usize = 64;
+/// Most bytes of messages waiting to be sent to one client.
+pub(super) const MAX_QUEUED_BYTES: usize = 4 << 20;
+/// How long the close message to a client that fell behind may take.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Whether a topic (`builds/42/new`) matches a consumed path (`builds/*/*`):
 /// the same number of segments, `*` matching any one.
@@ -33,13 +44,15 @@ pub(super) fn path_matches(path: &str, topic: &str) -> bool {
     }
 }
 
-/// Serve one WebSocket until the client leaves or the master stops.
-pub(super) async fn session(socket: WebSocket, shared: Arc<Shared>) {
-    let (mut tx, mut rx) = socket.split();
+/// Serve one WebSocket until the client leaves, falls behind, or the master
+/// stops. `slot` is its place among the web port's connections.
+pub(super) async fn session(socket: WebSocket, shared: Arc<Shared>, slot: Slot) {
+    let (tx, mut rx) = socket.split();
     let mut events = shared.data.bus.subscribe();
     let mut paths: Vec<String> = Vec::new();
+    let mut outbox = Outbox::start(tx);
     loop {
-        tokio::select! {
+        let out = tokio::select! {
             incoming = rx.next() => {
                 let Some(Ok(message)) = incoming else { break };
                 if message.is_close() {
@@ -48,26 +61,97 @@ pub(super) async fn session(socket: WebSocket, shared: Arc<Shared>) {
                 let Some(answer) = message.to_str().ok().map(|text| command(text, &mut paths).to_string()) else {
                     continue;
                 };
-                if tx.send(Message::text(answer)).await.is_err() {
-                    break;
-                }
+                answer
             }
             event = events.recv() => {
-                let out = match event {
+                match event {
                     Ok(event) if paths.iter().any(|p| path_matches(p, &event.key)) => {
-                        json!({"k": *event.key, "m": *event.payload})
+                        json!({"k": *event.key, "m": *event.payload}).to_string()
                     }
                     Ok(_) => continue,
-                    Err(RecvError::Lagged(missed)) => json!({"k": "lagged", "m": {"missed": missed}}),
+                    Err(RecvError::Lagged(missed)) => json!({"k": "lagged", "m": {"missed": missed}}).to_string(),
                     Err(RecvError::Closed) => break,
-                };
-                if tx.send(Message::text(out.to_string())).await.is_err() {
-                    break;
                 }
             }
+        };
+        if !outbox.push(out) {
+            break;
         }
     }
-    let _ = tx.close().await;
+    outbox.finish().await;
+    drop(slot);
+}
+
+/// Messages on their way to one client, sent by a task of their own so a
+/// client that does not read never blocks the session, and bounded in bytes.
+struct Outbox {
+    queue: tokio::sync::mpsc::UnboundedSender<Message>,
+    queued_bytes: Arc<AtomicUsize>,
+    close: Option<tokio::sync::oneshot::Sender<String>>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Outbox {
+    fn start(mut tx: futures_util::stream::SplitSink<WebSocket, Message>) -> Outbox {
+        let (queue, mut messages) = tokio::sync::mpsc::unbounded_channel::<Message>();
+        let (close, mut closing) = tokio::sync::oneshot::channel::<String>();
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let sent = queued_bytes.clone();
+        let writer = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    reason = &mut closing => {
+                        if let Ok(reason) = reason {
+                            let frame = Message::close_with(1008u16, reason);
+                            let _ = tokio::time::timeout(CLOSE_WAIT, tx.send(frame)).await;
+                        }
+                        break;
+                    }
+                    message = messages.recv() => {
+                        let Some(message) = message else { break };
+                        let len = message.as_bytes().len();
+                        if tx.send(message).await.is_err() {
+                            break;
+                        }
+                        sent.fetch_sub(len, Ordering::Relaxed);
+                    }
+                }
+            }
+            let _ = tokio::time::timeout(CLOSE_WAIT, tx.close()).await;
+        });
+        Outbox {
+            queue,
+            queued_bytes,
+            close: Some(close),
+            writer,
+        }
+    }
+
+    /// Queue a message; false (and the client is being closed) when it does
+    /// not fit, or the client is gone.
+    fn push(&mut self, text: String) -> bool {
+        let queued = self.queued_bytes.fetch_add(text.len(), Ordering::Relaxed) + text.len();
+        if queued > MAX_QUEUED_BYTES {
+            if let Some(close) = self.close.take() {
+                let reason = format!(
+                    "too slow: more than {} MiB of events not read",
+                    MAX_QUEUED_BYTES >> 20
+                );
+                tracing::info!("closing a /ws client: {reason}");
+                let _ = close.send(reason);
+            }
+            return false;
+        }
+        self.queue.send(Message::text(text)).is_ok()
+    }
+
+    /// Let the writer send what is queued (and the close message), then end.
+    async fn finish(self) {
+        drop(self.queue);
+        drop(self.close);
+        let _ = self.writer.await;
+    }
 }
 
 /// Carry out one client command; the answer to send back.
