@@ -228,12 +228,33 @@ impl SessionKey {
         ended.extend(sessions);
     }
 
-    /// The CSRF token that goes with a session cookie (or, for anonymous
-    /// loopback pages, with no cookie).
-    pub fn csrf_token(&self, cookie: Option<&str>) -> String {
-        // check_csrf verifies the same text.
-        self.sign(&format!("csrf:{}", cookie.unwrap_or("anonymous")))
+    /// The CSRF token that goes with a session cookie, or for a visitor
+    /// who has not logged in, with their browser cookie (see
+    /// [`browser_nonce`]): each browser its own, so a page of another site
+    /// can neither read nor guess it. `None` when the request has neither.
+    pub fn csrf_token(&self, session: Option<&str>, browser: Option<&str>) -> Option<String> {
+        csrf_text(session, browser).map(|text| self.sign(&text))
     }
+
+    /// Whether `token` is the CSRF token for these cookies.
+    pub fn csrf_matches(&self, session: Option<&str>, browser: Option<&str>, token: &str) -> bool {
+        csrf_text(session, browser).is_some_and(|text| self.verify(&text, token))
+    }
+}
+
+/// What a CSRF token signs: the session cookie, else the browser cookie.
+fn csrf_text(session: Option<&str>, browser: Option<&str>) -> Option<String> {
+    match (session, browser) {
+        (Some(session), _) => Some(format!("csrf:{session}")),
+        (None, Some(browser)) => Some(format!("csrf-browser:{browser}")),
+        (None, None) => None,
+    }
+}
+
+/// A fresh value for a visitor's browser cookie: random, so that each
+/// browser's CSRF token is its own.
+pub fn browser_nonce() -> String {
+    hex::encode(random_bytes::<16>())
 }
 
 #[cfg(unix)]
@@ -295,6 +316,27 @@ mod tests {
         key.end_sessions([(session.nonce, session.expires)], 1001);
         assert_eq!(key.session_user(&cookie, 1002), None);
         assert_eq!(key.session_user(&other, 1002).as_deref(), Some("ana"));
-        assert_ne!(key.csrf_token(Some(&cookie)), key.csrf_token(None));
+    }
+
+    #[test]
+    fn each_browser_has_its_own_csrf_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SessionKey::load_or_create(dir.path()).unwrap();
+        let (a, b) = (browser_nonce(), browser_nonce());
+        assert_ne!(a, b);
+        let token_a = key.csrf_token(None, Some(&a)).unwrap();
+        let token_b = key.csrf_token(None, Some(&b)).unwrap();
+        assert_ne!(token_a, token_b);
+        assert!(key.csrf_matches(None, Some(&a), &token_a));
+        assert!(!key.csrf_matches(None, Some(&b), &token_a));
+        // Without a cookie there is no token, and nothing matches.
+        assert_eq!(key.csrf_token(None, None), None);
+        assert!(!key.csrf_matches(None, None, &token_a));
+        // A session's token is not its browser's.
+        let cookie = key.session_cookie("ana", 1000);
+        let session_token = key.csrf_token(Some(&cookie), Some(&a)).unwrap();
+        assert_ne!(session_token, token_a);
+        assert!(key.csrf_matches(Some(&cookie), Some(&a), &session_token));
+        assert!(!key.csrf_matches(Some(&cookie), Some(&a), &token_a));
     }
 }

@@ -50,7 +50,80 @@ moonbot_tests::on_both_databases!(
     a_copied_worker_is_refused_while_the_original_is_connected,
     reads_of_huge_logs_and_texts_stay_small,
     idle_and_slow_clients_cannot_crowd_out_others,
+    each_browser_gets_its_own_csrf_token,
 );
+
+/// Issue 20, items 5 and 7: without `auth`, each browser gets a cookie of
+/// its own and a CSRF token that goes with it, so one visitor's token (or a
+/// page of another site) cannot act for another; with an https
+/// `buildbot_url`, cookies are `Secure`.
+fn each_browser_gets_its_own_csrf_token(backend: &Backend) {
+    let (m, _w) = TestMaster::started_with_worker(backend, CONFIG, "w1");
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let visit = |cookie: Option<&str>| {
+        let mut req = agent.get(&format!("{}/builders/{}", m.www, m.builderid("ok")));
+        if let Some(c) = cookie {
+            req = req.set("cookie", c);
+        }
+        let response = req.call().unwrap();
+        let set_cookie = response.header("set-cookie").map(str::to_string);
+        let page = response.into_string().unwrap();
+        let start = page.find("data-csrf=\"").unwrap() + "data-csrf=\"".len();
+        (set_cookie, page[start..start + 64].to_string())
+    };
+    let (set_a, token_a) = visit(None);
+    let (set_b, token_b) = visit(None);
+    let set_a = set_a.expect("a first visit gets a browser cookie");
+    assert!(set_a.starts_with("moonbot_browser="), "{set_a}");
+    assert!(
+        set_a.contains("HttpOnly") && set_a.contains("SameSite=Strict"),
+        "{set_a}"
+    );
+    assert!(!set_a.contains("Secure"), "{set_a}");
+    let cookie_a = set_a.split(';').next().unwrap().to_string();
+    let cookie_b = set_b.unwrap().split(';').next().unwrap().to_string();
+    assert_ne!(cookie_a, cookie_b);
+    assert_ne!(token_a, token_b, "two browsers got the same CSRF token");
+    // A returning browser keeps its cookie and its token.
+    let (again, token_again) = visit(Some(&cookie_a));
+    assert_eq!(again, None);
+    assert_eq!(token_again, token_a);
+
+    let ok = m.builderid("ok");
+    let force = |cookie: Option<&str>, token: &str| {
+        let mut req = agent.post(&format!("{}/builders/{ok}/force", m.www));
+        if let Some(c) = cookie {
+            req = req.set("cookie", c);
+        }
+        match req.send_form(&[
+            ("csrf_token", token),
+            ("scheduler", "force"),
+            ("reason", "csrf"),
+        ]) {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(code, _)) => code,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(
+        force(Some(&cookie_a), &token_b),
+        403,
+        "B's token with A's cookie"
+    );
+    assert_eq!(force(None, &token_a), 403, "a token without its cookie");
+    assert_eq!(force(Some(&cookie_a), "0badc0de"), 403, "a made-up token");
+    assert_eq!(force(Some(&cookie_a), &token_a), 303, "A's own token");
+
+    // An https buildbot_url makes every cookie Secure.
+    m.write_config(&CONFIG.replace(
+        "title = \"e2e\",",
+        "title = \"e2e\", buildbot_url = \"https://ci.example.org/\",",
+    ));
+    let (code, out, err) = run("moonbot", &["reconfig", m.path()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (set, _) = visit(None);
+    assert!(set.unwrap().contains("; Secure"));
+}
 
 /// The master's resident memory now, and its peak since the last
 /// [`reset_peak_memory`], in KiB (`/proc/PID/status`).

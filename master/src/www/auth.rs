@@ -23,6 +23,9 @@ use warp::http::{HeaderMap, StatusCode};
 
 /// The cookie holding a browser session.
 pub const SESSION_COOKIE: &str = "moonbot_session";
+/// The cookie that tells one visitor's browser from another before any
+/// login: its CSRF token signs it (see [`crate::credentials::browser_nonce`]).
+pub const BROWSER_COOKIE: &str = "moonbot_browser";
 /// The form field (and, as `X-CSRF-Token`, header) with the CSRF token.
 pub const CSRF_FIELD: &str = "csrf_token";
 
@@ -51,6 +54,8 @@ pub struct Identity {
     pub loopback: bool,
     /// The session cookie's value, when there is one (valid or not).
     pub cookie: Option<String>,
+    /// The browser cookie's value, when there is one.
+    pub browser: Option<String>,
     /// The CSRF token from the `X-CSRF-Token` header, if any.
     pub csrf_header: Option<String>,
     /// An `Authorization` header that named no known token.
@@ -91,6 +96,7 @@ pub fn identify(
         user: None,
         loopback: client.is_some_and(|ip| ip.is_loopback()),
         cookie: cookie.clone(),
+        browser: cookie_value(headers, BROWSER_COOKIE).filter(|b| is_nonce(b)),
         csrf_header,
         bad_token: false,
     };
@@ -131,6 +137,12 @@ pub fn identify(
     identity
 }
 
+/// A browser cookie's value as [`crate::credentials::browser_nonce`] makes
+/// them; anything else is ignored (and replaced).
+fn is_nonce(value: &str) -> bool {
+    value.len() == 32 && value.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Why an action was refused: 401 (say who you are) or 403 (you may not).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {
@@ -158,8 +170,9 @@ pub fn authorize(
 ) -> Result<(), Denied> {
     permitted(auth, identity, action)?;
     let from_browser = match auth {
-        // Anonymous pages on loopback carry the anonymous CSRF token; JSON API
-        // calls without a cookie are checked for their content type instead.
+        // Anonymous pages on loopback carry their browser's CSRF token; JSON
+        // API calls without a cookie are checked for their content type
+        // instead.
         None => true,
         Some(_) => identity
             .user
@@ -221,7 +234,7 @@ pub fn permitted(
 /// our pages: the token in its form or header matches its cookie.
 fn check_csrf(key: &SessionKey, identity: &Identity, form: Option<&str>) -> Result<(), Denied> {
     let Some(given) = form.or(identity.csrf_header.as_deref()) else {
-        if identity.cookie.is_none() && form.is_none() {
+        if identity.cookie.is_none() && identity.browser.is_none() {
             // A script on loopback (no cookie, no form): nothing to forge.
             return Ok(());
         }
@@ -230,8 +243,11 @@ fn check_csrf(key: &SessionKey, identity: &Identity, form: Option<&str>) -> Resu
             "the request carries no CSRF token; reload the page and try again",
         ));
     };
-    let signed = format!("csrf:{}", identity.cookie.as_deref().unwrap_or("anonymous"));
-    if key.verify(&signed, given) {
+    if key.csrf_matches(
+        identity.cookie.as_deref(),
+        identity.browser.as_deref(),
+        given,
+    ) {
         Ok(())
     } else {
         Err(Denied::new(

@@ -60,7 +60,10 @@ pub(super) async fn post(ctx: &Ctx<'_>, segments: &[&str]) -> PageResult {
                     .end_sessions([(s.nonce, s.expires)], now);
                 tracing::info!(user = %s.user.escape_debug(), "logged out");
             }
-            let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
+            let cookie = format!(
+                "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+                super::secure_attribute(&ctx.running)
+            );
             let reply = warp::reply::with_header(see_other("/"), header::SET_COOKIE, cookie);
             Ok(reply.into_response())
         }
@@ -227,7 +230,8 @@ async fn login(ctx: &Ctx<'_>, form: &BTreeMap<String, String>) -> PageResult {
     let now = crate::data::now() as u64;
     let cookie = ctx.shared.session_key.session_cookie(&name, now);
     let set = format!(
-        "{SESSION_COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_SECONDS}"
+        "{SESSION_COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_SECONDS}{}",
+        super::secure_attribute(&ctx.running)
     );
     let next = local_path(form.get("next"));
     Ok(warp::reply::with_header(see_other(&next), header::SET_COOKIE, set).into_response())

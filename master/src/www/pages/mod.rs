@@ -149,8 +149,20 @@ fn id(segment: &str, what: &str) -> Result<i64, PageError> {
 /// Route one page request.
 pub(super) async fn dispatch(shared: &Arc<Shared>, request: &Request) -> Response {
     let running = shared.running_config();
-    let identity = request.identity(shared);
-    let csrf = shared.session_key.csrf_token(identity.cookie.as_deref());
+    let mut identity = request.identity(shared);
+    // A visitor without a session or a browser cookie gets a browser cookie
+    // with this answer, and the page's CSRF token goes with it.
+    let new_browser = match (&identity.cookie, &identity.browser) {
+        (None, None) => Some(crate::credentials::browser_nonce()),
+        _ => None,
+    };
+    if new_browser.is_some() {
+        identity.browser = new_browser.clone();
+    }
+    let csrf = shared
+        .session_key
+        .csrf_token(identity.cookie.as_deref(), identity.browser.as_deref())
+        .unwrap_or_default();
     let ctx = Ctx {
         shared,
         request,
@@ -158,9 +170,31 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, request: &Request) -> Respons
         running,
         csrf,
     };
-    match route(&ctx).await {
+    let mut response = match route(&ctx).await {
         Ok(r) => r,
         Err(e) => error_page(&ctx, e),
+    };
+    if let Some(nonce) = new_browser {
+        let cookie = format!(
+            "{}={nonce}; Path=/; HttpOnly; SameSite=Strict; Max-Age=31536000{}",
+            auth::BROWSER_COOKIE,
+            secure_attribute(&ctx.running)
+        );
+        if let Ok(value) = warp::http::HeaderValue::from_str(&cookie) {
+            response
+                .headers_mut()
+                .append(warp::http::header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+/// `; Secure` when the master's configured URL (`buildbot_url`) is https:
+/// its cookies then never travel in clear text.
+pub(super) fn secure_attribute(running: &RunningConfig) -> &'static str {
+    match &running.loaded.config.buildbot_url {
+        Some(url) if url.to_ascii_lowercase().starts_with("https://") => "; Secure",
+        _ => "",
     }
 }
 
