@@ -76,6 +76,10 @@ enum Command {
         /// else DIR/cli-token).
         #[arg(long)]
         token: Option<String>,
+        /// Check a master.lua you did not write: without Lua's `os`, `io` and
+        /// C modules, reading Lua files only from DIR.
+        #[arg(long, conflicts_with = "diff")]
+        sandbox: bool,
     },
     /// Make the master running from DIR reload master.lua; prints what changed,
     /// or the errors (exit status 1) while the running configuration stays.
@@ -184,6 +188,7 @@ fn run(command: Command) -> anyhow::Result<i32> {
             dir,
             diff: true,
             token,
+            ..
         } => checkconfig_diff(&dir, token),
         Command::Reconfig { dir, token } => reconfig(&dir, token),
         Command::HashPassword => {
@@ -203,8 +208,11 @@ fn run(command: Command) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Checkconfig {
-            dir, diff: false, ..
-        } => match config::load(&dir) {
+            dir,
+            diff: false,
+            sandbox,
+            ..
+        } => match config::load_with(&dir, sandbox) {
             Ok(loaded) => {
                 println!(
                     "{}/master.lua is valid: {}",

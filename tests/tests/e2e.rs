@@ -943,6 +943,35 @@ fn a_master_directory_from_create_master_passes_checkconfig() {
     let (code, _, err) = run("moonbot", &["create-master", dir.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("already exists"), "{err}");
+
+    // Issue 20, item 10: `checkconfig --sandbox` checks a file someone sent
+    // without running its commands; the sample config passes it too.
+    let (code, out, err) = run(
+        "moonbot",
+        &["checkconfig", "--sandbox", dir.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let touched = tmp.path().join("touched");
+    let master_lua = dir.join("master.lua");
+    let sample = std::fs::read_to_string(&master_lua).unwrap();
+    std::fs::write(
+        &master_lua,
+        format!("os.execute('touch {}')\n{sample}", touched.display()),
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        "moonbot",
+        &["checkconfig", "--sandbox", dir.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("master.lua:1") && err.contains("'os'"),
+        "{err}"
+    );
+    assert!(!touched.exists(), "the sandbox ran os.execute");
+    let (code, out, err) = run("moonbot", &["checkconfig", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(touched.exists(), "without --sandbox, master.lua may use os");
 }
 
 const JANITOR_CONFIG: &str = r#"

@@ -84,7 +84,16 @@ pub struct LoadedConfig {
 
 /// Load and compile `master_dir/master.lua`.
 pub fn load(master_dir: &Path) -> Result<LoadedConfig, ConfigErrors> {
-    let (lua, raw) = LuaGeneration::load(master_dir).map_err(ConfigErrors)?;
+    load_with(master_dir, false)
+}
+
+/// [`load`], in the sandbox of `checkconfig --sandbox` when `sandbox`.
+pub fn load_with(master_dir: &Path, sandbox: bool) -> Result<LoadedConfig, ConfigErrors> {
+    let limits = crate::lua::LuaLimits {
+        sandbox,
+        ..crate::lua::LuaLimits::from_env()
+    };
+    let (lua, raw) = LuaGeneration::load_with(master_dir, limits).map_err(ConfigErrors)?;
     let config = compile::compile(&raw).map_err(ConfigErrors)?;
     Ok(LoadedConfig {
         config: Arc::new(config),

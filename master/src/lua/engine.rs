@@ -26,6 +26,10 @@ pub struct LuaLimits {
     pub memory_bytes: usize,
     pub load_instructions: u64,
     pub call_instructions: u64,
+    /// `checkconfig --sandbox`: a file someone sent you, checked without
+    /// `os`, `io`, `debug` or C modules, and reading Lua files only from the
+    /// master directory (see [`SANDBOX`]).
+    pub sandbox: bool,
 }
 
 impl Default for LuaLimits {
@@ -35,6 +39,7 @@ impl Default for LuaLimits {
             // A few seconds of Lua; a real master.lua needs well under 1%.
             load_instructions: 1_000_000_000,
             call_instructions: 100_000_000,
+            sandbox: false,
         }
     }
 }
@@ -56,6 +61,7 @@ impl LuaLimits {
                 .map_or(d.memory_bytes, |mb| (mb as usize).saturating_mul(1 << 20)),
             load_instructions: read("MOONBOT_LUA_LOAD_INSTRUCTIONS").unwrap_or(d.load_instructions),
             call_instructions: read("MOONBOT_LUA_CALL_INSTRUCTIONS").unwrap_or(d.call_instructions),
+            sandbox: false,
         }
     }
 }
@@ -287,6 +293,9 @@ fn evaluate(
         ))]
     })?;
     setup(&lua, dir).map_err(|e| vec![ConfigError::whole_file(lua_message(&e))])?;
+    if limits.sandbox {
+        sandbox(&lua, dir).map_err(|e| vec![ConfigError::whole_file(lua_message(&e))])?;
+    }
     let value: Value = lua
         .load(&source[..])
         .set_name(format!("@{CONFIG_FILE}"))
@@ -387,6 +396,51 @@ end
 package.searchers[2] = function(name)
   local path, err = searchpath(name, package.path)
   if not path then return err end
+  local f, failed = loadfile(path, "t")
+  if not f then
+    error(("error loading module '%s' from file '%s':\n\t%s"):format(name, path, failed), 2)
+  end
+  return f, path
+end
+"#;
+
+/// Close the ways out of the Lua state for `checkconfig --sandbox`: no
+/// `os`, `io` or `debug` (whose registry reaches both), no C modules, and
+/// `require`, `loadfile` and `dofile` read only files inside the master
+/// directory, after resolving `..` and symlinks.
+fn sandbox(lua: &Lua, dir: &Path) -> mlua::Result<()> {
+    let root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let inside = lua.create_function(move |_, path: String| {
+        Ok(Path::new(&path)
+            .canonicalize()
+            .is_ok_and(|p| p.starts_with(&root)))
+    })?;
+    lua.globals().set("__moonbot_inside", inside)?;
+    lua.load(SANDBOX).set_name("=moonbot-sandbox").exec()
+}
+
+const SANDBOX: &str = r#"
+local inside, loadfile, searchpath = __moonbot_inside, loadfile, package.searchpath
+__moonbot_inside = nil
+os, io, debug = nil, nil, nil
+package.loaded.os, package.loaded.io, package.loaded.debug = nil, nil, nil
+package.cpath, package.loadlib = "", nil
+package.searchers[3], package.searchers[4] = nil, nil
+local function confined(file)
+  if type(file) ~= "string" or not inside(file) then
+    error(("checkconfig --sandbox: '%s' is outside the master directory"):format(tostring(file)), 3)
+  end
+end
+function _G.loadfile(file, mode, env) confined(file); return loadfile(file, mode, env) end
+function _G.dofile(file)
+  confined(file)
+  local f = assert(loadfile(file, "t"))
+  return f()
+end
+package.searchers[2] = function(name)
+  local path, err = searchpath(name, package.path)
+  if not path then return err end
+  confined(path)
   local f, failed = loadfile(path, "t")
   if not f then
     error(("error loading module '%s' from file '%s':\n\t%s"):format(name, path, failed), 2)
@@ -595,7 +649,60 @@ mod tests {
         memory_bytes: 32 << 20,
         load_instructions: 20_000_000,
         call_instructions: 20_000_000,
+        sandbox: false,
     };
+
+    #[test]
+    fn the_sandbox_has_no_os_or_io_and_reads_only_the_master_directory() {
+        let sandboxed = LuaLimits {
+            sandbox: true,
+            ..SMALL
+        };
+        let refused = |lua: &str, expected: &str| {
+            let dir = master_dir(lua);
+            std::fs::write(dir.path().join("helper.lua"), "return { n = 7 }").unwrap();
+            let errors = LuaGeneration::load_with(dir.path(), sandboxed).unwrap_err();
+            let text = format!("{errors:?}");
+            assert!(text.contains(expected), "{lua}: {text}");
+            // The same file loads (or fails differently) without the sandbox.
+            LuaGeneration::load_with(dir.path(), SMALL)
+                .map(|_| ())
+                .map_err(|e| format!("{e:?}"))
+        };
+        assert!(refused("os.execute('true') return {}", "global 'os'").is_ok());
+        assert!(refused("io.open('/etc/hostname') return {}", "global 'io'").is_ok());
+        assert!(
+            refused(
+                "return dofile('/etc/hostname')",
+                "outside the master directory"
+            )
+            .is_err()
+        );
+        assert!(
+            refused(
+                "return loadfile('/etc/hostname')",
+                "outside the master directory"
+            )
+            .is_ok()
+        );
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("evil.lua"), "return {}").unwrap();
+        // Modules beside master.lua still load.
+        let dir = master_dir("local h = require 'helper' return { title = 'x' .. h.n }");
+        std::fs::write(dir.path().join("helper.lua"), "return { n = 7 }").unwrap();
+        let (_, raw) = LuaGeneration::load_with(dir.path(), sandboxed).unwrap();
+        assert!(format!("{raw:?}").contains("x7"), "{raw:?}");
+        // A symlink out of the directory is outside too.
+        let dir = master_dir("return require 'linked'");
+        std::os::unix::fs::symlink(
+            outside.path().join("evil.lua"),
+            dir.path().join("linked.lua"),
+        )
+        .unwrap();
+        let errors = LuaGeneration::load_with(dir.path(), sandboxed).unwrap_err();
+        assert!(format!("{errors:?}").contains("outside the master directory"));
+        assert!(LuaGeneration::load_with(dir.path(), SMALL).is_ok());
+    }
 
     fn master_dir(lua: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();

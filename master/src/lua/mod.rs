@@ -12,7 +12,7 @@ pub mod error;
 pub mod fields;
 pub mod value;
 
-pub use engine::{CONFIG_FILE, CallError, LuaGeneration};
+pub use engine::{CONFIG_FILE, CallError, LuaGeneration, LuaLimits};
 pub use error::{ConfigError, ConfigErrors};
 pub use fields::Fields;
 pub use value::{LuaFn, RawKey, RawValue, Renderable};
