@@ -179,7 +179,8 @@ pub fn redeem(
         if csr.name != *name {
             return refuse(format!(
                 "the token is for worker '{name}' but the certificate request names '{}'",
-                csr.name
+                // The request's text, logged: its control characters shown escaped.
+                csr.name.escape_debug()
             ));
         }
         let used_path = PathBuf::from(format!("{}{USED_SUFFIX}", path.display()));

@@ -45,7 +45,7 @@ pub(super) async fn serve_enrollment(conn: quinn::Connection, addr: SocketAddr, 
             match redeemed {
                 Ok(Ok(pki::enroll::Redeemed { signed, ca_pem })) => {
                     info!(
-                        worker = %signed.name, %addr, host = %info.hostname, serial = %signed.serial,
+                        worker = %signed.name, %addr, host = %info.hostname.escape_debug(), serial = %signed.serial,
                         "enrolled a worker; its certificate is valid until {}",
                         pki::format_unix(signed.not_after_unix)
                     );
@@ -55,7 +55,7 @@ pub(super) async fn serve_enrollment(conn: quinn::Connection, addr: SocketAddr, 
                     }
                 }
                 Ok(Err(pki::enroll::Refusal(reason))) => {
-                    warn!(%addr, host = %info.hostname, "refused an enrollment: {reason}");
+                    warn!(%addr, host = %info.hostname.escape_debug(), "refused an enrollment: {reason}");
                     MasterMessage::Refused { reason }
                 }
                 Err(e) => {

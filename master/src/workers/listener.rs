@@ -321,7 +321,7 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
     if let Err(e) = write_frame(&mut send, &Frame::json(&welcome)).await {
         warn!(worker = %name, "could not welcome the worker: {e}");
     }
-    info!(worker = %name, %addr, os = %info.os, arch = %info.arch, "worker connected");
+    info!(worker = %name, %addr, os = %info.os.escape_debug(), arch = %info.arch.escape_debug(), "worker connected");
 
     let mut remote = addr;
     let mut graceful = false;
