@@ -27,7 +27,7 @@ struct Cli {
     #[command(flatten)]
     sizes: Sizes,
     /// Run only these scenarios (comma-separated): idle, builds, log, reconfig,
-    /// workers, and history (minutes long: only when named here).
+    /// workers, login, and history (minutes long: only when named here).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write the figures as JSON.
@@ -71,7 +71,9 @@ enum Command {
     Swarm { dir: PathBuf },
 }
 
-const SCENARIOS: &[&str] = &["idle", "builds", "log", "reconfig", "workers", "history"];
+const SCENARIOS: &[&str] = &[
+    "idle", "builds", "log", "reconfig", "workers", "login", "history",
+];
 /// Scenarios that run only when `--only` names them.
 const ON_REQUEST: &[&str] = &["history"];
 
@@ -114,6 +116,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wanted("workers") {
         scenarios::many_workers(&cli.sizes, &mut figures)?;
+    }
+    if wanted("login") {
+        scenarios::login_flood(&mut figures)?;
     }
     if wanted("history") {
         history::history(cli.sizes.history_builds, &mut figures)?;

@@ -314,10 +314,20 @@ pub(crate) fn reconfig_and_startup(sizes: &Sizes, figures: &mut Figures) -> anyh
         Ok(seconds)
     };
     let grow = reconfig("reconfig to more builders")?;
-    // Every builder, counted: a page's `meta.total` is only what it holds.
-    let builders_now = m.get("/api/v2/builders")["builders"]
-        .as_array()
-        .map_or(0, Vec::len);
+    // Every builder, counted page by page: a page's `meta.total` is only
+    // what it holds, and a page holds at most 2000.
+    let mut builders_now = 0;
+    loop {
+        let page = m.get(&format!(
+            "/api/v2/builders?limit=2000&offset={builders_now}"
+        ))["builders"]
+            .as_array()
+            .map_or(0, Vec::len);
+        builders_now += page;
+        if page < 2000 {
+            break;
+        }
+    }
     anyhow::ensure!(
         builders_now == sizes.builders,
         "the master lists {builders_now} builders after the reconfig"
@@ -432,5 +442,127 @@ pub(crate) fn many_workers(sizes: &Sizes, figures: &mut Figures) -> anyhow::Resu
         helper_rss? * 1024.0 / sizes.workers as f64,
         "KiB",
     );
+    Ok(())
+}
+
+/// Wrong passwords from 32 clients at once, as fast as the master answers
+/// them: how fast `/api/v2/builders` answers meanwhile (against idle), how
+/// many attempts the backoff lets through, and how long the right password
+/// then takes to get in from the same address.
+pub(crate) fn login_flood(figures: &mut Figures) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const CLIENTS: usize = 32;
+    const PASSWORD: &str = "the right password";
+    let mut hasher = std::process::Command::new(bin("moonbot"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    writeln!(hasher.stdin.take().expect("stdin"), "{PASSWORD}")?;
+    let hash = String::from_utf8(hasher.wait_with_output()?.stdout)?
+        .trim()
+        .to_string();
+    let lua = master_lua(&builders(10, "true"), &[("w1", Some(4))]).replacen(
+        "return {\n",
+        &format!("return {{\n  auth = {{ users = {{ {{ name = \"ana\", password_hash = \"{hash}\" }} }} }},\n"),
+        1,
+    );
+    let m = start_master(&lua);
+    let builders_url = format!("{}/api/v2/builders", m.www);
+    let api_median_ms = |count: usize| -> anyhow::Result<f64> {
+        let agent = ureq::AgentBuilder::new().build();
+        let mut times = Vec::with_capacity(count);
+        for _ in 0..count {
+            let t = Instant::now();
+            agent.get(&builders_url).call()?.into_string()?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(median(times))
+    };
+    figures.add("api_builders_idle_median_ms", api_median_ms(200)?, "ms");
+
+    let login_url = format!("{}/login", m.www);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (wrong, throttled) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let flood: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (stop, wrong, throttled) = (stop.clone(), wrong.clone(), throttled.clone());
+            let url = login_url.clone();
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new().redirects(0).build();
+                while !stop.load(Ordering::Relaxed) {
+                    let user = if i % 2 == 0 {
+                        "ana".to_string()
+                    } else {
+                        format!("guess{i}")
+                    };
+                    match agent
+                        .post(&url)
+                        .send_form(&[("username", &user), ("password", "wrong")])
+                    {
+                        Ok(_) => wrong.fetch_add(1, Ordering::Relaxed),
+                        Err(ureq::Error::Status(429, _)) => {
+                            throttled.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(_) => 0,
+                    };
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    let (wrong_before, throttled_before) = (
+        wrong.load(Ordering::Relaxed),
+        throttled.load(Ordering::Relaxed),
+    );
+    figures.add(
+        "api_builders_login_flood_median_ms",
+        api_median_ms(200)?,
+        "ms",
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    figures.add(
+        "login_flood_wrong_answered_per_s",
+        (wrong.load(Ordering::Relaxed) - wrong_before) as f64 / seconds,
+        "/s",
+    );
+    figures.add(
+        "login_flood_throttled_per_s",
+        (throttled.load(Ordering::Relaxed) - throttled_before) as f64 / seconds,
+        "/s",
+    );
+    stop.store(true, Ordering::Relaxed);
+    for client in flood {
+        let _ = client.join();
+    }
+    // The right password, from the same address, waiting as told.
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let t = Instant::now();
+    loop {
+        match agent
+            .post(&login_url)
+            .send_form(&[("username", "ana"), ("password", PASSWORD)])
+        {
+            Ok(r) if r.status() == 303 => break,
+            Err(ureq::Error::Status(429, r)) => {
+                let wait: u64 = r
+                    .header("retry-after")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                std::thread::sleep(Duration::from_secs(wait));
+            }
+            Ok(r) => anyhow::bail!("the right password got {}", r.status()),
+            Err(e) => anyhow::bail!("the right password: {e}"),
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(180),
+            "the right password never got in"
+        );
+    }
+    figures.add("login_after_flood_s", t.elapsed().as_secs_f64(), "s");
     Ok(())
 }
