@@ -249,10 +249,25 @@ impl TestMaster {
 
     /// Start `moonbot start` and wait until it has bound its ports.
     pub fn start(&mut self) {
+        self.start_with(Command::new(bin("moonbot")));
+    }
+
+    /// Start the master allowed at most `files` open files (`prlimit`, as a
+    /// shell's `ulimit -n` would).
+    pub fn start_with_open_files(&mut self, files: u64) {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={files}:{files}"))
+            .arg("--")
+            .arg(bin("moonbot"));
+        self.start_with(command);
+    }
+
+    fn start_with(&mut self, mut command: Command) {
         let ports = self.dir.join("moonbot.ports");
         let _ = std::fs::remove_file(&ports);
         let log = std::fs::File::create(self.tmp.path().join("master.stderr")).unwrap();
-        let child = Command::new(bin("moonbot"))
+        let child = command
             .args(["start", self.path()])
             .stdout(Stdio::null())
             .stderr(log)

@@ -294,6 +294,11 @@ fn reads_of_huge_logs_and_texts_stay_small(backend: &Backend) {
     );
 }
 
+/// `HOST:PORT` of the master's web port.
+fn host_of(m: &TestMaster) -> String {
+    m.www.trim_start_matches("http://").to_string()
+}
+
 const CROWDED_CONFIG_WWW: &str =
     r#"www = { port = 0, bind = "127.0.0.1", max_connections = 40, idle_timeout = 2 }"#;
 
@@ -308,7 +313,7 @@ fn idle_and_slow_clients_cannot_crowd_out_others(backend: &Backend) {
         CROWDED_CONFIG_WWW,
     );
     assert_ne!(config, CONFIG);
-    let (m, _w) = TestMaster::started_with_worker(backend, &config, "w1");
+    let (mut m, _w) = TestMaster::started_with_worker(backend, &config, "w1");
     let host = m.www.trim_start_matches("http://").to_string();
     let closed_by_master = |socket: &mut std::net::TcpStream| {
         socket
@@ -383,7 +388,27 @@ fn idle_and_slow_clients_cannot_crowd_out_others(backend: &Backend) {
     }
     assert!(events < 6 * 2, "{events} events arrived");
 
+    // Under `ulimit -n 256`, the cap leaves room for everything else: 400
+    // idle sockets neither stop the API nor a build (the database and the
+    // worker keep their files).
+    m.stop(false);
+    m.pin_quic_port(CONFIG);
+    m.start_with_open_files(256);
+    m.wait_for("the web port's limit in the log", LONG, || {
+        m.log().contains("at most 128 connections").then_some(())
+    });
+    m.wait_connected("w1");
+    let idle: Vec<_> = (0..400)
+        .map(|_| std::net::TcpStream::connect(&host_of(&m)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let build = m.wait_request_done(m.force(m.builderid("ok")), LONG);
+    assert_eq!(build["results"], 0, "{build}");
+    drop(idle);
+    assert!(!m.log().contains("Too many open files"), "{}", m.log());
+
     // A /ws from a page of another site is refused.
+    let host = host_of(&m);
     let mut foreign = std::net::TcpStream::connect(&host).unwrap();
     write!(
         foreign,

@@ -51,6 +51,10 @@ pub(super) struct ClientAddr(pub(super) SocketAddr);
 struct Activity {
     last_ms: AtomicU64,
     evict: Notify,
+    /// Told to give up its slot, and not closed yet.
+    evicting: std::sync::atomic::AtomicBool,
+    /// Notified when the slot is given up (its socket closed).
+    closed: Notify,
     /// `/ws` sessions are never evicted: they are quiet by nature.
     evictable: bool,
 }
@@ -73,8 +77,12 @@ pub(super) struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.slots.held.lock().unwrap().remove(&self.id);
+        self.activity.closed.notify_one();
     }
 }
+
+/// Longest [`Slots::take`] waits for an evicted connection to close.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 impl Slots {
     /// `configured` connections, or fewer when the process may not open
@@ -101,24 +109,23 @@ impl Slots {
     }
 
     /// Take a slot, making the longest-quiet evictable connection give up
-    /// its own if all are taken; `None` when every holder is busy.
-    pub(super) fn take(self: &Arc<Self>, evictable: bool) -> Option<Slot> {
+    /// its own if all are taken (and waiting until it has closed, so the
+    /// slots count open sockets); `None` when every holder is busy.
+    pub(super) async fn take(self: &Arc<Self>, evictable: bool) -> Option<Slot> {
+        let evicted = self.evict_if_full()?;
+        if let Some(evicted) = evicted {
+            let _ = tokio::time::timeout(EVICTION_WAIT, evicted.closed.notified()).await;
+        }
         let mut held = self.held.lock().unwrap();
         if held.len() >= self.cap {
-            let now = self.now_ms();
-            let quietest = held
-                .iter()
-                .filter(|(_, a)| a.evictable)
-                .map(|(id, a)| (*id, a.last_ms.load(Ordering::Relaxed)))
-                .filter(|(_, last)| now.saturating_sub(*last) >= EVICTABLE_AFTER.as_millis() as u64)
-                .min_by_key(|(_, last)| *last)?;
-            let evicted = held.remove(&quietest.0)?;
-            evicted.evict.notify_one();
+            return None;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let activity = Arc::new(Activity {
             last_ms: AtomicU64::new(self.now_ms()),
             evict: Notify::new(),
+            evicting: Default::default(),
+            closed: Notify::new(),
             evictable,
         });
         held.insert(id, activity.clone());
@@ -127,6 +134,28 @@ impl Slots {
             id,
             activity,
         })
+    }
+
+    /// At the cap, tell the longest-quiet evictable connection to close:
+    /// `Some(None)` when there is room, `Some(Some(it))` when one was told,
+    /// `None` when none may be.
+    fn evict_if_full(&self) -> Option<Option<Arc<Activity>>> {
+        let held = self.held.lock().unwrap();
+        if held.len() < self.cap {
+            return Some(None);
+        }
+        let now = self.now_ms();
+        let quietest = held
+            .values()
+            .filter(|a| a.evictable && !a.evicting.load(Ordering::Relaxed))
+            .map(|a| (a, a.last_ms.load(Ordering::Relaxed)))
+            .filter(|(_, last)| now.saturating_sub(*last) >= EVICTABLE_AFTER.as_millis() as u64)
+            .min_by_key(|(_, last)| *last)?
+            .0
+            .clone();
+        quietest.evicting.store(true, Ordering::Relaxed);
+        quietest.evict.notify_one();
+        Some(Some(quietest))
     }
 
     /// Connections open now.
@@ -297,7 +326,7 @@ pub(super) async fn serve<F>(
                 continue;
             }
         };
-        let Some(slot) = slots.take(true) else {
+        let Some(slot) = slots.take(true).await else {
             if last_refusal_logged.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
                 tracing::warn!(
                     "the web port holds {} connections, its limit, none of them idle: \
@@ -384,30 +413,40 @@ mod tests {
         })
     }
 
-    #[test]
-    fn at_the_cap_the_longest_quiet_connection_makes_room() {
+    #[tokio::test]
+    async fn at_the_cap_the_longest_quiet_connection_makes_room() {
         let slots = slots(2);
-        let a = slots.take(true).unwrap();
-        let b = slots.take(true).unwrap();
+        let a = slots.take(true).await.unwrap();
+        let b = slots.take(true).await.unwrap();
         // `a` was last active long ago, `b` just now.
         a.activity.last_ms.store(0, Ordering::Relaxed);
         b.activity.last_ms.store(slots.now_ms(), Ordering::Relaxed);
-        let c = slots.take(true).expect("a quiet connection makes room");
+        // `a` is told to go; its connection closes when it hears it.
+        let a_id = a.id;
+        let closing = tokio::spawn(async move {
+            a.evicted().await;
+            drop(a);
+        });
+        let c = slots
+            .take(true)
+            .await
+            .expect("a quiet connection makes room");
+        closing.await.unwrap();
         assert_eq!(slots.open(), 2);
-        assert!(!slots.held.lock().unwrap().contains_key(&a.id));
+        assert!(!slots.held.lock().unwrap().contains_key(&a_id));
         // Both left are active now: a fourth is refused.
         c.activity.last_ms.store(slots.now_ms(), Ordering::Relaxed);
-        assert!(slots.take(true).is_none());
+        assert!(slots.take(true).await.is_none());
         drop(b);
         assert_eq!(slots.open(), 1);
-        assert!(slots.take(true).is_some());
+        assert!(slots.take(true).await.is_some());
     }
 
-    #[test]
-    fn websocket_sessions_are_never_evicted() {
+    #[tokio::test]
+    async fn websocket_sessions_are_never_evicted() {
         let slots = slots(1);
-        let ws = slots.take(false).unwrap();
+        let ws = slots.take(false).await.unwrap();
         ws.activity.last_ms.store(0, Ordering::Relaxed);
-        assert!(slots.take(true).is_none());
+        assert!(slots.take(true).await.is_none());
     }
 }

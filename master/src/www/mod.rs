@@ -219,7 +219,7 @@ pub async fn serve(
                     if let Err(why) = same_site(&shared, true, &headers) {
                         return Ok(refused("/ws", StatusCode::FORBIDDEN, &why));
                     }
-                    let Some(slot) = slots.take(false) else {
+                    let Some(slot) = slots.take(false).await else {
                         return Ok(refused(
                             "/ws",
                             StatusCode::SERVICE_UNAVAILABLE,
