@@ -399,7 +399,7 @@ fn idle_and_slow_clients_cannot_crowd_out_others(backend: &Backend) {
     });
     m.wait_connected("w1");
     let idle: Vec<_> = (0..400)
-        .map(|_| std::net::TcpStream::connect(&host_of(&m)).unwrap())
+        .map(|_| std::net::TcpStream::connect(host_of(&m)).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
     let build = m.wait_request_done(m.force(m.builderid("ok")), LONG);
