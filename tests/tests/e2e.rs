@@ -125,6 +125,17 @@ fn each_browser_gets_its_own_csrf_token(backend: &Backend) {
     assert!(set.unwrap().contains("; Secure"));
 }
 
+/// Force `builderid` with `reason`; the build request's id.
+fn force_with_reason(m: &TestMaster, builderid: i64, reason: &str) -> i64 {
+    let (status, answer) = m.rpc(
+        "/api/v2/forceschedulers/force",
+        "force",
+        json!({"builderid": builderid, "reason": reason}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    answer["result"][1][builderid.to_string()].as_i64().unwrap()
+}
+
 /// The master's resident memory now, and its peak since the last
 /// [`reset_peak_memory`], in KiB (`/proc/PID/status`).
 fn memory_kib(m: &TestMaster) -> (u64, u64) {
@@ -172,13 +183,7 @@ fn reads_of_huge_logs_and_texts_stay_small(backend: &Backend) {
     let ok = m.builderid("ok");
     let long_reason = format!("start{}end", "r".repeat(1_000_000 - 8));
     for _ in 0..8 {
-        let (status, answer) = m.rpc(
-            "/api/v2/forceschedulers/force",
-            "force",
-            json!({"builderid": ok, "reason": long_reason}),
-        );
-        assert_eq!(status, 200, "{answer}");
-        m.wait_request_done(answer["result"][1][ok.to_string()].as_i64().unwrap(), LONG);
+        m.wait_request_done(force_with_reason(&m, ok, &long_reason), LONG);
     }
 
     let (idle, _) = memory_kib(&m);
@@ -367,12 +372,7 @@ fn idle_and_slow_clients_cannot_crowd_out_others(backend: &Backend) {
     let ok = m.builderid("ok");
     let reason = "r".repeat(1_000_000);
     for _ in 0..6 {
-        let (status, answer) = m.rpc(
-            "/api/v2/forceschedulers/force",
-            "force",
-            json!({"builderid": ok, "reason": reason}),
-        );
-        assert_eq!(status, 200, "{answer}");
+        force_with_reason(&m, ok, &reason);
     }
     m.wait_for("the master to drop the slow /ws client", LONG, || {
         m.log().contains("too slow").then_some(())

@@ -396,7 +396,8 @@ end
 package.searchers[2] = function(name)
   local path, err = searchpath(name, package.path)
   if not path then return err end
-  local f, failed = loadfile(path, "t")
+  -- The global loadfile: the text-only one below, or the sandbox's.
+  local f, failed = _G.loadfile(path, "t")
   if not f then
     error(("error loading module '%s' from file '%s':\n\t%s"):format(name, path, failed), 2)
   end
@@ -420,7 +421,8 @@ fn sandbox(lua: &Lua, dir: &Path) -> mlua::Result<()> {
 }
 
 const SANDBOX: &str = r#"
-local inside, loadfile, searchpath = __moonbot_inside, loadfile, package.searchpath
+-- require's Lua searcher loads through the global loadfile, confined here.
+local inside, loadfile = __moonbot_inside, loadfile
 __moonbot_inside = nil
 os, io, debug = nil, nil, nil
 package.loaded.os, package.loaded.io, package.loaded.debug = nil, nil, nil
@@ -436,16 +438,6 @@ function _G.dofile(file)
   confined(file)
   local f = assert(loadfile(file, "t"))
   return f()
-end
-package.searchers[2] = function(name)
-  local path, err = searchpath(name, package.path)
-  if not path then return err end
-  confined(path)
-  local f, failed = loadfile(path, "t")
-  if not f then
-    error(("error loading module '%s' from file '%s':\n\t%s"):format(name, path, failed), 2)
-  end
-  return f, path
 end
 "#;
 
