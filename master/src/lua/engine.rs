@@ -387,8 +387,10 @@ fn setup(lua: &Lua, dir: &Path) -> mlua::Result<()> {
 /// Lua files all load text; `io` and `os` stay, as master.lua is trusted.
 const TEXT_CHUNKS_ONLY: &str = r#"
 local load, loadfile, searchpath = load, loadfile, package.searchpath
-function _G.load(chunk, name, _, env) return load(chunk, name, "t", env) end
-function _G.loadfile(file, _, env) return loadfile(file, "t", env) end
+-- `...` is the environment when one is given: a nil passed on would become
+-- the chunk's _ENV.
+function _G.load(chunk, name, _, ...) return load(chunk, name, "t", ...) end
+function _G.loadfile(file, _, ...) return loadfile(file, "t", ...) end
 function _G.dofile(file)
   local f = assert(loadfile(file, "t"))
   return f()
@@ -433,7 +435,7 @@ local function confined(file)
     error(("checkconfig --sandbox: '%s' is outside the master directory"):format(tostring(file)), 3)
   end
 end
-function _G.loadfile(file, mode, env) confined(file); return loadfile(file, mode, env) end
+function _G.loadfile(file, mode, ...) confined(file); return loadfile(file, mode, ...) end
 function _G.dofile(file)
   confined(file)
   local f = assert(loadfile(file, "t"))
@@ -679,11 +681,23 @@ mod tests {
         );
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("evil.lua"), "return {}").unwrap();
-        // Modules beside master.lua still load.
-        let dir = master_dir("local h = require 'helper' return { title = 'x' .. h.n }");
-        std::fs::write(dir.path().join("helper.lua"), "return { n = 7 }").unwrap();
-        let (_, raw) = LuaGeneration::load_with(dir.path(), sandboxed).unwrap();
-        assert!(format!("{raw:?}").contains("x7"), "{raw:?}");
+        // Modules and files beside master.lua still load, with the globals.
+        let dir = master_dir("");
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            format!(
+                "local h = require 'helper' local f = loadfile('{}/more.lua') \
+                 return {{ title = 'x' .. h.n .. f() }}",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("helper.lua"), "return { n = tostring(7) }").unwrap();
+        std::fs::write(dir.path().join("more.lua"), "return string.rep('y', 2)").unwrap();
+        for limits in [sandboxed, SMALL] {
+            let (_, raw) = LuaGeneration::load_with(dir.path(), limits).unwrap();
+            assert!(format!("{raw:?}").contains("x7yy"), "{raw:?}");
+        }
         // A symlink out of the directory is outside too.
         let dir = master_dir("return require 'linked'");
         std::os::unix::fs::symlink(
