@@ -99,11 +99,57 @@ enum Command {
         /// Who the token acts as (shown as the owner of what it forces).
         name: String,
     },
+    /// Report a change to a master, as Buildbot's `sendchange` does: FILES are
+    /// the files it touched. Sent through the master's API (JSON-RPC `add` on
+    /// /api/v2/changes), with an API token when master.lua has `auth`.
+    Sendchange(Box<SendchangeArgs>),
     /// Create (if needed) and run a master with a local worker, and force the sample builds.
     Quickstart {
         #[arg(default_value = "moonbot-quickstart")]
         dir: PathBuf,
     },
+}
+
+/// `moonbot sendchange`'s flags, Buildbot's names and short forms.
+#[derive(clap::Args, Debug)]
+struct SendchangeArgs {
+    /// The master's web address: `http://HOST:PORT` or `HOST:PORT`.
+    #[arg(long, short = 'm')]
+    master: String,
+    /// The change's author.
+    #[arg(long, short = 'W')]
+    who: String,
+    #[arg(long, short = 'R', default_value = "")]
+    repository: String,
+    #[arg(long, short = 'P', default_value = "")]
+    project: String,
+    #[arg(long, short = 'b')]
+    branch: Option<String>,
+    #[arg(long, short = 'C')]
+    category: Option<String>,
+    #[arg(long, short = 'r')]
+    revision: Option<String>,
+    /// A property of the change (repeatable).
+    #[arg(long, short = 'p', value_name = "NAME:VALUE")]
+    property: Vec<String>,
+    /// The commit message.
+    #[arg(long, short = 'c', default_value = "")]
+    comments: String,
+    /// Read the commit message from this file (`-`: standard input).
+    #[arg(long, short = 'F', conflicts_with = "comments")]
+    logfile: Option<PathBuf>,
+    /// When the change was made, in seconds since 1970 (default: now).
+    #[arg(long, short = 'w')]
+    when: Option<f64>,
+    /// A link to the change in a repository browser.
+    #[arg(long, short = 'l')]
+    revlink: Option<String>,
+    #[arg(long, default_value = "")]
+    codebase: String,
+    /// The API token to send (default: $MOONBOT_API_TOKEN).
+    #[arg(long)]
+    token: Option<String>,
+    files: Vec<String>,
 }
 
 fn main() {
@@ -229,6 +275,7 @@ fn run(command: Command) -> anyhow::Result<i32> {
             }
         },
         Command::Quickstart { dir } => quickstart(&dir),
+        Command::Sendchange(args) => sendchange(*args),
     }
 }
 
@@ -483,9 +530,77 @@ fn call_config_api(
         });
     }
     let url = format!("http://{www}/api/v2/config");
-    let request = serde_json::json!({"jsonrpc": "2.0", "method": method, "id": 1});
-    let mut call = ureq::post(&url).timeout(Duration::from_secs(300));
-    if let Some(token) = cli_token(dir, token) {
+    call_api(&url, method, serde_json::json!({}), cli_token(dir, token))
+}
+
+/// Send one change to the master's API; prints its id.
+fn sendchange(args: SendchangeArgs) -> anyhow::Result<i32> {
+    let SendchangeArgs {
+        master,
+        who,
+        repository,
+        project,
+        branch,
+        category,
+        revision,
+        property,
+        comments,
+        logfile,
+        when,
+        revlink,
+        codebase,
+        token,
+        files,
+    } = args;
+    let comments = match logfile {
+        None => comments,
+        Some(path) if path.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+            text
+        }
+        Some(path) => std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+    };
+    let mut properties = serde_json::Map::new();
+    for p in property {
+        let Some((name, value)) = p.split_once(':') else {
+            bail!("--property '{p}' must be NAME:VALUE");
+        };
+        properties.insert(name.to_string(), value.into());
+    }
+    let params = serde_json::json!({
+        "author": who, "repository": repository, "project": project,
+        "branch": branch, "category": category, "revision": revision,
+        "properties": properties, "comments": comments, "when_timestamp": when,
+        "revlink": revlink, "codebase": codebase, "files": files,
+    });
+    let master = master.trim_end_matches('/');
+    let base = if master.contains("://") {
+        master.to_string()
+    } else {
+        format!("http://{master}")
+    };
+    let token = token
+        .or_else(|| std::env::var("MOONBOT_API_TOKEN").ok())
+        .filter(|t| !t.trim().is_empty());
+    let changeid = call_api(&format!("{base}/api/v2/changes"), "add", params, token)?;
+    println!("change {changeid} added");
+    Ok(0)
+}
+
+/// One JSON-RPC call to the master's API; its result, or why it failed
+/// (the HTTP status and the master's reason).
+fn call_api(
+    url: &str,
+    method: &str,
+    params: serde_json::Value,
+    token: Option<String>,
+) -> anyhow::Result<serde_json::Value> {
+    let request =
+        serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
+    let mut call = ureq::post(url).timeout(Duration::from_secs(300));
+    if let Some(token) = token {
         call = call.set("authorization", &format!("Bearer {}", token.trim()));
     }
     let (status, reply): (u16, serde_json::Value) = match call.send_json(request) {

@@ -51,7 +51,265 @@ moonbot_tests::on_both_databases!(
     reads_of_huge_logs_and_texts_stay_small,
     idle_and_slow_clients_cannot_crowd_out_others,
     each_browser_gets_its_own_csrf_token,
+    changes_come_in_through_sendchange,
+    a_push_reports_each_new_commit_through_the_post_receive_hook,
 );
+
+/// `contrib/git-post-receive` in a real bare repository: each pushed commit
+/// becomes one change, oldest first; a new branch reports only its own
+/// commits, a tag its commit, a deleted branch nothing.
+fn a_push_reports_each_new_commit_through_the_post_receive_hook(backend: &Backend) {
+    let (m, _w) = TestMaster::started_with_worker(backend, CONFIG, "w1");
+    let tmp = m.tmp.path();
+    let bare = tmp.join("r.git");
+    let work = tmp.join("w");
+    let git = |dir: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "Tess")
+            .env("GIT_AUTHOR_EMAIL", "tess@example.org")
+            .env("GIT_COMMITTER_NAME", "Tess")
+            .env("GIT_COMMITTER_EMAIL", "tess@example.org")
+            .env("MOONBOT_MASTER", &m.www)
+            .env("MOONBOT_REPOSITORY", "https://example.org/r.git")
+            .env("MOONBOT", moonbot_tests::bin("moonbot"))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "git {args:?}: {text}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(
+        tmp,
+        &["init", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    let hook = bare.join("hooks/post-receive");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/git-post-receive"),
+        &hook,
+    )
+    .unwrap();
+    git(
+        tmp,
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    let commit = |file: &str, message: &str| {
+        let path = work.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, message).unwrap();
+        git(&work, &["add", file]);
+        git(&work, &["commit", "-q", "-m", message]);
+        git(&work, &["rev-parse", "HEAD"])
+    };
+    let changes = || -> Vec<Value> {
+        m.get("/api/v2/changes?order=changeid")["changes"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+
+    let first = commit("a.txt", "first");
+    let second = commit("dir/b.txt", "second\n\nwith a body");
+    git(&work, &["push", "-q", "origin", "main"]);
+    let seen = changes();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0]["revision"], first.as_str());
+    assert_eq!(seen[0]["files"], json!(["a.txt"]));
+    assert_eq!(seen[0]["comments"].as_str().unwrap().trim(), "first");
+    assert_eq!(seen[1]["revision"], second.as_str());
+    assert_eq!(seen[1]["files"], json!(["dir/b.txt"]));
+    assert_eq!(
+        seen[1]["comments"].as_str().unwrap().trim(),
+        "second\n\nwith a body"
+    );
+    assert_eq!(seen[1]["author"], "Tess <tess@example.org>");
+    assert_eq!(seen[1]["branch"], "main");
+    assert_eq!(seen[1]["repository"], "https://example.org/r.git");
+
+    // A new branch: only the commit main does not have.
+    git(&work, &["checkout", "-q", "-b", "feature"]);
+    let third = commit("c.txt", "third");
+    git(&work, &["push", "-q", "origin", "feature"]);
+    let seen = changes();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[2]["revision"], third.as_str());
+    assert_eq!(seen[2]["branch"], "feature");
+
+    // A deleted branch reports nothing; a tag reports its commit.
+    git(&work, &["push", "-q", "origin", ":feature"]);
+    assert_eq!(changes().len(), 3);
+    git(&work, &["tag", "v1", &first]);
+    git(&work, &["push", "-q", "origin", "v1"]);
+    let seen = changes();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen[3]["branch"], "v1");
+    assert_eq!(seen[3]["revision"], first.as_str());
+}
+
+/// Issue 14 (a first part): `moonbot sendchange` stores a change with its
+/// files, properties and source stamp, publishes `changes/N/new`, and the
+/// API shows it at Buildbot's paths.
+fn changes_come_in_through_sendchange(backend: &Backend) {
+    let (m, _w) = TestMaster::started_with_worker(backend, CONFIG, "w1");
+    let host = host_of(&m);
+    let (mut ws, _) = tungstenite::client(
+        format!("ws://{host}/ws"),
+        std::net::TcpStream::connect(&host).unwrap(),
+    )
+    .unwrap();
+    ws.send(tungstenite::Message::text(
+        r#"{"cmd":"startConsuming","path":"changes/*/*","_id":1}"#,
+    ))
+    .unwrap();
+    ws.read().unwrap();
+
+    let send = |revision: &str, comments: &str| {
+        let (code, out, err) = run(
+            "moonbot",
+            &[
+                "sendchange",
+                "--master",
+                &m.www,
+                "--who",
+                "Ann <ann@example.org>",
+                "-R",
+                "https://example.org/r.git",
+                "-P",
+                "proj",
+                "-b",
+                "main",
+                "-r",
+                revision,
+                "-C",
+                "nightly",
+                "-p",
+                "pr:7",
+                "-c",
+                comments,
+                "--when",
+                "1700000000",
+                "-l",
+                "https://example.org/c/1",
+                "--codebase",
+                "cb",
+                "src/a.c",
+                "docs/b.md",
+            ],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        out.trim()
+            .strip_prefix("change ")
+            .and_then(|rest| rest.strip_suffix(" added"))
+            .unwrap_or_else(|| panic!("{out}"))
+            .parse::<i64>()
+            .unwrap()
+    };
+    let first = send("abc123", "Fix the thing\n\nA longer body.");
+    let change = &m.get(&format!("/api/v2/changes/{first}"))["changes"][0];
+    assert_eq!(change["changeid"], first);
+    assert_eq!(change["author"], "Ann <ann@example.org>");
+    assert_eq!(change["comments"], "Fix the thing\n\nA longer body.");
+    assert_eq!(change["files"], json!(["src/a.c", "docs/b.md"]));
+    assert_eq!(change["properties"], json!({"pr": ["7", "Change"]}));
+    assert_eq!(change["revision"], "abc123");
+    assert_eq!(change["branch"], "main");
+    assert_eq!(change["category"], "nightly");
+    assert_eq!(change["when_timestamp"], 1_700_000_000.0);
+    assert_eq!(change["revlink"], "https://example.org/c/1");
+    assert_eq!(
+        (
+            &change["repository"],
+            &change["project"],
+            &change["codebase"]
+        ),
+        (
+            &json!("https://example.org/r.git"),
+            &json!("proj"),
+            &json!("cb")
+        )
+    );
+    let stamp = &change["sourcestamp"];
+    assert_eq!(stamp["revision"], "abc123");
+    assert_eq!(stamp["branch"], "main");
+    assert_eq!(stamp["codebase"], "cb");
+    let ssid = stamp["ssid"].as_i64().unwrap();
+
+    // The event carries the change as the API shows it.
+    let event: Value = serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(event["k"], format!("changes/{first}/new"));
+    assert_eq!(event["m"]["files"], change["files"]);
+
+    // The same revision again shares its source stamp; another has its own.
+    let again = send("abc123", "the same commit, reported twice");
+    let other = send("def456", "the next commit");
+    let of_stamp = m.get(&format!("/api/v2/sourcestamps/{ssid}/changes"));
+    let ids: Vec<i64> = of_stamp["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["changeid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [again, first], "newest first");
+    let stamps = m.get("/api/v2/sourcestamps");
+    assert_eq!(stamps["sourcestamps"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        m.get(&format!("/api/v2/sourcestamps/{ssid}"))["sourcestamps"][0]["ssid"],
+        ssid
+    );
+    let listed = m.get("/api/v2/changes?branch=main&order=-changeid");
+    assert_eq!(listed["changes"][0]["changeid"], other);
+    assert_eq!(
+        listed["changes"][0]["files"],
+        json!(["src/a.c", "docs/b.md"])
+    );
+    // No build has been made from them yet (there is no scheduler for changes).
+    assert_eq!(
+        m.get(&format!("/api/v2/changes/{first}/builds"))["builds"],
+        json!([])
+    );
+    let (status, _) = m.get_status("/api/v2/changes/999999/builds");
+    assert_eq!(status, 404);
+
+    // A change without an author, or with a field Buildbot does not have, is
+    // refused and stores nothing.
+    let before = m.get("/api/v2/changes")["changes"]
+        .as_array()
+        .unwrap()
+        .len();
+    for params in [
+        json!({"comments": "nobody"}),
+        json!({"author": "a", "colour": "red"}),
+    ] {
+        let (status, answer) = m.rpc("/api/v2/changes", "add", params);
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    }
+    assert_eq!(
+        m.get("/api/v2/changes")["changes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        before
+    );
+    // A forced build has no changes.
+    let build = m.wait_request_done(m.force(m.builderid("ok")), LONG);
+    let buildid = build["buildid"].as_i64().unwrap();
+    assert_eq!(
+        m.get(&format!("/api/v2/builds/{buildid}/changes"))["changes"],
+        json!([])
+    );
+}
 
 /// Issue 20, items 5 and 7: without `auth`, each browser gets a cookie of
 /// its own and a CSRF token that goes with it, so one visitor's token (or a

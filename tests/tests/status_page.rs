@@ -230,6 +230,34 @@ fn control_needs_a_user_a_role_and_a_csrf_token(backend: &Backend) {
     );
     assert_eq!(status, 415);
 
+    // `moonbot sendchange` needs a token too: refused without one (saying
+    // why), stored with the CI token.
+    let sendchange = |token: Option<&str>| {
+        let mut args = vec![
+            "sendchange",
+            "--master",
+            &m.www,
+            "--who",
+            "ann",
+            "-b",
+            "main",
+        ];
+        if let Some(t) = token {
+            args.extend(["--token", t]);
+        }
+        moonbot_tests::run("moonbot", &args)
+    };
+    let (code, out, err) = sendchange(None);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("HTTP 401") && err.contains("log in to sendchange"),
+        "{err}"
+    );
+    assert_eq!(m.get("/api/v2/changes")["changes"], json!([]));
+    let (code, out, err) = sendchange(Some(&s.ci_token));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(m.get("/api/v2/changes")["changes"][0]["author"], "ann");
+
     // People: a wrong password is refused; sessions need the CSRF token.
     assert_eq!(login(m, "ana", "wrong"), Err(401));
     assert_eq!(login(m, "nobody", ANA_PASSWORD), Err(401));

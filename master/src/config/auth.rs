@@ -19,7 +19,15 @@ pub struct AuthConfig {
 }
 
 /// The control actions rules can name.
-pub const ACTIONS: &[&str] = &["force", "stop", "rebuild", "cancel", "reload", "pause"];
+pub const ACTIONS: &[&str] = &[
+    "force",
+    "stop",
+    "rebuild",
+    "cancel",
+    "reload",
+    "pause",
+    "sendchange",
+];
 
 /// A person who logs in with a password.
 #[derive(Clone, PartialEq, Eq)]

@@ -1,12 +1,53 @@
 //! The `changes` collection (commits that change sources and hooks report)
 //! and the source stamps builds are made from, read for the API, the build
 //! page's "sources" and the console view.
+//!
+//! [`Data::add_change`] is the one way a change comes in (`moonbot
+//! sendchange` today; pollers and forge hooks next): the change, its files,
+//! its properties and its source stamp are stored in one transaction, and
+//! `changes/N/new` is published with the change as the API shows it.
 
 use super::query::{FieldKind, ListQuery, apply, cut_long_text, fetch_page, mark_cut};
 use super::{Data, DataError};
-use crate::db::entities::{buildset_sourcestamps, changes, sourcestamps};
-use sea_orm::{ColumnTrait, EntityTrait, Order, QueryFilter};
-use serde_json::{Value, json};
+use crate::db::entities::{
+    buildset_sourcestamps, change_files, change_properties, changes, sourcestamps,
+};
+use crate::mq::Topic;
+use crate::mq::topic::ChangeEvent;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, Order, QueryFilter, TransactionTrait};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+/// A change as a source reports it, before it is stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewChange {
+    pub author: String,
+    pub committer: Option<String>,
+    pub comments: String,
+    pub branch: Option<String>,
+    pub revision: Option<String>,
+    pub revlink: Option<String>,
+    /// When the change was made (seconds since 1970); now when not known.
+    pub when_timestamp: Option<f64>,
+    pub category: Option<String>,
+    pub repository: String,
+    pub codebase: String,
+    pub project: String,
+    pub files: Vec<String>,
+    /// Property values; stored with the source `Change`, as Buildbot does.
+    pub properties: BTreeMap<String, Value>,
+}
+
+/// Source stamps are shared: one row per (codebase, repository, branch,
+/// revision, project), found by this hash of them.
+fn sourcestamp_hash(c: &NewChange) -> String {
+    let key = json!([c.codebase, c.repository, c.branch, c.revision, c.project]);
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        key.to_string().as_bytes(),
+    ))
+}
 
 fn fields(name: &str) -> Option<FieldKind<changes::Column>> {
     use changes::Column as C;
@@ -20,6 +61,20 @@ fn fields(name: &str) -> Option<FieldKind<changes::Column>> {
         "codebase" => FieldKind::Text(C::Codebase),
         "when_timestamp" => FieldKind::Float(C::WhenTimestamp),
         "sourcestampid" => FieldKind::Int(C::Sourcestampid),
+        _ => return None,
+    })
+}
+
+fn sourcestamp_fields(name: &str) -> Option<FieldKind<sourcestamps::Column>> {
+    use sourcestamps::Column as C;
+    Some(match name {
+        "ssid" => FieldKind::Int(C::Id),
+        "branch" => FieldKind::Text(C::Branch),
+        "revision" => FieldKind::Text(C::Revision),
+        "repository" => FieldKind::Text(C::Repository),
+        "project" => FieldKind::Text(C::Project),
+        "codebase" => FieldKind::Text(C::Codebase),
+        "created_at" => FieldKind::Float(C::CreatedAt),
         _ => return None,
     })
 }
@@ -52,19 +107,161 @@ fn sourcestamp_json(s: &sourcestamps::Model) -> Value {
         "codebase": s.codebase,
         "project": s.project,
         "created_at": s.created_at,
+        "patch": null,
     })
 }
 
 impl Data {
-    /// Changes, newest first unless the query orders otherwise.
+    /// Changes, newest first unless the query orders otherwise, in
+    /// Buildbot's shape: with their `files`, `properties` and `sourcestamp`.
     pub async fn list_changes(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), DataError> {
         let select = apply(changes::Entity::find(), q, &fields)?;
         let select = cut_long_text(select, &[changes::Column::Comments], q);
         let (rows, total) =
             fetch_page(&self.db, select, q, (changes::Column::Id, Order::Desc)).await?;
-        let mut out: Vec<Value> = rows.iter().map(change_json).collect();
+        let mut out = self.changes_json(&rows).await?;
         mark_cut(&mut out, &["comments"], q);
         Ok((out, total))
+    }
+
+    /// Changes as the API shows them: the page's files, properties and
+    /// source stamps in three queries, not three per change.
+    async fn changes_json(&self, rows: &[changes::Model]) -> Result<Vec<Value>, DataError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let mut files: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
+        for f in change_files::Entity::find()
+            .filter(change_files::Column::Changeid.is_in(ids.clone()))
+            .all(&self.db)
+            .await?
+        {
+            files.entry(f.changeid).or_default().push(f.filename.into());
+        }
+        let mut properties: BTreeMap<i64, Map<String, Value>> = BTreeMap::new();
+        for p in change_properties::Entity::find()
+            .filter(change_properties::Column::Changeid.is_in(ids))
+            .all(&self.db)
+            .await?
+        {
+            let pair: Value = serde_json::from_str(&p.property_value).unwrap_or(Value::Null);
+            properties
+                .entry(p.changeid)
+                .or_default()
+                .insert(p.property_name, pair);
+        }
+        let ssids: Vec<i64> = rows.iter().filter_map(|r| r.sourcestampid).collect();
+        let stamps: BTreeMap<i64, Value> = sourcestamps::Entity::find()
+            .filter(sourcestamps::Column::Id.is_in(ssids))
+            .all(&self.db)
+            .await?
+            .iter()
+            .map(|s| (s.id, sourcestamp_json(s)))
+            .collect();
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let mut c = change_json(r);
+                c["files"] = Value::Array(files.remove(&r.id).unwrap_or_default());
+                c["properties"] = Value::Object(properties.remove(&r.id).unwrap_or_default());
+                c["sourcestamp"] = r
+                    .sourcestampid
+                    .and_then(|id| stamps.get(&id).cloned())
+                    .unwrap_or(Value::Null);
+                c
+            })
+            .collect())
+    }
+
+    /// Store a change with its files, properties and source stamp (found or
+    /// made), then publish `changes/N/new`; returns the change's id.
+    pub async fn add_change(&self, change: NewChange) -> Result<i64, DataError> {
+        let when = change.when_timestamp.unwrap_or_else(super::now);
+        let ss_hash = sourcestamp_hash(&change);
+        let txn = self.db.begin().await?;
+        sourcestamps::Entity::insert(sourcestamps::ActiveModel {
+            ss_hash: Set(ss_hash.clone()),
+            branch: Set(change.branch.clone()),
+            revision: Set(change.revision.clone()),
+            patchid: Set(None),
+            repository: Set(change.repository.clone()),
+            codebase: Set(change.codebase.clone()),
+            project: Set(change.project.clone()),
+            created_at: Set(super::now()),
+            ..Default::default()
+        })
+        .on_conflict(
+            OnConflict::column(sourcestamps::Column::SsHash)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        let ssid = sourcestamps::Entity::find()
+            .filter(sourcestamps::Column::SsHash.eq(ss_hash))
+            .one(&txn)
+            .await?
+            .map(|s| s.id);
+        let stored = changes::Entity::insert(changes::ActiveModel {
+            author: Set(change.author),
+            committer: Set(change.committer),
+            comments: Set(change.comments),
+            branch: Set(change.branch),
+            revision: Set(change.revision),
+            revlink: Set(change.revlink),
+            when_timestamp: Set(when),
+            category: Set(change.category),
+            repository: Set(change.repository),
+            codebase: Set(change.codebase),
+            project: Set(change.project),
+            sourcestampid: Set(ssid),
+            parent_changeid: Set(None),
+            ..Default::default()
+        })
+        .exec_with_returning(&txn)
+        .await?;
+        if !change.files.is_empty() {
+            change_files::Entity::insert_many(change.files.into_iter().map(|filename| {
+                change_files::ActiveModel {
+                    changeid: Set(stored.id),
+                    filename: Set(filename),
+                    ..Default::default()
+                }
+            }))
+            .exec(&txn)
+            .await?;
+        }
+        if !change.properties.is_empty() {
+            change_properties::Entity::insert_many(change.properties.into_iter().map(
+                |(name, value)| change_properties::ActiveModel {
+                    changeid: Set(stored.id),
+                    property_name: Set(name),
+                    property_value: Set(json!([value, "Change"]).to_string()),
+                    ..Default::default()
+                },
+            ))
+            .exec(&txn)
+            .await?;
+        }
+        txn.commit().await?;
+        let shown = self.changes_json(std::slice::from_ref(&stored)).await?;
+        self.bus.publish(
+            Topic::Change {
+                id: stored.id,
+                event: ChangeEvent::New,
+            },
+            shown.into_iter().next().unwrap_or(Value::Null),
+        );
+        Ok(stored.id)
+    }
+
+    /// Source stamps, newest first unless the query orders otherwise.
+    pub async fn list_sourcestamps(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), DataError> {
+        let select = apply(sourcestamps::Entity::find(), q, &sourcestamp_fields)?;
+        let (rows, total) =
+            fetch_page(&self.db, select, q, (sourcestamps::Column::Id, Order::Desc)).await?;
+        Ok((rows.iter().map(sourcestamp_json).collect(), total))
     }
 
     /// The source stamps a buildset builds.

@@ -15,6 +15,12 @@ pub enum Topic {
     Log { id: i64, event: LogEvent },
     Worker { id: i64, event: WorkerEvent },
     ConfigReload { id: i64, event: ConfigReloadEvent },
+    Change { id: i64, event: ChangeEvent },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeEvent {
+    New,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +85,7 @@ impl Topic {
             Topic::Log { .. } => "logs",
             Topic::Worker { .. } => "workers",
             Topic::ConfigReload { .. } => "config_reloads",
+            Topic::Change { .. } => "changes",
         }
     }
 
@@ -92,7 +99,8 @@ impl Topic {
             | Topic::Step { id, .. }
             | Topic::Log { id, .. }
             | Topic::Worker { id, .. }
-            | Topic::ConfigReload { id, .. } => id,
+            | Topic::ConfigReload { id, .. }
+            | Topic::Change { id, .. } => id,
         }
     }
 
@@ -132,6 +140,9 @@ impl Topic {
             },
             Topic::ConfigReload { event, .. } => match event {
                 ConfigReloadEvent::New => "new",
+            },
+            Topic::Change { event, .. } => match event {
+                ChangeEvent::New => "new",
             },
         }
     }
@@ -185,6 +196,13 @@ mod tests {
                     event: LogEvent::Append,
                 },
                 "logs/9/append",
+            ),
+            (
+                Topic::Change {
+                    id: 5,
+                    event: ChangeEvent::New,
+                },
+                "changes/5/new",
             ),
         ];
         for (topic, key) in cases {

@@ -10,6 +10,7 @@
 
 use super::auth::{self, Denied, Identity};
 use crate::data::DataError;
+use crate::data::changes::NewChange;
 use crate::data::query::ListQuery;
 use crate::reconfig::{self, Trigger};
 use crate::running_builds::StopKind;
@@ -31,12 +32,14 @@ pub(super) enum ActionKind {
     Reload,
     /// What a reload would change (`moonbot checkconfig --diff`); nothing is applied.
     Diff,
+    /// Report a change (`moonbot sendchange`).
+    SendChange,
 }
 
 impl ActionKind {
     /// Every kind.
     #[cfg(test)]
-    const ALL: [ActionKind; 8] = [
+    const ALL: [ActionKind; 9] = [
         ActionKind::Force,
         ActionKind::Stop,
         ActionKind::Rebuild,
@@ -45,6 +48,7 @@ impl ActionKind {
         ActionKind::Unpause,
         ActionKind::Reload,
         ActionKind::Diff,
+        ActionKind::SendChange,
     ];
 
     /// The name master.lua's `auth.rules` gives it (one of
@@ -58,6 +62,7 @@ impl ActionKind {
             ActionKind::Cancel => "cancel",
             ActionKind::Pause | ActionKind::Unpause => "pause",
             ActionKind::Reload | ActionKind::Diff => "reload",
+            ActionKind::SendChange => "sendchange",
         }
     }
 }
@@ -94,6 +99,10 @@ pub(super) enum Action {
     Reload,
     /// What a reload would change, or its errors; nothing applied or recorded.
     Diff,
+    /// Store a change a source reported.
+    SendChange {
+        change: NewChange,
+    },
 }
 
 impl Action {
@@ -107,6 +116,7 @@ impl Action {
             Action::Unpause { .. } => ActionKind::Unpause,
             Action::Reload => ActionKind::Reload,
             Action::Diff => ActionKind::Diff,
+            Action::SendChange { .. } => ActionKind::SendChange,
         }
     }
 }
@@ -159,6 +169,8 @@ pub(super) enum Outcome {
     Reloaded(Value),
     /// `{"success", "errors", "changes"}` of a dry run.
     Diff(Value),
+    /// The new change's id.
+    ChangeAdded(i64),
 }
 
 /// What a rebuild submitted.
@@ -240,6 +252,11 @@ pub(super) async fn perform(
                 }
             };
             Ok(Outcome::Diff(answer))
+        }
+        Action::SendChange { change } => {
+            let changeid = shared.data.add_change(change).await?;
+            tracing::info!(changeid, user = ?user, "change added");
+            Ok(Outcome::ChangeAdded(changeid))
         }
     }
 }

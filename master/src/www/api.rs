@@ -8,6 +8,7 @@ use super::Request;
 use super::actions::{self, Action, ActionError, ActionKind, Outcome};
 use super::auth;
 use crate::data::DataError;
+use crate::data::changes::NewChange;
 use crate::data::query::ListQuery;
 use crate::schedulers::force::{ForceError, ForceRequest};
 use crate::shared::Shared;
@@ -119,7 +120,7 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
     match rest {
         [] => Ok(json_reply(
             StatusCode::OK,
-            &json!({"api_version": 2, "collections": ["builders", "builds", "buildrequests", "buildsets", "changes", "steps", "logs", "workers", "forceschedulers", "masters", "config"]}),
+            &json!({"api_version": 2, "collections": ["builders", "builds", "buildrequests", "buildsets", "changes", "sourcestamps", "steps", "logs", "workers", "forceschedulers", "masters", "config"]}),
         )),
         ["builders"] => {
             let (items, total) = data.list_builders(&q, &running.builder_ids).await?;
@@ -143,6 +144,11 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             let q = q.with_eq("buildid", id(b, "build")?).whole();
             let (items, _) = data.list_builds(&q, with_props).await?;
             one("builds", items, &format!("build {b}"))
+        }
+        ["builds", b, "changes"] => {
+            let items = changes_of_build(shared, id(b, "build")?, q).await?;
+            let total = items.len() as u64;
+            Ok(envelope("changes", items, total))
         }
         ["builds", b, "properties"] => {
             let buildid = id(b, "build")?;
@@ -235,6 +241,11 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             let (items, _) = data.list_buildsets(&q).await?;
             one("buildsets", items, &format!("buildset {s}"))
         }
+        ["buildsets", s, "sourcestamps"] => {
+            let items = data.buildset_sourcestamps(id(s, "buildset")?).await?;
+            let total = items.len() as u64;
+            Ok(envelope("sourcestamps", items, total))
+        }
         ["forceschedulers"] => {
             let items = force_schedulers(&running);
             let total = items.len() as u64;
@@ -291,6 +302,37 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             let q = q.with_eq("changeid", id(c, "change")?).whole();
             let (items, _) = data.list_changes(&q).await?;
             one("changes", items, &format!("change {c}"))
+        }
+        ["changes", c, "builds"] => {
+            let whole = ListQuery::default().with_eq("changeid", id(c, "change")?);
+            let (found, _) = data.list_changes(&whole).await?;
+            let change = found
+                .first()
+                .ok_or_else(|| ApiError::not_found(format!("change {c}")))?;
+            let ssids: Vec<i64> = change["sourcestamp"]["ssid"].as_i64().into_iter().collect();
+            let bsids: Vec<i64> = data
+                .buildsets_of_sourcestamps(&ssids)
+                .await?
+                .into_iter()
+                .map(|(_, bsid)| bsid)
+                .collect();
+            let items = builds_of_buildsets(shared, bsids, q, with_props).await?;
+            let total = items.len() as u64;
+            Ok(envelope("builds", items, total))
+        }
+        ["sourcestamps"] => {
+            let (items, total) = data.list_sourcestamps(&q).await?;
+            Ok(envelope("sourcestamps", items, total))
+        }
+        ["sourcestamps", s] => {
+            let q = q.with_eq("ssid", id(s, "source stamp")?).whole();
+            let (items, _) = data.list_sourcestamps(&q).await?;
+            one("sourcestamps", items, &format!("source stamp {s}"))
+        }
+        ["sourcestamps", s, "changes"] => {
+            let q = q.with_eq("sourcestampid", id(s, "source stamp")?);
+            let (items, total) = data.list_changes(&q).await?;
+            Ok(envelope("changes", items, total))
         }
         ["janitor_passes"] => {
             let (items, total) = data.list_janitor_passes(&q).await?;
@@ -391,11 +433,13 @@ async fn control(
         (["config"], "diff") => ActionKind::Diff,
         (["workers", _], "pause") => ActionKind::Pause,
         (["workers", _], "unpause") => ActionKind::Unpause,
+        (["changes"], "add") => ActionKind::SendChange,
         (
             ["forceschedulers", _]
             | ["builds", _]
             | ["buildrequests", _]
             | ["workers", _]
+            | ["changes"]
             | ["config"],
             _,
         ) => {
@@ -404,6 +448,7 @@ async fn control(
                 "builds" => "'stop' and 'rebuild'",
                 "buildrequests" => "'cancel'",
                 "workers" => "'pause' and 'unpause'",
+                "changes" => "'add'",
                 _ => "'reload' and 'diff'",
             };
             return Ok(rpc_answer(
@@ -450,6 +495,9 @@ fn parse_action(
     let params = &call.params;
     let target = || target.ok_or_else(|| invalid_params("no id in the path"));
     Ok(match kind {
+        ActionKind::SendChange => Action::SendChange {
+            change: change_param(params)?,
+        },
         ActionKind::Force => {
             if !params.is_object() {
                 return Err(invalid_params("'params' must be an object"));
@@ -506,6 +554,7 @@ fn outcome_json(outcome: Outcome) -> Value {
         Outcome::Rebuilt(r) => json!([r.bsid, r.brid]),
         Outcome::Stopped | Outcome::Cancelled => Value::Null,
         Outcome::Worker(v) | Outcome::Reloaded(v) | Outcome::Diff(v) => v,
+        Outcome::ChangeAdded(changeid) => json!(changeid),
     }
 }
 
@@ -558,10 +607,154 @@ fn int_param(params: &Value, key: &str) -> Result<Option<i64>, RpcError> {
     }
 }
 
+/// A change as `moonbot sendchange` sends it: Buildbot's change fields
+/// (`author`, or `who` as its `sendchange` says; `files`, `comments`,
+/// `revision`, `when_timestamp`, `branch`, `category`, `revlink`,
+/// `properties`, `repository`, `project`, `codebase`).
+fn change_param(params: &Value) -> Result<NewChange, RpcError> {
+    let Value::Object(fields) = params else {
+        return Err(invalid_params("'params' must be an object"));
+    };
+    const KNOWN: &[&str] = &[
+        "author",
+        "who",
+        "committer",
+        "files",
+        "comments",
+        "revision",
+        "when_timestamp",
+        "branch",
+        "category",
+        "revlink",
+        "properties",
+        "repository",
+        "project",
+        "codebase",
+    ];
+    if let Some(unknown) = fields.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(invalid_params(format!(
+            "unknown change field '{unknown}' (known: {})",
+            KNOWN.join(", ")
+        )));
+    }
+    let text = |key: &str| -> Result<String, RpcError> {
+        let value = str_param(params, key)?.unwrap_or_default();
+        if value.contains('\0') {
+            return Err(invalid_params(format!("'{key}' contains a NUL character")));
+        }
+        Ok(value)
+    };
+    let optional = |key: &str| -> Result<Option<String>, RpcError> {
+        Ok(Some(text(key)?).filter(|v| !v.is_empty()))
+    };
+    let author = optional("author")?
+        .or(optional("who")?)
+        .filter(|a| !a.trim().is_empty())
+        .ok_or_else(|| invalid_params("a change needs its 'author' ('who')"))?;
+    let files = match params.get("files") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(files)) => files
+            .iter()
+            .map(|f| f.as_str().filter(|f| !f.contains('\0')).map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| invalid_params("'files' must be a list of strings"))?,
+        Some(_) => return Err(invalid_params("'files' must be a list of strings")),
+    };
+    let properties = match params.get("properties") {
+        None | Some(Value::Null) => Default::default(),
+        Some(Value::Object(p)) => p.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        Some(_) => return Err(invalid_params("'properties' must be an object")),
+    };
+    let when_timestamp = match params.get("when_timestamp") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_f64()
+                .filter(|t| t.is_finite() && *t >= 0.0)
+                .ok_or_else(|| invalid_params("'when_timestamp' must be seconds since 1970"))?,
+        ),
+    };
+    Ok(NewChange {
+        author,
+        committer: optional("committer")?,
+        comments: text("comments")?,
+        branch: optional("branch")?,
+        revision: optional("revision")?,
+        revlink: optional("revlink")?,
+        when_timestamp,
+        category: optional("category")?,
+        repository: text("repository")?,
+        codebase: text("codebase")?,
+        project: text("project")?,
+        files,
+        properties,
+    })
+}
+
 fn str_param(params: &Value, key: &str) -> Result<Option<String>, RpcError> {
     match params.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(invalid_params(format!("'{key}' must be a string"))),
     }
+}
+
+/// The builds of these buildsets' requests, under the request's query.
+async fn builds_of_buildsets(
+    shared: &Shared,
+    bsids: Vec<i64>,
+    q: ListQuery,
+    with_props: bool,
+) -> Result<Vec<Value>, ApiError> {
+    if bsids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let requests = ListQuery::default().with_any("buildsetid", bsids);
+    let (requests, _) = shared.data.list_buildrequests(&requests).await?;
+    let brids: Vec<i64> = requests
+        .iter()
+        .filter_map(|r| r["buildrequestid"].as_i64())
+        .collect();
+    if brids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(shared
+        .data
+        .list_builds(&q.with_any("buildrequestid", brids), with_props)
+        .await?
+        .0)
+}
+
+/// The changes a build builds: those of its buildset's source stamps.
+async fn changes_of_build(
+    shared: &Shared,
+    buildid: i64,
+    q: ListQuery,
+) -> Result<Vec<Value>, ApiError> {
+    let data = &shared.data;
+    let (builds, _) = data
+        .list_builds(&ListQuery::default().with_eq("buildid", buildid), false)
+        .await?;
+    let build = builds
+        .first()
+        .ok_or_else(|| ApiError::not_found(format!("build {buildid}")))?;
+    let brid = build["buildrequestid"].as_i64().unwrap_or(0);
+    let (requests, _) = data
+        .list_buildrequests(&ListQuery::default().with_eq("buildrequestid", brid))
+        .await?;
+    let Some(bsid) = requests.first().and_then(|r| r["buildsetid"].as_i64()) else {
+        return Ok(Vec::new());
+    };
+    let ssids: Vec<i64> = data
+        .buildset_sourcestamps(bsid)
+        .await?
+        .iter()
+        .filter_map(|s| s["ssid"].as_i64())
+        .collect();
+    if ssids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(data
+        .list_changes(&q.with_any("sourcestampid", ssids))
+        .await?
+        .0)
 }
