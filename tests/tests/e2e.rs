@@ -281,6 +281,47 @@ fn changes_come_in_through_sendchange(backend: &Backend) {
     let (status, _) = m.get_status("/api/v2/changes/999999/builds");
     assert_eq!(status, 404);
 
+    // The changes page lists them; a change's page shows it all, escaped,
+    // with its link only when it is a web address.
+    let (status, page) = m.get_status("/changes");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(&format!("href=\"/changes/{other}\"")),
+        "{page}"
+    );
+    assert!(page.contains("Ann &lt;ann@example.org&gt;"), "{page}");
+    let (status, page) = m.get_status(&format!("/changes/{first}"));
+    assert_eq!(status, 200);
+    for shown in [
+        "<li>src/a.c</li>",
+        "<li>docs/b.md</li>",
+        "Fix the thing\n\nA longer body.",
+        "<code>abc123</code>",
+        "<a href=\"https://example.org/c/1\" rel=\"noreferrer\">",
+        "<tr><th>pr</th><td>7</td><td>Change</td></tr>",
+        "No build has been made from this change.",
+    ] {
+        assert!(page.contains(shown), "{shown} in {page}");
+    }
+    let (_, answer) = m.rpc(
+        "/api/v2/changes",
+        "add",
+        json!({"author": "<b>x</b>", "comments": "<script>alert(1)</script>",
+               "revlink": "javascript:alert(1)"}),
+    );
+    let hostile = answer["result"].as_i64().unwrap();
+    let (_, page) = m.get_status(&format!("/changes/{hostile}"));
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    assert!(
+        page.contains("&lt;b&gt;x&lt;/b&gt;") && !page.contains("<b>x"),
+        "{page}"
+    );
+    assert!(!page.contains("href=\"javascript:"), "{page}");
+    assert_eq!(m.get_status("/changes/999999").0, 404);
+
     // A change without an author, or with a field Buildbot does not have, is
     // refused and stores nothing.
     let before = m.get("/api/v2/changes")["changes"]

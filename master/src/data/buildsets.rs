@@ -381,6 +381,37 @@ impl Data {
         ))
     }
 
+    /// The builds of these buildsets' requests (under `q`, which may page and
+    /// filter them), each with its buildset's id.
+    pub async fn builds_of_buildsets(
+        &self,
+        bsids: &[i64],
+        q: ListQuery,
+        with_properties: bool,
+    ) -> Result<Vec<(i64, Value)>, DataError> {
+        if bsids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let requests = ListQuery::default().with_any("buildsetid", bsids);
+        let (requests, _) = self.list_buildrequests(&requests).await?;
+        let bs_of: BTreeMap<i64, i64> = requests
+            .iter()
+            .filter_map(|r| Some((r["buildrequestid"].as_i64()?, r["buildsetid"].as_i64()?)))
+            .collect();
+        if bs_of.is_empty() {
+            return Ok(Vec::new());
+        }
+        let q = q.with_any("buildrequestid", bs_of.keys());
+        let (builds, _) = self.list_builds(&q, with_properties).await?;
+        Ok(builds
+            .into_iter()
+            .filter_map(|b| {
+                let bsid = *bs_of.get(&b["buildrequestid"].as_i64()?)?;
+                Some((bsid, b))
+            })
+            .collect())
+    }
+
     pub async fn list_buildsets(&self, q: &ListQuery) -> Result<(Vec<Value>, u64), DataError> {
         let select = apply(buildsets::Entity::find(), q, &buildset_fields)?;
         let select = cut_long_text(select, &[buildsets::Column::Reason], q);

@@ -316,7 +316,12 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
                 .into_iter()
                 .map(|(_, bsid)| bsid)
                 .collect();
-            let items = builds_of_buildsets(shared, bsids, q, with_props).await?;
+            let items: Vec<Value> = data
+                .builds_of_buildsets(&bsids, q, with_props)
+                .await?
+                .into_iter()
+                .map(|(_, build)| build)
+                .collect();
             let total = items.len() as u64;
             Ok(envelope("builds", items, total))
         }
@@ -696,32 +701,6 @@ fn str_param(params: &Value, key: &str) -> Result<Option<String>, RpcError> {
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(invalid_params(format!("'{key}' must be a string"))),
     }
-}
-
-/// The builds of these buildsets' requests, under the request's query.
-async fn builds_of_buildsets(
-    shared: &Shared,
-    bsids: Vec<i64>,
-    q: ListQuery,
-    with_props: bool,
-) -> Result<Vec<Value>, ApiError> {
-    if bsids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let requests = ListQuery::default().with_any("buildsetid", bsids);
-    let (requests, _) = shared.data.list_buildrequests(&requests).await?;
-    let brids: Vec<i64> = requests
-        .iter()
-        .filter_map(|r| r["buildrequestid"].as_i64())
-        .collect();
-    if brids.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(shared
-        .data
-        .list_builds(&q.with_any("buildrequestid", brids), with_props)
-        .await?
-        .0)
 }
 
 /// The changes a build builds: those of its buildset's source stamps.

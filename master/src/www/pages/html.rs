@@ -56,6 +56,7 @@ const NAV: &[(&str, &str)] = &[
     ("builders", "/builders"),
     ("waterfall", "/waterfall"),
     ("console", "/console"),
+    ("changes", "/changes"),
     ("grid", "/grid"),
     ("workers", "/workers"),
 ];

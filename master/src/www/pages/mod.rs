@@ -9,6 +9,7 @@
 mod badge;
 mod build;
 mod builders;
+mod changes;
 mod forms;
 mod home;
 mod html;
@@ -220,6 +221,8 @@ async fn route(ctx: &Ctx<'_>) -> PageResult {
         ["workers", w] => workers::worker(ctx, id(w, "worker")?).await,
         ["waterfall"] => views::waterfall(ctx).await,
         ["console"] => views::console(ctx).await,
+        ["changes"] => changes::list(ctx).await,
+        ["changes", c] => changes::change(ctx, id(c, "change")?).await,
         ["grid"] => views::grid(ctx).await,
         ["janitor"] => janitor::page(ctx).await,
         ["badges", file] => badge::badge(ctx, file).await,

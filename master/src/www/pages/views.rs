@@ -54,32 +54,12 @@ async fn builds_of_buildsets(
     bsids: &[i64],
 ) -> Result<BTreeMap<i64, Vec<Value>>, DataError> {
     let mut out: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
-    if bsids.is_empty() {
-        return Ok(out);
-    }
-    let (requests, _) = shared
+    for (bsid, build) in shared
         .data
-        .list_buildrequests(&ListQuery::default().with_any("buildsetid", bsids))
-        .await?;
-    let bs_of: BTreeMap<i64, i64> = requests
-        .iter()
-        .filter_map(|r| Some((r["buildrequestid"].as_i64()?, r["buildsetid"].as_i64()?)))
-        .collect();
-    if bs_of.is_empty() {
-        return Ok(out);
-    }
-    let brids: Vec<i64> = bs_of.keys().copied().collect();
-    let (builds, _) = shared
-        .data
-        .list_builds(
-            &ListQuery::default().with_any("buildrequestid", brids),
-            false,
-        )
-        .await?;
-    for b in builds {
-        if let Some(bsid) = b["buildrequestid"].as_i64().and_then(|r| bs_of.get(&r)) {
-            out.entry(*bsid).or_default().push(b);
-        }
+        .builds_of_buildsets(bsids, ListQuery::default(), false)
+        .await?
+    {
+        out.entry(bsid).or_default().push(build);
     }
     Ok(out)
 }
@@ -181,7 +161,8 @@ pub(super) async fn console(ctx: &Ctx<'_>) -> PageResult {
         let short: String = revision.chars().take(10).collect();
         let subject = text(c, "comments").lines().next().unwrap_or("");
         rows.push_str(&format!(
-            "<tr><td class=\"change\"><code title=\"{}\">{}</code> {} <span class=\"author\">{}</span> {}</td>{}</tr>\n",
+            "<tr><td class=\"change\"><a href=\"/changes/{}\"><code title=\"{}\">{}</code></a> {} <span class=\"author\">{}</span> {}</td>{}</tr>\n",
+            c["changeid"],
             esc(revision),
             esc(&short),
             esc(subject),
