@@ -7,6 +7,7 @@
 //! only way state is read or written (and publishes on [`mq`]), [`www`] serves
 //! the API, [`pki`] is the CA.
 
+pub mod changes;
 pub mod config;
 pub mod credentials;
 pub mod data;

@@ -15,6 +15,7 @@ mod m20261201_000004_janitor;
 mod m20261201_000005_history_indexes;
 mod m20261204_000006_builder_builds_index;
 mod m20261204_000007_revoked_sessions;
+mod m20261205_000008_change_hook_deliveries;
 
 /// All migrations, oldest first. Append new ones; never edit one that has shipped.
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000005_history_indexes::Migration),
             Box::new(m20261204_000006_builder_builds_index::Migration),
             Box::new(m20261204_000007_revoked_sessions::Migration),
+            Box::new(m20261205_000008_change_hook_deliveries::Migration),
         ]
     }
 }

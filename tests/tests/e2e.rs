@@ -53,7 +53,188 @@ moonbot_tests::on_both_databases!(
     each_browser_gets_its_own_csrf_token,
     changes_come_in_through_sendchange,
     a_push_reports_each_new_commit_through_the_post_receive_hook,
+    github_deliveries_become_changes_once_and_only_when_signed,
 );
+
+const HOOK_SECRET: &str = "it's a s3cret";
+
+/// A GitHub webhook body from `tests/fixtures/webhooks/github/`.
+fn github_case(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/webhooks/github")
+            .join(format!("{name}.json")),
+    )
+    .unwrap()
+}
+
+/// POST a delivery as GitHub sends it; (status, answer).
+fn deliver(
+    m: &TestMaster,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    signature: Option<String>,
+    content_type: &str,
+) -> (u16, Value) {
+    let mut req = ureq::post(&format!("{}/change_hook/github", m.www))
+        .set("content-type", content_type)
+        .set("x-github-event", event)
+        .set("x-github-delivery", delivery)
+        .set("user-agent", "GitHub-Hookshot/test");
+    if let Some(sig) = signature {
+        req = req.set("x-hub-signature-256", &sig);
+    }
+    match req.send_bytes(body) {
+        Ok(r) => (r.status(), r.into_json().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or(Value::Null)),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn sign(body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, HOOK_SECRET.as_bytes());
+    format!("sha256={}", hex::encode(ring::hmac::sign(&key, body)))
+}
+
+/// Issue 14, GitHub's hook: signed deliveries of GitHub's own example bodies
+/// become changes; unsigned, badly signed, malformed and oversized ones are
+/// refused and store nothing; a redelivery (even after a restart) makes no
+/// second change; the secret shows nowhere.
+fn github_deliveries_become_changes_once_and_only_when_signed(backend: &Backend) {
+    let config = CONFIG.replace(
+        r#"www = { port = 0, bind = "127.0.0.1" }"#,
+        &format!(
+            r#"www = {{ port = 0, bind = "127.0.0.1",
+                change_hooks = {{ github = {{ secret = "{HOOK_SECRET}", strict = true }} }} }}"#
+        ),
+    );
+    assert_ne!(config, CONFIG);
+    let (mut m, _w) = TestMaster::started_with_worker(backend, &config, "w1");
+    let count = |m: &TestMaster| {
+        m.get("/api/v2/changes")["changes"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let json = "application/json";
+
+    let push = github_case("push-4");
+    let (status, answer) = deliver(&m, "push", "d-1", &push, Some(sign(&push)), json);
+    assert_eq!(status, 200, "{answer}");
+    let id = answer["changes"][0].as_i64().unwrap();
+    let change = &m.get(&format!("/api/v2/changes/{id}"))["changes"][0];
+    assert_eq!(change["branch"], "master");
+    assert_eq!(
+        change["revision"],
+        "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
+    );
+    assert_eq!(change["files"], json!(["README.md"]));
+    assert_eq!(
+        change["repository"],
+        "https://github.com/Codertocat/Hello-World"
+    );
+    assert_eq!(change["project"], "Codertocat/Hello-World");
+
+    // The same delivery again: answered, nothing made.
+    let (status, answer) = deliver(&m, "push", "d-1", &push, Some(sign(&push)), json);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["changes"], json!([]));
+    assert_eq!(count(&m), 1);
+
+    // Refusals store nothing.
+    let refusals: [(&str, Vec<u8>, Option<String>, u16); 4] = [
+        ("unsigned", push.clone(), None, 403),
+        (
+            "badly signed",
+            push.clone(),
+            Some(sign(b"another body")),
+            403,
+        ),
+        ("not hex", push.clone(), Some("sha256=zz".into()), 403),
+        (
+            "malformed",
+            b"{not json".to_vec(),
+            Some(sign(b"{not json")),
+            400,
+        ),
+    ];
+    for (what, body, signature, expected) in refusals {
+        let (status, answer) = deliver(&m, "push", what, &body, signature, json);
+        assert_eq!(status, expected, "{what}: {answer}");
+        assert!(answer["error"].is_string(), "{what}: {answer}");
+    }
+    // An oversized one is answered from its headers (the raw socket reads the
+    // answer without sending the body, as a client that waits would).
+    let oversized = {
+        use std::io::{Read, Write};
+        let host = host_of(&m);
+        let mut socket = std::net::TcpStream::connect(&host).unwrap();
+        write!(
+            socket,
+            "POST /change_hook/github HTTP/1.1\r\nHost: {host}\r\nX-GitHub-Event: push\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            2 << 20
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = socket.read_to_string(&mut answer);
+        answer
+    };
+    assert!(oversized.starts_with("HTTP/1.1 413"), "{oversized}");
+    assert_eq!(count(&m), 1);
+
+    // A pull request: a change on its own ref, with its properties.
+    let pr = github_case("pull_request-0");
+    let (status, answer) = deliver(&m, "pull_request", "d-2", &pr, Some(sign(&pr)), json);
+    assert_eq!(status, 200, "{answer}");
+    let id = answer["changes"][0].as_i64().unwrap();
+    let change = &m.get(&format!("/api/v2/changes/{id}"))["changes"][0];
+    assert_eq!(change["branch"], "refs/pull/2/head");
+    assert_eq!(change["properties"]["github.number"], json!([2, "Change"]));
+
+    // A form-encoded delivery (GitHub's other content type): the tag.
+    let tag = github_case("push-0");
+    let form =
+        serde_urlencoded::to_string([("payload", std::str::from_utf8(&tag).unwrap())]).unwrap();
+    let (status, answer) = deliver(
+        &m,
+        "push",
+        "d-3",
+        form.as_bytes(),
+        Some(sign(form.as_bytes())),
+        "application/x-www-form-urlencoded",
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["changes"].as_array().unwrap().len(), 1, "{answer}");
+
+    // Ping and events that make no change: 200, nothing stored, one log line.
+    let ping = github_case("ping-0");
+    let (status, _) = deliver(&m, "ping", "d-4", &ping, Some(sign(&ping)), json);
+    assert_eq!(status, 200);
+    let (status, answer) = deliver(&m, "issues", "d-5", b"{}", Some(sign(b"{}")), json);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(count(&m), 3);
+    m.wait_for("the ignored event in the log", LONG, || {
+        m.log()
+            .contains("the 'issues' event makes no change")
+            .then_some(())
+    });
+    // Only configured dialects answer.
+    let (status, _) = m.get_status("/change_hook/gitlab");
+    assert_eq!(status, 404);
+
+    // A redelivery after a restart still makes nothing.
+    m.stop(false);
+    m.pin_quic_port(&config);
+    m.start();
+    let (status, answer) = deliver(&m, "push", "d-1", &push, Some(sign(&push)), json);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(count(&m), 3);
+    // The secret shows in no log line and no API answer.
+    assert!(!m.log().contains(HOOK_SECRET));
+    assert!(!m.get("/api/v2/config").to_string().contains(HOOK_SECRET));
+}
 
 /// `contrib/git-post-receive` in a real bare repository: each pushed commit
 /// becomes one change, oldest first; a new branch reports only its own

@@ -161,6 +161,45 @@ mod tests {
         }
     }
 
+    fn www_errors_of(www: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("master.lua"),
+            format!("return {{ www = {www} }}"),
+        )
+        .unwrap();
+        let (_lua, raw): (LuaGeneration, RawValue) = LuaGeneration::load(dir.path()).unwrap();
+        match super::compile(&raw) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|e| e.message).collect(),
+        }
+    }
+
+    #[test]
+    fn change_hooks_are_checked() {
+        assert!(
+            www_errors_of(r#"{ change_hooks = { github = { secret = "s", strict = true } } }"#)
+                .is_empty()
+        );
+        assert!(www_errors_of(r#"{ change_hooks = { github = {} } }"#).is_empty());
+        let unknown = www_errors_of(r#"{ change_hooks = { gitlub = {} } }"#);
+        assert!(
+            unknown
+                .iter()
+                .any(|e| e.contains("unknown dialect 'gitlub' (known: github)")),
+            "{unknown:?}"
+        );
+        let strict = www_errors_of(r#"{ change_hooks = { github = { strict = true } } }"#);
+        assert!(
+            strict
+                .iter()
+                .any(|e| e.contains("strict = true needs a secret")),
+            "{strict:?}"
+        );
+        let field = www_errors_of(r#"{ change_hooks = { github = { secrets = "s" } } }"#);
+        assert!(field.iter().any(|e| e.contains("secrets")), "{field:?}");
+    }
+
     #[test]
     fn auth_sections_are_checked() {
         let hash = crate::credentials::hash_password("pw");

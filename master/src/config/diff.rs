@@ -119,6 +119,9 @@ pub fn diff(old: Option<&MasterConfig>, new: &MasterConfig) -> ConfigDiff {
     if old.title_url != new.title_url {
         settings.push("title_url".to_string());
     }
+    if old.www.change_hooks != new.www.change_hooks {
+        settings.push("www.change_hooks".to_string());
+    }
     if old.buildbot_url != new.buildbot_url {
         settings.push("buildbot_url".to_string());
     }
@@ -160,7 +163,7 @@ pub fn fixed_setting_errors(old: &MasterConfig, new: &MasterConfig) -> Vec<Confi
     refuse("db.url", old.db != new.db);
     refuse(
         "www.bind/www.port/www.hosts/www.max_connections/www.idle_timeout",
-        old.www != new.www,
+        old.www.listener() != new.www.listener(),
     );
     refuse(
         "protocols.quic.bind/port",

@@ -22,7 +22,9 @@ pub use auth::{ACTIONS, AuthConfig, TokenConfig, UserConfig};
 pub use builders::{BuilderConfig, StepConfig, StepFlags};
 pub use janitor::JanitorConfig;
 pub use schedulers::SchedulerConfig;
-pub use settings::{DbConfig, QuicConfig, ReconfigConfig, WwwConfig};
+pub use settings::{
+    ChangeHookConfig, DbConfig, HOOK_DIALECTS, HookSettings, QuicConfig, ReconfigConfig, WwwConfig,
+};
 use std::path::Path;
 use std::sync::Arc;
 pub use workers::{DEFAULT_MISSING_TIMEOUT_S, DEFAULT_RECONNECT_GRACE_S, WorkerConfig};

@@ -6,6 +6,7 @@
 use super::FILE;
 use crate::lua::{ConfigError, Fields, RawKey, RawValue};
 use moonbot_worker::protocol::DEFAULT_PORT;
+use std::collections::BTreeMap;
 
 /// The HTTP server (REST API and pages).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,40 @@ pub struct WwwConfig {
     /// Seconds a connection may take to send a request's headers, counted from
     /// its opening or its last answer (`www.idle_timeout`).
     pub idle_timeout_s: u64,
+    /// The forge webhooks that answer at `/change_hook/DIALECT`
+    /// (`www.change_hooks`, Buildbot's `change_hook_dialects`); only these do.
+    /// They may change while the master runs.
+    pub change_hooks: BTreeMap<String, ChangeHookConfig>,
+}
+
+/// Settings every hook dialect takes from `www.change_hooks.NAME`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HookSettings {
+    /// The changes' codebase (default: empty).
+    pub codebase: String,
+    /// The changes' project (default: the forge's repository name).
+    pub project: Option<String>,
+}
+
+/// Dialects of `www.change_hooks` moonbot reads.
+pub const HOOK_DIALECTS: &[&str] = &["github"];
+
+/// One forge webhook's settings.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct ChangeHookConfig {
+    /// The shared secret the forge signs each delivery with; when set, an
+    /// unsigned or badly signed delivery is refused (403). Never shown.
+    pub secret: Option<String>,
+    pub settings: HookSettings,
+}
+
+impl std::fmt::Debug for ChangeHookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeHookConfig")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("settings", &self.settings)
+            .finish()
+    }
 }
 
 /// `www.max_connections` unless set: far more than people and scripts need,
@@ -34,6 +69,18 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
 pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 30;
 
 impl WwwConfig {
+    /// What the web port is bound and limited by: a change to any of it
+    /// needs a restart (the hooks do not).
+    pub fn listener(&self) -> (&str, u16, &[String], usize, u64) {
+        (
+            &self.bind,
+            self.port,
+            &self.hosts,
+            self.max_connections,
+            self.idle_timeout_s,
+        )
+    }
+
     /// Whether a request's `Host` (name or address, port ignored) is one this
     /// master serves: a loopback name or address, the bind address, or one of
     /// `hosts`. A master bound to a non-loopback address with no `hosts`
@@ -132,6 +179,7 @@ pub(super) fn compile_www(
     let idle_timeout_s = f
         .duration_s("idle_timeout")
         .unwrap_or(DEFAULT_IDLE_TIMEOUT_S);
+    let change_hooks = compile_change_hooks(f.get("change_hooks"), errors);
     f.finish(errors);
     Some(WwwConfig {
         bind,
@@ -139,7 +187,55 @@ pub(super) fn compile_www(
         hosts,
         max_connections,
         idle_timeout_s,
+        change_hooks,
     })
+}
+
+/// `www.change_hooks = { github = { secret = "…", strict = true, codebase, project } }`.
+fn compile_change_hooks(
+    raw: Option<&RawValue>,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, ChangeHookConfig> {
+    let mut hooks = BTreeMap::new();
+    let Some(entries) = plain_section(raw, "www.change_hooks", errors) else {
+        return hooks;
+    };
+    for (key, value) in entries {
+        let dialect = match key {
+            RawKey::Str(s) => s.as_str(),
+            RawKey::Int(_) => "(a number)",
+        };
+        if !HOOK_DIALECTS.contains(&dialect) {
+            errors.push(ConfigError::whole_file(format!(
+                "www.change_hooks: unknown dialect '{dialect}' (known: {})",
+                HOOK_DIALECTS.join(", ")
+            )));
+            continue;
+        }
+        let what = format!("www.change_hooks.{dialect}");
+        let Some(fields) = plain_section(Some(value), &what, errors) else {
+            continue;
+        };
+        let mut f = Fields::new(what.clone(), FILE.to_string(), fields);
+        let secret = f.string("secret").filter(|s| !s.is_empty());
+        let strict = f.boolean("strict", false);
+        let codebase = f.string("codebase").unwrap_or_default();
+        let project = f.string("project");
+        if strict && secret.is_none() {
+            f.error(format!(
+                "{what}: strict = true needs a secret (the one set in the forge's webhook)"
+            ));
+        }
+        f.finish(errors);
+        hooks.insert(
+            dialect.to_string(),
+            ChangeHookConfig {
+                secret,
+                settings: HookSettings { codebase, project },
+            },
+        );
+    }
+    hooks
 }
 
 pub(super) fn compile_quic(
@@ -199,6 +295,7 @@ mod tests {
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout_s: DEFAULT_IDLE_TIMEOUT_S,
+            change_hooks: BTreeMap::new(),
         }
     }
 

@@ -10,7 +10,8 @@
 use super::query::{FieldKind, ListQuery, apply, cut_long_text, fetch_page, mark_cut};
 use super::{Data, DataError};
 use crate::db::entities::{
-    buildset_sourcestamps, change_files, change_properties, changes, sourcestamps,
+    buildset_sourcestamps, change_files, change_hook_deliveries, change_properties, changes,
+    sourcestamps,
 };
 use crate::mq::Topic;
 use crate::mq::topic::ChangeEvent;
@@ -254,6 +255,46 @@ impl Data {
             shown.into_iter().next().unwrap_or(Value::Null),
         );
         Ok(stored.id)
+    }
+
+    /// Whether a forge webhook delivery was already turned into changes.
+    pub async fn hook_delivery_seen(
+        &self,
+        dialect: &str,
+        delivery: &str,
+    ) -> Result<bool, DataError> {
+        Ok(change_hook_deliveries::Entity::find()
+            .filter(change_hook_deliveries::Column::Dialect.eq(dialect))
+            .filter(change_hook_deliveries::Column::DeliveryId.eq(delivery))
+            .one(&self.db)
+            .await?
+            .is_some())
+    }
+
+    /// Remember a delivery whose changes are stored (a second record of the
+    /// same one, from a concurrent redelivery, is not an error).
+    pub async fn record_hook_delivery(
+        &self,
+        dialect: &str,
+        delivery: &str,
+    ) -> Result<(), DataError> {
+        change_hook_deliveries::Entity::insert(change_hook_deliveries::ActiveModel {
+            dialect: Set(dialect.to_string()),
+            delivery_id: Set(delivery.to_string()),
+            received_at: Set(super::now()),
+            ..Default::default()
+        })
+        .on_conflict(
+            OnConflict::columns([
+                change_hook_deliveries::Column::Dialect,
+                change_hook_deliveries::Column::DeliveryId,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(())
     }
 
     /// Source stamps, newest first unless the query orders otherwise.

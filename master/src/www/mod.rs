@@ -10,6 +10,7 @@ mod actions;
 pub mod api;
 pub mod auth;
 mod connections;
+mod hooks;
 mod pages;
 mod ws;
 
@@ -285,6 +286,8 @@ pub async fn serve(
                 };
                 if request.path.starts_with("/api/") {
                     api::dispatch(&shared, &request).await
+                } else if request.path.starts_with("/change_hook/") {
+                    hooks::dispatch(&shared, &request).await
                 } else {
                     pages::dispatch(&shared, &request).await
                 }

@@ -10,6 +10,7 @@ pub mod buildset_properties;
 pub mod buildset_sourcestamps;
 pub mod buildsets;
 pub mod change_files;
+pub mod change_hook_deliveries;
 pub mod change_properties;
 pub mod changes;
 pub mod changesources;

@@ -1,0 +1,186 @@
+//! `POST /change_hook/DIALECT`: forge webhooks, at Buildbot's paths so a
+//! forge's existing webhook settings keep working. Only the dialects listed
+//! in master.lua's `www.change_hooks` answer (404 otherwise).
+//!
+//! A delivery is checked before anything is stored:
+//! - with a secret configured, its HMAC-SHA256 signature
+//!   (`X-Hub-Signature-256`) must match, compared in constant time; an
+//!   unsigned or badly signed one gets 403 (Buildbot accepts unsigned ones);
+//! - a malformed body gets 400, an oversized one 413 (before it is read);
+//! - a delivery id already seen (`X-GitHub-Delivery`: the forge redelivered)
+//!   makes no change again.
+//!
+//! The dialect (in [`crate::changes`]) reads the payload; each change is
+//! stored with [`crate::data::Data::add_change`]. An event that makes no change
+//! is answered 200 and leaves one log line.
+
+use super::Request;
+use crate::changes::{HookOutcome, github};
+use crate::config::ChangeHookConfig;
+use crate::shared::Shared;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use warp::http::{Method, StatusCode};
+use warp::reply::{Reply, Response};
+
+/// A refused delivery: its status and why.
+struct Refused(StatusCode, String);
+
+pub(super) async fn dispatch(shared: &Arc<Shared>, request: &Request) -> Response {
+    let (status, body) = match receive(shared, request).await {
+        Ok(answer) => (StatusCode::OK, answer),
+        Err(Refused(status, message)) => {
+            tracing::warn!(
+                path = %request.path.escape_debug(),
+                "refused a change hook delivery: {message}"
+            );
+            (status, json!({ "error": message }))
+        }
+    };
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+async fn receive(shared: &Arc<Shared>, request: &Request) -> Result<Value, Refused> {
+    let dialect = request
+        .path
+        .strip_prefix("/change_hook/")
+        .filter(|d| !d.is_empty() && !d.contains('/'))
+        .ok_or_else(|| Refused(StatusCode::NOT_FOUND, "no such change hook".into()))?;
+    let running = shared.running_config();
+    let Some(hook) = running.loaded.config.www.change_hooks.get(dialect).cloned() else {
+        return Err(Refused(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no change hook '{}' here (master.lua's www.change_hooks lists the ones that answer)",
+                dialect.escape_debug()
+            ),
+        ));
+    };
+    drop(running);
+    if request.method != Method::POST {
+        return Err(Refused(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a change hook takes POST".into(),
+        ));
+    }
+    let header = |name: &str| {
+        request
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    check_signature(
+        &hook,
+        header("x-hub-signature-256").as_deref(),
+        &request.body,
+    )?;
+    let payload = payload(
+        header("content-type").as_deref().unwrap_or(""),
+        &request.body,
+    )?;
+    let (outcome, delivery) = match dialect {
+        "github" => {
+            let event = header("x-github-event").ok_or_else(|| {
+                Refused(StatusCode::BAD_REQUEST, "no X-GitHub-Event header".into())
+            })?;
+            let outcome = github::read(&event, &payload, &hook.settings)
+                .map_err(|e| Refused(StatusCode::BAD_REQUEST, e.to_string()))?;
+            (outcome, header("x-github-delivery"))
+        }
+        other => {
+            return Err(Refused(
+                StatusCode::NOT_FOUND,
+                format!("no change hook '{}' here", other.escape_debug()),
+            ));
+        }
+    };
+    store(shared, dialect, delivery, outcome).await
+}
+
+/// Refuse a delivery whose signature does not match the configured secret.
+fn check_signature(
+    hook: &ChangeHookConfig,
+    signature: Option<&str>,
+    body: &[u8],
+) -> Result<(), Refused> {
+    let Some(secret) = &hook.secret else {
+        return Ok(());
+    };
+    let forbidden = |why: &str| Err(Refused(StatusCode::FORBIDDEN, why.into()));
+    let Some(signature) = signature else {
+        return forbidden("the delivery is not signed (X-Hub-Signature-256), and a secret is set");
+    };
+    let Some(mac) = signature
+        .strip_prefix("sha256=")
+        .and_then(|hex_mac| hex::decode(hex_mac.trim()).ok())
+    else {
+        return forbidden("X-Hub-Signature-256 is not 'sha256=' and a hex digest");
+    };
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    match ring::hmac::verify(&key, body, &mac) {
+        Ok(()) => Ok(()),
+        Err(_) => forbidden("the signature does not match the secret"),
+    }
+}
+
+/// The payload: a JSON body, or the `payload` field of a form (GitHub's
+/// `application/x-www-form-urlencoded` content type).
+fn payload(content_type: &str, body: &[u8]) -> Result<Value, Refused> {
+    let bad = |why: String| Refused(StatusCode::BAD_REQUEST, why);
+    if content_type.starts_with("application/x-www-form-urlencoded") {
+        let form: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(body).map_err(|e| bad(format!("malformed form: {e}")))?;
+        let text = form
+            .into_iter()
+            .find(|(k, _)| k == "payload")
+            .map(|(_, v)| v)
+            .ok_or_else(|| bad("the form has no 'payload' field".into()))?;
+        serde_json::from_str(&text).map_err(|e| bad(format!("the payload is not JSON: {e}")))
+    } else {
+        serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))
+    }
+}
+
+/// Store what a delivery reported, once per delivery id.
+async fn store(
+    shared: &Shared,
+    dialect: &str,
+    delivery: Option<String>,
+    outcome: HookOutcome,
+) -> Result<Value, Refused> {
+    let failed = |e: crate::data::DataError| {
+        Refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            super::database_failed("storing a change hook's changes", &e).into(),
+        )
+    };
+    let data = &shared.data;
+    if let Some(id) = &delivery
+        && data.hook_delivery_seen(dialect, id).await.map_err(failed)?
+    {
+        tracing::info!(
+            dialect,
+            delivery = %id.escape_debug(),
+            "change hook: a redelivery; no change made again"
+        );
+        return Ok(json!({ "changes": [], "note": "this delivery was already received" }));
+    }
+    let mut ids = Vec::new();
+    for change in outcome.changes {
+        ids.push(data.add_change(change).await.map_err(failed)?);
+    }
+    if let Some(id) = &delivery {
+        data.record_hook_delivery(dialect, id)
+            .await
+            .map_err(failed)?;
+    }
+    tracing::info!(
+        dialect,
+        delivery = %delivery.as_deref().unwrap_or("").escape_debug(),
+        changes = ?ids,
+        "change hook: {}",
+        outcome.note
+    );
+    Ok(json!({ "changes": ids, "note": outcome.note }))
+}
