@@ -160,11 +160,25 @@ function M.interpolate(template)
   return render
 end
 
+---@class moonbot.ChangeHook
+---@field secret? string    The secret set in the forge's webhook; deliveries must then be signed with it.
+---@field strict? boolean   Require `secret` (default false).
+---@field codebase? string  The changes' codebase (default "").
+---@field project? string   The changes' project (default: the forge's owner/name).
+
+---@class moonbot.Www
+---@field port? integer             HTTP port (default 8010; 0 picks a free one).
+---@field bind? string              HTTP address (default "127.0.0.1").
+---@field hosts? string[]           Host names the master answers to besides loopback and `bind`.
+---@field max_connections? integer  Web connections open at once, /ws included (default 1000).
+---@field idle_timeout? integer|string  Seconds (or "30s") to send a request's headers (default 30).
+---@field change_hooks? { github?: moonbot.ChangeHook }  Forge webhooks at /change_hook/DIALECT; only these answer.
+
 ---@class moonbot.Config
 ---@field title? string
 ---@field title_url? string
----@field buildbot_url? string         Public URL of the web UI (used in links).
----@field www? { port?: integer, bind?: string }
+---@field buildbot_url? string         Public URL of the web UI (used in links; https makes cookies Secure).
+---@field www? moonbot.Www
 ---@field protocols? { quic?: { port?: integer, bind?: string, idle_timeout?: integer } }
 ---@field db? { url?: string }
 ---@field reconfig? { watch?: boolean, debounce_ms?: integer }  Reload on save of master.lua or a file it requires (default true, 300 ms).

@@ -150,9 +150,10 @@ fn check_references(
 mod tests {
     use crate::lua::{LuaGeneration, RawValue};
 
-    fn errors_of(auth: &str) -> Vec<String> {
+    /// The errors of a master.lua returning `{ SECTION = TEXT }`.
+    fn errors_in(section: &str, text: &str) -> Vec<String> {
         let dir = tempfile::tempdir().unwrap();
-        let source = format!("return {{ auth = {auth} }}");
+        let source = format!("return {{ {section} = {text} }}");
         std::fs::write(dir.path().join("master.lua"), source).unwrap();
         let (_lua, raw): (LuaGeneration, RawValue) = LuaGeneration::load(dir.path()).unwrap();
         match super::compile(&raw) {
@@ -161,18 +162,12 @@ mod tests {
         }
     }
 
+    fn errors_of(auth: &str) -> Vec<String> {
+        errors_in("auth", auth)
+    }
+
     fn www_errors_of(www: &str) -> Vec<String> {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("master.lua"),
-            format!("return {{ www = {www} }}"),
-        )
-        .unwrap();
-        let (_lua, raw): (LuaGeneration, RawValue) = LuaGeneration::load(dir.path()).unwrap();
-        match super::compile(&raw) {
-            Ok(_) => Vec::new(),
-            Err(errors) => errors.into_iter().map(|e| e.message).collect(),
-        }
+        errors_in("www", www)
     }
 
     #[test]
