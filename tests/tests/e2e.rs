@@ -142,6 +142,27 @@ fn github_deliveries_become_changes_once_and_only_when_signed(backend: &Backend)
     assert_eq!(answer["changes"], json!([]));
     assert_eq!(count(&m), 1);
 
+    // Eight redeliveries of a new delivery at once: its change is made once.
+    let racing: Vec<_> = (0..8)
+        .map(|_| {
+            let (www, body) = (m.www.clone(), push.clone());
+            std::thread::spawn(move || {
+                ureq::post(&format!("{www}/change_hook/github"))
+                    .set("content-type", "application/json")
+                    .set("x-github-event", "push")
+                    .set("x-github-delivery", "d-race")
+                    .set("x-hub-signature-256", &sign(&body))
+                    .send_bytes(&body)
+                    .map(|r| r.status())
+                    .unwrap_or(0)
+            })
+        })
+        .collect();
+    for answer in racing {
+        assert_eq!(answer.join().unwrap(), 200);
+    }
+    assert_eq!(count(&m), 2, "one change for the raced delivery");
+
     // Refusals store nothing.
     let refusals: [(&str, Vec<u8>, Option<String>, u16); 4] = [
         ("unsigned", push.clone(), None, 403),
@@ -182,7 +203,7 @@ fn github_deliveries_become_changes_once_and_only_when_signed(backend: &Backend)
         answer
     };
     assert!(oversized.starts_with("HTTP/1.1 413"), "{oversized}");
-    assert_eq!(count(&m), 1);
+    assert_eq!(count(&m), 2);
 
     // A pull request: a change on its own ref, with its properties.
     let pr = github_case("pull_request-0");
@@ -214,7 +235,7 @@ fn github_deliveries_become_changes_once_and_only_when_signed(backend: &Backend)
     assert_eq!(status, 200);
     let (status, answer) = deliver(&m, "issues", "d-5", b"{}", Some(sign(b"{}")), json);
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(count(&m), 3);
+    assert_eq!(count(&m), 4);
     m.wait_for("the ignored event in the log", LONG, || {
         m.log()
             .contains("the 'issues' event makes no change")
@@ -230,7 +251,7 @@ fn github_deliveries_become_changes_once_and_only_when_signed(backend: &Backend)
     m.start();
     let (status, answer) = deliver(&m, "push", "d-1", &push, Some(sign(&push)), json);
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(count(&m), 3);
+    assert_eq!(count(&m), 4);
     // The secret shows in no log line and no API answer.
     assert!(!m.log().contains(HOOK_SECRET));
     assert!(!m.get("/api/v2/config").to_string().contains(HOOK_SECRET));

@@ -40,6 +40,81 @@ pub struct NewChange {
     pub properties: BTreeMap<String, Value>,
 }
 
+/// Insert a change, its files, its properties and (unless it exists) its
+/// source stamp, inside the caller's transaction.
+async fn insert_change(
+    txn: &sea_orm::DatabaseTransaction,
+    change: NewChange,
+) -> Result<changes::Model, DataError> {
+    let when = change.when_timestamp.unwrap_or_else(super::now);
+    let ss_hash = sourcestamp_hash(&change);
+    sourcestamps::Entity::insert(sourcestamps::ActiveModel {
+        ss_hash: Set(ss_hash.clone()),
+        branch: Set(change.branch.clone()),
+        revision: Set(change.revision.clone()),
+        patchid: Set(None),
+        repository: Set(change.repository.clone()),
+        codebase: Set(change.codebase.clone()),
+        project: Set(change.project.clone()),
+        created_at: Set(super::now()),
+        ..Default::default()
+    })
+    .on_conflict(
+        OnConflict::column(sourcestamps::Column::SsHash)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(txn)
+    .await?;
+    let ssid = sourcestamps::Entity::find()
+        .filter(sourcestamps::Column::SsHash.eq(ss_hash))
+        .one(txn)
+        .await?
+        .map(|s| s.id);
+    let stored = changes::Entity::insert(changes::ActiveModel {
+        author: Set(change.author),
+        committer: Set(change.committer),
+        comments: Set(change.comments),
+        branch: Set(change.branch),
+        revision: Set(change.revision),
+        revlink: Set(change.revlink),
+        when_timestamp: Set(when),
+        category: Set(change.category),
+        repository: Set(change.repository),
+        codebase: Set(change.codebase),
+        project: Set(change.project),
+        sourcestampid: Set(ssid),
+        parent_changeid: Set(None),
+        ..Default::default()
+    })
+    .exec_with_returning(txn)
+    .await?;
+    if !change.files.is_empty() {
+        change_files::Entity::insert_many(change.files.into_iter().map(|filename| {
+            change_files::ActiveModel {
+                changeid: Set(stored.id),
+                filename: Set(filename),
+                ..Default::default()
+            }
+        }))
+        .exec(txn)
+        .await?;
+    }
+    if !change.properties.is_empty() {
+        change_properties::Entity::insert_many(change.properties.into_iter().map(
+            |(name, value)| change_properties::ActiveModel {
+                changeid: Set(stored.id),
+                property_name: Set(name),
+                property_value: Set(json!([value, "Change"]).to_string()),
+                ..Default::default()
+            },
+        ))
+        .exec(txn)
+        .await?;
+    }
+    Ok(stored)
+}
+
 /// Source stamps are shared: one row per (codebase, repository, branch,
 /// revision, project), found by this hash of them.
 fn sourcestamp_hash(c: &NewChange) -> String {
@@ -178,122 +253,70 @@ impl Data {
     /// Store a change with its files, properties and source stamp (found or
     /// made), then publish `changes/N/new`; returns the change's id.
     pub async fn add_change(&self, change: NewChange) -> Result<i64, DataError> {
-        let when = change.when_timestamp.unwrap_or_else(super::now);
-        let ss_hash = sourcestamp_hash(&change);
         let txn = self.db.begin().await?;
-        sourcestamps::Entity::insert(sourcestamps::ActiveModel {
-            ss_hash: Set(ss_hash.clone()),
-            branch: Set(change.branch.clone()),
-            revision: Set(change.revision.clone()),
-            patchid: Set(None),
-            repository: Set(change.repository.clone()),
-            codebase: Set(change.codebase.clone()),
-            project: Set(change.project.clone()),
-            created_at: Set(super::now()),
-            ..Default::default()
-        })
-        .on_conflict(
-            OnConflict::column(sourcestamps::Column::SsHash)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(&txn)
-        .await?;
-        let ssid = sourcestamps::Entity::find()
-            .filter(sourcestamps::Column::SsHash.eq(ss_hash))
-            .one(&txn)
-            .await?
-            .map(|s| s.id);
-        let stored = changes::Entity::insert(changes::ActiveModel {
-            author: Set(change.author),
-            committer: Set(change.committer),
-            comments: Set(change.comments),
-            branch: Set(change.branch),
-            revision: Set(change.revision),
-            revlink: Set(change.revlink),
-            when_timestamp: Set(when),
-            category: Set(change.category),
-            repository: Set(change.repository),
-            codebase: Set(change.codebase),
-            project: Set(change.project),
-            sourcestampid: Set(ssid),
-            parent_changeid: Set(None),
-            ..Default::default()
-        })
-        .exec_with_returning(&txn)
-        .await?;
-        if !change.files.is_empty() {
-            change_files::Entity::insert_many(change.files.into_iter().map(|filename| {
-                change_files::ActiveModel {
-                    changeid: Set(stored.id),
-                    filename: Set(filename),
-                    ..Default::default()
-                }
-            }))
-            .exec(&txn)
-            .await?;
-        }
-        if !change.properties.is_empty() {
-            change_properties::Entity::insert_many(change.properties.into_iter().map(
-                |(name, value)| change_properties::ActiveModel {
-                    changeid: Set(stored.id),
-                    property_name: Set(name),
-                    property_value: Set(json!([value, "Change"]).to_string()),
-                    ..Default::default()
-                },
-            ))
-            .exec(&txn)
-            .await?;
-        }
+        let stored = insert_change(&txn, change).await?;
         txn.commit().await?;
-        let shown = self.changes_json(std::slice::from_ref(&stored)).await?;
-        self.bus.publish(
-            Topic::Change {
-                id: stored.id,
-                event: ChangeEvent::New,
-            },
-            shown.into_iter().next().unwrap_or(Value::Null),
-        );
+        self.publish_changes(std::slice::from_ref(&stored)).await?;
         Ok(stored.id)
     }
 
-    /// Whether a forge webhook delivery was already turned into changes.
-    pub async fn hook_delivery_seen(
+    /// Store the changes of one forge webhook delivery and its id together,
+    /// in one transaction, then publish them; `None` (and nothing stored)
+    /// when that delivery was already stored: the forge redelivered it. A
+    /// crash can then neither lose the changes of a recorded delivery nor
+    /// store them twice.
+    pub async fn add_delivered_changes(
         &self,
         dialect: &str,
-        delivery: &str,
-    ) -> Result<bool, DataError> {
-        Ok(change_hook_deliveries::Entity::find()
-            .filter(change_hook_deliveries::Column::Dialect.eq(dialect))
-            .filter(change_hook_deliveries::Column::DeliveryId.eq(delivery))
-            .one(&self.db)
-            .await?
-            .is_some())
+        delivery: Option<&str>,
+        changes: Vec<NewChange>,
+    ) -> Result<Option<Vec<i64>>, DataError> {
+        let txn = self.db.begin().await?;
+        if let Some(delivery) = delivery {
+            let recorded =
+                change_hook_deliveries::Entity::insert(change_hook_deliveries::ActiveModel {
+                    dialect: Set(dialect.to_string()),
+                    delivery_id: Set(delivery.to_string()),
+                    received_at: Set(super::now()),
+                    ..Default::default()
+                })
+                .on_conflict(
+                    OnConflict::columns([
+                        change_hook_deliveries::Column::Dialect,
+                        change_hook_deliveries::Column::DeliveryId,
+                    ])
+                    .do_nothing()
+                    .to_owned(),
+                )
+                .exec_without_returning(&txn)
+                .await?;
+            if recorded == 0 {
+                return Ok(None);
+            }
+        }
+        let mut stored = Vec::with_capacity(changes.len());
+        for change in changes {
+            stored.push(insert_change(&txn, change).await?);
+        }
+        txn.commit().await?;
+        self.publish_changes(&stored).await?;
+        Ok(Some(stored.iter().map(|c| c.id).collect()))
     }
 
-    /// Remember a delivery whose changes are stored (a second record of the
-    /// same one, from a concurrent redelivery, is not an error).
-    pub async fn record_hook_delivery(
-        &self,
-        dialect: &str,
-        delivery: &str,
-    ) -> Result<(), DataError> {
-        change_hook_deliveries::Entity::insert(change_hook_deliveries::ActiveModel {
-            dialect: Set(dialect.to_string()),
-            delivery_id: Set(delivery.to_string()),
-            received_at: Set(super::now()),
-            ..Default::default()
-        })
-        .on_conflict(
-            OnConflict::columns([
-                change_hook_deliveries::Column::Dialect,
-                change_hook_deliveries::Column::DeliveryId,
-            ])
-            .do_nothing()
-            .to_owned(),
-        )
-        .exec_without_returning(&self.db)
-        .await?;
+    /// Publish `changes/N/new` for stored changes, as the API shows them.
+    async fn publish_changes(&self, stored: &[changes::Model]) -> Result<(), DataError> {
+        for shown in self.changes_json(stored).await? {
+            let Some(id) = shown["changeid"].as_i64() else {
+                continue;
+            };
+            self.bus.publish(
+                Topic::Change {
+                    id,
+                    event: ChangeEvent::New,
+                },
+                shown,
+            );
+        }
         Ok(())
     }
 

@@ -155,26 +155,19 @@ async fn store(
             super::database_failed("storing a change hook's changes", &e).into(),
         )
     };
-    let data = &shared.data;
-    if let Some(id) = &delivery
-        && data.hook_delivery_seen(dialect, id).await.map_err(failed)?
-    {
+    let stored = shared
+        .data
+        .add_delivered_changes(dialect, delivery.as_deref(), outcome.changes)
+        .await
+        .map_err(failed)?;
+    let Some(ids) = stored else {
         tracing::info!(
             dialect,
-            delivery = %id.escape_debug(),
+            delivery = %delivery.as_deref().unwrap_or("").escape_debug(),
             "change hook: a redelivery; no change made again"
         );
         return Ok(json!({ "changes": [], "note": "this delivery was already received" }));
-    }
-    let mut ids = Vec::new();
-    for change in outcome.changes {
-        ids.push(data.add_change(change).await.map_err(failed)?);
-    }
-    if let Some(id) = &delivery {
-        data.record_hook_delivery(dialect, id)
-            .await
-            .map_err(failed)?;
-    }
+    };
     tracing::info!(
         dialect,
         delivery = %delivery.as_deref().unwrap_or("").escape_debug(),
