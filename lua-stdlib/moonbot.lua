@@ -161,7 +161,7 @@ function M.interpolate(template)
 end
 
 ---@class moonbot.ChangeHook
----@field secret? string    The secret set in the forge's webhook; deliveries must then be signed with it.
+---@field secret? string    The secret set in the forge's webhook (GitHub signs with it, GitLab sends it as its token); deliveries must then carry it.
 ---@field strict? boolean   Require `secret` (default false).
 ---@field codebase? string  The changes' codebase (default "").
 ---@field project? string   The changes' project (default: the forge's owner/name).
@@ -172,7 +172,7 @@ end
 ---@field hosts? string[]           Host names the master answers to besides loopback and `bind`.
 ---@field max_connections? integer  Web connections open at once, /ws included (default 1000).
 ---@field idle_timeout? integer|string  Seconds (or "30s") to send a request's headers (default 30).
----@field change_hooks? { github?: moonbot.ChangeHook }  Forge webhooks at /change_hook/DIALECT; only these answer.
+---@field change_hooks? { github?: moonbot.ChangeHook, gitlab?: moonbot.ChangeHook }  Forge webhooks at /change_hook/DIALECT; only these answer.
 
 ---@class moonbot.Config
 ---@field title? string

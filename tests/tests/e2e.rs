@@ -54,7 +54,97 @@ moonbot_tests::on_both_databases!(
     changes_come_in_through_sendchange,
     a_push_reports_each_new_commit_through_the_post_receive_hook,
     github_deliveries_become_changes_once_and_only_when_signed,
+    gitlab_deliveries_need_the_token_and_merge_requests_keep_their_own_ref,
 );
+
+/// Issue 14, GitLab's hook: GitLab's own bodies with the right
+/// `X-Gitlab-Token` become changes, with the wrong or no token nothing; a
+/// merge request's change is on its own ref; a comment makes none; a retry
+/// (same `Idempotency-Key`) makes no second change.
+fn gitlab_deliveries_need_the_token_and_merge_requests_keep_their_own_ref(backend: &Backend) {
+    let config = CONFIG.replace(
+        r#"www = { port = 0, bind = "127.0.0.1" }"#,
+        r#"www = { port = 0, bind = "127.0.0.1",
+            change_hooks = { gitlab = { secret = "the token", codebase = "gl" } } }"#,
+    );
+    let (m, _w) = TestMaster::started_with_worker(backend, &config, "w1");
+    let body = |name: &str| {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/webhooks/gitlab")
+                .join(format!("{name}.json")),
+        )
+        .unwrap()
+    };
+    let deliver = |event: &str, name: &str, token: Option<&str>, key: &str| {
+        let mut req = ureq::post(&format!("{}/change_hook/gitlab", m.www))
+            .set("content-type", "application/json")
+            .set("x-gitlab-event", event)
+            .set("idempotency-key", key);
+        if let Some(t) = token {
+            req = req.set("x-gitlab-token", t);
+        }
+        match req.send_bytes(&body(name)) {
+            Ok(r) => (r.status(), r.into_json::<Value>().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or(Value::Null)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let count = || {
+        m.get("/api/v2/changes")["changes"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+
+    for (token, what) in [(None, "no token"), (Some("not it"), "a wrong token")] {
+        let (status, answer) = deliver("Push Hook", "bb-push", token, what);
+        assert_eq!(status, 403, "{what}: {answer}");
+    }
+    assert_eq!(count(), 0);
+    let (status, answer) = deliver("Push Hook", "bb-push", Some("the token"), "k-1");
+    assert_eq!(status, 200, "{answer}");
+    let ids = answer["changes"].as_array().unwrap().clone();
+    assert_eq!(ids.len(), 2, "{answer}");
+    let first = &m.get(&format!("/api/v2/changes/{}", ids[0]))["changes"][0];
+    assert_eq!(
+        first["revision"],
+        "b6568db1bc1dcd7f8b4d5a946b0b91f9dacd7327"
+    );
+    assert_eq!(first["author"], "Jordi Mallach <jordi@softcatala.org>");
+    assert_eq!(first["codebase"], "gl");
+    // GitLab's retry of the same delivery: nothing new.
+    let (status, _) = deliver("Push Hook", "bb-push", Some("the token"), "k-1");
+    assert_eq!(status, 200);
+    assert_eq!(count(), 2);
+
+    let (status, answer) = deliver(
+        "Merge Request Hook",
+        "bb-mr-addcommit",
+        Some("the token"),
+        "k-2",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let id = answer["changes"][0].as_i64().unwrap();
+    let change = &m.get(&format!("/api/v2/changes/{id}"))["changes"][0];
+    assert_eq!(change["branch"], "refs/merge-requests/6/head");
+    assert_eq!(
+        change["properties"]["source_branch"],
+        json!(["ms-viewport", "Change"])
+    );
+    assert_eq!(
+        change["properties"]["target_branch"],
+        json!(["master", "Change"])
+    );
+
+    let (status, answer) = deliver("Note Hook", "bb-note-mr", Some("the token"), "k-3");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["changes"], json!([]));
+    assert_eq!(count(), 3);
+    // Only the configured dialect answers.
+    assert_eq!(m.get_status("/change_hook/github").0, 404);
+    assert!(!m.log().contains("the token"));
+}
 
 const HOOK_SECRET: &str = "it's a s3cret";
 

@@ -8,6 +8,7 @@
 //! stores what the dialect read.
 
 pub mod github;
+pub mod gitlab;
 
 use crate::data::changes::NewChange;
 

@@ -39,13 +39,14 @@ pub struct HookSettings {
 }
 
 /// Dialects of `www.change_hooks` moonbot reads.
-pub const HOOK_DIALECTS: &[&str] = &["github"];
+pub const HOOK_DIALECTS: &[&str] = &["github", "gitlab"];
 
 /// One forge webhook's settings.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct ChangeHookConfig {
-    /// The shared secret the forge signs each delivery with; when set, an
-    /// unsigned or badly signed delivery is refused (403). Never shown.
+    /// The shared secret: GitHub signs each delivery with it, GitLab sends it
+    /// as `X-Gitlab-Token`; when set, a delivery without it (or with another)
+    /// is refused (403). Never shown.
     pub secret: Option<String>,
     pub settings: HookSettings,
 }

@@ -3,19 +3,21 @@
 //! in master.lua's `www.change_hooks` answer (404 otherwise).
 //!
 //! A delivery is checked before anything is stored:
-//! - with a secret configured, its HMAC-SHA256 signature
-//!   (`X-Hub-Signature-256`) must match, compared in constant time; an
-//!   unsigned or badly signed one gets 403 (Buildbot accepts unsigned ones);
+//! - with a secret configured, GitHub's HMAC-SHA256 signature
+//!   (`X-Hub-Signature-256`) must match, or GitLab's `X-Gitlab-Token` must be
+//!   the secret, compared in constant time; a delivery without it, or with
+//!   another, gets 403 (Buildbot accepts unsigned ones);
 //! - a malformed body gets 400, an oversized one 413 (before it is read);
-//! - a delivery id already seen (`X-GitHub-Delivery`: the forge redelivered)
-//!   makes no change again.
+//! - a delivery id already seen (`X-GitHub-Delivery`, GitLab's
+//!   `Idempotency-Key` or `X-Gitlab-Event-UUID`: the forge redelivered) makes
+//!   no change again.
 //!
 //! The dialect (in [`crate::changes`]) reads the payload; each change is
 //! stored with [`crate::data::Data::add_change`]. An event that makes no change
 //! is answered 200 and leaves one log line.
 
 use super::Request;
-use crate::changes::{HookOutcome, github};
+use crate::changes::{HookOutcome, github, gitlab};
 use crate::config::ChangeHookConfig;
 use crate::shared::Shared;
 use serde_json::{Value, json};
@@ -70,11 +72,14 @@ async fn receive(shared: &Arc<Shared>, request: &Request) -> Result<Value, Refus
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    check_signature(
-        &hook,
-        header("x-hub-signature-256").as_deref(),
-        &request.body,
-    )?;
+    match dialect {
+        "gitlab" => check_token(&hook, header("x-gitlab-token").as_deref())?,
+        _ => check_signature(
+            &hook,
+            header("x-hub-signature-256").as_deref(),
+            &request.body,
+        )?,
+    }
     let payload = payload(
         header("content-type").as_deref().unwrap_or(""),
         &request.body,
@@ -87,6 +92,15 @@ async fn receive(shared: &Arc<Shared>, request: &Request) -> Result<Value, Refus
             let outcome = github::read(&event, &payload, &hook.settings)
                 .map_err(|e| Refused(StatusCode::BAD_REQUEST, e.to_string()))?;
             (outcome, header("x-github-delivery"))
+        }
+        "gitlab" => {
+            let event = header("x-gitlab-event").ok_or_else(|| {
+                Refused(StatusCode::BAD_REQUEST, "no X-Gitlab-Event header".into())
+            })?;
+            let outcome = gitlab::read(&event, &payload, &hook.settings)
+                .map_err(|e| Refused(StatusCode::BAD_REQUEST, e.to_string()))?;
+            let delivery = header("idempotency-key").or_else(|| header("x-gitlab-event-uuid"));
+            (outcome, delivery)
         }
         other => {
             return Err(Refused(
@@ -121,6 +135,27 @@ fn check_signature(
     match ring::hmac::verify(&key, body, &mac) {
         Ok(()) => Ok(()),
         Err(_) => forbidden("the signature does not match the secret"),
+    }
+}
+
+/// Refuse a GitLab delivery whose `X-Gitlab-Token` is not the secret. The
+/// two are compared as SHA-256 digests, so the comparison's time says
+/// nothing about how much of the token was right.
+fn check_token(hook: &ChangeHookConfig, token: Option<&str>) -> Result<(), Refused> {
+    let Some(secret) = &hook.secret else {
+        return Ok(());
+    };
+    let digest = |text: &str| ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    match token {
+        Some(token) if digest(token).as_ref() == digest(secret).as_ref() => Ok(()),
+        Some(_) => Err(Refused(
+            StatusCode::FORBIDDEN,
+            "X-Gitlab-Token is not the secret".into(),
+        )),
+        None => Err(Refused(
+            StatusCode::FORBIDDEN,
+            "the delivery has no X-Gitlab-Token, and a secret is set".into(),
+        )),
     }
 }
 
