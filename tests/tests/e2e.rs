@@ -55,7 +55,80 @@ moonbot_tests::on_both_databases!(
     a_push_reports_each_new_commit_through_the_post_receive_hook,
     github_deliveries_become_changes_once_and_only_when_signed,
     gitlab_deliveries_need_the_token_and_merge_requests_keep_their_own_ref,
+    gitea_deliveries_are_signed_and_made_oldest_first,
 );
+
+/// Issue 14, Gitea's hook: the bodies Gitea signs (`X-Gitea-Signature`, a
+/// bare hex HMAC-SHA256, key `test` as in buildbot-gitea's tests) become
+/// changes oldest first; a wrong signature stores nothing; a redelivery
+/// (`X-Gitea-Delivery`) makes nothing.
+fn gitea_deliveries_are_signed_and_made_oldest_first(backend: &Backend) {
+    let config = CONFIG.replace(
+        r#"www = { port = 0, bind = "127.0.0.1" }"#,
+        r#"www = { port = 0, bind = "127.0.0.1", change_hooks = { gitea = { secret = "test" } } }"#,
+    );
+    let (m, _w) = TestMaster::started_with_worker(backend, &config, "w1");
+    let body = |name: &str| {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/webhooks/gitea")
+                .join(format!("{name}.json")),
+        )
+        .unwrap()
+    };
+    let signed = |bytes: &[u8]| {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"test");
+        hex::encode(ring::hmac::sign(&key, bytes))
+    };
+    let deliver = |event: &str, bytes: &[u8], signature: &str, id: &str| {
+        let req = ureq::post(&format!("{}/change_hook/gitea", m.www))
+            .set("content-type", "application/json")
+            .set("x-gitea-event", event)
+            .set("x-gitea-delivery", id)
+            .set("x-gitea-signature", signature);
+        match req.send_bytes(bytes) {
+            Ok(r) => (r.status(), r.into_json::<Value>().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or(Value::Null)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let push = body("bbgitea-push");
+    // buildbot-gitea's recorded signature for this body starts so.
+    assert!(signed(&push).starts_with("b5feb0994ad2"));
+    let (status, _) = deliver("push", &push, &signed(b"other"), "g-0");
+    assert_eq!(status, 403);
+    let (status, answer) = deliver("push", &push, &signed(&push), "g-1");
+    assert_eq!(status, 200, "{answer}");
+    let ids: Vec<i64> = answer["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{answer}");
+    let first = &m.get(&format!("/api/v2/changes/{}", ids[0]))["changes"][0];
+    assert!(
+        first["revision"].as_str().unwrap().starts_with("ad7157cc"),
+        "{first}"
+    );
+    assert_eq!(first["branch"], "feature-branch");
+    let (_, again) = deliver("push", &push, &signed(&push), "g-1");
+    assert_eq!(again["changes"], json!([]));
+    let pr = body("goscm-pull_request_opened");
+    let (status, answer) = deliver("pull_request", &pr, &signed(&pr), "g-2");
+    assert_eq!(status, 200, "{answer}");
+    let id = answer["changes"][0].as_i64().unwrap();
+    let change = &m.get(&format!("/api/v2/changes/{id}"))["changes"][0];
+    assert_eq!(change["branch"], "refs/pull/1/head");
+    assert_eq!(change["properties"]["gitea.number"], json!([1, "Change"]));
+    assert_eq!(
+        m.get("/api/v2/changes")["changes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
 
 /// Issue 14, GitLab's hook: GitLab's own bodies with the right
 /// `X-Gitlab-Token` become changes, with the wrong or no token nothing; a

@@ -41,8 +41,42 @@ fn person(p: &Value) -> Option<String> {
     })
 }
 
+/// How a forge that speaks GitHub's webhook dialect differs from GitHub.
+pub(super) struct Forge {
+    /// As the change's message names it (`GitHub Pull Request #2`).
+    name: &'static str,
+    /// The prefix of the pull request's properties (`github.number`).
+    prefix: &'static str,
+    /// Whether a push lists its commits newest first (Gitea does).
+    newest_first: bool,
+}
+
+const GITHUB: Forge = Forge {
+    name: "GitHub",
+    prefix: "github",
+    newest_first: false,
+};
+
+/// Gitea: GitHub's payloads, its commits newest first, and its own word
+/// for a pull request's new commits (`synchronized`).
+pub(super) const GITEA: Forge = Forge {
+    name: "Gitea",
+    prefix: "gitea",
+    newest_first: true,
+};
+
 /// Read one event's payload.
 pub fn read(
+    event: &str,
+    payload: &Value,
+    settings: &HookSettings,
+) -> Result<HookOutcome, PayloadError> {
+    read_as(&GITHUB, event, payload, settings)
+}
+
+/// Read one event's payload from a forge that speaks GitHub's dialect.
+pub(super) fn read_as(
+    forge: &Forge,
     event: &str,
     payload: &Value,
     settings: &HookSettings,
@@ -56,8 +90,10 @@ pub fn read(
             changes: Vec::new(),
             note: "ping received".into(),
         }),
-        "push" => push(payload, settings).ok_or_else(|| missing("ref, repository or commits")),
-        "pull_request" => pull_request(payload, settings)
+        "push" => {
+            push(forge, payload, settings).ok_or_else(|| missing("ref, repository or commits"))
+        }
+        "pull_request" => pull_request(forge, payload, settings)
             .ok_or_else(|| missing("action, number, pull_request or repository")),
         other => Ok(HookOutcome {
             changes: Vec::new(),
@@ -69,7 +105,7 @@ pub fn read(
     }
 }
 
-fn push(payload: &Value, settings: &HookSettings) -> Option<HookOutcome> {
+fn push(forge: &Forge, payload: &Value, settings: &HookSettings) -> Option<HookOutcome> {
     let git_ref = payload.get("ref")?.as_str()?;
     let repository = str_at(payload, &["repository", "html_url"])?.to_string();
     let project = settings
@@ -83,7 +119,11 @@ fn push(payload: &Value, settings: &HookSettings) -> Option<HookOutcome> {
             note,
         })
     };
-    if payload.get("deleted").and_then(Value::as_bool) == Some(true) {
+    let after_is_zero = payload
+        .get("after")
+        .and_then(Value::as_str)
+        .is_some_and(|a| !a.is_empty() && a.bytes().all(|b| b == b'0'));
+    if payload.get("deleted").and_then(Value::as_bool) == Some(true) || after_is_zero {
         return nothing(format!("{} was deleted: no change", git_ref.escape_debug()));
     }
     let branch = match git_ref
@@ -101,7 +141,7 @@ fn push(payload: &Value, settings: &HookSettings) -> Option<HookOutcome> {
     let commits = payload.get("commits")?.as_array()?;
     // A ref created on commits it does not add (a tag on an existing commit)
     // lists none: its head commit is the change.
-    let listed: Vec<&Value> = if commits.is_empty() {
+    let mut listed: Vec<&Value> = if commits.is_empty() {
         payload
             .get("head_commit")
             .filter(|c| !c.is_null())
@@ -113,6 +153,9 @@ fn push(payload: &Value, settings: &HookSettings) -> Option<HookOutcome> {
             .filter(|c| c.get("distinct").and_then(Value::as_bool) != Some(false))
             .collect()
     };
+    if forge.newest_first {
+        listed.reverse();
+    }
     let mut changes = Vec::new();
     let mut skipped = 0;
     for commit in listed {
@@ -158,11 +201,14 @@ fn push(payload: &Value, settings: &HookSettings) -> Option<HookOutcome> {
     Some(HookOutcome { changes, note })
 }
 
-fn pull_request(payload: &Value, settings: &HookSettings) -> Option<HookOutcome> {
+fn pull_request(forge: &Forge, payload: &Value, settings: &HookSettings) -> Option<HookOutcome> {
     let action = payload.get("action")?.as_str()?;
     let number = payload.get("number")?.as_i64()?;
     let pr = payload.get("pull_request")?;
-    if !matches!(action, "opened" | "reopened" | "synchronize") {
+    if !matches!(
+        action,
+        "opened" | "reopened" | "synchronize" | "synchronized"
+    ) {
         return Some(HookOutcome {
             changes: Vec::new(),
             note: format!(
@@ -192,21 +238,23 @@ fn pull_request(payload: &Value, settings: &HookSettings) -> Option<HookOutcome>
     let mut properties = BTreeMap::new();
     properties.insert("event".to_string(), json!("pull_request"));
     properties.insert("pullrequesturl".to_string(), json!(html_url));
-    properties.insert("github.number".to_string(), json!(number));
-    properties.insert("github.title".to_string(), json!(title));
+    let prefix = forge.prefix;
+    properties.insert(format!("{prefix}.number"), json!(number));
+    properties.insert(format!("{prefix}.title"), json!(title));
     properties.insert(
-        "github.base.ref".to_string(),
+        format!("{prefix}.base.ref"),
         json!(str_at(pr, &["base", "ref"]).unwrap_or("")),
     );
     properties.insert(
-        "github.head.ref".to_string(),
+        format!("{prefix}.head.ref"),
         json!(str_at(pr, &["head", "ref"]).unwrap_or("")),
     );
     let change = NewChange {
         author: str_at(pr, &["user", "login"])?.to_string(),
         committer: None,
         comments: format!(
-            "GitHub Pull Request #{number} ({} commit{})\n{title}\n{body}",
+            "{} Pull Request #{number} ({} commit{})\n{title}\n{body}",
+            forge.name,
             commits.unwrap_or(0),
             if commits == Some(1) { "" } else { "s" }
         ),

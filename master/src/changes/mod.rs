@@ -7,6 +7,7 @@
 //! forges' own example bodies; `www/hooks.rs` verifies the request and
 //! stores what the dialect read.
 
+pub mod gitea;
 pub mod github;
 pub mod gitlab;
 

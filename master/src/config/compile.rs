@@ -181,7 +181,7 @@ mod tests {
         assert!(
             unknown
                 .iter()
-                .any(|e| e.contains("unknown dialect 'gitlub' (known: github, gitlab)")),
+                .any(|e| e.contains("unknown dialect 'gitlub' (known: github, gitlab, gitea)")),
             "{unknown:?}"
         );
         let strict = www_errors_of(r#"{ change_hooks = { github = { strict = true } } }"#);

@@ -39,7 +39,7 @@ pub struct HookSettings {
 }
 
 /// Dialects of `www.change_hooks` moonbot reads.
-pub const HOOK_DIALECTS: &[&str] = &["github", "gitlab"];
+pub const HOOK_DIALECTS: &[&str] = &["github", "gitlab", "gitea"];
 
 /// One forge webhook's settings.
 #[derive(Clone, PartialEq, Eq, Default)]

@@ -3,8 +3,8 @@
 //! in master.lua's `www.change_hooks` answer (404 otherwise).
 //!
 //! A delivery is checked before anything is stored:
-//! - with a secret configured, GitHub's HMAC-SHA256 signature
-//!   (`X-Hub-Signature-256`) must match, or GitLab's `X-Gitlab-Token` must be
+//! - with a secret configured, GitHub's or Gitea's HMAC-SHA256 signature
+//!   (`X-Hub-Signature-256`, `X-Gitea-Signature`) must match, or GitLab's `X-Gitlab-Token` must be
 //!   the secret, compared in constant time; a delivery without it, or with
 //!   another, gets 403 (Buildbot accepts unsigned ones);
 //! - a malformed body gets 400, an oversized one 413 (before it is read);
@@ -17,7 +17,7 @@
 //! is answered 200 and leaves one log line.
 
 use super::Request;
-use crate::changes::{HookOutcome, github, gitlab};
+use crate::changes::{HookOutcome, gitea, github, gitlab};
 use crate::config::ChangeHookConfig;
 use crate::shared::Shared;
 use serde_json::{Value, json};
@@ -74,6 +74,14 @@ async fn receive(shared: &Arc<Shared>, request: &Request) -> Result<Value, Refus
     };
     match dialect {
         "gitlab" => check_token(&hook, header("x-gitlab-token").as_deref())?,
+        "gitea" => check_signature(
+            &hook,
+            // Gitea's is the bare hex digest; GitHub's has a `sha256=` prefix.
+            header("x-gitea-signature")
+                .map(|hex| format!("sha256={hex}"))
+                .as_deref(),
+            &request.body,
+        )?,
         _ => check_signature(
             &hook,
             header("x-hub-signature-256").as_deref(),
@@ -92,6 +100,14 @@ async fn receive(shared: &Arc<Shared>, request: &Request) -> Result<Value, Refus
             let outcome = github::read(&event, &payload, &hook.settings)
                 .map_err(|e| Refused(StatusCode::BAD_REQUEST, e.to_string()))?;
             (outcome, header("x-github-delivery"))
+        }
+        "gitea" => {
+            let event = header("x-gitea-event").ok_or_else(|| {
+                Refused(StatusCode::BAD_REQUEST, "no X-Gitea-Event header".into())
+            })?;
+            let outcome = gitea::read(&event, &payload, &hook.settings)
+                .map_err(|e| Refused(StatusCode::BAD_REQUEST, e.to_string()))?;
+            (outcome, header("x-gitea-delivery"))
         }
         "gitlab" => {
             let event = header("x-gitlab-event").ok_or_else(|| {
@@ -123,7 +139,7 @@ fn check_signature(
     };
     let forbidden = |why: &str| Err(Refused(StatusCode::FORBIDDEN, why.into()));
     let Some(signature) = signature else {
-        return forbidden("the delivery is not signed (X-Hub-Signature-256), and a secret is set");
+        return forbidden("the delivery is not signed, and a secret is set");
     };
     let Some(mac) = signature
         .strip_prefix("sha256=")
