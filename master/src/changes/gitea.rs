@@ -24,12 +24,7 @@ mod tests {
     use super::*;
 
     fn read_case(event: &str, name: &str) -> HookOutcome {
-        let path = format!(
-            "{}/../tests/fixtures/webhooks/gitea/{name}.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let payload: Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let payload = crate::changes::fixture("gitea", name);
         read(event, &payload, &HookSettings::default()).unwrap()
     }
 
@@ -63,13 +58,7 @@ mod tests {
             ("goscm-tag_create", "create", 0, ""),
             ("goscm-branch_delete", "delete", 0, ""),
         ];
-        for (file, event, count, branch) in cases {
-            let out = read_case(event, file);
-            assert_eq!(out.changes.len(), count, "{file}: {out:?}");
-            if let Some(first) = out.changes.first() {
-                assert_eq!(first.branch.as_deref(), Some(branch), "{file}");
-            }
-        }
+        crate::changes::check_fixtures("gitea", read, &cases);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! (answer and log) show what the payload named with control characters
 //! escaped.
 
-use super::{HookOutcome, HookSettings, rfc3339_seconds, skips_ci};
+use super::{HookOutcome, HookSettings, person, rfc3339_seconds, skips_ci, str_at};
 use crate::data::changes::NewChange;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -26,19 +26,6 @@ use std::collections::BTreeMap;
 pub struct PayloadError {
     pub event: String,
     pub field: &'static str,
-}
-
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
-}
-
-/// `Name <email>` of a commit's author or committer.
-fn person(p: &Value) -> Option<String> {
-    let name = p.get("name")?.as_str()?;
-    Some(match p.get("email").and_then(Value::as_str) {
-        Some(email) if !email.is_empty() => format!("{name} <{email}>"),
-        _ => name.to_string(),
-    })
 }
 
 /// How a forge that speaks GitHub's webhook dialect differs from GitHub.
@@ -283,11 +270,7 @@ mod tests {
     use super::*;
 
     fn case(name: &str) -> Value {
-        let path = format!(
-            "{}/../tests/fixtures/webhooks/github/{name}.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+        crate::changes::fixture("github", name)
     }
 
     fn read_case(event: &str, name: &str) -> HookOutcome {

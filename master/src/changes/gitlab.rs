@@ -17,24 +17,12 @@
 //! merge) is answered and ignored: a comment is not new code. The notes it
 //! leaves show what the payload named with control characters escaped.
 
-use super::{HookOutcome, HookSettings, rfc3339_seconds, skips_ci};
+use super::{HookOutcome, HookSettings, person, rfc3339_seconds, skips_ci, str_at};
 use crate::data::changes::NewChange;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 pub use super::github::PayloadError;
-
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
-}
-
-fn person(p: &Value) -> Option<String> {
-    let name = p.get("name")?.as_str()?;
-    Some(match p.get("email").and_then(Value::as_str) {
-        Some(email) if !email.is_empty() => format!("{name} <{email}>"),
-        _ => name.to_string(),
-    })
-}
 
 fn nothing(note: String) -> Option<HookOutcome> {
     Some(HookOutcome {
@@ -275,12 +263,7 @@ mod tests {
     use super::*;
 
     fn read_case(event: &str, name: &str) -> HookOutcome {
-        let path = format!(
-            "{}/../tests/fixtures/webhooks/gitlab/{name}.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let payload: Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let payload = crate::changes::fixture("gitlab", name);
         read(event, &payload, &HookSettings::default()).unwrap()
     }
 
@@ -332,13 +315,7 @@ mod tests {
             ("bb-note-mr", "Note Hook", 0, ""),
             ("gitlabdocs-pipeline", "Pipeline Hook", 0, ""),
         ];
-        for (file, event, count, branch) in cases {
-            let out = read_case(event, file);
-            assert_eq!(out.changes.len(), count, "{file}: {out:?}");
-            if let Some(first) = out.changes.first() {
-                assert_eq!(first.branch.as_deref(), Some(branch), "{file}");
-            }
-        }
+        crate::changes::check_fixtures("gitlab", read, &cases);
     }
 
     #[test]

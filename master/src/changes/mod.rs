@@ -31,6 +31,49 @@ pub fn skips_ci(message: &str) -> bool {
     lower.contains("[ci skip]") || lower.contains("[skip ci]")
 }
 
+/// The string at `path` in a payload.
+pub(crate) fn str_at<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
+}
+
+/// `Name <email>` of a payload's person (`{"name", "email"}`), or the name
+/// alone.
+pub(crate) fn person(p: &serde_json::Value) -> Option<String> {
+    let name = p.get("name")?.as_str()?;
+    Some(match p.get("email").and_then(serde_json::Value::as_str) {
+        Some(email) if !email.is_empty() => format!("{name} <{email}>"),
+        _ => name.to_string(),
+    })
+}
+
+/// A forge's example body from `tests/fixtures/webhooks/DIALECT/NAME.json`.
+#[cfg(test)]
+pub(crate) fn fixture(dialect: &str, name: &str) -> serde_json::Value {
+    let path = format!(
+        "{}/../tests/fixtures/webhooks/{dialect}/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// Read each `(file, event, changes, branch of the first)` fixture of a
+/// dialect with `read`, and check how many changes it makes and on which
+/// branch.
+#[cfg(test)]
+pub(crate) fn check_fixtures(
+    dialect: &str,
+    read: fn(&str, &serde_json::Value, &HookSettings) -> Result<HookOutcome, github::PayloadError>,
+    cases: &[(&str, &str, usize, &str)],
+) {
+    for &(file, event, count, branch) in cases {
+        let out = read(event, &fixture(dialect, file), &HookSettings::default()).unwrap();
+        assert_eq!(out.changes.len(), count, "{file}: {out:?}");
+        if let Some(first) = out.changes.first() {
+            assert_eq!(first.branch.as_deref(), Some(branch), "{file}");
+        }
+    }
+}
+
 /// Seconds since 1970 of an RFC 3339 time (`2019-05-15T15:19:25Z`).
 pub fn rfc3339_seconds(text: &str) -> Option<f64> {
     let t =

@@ -17,7 +17,8 @@
 //! is answered 200 and leaves one log line.
 
 use super::Request;
-use crate::changes::{HookOutcome, gitea, github, gitlab};
+use crate::changes::github::PayloadError;
+use crate::changes::{HookOutcome, HookSettings, gitea, github, gitlab};
 use crate::config::ChangeHookConfig;
 use crate::shared::Shared;
 use serde_json::{Value, json};
@@ -92,32 +93,17 @@ async fn receive(shared: &Arc<Shared>, request: &Request) -> Result<Value, Refus
         header("content-type").as_deref().unwrap_or(""),
         &request.body,
     )?;
-    let (outcome, delivery) = match dialect {
-        "github" => {
-            let event = header("x-github-event").ok_or_else(|| {
-                Refused(StatusCode::BAD_REQUEST, "no X-GitHub-Event header".into())
-            })?;
-            let outcome = github::read(&event, &payload, &hook.settings)
-                .map_err(|e| Refused(StatusCode::BAD_REQUEST, e.to_string()))?;
-            (outcome, header("x-github-delivery"))
-        }
-        "gitea" => {
-            let event = header("x-gitea-event").ok_or_else(|| {
-                Refused(StatusCode::BAD_REQUEST, "no X-Gitea-Event header".into())
-            })?;
-            let outcome = gitea::read(&event, &payload, &hook.settings)
-                .map_err(|e| Refused(StatusCode::BAD_REQUEST, e.to_string()))?;
-            (outcome, header("x-gitea-delivery"))
-        }
-        "gitlab" => {
-            let event = header("x-gitlab-event").ok_or_else(|| {
-                Refused(StatusCode::BAD_REQUEST, "no X-Gitlab-Event header".into())
-            })?;
-            let outcome = gitlab::read(&event, &payload, &hook.settings)
-                .map_err(|e| Refused(StatusCode::BAD_REQUEST, e.to_string()))?;
-            let delivery = header("idempotency-key").or_else(|| header("x-gitlab-event-uuid"));
-            (outcome, delivery)
-        }
+    // Each dialect: the header naming the event, its reader, and the
+    // headers its forge identifies a delivery by (the first present wins).
+    type Reader = fn(&str, &Value, &HookSettings) -> Result<HookOutcome, PayloadError>;
+    let (event_header, read, delivery_headers): (&str, Reader, &[&str]) = match dialect {
+        "github" => ("X-GitHub-Event", github::read, &["x-github-delivery"]),
+        "gitea" => ("X-Gitea-Event", gitea::read, &["x-gitea-delivery"]),
+        "gitlab" => (
+            "X-Gitlab-Event",
+            gitlab::read,
+            &["idempotency-key", "x-gitlab-event-uuid"],
+        ),
         other => {
             return Err(Refused(
                 StatusCode::NOT_FOUND,
@@ -125,6 +111,11 @@ async fn receive(shared: &Arc<Shared>, request: &Request) -> Result<Value, Refus
             ));
         }
     };
+    let event = header(event_header)
+        .ok_or_else(|| Refused(StatusCode::BAD_REQUEST, format!("no {event_header} header")))?;
+    let outcome = read(&event, &payload, &hook.settings)
+        .map_err(|e| Refused(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let delivery = delivery_headers.iter().find_map(|name| header(name));
     store(shared, dialect, delivery, outcome).await
 }
 
