@@ -101,6 +101,26 @@ fn slugify(name: &str) -> String {
         .collect()
 }
 
+/// The next few chunks of a log holding line `from_line` or later (and, with
+/// `end`, starting before it), in order: how a raw download and a page of
+/// lines both read a log, never more than [`RAW_CHUNKS_PER_READ`] at once.
+async fn chunks_from(
+    db: &sea_orm::DatabaseConnection,
+    logid: i64,
+    from_line: i64,
+    end: Option<i64>,
+) -> Result<Vec<logchunks::Model>, sea_orm::DbErr> {
+    let mut select = logchunks::Entity::find()
+        .filter(logchunks::Column::Logid.eq(logid))
+        .filter(logchunks::Column::LastLine.gte(from_line))
+        .order_by_asc(logchunks::Column::FirstLine)
+        .limit(RAW_CHUNKS_PER_READ);
+    if let Some(end) = end {
+        select = select.filter(logchunks::Column::FirstLine.lt(end));
+    }
+    select.all(db).await
+}
+
 /// Streams one stdio log into storage.
 ///
 /// Cutting lines happens here, on the task that reads the command's output;
@@ -505,13 +525,7 @@ impl Data {
             let mut decoder = ChunkDecoder::default();
             let mut next_line = 0;
             loop {
-                let batch = logchunks::Entity::find()
-                    .filter(logchunks::Column::Logid.eq(logid))
-                    .filter(logchunks::Column::FirstLine.gte(next_line))
-                    .order_by_asc(logchunks::Column::FirstLine)
-                    .limit(RAW_CHUNKS_PER_READ)
-                    .all(&db)
-                    .await;
+                let batch = chunks_from(&db, logid, next_line, None).await;
                 let batch = match batch {
                     Ok(b) if b.is_empty() => return,
                     Ok(b) => b,
@@ -563,15 +577,7 @@ impl Data {
         let mut decoder = ChunkDecoder::default();
         let mut next_line = offset;
         'reading: loop {
-            let mut select = logchunks::Entity::find()
-                .filter(logchunks::Column::Logid.eq(logid))
-                .filter(logchunks::Column::LastLine.gte(next_line))
-                .order_by_asc(logchunks::Column::FirstLine)
-                .limit(RAW_CHUNKS_PER_READ);
-            if let Some(end) = end {
-                select = select.filter(logchunks::Column::FirstLine.lt(end));
-            }
-            let batch = select.all(&self.db).await?;
+            let batch = chunks_from(&self.db, logid, next_line, end).await?;
             if batch.is_empty() {
                 break;
             }
@@ -593,8 +599,9 @@ impl Data {
                         break 'reading;
                     }
                     out.extend_from_slice(line);
-                    next_line = n + 1;
                 }
+                // Past this chunk, whatever it held: the next read moves on.
+                next_line = Ord::max(next_line, c.last_line + 1);
             }
         }
         Ok((offset, String::from_utf8_lossy(&out).into_owned()))
