@@ -73,44 +73,32 @@ async fn receive(shared: &Arc<Shared>, request: &Request) -> Result<Value, Refus
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    match dialect {
-        "gitlab" => check_token(&hook, header("x-gitlab-token").as_deref())?,
-        "gitea" => check_signature(
-            &hook,
-            // Gitea's is the bare hex digest; GitHub's has a `sha256=` prefix.
-            header("x-gitea-signature")
-                .map(|hex| format!("sha256={hex}"))
-                .as_deref(),
-            &request.body,
-        )?,
-        _ => check_signature(
-            &hook,
-            header("x-hub-signature-256").as_deref(),
-            &request.body,
-        )?,
+    let Some(dialect_of) = dialect_named(dialect) else {
+        return Err(Refused(
+            StatusCode::NOT_FOUND,
+            format!("no change hook '{}' here", dialect.escape_debug()),
+        ));
+    };
+    let Dialect {
+        event_header,
+        read,
+        delivery_headers,
+        proof,
+    } = dialect_of;
+    match proof {
+        Proof::Signature {
+            header: name,
+            prefix,
+        } => {
+            let hex_mac = header(name).map(|v| v.strip_prefix(prefix).unwrap_or("").to_string());
+            check_signature(&hook, name, hex_mac.as_deref(), &request.body)?
+        }
+        Proof::Token(name) => check_token(&hook, name, header(name).as_deref())?,
     }
     let payload = payload(
         header("content-type").as_deref().unwrap_or(""),
         &request.body,
     )?;
-    // Each dialect: the header naming the event, its reader, and the
-    // headers its forge identifies a delivery by (the first present wins).
-    type Reader = fn(&str, &Value, &HookSettings) -> Result<HookOutcome, PayloadError>;
-    let (event_header, read, delivery_headers): (&str, Reader, &[&str]) = match dialect {
-        "github" => ("X-GitHub-Event", github::read, &["x-github-delivery"]),
-        "gitea" => ("X-Gitea-Event", gitea::read, &["x-gitea-delivery"]),
-        "gitlab" => (
-            "X-Gitlab-Event",
-            gitlab::read,
-            &["idempotency-key", "x-gitlab-event-uuid"],
-        ),
-        other => {
-            return Err(Refused(
-                StatusCode::NOT_FOUND,
-                format!("no change hook '{}' here", other.escape_debug()),
-            ));
-        }
-    };
     let event = header(event_header)
         .ok_or_else(|| Refused(StatusCode::BAD_REQUEST, format!("no {event_header} header")))?;
     let outcome = read(&event, &payload, &hook.settings)
@@ -119,36 +107,90 @@ async fn receive(shared: &Arc<Shared>, request: &Request) -> Result<Value, Refus
     store(shared, dialect, delivery, outcome).await
 }
 
-/// Refuse a delivery whose signature does not match the configured secret.
+type Reader = fn(&str, &Value, &HookSettings) -> Result<HookOutcome, PayloadError>;
+
+/// How a forge proves a delivery is its own.
+enum Proof {
+    /// An HMAC-SHA256 of the body under the secret, in hex after `prefix`.
+    Signature {
+        header: &'static str,
+        prefix: &'static str,
+    },
+    /// The secret itself.
+    Token(&'static str),
+}
+
+/// What differs from one forge's webhook to another's.
+struct Dialect {
+    /// The header naming the event.
+    event_header: &'static str,
+    read: Reader,
+    /// The headers the forge identifies a delivery by (the first present wins).
+    delivery_headers: &'static [&'static str],
+    proof: Proof,
+}
+
+fn dialect_named(name: &str) -> Option<Dialect> {
+    Some(match name {
+        "github" => Dialect {
+            event_header: "X-GitHub-Event",
+            read: github::read,
+            delivery_headers: &["x-github-delivery"],
+            proof: Proof::Signature {
+                header: "x-hub-signature-256",
+                prefix: "sha256=",
+            },
+        },
+        "gitea" => Dialect {
+            event_header: "X-Gitea-Event",
+            read: gitea::read,
+            delivery_headers: &["x-gitea-delivery"],
+            proof: Proof::Signature {
+                header: "x-gitea-signature",
+                prefix: "",
+            },
+        },
+        "gitlab" => Dialect {
+            event_header: "X-Gitlab-Event",
+            read: gitlab::read,
+            delivery_headers: &["idempotency-key", "x-gitlab-event-uuid"],
+            proof: Proof::Token("x-gitlab-token"),
+        },
+        _ => return None,
+    })
+}
+
+/// Refuse a delivery whose signature (`hex_mac`, from the `header`) does not
+/// match the configured secret.
 fn check_signature(
     hook: &ChangeHookConfig,
-    signature: Option<&str>,
+    header: &str,
+    hex_mac: Option<&str>,
     body: &[u8],
 ) -> Result<(), Refused> {
     let Some(secret) = &hook.secret else {
         return Ok(());
     };
-    let forbidden = |why: &str| Err(Refused(StatusCode::FORBIDDEN, why.into()));
-    let Some(signature) = signature else {
-        return forbidden("the delivery is not signed, and a secret is set");
+    let forbidden = |why: String| Err(Refused(StatusCode::FORBIDDEN, why));
+    let Some(hex_mac) = hex_mac else {
+        return forbidden(format!(
+            "the delivery is not signed ({header}), and a secret is set"
+        ));
     };
-    let Some(mac) = signature
-        .strip_prefix("sha256=")
-        .and_then(|hex_mac| hex::decode(hex_mac.trim()).ok())
-    else {
-        return forbidden("X-Hub-Signature-256 is not 'sha256=' and a hex digest");
+    let Ok(mac) = hex::decode(hex_mac.trim()) else {
+        return forbidden(format!("{header} is not the hex digest it should be"));
     };
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
     match ring::hmac::verify(&key, body, &mac) {
         Ok(()) => Ok(()),
-        Err(_) => forbidden("the signature does not match the secret"),
+        Err(_) => forbidden("the signature does not match the secret".into()),
     }
 }
 
-/// Refuse a GitLab delivery whose `X-Gitlab-Token` is not the secret. The
-/// two are compared as SHA-256 digests, so the comparison's time says
-/// nothing about how much of the token was right.
-fn check_token(hook: &ChangeHookConfig, token: Option<&str>) -> Result<(), Refused> {
+/// Refuse a delivery whose token (GitLab's `X-Gitlab-Token`, from `header`)
+/// is not the secret. The two are compared as SHA-256 digests, so the
+/// comparison's time says nothing about how much of the token was right.
+fn check_token(hook: &ChangeHookConfig, header: &str, token: Option<&str>) -> Result<(), Refused> {
     let Some(secret) = &hook.secret else {
         return Ok(());
     };
@@ -157,11 +199,11 @@ fn check_token(hook: &ChangeHookConfig, token: Option<&str>) -> Result<(), Refus
         Some(token) if digest(token).as_ref() == digest(secret).as_ref() => Ok(()),
         Some(_) => Err(Refused(
             StatusCode::FORBIDDEN,
-            "X-Gitlab-Token is not the secret".into(),
+            format!("{header} is not the secret"),
         )),
         None => Err(Refused(
             StatusCode::FORBIDDEN,
-            "the delivery has no X-Gitlab-Token, and a secret is set".into(),
+            format!("the delivery has no {header}, and a secret is set"),
         )),
     }
 }
