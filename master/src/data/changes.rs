@@ -349,6 +349,40 @@ impl Data {
             .collect())
     }
 
+    /// The source stamps a build builds (its buildset's); `None` when its
+    /// request is not found.
+    pub async fn build_sourcestamps(&self, build: &Value) -> Result<Option<Vec<Value>>, DataError> {
+        let brid = build["buildrequestid"].as_i64().unwrap_or(0);
+        let q = ListQuery::default().with_eq("buildrequestid", brid);
+        let (requests, _) = self.list_buildrequests(&q).await?;
+        match requests.first().and_then(|r| r["buildsetid"].as_i64()) {
+            Some(bsid) => Ok(Some(self.buildset_sourcestamps(bsid).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The builds made from these source stamps (under `q`, which may page
+    /// and filter them): a change's builds.
+    pub async fn builds_of_sourcestamps(
+        &self,
+        ssids: &[i64],
+        q: ListQuery,
+        with_properties: bool,
+    ) -> Result<Vec<Value>, DataError> {
+        let bsids: Vec<i64> = self
+            .buildsets_of_sourcestamps(ssids)
+            .await?
+            .into_iter()
+            .map(|(_, bsid)| bsid)
+            .collect();
+        Ok(self
+            .builds_of_buildsets(&bsids, q, with_properties)
+            .await?
+            .into_iter()
+            .map(|(_, build)| build)
+            .collect())
+    }
+
     /// The buildsets that build any of these source stamps, as (ssid, bsid).
     pub async fn buildsets_of_sourcestamps(
         &self,

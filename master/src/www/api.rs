@@ -310,18 +310,7 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
                 .first()
                 .ok_or_else(|| ApiError::not_found(format!("change {c}")))?;
             let ssids: Vec<i64> = change["sourcestamp"]["ssid"].as_i64().into_iter().collect();
-            let bsids: Vec<i64> = data
-                .buildsets_of_sourcestamps(&ssids)
-                .await?
-                .into_iter()
-                .map(|(_, bsid)| bsid)
-                .collect();
-            let items: Vec<Value> = data
-                .builds_of_buildsets(&bsids, q, with_props)
-                .await?
-                .into_iter()
-                .map(|(_, build)| build)
-                .collect();
+            let items = data.builds_of_sourcestamps(&ssids, q, with_props).await?;
             let total = items.len() as u64;
             Ok(envelope("builds", items, total))
         }
@@ -716,16 +705,10 @@ async fn changes_of_build(
     let build = builds
         .first()
         .ok_or_else(|| ApiError::not_found(format!("build {buildid}")))?;
-    let brid = build["buildrequestid"].as_i64().unwrap_or(0);
-    let (requests, _) = data
-        .list_buildrequests(&ListQuery::default().with_eq("buildrequestid", brid))
-        .await?;
-    let Some(bsid) = requests.first().and_then(|r| r["buildsetid"].as_i64()) else {
-        return Ok(Vec::new());
-    };
     let ssids: Vec<i64> = data
-        .buildset_sourcestamps(bsid)
+        .build_sourcestamps(build)
         .await?
+        .unwrap_or_default()
         .iter()
         .filter_map(|s| s["ssid"].as_i64())
         .collect();

@@ -103,20 +103,12 @@ pub(super) async fn change(ctx: &Ctx<'_>, changeid: i64) -> PageResult {
                 .collect()
         })
         .unwrap_or_default();
-    let bsids: Vec<i64> = match c["sourcestamp"]["ssid"].as_i64() {
-        Some(ssid) => data
-            .buildsets_of_sourcestamps(&[ssid])
-            .await?
-            .into_iter()
-            .map(|(_, bsid)| bsid)
-            .collect(),
-        None => Vec::new(),
-    };
+    let ssids: Vec<i64> = c["sourcestamp"]["ssid"].as_i64().into_iter().collect();
     let builds: String = data
-        .builds_of_buildsets(&bsids, ListQuery::default(), false)
+        .builds_of_sourcestamps(&ssids, ListQuery::default(), false)
         .await?
         .iter()
-        .map(|(_, b)| {
+        .map(|b| {
             let builderid = b["builderid"].as_i64().unwrap_or(0);
             format!(
                 "<li class=\"{}\"><a href=\"/builds/{}\">{} #{}</a> {}</li>",

@@ -186,15 +186,9 @@ pub(super) async fn console(ctx: &Ctx<'_>) -> PageResult {
 
 /// The source stamps of a build's buildset, as HTML.
 pub(super) async fn sources_html(shared: &Shared, build: &Value) -> Result<String, DataError> {
-    let brid = build["buildrequestid"].as_i64().unwrap_or(0);
-    let (requests, _) = shared
-        .data
-        .list_buildrequests(&ListQuery::default().with_eq("buildrequestid", brid))
-        .await?;
-    let Some(bsid) = requests.first().and_then(|r| r["buildsetid"].as_i64()) else {
+    let Some(stamps) = shared.data.build_sourcestamps(build).await? else {
         return Ok(String::new());
     };
-    let stamps = shared.data.buildset_sourcestamps(bsid).await?;
     if stamps.is_empty() {
         return Ok("none (built without a revision)".into());
     }
