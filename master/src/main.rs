@@ -507,16 +507,20 @@ fn stop(dir: &Path, clean: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Call a JSON-RPC method of `/api/v2/config` on the master running from `dir`.
-/// The API token for the master in `dir`: the one given, else
-/// `MOONBOT_API_TOKEN`, else the master directory's `cli-token`.
-fn cli_token(dir: &Path, given: Option<String>) -> Option<String> {
+/// The API token given on the command line, else `MOONBOT_API_TOKEN`.
+fn given_token(given: Option<String>) -> Option<String> {
     given
         .or_else(|| std::env::var("MOONBOT_API_TOKEN").ok())
         .filter(|t| !t.trim().is_empty())
-        .or_else(|| moonbot_master::credentials::read_cli_token(dir))
 }
 
+/// The API token for the master in `dir`: [`given_token`], else the master
+/// directory's `cli-token`.
+fn cli_token(dir: &Path, given: Option<String>) -> Option<String> {
+    given_token(given).or_else(|| moonbot_master::credentials::read_cli_token(dir))
+}
+
+/// Call a JSON-RPC method of `/api/v2/config` on the master running from `dir`.
 fn call_config_api(
     dir: &Path,
     method: &str,
@@ -581,10 +585,12 @@ fn sendchange(args: SendchangeArgs) -> anyhow::Result<i32> {
     } else {
         format!("http://{master}")
     };
-    let token = token
-        .or_else(|| std::env::var("MOONBOT_API_TOKEN").ok())
-        .filter(|t| !t.trim().is_empty());
-    let changeid = call_api(&format!("{base}/api/v2/changes"), "add", params, token)?;
+    let changeid = call_api(
+        &format!("{base}/api/v2/changes"),
+        "add",
+        params,
+        given_token(token),
+    )?;
     println!("change {changeid} added");
     Ok(0)
 }
