@@ -131,6 +131,43 @@ local schedulers = {}
 ---@type fun(args: moonbot.ForceSchedulerArgs): moonbot.Scheduler
 schedulers.force = constructor("scheduler.force")
 
+---@alias moonbot.StringMatch string|string[]|fun(value: string?): boolean
+
+---@class moonbot.ChangeFilter
+---@field project? moonbot.StringMatch        The change's project equals this, is one of these, or passes this function.
+---@field repository? moonbot.StringMatch
+---@field branch? moonbot.StringMatch
+---@field category? moonbot.StringMatch
+---@field codebase? moonbot.StringMatch
+---@field project_re? string|string[]         A regular expression (or several) matched from the start of the value.
+---@field repository_re? string|string[]
+---@field branch_re? string|string[]
+---@field category_re? string|string[]
+---@field codebase_re? string|string[]
+---@field filter_fn? fun(change: table): boolean  Sees the whole change (author, branch, files, properties …).
+
+---@class moonbot.ChangeSchedulerArgs
+---@field name string
+---@field builders string[]                 Builders each buildset asks for.
+---@field change_filter? moonbot.ChangeFilter Which changes this scheduler takes (default: every change of its codebases).
+---@field tree_stable_timer? integer|string  Seconds (or "5m") without a new important change before building; unset or 0 builds each important change at once.
+---@field file_is_important? fun(change: table): boolean  Whether a change calls for a build (default: every change does).
+---@field only_important? boolean           Leave unimportant changes out of the build (default false).
+---@field reason? string                    The buildset's reason.
+---@field properties? table<string, any>    Properties of every build this scheduler starts.
+---@field priority? integer                 Priority of its build requests (default 0; higher goes first).
+---@field codebases? string[]|table<string, { repository?: string, branch?: string, revision?: string }>  Codebases it builds (default { "" }); changes of others are ignored.
+
+--- Builds the changes its filter takes, all branches together behind one
+--- tree-stable timer (Buildbot's SingleBranchScheduler).
+---@type fun(args: moonbot.ChangeSchedulerArgs): moonbot.Scheduler
+schedulers.single_branch = constructor("scheduler.single_branch")
+
+--- Builds the changes its filter takes, with one tree-stable timer per
+--- branch (Buildbot's AnyBranchScheduler).
+---@type fun(args: moonbot.ChangeSchedulerArgs): moonbot.Scheduler
+schedulers.any_branch = constructor("scheduler.any_branch")
+
 M.schedulers = schedulers
 
 --- Build-time string: `%(prop:NAME)s` is replaced by the build property NAME,

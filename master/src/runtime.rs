@@ -16,6 +16,7 @@ use crate::mq::Bus;
 use crate::process::distributor::Distributor;
 use crate::reconfig::{self, Trigger};
 use crate::running_builds::{RunningBuilds, StopKind};
+use crate::schedulers::changes::ChangeScheduler;
 use crate::schedulers::force::ForceScheduler;
 use crate::services::{self, Service, ServiceConfig, ServiceManager};
 use crate::shared::{ConfigSlot, Shared};
@@ -297,6 +298,9 @@ fn start_service(config: &ServiceConfig, shared: Arc<Shared>) -> Box<dyn Service
         ServiceConfig::Scheduler(scheduler) => match scheduler {
             crate::config::SchedulerConfig::Force { .. } => {
                 Box::new(ForceScheduler::start(scheduler))
+            }
+            crate::config::SchedulerConfig::Changes(changes) => {
+                Box::new(ChangeScheduler::start(shared, changes))
             }
         },
         ServiceConfig::Janitor(janitor) => {

@@ -25,6 +25,7 @@ pub struct RunningConfig {
     pub loaded: LoadedConfig,
     pub builder_ids: BTreeMap<String, i64>,
     pub worker_ids: BTreeMap<String, i64>,
+    pub scheduler_ids: BTreeMap<String, i64>,
 }
 
 /// State shared by every task of the master.

@@ -1,6 +1,9 @@
 //! End-to-end: real master and worker processes over real QUIC with real
 //! certificates, driven through the CLI and the REST API, on SQLite and PostgreSQL.
 
+#[path = "e2e/schedulers.rs"]
+mod schedulers;
+
 use moonbot_tests::{Backend, LONG, TestMaster, process_alive, run};
 use serde_json::{Value, json};
 use std::time::Duration;

@@ -123,10 +123,8 @@ fn check_references(
     }
     let mut seen = BTreeMap::new();
     for s in schedulers {
-        let at = match s {
-            SchedulerConfig::Force { defined_at, .. } => defined_at,
-        };
-        if let Some(first) = seen.insert(s.name(), at.as_str()) {
+        let at = s.defined_at().to_string();
+        if let Some(first) = seen.insert(s.name(), s.defined_at()) {
             errors.push(ConfigError {
                 location: at.clone(),
                 message: format!(
@@ -193,6 +191,40 @@ mod tests {
         );
         let field = www_errors_of(r#"{ change_hooks = { github = { secrets = "s" } } }"#);
         assert!(field.iter().any(|e| e.contains("secrets")), "{field:?}");
+    }
+
+    #[test]
+    fn change_schedulers_are_checked() {
+        let scheduler = |fields: &str| {
+            errors_in(
+                "schedulers",
+                &format!(
+                    r#"{{ require("moonbot").schedulers.any_branch {{ name = "s", builders = {{}}, {fields} }} }}"#
+                ),
+            )
+        };
+        assert!(
+            scheduler(
+                r#"change_filter = { branch = { "main" }, project_re = "moon" },
+                   tree_stable_timer = "5m", file_is_important = function() return true end,
+                   codebases = { app = { repository = "r", branch = "main" } }, priority = 3"#
+            )
+            .is_empty()
+        );
+        let all = scheduler(
+            r#"change_filter = { brnach = "main" }, tree_stable_timer = "soon",
+               file_is_important = true, codebases = { app = { tag = "v1" } }, colapse = true"#,
+        )
+        .join("\n");
+        for expected in [
+            "change_filter: unknown field 'brnach'",
+            "'tree_stable_timer'",
+            "'file_is_important' must be a function of the change, not a boolean",
+            "codebase 'app': unknown field 'tag'",
+            "scheduler: unknown field 'colapse'",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in {all}");
+        }
     }
 
     #[test]

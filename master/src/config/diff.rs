@@ -194,20 +194,7 @@ fn same_builder(a: &BuilderConfig, b: &BuilderConfig) -> bool {
 
 /// Whether two schedulers of the same name differ in more than their position.
 pub fn same_scheduler(a: &SchedulerConfig, b: &SchedulerConfig) -> bool {
-    match (a, b) {
-        (
-            SchedulerConfig::Force {
-                builders: ab,
-                label: al,
-                ..
-            },
-            SchedulerConfig::Force {
-                builders: bb,
-                label: bl,
-                ..
-            },
-        ) => ab == bb && al == bl,
-    }
+    a.unplaced() == b.unplaced()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod builders;
+pub mod change_filter;
 pub mod compile;
 pub mod diff;
 pub mod janitor;
@@ -20,8 +21,9 @@ pub mod workers;
 pub use crate::lua::{ConfigError, ConfigErrors, LuaFn, LuaGeneration, Renderable};
 pub use auth::{ACTIONS, AuthConfig, TokenConfig, UserConfig};
 pub use builders::{BuilderConfig, StepConfig, StepFlags};
+pub use change_filter::{ChangeFilter, Matcher};
 pub use janitor::JanitorConfig;
-pub use schedulers::SchedulerConfig;
+pub use schedulers::{ChangeSchedulerConfig, CodebaseDefaults, Grouping, SchedulerConfig};
 pub use settings::{
     ChangeHookConfig, DbConfig, HOOK_DIALECTS, HookSettings, QuicConfig, ReconfigConfig, WwwConfig,
 };

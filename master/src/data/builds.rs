@@ -6,12 +6,14 @@ use super::buildsets::{
 };
 use super::query::{FieldKind, ListQuery, apply, cut_long_text, fetch_page, mark_cut, shorten};
 use super::{Data, DataError, now};
-use crate::db::entities::{build_properties, builds, buildset_properties};
+use crate::db::entities::{
+    build_properties, builds, buildset_properties, buildset_sourcestamps, sourcestamps,
+};
 use crate::mq::Topic;
 use crate::mq::topic::BuildEvent;
-use sea_orm::Order;
 use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryTrait};
+use sea_orm::{Order, QueryOrder};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -22,6 +24,8 @@ pub struct StartedBuild {
     pub number: i32,
     /// name → (value, source)
     pub buildset_properties: BTreeMap<String, (Value, String)>,
+    /// What the buildset builds (none for a build forced without a codebase).
+    pub sourcestamps: Vec<sourcestamps::Model>,
 }
 
 fn fields(name: &str) -> Option<FieldKind<builds::Column>> {
@@ -100,21 +104,38 @@ impl Data {
         let properties = buildset_properties::Entity::find()
             .filter(buildset_properties::Column::Buildsetid.eq(request.buildsetid))
             .into_query();
+        let stamps = sourcestamps::Entity::find()
+            .filter(
+                sourcestamps::Column::Id.in_subquery(
+                    Query::select()
+                        .column(buildset_sourcestamps::Column::Sourcestampid)
+                        .from(buildset_sourcestamps::Entity)
+                        .and_where(
+                            Expr::col(buildset_sourcestamps::Column::Buildsetid)
+                                .eq(request.buildsetid),
+                        )
+                        .to_owned(),
+                ),
+            )
+            .order_by_asc(sourcestamps::Column::Codebase)
+            .into_query();
         // Two masters' builds of one builder may start together (PostgreSQL):
         // retry on a number clash.
         let mut attempts = 0;
-        let (mut rows, build, props) = loop {
+        let (mut rows, build, props, stamps) = loop {
             let mut batch = Batch::new(self);
             let build = batch.push(&insert);
             let props = batch.push(&properties);
+            let stamps = batch.push(&stamps);
             match self.run_batch(batch).await {
-                Ok(rows) => break (rows, build, props),
+                Ok(rows) => break (rows, build, props, stamps),
                 Err(DataError::Db(e)) if is_unique_violation(&e) && attempts < 10 => attempts += 1,
                 Err(e) => return Err(e),
             }
         };
         let row: builds::Model = rows.one(build, "returned no new build row")?;
         let properties = buildset_properties_from(rows.models(props)?);
+        let sourcestamps = rows.models(stamps)?;
         self.bus.publish(
             Topic::Build {
                 id: row.id,
@@ -126,6 +147,7 @@ impl Data {
             buildid: row.id,
             number: row.number,
             buildset_properties: properties,
+            sourcestamps,
         })
     }
 

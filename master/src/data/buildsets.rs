@@ -12,7 +12,10 @@ use super::query::{
     FieldKind, ListQuery, Op, QueryError, apply, cut_long_text, fetch_page, mark_cut,
 };
 use super::{Data, DataError, now};
-use crate::db::entities::{buildrequest_claims, buildrequests, buildset_properties, buildsets};
+use crate::db::entities::{
+    buildrequest_claims, buildrequests, buildset_properties, buildset_sourcestamps, buildsets,
+    scheduler_changes,
+};
 use crate::mq::Topic;
 use crate::mq::topic::{BuildRequestEvent, BuildsetEvent};
 use sea_orm::Order;
@@ -48,6 +51,25 @@ impl From<buildrequests::Model> for PendingRequest {
     }
 }
 
+/// A buildset just added: its id, and builderid → build request id.
+pub type BuildsetIds = (i64, BTreeMap<i64, i64>);
+
+/// A buildset to add ([`Data::add_buildsets`]).
+#[derive(Debug, Clone, Default)]
+pub struct NewBuildset {
+    pub reason: String,
+    /// One request per builder.
+    pub builderids: Vec<i64>,
+    /// name → (value, source)
+    pub properties: BTreeMap<String, (Value, String)>,
+    pub sourcestampids: Vec<i64>,
+    /// The requests' priority (higher goes first).
+    pub priority: i64,
+    /// (scheduler id, change ids): the classified changes this buildset
+    /// builds, removed in the same transaction.
+    pub consumes: Option<(i64, Vec<i64>)>,
+}
+
 fn request_fields(name: &str) -> Option<FieldKind<buildrequests::Column>> {
     use buildrequests::Column as C;
     Some(match name {
@@ -76,7 +98,8 @@ fn buildset_fields(name: &str) -> Option<FieldKind<buildsets::Column>> {
 }
 
 impl Data {
-    /// Add a buildset with one request per builder. `properties` are stored as
+    /// Add a buildset with one request per builder and no source stamp (a
+    /// forced build without a codebase). `properties` are stored as
     /// `[value, source]`. Returns the buildset id and builderid → request id.
     pub async fn add_buildset(
         &self,
@@ -84,89 +107,71 @@ impl Data {
         builderids: &[i64],
         properties: &BTreeMap<String, (Value, String)>,
     ) -> Result<(i64, BTreeMap<i64, i64>), DataError> {
-        use buildrequests::Column as R;
-        use buildset_properties::Column as P;
-        let submitted_at = now();
-        // One transaction in one trip: the buildset, its properties and its
-        // requests (the latter two name the buildset by `last_id`).
+        let added = self
+            .add_buildsets(vec![NewBuildset {
+                reason: reason.to_string(),
+                builderids: builderids.to_vec(),
+                properties: properties.clone(),
+                ..NewBuildset::default()
+            }])
+            .await?;
+        added
+            .into_iter()
+            .next()
+            .ok_or(DataError::Unexpected("returned no new buildset row"))
+    }
+
+    /// Add buildsets, each with its properties, source stamps and one request
+    /// per builder, and remove the scheduler classifications each consumes:
+    /// all in one transaction and (on SQLite) one trip, so a burst of changes
+    /// costs one commit, and a change is built exactly once. Returns, per
+    /// buildset, its id and builderid → request id.
+    pub async fn add_buildsets(
+        &self,
+        new: Vec<NewBuildset>,
+    ) -> Result<Vec<BuildsetIds>, DataError> {
         let mut batch = Batch::new(self);
-        let buildset = batch.push(
-            Query::insert()
-                .into_table(buildsets::Entity)
-                .columns([
-                    buildsets::Column::Reason,
-                    buildsets::Column::SubmittedAt,
-                    buildsets::Column::Complete,
-                ])
-                .values([reason.into(), submitted_at.into(), false.into()])?
-                .returning_all(),
-        );
-        let bsid = batch.last_id("buildsets");
-        if !properties.is_empty() {
-            let mut insert = Query::insert();
-            insert.into_table(buildset_properties::Entity).columns([
-                P::Buildsetid,
-                P::PropertyName,
-                P::PropertyValue,
-            ]);
-            for (name, (value, source)) in properties {
-                insert.values([
-                    bsid.clone(),
-                    name.as_str().into(),
-                    json!([value, source]).to_string().into(),
-                ])?;
-            }
-            batch.push(&insert);
-        }
-        let requests = (!builderids.is_empty()).then(|| {
-            let mut insert = Query::insert();
-            insert
-                .into_table(buildrequests::Entity)
-                .columns([
-                    R::Buildsetid,
-                    R::Builderid,
-                    R::Priority,
-                    R::Complete,
-                    R::SubmittedAt,
-                    R::WaitedFor,
-                ])
-                .returning_all();
-            for &builderid in builderids {
-                insert.values_panic([
-                    bsid.clone(),
-                    builderid.into(),
-                    0.into(),
-                    false.into(),
-                    submitted_at.into(),
-                    false.into(),
-                ]);
-            }
-            batch.push(&insert)
-        });
+        let added = push_buildsets(&mut batch, &new)?;
         let mut rows = self.run_batch(batch).await?;
-        let bs: buildsets::Model = rows.one(buildset, "returned no new buildset row")?;
-        let requests: Vec<buildrequests::Model> = match requests {
-            Some(index) => rows.models(index)?,
-            None => Vec::new(),
-        };
-        let brids = requests.iter().map(|br| (br.builderid, br.id)).collect();
-        self.bus.publish(
-            Topic::Buildset {
-                id: bs.id,
-                event: BuildsetEvent::New,
-            },
-            buildset_json(&bs),
-        );
-        for br in &requests {
+        self.publish_buildsets(&mut rows, added)
+    }
+
+    /// Read the rows of buildsets a batch added ([`push_buildsets`]) and
+    /// publish them; returns each buildset's id and builderid → request id.
+    pub(crate) fn publish_buildsets(
+        &self,
+        rows: &mut BatchRows,
+        added: Vec<AddedBuildset>,
+    ) -> Result<Vec<BuildsetIds>, DataError> {
+        let mut out = Vec::with_capacity(added.len());
+        for AddedBuildset { buildset, requests } in added {
+            let bs: buildsets::Model = rows.one(buildset, "returned no new buildset row")?;
+            let requests: Vec<buildrequests::Model> = match requests {
+                Some(index) => rows.models(index)?,
+                None => Vec::new(),
+            };
             self.bus.publish(
-                Topic::BuildRequest {
-                    id: br.id,
-                    event: BuildRequestEvent::New,
+                Topic::Buildset {
+                    id: bs.id,
+                    event: BuildsetEvent::New,
                 },
-                request_json(br, None),
+                buildset_json(&bs),
             );
+            for br in &requests {
+                self.bus.publish(
+                    Topic::BuildRequest {
+                        id: br.id,
+                        event: BuildRequestEvent::New,
+                    },
+                    request_json(br, None),
+                );
+            }
+            out.push((
+                bs.id,
+                requests.iter().map(|br| (br.builderid, br.id)).collect(),
+            ));
         }
-        Ok((bs.id, brids))
+        Ok(out)
     }
 
     /// The properties a buildset was submitted with.
@@ -327,9 +332,28 @@ impl Data {
         };
         let mut properties = self.buildset_properties(br.buildsetid).await?;
         properties.insert("reason".into(), (reason.into(), "Rebuild".into()));
-        let (bsid, brids) = self
-            .add_buildset(reason, &[br.builderid], &properties)
+        let sourcestampids = buildset_sourcestamps::Entity::find()
+            .filter(buildset_sourcestamps::Column::Buildsetid.eq(br.buildsetid))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| row.sourcestampid)
+            .collect();
+        let priority = br.priority.into();
+        let added = self
+            .add_buildsets(vec![NewBuildset {
+                reason: reason.to_string(),
+                builderids: vec![br.builderid],
+                properties,
+                sourcestampids,
+                priority,
+                consumes: None,
+            }])
             .await?;
+        let (bsid, brids) = added
+            .into_iter()
+            .next()
+            .ok_or(DataError::Unexpected("returned no new buildset row"))?;
         Ok((bsid, brids[&br.builderid]))
     }
 
@@ -452,6 +476,110 @@ fn claimed_ids() -> sea_orm::sea_query::SelectStatement {
         .column(buildrequest_claims::Column::Brid)
         .from(buildrequest_claims::Entity)
         .to_owned()
+}
+
+/// Statements of a batch that added one buildset, to find its rows.
+pub(crate) struct AddedBuildset {
+    buildset: StatementIndex,
+    requests: Option<StatementIndex>,
+}
+
+/// Push the statements that add these buildsets (each with its properties,
+/// source stamps and requests, and the removal of the classifications it
+/// consumes) onto `batch`; [`Data::publish_buildsets`] reads them back.
+pub(crate) fn push_buildsets(
+    batch: &mut Batch,
+    new: &[NewBuildset],
+) -> Result<Vec<AddedBuildset>, DataError> {
+    use buildrequests::Column as R;
+    use buildset_properties::Column as P;
+    let submitted_at = now();
+    let mut added = Vec::with_capacity(new.len());
+    for set in new {
+        // The properties, source stamps and requests name the buildset
+        // by `last_id`, so they follow its insert.
+        let buildset = batch.push(
+            Query::insert()
+                .into_table(buildsets::Entity)
+                .columns([
+                    buildsets::Column::Reason,
+                    buildsets::Column::SubmittedAt,
+                    buildsets::Column::Complete,
+                ])
+                .values([
+                    set.reason.as_str().into(),
+                    submitted_at.into(),
+                    false.into(),
+                ])?
+                .returning_all(),
+        );
+        let bsid = batch.last_id("buildsets");
+        if !set.properties.is_empty() {
+            let mut insert = Query::insert();
+            insert.into_table(buildset_properties::Entity).columns([
+                P::Buildsetid,
+                P::PropertyName,
+                P::PropertyValue,
+            ]);
+            for (name, (value, source)) in &set.properties {
+                insert.values([
+                    bsid.clone(),
+                    name.as_str().into(),
+                    json!([value, source]).to_string().into(),
+                ])?;
+            }
+            batch.push(&insert);
+        }
+        if !set.sourcestampids.is_empty() {
+            use buildset_sourcestamps::Column as S;
+            let mut insert = Query::insert();
+            insert
+                .into_table(buildset_sourcestamps::Entity)
+                .columns([S::Buildsetid, S::Sourcestampid]);
+            for &ssid in &set.sourcestampids {
+                insert.values([bsid.clone(), ssid.into()])?;
+            }
+            batch.push(&insert);
+        }
+        let requests = (!set.builderids.is_empty()).then(|| {
+            let mut insert = Query::insert();
+            insert
+                .into_table(buildrequests::Entity)
+                .columns([
+                    R::Buildsetid,
+                    R::Builderid,
+                    R::Priority,
+                    R::Complete,
+                    R::SubmittedAt,
+                    R::WaitedFor,
+                ])
+                .returning_all();
+            for &builderid in &set.builderids {
+                insert.values_panic([
+                    bsid.clone(),
+                    builderid.into(),
+                    set.priority.into(),
+                    false.into(),
+                    submitted_at.into(),
+                    false.into(),
+                ]);
+            }
+            batch.push(&insert)
+        });
+        if let Some((schedulerid, changeids)) = &set.consumes
+            && !changeids.is_empty()
+        {
+            use scheduler_changes::Column as C;
+            batch.push(
+                Query::delete()
+                    .from_table(scheduler_changes::Entity)
+                    .and_where(Expr::col(C::Schedulerid).eq(*schedulerid))
+                    .and_where(Expr::col(C::Changeid).is_in(changeids.iter().copied())),
+            );
+        }
+        added.push(AddedBuildset { buildset, requests });
+    }
+    Ok(added)
 }
 
 /// True when an insert failed on a unique or primary key constraint.

@@ -16,7 +16,9 @@ use crate::db::entities::{
 use crate::mq::Topic;
 use crate::mq::topic::ChangeEvent;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, Order, QueryFilter, TransactionTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder, TransactionTrait,
+};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
@@ -47,30 +49,7 @@ async fn insert_change(
     change: NewChange,
 ) -> Result<changes::Model, DataError> {
     let when = change.when_timestamp.unwrap_or_else(super::now);
-    let ss_hash = sourcestamp_hash(&change);
-    sourcestamps::Entity::insert(sourcestamps::ActiveModel {
-        ss_hash: Set(ss_hash.clone()),
-        branch: Set(change.branch.clone()),
-        revision: Set(change.revision.clone()),
-        patchid: Set(None),
-        repository: Set(change.repository.clone()),
-        codebase: Set(change.codebase.clone()),
-        project: Set(change.project.clone()),
-        created_at: Set(super::now()),
-        ..Default::default()
-    })
-    .on_conflict(
-        OnConflict::column(sourcestamps::Column::SsHash)
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(txn)
-    .await?;
-    let ssid = sourcestamps::Entity::find()
-        .filter(sourcestamps::Column::SsHash.eq(ss_hash))
-        .one(txn)
-        .await?
-        .map(|s| s.id);
+    let ssid = upsert_sourcestamp(txn, &change).await?;
     let stored = changes::Entity::insert(changes::ActiveModel {
         author: Set(change.author),
         committer: Set(change.committer),
@@ -113,6 +92,37 @@ async fn insert_change(
         .await?;
     }
     Ok(stored)
+}
+
+/// The id of the source stamp of `change`'s attributes, made if needed.
+async fn upsert_sourcestamp(
+    txn: &sea_orm::DatabaseTransaction,
+    change: &NewChange,
+) -> Result<Option<i64>, DataError> {
+    let ss_hash = sourcestamp_hash(change);
+    sourcestamps::Entity::insert(sourcestamps::ActiveModel {
+        ss_hash: Set(ss_hash.clone()),
+        branch: Set(change.branch.clone()),
+        revision: Set(change.revision.clone()),
+        patchid: Set(None),
+        repository: Set(change.repository.clone()),
+        codebase: Set(change.codebase.clone()),
+        project: Set(change.project.clone()),
+        created_at: Set(super::now()),
+        ..Default::default()
+    })
+    .on_conflict(
+        OnConflict::column(sourcestamps::Column::SsHash)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(txn)
+    .await?;
+    Ok(sourcestamps::Entity::find()
+        .filter(sourcestamps::Column::SsHash.eq(ss_hash))
+        .one(txn)
+        .await?
+        .map(|s| s.id))
 }
 
 /// Source stamps are shared: one row per (codebase, repository, branch,
@@ -318,6 +328,65 @@ impl Data {
             );
         }
         Ok(())
+    }
+
+    /// Changes after `after`, and those of `also` (ids a reader skipped
+    /// because they were not committed yet), oldest first, at most `limit`,
+    /// in the API's shape: what a scheduler reads.
+    pub async fn changes_after(
+        &self,
+        after: i64,
+        also: &[i64],
+        limit: u64,
+    ) -> Result<Vec<Value>, DataError> {
+        use sea_orm::{Condition, QuerySelect};
+        let mut which = Condition::any().add(changes::Column::Id.gt(after));
+        if !also.is_empty() {
+            which = which.add(changes::Column::Id.is_in(also.iter().copied()));
+        }
+        let rows = changes::Entity::find()
+            .filter(which)
+            .order_by_asc(changes::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        self.changes_json(&rows).await
+    }
+
+    /// These changes, in the API's shape, oldest first.
+    pub async fn changes_by_ids(&self, ids: &[i64]) -> Result<Vec<Value>, DataError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = changes::Entity::find()
+            .filter(changes::Column::Id.is_in(ids.iter().copied()))
+            .order_by_asc(changes::Column::Id)
+            .all(&self.db)
+            .await?;
+        self.changes_json(&rows).await
+    }
+
+    /// The newest change's id (0 when there is none).
+    pub async fn last_changeid(&self) -> Result<i64, DataError> {
+        use sea_orm::QuerySelect;
+        let max: Option<Option<i64>> = changes::Entity::find()
+            .select_only()
+            .column_as(changes::Column::Id.max(), "max")
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        Ok(max.flatten().unwrap_or(0))
+    }
+
+    /// The id of the source stamp with these attributes, made if needed (a
+    /// scheduler's codebase that no change names).
+    pub async fn sourcestamp_id(&self, stamp: &NewChange) -> Result<i64, DataError> {
+        let txn = self.db.begin().await?;
+        let id = upsert_sourcestamp(&txn, stamp).await?;
+        txn.commit().await?;
+        id.ok_or(DataError::Unexpected(
+            "lost a source stamp row it had just made",
+        ))
     }
 
     /// Source stamps, newest first unless the query orders otherwise.

@@ -15,7 +15,9 @@ pub mod janitor;
 pub mod logs;
 pub mod masters;
 pub mod query;
+pub mod schedulers;
 pub mod sessions;
+pub mod state;
 pub mod steps;
 pub mod workers;
 

@@ -18,6 +18,7 @@ use crate::steps::{self, Properties, RemoteFailure, StepContext, StepHost};
 use crate::worker_registry::WorkerLease;
 use crate::workers::remote::{self, Output, OutputSink, RemoteError, WorkerLink};
 use moonbot_worker::protocol::{CommandOutcome, RemoteCommand};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -58,6 +59,8 @@ struct BuildContext<'a> {
     buildid: i64,
     number: i32,
     props: Properties,
+    /// What the build builds, for the source-stamp properties.
+    sourcestamps: Vec<crate::db::entities::sourcestamps::Model>,
     stop: &'a StopSignal,
 }
 
@@ -93,6 +96,7 @@ async fn run_inner(
         buildid,
         number,
         props: started.buildset_properties,
+        sourcestamps: started.sourcestamps,
         stop: &registration.stop,
     };
     let result = execute(&mut ctx).await;
@@ -133,6 +137,19 @@ async fn execute(ctx: &mut BuildContext<'_>) -> Result<(), DataError> {
         "builddir".into(),
         (builder.builddir.clone().into(), "Builder".into()),
     );
+    // As Buildbot: one source stamp names what the build builds in plain
+    // properties; with several codebases they would be ambiguous.
+    if let [stamp] = ctx.sourcestamps.as_slice() {
+        for (name, value) in [
+            ("branch", stamp.branch.clone().map(Value::from)),
+            ("revision", stamp.revision.clone().map(Value::from)),
+            ("repository", Some(stamp.repository.clone().into())),
+            ("project", Some(stamp.project.clone().into())),
+            ("codebase", Some(stamp.codebase.clone().into())),
+        ] {
+            props.insert(name.into(), (value.unwrap_or(Value::Null), "Build".into()));
+        }
+    }
     data.add_build_properties(buildid, &props).await?;
     ctx.props = props;
 

@@ -91,10 +91,13 @@ pub async fn sync_rows(data: &Data, loaded: LoadedConfig) -> Result<RunningConfi
     let builder_ids = data.sync_builders(&cfg.builders).await?;
     let worker_names: Vec<String> = cfg.workers.iter().map(|w| w.name.clone()).collect();
     let worker_ids = data.sync_workers(&worker_names).await?;
+    let scheduler_names: Vec<&str> = cfg.schedulers.iter().map(|s| s.name()).collect();
+    let scheduler_ids = data.sync_schedulers(&scheduler_names).await?;
     Ok(RunningConfig {
         loaded,
         builder_ids,
         worker_ids,
+        scheduler_ids,
     })
 }
 

@@ -1,4 +1,7 @@
-//! Schedulers: turning requests and events into buildsets. Only the force
-//! scheduler exists so far.
+//! Schedulers: turning requests and events into buildsets. `force` builds
+//! on request; `changes` runs `single_branch` and `any_branch`, which build
+//! the changes their filter (`classify`) takes.
 
+pub mod changes;
+pub mod classify;
 pub mod force;

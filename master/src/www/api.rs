@@ -120,7 +120,7 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
     match rest {
         [] => Ok(json_reply(
             StatusCode::OK,
-            &json!({"api_version": 2, "collections": ["builders", "builds", "buildrequests", "buildsets", "changes", "sourcestamps", "steps", "logs", "workers", "forceschedulers", "masters", "config"]}),
+            &json!({"api_version": 2, "collections": ["builders", "builds", "buildrequests", "buildsets", "changes", "sourcestamps", "steps", "logs", "workers", "schedulers", "forceschedulers", "masters", "config"]}),
         )),
         ["builders"] => {
             let (items, total) = data.list_builders(&q, &running.builder_ids).await?;
@@ -246,6 +246,19 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             let total = items.len() as u64;
             Ok(envelope("sourcestamps", items, total))
         }
+        ["schedulers"] => {
+            let (items, total) = data
+                .list_schedulers(&q, &running_schedulers(&running))
+                .await?;
+            Ok(envelope("schedulers", items, total))
+        }
+        ["schedulers", n] => {
+            let q = q.with_eq("schedulerid", id(n, "scheduler")?).whole();
+            let (items, _) = data
+                .list_schedulers(&q, &running_schedulers(&running))
+                .await?;
+            one("schedulers", items, &format!("scheduler {n}"))
+        }
         ["forceschedulers"] => {
             let items = force_schedulers(&running);
             let total = items.len() as u64;
@@ -341,19 +354,31 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
     }
 }
 
+/// The names of the schedulers the running configuration lists.
+fn running_schedulers(running: &crate::shared::RunningConfig) -> Vec<&str> {
+    running
+        .loaded
+        .config
+        .schedulers
+        .iter()
+        .map(|s| s.name())
+        .collect()
+}
+
 fn force_schedulers(running: &crate::shared::RunningConfig) -> Vec<Value> {
     running
         .loaded
         .config
         .schedulers
         .iter()
-        .map(|s| match s {
+        .filter_map(|s| match s {
+            crate::config::SchedulerConfig::Changes(_) => None,
             crate::config::SchedulerConfig::Force {
                 name,
                 builders,
                 label,
                 ..
-            } => json!({
+            } => Some(json!({
                 "name": name,
                 "label": label,
                 "builder_names": builders,
@@ -362,7 +387,7 @@ fn force_schedulers(running: &crate::shared::RunningConfig) -> Vec<Value> {
                     {"name": "reason", "type": "text", "fullName": "reason"},
                     {"name": "owner", "type": "text", "fullName": "owner"},
                 ],
-            }),
+            })),
         })
         .collect()
 }

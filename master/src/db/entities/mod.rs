@@ -23,6 +23,7 @@ pub mod masters;
 pub mod object_state;
 pub mod objects;
 pub mod revoked_sessions;
+pub mod scheduler_changes;
 pub mod schedulers;
 pub mod sourcestamps;
 pub mod steps;

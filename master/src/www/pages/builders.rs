@@ -116,8 +116,11 @@ pub(super) async fn builder(ctx: &Ctx<'_>, builderid: i64) -> PageResult {
             .schedulers
             .iter()
             .filter(|s| s.builder_names().contains(&name))
-            .map(|s| {
-                let SchedulerConfig::Force { label, .. } = s;
+            .filter_map(|s| match s {
+                SchedulerConfig::Force { label, .. } => Some((s, label)),
+                SchedulerConfig::Changes(_) => None,
+            })
+            .map(|(s, label)| {
                 let owner = if ctx.identity.user.is_some() {
                     String::new()
                 } else {

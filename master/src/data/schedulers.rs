@@ -1,0 +1,170 @@
+//! The `schedulers` collection, and what a change scheduler keeps: the
+//! changes it accepted and has not built (`scheduler_changes`) and how far
+//! it has read the changes (its object state). [`Data::schedule`] commits a
+//! scheduler's step (classifications, buildsets, the removal of what they
+//! build, its position) as one transaction, so a change is built once
+//! whatever stops the master in between.
+
+use super::batch::Batch;
+use super::buildsets::{BuildsetIds, NewBuildset, push_buildsets};
+use super::query::{FieldKind, ListQuery, apply, fetch_page};
+use super::state::push_set_state;
+use super::{Data, DataError};
+use crate::db::entities::{scheduler_changes, schedulers};
+use sea_orm::sea_query::{OnConflict, Query};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// The state key holding the id of the last change a scheduler has read.
+pub const LAST_CHANGE_SEEN: &str = "last_changeid";
+
+fn fields(name: &str) -> Option<FieldKind<schedulers::Column>> {
+    use schedulers::Column as C;
+    Some(match name {
+        "schedulerid" => FieldKind::Int(C::Id),
+        "name" => FieldKind::Text(C::Name),
+        "enabled" => FieldKind::Bool(C::Enabled),
+        _ => return None,
+    })
+}
+
+/// A change a scheduler accepted and has not built yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classified {
+    pub changeid: i64,
+    pub important: bool,
+    pub classified_at: f64,
+}
+
+/// What one scheduler step writes, all or nothing.
+#[derive(Debug, Default)]
+pub struct SchedulerStep {
+    pub schedulerid: i64,
+    /// Changes accepted, to keep until a tree-stable timer fires.
+    pub classify: Vec<Classified>,
+    /// Buildsets to add (each naming the classifications it consumes).
+    pub buildsets: Vec<NewBuildset>,
+    /// (object id, change id): the scheduler's new position.
+    pub position: Option<(i64, i64)>,
+}
+
+impl Data {
+    /// Make sure every configured scheduler has a row; returns name → id.
+    pub async fn sync_schedulers(
+        &self,
+        names: &[&str],
+    ) -> Result<BTreeMap<String, i64>, DataError> {
+        if !names.is_empty() {
+            schedulers::Entity::insert_many(names.iter().map(|name| schedulers::ActiveModel {
+                name: Set(name.to_string()),
+                enabled: Set(true),
+                ..Default::default()
+            }))
+            .on_conflict(
+                OnConflict::column(schedulers::Column::Name)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        }
+        Ok(schedulers::Entity::find()
+            .filter(schedulers::Column::Name.is_in(names.iter().copied()))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|s| (s.name, s.id))
+            .collect())
+    }
+
+    /// Schedulers in Buildbot's shape; `master` is this master for the ones
+    /// the running configuration lists (`running`), null for the others.
+    pub async fn list_schedulers(
+        &self,
+        q: &ListQuery,
+        running: &[&str],
+    ) -> Result<(Vec<Value>, u64), DataError> {
+        let select = apply(schedulers::Entity::find(), q, &fields)?;
+        let (rows, total) =
+            fetch_page(&self.db, select, q, (schedulers::Column::Id, Order::Asc)).await?;
+        let master = self
+            .masters_json()
+            .await?
+            .into_iter()
+            .find(|m| m["masterid"].as_i64() == Some(self.masterid))
+            .unwrap_or(Value::Null);
+        Ok((
+            rows.into_iter()
+                .map(|s| {
+                    json!({
+                        "schedulerid": s.id,
+                        "name": s.name,
+                        "enabled": s.enabled,
+                        "master": if running.contains(&s.name.as_str()) { master.clone() } else { Value::Null },
+                    })
+                })
+                .collect(),
+            total,
+        ))
+    }
+
+    /// The changes a scheduler accepted and has not built, oldest first.
+    pub async fn classified_changes(&self, schedulerid: i64) -> Result<Vec<Classified>, DataError> {
+        Ok(scheduler_changes::Entity::find()
+            .filter(scheduler_changes::Column::Schedulerid.eq(schedulerid))
+            .order_by_asc(scheduler_changes::Column::Changeid)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| Classified {
+                changeid: row.changeid,
+                important: row.important,
+                classified_at: row.classified_at,
+            })
+            .collect())
+    }
+
+    /// Forget every change a scheduler was waiting on (its filter changed,
+    /// or it was removed from the configuration).
+    pub async fn forget_classified(&self, schedulerid: i64) -> Result<(), DataError> {
+        scheduler_changes::Entity::delete_many()
+            .filter(scheduler_changes::Column::Schedulerid.eq(schedulerid))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Commit a scheduler's step; returns each new buildset's id and
+    /// builderid → request id.
+    pub async fn schedule(&self, step: SchedulerStep) -> Result<Vec<BuildsetIds>, DataError> {
+        let mut batch = Batch::new(self);
+        if !step.classify.is_empty() {
+            use scheduler_changes::Column as C;
+            let mut insert = Query::insert();
+            insert
+                .into_table(scheduler_changes::Entity)
+                .columns([C::Schedulerid, C::Changeid, C::Important, C::ClassifiedAt])
+                .on_conflict(
+                    OnConflict::columns([C::Schedulerid, C::Changeid])
+                        .do_nothing()
+                        .to_owned(),
+                );
+            for c in &step.classify {
+                insert.values([
+                    step.schedulerid.into(),
+                    c.changeid.into(),
+                    c.important.into(),
+                    c.classified_at.into(),
+                ])?;
+            }
+            batch.push(&insert);
+        }
+        let added = push_buildsets(&mut batch, &step.buildsets)?;
+        if let Some((objectid, changeid)) = step.position {
+            push_set_state(&mut batch, objectid, LAST_CHANGE_SEEN, &json!(changeid))?;
+        }
+        let mut rows = self.run_batch(batch).await?;
+        self.publish_buildsets(&mut rows, added)
+    }
+}

@@ -1,0 +1,494 @@
+//! `single_branch` and `any_branch`: the schedulers that turn changes into
+//! buildsets, as Buildbot's `SingleBranchScheduler` and `AnyBranchScheduler`.
+//!
+//! The scheduler reads the changes from the database, not from the events'
+//! payloads: an event only wakes it. It keeps its position (the last change
+//! id read) in its object state, and commits each step (the changes it
+//! accepted, the buildsets it made, its new position) in one transaction
+//! ([`Data::schedule`]), so after a crash or restart it reads on from where
+//! its last step ended: nothing is built twice and nothing is skipped. On
+//! PostgreSQL two changes can commit out of id order; an id skipped over is
+//! looked for again for a minute ([`GAP_WAIT`]).
+//!
+//! With a `tree_stable_timer`, accepted changes wait in `scheduler_changes`
+//! and each group (everything for `single_branch`; each codebase, project,
+//! repository and branch for `any_branch`) builds when no important change
+//! has come for that long. The deadline is worked out from the stored
+//! `classified_at`, so it survives a reload and a restart. Unlike Buildbot,
+//! firing one branch's timer consumes only that branch's changes.
+
+use super::classify::{Verdict, classify};
+use crate::config::{ChangeSchedulerConfig, Grouping, SchedulerConfig};
+use crate::data::buildsets::NewBuildset;
+use crate::data::changes::NewChange;
+use crate::data::schedulers::{Classified, LAST_CHANGE_SEEN, SchedulerStep};
+use crate::data::{DataError, now};
+use crate::mq::Topic;
+use crate::services::{Service, ServiceConfig, Stopping};
+use crate::shared::{RunningConfig, Shared};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// The object class under which a scheduler's state is kept.
+pub const STATE_CLASS: &str = "scheduler";
+/// How long an id skipped over is looked for again (a transaction that took
+/// an id earlier and committed later, on PostgreSQL).
+const GAP_WAIT: Duration = Duration::from_secs(60);
+/// Changes read per step.
+const STEP_CHANGES: u64 = 1000;
+/// Wait this long after a failed step before trying again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// A running change scheduler: its task and how to poke and stop it.
+pub struct ChangeScheduler {
+    name: String,
+    /// Bumped on a reconfigure: the task re-reads its settings.
+    settings: watch::Sender<u64>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ChangeScheduler {
+    pub fn start(shared: Arc<Shared>, config: &ChangeSchedulerConfig) -> ChangeScheduler {
+        let (settings, settings_rx) = watch::channel(0);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        // Subscribed before the task reads its position, so no change
+        // committed in between goes unnoticed.
+        let events = shared.data.bus.subscribe();
+        let name = config.name.clone();
+        let task = tokio::spawn(run(shared, name.clone(), events, settings_rx, shutdown_rx));
+        ChangeScheduler {
+            name,
+            settings,
+            shutdown,
+            task,
+        }
+    }
+}
+
+impl Service for ChangeScheduler {
+    fn reconfigure(&mut self, _config: &ServiceConfig) {
+        info!(scheduler = %self.name, "change scheduler reconfigured; its waiting changes are kept");
+        self.settings.send_modify(|n| *n += 1);
+    }
+
+    fn stop(self: Box<Self>) -> Stopping {
+        let _ = self.shutdown.send(true);
+        let task = self.task;
+        Box::pin(async move {
+            let _ = task.await;
+        })
+    }
+}
+
+/// What the task keeps between steps.
+struct State {
+    shared: Arc<Shared>,
+    name: String,
+    schedulerid: i64,
+    objectid: i64,
+    /// The last change id read.
+    position: i64,
+    /// Ids skipped over, looked for until the instant given.
+    gaps: BTreeMap<i64, Instant>,
+    /// Group → when it builds (only groups with an important change).
+    deadlines: BTreeMap<String, Instant>,
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    name: String,
+    mut events: broadcast::Receiver<crate::mq::Event>,
+    mut settings: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut state = loop {
+        match State::open(shared.clone(), &name).await {
+            Ok(state) => break state,
+            Err(e) => {
+                warn!(scheduler = %name, "cannot read the scheduler's state, trying again: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY_AFTER) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    };
+    let mut pending = true;
+    loop {
+        if pending {
+            pending = match state.read_new_changes().await {
+                Ok(()) => false,
+                Err(e) => {
+                    warn!(scheduler = %name, "reading new changes failed, trying again: {e}");
+                    true
+                }
+            };
+        }
+        if let Err(e) = state.fire_due().await {
+            warn!(scheduler = %name, "building waiting changes failed, trying again: {e}");
+        }
+        let next = state
+            .deadlines
+            .values()
+            .chain(state.gaps.values())
+            .min()
+            .copied()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let next = if pending {
+            next.min(Instant::now() + RETRY_AFTER)
+        } else {
+            next
+        };
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = settings.changed() => {
+                if let Err(e) = state.recompute_deadlines().await {
+                    warn!(scheduler = %name, "re-reading waiting changes failed: {e}");
+                }
+                pending = true;
+            }
+            event = events.recv() => match event {
+                Ok(event) => {
+                    if matches!(event.topic, Topic::Change { .. }) {
+                        pending = true;
+                    }
+                }
+                // Missed events: read from the database anyway.
+                Err(broadcast::error::RecvError::Lagged(_)) => pending = true,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tokio::time::sleep_until(next) => {
+                // A gap looked for long enough is given up.
+                let now = Instant::now();
+                state.gaps.retain(|_, until| *until > now);
+                pending = pending || !state.gaps.is_empty();
+            }
+        }
+    }
+}
+
+impl State {
+    /// The scheduler's row, state object and position (a new scheduler
+    /// starts at the newest change: it builds what comes after it, as in
+    /// Buildbot), and the deadlines of what waits.
+    async fn open(shared: Arc<Shared>, name: &str) -> Result<State, DataError> {
+        let data = &shared.data;
+        let schedulerid = match shared.running_config().scheduler_ids.get(name) {
+            Some(&id) => id,
+            None => data.sync_schedulers(&[name]).await?[name],
+        };
+        let objectid = data.object_id(name, STATE_CLASS).await?;
+        let position = match data.object_state(objectid, LAST_CHANGE_SEEN).await? {
+            Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+            _ => {
+                let last = data.last_changeid().await?;
+                data.set_object_state(objectid, LAST_CHANGE_SEEN, &json!(last))
+                    .await?;
+                last
+            }
+        };
+        let mut state = State {
+            shared,
+            name: name.to_string(),
+            schedulerid,
+            objectid,
+            position,
+            gaps: BTreeMap::new(),
+            deadlines: BTreeMap::new(),
+        };
+        state.recompute_deadlines().await?;
+        Ok(state)
+    }
+
+    /// This scheduler's settings in the running configuration, with it.
+    fn config(&self) -> Option<(Arc<RunningConfig>, ChangeSchedulerConfig)> {
+        let running = self.shared.running_config();
+        let config = match running.loaded.config.scheduler(&self.name) {
+            Some(SchedulerConfig::Changes(c)) => (**c).clone(),
+            _ => return None,
+        };
+        Some((running, config))
+    }
+
+    /// Read the changes after the position (and the gaps), classify them,
+    /// and commit what that makes, a step of at most [`STEP_CHANGES`] at a
+    /// time.
+    async fn read_new_changes(&mut self) -> Result<(), DataError> {
+        loop {
+            let Some((running, config)) = self.config() else {
+                return Ok(());
+            };
+            let gaps: Vec<i64> = self.gaps.keys().copied().collect();
+            let changes = self
+                .shared
+                .data
+                .changes_after(self.position, &gaps, STEP_CHANGES)
+                .await?;
+            if changes.is_empty() {
+                return Ok(());
+            }
+            let mut position = self.position;
+            let mut gaps = self.gaps.clone();
+            let mut step = SchedulerStep {
+                schedulerid: self.schedulerid,
+                ..SchedulerStep::default()
+            };
+            let mut deadlines = Vec::new();
+            let classified_at = now();
+            for change in &changes {
+                let Some(id) = change["changeid"].as_i64() else {
+                    continue;
+                };
+                gaps.remove(&id);
+                if id > position {
+                    // Ids between are not committed yet, or never will be.
+                    for missing in (position + 1..id).rev().take(1000) {
+                        gaps.insert(missing, Instant::now() + GAP_WAIT);
+                    }
+                    position = id;
+                }
+                let verdict = classify(&config, &running.loaded.lua, change).await;
+                let important = match verdict {
+                    Verdict::Ignored => continue,
+                    Verdict::Unimportant if config.only_important => continue,
+                    Verdict::Unimportant => false,
+                    Verdict::Important => true,
+                };
+                match config.tree_stable_timer {
+                    // No timer: each important change builds now, alone;
+                    // unimportant ones are dropped (Buildbot's behaviour).
+                    None if important => {
+                        let set = self
+                            .buildset(&running, &config, std::slice::from_ref(change), None)
+                            .await?;
+                        step.buildsets.push(set);
+                    }
+                    None => {}
+                    Some(wait) => {
+                        step.classify.push(Classified {
+                            changeid: id,
+                            important,
+                            classified_at,
+                        });
+                        let group = group_of(config.grouping, change);
+                        // An important change (re)starts its group's timer;
+                        // an unimportant one restarts a running timer only.
+                        if important || self.deadlines.contains_key(&group) {
+                            deadlines.push((group, Instant::now() + Duration::from_secs(wait)));
+                        }
+                    }
+                }
+            }
+            step.position = Some((self.objectid, position));
+            let made = step.buildsets.len();
+            let added = self.shared.data.schedule(step).await?;
+            if made > 0 {
+                info!(scheduler = %self.name, buildsets = ?added.iter().map(|(bsid, _)| *bsid).collect::<Vec<_>>(), "changes scheduled");
+            }
+            self.position = position;
+            self.gaps = gaps;
+            self.deadlines.extend(deadlines);
+            if (changes.len() as u64) < STEP_CHANGES {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Work the deadlines out again from what waits in the database (at
+    /// start, and after a reconfigure changed the timer or the grouping).
+    async fn recompute_deadlines(&mut self) -> Result<(), DataError> {
+        self.deadlines.clear();
+        let Some((_, config)) = self.config() else {
+            return Ok(());
+        };
+        let waiting = self
+            .shared
+            .data
+            .classified_changes(self.schedulerid)
+            .await?;
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = waiting.iter().map(|c| c.changeid).collect();
+        let changes = self.shared.data.changes_by_ids(&ids).await?;
+        let wait = config.tree_stable_timer.unwrap_or(0) as f64;
+        let (wall, instant) = (now(), Instant::now());
+        let by_id: BTreeMap<i64, &Value> = changes
+            .iter()
+            .filter_map(|c| Some((c["changeid"].as_i64()?, c)))
+            .collect();
+        for classified in waiting.iter().filter(|c| c.important) {
+            let Some(change) = by_id.get(&classified.changeid) else {
+                continue;
+            };
+            let due = classified.classified_at + wait - wall;
+            let at = instant + Duration::from_secs_f64(due.max(0.0));
+            let group = group_of(config.grouping, change);
+            let slot = self.deadlines.entry(group).or_insert(at);
+            *slot = (*slot).max(at);
+        }
+        Ok(())
+    }
+
+    /// Build every group whose timer has run out.
+    async fn fire_due(&mut self) -> Result<(), DataError> {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .deadlines
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(group, _)| group.clone())
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let Some((running, config)) = self.config() else {
+            return Ok(());
+        };
+        let waiting = self
+            .shared
+            .data
+            .classified_changes(self.schedulerid)
+            .await?;
+        let ids: Vec<i64> = waiting.iter().map(|c| c.changeid).collect();
+        let changes = self.shared.data.changes_by_ids(&ids).await?;
+        let mut step = SchedulerStep {
+            schedulerid: self.schedulerid,
+            ..SchedulerStep::default()
+        };
+        for group in &due {
+            let members: Vec<Value> = changes
+                .iter()
+                .filter(|c| &group_of(config.grouping, c) == group)
+                .cloned()
+                .collect();
+            let consumed: Vec<i64> = members
+                .iter()
+                .filter_map(|c| c["changeid"].as_i64())
+                .collect();
+            let important: BTreeSet<i64> = waiting
+                .iter()
+                .filter(|c| c.important)
+                .map(|c| c.changeid)
+                .collect();
+            let wanted: Vec<Value> = if config.only_important {
+                members
+                    .into_iter()
+                    .filter(|c| {
+                        c["changeid"]
+                            .as_i64()
+                            .is_some_and(|id| important.contains(&id))
+                    })
+                    .collect()
+            } else {
+                members
+            };
+            if consumed.iter().any(|id| important.contains(id)) {
+                step.buildsets.push(
+                    self.buildset(&running, &config, &wanted, Some(consumed))
+                        .await?,
+                );
+            }
+        }
+        let added = self.shared.data.schedule(step).await?;
+        if !added.is_empty() {
+            info!(scheduler = %self.name, buildsets = ?added.iter().map(|(bsid, _)| *bsid).collect::<Vec<_>>(), "tree stable: changes scheduled");
+        }
+        for group in due {
+            self.deadlines.remove(&group);
+        }
+        Ok(())
+    }
+
+    /// The buildset for `changes` (oldest first): for each of the
+    /// scheduler's codebases, the newest change's source stamp (or the
+    /// codebase's defaults); the scheduler's properties, then the changes'
+    /// (a later change's value wins), and `scheduler`.
+    async fn buildset(
+        &self,
+        running: &RunningConfig,
+        config: &ChangeSchedulerConfig,
+        changes: &[Value],
+        consumes: Option<Vec<i64>>,
+    ) -> Result<NewBuildset, DataError> {
+        let builderids: Vec<i64> = config
+            .builders
+            .iter()
+            .filter_map(|b| running.builder_ids.get(b).copied())
+            .collect();
+        let mut sourcestampids = Vec::new();
+        for (codebase, defaults) in &config.codebases {
+            let newest = changes
+                .iter()
+                .rev()
+                .find(|c| c["codebase"].as_str().unwrap_or("") == codebase);
+            match newest.and_then(|c| c["sourcestampid"].as_i64()) {
+                Some(ssid) => sourcestampids.push(ssid),
+                None => {
+                    let stamp = NewChange {
+                        codebase: codebase.clone(),
+                        repository: defaults.repository.clone().unwrap_or_default(),
+                        branch: defaults.branch.clone(),
+                        revision: defaults.revision.clone(),
+                        ..NewChange::default()
+                    };
+                    sourcestampids.push(self.shared.data.sourcestamp_id(&stamp).await?);
+                }
+            }
+        }
+        let mut properties = BTreeMap::new();
+        for (name, value) in &config.properties {
+            properties.insert(name.clone(), (value.clone(), "Scheduler".to_string()));
+        }
+        for change in changes {
+            if let Some(props) = change["properties"].as_object() {
+                for (name, pair) in props {
+                    properties.insert(name.clone(), (pair[0].clone(), "Change".to_string()));
+                }
+            }
+        }
+        properties.insert(
+            "scheduler".into(),
+            (config.name.clone().into(), "Scheduler".into()),
+        );
+        let reason = config.reason.clone().unwrap_or_else(|| {
+            format!(
+                "The {} scheduler named '{}' triggered this build",
+                config.grouping.class_name(),
+                config.name
+            )
+        });
+        if builderids.is_empty() {
+            warn!(scheduler = %config.name, "none of the scheduler's builders exists; nothing is built");
+        }
+        Ok(NewBuildset {
+            reason,
+            builderids,
+            properties,
+            sourcestampids,
+            priority: config.priority,
+            consumes: consumes.map(|ids| (self.schedulerid, ids)),
+        })
+    }
+}
+
+/// The timer group of a change: one for `single_branch`, one per
+/// (codebase, project, repository, branch) for `any_branch`.
+fn group_of(grouping: Grouping, change: &Value) -> String {
+    match grouping {
+        Grouping::SingleBranch => String::new(),
+        Grouping::AnyBranch => json!([
+            change["codebase"],
+            change["project"],
+            change["repository"],
+            change["branch"]
+        ])
+        .to_string(),
+    }
+}

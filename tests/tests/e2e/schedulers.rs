@@ -1,0 +1,268 @@
+//! Issue 14, schedulers: changes (from `moonbot sendchange`, the simplest
+//! real source) start the right builds through `any_branch` and
+//! `single_branch`, with the change's revision, properties and source stamp;
+//! changes waiting for a tree-stable timer survive a reload and a restart.
+
+use moonbot_tests::{Backend, LONG, TestMaster, run};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const CONFIG: &str = r#"
+local mb = require "moonbot"
+local function touches_docs(change)
+  for _, f in ipairs(change.files) do
+    if f:match("%.md$") then return true end
+  end
+  return false
+end
+return {
+  title = "schedulers",
+  www = { port = 0, bind = "127.0.0.1" },
+  protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1", idle_timeout = 3 } },
+  db = { url = "@DB@" },
+  workers = { mb.worker { name = "w1", max_builds = 4 } },
+  builders = {
+    mb.builder { name = "ok", workernames = { "w1" }, steps = {
+      mb.steps.shell { name = "show", command = mb.interpolate("echo rev=%(prop:revision)s branch=%(prop:branch)s") },
+    } },
+    mb.builder { name = "docs", workernames = { "w1" }, steps = {
+      mb.steps.shell { name = "show", command = mb.interpolate("echo docs at %(prop:revision)s") },
+    } },
+  },
+  schedulers = {
+    mb.schedulers.force { name = "force", builders = { "ok", "docs" } },
+    mb.schedulers.any_branch { name = "branches", builders = { "ok" },
+      change_filter = { branch = { "main", "feature" }, project_re = "moon",
+        filter_fn = function(change) return change.category ~= "skip" end },
+      properties = { from_scheduler = "yes" }, priority = 5 },
+    mb.schedulers.single_branch { name = "docs", builders = { "docs" },
+      change_filter = { branch = function(branch) return branch == "main" end },
+      file_is_important = touches_docs, tree_stable_timer = @TIMER@ },
+  },
+}
+"#;
+
+moonbot_tests::on_both_databases!(
+    a_change_builds_its_revision_on_the_builders_its_filter_picks,
+    tree_stable_changes_wait_and_survive_a_reload_and_a_restart,
+);
+
+fn config(timer: u32) -> String {
+    CONFIG.replace("@TIMER@", &timer.to_string())
+}
+
+/// `moonbot sendchange` a change; returns its id.
+fn send(m: &TestMaster, branch: &str, revision: &str, project: &str, extra: &[&str]) -> i64 {
+    let mut args = vec![
+        "sendchange",
+        "--master",
+        &m.www,
+        "--who",
+        "Ann <ann@example.org>",
+        "-R",
+        "https://example.org/moon.git",
+        "-P",
+        project,
+        "-b",
+        branch,
+        "-r",
+        revision,
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run("moonbot", &args);
+    assert_eq!(code, 0, "{out}{err}");
+    out.trim()
+        .strip_prefix("change ")
+        .and_then(|rest| rest.strip_suffix(" added"))
+        .unwrap_or_else(|| panic!("{out}"))
+        .parse()
+        .unwrap()
+}
+
+/// The buildsets a scheduler made, oldest first, with their source stamps.
+fn buildsets_of(m: &TestMaster, scheduler: &str) -> Vec<(Value, Vec<Value>)> {
+    let sets = m.get("/api/v2/buildsets?order=bsid")["buildsets"]
+        .as_array()
+        .unwrap()
+        .clone();
+    sets.into_iter()
+        .filter(|bs| {
+            let bsid = bs["bsid"].as_i64().unwrap();
+            let props = m.get(&format!("/api/v2/buildrequests?buildsetid={bsid}"));
+            let brid = props["buildrequests"][0]["buildrequestid"].as_i64();
+            brid.is_some_and(|_| {
+                m.get(&format!("/api/v2/buildsets/{bsid}"))["buildsets"][0]["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(&format!("named '{scheduler}'"))
+            })
+        })
+        .map(|bs| {
+            let bsid = bs["bsid"].as_i64().unwrap();
+            let stamps = m.get(&format!("/api/v2/buildsets/{bsid}/sourcestamps"))["sourcestamps"]
+                .as_array()
+                .unwrap()
+                .clone();
+            (bs, stamps)
+        })
+        .collect()
+}
+
+fn request_of(m: &TestMaster, bsid: i64) -> Value {
+    m.get(&format!("/api/v2/buildrequests?buildsetid={bsid}"))["buildrequests"][0].clone()
+}
+
+fn a_change_builds_its_revision_on_the_builders_its_filter_picks(backend: &Backend) {
+    let (m, _w) = TestMaster::started_with_worker(backend, &config(2), "w1");
+
+    let a = send(&m, "main", "aaa111", "moonbot", &["-p", "pr:7", "src/a.c"]);
+    let (bs, stamps) = m.wait_for("a buildset for the change on main", LONG, || {
+        buildsets_of(&m, "branches").into_iter().next()
+    });
+    assert_eq!(stamps.len(), 1, "{stamps:?}");
+    assert_eq!(stamps[0]["revision"], "aaa111");
+    assert_eq!(stamps[0]["branch"], "main");
+    assert_eq!(stamps[0]["repository"], "https://example.org/moon.git");
+    let request = request_of(&m, bs["bsid"].as_i64().unwrap());
+    assert_eq!(request["builderid"], m.builderid("ok"));
+    assert_eq!(request["priority"], 5);
+    let build = m.wait_request_done(request["buildrequestid"].as_i64().unwrap(), LONG);
+    assert_eq!(build["results"], 0, "{build}");
+    let buildid = build["buildid"].as_i64().unwrap();
+    let props = &m.get(&format!("/api/v2/builds/{buildid}/properties"))["properties"][0];
+    assert_eq!(props["revision"], json!(["aaa111", "Build"]));
+    assert_eq!(props["branch"], json!(["main", "Build"]));
+    assert_eq!(props["project"], json!(["moonbot", "Build"]));
+    assert_eq!(
+        props["repository"],
+        json!(["https://example.org/moon.git", "Build"])
+    );
+    assert_eq!(props["codebase"], json!(["", "Build"]));
+    assert_eq!(props["scheduler"], json!(["branches", "Scheduler"]));
+    assert_eq!(props["from_scheduler"], json!(["yes", "Scheduler"]));
+    assert_eq!(props["pr"], json!(["7", "Change"]));
+    let steps = m.steps(buildid);
+    assert!(
+        m.stdio_of(steps[0]["stepid"].as_i64().unwrap())
+            .contains("rev=aaa111 branch=main"),
+        "the step sees the change's revision"
+    );
+    // The build and the change name each other.
+    let changes = m.get(&format!("/api/v2/builds/{buildid}/changes"))["changes"].clone();
+    assert_eq!(changes[0]["changeid"], a, "{changes}");
+    let builds = m.get(&format!("/api/v2/changes/{a}/builds"))["builds"].clone();
+    assert_eq!(builds[0]["buildid"], buildid, "{builds}");
+
+    // Not taken: another branch, another project, a category filter_fn
+    // refuses. Then one that is: only it builds.
+    send(&m, "other", "bbb222", "moonbot", &[]);
+    send(&m, "feature", "ccc333", "sun", &[]);
+    send(&m, "feature", "ddd444", "moonbot", &["-C", "skip"]);
+    send(&m, "feature", "eee555", "moonbot", &[]);
+    let sets = m.wait_for("a buildset for the feature change", LONG, || {
+        let sets = buildsets_of(&m, "branches");
+        (sets.len() >= 2).then_some(sets)
+    });
+    let revisions: Vec<&Value> = sets.iter().map(|(_, s)| &s[0]["revision"]).collect();
+    assert_eq!(revisions, vec!["aaa111", "eee555"]);
+
+    // The schedulers are in the API, run by this master.
+    let listed = m.get("/api/v2/schedulers")["schedulers"].clone();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["force", "branches", "docs"]);
+    assert_eq!(listed[1]["enabled"], true);
+    assert!(
+        listed[1]["master"]["masterid"].as_i64().is_some(),
+        "{listed}"
+    );
+    let id = listed[1]["schedulerid"].as_i64().unwrap();
+    assert_eq!(
+        m.get(&format!("/api/v2/schedulers/{id}"))["schedulers"][0]["name"],
+        "branches"
+    );
+    assert_eq!(m.get_status("/api/v2/schedulers/999").0, 404);
+}
+
+fn tree_stable_changes_wait_and_survive_a_reload_and_a_restart(backend: &Backend) {
+    let mut m = TestMaster::create(backend, &config(3));
+    m.start();
+    let mut w = m.make_worker("w1", &m.dir.clone());
+    w.start();
+    m.wait_connected("w1");
+
+    // An unimportant change alone never builds; an important one after it
+    // builds both, at the newest revision, once the tree is stable.
+    send(&m, "main", "c0de01", "moonbot", &["src/a.c"]);
+    let important = send(&m, "main", "d0c501", "moonbot", &["README.md"]);
+    let sent = m.get(&format!("/api/v2/changes/{important}"))["changes"][0]["when_timestamp"]
+        .as_f64()
+        .unwrap();
+    let (bs, stamps) = m.wait_for("the docs buildset", LONG, || {
+        buildsets_of(&m, "docs").into_iter().next()
+    });
+    assert_eq!(stamps[0]["revision"], "d0c501");
+    assert!(
+        bs["submitted_at"].as_f64().unwrap() >= sent + 2.5,
+        "built before the tree was stable: {bs} (change at {sent})"
+    );
+    let request = request_of(&m, bs["bsid"].as_i64().unwrap());
+    assert_eq!(request["builderid"], m.builderid("docs"));
+    m.wait_request_done(request["buildrequestid"].as_i64().unwrap(), LONG);
+
+    // A reload that leaves the scheduler alone keeps its waiting change.
+    let kept = send(&m, "main", "d0c502", "moonbot", &["guide.md"]);
+    let touched = format!("-- reloaded\n{}", config(3));
+    m.write_config(&touched);
+    let (code, out, err) = run("moonbot", &["reconfig", m.path()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let sets = m.wait_for(
+        "the buildset of the change sent before the reload",
+        LONG,
+        || {
+            let sets = buildsets_of(&m, "docs");
+            (sets.len() == 2).then_some(sets)
+        },
+    );
+    assert_eq!(sets[1].1[0]["revision"], "d0c502");
+    assert!(kept > important);
+
+    // A restart while a change waits: it builds after the restart, once.
+    send(&m, "main", "d0c503", "moonbot", &["notes.md"]);
+    m.stop(false);
+    m.start();
+    let sets = m.wait_for(
+        "the buildset of the change sent before the restart",
+        LONG,
+        || {
+            let sets = buildsets_of(&m, "docs");
+            (sets.len() == 3).then_some(sets)
+        },
+    );
+    assert_eq!(sets[2].1[0]["revision"], "d0c503");
+
+    // Changes sent while nothing waits on them are read after a restart
+    // too: the master crashes right after a change is stored.
+    send(&m, "main", "d0c504", "moonbot", &["more.md"]);
+    m.kill();
+    m.start();
+    let sets = m.wait_for(
+        "the buildset of the change sent before the crash",
+        LONG,
+        || {
+            let sets = buildsets_of(&m, "docs");
+            (sets.len() == 4).then_some(sets)
+        },
+    );
+    assert_eq!(sets[3].1[0]["revision"], "d0c504");
+    // Nothing is built twice, and an unimportant change on its own makes
+    // nothing: still four buildsets, well after its timer would have run.
+    send(&m, "main", "c0de02", "moonbot", &["src/b.c"]);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(buildsets_of(&m, "docs").len(), 4);
+    drop(w);
+}
