@@ -170,6 +170,32 @@ schedulers.any_branch = constructor("scheduler.any_branch")
 
 M.schedulers = schedulers
 
+---@class moonbot.GitPollerArgs
+---@field repourl string                  The repository to poll (any URL `git ls-remote` takes; no password in it).
+---@field name? string                    Unique among change sources (default: repourl).
+---@field branches? string[]|"all"|fun(branch: string): boolean  Branches to follow (default: the remote's default branch).
+---@field only_tags? boolean              Follow tags instead of branches (default false).
+---@field poll_interval? integer|string   Seconds (or "10m") between polls (default 600).
+---@field poll_at_launch? boolean         Poll as soon as the master starts (default false).
+---@field poll_random_delay? integer|string Up to this many seconds added at random to each wait (default 0).
+---@field project? string
+---@field category? string
+---@field codebase? string
+---@field build_pushes_with_no_commits? boolean A branch that moves without a new commit still makes a change (default false).
+---@field ssh_private_key? string         The text of an SSH private key (use a secret or read a file in master.lua).
+---@field http_token? string              An HTTPS token, sent as the password of `http_user`.
+---@field http_user? string               Default "git" (GitHub: "x-access-token", GitLab: "oauth2").
+
+---@class moonbot.ChangeSource
+
+local changes = {}
+
+--- Polls a git repository and makes a change of each new commit (Buildbot's GitPoller).
+---@type fun(args: moonbot.GitPollerArgs): moonbot.ChangeSource
+changes.git_poller = constructor("changes.git_poller")
+
+M.changes = changes
+
 --- Build-time string: `%(prop:NAME)s` is replaced by the build property NAME,
 --- `%(prop:NAME:-default)s` falls back to `default`.
 ---@param template string
@@ -222,6 +248,7 @@ end
 ---@field workers? moonbot.Worker[]
 ---@field builders? moonbot.Builder[]
 ---@field schedulers? moonbot.Scheduler[]
+---@field change_sources? moonbot.ChangeSource[]  Pollers; webhooks are `www.change_hooks`.
 ---@field auth? table                  Users, API tokens and who may do what (see the README).
 ---@field janitor? moonbot.JanitorArgs How long history is kept (no section: all of it).
 

@@ -9,6 +9,7 @@
 //! their requests stay queued); `SIGUSR1` stops cleanly (no new builds, wait for
 //! running ones).
 
+use crate::changes::git_poller::GitPoller;
 use crate::config::ConfigErrors;
 use crate::data::{self, Data};
 use crate::janitor::Janitor;
@@ -301,6 +302,11 @@ fn start_service(config: &ServiceConfig, shared: Arc<Shared>) -> Box<dyn Service
             }
             crate::config::SchedulerConfig::Changes(changes) => {
                 Box::new(ChangeScheduler::start(shared, changes))
+            }
+        },
+        ServiceConfig::ChangeSource(source) => match source {
+            crate::config::ChangeSourceConfig::GitPoller(poller) => {
+                Box::new(GitPoller::start(shared, poller))
             }
         },
         ServiceConfig::Janitor(janitor) => {

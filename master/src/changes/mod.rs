@@ -2,11 +2,17 @@
 //! only produce changes ([`crate::data::Data::add_change`]); schedulers
 //! decide what to build.
 //!
+//! The git poller (`git_poller.rs`, with the git command line in `git.rs`)
+//! is a service: it runs on its own timer and keeps its position in the
+//! database.
+//!
 //! Each forge's webhook dialect is a module that reads that forge's payload
 //! into [`NewChange`]s, with no I/O, so its semantics are tested on the
 //! forges' own example bodies; `www/hooks.rs` verifies the request and
 //! stores what the dialect read.
 
+pub mod git;
+pub mod git_poller;
 pub mod gitea;
 pub mod github;
 pub mod gitlab;

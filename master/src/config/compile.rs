@@ -9,6 +9,7 @@
 use super::FILE;
 use super::auth::compile_auth;
 use super::builders::compile_builder;
+use super::change_sources::compile_change_source;
 use super::janitor::compile_janitor;
 use super::schedulers::compile_scheduler;
 use super::settings::{compile_db, compile_quic, compile_reconfig, compile_www};
@@ -48,6 +49,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
     let workers_raw = top.list("workers").unwrap_or_default();
     let builders_raw = top.list("builders").unwrap_or_default();
     let schedulers_raw = top.list("schedulers").unwrap_or_default();
+    let change_sources_raw = top.list("change_sources").unwrap_or_default();
     top.finish(errors);
 
     let www = compile_www(www_raw, errors);
@@ -72,6 +74,23 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
         .filter_map(|s| compile_scheduler(s, errors))
         .collect();
 
+    let change_sources: Vec<ChangeSourceConfig> = change_sources_raw
+        .iter()
+        .filter_map(|s| compile_change_source(s, errors))
+        .collect();
+    let mut seen = BTreeMap::new();
+    for s in &change_sources {
+        if let Some(first) = seen.insert(s.name(), s.defined_at()) {
+            errors.push(ConfigError {
+                location: s.defined_at().to_string(),
+                message: format!(
+                    "duplicate change source '{}' (first defined at {first}); give one a 'name'",
+                    s.name()
+                ),
+            });
+        }
+    }
+
     check_references(&workers, &builders, &schedulers, errors);
     Some(MasterConfig {
         title,
@@ -83,6 +102,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
         workers,
         builders,
         schedulers,
+        change_sources,
         reconfig: reconfig?,
         auth: auth?,
         janitor: janitor?,

@@ -58,6 +58,8 @@ pub struct ConfigDiff {
     pub workers: Changes,
     pub builders: Changes,
     pub schedulers: Changes,
+    #[serde(default)]
+    pub change_sources: Changes,
     /// Top-level settings that changed and apply at once (`title`, `reconfig` …).
     pub settings: Vec<String>,
 }
@@ -67,6 +69,7 @@ impl ConfigDiff {
         self.workers.is_empty()
             && self.builders.is_empty()
             && self.schedulers.is_empty()
+            && self.change_sources.is_empty()
             && self.settings.is_empty()
     }
 
@@ -78,6 +81,7 @@ impl ConfigDiff {
             ("worker", &self.workers),
             ("builder", &self.builders),
             ("scheduler", &self.schedulers),
+            ("change source", &self.change_sources),
         ] {
             for (mark, names) in [
                 ('+', &changes.added),
@@ -93,7 +97,12 @@ impl ConfigDiff {
 
     /// `3 added, 1 removed, 2 changed` style counts, for a log line.
     pub fn counts(&self) -> String {
-        let kinds = [&self.workers, &self.builders, &self.schedulers];
+        let kinds = [
+            &self.workers,
+            &self.builders,
+            &self.schedulers,
+            &self.change_sources,
+        ];
         let added: usize = kinds.iter().map(|c| c.added.len()).sum();
         let removed: usize = kinds.iter().map(|c| c.removed.len()).sum();
         let changed: usize =
@@ -109,6 +118,7 @@ pub fn diff(old: Option<&MasterConfig>, new: &MasterConfig) -> ConfigDiff {
             workers: Changes::between(&[], &new.workers, |w| &w.name, |_, _| true),
             builders: Changes::between(&[], &new.builders, |b| &b.name, |_, _| true),
             schedulers: Changes::between(&[], &new.schedulers, |s| s.name(), |_, _| true),
+            change_sources: Changes::between(&[], &new.change_sources, |s| s.name(), |_, _| true),
             settings: Vec::new(),
         };
     };
@@ -142,6 +152,12 @@ pub fn diff(old: Option<&MasterConfig>, new: &MasterConfig) -> ConfigDiff {
             &new.schedulers,
             |s| s.name(),
             same_scheduler,
+        ),
+        change_sources: Changes::between(
+            &old.change_sources,
+            &new.change_sources,
+            |s| s.name(),
+            |a, b| a.unplaced() == b.unplaced(),
         ),
         settings,
     }

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod builders;
 pub mod change_filter;
+pub mod change_sources;
 pub mod compile;
 pub mod diff;
 pub mod janitor;
@@ -22,6 +23,7 @@ pub use crate::lua::{ConfigError, ConfigErrors, LuaFn, LuaGeneration, Renderable
 pub use auth::{ACTIONS, AuthConfig, TokenConfig, UserConfig};
 pub use builders::{BuilderConfig, StepConfig, StepFlags};
 pub use change_filter::{ChangeFilter, Matcher};
+pub use change_sources::{BranchSelection, ChangeSourceConfig, GitCredentials, GitPollerConfig};
 pub use janitor::JanitorConfig;
 pub use schedulers::{ChangeSchedulerConfig, CodebaseDefaults, Grouping, SchedulerConfig};
 pub use settings::{
@@ -47,6 +49,8 @@ pub struct MasterConfig {
     pub workers: Vec<WorkerConfig>,
     pub builders: Vec<BuilderConfig>,
     pub schedulers: Vec<SchedulerConfig>,
+    /// Pollers (`change_sources = {…}`); webhooks are `www.change_hooks`.
+    pub change_sources: Vec<ChangeSourceConfig>,
     pub reconfig: ReconfigConfig,
     /// Users, API tokens and who may do what; `None` (no `auth` section) lets
     /// only clients on this machine (loopback) use control actions.
@@ -68,13 +72,18 @@ impl MasterConfig {
         self.schedulers.iter().find(|s| s.name() == name)
     }
 
+    pub fn change_source(&self, name: &str) -> Option<&ChangeSourceConfig> {
+        self.change_sources.iter().find(|s| s.name() == name)
+    }
+
     /// One line for `checkconfig` and the log.
     pub fn summary(&self) -> String {
         format!(
-            "{} worker(s), {} builder(s), {} scheduler(s)",
+            "{} worker(s), {} builder(s), {} scheduler(s), {} change source(s)",
             self.workers.len(),
             self.builders.len(),
-            self.schedulers.len()
+            self.schedulers.len(),
+            self.change_sources.len()
         )
     }
 }

@@ -313,6 +313,40 @@ impl Data {
         Ok(Some(stored.iter().map(|c| c.id).collect()))
     }
 
+    /// Store a poller's changes and its new position (`key` of its object
+    /// state) in one transaction, then publish them: a crash can neither
+    /// lose the changes of a recorded position nor report them twice.
+    pub async fn add_polled_changes(
+        &self,
+        changes: Vec<NewChange>,
+        objectid: i64,
+        key: &str,
+        position: &Value,
+    ) -> Result<Vec<i64>, DataError> {
+        use crate::db::entities::object_state;
+        let txn = self.db.begin().await?;
+        let mut stored = Vec::with_capacity(changes.len());
+        for change in changes {
+            stored.push(insert_change(&txn, change).await?);
+        }
+        object_state::Entity::insert(object_state::ActiveModel {
+            objectid: Set(objectid),
+            name: Set(key.to_string()),
+            value_json: Set(position.to_string()),
+            ..Default::default()
+        })
+        .on_conflict(
+            OnConflict::columns([object_state::Column::Objectid, object_state::Column::Name])
+                .update_column(object_state::Column::ValueJson)
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        txn.commit().await?;
+        self.publish_changes(&stored).await?;
+        Ok(stored.iter().map(|c| c.id).collect())
+    }
+
     /// Publish `changes/N/new` for stored changes, as the API shows them.
     async fn publish_changes(&self, stored: &[changes::Model]) -> Result<(), DataError> {
         for shown in self.changes_json(stored).await? {

@@ -97,4 +97,14 @@ impl Data {
             })
             .collect())
     }
+
+    /// This master in the API's shape (what a scheduler's `master` shows).
+    pub async fn this_master_json(&self) -> Result<serde_json::Value, DataError> {
+        Ok(self
+            .masters_json()
+            .await?
+            .into_iter()
+            .find(|m| m["masterid"].as_i64() == Some(self.masterid))
+            .unwrap_or(serde_json::Value::Null))
+    }
 }

@@ -9,6 +9,7 @@ pub(crate) mod batch;
 pub mod builders;
 pub mod builds;
 pub mod buildsets;
+pub mod change_sources;
 pub mod changes;
 pub mod config_reloads;
 pub mod janitor;

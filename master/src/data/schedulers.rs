@@ -88,20 +88,16 @@ impl Data {
         let select = apply(schedulers::Entity::find(), q, &fields)?;
         let (rows, total) =
             fetch_page(&self.db, select, q, (schedulers::Column::Id, Order::Asc)).await?;
-        let master = self
-            .masters_json()
-            .await?
-            .into_iter()
-            .find(|m| m["masterid"].as_i64() == Some(self.masterid))
-            .unwrap_or(Value::Null);
+        let master = self.this_master_json().await?;
         Ok((
             rows.into_iter()
                 .map(|s| {
+                    let runs = running.contains(&s.name.as_str());
                     json!({
                         "schedulerid": s.id,
                         "name": s.name,
                         "enabled": s.enabled,
-                        "master": if running.contains(&s.name.as_str()) { master.clone() } else { Value::Null },
+                        "master": if runs { master.clone() } else { Value::Null },
                     })
                 })
                 .collect(),

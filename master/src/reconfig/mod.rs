@@ -93,6 +93,8 @@ pub async fn sync_rows(data: &Data, loaded: LoadedConfig) -> Result<RunningConfi
     let worker_ids = data.sync_workers(&worker_names).await?;
     let scheduler_names: Vec<&str> = cfg.schedulers.iter().map(|s| s.name()).collect();
     let scheduler_ids = data.sync_schedulers(&scheduler_names).await?;
+    let source_names: Vec<&str> = cfg.change_sources.iter().map(|s| s.name()).collect();
+    data.sync_changesources(&source_names).await?;
     Ok(RunningConfig {
         loaded,
         builder_ids,

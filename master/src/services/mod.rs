@@ -11,7 +11,7 @@
 //! what a kind does is its own module's business, and which function starts
 //! which kind is the [`Starter`] that `runtime` gives the manager.
 
-use crate::config::{JanitorConfig, MasterConfig, SchedulerConfig};
+use crate::config::{ChangeSourceConfig, JanitorConfig, MasterConfig, SchedulerConfig};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -38,6 +38,8 @@ pub enum ServiceConfig {
     Distributor,
     /// One scheduler of master.lua.
     Scheduler(SchedulerConfig),
+    /// One change source of master.lua (a poller).
+    ChangeSource(ChangeSourceConfig),
     /// Deletes old history (`janitor = {…}`).
     Janitor(JanitorConfig),
 }
@@ -51,6 +53,10 @@ impl ServiceConfig {
             },
             ServiceConfig::Scheduler(s) => ServiceId {
                 kind: "scheduler",
+                name: s.name().to_string(),
+            },
+            ServiceConfig::ChangeSource(s) => ServiceId {
+                kind: "changesource",
                 name: s.name().to_string(),
             },
             ServiceConfig::Janitor(_) => ServiceId {
@@ -68,6 +74,9 @@ impl ServiceConfig {
             (ServiceConfig::Scheduler(a), ServiceConfig::Scheduler(b)) => {
                 crate::config::diff::same_scheduler(a, b)
             }
+            (ServiceConfig::ChangeSource(a), ServiceConfig::ChangeSource(b)) => {
+                a.unplaced() == b.unplaced()
+            }
             (ServiceConfig::Janitor(a), ServiceConfig::Janitor(b)) => a == b,
             _ => false,
         }
@@ -83,6 +92,13 @@ pub fn wanted(config: &MasterConfig) -> Vec<ServiceConfig> {
             .iter()
             .cloned()
             .map(ServiceConfig::Scheduler),
+    );
+    services.extend(
+        config
+            .change_sources
+            .iter()
+            .cloned()
+            .map(ServiceConfig::ChangeSource),
     );
     services.extend(config.janitor.clone().map(ServiceConfig::Janitor));
     services

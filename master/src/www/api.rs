@@ -120,7 +120,7 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
     match rest {
         [] => Ok(json_reply(
             StatusCode::OK,
-            &json!({"api_version": 2, "collections": ["builders", "builds", "buildrequests", "buildsets", "changes", "sourcestamps", "steps", "logs", "workers", "schedulers", "forceschedulers", "masters", "config"]}),
+            &json!({"api_version": 2, "collections": ["builders", "builds", "buildrequests", "buildsets", "changes", "sourcestamps", "steps", "logs", "workers", "schedulers", "changesources", "forceschedulers", "masters", "config"]}),
         )),
         ["builders"] => {
             let (items, total) = data.list_builders(&q, &running.builder_ids).await?;
@@ -259,6 +259,18 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
                 .await?;
             one("schedulers", items, &format!("scheduler {n}"))
         }
+        ["changesources"] => {
+            let names = running_sources(&running);
+            let (items, total) = data.list_changesources(&q, &names).await?;
+            Ok(envelope("changesources", items, total))
+        }
+        ["changesources", n] => {
+            let q = q.with_eq("changesourceid", id(n, "change source")?).whole();
+            let (items, _) = data
+                .list_changesources(&q, &running_sources(&running))
+                .await?;
+            one("changesources", items, &format!("change source {n}"))
+        }
         ["forceschedulers"] => {
             let items = force_schedulers(&running);
             let total = items.len() as u64;
@@ -363,6 +375,12 @@ fn running_schedulers(running: &crate::shared::RunningConfig) -> Vec<&str> {
         .iter()
         .map(|s| s.name())
         .collect()
+}
+
+/// The names of the change sources the running configuration lists.
+fn running_sources(running: &crate::shared::RunningConfig) -> Vec<&str> {
+    let config = &running.loaded.config;
+    config.change_sources.iter().map(|s| s.name()).collect()
 }
 
 fn force_schedulers(running: &crate::shared::RunningConfig) -> Vec<Value> {
