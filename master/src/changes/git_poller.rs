@@ -97,10 +97,8 @@ impl Service for GitPoller {
 /// The poller's settings in the running configuration, with its Lua state.
 fn settings_of(shared: &Shared, name: &str) -> Option<(GitPollerConfig, Arc<LuaGeneration>)> {
     let running = shared.running_config();
-    match running.loaded.config.change_source(name) {
-        Some(ChangeSourceConfig::GitPoller(p)) => Some(((**p).clone(), running.loaded.lua.clone())),
-        None => None,
-    }
+    let ChangeSourceConfig::GitPoller(poller) = running.loaded.config.change_source(name)?;
+    Some(((**poller).clone(), running.loaded.lua.clone()))
 }
 
 async fn run(
