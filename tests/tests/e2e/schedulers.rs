@@ -153,6 +153,17 @@ fn a_change_builds_its_revision_on_the_builders_its_filter_picks(backend: &Backe
     let builds = m.get(&format!("/api/v2/changes/{a}/builds"))["builds"].clone();
     assert_eq!(builds[0]["buildid"], buildid, "{builds}");
 
+    // The builder page shows each build's branch and revision; the
+    // build page its source stamp.
+    let (code, page) = m.get_status(&format!("/builders/{}", m.builderid("ok")));
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("<td>main</td><td class=\"revision\" title=\"aaa111\">aaa111</td>"),
+        "{page}"
+    );
+    let (_, page) = m.get_status(&format!("/builds/{buildid}"));
+    assert!(page.contains("aaa111"), "{page}");
+
     // Not taken: another branch, another project, a category filter_fn
     // refuses. Then one that is: only it builds.
     send(&m, "other", "bbb222", "moonbot", &[]);

@@ -203,13 +203,16 @@ pub(super) async fn builder(ctx: &Ctx<'_>, builderid: i64) -> PageResult {
         } else {
             elapsed(b, now)
         };
+        let revision = esc(b["properties"]["revision"][0].as_str().unwrap_or(""));
         rows.push_str(&format!(
             "<tr class=\"{state}\" data-number=\"{}\"><td><a href=\"/builds/{}\">#{}</a></td><td class=\"result\">{state}</td>\
-<td>{}</td><td>{}</td><td>{time}</td><td>{}</td><td>{}</td></tr>\n",
+<td>{}</td><td>{}</td><td class=\"revision\" title=\"{revision}\">{}</td><td>{}</td><td>{time}</td><td>{}</td><td>{}</td></tr>\n",
             b["number"],
             b["buildid"],
             b["number"],
             esc(text(b, "state_string")),
+            esc(b["properties"]["branch"][0].as_str().unwrap_or("")),
+            esc(&revision.chars().take(12).collect::<String>()),
             when(b["started_at"].as_f64()),
             esc(&ctx.worker_name(b["workerid"].as_i64())),
             esc(b["properties"]["reason"][0].as_str().unwrap_or("")),
@@ -239,7 +242,7 @@ pub(super) async fn builder(ctx: &Ctx<'_>, builderid: i64) -> PageResult {
     let body = format!(
         "<p class=\"description\">{}</p><p>tags: {} · workers: {} · <a href=\"/badges/{}.svg\">badge</a></p>\n{force_forms}\n\
 <div id=\"live\"><h2>Pending requests</h2>{pending_html}\n<h2>Builds</h2>\
-<table id=\"builds\"><tr><th>build</th><th>result</th><th>state</th><th>started</th><th>duration</th><th>worker</th><th>reason</th></tr>\n{rows}</table>\
+<table id=\"builds\"><tr><th>build</th><th>result</th><th>state</th><th>branch</th><th>revision</th><th>started</th><th>duration</th><th>worker</th><th>reason</th></tr>\n{rows}</table>\
 <p class=\"pager\">{pager}</p></div>",
         esc(&description),
         esc(&tags),
