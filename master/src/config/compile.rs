@@ -214,6 +214,25 @@ mod tests {
     }
 
     #[test]
+    fn every_sample_config_compiles() {
+        let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sample-configs");
+        let mut compiled = 0;
+        for entry in std::fs::read_dir(&samples).unwrap() {
+            let dir = entry.unwrap().path();
+            if !dir.join("master.lua").exists() {
+                continue;
+            }
+            let (_lua, raw) =
+                LuaGeneration::load(&dir).unwrap_or_else(|e| panic!("{}: {e:?}", dir.display()));
+            if let Err(errors) = super::compile(&raw) {
+                panic!("{}: {errors:?}", dir.display());
+            }
+            compiled += 1;
+        }
+        assert!(compiled >= 3, "only {compiled} samples found");
+    }
+
+    #[test]
     fn change_schedulers_are_checked() {
         let scheduler = |fields: &str| {
             errors_in(
