@@ -9,6 +9,7 @@
 //! Run from a release build (`cargo run --release -p moonbot-bench`): it starts
 //! the `moonbot` and `moonbot-worker` binaries found beside itself.
 
+mod changes;
 mod figures;
 mod history;
 mod procfs;
@@ -27,7 +28,8 @@ struct Cli {
     #[command(flatten)]
     sizes: Sizes,
     /// Run only these scenarios (comma-separated): idle, builds, log, reconfig,
-    /// workers, login, and history (minutes long: only when named here).
+    /// workers, login, hooks, poller, and history (minutes long: only when
+    /// named here).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write the figures as JSON.
@@ -58,6 +60,12 @@ pub struct Sizes {
     /// Workers connecting at once in the many-workers scenario.
     #[arg(long, default_value_t = 1000)]
     pub workers: usize,
+    /// GitHub push events posted in the hooks scenario.
+    #[arg(long, default_value_t = 400)]
+    pub hooks: usize,
+    /// Branches of the repository in the poller scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub branches: usize,
     /// Finished builds loaded into the history scenario's database (it also
     /// runs at 1,000 to compare).
     #[arg(long, default_value_t = 1_000_000)]
@@ -72,7 +80,7 @@ enum Command {
 }
 
 const SCENARIOS: &[&str] = &[
-    "idle", "builds", "log", "reconfig", "workers", "login", "history",
+    "idle", "builds", "log", "reconfig", "workers", "login", "hooks", "poller", "history",
 ];
 /// Scenarios that run only when `--only` names them.
 const ON_REQUEST: &[&str] = &["history"];
@@ -119,6 +127,12 @@ fn main() -> anyhow::Result<()> {
     }
     if wanted("login") {
         scenarios::login_flood(&mut figures)?;
+    }
+    if wanted("hooks") {
+        changes::hooks(cli.sizes.hooks, &mut figures)?;
+    }
+    if wanted("poller") {
+        changes::poller(cli.sizes.branches, &mut figures)?;
     }
     if wanted("history") {
         history::history(cli.sizes.history_builds, &mut figures)?;

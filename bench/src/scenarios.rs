@@ -195,7 +195,7 @@ pub(crate) fn builds(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()>
 /// Now, as the master's timestamps are: seconds since the Unix epoch. The
 /// master runs on this machine, so its `complete_at` or `connected_at` and
 /// this clock can be compared.
-fn unix_seconds() -> anyhow::Result<f64> {
+pub(crate) fn unix_seconds() -> anyhow::Result<f64> {
     Ok(std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs_f64())

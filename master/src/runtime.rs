@@ -114,11 +114,7 @@ impl Master {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let master_name = format!("{host}:{}", dir.display());
         let masterid = data::masters::register(&db, &master_name).await?;
-        let data = Data {
-            db,
-            bus: Bus::new(),
-            masterid,
-        };
+        let data = Data::new(db, Bus::new(), masterid);
         let reaped = data.reap_unfinished().await?;
         if reaped > 0 {
             warn!(

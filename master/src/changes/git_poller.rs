@@ -124,6 +124,7 @@ async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
         first = false;
+        let started = std::time::Instant::now();
         let polled = tokio::select! {
             _ = shutdown.changed() => return,
             polled = poll(&shared, &name) => polled,
@@ -134,6 +135,7 @@ async fn run(
                 followed = outcome.followed,
                 moved = outcome.moved,
                 changes = outcome.changes.len(),
+                poll_ms = started.elapsed().as_millis() as u64,
                 "new commits"
             ),
             Ok(_) => {}

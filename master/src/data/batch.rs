@@ -139,6 +139,7 @@ impl Data {
         }
         sql.push_str("COMMIT;");
         let pool = self.db.get_sqlite_connection_pool();
+        let _writing = self.write_gate.lock().await;
         let mut conn = OpenUntilAnswered(Some(pool.acquire().await.map_err(conn_err)?));
         // Every statement's end (`BEGIN`'s, each pushed one's, `COMMIT`'s) is
         // a `Left`; a new group starts after each, so group k (1 ≤ k ≤ n)
@@ -297,11 +298,7 @@ mod tests {
                 .await
                 .unwrap();
             Fixture {
-                data: Data {
-                    db,
-                    bus: Bus::new(),
-                    masterid,
-                },
+                data: Data::new(db, Bus::new(), masterid),
                 _dir: dir,
                 postgres,
             }

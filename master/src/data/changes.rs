@@ -7,7 +7,10 @@
 //! its properties and its source stamp are stored in one transaction, and
 //! `changes/N/new` is published with the change as the API shows it.
 
+use super::batch::{Batch, BatchRows, StatementIndex};
+use super::buildsets::is_unique_violation;
 use super::query::{FieldKind, ListQuery, apply, cut_long_text, fetch_page, mark_cut};
+use super::state::push_set_state;
 use super::{Data, DataError};
 use crate::db::entities::{
     buildset_sourcestamps, change_files, change_hook_deliveries, change_properties, changes,
@@ -15,9 +18,10 @@ use crate::db::entities::{
 };
 use crate::mq::Topic;
 use crate::mq::topic::ChangeEvent;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, SimpleExpr, SubQueryStatement};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder, QueryTrait,
+    TransactionTrait,
 };
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -42,56 +46,148 @@ pub struct NewChange {
     pub properties: BTreeMap<String, Value>,
 }
 
-/// Insert a change, its files, its properties and (unless it exists) its
-/// source stamp, inside the caller's transaction.
-async fn insert_change(
-    txn: &sea_orm::DatabaseTransaction,
-    change: NewChange,
-) -> Result<changes::Model, DataError> {
+/// The statements of one change in a batch, to read its rows back.
+struct PushedChange {
+    change: StatementIndex,
+    sourcestamp: StatementIndex,
+    files: Vec<String>,
+    properties: BTreeMap<String, Value>,
+}
+
+/// Push the statements that store a change, its files, its properties and
+/// (unless it exists) its source stamp onto `batch`: one trip to SQLite for
+/// all of them, and the rows come back to publish without reading again.
+fn push_change(batch: &mut Batch, change: NewChange) -> Result<PushedChange, DataError> {
+    use changes::Column as C;
     let when = change.when_timestamp.unwrap_or_else(super::now);
-    let ssid = upsert_sourcestamp(txn, &change).await?;
-    let stored = changes::Entity::insert(changes::ActiveModel {
-        author: Set(change.author),
-        committer: Set(change.committer),
-        comments: Set(change.comments),
-        branch: Set(change.branch),
-        revision: Set(change.revision),
-        revlink: Set(change.revlink),
-        when_timestamp: Set(when),
-        category: Set(change.category),
-        repository: Set(change.repository),
-        codebase: Set(change.codebase),
-        project: Set(change.project),
-        sourcestampid: Set(ssid),
-        parent_changeid: Set(None),
-        ..Default::default()
-    })
-    .exec_with_returning(txn)
-    .await?;
+    let ss_hash = sourcestamp_hash(&change);
+    {
+        use sourcestamps::Column as S;
+        batch.push(
+            Query::insert()
+                .into_table(sourcestamps::Entity)
+                .columns([
+                    S::SsHash,
+                    S::Branch,
+                    S::Revision,
+                    S::Repository,
+                    S::Codebase,
+                    S::Project,
+                    S::CreatedAt,
+                ])
+                .values([
+                    ss_hash.as_str().into(),
+                    change.branch.clone().into(),
+                    change.revision.clone().into(),
+                    change.repository.as_str().into(),
+                    change.codebase.as_str().into(),
+                    change.project.as_str().into(),
+                    super::now().into(),
+                ])?
+                .on_conflict(OnConflict::column(S::SsHash).do_nothing().to_owned()),
+        );
+    }
+    let by_hash = Query::select()
+        .column(sourcestamps::Column::Id)
+        .from(sourcestamps::Entity)
+        .and_where(Expr::col(sourcestamps::Column::SsHash).eq(ss_hash.as_str()))
+        .to_owned();
+    let sourcestamp = batch.push(
+        &sourcestamps::Entity::find()
+            .filter(sourcestamps::Column::SsHash.eq(ss_hash.as_str()))
+            .into_query(),
+    );
+    let stored = batch.push(
+        Query::insert()
+            .into_table(changes::Entity)
+            .columns([
+                C::Author,
+                C::Committer,
+                C::Comments,
+                C::Branch,
+                C::Revision,
+                C::Revlink,
+                C::WhenTimestamp,
+                C::Category,
+                C::Repository,
+                C::Codebase,
+                C::Project,
+                C::Sourcestampid,
+            ])
+            .values([
+                change.author.into(),
+                change.committer.into(),
+                change.comments.into(),
+                change.branch.into(),
+                change.revision.into(),
+                change.revlink.into(),
+                when.into(),
+                change.category.into(),
+                change.repository.into(),
+                change.codebase.into(),
+                change.project.into(),
+                SimpleExpr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(by_hash))),
+            ])?
+            .returning_all(),
+    );
+    let changeid = batch.last_id("changes");
     if !change.files.is_empty() {
-        change_files::Entity::insert_many(change.files.into_iter().map(|filename| {
-            change_files::ActiveModel {
-                changeid: Set(stored.id),
-                filename: Set(filename),
-                ..Default::default()
-            }
-        }))
-        .exec(txn)
-        .await?;
+        use change_files::Column as F;
+        let mut insert = Query::insert();
+        insert
+            .into_table(change_files::Entity)
+            .columns([F::Changeid, F::Filename]);
+        for file in &change.files {
+            insert.values([changeid.clone(), file.as_str().into()])?;
+        }
+        batch.push(&insert);
     }
     if !change.properties.is_empty() {
-        change_properties::Entity::insert_many(change.properties.into_iter().map(
-            |(name, value)| change_properties::ActiveModel {
-                changeid: Set(stored.id),
-                property_name: Set(name),
-                property_value: Set(json!([value, "Change"]).to_string()),
-                ..Default::default()
-            },
-        ))
-        .exec(txn)
-        .await?;
+        use change_properties::Column as P;
+        let mut insert = Query::insert();
+        insert.into_table(change_properties::Entity).columns([
+            P::Changeid,
+            P::PropertyName,
+            P::PropertyValue,
+        ]);
+        for (name, value) in &change.properties {
+            insert.values([
+                changeid.clone(),
+                name.as_str().into(),
+                json!([value, "Change"]).to_string().into(),
+            ])?;
+        }
+        batch.push(&insert);
     }
-    Ok(stored)
+    Ok(PushedChange {
+        change: stored,
+        sourcestamp,
+        files: change.files,
+        properties: change.properties,
+    })
+}
+
+/// Read back the changes a batch stored, in the API's shape.
+fn stored_changes(
+    rows: &mut BatchRows,
+    pushed: Vec<PushedChange>,
+) -> Result<Vec<Value>, DataError> {
+    let mut out = Vec::with_capacity(pushed.len());
+    for p in pushed {
+        let row: changes::Model = rows.one(p.change, "returned no new change row")?;
+        let stamp: Option<sourcestamps::Model> = rows.models(p.sourcestamp)?.into_iter().next();
+        let mut shown = change_json(&row);
+        shown["files"] = json!(p.files);
+        shown["properties"] = Value::Object(
+            p.properties
+                .into_iter()
+                .map(|(name, value)| (name, json!([value, "Change"])))
+                .collect(),
+        );
+        shown["sourcestamp"] = stamp.as_ref().map_or(Value::Null, sourcestamp_json);
+        out.push(shown);
+    }
+    Ok(out)
 }
 
 /// The id of the source stamp of `change`'s attributes, made if needed.
@@ -263,11 +359,31 @@ impl Data {
     /// Store a change with its files, properties and source stamp (found or
     /// made), then publish `changes/N/new`; returns the change's id.
     pub async fn add_change(&self, change: NewChange) -> Result<i64, DataError> {
-        let txn = self.db.begin().await?;
-        let stored = insert_change(&txn, change).await?;
-        txn.commit().await?;
-        self.publish_changes(std::slice::from_ref(&stored)).await?;
-        Ok(stored.id)
+        let ids = self.store_changes(Batch::new(self), vec![change]).await?;
+        ids.first()
+            .copied()
+            .ok_or(DataError::Unexpected("returned no new change row"))
+    }
+
+    /// Run `batch` (what must commit with the changes) and the changes' own
+    /// statements in one transaction, then publish the changes.
+    async fn store_changes(
+        &self,
+        mut batch: Batch,
+        changes: Vec<NewChange>,
+    ) -> Result<Vec<i64>, DataError> {
+        let pushed = changes
+            .into_iter()
+            .map(|c| push_change(&mut batch, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rows = self.run_batch(batch).await?;
+        let shown = stored_changes(&mut rows, pushed)?;
+        let ids = shown
+            .iter()
+            .filter_map(|c| c["changeid"].as_i64())
+            .collect();
+        self.publish_changes(shown);
+        Ok(ids)
     }
 
     /// Store the changes of one forge webhook delivery and its id together,
@@ -281,36 +397,24 @@ impl Data {
         delivery: Option<&str>,
         changes: Vec<NewChange>,
     ) -> Result<Option<Vec<i64>>, DataError> {
-        let txn = self.db.begin().await?;
+        use change_hook_deliveries::Column as D;
+        let mut batch = Batch::new(self);
         if let Some(delivery) = delivery {
-            let recorded =
-                change_hook_deliveries::Entity::insert(change_hook_deliveries::ActiveModel {
-                    dialect: Set(dialect.to_string()),
-                    delivery_id: Set(delivery.to_string()),
-                    received_at: Set(super::now()),
-                    ..Default::default()
-                })
-                .on_conflict(
-                    OnConflict::columns([
-                        change_hook_deliveries::Column::Dialect,
-                        change_hook_deliveries::Column::DeliveryId,
-                    ])
-                    .do_nothing()
-                    .to_owned(),
-                )
-                .exec_without_returning(&txn)
-                .await?;
-            if recorded == 0 {
-                return Ok(None);
-            }
+            // Unique per dialect: a redelivery's whole transaction fails on
+            // this insert (no read first: a redelivery is rare, and every
+            // other delivery saves a trip).
+            batch.push(
+                Query::insert()
+                    .into_table(change_hook_deliveries::Entity)
+                    .columns([D::Dialect, D::DeliveryId, D::ReceivedAt])
+                    .values([dialect.into(), delivery.into(), super::now().into()])?,
+            );
         }
-        let mut stored = Vec::with_capacity(changes.len());
-        for change in changes {
-            stored.push(insert_change(&txn, change).await?);
+        match self.store_changes(batch, changes).await {
+            Ok(ids) => Ok(Some(ids)),
+            Err(DataError::Db(e)) if delivery.is_some() && is_unique_violation(&e) => Ok(None),
+            Err(e) => Err(e),
         }
-        txn.commit().await?;
-        self.publish_changes(&stored).await?;
-        Ok(Some(stored.iter().map(|c| c.id).collect()))
     }
 
     /// Store a poller's changes and its new position (`key` of its object
@@ -323,34 +427,15 @@ impl Data {
         key: &str,
         position: &Value,
     ) -> Result<Vec<i64>, DataError> {
-        use crate::db::entities::object_state;
-        let txn = self.db.begin().await?;
-        let mut stored = Vec::with_capacity(changes.len());
-        for change in changes {
-            stored.push(insert_change(&txn, change).await?);
-        }
-        object_state::Entity::insert(object_state::ActiveModel {
-            objectid: Set(objectid),
-            name: Set(key.to_string()),
-            value_json: Set(position.to_string()),
-            ..Default::default()
-        })
-        .on_conflict(
-            OnConflict::columns([object_state::Column::Objectid, object_state::Column::Name])
-                .update_column(object_state::Column::ValueJson)
-                .to_owned(),
-        )
-        .exec_without_returning(&txn)
-        .await?;
-        txn.commit().await?;
-        self.publish_changes(&stored).await?;
-        Ok(stored.iter().map(|c| c.id).collect())
+        let mut batch = Batch::new(self);
+        push_set_state(&mut batch, objectid, key, position)?;
+        self.store_changes(batch, changes).await
     }
 
     /// Publish `changes/N/new` for stored changes, as the API shows them.
-    async fn publish_changes(&self, stored: &[changes::Model]) -> Result<(), DataError> {
-        for shown in self.changes_json(stored).await? {
-            let Some(id) = shown["changeid"].as_i64() else {
+    fn publish_changes(&self, shown: Vec<Value>) {
+        for change in shown {
+            let Some(id) = change["changeid"].as_i64() else {
                 continue;
             };
             self.bus.publish(
@@ -358,10 +443,9 @@ impl Data {
                     id,
                     event: ChangeEvent::New,
                 },
-                shown,
+                change,
             );
         }
-        Ok(())
     }
 
     /// Changes after `after`, and those of `also` (ids a reader skipped

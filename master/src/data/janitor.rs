@@ -455,11 +455,7 @@ mod tests {
         let masterid = crate::data::masters::register(&db, "test:master")
             .await
             .unwrap();
-        let data = Data {
-            db,
-            bus: Bus::new(),
-            masterid,
-        };
+        let data = Data::new(db, Bus::new(), masterid);
         let mut ids = Vec::new();
         for _ in 0..5 {
             ids.push(data.start_janitor_pass().await.unwrap());

@@ -153,16 +153,33 @@ async fn run(
                 }
                 pending = true;
             }
-            event = events.recv() => match event {
-                Ok(event) => {
-                    if matches!(event.topic, Topic::Change { .. }) {
-                        pending = true;
+            event = events.recv() => {
+                // Take every event already queued too: one read of the
+                // database serves a whole burst of changes.
+                let mut next = event;
+                loop {
+                    match next {
+                        Ok(event) => {
+                            if matches!(event.topic, Topic::Change { .. }) {
+                                pending = true;
+                            }
+                        }
+                        // Missed events: read from the database anyway.
+                        Err(broadcast::error::RecvError::Lagged(_)) => pending = true,
+                        Err(broadcast::error::RecvError::Closed) => return,
                     }
+                    next = match events.try_recv() {
+                        Ok(event) => Ok(event),
+                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                            Err(broadcast::error::RecvError::Lagged(n))
+                        }
+                        Err(broadcast::error::TryRecvError::Closed) => {
+                            Err(broadcast::error::RecvError::Closed)
+                        }
+                        Err(broadcast::error::TryRecvError::Empty) => break,
+                    };
                 }
-                // Missed events: read from the database anyway.
-                Err(broadcast::error::RecvError::Lagged(_)) => pending = true,
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
+            }
             _ = tokio::time::sleep_until(next) => {
                 // A gap looked for long enough is given up.
                 let now = Instant::now();
