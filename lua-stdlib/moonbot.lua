@@ -235,7 +235,7 @@ end
 ---@field hosts? string[]           Host names the master answers to besides loopback and `bind`.
 ---@field max_connections? integer  Web connections open at once, /ws included (default 1000).
 ---@field idle_timeout? integer|string  Seconds (or "30s") to send a request's headers (default 30).
----@field change_hooks? { github?: moonbot.ChangeHook, gitlab?: moonbot.ChangeHook, gitea?: moonbot.ChangeHook }  Forge webhooks at /change_hook/DIALECT; only these answer.
+---@field change_hooks? { github?: moonbot.ChangeHook, gitlab?: moonbot.ChangeHook, gitea?: moonbot.ChangeHook, bitbucketcloud?: moonbot.ChangeHook, bitbucketserver?: moonbot.ChangeHook, base?: moonbot.ChangeHook }  Forge webhooks at /change_hook/DIALECT; only these answer.
 
 ---@class moonbot.Config
 ---@field title? string

@@ -11,6 +11,8 @@
 //! forges' own example bodies; `www/hooks.rs` verifies the request and
 //! stores what the dialect read.
 
+pub mod base;
+pub mod bitbucket;
 pub mod git;
 pub mod git_poller;
 pub mod gitea;

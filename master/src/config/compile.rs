@@ -199,7 +199,7 @@ mod tests {
         assert!(
             unknown
                 .iter()
-                .any(|e| e.contains("unknown dialect 'gitlub' (known: github, gitlab, gitea)")),
+                .any(|e| e.contains("unknown dialect 'gitlub' (known: github, gitlab, gitea, bitbucketcloud, bitbucketserver, base)")),
             "{unknown:?}"
         );
         let strict = www_errors_of(r#"{ change_hooks = { github = { strict = true } } }"#);

@@ -39,7 +39,14 @@ pub struct HookSettings {
 }
 
 /// Dialects of `www.change_hooks` moonbot reads.
-pub const HOOK_DIALECTS: &[&str] = &["github", "gitlab", "gitea"];
+pub const HOOK_DIALECTS: &[&str] = &[
+    "github",
+    "gitlab",
+    "gitea",
+    "bitbucketcloud",
+    "bitbucketserver",
+    "base",
+];
 
 /// One forge webhook's settings.
 #[derive(Clone, PartialEq, Eq, Default)]

@@ -18,7 +18,7 @@
 
 use super::Request;
 use crate::changes::github::PayloadError;
-use crate::changes::{HookOutcome, HookSettings, gitea, github, gitlab};
+use crate::changes::{HookOutcome, HookSettings, base, bitbucket, gitea, github, gitlab};
 use crate::config::ChangeHookConfig;
 use crate::shared::Shared;
 use serde_json::{Value, json};
@@ -99,8 +99,11 @@ async fn receive(shared: &Arc<Shared>, request: &Request) -> Result<Value, Refus
         header("content-type").as_deref().unwrap_or(""),
         &request.body,
     )?;
-    let event = header(event_header)
-        .ok_or_else(|| Refused(StatusCode::BAD_REQUEST, format!("no {event_header} header")))?;
+    let event = match event_header {
+        "" => String::new(),
+        name => header(name)
+            .ok_or_else(|| Refused(StatusCode::BAD_REQUEST, format!("no {name} header")))?,
+    };
     let outcome = read(&event, &payload, &hook.settings)
         .map_err(|e| Refused(StatusCode::BAD_REQUEST, e.to_string()))?;
     let delivery = delivery_headers.iter().find_map(|name| header(name));
@@ -122,13 +125,19 @@ enum Proof {
 
 /// What differs from one forge's webhook to another's.
 struct Dialect {
-    /// The header naming the event.
+    /// The header naming the event (none: `""`).
     event_header: &'static str,
     read: Reader,
     /// The headers the forge identifies a delivery by (the first present wins).
     delivery_headers: &'static [&'static str],
     proof: Proof,
 }
+
+/// Both Bitbucket products sign with the webhook's secret as GitHub once did.
+const BITBUCKET_SIGNATURE: Proof = Proof::Signature {
+    header: "x-hub-signature",
+    prefix: "sha256=",
+};
 
 fn dialect_named(name: &str) -> Option<Dialect> {
     Some(match name {
@@ -155,6 +164,24 @@ fn dialect_named(name: &str) -> Option<Dialect> {
             read: gitlab::read,
             delivery_headers: &["idempotency-key", "x-gitlab-event-uuid"],
             proof: Proof::Token("x-gitlab-token"),
+        },
+        "base" => Dialect {
+            event_header: "",
+            read: base::read,
+            delivery_headers: &[],
+            proof: Proof::Token("x-moonbot-token"),
+        },
+        "bitbucketcloud" => Dialect {
+            event_header: "X-Event-Key",
+            read: bitbucket::read_cloud,
+            delivery_headers: &["x-request-uuid"],
+            proof: BITBUCKET_SIGNATURE,
+        },
+        "bitbucketserver" => Dialect {
+            event_header: "X-Event-Key",
+            read: bitbucket::read_server,
+            delivery_headers: &["x-request-id"],
+            proof: BITBUCKET_SIGNATURE,
         },
         _ => return None,
     })
@@ -215,12 +242,17 @@ fn payload(content_type: &str, body: &[u8]) -> Result<Value, Refused> {
     if content_type.starts_with("application/x-www-form-urlencoded") {
         let form: Vec<(String, String)> =
             serde_urlencoded::from_bytes(body).map_err(|e| bad(format!("malformed form: {e}")))?;
-        let text = form
-            .into_iter()
-            .find(|(k, _)| k == "payload")
-            .map(|(_, v)| v)
-            .ok_or_else(|| bad("the form has no 'payload' field".into()))?;
-        serde_json::from_str(&text).map_err(|e| bad(format!("the payload is not JSON: {e}")))
+        match form.iter().find(|(k, _)| k == "payload") {
+            Some((_, text)) => {
+                serde_json::from_str(text).map_err(|e| bad(format!("the payload is not JSON: {e}")))
+            }
+            // The base dialect's fields are the form's own.
+            None => Ok(Value::Object(
+                form.into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
+            )),
+        }
     } else {
         serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))
     }

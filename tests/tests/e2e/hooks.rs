@@ -1,0 +1,232 @@
+//! Issue 14, Bitbucket's webhooks and the base dialect: real bodies from
+//! bitbucket.org and from Bitbucket Server / Data Center (go-scm's test
+//! data), signed as Bitbucket signs them (`X-Hub-Signature: sha256=…`,
+//! go-scm's test key); Buildbot's form fields on `/change_hook/base`.
+
+use moonbot_tests::{Backend, TestMaster};
+use serde_json::{Value, json};
+
+const KEY: &str = "71295b197fa25f4356d2fb9965df3f2379d903d7";
+
+const CONFIG: &str = r#"
+local mb = require "moonbot"
+return {
+  www = { port = 0, bind = "127.0.0.1", change_hooks = {
+    bitbucketserver = { secret = "@KEY@", strict = true },
+    bitbucketcloud = { secret = "@KEY@", project = "foo" },
+    base = { secret = "base-secret" },
+  } },
+  protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1" } },
+  db = { url = "@DB@" },
+  workers = { mb.worker { name = "w1" } },
+  builders = { mb.builder { name = "b", workernames = { "w1" }, steps = { mb.steps.shell { command = "true" } } } },
+}
+"#;
+
+moonbot_tests::on_both_databases!(
+    bitbucket_cloud_and_server_deliveries_are_signed_and_read,
+    the_base_hook_takes_buildbots_form_fields,
+);
+
+fn the_base_hook_takes_buildbots_form_fields(backend: &Backend) {
+    let config = CONFIG.replace("@KEY@", KEY);
+    let mut m = TestMaster::create(backend, &config);
+    m.start();
+    let form = "author=Ann+%3Cann%40example.org%3E&revision=abc123&branch=main&comments=Fix+it\
+&files=%5B%22src%2Fa.c%22%5D&properties=%7B%22pr%22%3A+7%7D&repository=https%3A%2F%2Fexample.org%2Fr.git";
+    let post = |token: Option<&str>| {
+        let mut req = ureq::post(&format!("{}/change_hook/base", m.www))
+            .set("content-type", "application/x-www-form-urlencoded");
+        if let Some(token) = token {
+            req = req.set("x-moonbot-token", token);
+        }
+        match req.send_string(form) {
+            Ok(r) => (r.status(), r.into_json::<Value>().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or(Value::Null)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(post(None).0, 403);
+    assert_eq!(post(Some("wrong")).0, 403);
+    let (status, answer) = post(Some("base-secret"));
+    assert_eq!(status, 200, "{answer}");
+    let c = change(&m, &answer);
+    assert_eq!(c["author"], "Ann <ann@example.org>");
+    assert_eq!(c["revision"], "abc123");
+    assert_eq!(c["files"], json!(["src/a.c"]));
+    assert_eq!(c["properties"]["pr"], json!([7, "Change"]));
+    assert_eq!(c["repository"], "https://example.org/r.git");
+}
+
+fn body(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/webhooks/bitbucket")
+            .join(format!("{name}.json")),
+    )
+    .unwrap()
+}
+
+fn signed(bytes: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, KEY.as_bytes());
+    format!("sha256={}", hex::encode(ring::hmac::sign(&key, bytes)))
+}
+
+fn deliver(
+    m: &TestMaster,
+    dialect: &str,
+    event: &str,
+    bytes: &[u8],
+    signature: Option<&str>,
+    id: &str,
+) -> (u16, Value) {
+    let delivery = if dialect == "bitbucketcloud" {
+        "x-request-uuid"
+    } else {
+        "x-request-id"
+    };
+    let mut req = ureq::post(&format!("{}/change_hook/{dialect}", m.www))
+        .set("content-type", "application/json")
+        .set("x-event-key", event)
+        .set(delivery, id);
+    if let Some(signature) = signature {
+        req = req.set("x-hub-signature", signature);
+    }
+    match req.send_bytes(bytes) {
+        Ok(r) => (r.status(), r.into_json::<Value>().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or(Value::Null)),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn change(m: &TestMaster, answer: &Value) -> Value {
+    let id = answer["changes"][0]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{answer}"));
+    m.get(&format!("/api/v2/changes/{id}"))["changes"][0].clone()
+}
+
+fn bitbucket_cloud_and_server_deliveries_are_signed_and_read(backend: &Backend) {
+    let config = CONFIG.replace("@KEY@", KEY);
+    let mut m = TestMaster::create(backend, &config);
+    m.start();
+
+    // go-scm's signature vector for this body.
+    let push = body("goscm-server-push");
+    assert!(signed(&push).starts_with("sha256=c90565fa018f3039"));
+    let (status, _) = deliver(
+        &m,
+        "bitbucketserver",
+        "repo:refs_changed",
+        &push,
+        None,
+        "s-0",
+    );
+    assert_eq!(status, 403, "unsigned");
+    let wrong = "sha256=380f462cd2e160b84765144beabdad2e930a7ec5";
+    let (status, _) = deliver(
+        &m,
+        "bitbucketserver",
+        "repo:refs_changed",
+        &push,
+        Some(wrong),
+        "s-0",
+    );
+    assert_eq!(status, 403, "badly signed");
+    let (status, _) = deliver(
+        &m,
+        "bitbucketserver",
+        "repo:refs_changed",
+        b"{not json",
+        Some(&signed(b"{not json")),
+        "s-x",
+    );
+    assert_eq!(status, 400, "malformed");
+    assert_eq!(
+        m.get("/api/v2/changes")["changes"],
+        json!([]),
+        "refusals store nothing"
+    );
+
+    let (status, answer) = deliver(
+        &m,
+        "bitbucketserver",
+        "repo:refs_changed",
+        &push,
+        Some(&signed(&push)),
+        "s-1",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let c = change(&m, &answer);
+    assert_eq!(c["revision"], "823b2230a56056231c9425d63758fa87078a66b4");
+    assert_eq!(c["branch"], "master");
+    assert_eq!(c["author"], "Jane Citizen <jane@example.com>");
+    let (_, again) = deliver(
+        &m,
+        "bitbucketserver",
+        "repo:refs_changed",
+        &push,
+        Some(&signed(&push)),
+        "s-1",
+    );
+    assert_eq!(again["changes"], json!([]), "a redelivery makes nothing");
+
+    let pr = body("goscm-server-pr_from_ref_updated");
+    let (status, answer) = deliver(
+        &m,
+        "bitbucketserver",
+        "pr:from_ref_updated",
+        &pr,
+        Some(&signed(&pr)),
+        "s-2",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let c = change(&m, &answer);
+    assert_eq!(c["branch"], "refs/pull-requests/2/from");
+    assert_eq!(c["revision"], "c00d0f269a9844dd168f72f6a9d78a9cff49a318");
+    assert_eq!(
+        c["properties"]["bitbucket.destination.branch"],
+        json!(["master", "Change"])
+    );
+
+    // Bitbucket Cloud: a real pull request body (Buildbot 4.3 fails on it).
+    let pr = body("goscm-cloud-pr_updated");
+    let (status, answer) = deliver(
+        &m,
+        "bitbucketcloud",
+        "pullrequest:updated",
+        &pr,
+        Some(&signed(&pr)),
+        "c-1",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let c = change(&m, &answer);
+    assert_eq!(c["branch"], "refs/pull-requests/1/from");
+    assert_eq!(c["project"], "foo");
+    assert_eq!(
+        c["properties"]["bitbucket.source.branch"],
+        json!(["develop", "Change"])
+    );
+    let comment = body("goscm-cloud-pr_comment_created");
+    let (status, answer) = deliver(
+        &m,
+        "bitbucketcloud",
+        "pullrequest:comment_created",
+        &comment,
+        Some(&signed(&comment)),
+        "c-2",
+    );
+    assert_eq!(
+        (status, answer["changes"].clone()),
+        (200, json!([])),
+        "a comment is ignored"
+    );
+    assert_eq!(
+        m.get("/api/v2/changes")["changes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(!m.log().contains(KEY), "the secret is in the log");
+}
