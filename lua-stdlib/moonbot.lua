@@ -168,6 +168,39 @@ schedulers.single_branch = constructor("scheduler.single_branch")
 ---@type fun(args: moonbot.ChangeSchedulerArgs): moonbot.Scheduler
 schedulers.any_branch = constructor("scheduler.any_branch")
 
+---@class moonbot.TimedSchedulerArgs
+---@field name string
+---@field builders string[]
+---@field branch? string                    The branch its builds build (default: the repository's default).
+---@field only_if_changed? boolean          Build only when a change came since the last run (default false).
+---@field change_filter? moonbot.ChangeFilter With only_if_changed: which changes count.
+---@field file_is_important? fun(change: table): boolean With only_if_changed: whether a change counts.
+---@field reason? string
+---@field properties? table<string, any>
+---@field priority? integer
+
+---@class moonbot.PeriodicArgs: moonbot.TimedSchedulerArgs
+---@field period integer|string             Seconds (or "1h") between runs; a new scheduler builds at once.
+
+---@alias moonbot.CronField integer|integer[]
+
+---@class moonbot.NightlyArgs: moonbot.TimedSchedulerArgs
+---@field minute? moonbot.CronField         Default 0.
+---@field hour? moonbot.CronField           Default every hour.
+---@field day_of_month? moonbot.CronField
+---@field month? moonbot.CronField
+---@field day_of_week? moonbot.CronField    Monday = 0, as in Buildbot.
+---@field cron? string                      Instead of the fields: "m h dom mon dow" (an optional leading seconds field), ranges and steps allowed; Sunday = 0.
+---@field timezone? string                  An IANA name, such as "Europe/Paris" (default "UTC").
+
+--- Builds every `period` (Buildbot's Periodic).
+---@type fun(args: moonbot.PeriodicArgs): moonbot.Scheduler
+schedulers.periodic = constructor("scheduler.periodic")
+
+--- Builds at set times (Buildbot's Nightly).
+---@type fun(args: moonbot.NightlyArgs): moonbot.Scheduler
+schedulers.nightly = constructor("scheduler.nightly")
+
 M.schedulers = schedulers
 
 ---@class moonbot.GitPollerArgs

@@ -19,6 +19,7 @@ use crate::reconfig::{self, Trigger};
 use crate::running_builds::{RunningBuilds, StopKind};
 use crate::schedulers::changes::ChangeScheduler;
 use crate::schedulers::force::ForceScheduler;
+use crate::schedulers::timed::TimedScheduler;
 use crate::services::{self, Service, ServiceConfig, ServiceManager};
 use crate::shared::{ConfigSlot, Shared};
 use crate::worker_registry::WorkerRegistry;
@@ -298,6 +299,9 @@ fn start_service(config: &ServiceConfig, shared: Arc<Shared>) -> Box<dyn Service
             }
             crate::config::SchedulerConfig::Changes(changes) => {
                 Box::new(ChangeScheduler::start(shared, changes))
+            }
+            crate::config::SchedulerConfig::Timed(timed) => {
+                Box::new(TimedScheduler::start(shared, timed))
             }
         },
         ServiceConfig::ChangeSource(source) => match source {

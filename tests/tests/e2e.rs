@@ -7,6 +7,8 @@ mod git_poller;
 mod hooks;
 #[path = "e2e/schedulers.rs"]
 mod schedulers;
+#[path = "e2e/timed.rs"]
+mod timed;
 
 use moonbot_tests::{Backend, LONG, TestMaster, process_alive, run};
 use serde_json::{Value, json};

@@ -255,6 +255,17 @@ mod tests {
                file_is_important = true, codebases = { app = { tag = "v1" } }, colapse = true"#,
         )
         .join("\n");
+        let timed = errors_in(
+            "schedulers",
+            r#"{ require("moonbot").schedulers.periodic { name = "p", builders = {} },
+                 require("moonbot").schedulers.nightly { name = "n", builders = {}, hour = 25 } }"#,
+        )
+        .join("\n");
+        assert!(timed.contains("periodic: 'period'"), "{timed}");
+        assert!(
+            timed.contains("'hour' must be a number from 0 to 23"),
+            "{timed}"
+        );
         for expected in [
             "change_filter: unknown field 'brnach'",
             "'tree_stable_timer'",

@@ -17,6 +17,7 @@ pub mod diff;
 pub mod janitor;
 pub mod schedulers;
 pub mod settings;
+pub mod timing;
 pub mod workers;
 
 pub use crate::lua::{ConfigError, ConfigErrors, LuaFn, LuaGeneration, Renderable};
@@ -25,12 +26,15 @@ pub use builders::{BuilderConfig, StepConfig, StepFlags};
 pub use change_filter::{ChangeFilter, Matcher};
 pub use change_sources::{BranchSelection, ChangeSourceConfig, GitCredentials, GitPollerConfig};
 pub use janitor::JanitorConfig;
-pub use schedulers::{ChangeSchedulerConfig, CodebaseDefaults, Grouping, SchedulerConfig};
+pub use schedulers::{
+    ChangeSchedulerConfig, CodebaseDefaults, Grouping, SchedulerConfig, TimedSchedulerConfig,
+};
 pub use settings::{
     ChangeHookConfig, DbConfig, HOOK_DIALECTS, HookSettings, QuicConfig, ReconfigConfig, WwwConfig,
 };
 use std::path::Path;
 use std::sync::Arc;
+pub use timing::Timing;
 pub use workers::{DEFAULT_MISSING_TIMEOUT_S, DEFAULT_RECONNECT_GRACE_S, WorkerConfig};
 
 /// Where errors about the file as a whole (and its top-level sections) point.

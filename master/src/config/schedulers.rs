@@ -5,6 +5,7 @@
 
 use super::FILE;
 use super::change_filter::{ChangeFilter, compile_change_filter};
+use super::timing::{Timing, compile_nightly};
 use crate::lua::fields::{tagged, valid_name};
 use crate::lua::{ConfigError, Fields, LuaFn, RawKey, RawValue};
 use serde_json::Value;
@@ -22,6 +23,27 @@ pub enum SchedulerConfig {
     },
     /// Builds the changes its filter takes.
     Changes(Box<ChangeSchedulerConfig>),
+    /// Builds on a schedule (`periodic`, `nightly`).
+    Timed(Box<TimedSchedulerConfig>),
+}
+
+/// `mb.schedulers.periodic{…}` and `mb.schedulers.nightly{…}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimedSchedulerConfig {
+    pub name: String,
+    pub builders: Vec<String>,
+    pub timing: Timing,
+    /// The branch its builds build (none: the repository's default).
+    pub branch: Option<String>,
+    /// Build only when a change (on `branch`, through `change_filter` and
+    /// `file_is_important`) came since the last build.
+    pub only_if_changed: bool,
+    pub change_filter: ChangeFilter,
+    pub file_is_important: Option<LuaFn>,
+    pub reason: Option<String>,
+    pub properties: BTreeMap<String, Value>,
+    pub priority: i64,
+    pub defined_at: String,
 }
 
 /// How a change scheduler groups the changes it waits on.
@@ -82,6 +104,7 @@ impl SchedulerConfig {
         match self {
             SchedulerConfig::Force { name, .. } => name,
             SchedulerConfig::Changes(c) => &c.name,
+            SchedulerConfig::Timed(t) => &t.name,
         }
     }
 
@@ -89,6 +112,7 @@ impl SchedulerConfig {
         match self {
             SchedulerConfig::Force { builders, .. } => builders,
             SchedulerConfig::Changes(c) => &c.builders,
+            SchedulerConfig::Timed(t) => &t.builders,
         }
     }
 
@@ -96,6 +120,7 @@ impl SchedulerConfig {
         match self {
             SchedulerConfig::Force { defined_at, .. } => defined_at,
             SchedulerConfig::Changes(c) => &c.defined_at,
+            SchedulerConfig::Timed(t) => &t.defined_at,
         }
     }
 
@@ -104,6 +129,7 @@ impl SchedulerConfig {
         match self {
             SchedulerConfig::Force { .. } => "ForceScheduler",
             SchedulerConfig::Changes(c) => c.grouping.class_name(),
+            SchedulerConfig::Timed(t) => t.timing.class_name(),
         }
     }
 
@@ -113,6 +139,7 @@ impl SchedulerConfig {
         match &mut s {
             SchedulerConfig::Force { defined_at, .. } => defined_at.clear(),
             SchedulerConfig::Changes(c) => c.defined_at.clear(),
+            SchedulerConfig::Timed(t) => t.defined_at.clear(),
         }
         s
     }
@@ -160,6 +187,49 @@ pub(super) fn compile_scheduler(
                 c.builders = builders;
                 Some(SchedulerConfig::Changes(Box::new(c)))
             })
+        }
+        "scheduler.periodic" | "scheduler.nightly" => {
+            let timing = if kind == "scheduler.periodic" {
+                let period = f.duration_s("period");
+                if period.is_none() {
+                    f.error(
+                        "periodic: 'period' (seconds, or a string such as \"1h\") is required"
+                            .into(),
+                    );
+                }
+                period.map(Timing::Every)
+            } else {
+                compile_nightly(&mut f)
+            };
+            let change_filter = match f.get("change_filter") {
+                None => Some(ChangeFilter::default()),
+                Some(raw) => compile_change_filter(raw, &at, errors),
+            };
+            let file_is_important = match f.get("file_is_important") {
+                Some(RawValue::Function(function)) => Some(function.clone()),
+                None => None,
+                Some(other) => {
+                    f.error(format!(
+                        "scheduler: 'file_is_important' must be a function of the change, not a {}",
+                        other.type_name()
+                    ));
+                    None
+                }
+            };
+            let config = TimedSchedulerConfig {
+                name: name.clone().unwrap_or_default(),
+                builders,
+                timing: timing.unwrap_or(Timing::Every(0)),
+                branch: f.string("branch"),
+                only_if_changed: f.boolean("only_if_changed", false),
+                change_filter: change_filter.unwrap_or_default(),
+                file_is_important,
+                reason: f.string("reason"),
+                properties: f.properties("properties"),
+                priority: f.integer("priority", -1_000_000, 1_000_000).unwrap_or(0),
+                defined_at: at,
+            };
+            name.map(|_| SchedulerConfig::Timed(Box::new(config)))
         }
         other => {
             f.error(format!(

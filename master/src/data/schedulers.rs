@@ -45,8 +45,9 @@ pub struct SchedulerStep {
     pub classify: Vec<Classified>,
     /// Buildsets to add (each naming the classifications it consumes).
     pub buildsets: Vec<NewBuildset>,
-    /// (object id, change id): the scheduler's new position.
-    pub position: Option<(i64, i64)>,
+    /// (object id, key, value): the scheduler's new state (its position,
+    /// its last run).
+    pub state: Vec<(i64, &'static str, Value)>,
 }
 
 impl Data {
@@ -157,8 +158,8 @@ impl Data {
             batch.push(&insert);
         }
         let added = push_buildsets(&mut batch, &step.buildsets)?;
-        if let Some((objectid, changeid)) = step.position {
-            push_set_state(&mut batch, objectid, LAST_CHANGE_SEEN, &json!(changeid))?;
+        for (objectid, key, value) in &step.state {
+            push_set_state(&mut batch, *objectid, key, value)?;
         }
         let mut rows = self.run_batch(batch).await?;
         self.publish_buildsets(&mut rows, added)

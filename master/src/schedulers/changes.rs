@@ -270,7 +270,7 @@ impl State {
                     }
                     position = id;
                 }
-                let verdict = classify(&config, &running.loaded.lua, change).await;
+                let verdict = classify((&config).into(), &running.loaded.lua, change).await;
                 let important = match verdict {
                     Verdict::Ignored => continue,
                     Verdict::Unimportant if config.only_important => continue,
@@ -302,7 +302,8 @@ impl State {
                     }
                 }
             }
-            step.position = Some((self.objectid, position));
+            step.state
+                .push((self.objectid, LAST_CHANGE_SEEN, json!(position)));
             let made = step.buildsets.len();
             let added = self.shared.data.schedule(step).await?;
             if made > 0 {

@@ -5,10 +5,46 @@
 //! it was defined, and the change is not taken (as Buildbot drops a change
 //! whose filter raised).
 
-use crate::config::{ChangeSchedulerConfig, LuaFn, LuaGeneration, Matcher};
+use crate::config::{
+    ChangeFilter, ChangeSchedulerConfig, CodebaseDefaults, LuaFn, LuaGeneration, Matcher,
+    TimedSchedulerConfig,
+};
 use crate::lua::RawValue;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use tracing::warn;
+
+/// What a scheduler takes changes by.
+pub struct Selection<'a> {
+    /// For the log.
+    pub scheduler: &'a str,
+    /// `None`: only the default codebase (`""`).
+    pub codebases: Option<&'a BTreeMap<String, CodebaseDefaults>>,
+    pub change_filter: &'a ChangeFilter,
+    pub file_is_important: Option<&'a LuaFn>,
+}
+
+impl<'a> From<&'a ChangeSchedulerConfig> for Selection<'a> {
+    fn from(c: &'a ChangeSchedulerConfig) -> Self {
+        Selection {
+            scheduler: &c.name,
+            codebases: Some(&c.codebases),
+            change_filter: &c.change_filter,
+            file_is_important: c.file_is_important.as_ref(),
+        }
+    }
+}
+
+impl<'a> From<&'a TimedSchedulerConfig> for Selection<'a> {
+    fn from(t: &'a TimedSchedulerConfig) -> Self {
+        Selection {
+            scheduler: &t.name,
+            codebases: None,
+            change_filter: &t.change_filter,
+            file_is_important: t.file_is_important.as_ref(),
+        }
+    }
+}
 
 /// What a scheduler makes of one change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,13 +58,13 @@ pub enum Verdict {
 }
 
 /// Classify `change` (as the API shows it) for the scheduler `config`.
-pub async fn classify(
-    config: &ChangeSchedulerConfig,
-    lua: &LuaGeneration,
-    change: &Value,
-) -> Verdict {
+pub async fn classify(config: Selection<'_>, lua: &LuaGeneration, change: &Value) -> Verdict {
     let codebase = change["codebase"].as_str().unwrap_or("");
-    if !config.codebases.contains_key(codebase) {
+    let known = match config.codebases {
+        Some(codebases) => codebases.contains_key(codebase),
+        None => codebase.is_empty(),
+    };
+    if !known {
         return Verdict::Ignored;
     }
     for (attribute, matcher) in &config.change_filter.attributes {
@@ -40,7 +76,7 @@ pub async fn classify(
                     continue;
                 };
                 let argument = value.map_or(Value::Null, Value::from);
-                call_truth(config, lua, function, argument).await
+                call_truth(&config, lua, function, argument).await
             }
         };
         if !taken {
@@ -48,12 +84,12 @@ pub async fn classify(
         }
     }
     if let Some(function) = &config.change_filter.filter_fn
-        && !call_truth(config, lua, function, change.clone()).await
+        && !call_truth(&config, lua, function, change.clone()).await
     {
         return Verdict::Ignored;
     }
-    match &config.file_is_important {
-        Some(function) if !call_truth(config, lua, function, change.clone()).await => {
+    match config.file_is_important {
+        Some(function) if !call_truth(&config, lua, function, change.clone()).await => {
             Verdict::Unimportant
         }
         _ => Verdict::Important,
@@ -63,7 +99,7 @@ pub async fn classify(
 /// Call a Lua function and read its answer as Lua would (nil and false are
 /// false); an error is logged and counts as false.
 async fn call_truth(
-    config: &ChangeSchedulerConfig,
+    config: &Selection<'_>,
     lua: &LuaGeneration,
     function: &LuaFn,
     argument: Value,
@@ -72,7 +108,7 @@ async fn call_truth(
         Ok(RawValue::Nil | RawValue::Bool(false)) => false,
         Ok(_) => true,
         Err(e) => {
-            warn!(scheduler = %config.name, "a change filter function failed, so the change is not taken: {e}");
+            warn!(scheduler = %config.scheduler, "a change filter function failed, so the change is not taken: {e}");
             false
         }
     }

@@ -1,7 +1,9 @@
 //! Schedulers: turning requests and events into buildsets. `force` builds
 //! on request; `changes` runs `single_branch` and `any_branch`, which build
-//! the changes their filter (`classify`) takes.
+//! the changes their filter (`classify`) takes; `timed` runs `periodic` and
+//! `nightly`.
 
 pub mod changes;
 pub mod classify;
 pub mod force;
+pub mod timed;

@@ -390,7 +390,8 @@ fn force_schedulers(running: &crate::shared::RunningConfig) -> Vec<Value> {
         .schedulers
         .iter()
         .filter_map(|s| match s {
-            crate::config::SchedulerConfig::Changes(_) => None,
+            crate::config::SchedulerConfig::Changes(_)
+            | crate::config::SchedulerConfig::Timed(_) => None,
             crate::config::SchedulerConfig::Force {
                 name,
                 builders,
