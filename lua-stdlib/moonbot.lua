@@ -201,6 +201,18 @@ schedulers.periodic = constructor("scheduler.periodic")
 ---@type fun(args: moonbot.NightlyArgs): moonbot.Scheduler
 schedulers.nightly = constructor("scheduler.nightly")
 
+---@class moonbot.DependentArgs
+---@field name string
+---@field builders string[]
+---@field upstream string                   The scheduler whose successful buildsets (SUCCESS or WARNINGS) this one follows.
+---@field reason? string
+---@field properties? table<string, any>
+---@field priority? integer
+
+--- Builds the source stamps of each successful buildset of `upstream` (Buildbot's Dependent).
+---@type fun(args: moonbot.DependentArgs): moonbot.Scheduler
+schedulers.dependent = constructor("scheduler.dependent")
+
 M.schedulers = schedulers
 
 ---@class moonbot.GitPollerArgs

@@ -18,6 +18,7 @@ use crate::process::distributor::Distributor;
 use crate::reconfig::{self, Trigger};
 use crate::running_builds::{RunningBuilds, StopKind};
 use crate::schedulers::changes::ChangeScheduler;
+use crate::schedulers::dependent::DependentScheduler;
 use crate::schedulers::force::ForceScheduler;
 use crate::schedulers::timed::TimedScheduler;
 use crate::services::{self, Service, ServiceConfig, ServiceManager};
@@ -302,6 +303,9 @@ fn start_service(config: &ServiceConfig, shared: Arc<Shared>) -> Box<dyn Service
             }
             crate::config::SchedulerConfig::Timed(timed) => {
                 Box::new(TimedScheduler::start(shared, timed))
+            }
+            crate::config::SchedulerConfig::Dependent { name, .. } => {
+                Box::new(DependentScheduler::start(shared, name))
             }
         },
         ServiceConfig::ChangeSource(source) => match source {

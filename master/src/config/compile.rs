@@ -153,6 +153,22 @@ fn check_references(
                 ),
             });
         }
+        if let SchedulerConfig::Dependent { upstream, .. } = s {
+            if upstream == s.name() {
+                errors.push(ConfigError {
+                    location: at.clone(),
+                    message: format!("scheduler '{}' cannot depend on itself", s.name()),
+                });
+            } else if !schedulers.iter().any(|u| u.name() == upstream) {
+                errors.push(ConfigError {
+                    location: at.clone(),
+                    message: format!(
+                        "scheduler '{}' names unknown upstream scheduler '{upstream}'",
+                        s.name()
+                    ),
+                });
+            }
+        }
         for bn in s.builder_names() {
             if !builders.iter().any(|b| &b.name == bn) {
                 errors.push(ConfigError {
@@ -262,6 +278,15 @@ mod tests {
         )
         .join("\n");
         assert!(timed.contains("periodic: 'period'"), "{timed}");
+        let dependent = errors_in(
+            "schedulers",
+            r#"{ require("moonbot").schedulers.dependent { name = "d", builders = {}, upstream = "nope" } }"#,
+        )
+        .join("\n");
+        assert!(
+            dependent.contains("scheduler 'd' names unknown upstream scheduler 'nope'"),
+            "{dependent}"
+        );
         assert!(
             timed.contains("'hour' must be a number from 0 to 23"),
             "{timed}"

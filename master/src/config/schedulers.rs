@@ -25,6 +25,16 @@ pub enum SchedulerConfig {
     Changes(Box<ChangeSchedulerConfig>),
     /// Builds on a schedule (`periodic`, `nightly`).
     Timed(Box<TimedSchedulerConfig>),
+    /// Builds what `upstream`'s buildsets built, when one succeeds.
+    Dependent {
+        name: String,
+        builders: Vec<String>,
+        upstream: String,
+        reason: Option<String>,
+        properties: BTreeMap<String, Value>,
+        priority: i64,
+        defined_at: String,
+    },
 }
 
 /// `mb.schedulers.periodic{…}` and `mb.schedulers.nightly{…}`.
@@ -105,6 +115,7 @@ impl SchedulerConfig {
             SchedulerConfig::Force { name, .. } => name,
             SchedulerConfig::Changes(c) => &c.name,
             SchedulerConfig::Timed(t) => &t.name,
+            SchedulerConfig::Dependent { name, .. } => name,
         }
     }
 
@@ -113,6 +124,7 @@ impl SchedulerConfig {
             SchedulerConfig::Force { builders, .. } => builders,
             SchedulerConfig::Changes(c) => &c.builders,
             SchedulerConfig::Timed(t) => &t.builders,
+            SchedulerConfig::Dependent { builders, .. } => builders,
         }
     }
 
@@ -121,6 +133,7 @@ impl SchedulerConfig {
             SchedulerConfig::Force { defined_at, .. } => defined_at,
             SchedulerConfig::Changes(c) => &c.defined_at,
             SchedulerConfig::Timed(t) => &t.defined_at,
+            SchedulerConfig::Dependent { defined_at, .. } => defined_at,
         }
     }
 
@@ -130,6 +143,7 @@ impl SchedulerConfig {
             SchedulerConfig::Force { .. } => "ForceScheduler",
             SchedulerConfig::Changes(c) => c.grouping.class_name(),
             SchedulerConfig::Timed(t) => t.timing.class_name(),
+            SchedulerConfig::Dependent { .. } => "Dependent",
         }
     }
 
@@ -140,6 +154,7 @@ impl SchedulerConfig {
             SchedulerConfig::Force { defined_at, .. } => defined_at.clear(),
             SchedulerConfig::Changes(c) => c.defined_at.clear(),
             SchedulerConfig::Timed(t) => t.defined_at.clear(),
+            SchedulerConfig::Dependent { defined_at, .. } => defined_at.clear(),
         }
         s
     }
@@ -187,6 +202,24 @@ pub(super) fn compile_scheduler(
                 c.builders = builders;
                 Some(SchedulerConfig::Changes(Box::new(c)))
             })
+        }
+        "scheduler.dependent" => {
+            let upstream = f.required_string("upstream");
+            let reason = f.string("reason");
+            let properties = f.properties("properties");
+            let priority = f.integer("priority", -1_000_000, 1_000_000).unwrap_or(0);
+            match (name, upstream) {
+                (Some(name), Some(upstream)) => Some(SchedulerConfig::Dependent {
+                    name,
+                    builders,
+                    upstream,
+                    reason,
+                    properties,
+                    priority,
+                    defined_at: at,
+                }),
+                _ => None,
+            }
         }
         "scheduler.periodic" | "scheduler.nightly" => {
             let timing = if kind == "scheduler.periodic" {

@@ -51,6 +51,18 @@ impl From<buildrequests::Model> for PendingRequest {
     }
 }
 
+/// A buildset as a dependent scheduler reads it.
+#[derive(Debug, Clone)]
+pub struct FinishedBuildset {
+    pub bsid: i64,
+    pub complete: bool,
+    pub results: Option<i32>,
+    pub external_idstring: Option<String>,
+    /// name → (value, source)
+    pub properties: BTreeMap<String, (Value, String)>,
+    pub sourcestampids: Vec<i64>,
+}
+
 /// A buildset just added: its id, and builderid → build request id.
 pub type BuildsetIds = (i64, BTreeMap<i64, i64>);
 
@@ -68,6 +80,9 @@ pub struct NewBuildset {
     /// (scheduler id, change ids): the classified changes this buildset
     /// builds, removed in the same transaction.
     pub consumes: Option<(i64, Vec<i64>)>,
+    /// Buildbot's `external_idstring` (a dependent scheduler's mark of the
+    /// upstream buildset it follows).
+    pub external_idstring: Option<String>,
 }
 
 fn request_fields(name: &str) -> Option<FieldKind<buildrequests::Column>> {
@@ -172,6 +187,50 @@ impl Data {
             ));
         }
         Ok(out)
+    }
+
+    /// Buildsets after `after` (by id, oldest first, at most `limit`): what
+    /// a dependent scheduler reads, with their properties and source stamps.
+    pub async fn buildsets_after(
+        &self,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<FinishedBuildset>, DataError> {
+        let rows = buildsets::Entity::find()
+            .filter(buildsets::Column::Id.gt(after))
+            .order_by_asc(buildsets::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for bs in rows {
+            let properties = self.buildset_properties(bs.id).await?;
+            let sourcestampids = buildset_sourcestamps::Entity::find()
+                .filter(buildset_sourcestamps::Column::Buildsetid.eq(bs.id))
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .map(|r| r.sourcestampid)
+                .collect();
+            out.push(FinishedBuildset {
+                bsid: bs.id,
+                complete: bs.complete,
+                results: bs.results,
+                external_idstring: bs.external_idstring,
+                properties,
+                sourcestampids,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether a buildset with this `external_idstring` exists.
+    pub async fn buildset_marked(&self, external_idstring: &str) -> Result<bool, DataError> {
+        Ok(buildsets::Entity::find()
+            .filter(buildsets::Column::ExternalIdstring.eq(external_idstring))
+            .one(&self.db)
+            .await?
+            .is_some())
     }
 
     /// The properties a buildset was submitted with.
@@ -348,6 +407,7 @@ impl Data {
                 sourcestampids,
                 priority,
                 consumes: None,
+                external_idstring: None,
             }])
             .await?;
         let (bsid, brids) = added
@@ -505,11 +565,13 @@ pub(crate) fn push_buildsets(
                     buildsets::Column::Reason,
                     buildsets::Column::SubmittedAt,
                     buildsets::Column::Complete,
+                    buildsets::Column::ExternalIdstring,
                 ])
                 .values([
                     set.reason.as_str().into(),
                     submitted_at.into(),
                     false.into(),
+                    set.external_idstring.clone().into(),
                 ])?
                 .returning_all(),
         );

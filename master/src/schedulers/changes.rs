@@ -492,6 +492,7 @@ impl State {
             sourcestampids,
             priority: config.priority,
             consumes: consumes.map(|ids| (self.schedulerid, ids)),
+            external_idstring: None,
         })
     }
 }

@@ -5,5 +5,6 @@
 
 pub mod changes;
 pub mod classify;
+pub mod dependent;
 pub mod force;
 pub mod timed;

@@ -274,6 +274,7 @@ async fn fire(shared: &Shared, ids: &Ids, name: &str) -> Result<(), DataError> {
         sourcestampids: vec![sourcestampid],
         priority: config.priority,
         consumes: None,
+        external_idstring: None,
     });
     let added = data.schedule(step).await?;
     info!(scheduler = %name, buildsets = ?added.iter().map(|(bsid, _)| *bsid).collect::<Vec<_>>(), "scheduled run");

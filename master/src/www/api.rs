@@ -391,7 +391,8 @@ fn force_schedulers(running: &crate::shared::RunningConfig) -> Vec<Value> {
         .iter()
         .filter_map(|s| match s {
             crate::config::SchedulerConfig::Changes(_)
-            | crate::config::SchedulerConfig::Timed(_) => None,
+            | crate::config::SchedulerConfig::Timed(_)
+            | crate::config::SchedulerConfig::Dependent { .. } => None,
             crate::config::SchedulerConfig::Force {
                 name,
                 builders,

@@ -38,6 +38,7 @@ return {
     mb.schedulers.single_branch { name = "docs", builders = { "docs" },
       change_filter = { branch = function(branch) return branch == "main" end },
       file_is_important = touches_docs, tree_stable_timer = @TIMER@ },
+    mb.schedulers.dependent { name = "after", upstream = "branches", builders = { "docs" } },
   },
 }
 "#;
@@ -153,6 +154,22 @@ fn a_change_builds_its_revision_on_the_builders_its_filter_picks(backend: &Backe
     let builds = m.get(&format!("/api/v2/changes/{a}/builds"))["builds"].clone();
     assert_eq!(builds[0]["buildid"], buildid, "{builds}");
 
+    // The dependent scheduler follows the successful buildset, once, with
+    // its source stamp.
+    let upstream = bs["bsid"].as_i64().unwrap();
+    let downstream = m.wait_for("the dependent buildset", LONG, || {
+        let sets = m.get("/api/v2/buildsets?order=bsid")["buildsets"].clone();
+        sets.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["external_idstring"] == format!("dependent:after:{upstream}"))
+            .cloned()
+    });
+    let bsid = downstream["bsid"].as_i64().unwrap();
+    let stamps = m.get(&format!("/api/v2/buildsets/{bsid}/sourcestamps"))["sourcestamps"].clone();
+    assert_eq!(stamps[0]["revision"], "aaa111");
+    assert_eq!(request_of(&m, bsid)["builderid"], m.builderid("docs"));
+
     // The builder page shows each build's branch and revision; the
     // build page its source stamp.
     let (code, page) = m.get_status(&format!("/builders/{}", m.builderid("ok")));
@@ -185,7 +202,7 @@ fn a_change_builds_its_revision_on_the_builders_its_filter_picks(backend: &Backe
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, vec!["force", "branches", "docs"]);
+    assert_eq!(names, vec!["force", "branches", "docs", "after"]);
     assert_eq!(listed[1]["enabled"], true);
     assert!(
         listed[1]["master"]["masterid"].as_i64().is_some(),

@@ -118,7 +118,9 @@ pub(super) async fn builder(ctx: &Ctx<'_>, builderid: i64) -> PageResult {
             .filter(|s| s.builder_names().contains(&name))
             .filter_map(|s| match s {
                 SchedulerConfig::Force { label, .. } => Some((s, label)),
-                SchedulerConfig::Changes(_) | SchedulerConfig::Timed(_) => None,
+                SchedulerConfig::Changes(_)
+                | SchedulerConfig::Timed(_)
+                | SchedulerConfig::Dependent { .. } => None,
             })
             .map(|(s, label)| {
                 let owner = if ctx.identity.user.is_some() {

@@ -1,0 +1,219 @@
+//! `dependent { upstream }`: when a buildset of the upstream scheduler
+//! completes with SUCCESS or WARNINGS, build the same source stamps on this
+//! scheduler's builders (Buildbot's `Dependent`).
+//!
+//! It reads buildsets from the database, woken by `buildsets/N/complete`:
+//! its position (the last buildset id below which every buildset is
+//! complete and examined) is kept in its object state, and each buildset it
+//! makes carries `external_idstring = "dependent:NAME:UPSTREAM_BSID"`, so a
+//! completed upstream buildset is followed exactly once, also across a
+//! restart, whatever order buildsets complete in.
+
+use crate::config::SchedulerConfig;
+use crate::data::DataError;
+use crate::data::buildsets::NewBuildset;
+use crate::data::query::ListQuery;
+use crate::data::schedulers::SchedulerStep;
+use crate::mq::Topic;
+use crate::mq::topic::BuildsetEvent;
+use crate::results::{SUCCESS, WARNINGS};
+use crate::services::{Service, ServiceConfig, Stopping};
+use crate::shared::Shared;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+use tracing::{info, warn};
+
+/// The state key of the dependent scheduler's position.
+const LAST_BUILDSET_SEEN: &str = "last_buildsetid";
+/// Buildsets read per step.
+const STEP_BUILDSETS: u64 = 500;
+/// Look again this often even without an event.
+const RECHECK: Duration = Duration::from_secs(30);
+
+/// A running dependent scheduler.
+pub struct DependentScheduler {
+    name: String,
+    settings: watch::Sender<u64>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DependentScheduler {
+    pub fn start(shared: Arc<Shared>, name: &str) -> DependentScheduler {
+        let (settings, settings_rx) = watch::channel(0);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let events = shared.data.bus.subscribe();
+        let task = tokio::spawn(run(
+            shared,
+            name.to_string(),
+            events,
+            settings_rx,
+            shutdown_rx,
+        ));
+        DependentScheduler {
+            name: name.to_string(),
+            settings,
+            shutdown,
+            task,
+        }
+    }
+}
+
+impl Service for DependentScheduler {
+    fn reconfigure(&mut self, _config: &ServiceConfig) {
+        info!(scheduler = %self.name, "dependent scheduler reconfigured");
+        self.settings.send_modify(|n| *n += 1);
+    }
+
+    fn stop(self: Box<Self>) -> Stopping {
+        let _ = self.shutdown.send(true);
+        let task = self.task;
+        Box::pin(async move {
+            let _ = task.await;
+        })
+    }
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    name: String,
+    mut events: broadcast::Receiver<crate::mq::Event>,
+    mut settings: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut position = None;
+    loop {
+        match follow(&shared, &name, &mut position).await {
+            Ok(()) => {}
+            Err(e) => {
+                warn!(scheduler = %name, "reading upstream buildsets failed, trying again: {e}")
+            }
+        }
+        let wake = tokio::time::sleep(RECHECK);
+        tokio::pin!(wake);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = settings.changed() => break,
+                _ = &mut wake => break,
+                event = events.recv() => match event {
+                    Ok(e) if matches!(e.topic, Topic::Buildset { event: BuildsetEvent::Complete, .. }) => break,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+}
+
+/// Build for every upstream buildset that succeeded since the position;
+/// `position` is (object id, last buildset id), read on first use.
+async fn follow(
+    shared: &Shared,
+    name: &str,
+    position: &mut Option<(i64, i64)>,
+) -> Result<(), DataError> {
+    let running = shared.running_config();
+    let Some(SchedulerConfig::Dependent {
+        builders,
+        upstream,
+        reason,
+        properties,
+        priority,
+        ..
+    }) = running.loaded.config.scheduler(name)
+    else {
+        return Ok(());
+    };
+    let data = &shared.data;
+    let (objectid, mut seen) = match *position {
+        Some(p) => p,
+        None => {
+            let objectid = data.object_id(name, super::changes::STATE_CLASS).await?;
+            let seen = match data.object_state(objectid, LAST_BUILDSET_SEEN).await? {
+                Some(v) => v.as_i64().unwrap_or(0),
+                // New: follow the buildsets that come after it.
+                None => {
+                    let q = ListQuery {
+                        order: vec![("bsid".into(), true)],
+                        limit: Some(1),
+                        ..Default::default()
+                    };
+                    let (newest, _) = data.list_buildsets(&q).await?;
+                    newest.first().and_then(|b| b["bsid"].as_i64()).unwrap_or(0)
+                }
+            };
+            (objectid, seen)
+        }
+    };
+    loop {
+        let buildsets = data.buildsets_after(seen, STEP_BUILDSETS).await?;
+        let read = buildsets.len() as u64;
+        let mut step = SchedulerStep {
+            schedulerid: running.scheduler_ids.get(name).copied().unwrap_or(0),
+            ..SchedulerStep::default()
+        };
+        let mut blocked = false;
+        let mut advanced = seen;
+        for bs in buildsets {
+            if !bs.complete {
+                // Everything before an incomplete buildset is done with.
+                blocked = true;
+                continue;
+            }
+            if !blocked {
+                advanced = bs.bsid;
+            }
+            let from_upstream = bs
+                .properties
+                .get("scheduler")
+                .is_some_and(|(v, _)| v.as_str() == Some(upstream.as_str()));
+            let succeeded = matches!(bs.results, Some(r) if r == SUCCESS || r == WARNINGS);
+            if !from_upstream || !succeeded {
+                continue;
+            }
+            let mark = format!("dependent:{name}:{}", bs.bsid);
+            if data.buildset_marked(&mark).await? {
+                continue;
+            }
+            let mut props = BTreeMap::new();
+            for (key, value) in properties {
+                props.insert(key.clone(), (value.clone(), "Scheduler".to_string()));
+            }
+            props.insert("scheduler".into(), (Value::from(name), "Scheduler".into()));
+            step.buildsets.push(NewBuildset {
+                reason: reason.clone().unwrap_or_else(|| {
+                    format!(
+                        "downstream of buildset {} of scheduler '{upstream}'",
+                        bs.bsid
+                    )
+                }),
+                builderids: builders
+                    .iter()
+                    .filter_map(|b| running.builder_ids.get(b).copied())
+                    .collect(),
+                properties: props,
+                sourcestampids: bs.sourcestampids.clone(),
+                priority: *priority,
+                consumes: None,
+                external_idstring: Some(mark),
+            });
+        }
+        let made = step.buildsets.len();
+        step.state
+            .push((objectid, LAST_BUILDSET_SEEN, json!(advanced)));
+        data.schedule(step).await?;
+        if made > 0 {
+            info!(scheduler = %name, upstream = %upstream, buildsets = made, "upstream succeeded");
+        }
+        seen = advanced;
+        *position = Some((objectid, seen));
+        if read < STEP_BUILDSETS || blocked {
+            return Ok(());
+        }
+    }
+}
