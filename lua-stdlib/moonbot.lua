@@ -153,6 +153,7 @@ schedulers.force = constructor("scheduler.force")
 ---@field tree_stable_timer? integer|string  Seconds (or "5m") without a new important change before building; unset or 0 builds each important change at once.
 ---@field file_is_important? fun(change: table): boolean  Whether a change calls for a build (default: every change does).
 ---@field only_important? boolean           Leave unimportant changes out of the build (default false).
+---@field cancel_superseded? boolean        A newer change on a branch (or pull request) cancels the older changes' pending requests and stops their running builds (default false).
 ---@field reason? string                    The buildset's reason.
 ---@field properties? table<string, any>    Properties of every build this scheduler starts.
 ---@field priority? integer                 Priority of its build requests (default 0; higher goes first).

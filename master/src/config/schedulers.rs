@@ -103,6 +103,9 @@ pub struct ChangeSchedulerConfig {
     pub reason: Option<String>,
     pub properties: BTreeMap<String, Value>,
     pub priority: i64,
+    /// A newer change on a branch cancels the older changes' pending
+    /// requests and stops their running builds.
+    pub cancel_superseded: bool,
     /// The codebases this scheduler builds (changes of others are ignored),
     /// with what to build for one no change names. Buildbot's default: `""`.
     pub codebases: BTreeMap<String, CodebaseDefaults>,
@@ -302,6 +305,7 @@ fn compile_change_scheduler(
         }
     };
     let only_important = f.boolean("only_important", false);
+    let cancel_superseded = f.boolean("cancel_superseded", false);
     let reason = f.string("reason");
     let properties = f.properties("properties");
     let priority = f.integer("priority", -1_000_000, 1_000_000).unwrap_or(0);
@@ -320,6 +324,7 @@ fn compile_change_scheduler(
         tree_stable_timer,
         file_is_important,
         only_important,
+        cancel_superseded,
         reason,
         properties,
         priority,

@@ -224,6 +224,75 @@ impl Data {
         Ok(out)
     }
 
+    /// The incomplete requests of `scheduler`'s buildsets older than
+    /// `before` that build the branch of source stamp `ssid` (same codebase,
+    /// repository, project and branch, another revision): what a newer
+    /// change supersedes. Returns (request id, claimed).
+    pub async fn superseded_requests(
+        &self,
+        scheduler: &str,
+        ssid: i64,
+        before: i64,
+    ) -> Result<Vec<(i64, bool)>, DataError> {
+        use crate::db::entities::sourcestamps;
+        let Some(stamp) = sourcestamps::Entity::find_by_id(ssid).one(&self.db).await? else {
+            return Ok(Vec::new());
+        };
+        let branch = match &stamp.branch {
+            Some(b) => sourcestamps::Column::Branch.eq(b.as_str()),
+            None => sourcestamps::Column::Branch.is_null(),
+        };
+        let same_branch: Vec<i64> = sourcestamps::Entity::find()
+            .filter(sourcestamps::Column::Codebase.eq(stamp.codebase.as_str()))
+            .filter(sourcestamps::Column::Repository.eq(stamp.repository.as_str()))
+            .filter(sourcestamps::Column::Project.eq(stamp.project.as_str()))
+            .filter(branch)
+            .filter(sourcestamps::Column::Id.ne(ssid))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        if same_branch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bsids: Vec<i64> = buildset_sourcestamps::Entity::find()
+            .filter(buildset_sourcestamps::Column::Sourcestampid.is_in(same_branch))
+            .filter(buildset_sourcestamps::Column::Buildsetid.lt(before))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|r| r.buildsetid)
+            .collect();
+        if bsids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mine = json!([scheduler, "Scheduler"]).to_string();
+        let bsids: Vec<i64> = buildset_properties::Entity::find()
+            .filter(buildset_properties::Column::Buildsetid.is_in(bsids))
+            .filter(buildset_properties::Column::PropertyName.eq("scheduler"))
+            .filter(buildset_properties::Column::PropertyValue.eq(mine))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|p| p.buildsetid)
+            .collect();
+        let requests = buildrequests::Entity::find()
+            .filter(buildrequests::Column::Buildsetid.is_in(bsids))
+            .filter(buildrequests::Column::Complete.eq(false))
+            .all(&self.db)
+            .await?;
+        let mut out = Vec::with_capacity(requests.len());
+        for r in requests {
+            let claimed = buildrequest_claims::Entity::find_by_id(r.id)
+                .one(&self.db)
+                .await?
+                .is_some();
+            out.push((r.id, claimed));
+        }
+        Ok(out)
+    }
+
     /// Whether a buildset with this `external_idstring` exists.
     pub async fn buildset_marked(&self, external_idstring: &str) -> Result<bool, DataError> {
         Ok(buildsets::Entity::find()

@@ -162,7 +162,12 @@ async fn execute(ctx: &mut BuildContext<'_>) -> Result<(), DataError> {
     let state = match build_results {
         SUCCESS => "build successful".to_string(),
         RETRY => "retry".to_string(),
-        CANCELLED => "cancelled".to_string(),
+        // Who stopped it and why shows on the build (`stop`'s reason, a
+        // newer change that superseded it).
+        CANCELLED => match ctx.stop.interrupt.borrow().as_deref() {
+            Some(reason) if !reason.is_empty() => format!("cancelled: {reason}"),
+            _ => "cancelled".to_string(),
+        },
         r => format!("{} {}", failure_word(r), failed_steps.join(" ")),
     };
     // A build that ends RETRY gives its request back; any other completes it.

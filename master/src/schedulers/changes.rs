@@ -304,10 +304,17 @@ impl State {
             }
             step.state
                 .push((self.objectid, LAST_CHANGE_SEEN, json!(position)));
-            let made = step.buildsets.len();
+            let stamps: Vec<Vec<i64>> = step
+                .buildsets
+                .iter()
+                .map(|b| b.sourcestampids.clone())
+                .collect();
             let added = self.shared.data.schedule(step).await?;
-            if made > 0 {
+            if !added.is_empty() {
                 info!(scheduler = %self.name, buildsets = ?added.iter().map(|(bsid, _)| *bsid).collect::<Vec<_>>(), "changes scheduled");
+            }
+            if config.cancel_superseded {
+                self.cancel_superseded(&added, &stamps).await?;
             }
             self.position = position;
             self.gaps = gaps;
@@ -316,6 +323,44 @@ impl State {
                 return Ok(());
             }
         }
+    }
+
+    /// `cancel_superseded`: the older requests of this scheduler on the
+    /// branches of the new buildsets are cancelled if pending, and their
+    /// builds stopped (CANCELLED) if running.
+    async fn cancel_superseded(
+        &self,
+        added: &[crate::data::buildsets::BuildsetIds],
+        stamps: &[Vec<i64>],
+    ) -> Result<(), DataError> {
+        let data = &self.shared.data;
+        for ((bsid, _), ssids) in added.iter().zip(stamps) {
+            for &ssid in ssids {
+                for (brid, claimed) in data.superseded_requests(&self.name, ssid, *bsid).await? {
+                    if !claimed && data.cancel_request(brid).await? {
+                        info!(scheduler = %self.name, brid, superseded_by = bsid, "pending request cancelled: a newer change came");
+                        continue;
+                    }
+                    let q = crate::data::query::ListQuery::default()
+                        .with_eq("buildrequestid", brid)
+                        .with_eq("complete", "false");
+                    for build in data.list_builds(&q, false).await?.0 {
+                        let Some(buildid) = build["buildid"].as_i64() else {
+                            continue;
+                        };
+                        let reason = format!("superseded by a newer change (buildset {bsid})");
+                        if self.shared.builds.stop(
+                            buildid,
+                            crate::running_builds::StopKind::Cancel,
+                            &reason,
+                        ) {
+                            info!(scheduler = %self.name, buildid, superseded_by = bsid, "build stopped: a newer change came");
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Work the deadlines out again from what waits in the database (at
@@ -414,9 +459,17 @@ impl State {
                 );
             }
         }
+        let stamps: Vec<Vec<i64>> = step
+            .buildsets
+            .iter()
+            .map(|b| b.sourcestampids.clone())
+            .collect();
         let added = self.shared.data.schedule(step).await?;
         if !added.is_empty() {
             info!(scheduler = %self.name, buildsets = ?added.iter().map(|(bsid, _)| *bsid).collect::<Vec<_>>(), "tree stable: changes scheduled");
+        }
+        if config.cancel_superseded {
+            self.cancel_superseded(&added, &stamps).await?;
         }
         for group in due {
             self.deadlines.remove(&group);

@@ -294,3 +294,67 @@ fn tree_stable_changes_wait_and_survive_a_reload_and_a_restart(backend: &Backend
     assert_eq!(buildsets_of(&m, "docs").len(), 4);
     drop(w);
 }
+
+const SUPERSEDING: &str = r#"
+local mb = require "moonbot"
+return {
+  www = { port = 0, bind = "127.0.0.1" },
+  protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1" } },
+  db = { url = "@DB@" },
+  workers = { mb.worker { name = "w1", max_builds = 2 } },
+  builders = {
+    mb.builder { name = "slow", workernames = { "w1" }, steps = {
+      mb.steps.shell { name = "work", command = "echo working; sleep 60" },
+    } },
+  },
+  schedulers = {
+    mb.schedulers.any_branch { name = "latest", builders = { "slow" }, cancel_superseded = true },
+  },
+}
+"#;
+
+moonbot_tests::on_both_databases!(a_newer_change_cancels_what_the_older_one_started);
+
+/// The build (once started) of the buildset made for change `changeid`.
+fn build_of_change(m: &TestMaster, changeid: i64) -> Value {
+    m.wait_for(&format!("a build of change {changeid}"), LONG, || {
+        m.get(&format!("/api/v2/changes/{changeid}/builds"))["builds"]
+            .as_array()
+            .and_then(|b| b.first().cloned())
+    })
+}
+
+fn a_newer_change_cancels_what_the_older_one_started(backend: &Backend) {
+    let (m, _w) = TestMaster::started_with_worker(backend, SUPERSEDING, "w1");
+    let a = send(&m, "main", "aaaa01", "p", &[]);
+    let first = build_of_change(&m, a);
+    // A newer change on the same branch stops the running build.
+    let b = send(&m, "main", "bbbb02", "p", &[]);
+    let second = build_of_change(&m, b);
+    let stopped = m.wait_for("the superseded build to end", LONG, || {
+        let build = &m.get(&format!("/api/v2/builds/{}", first["buildid"]))["builds"][0];
+        (build["complete"] == true).then(|| build.clone())
+    });
+    assert_eq!(stopped["results"], 6, "CANCELLED: {stopped}");
+    assert!(
+        stopped["state_string"]
+            .as_str()
+            .unwrap()
+            .starts_with("cancelled: superseded by a newer change (buildset"),
+        "the build says why it stopped: {stopped}"
+    );
+    // Another branch is left alone; a third change on main stops the second.
+    let f = send(&m, "feature", "ffff01", "p", &[]);
+    let feature = build_of_change(&m, f);
+    let c = send(&m, "main", "cccc03", "p", &[]);
+    build_of_change(&m, c);
+    m.wait_for("the second build to be cancelled", LONG, || {
+        let build = &m.get(&format!("/api/v2/builds/{}", second["buildid"]))["builds"][0];
+        (build["results"] == 6).then_some(())
+    });
+    let feature = &m.get(&format!("/api/v2/builds/{}", feature["buildid"]))["builds"][0];
+    assert_eq!(
+        feature["complete"], false,
+        "the other branch's build goes on: {feature}"
+    );
+}
