@@ -9,7 +9,6 @@
 //! their requests stay queued); `SIGUSR1` stops cleanly (no new builds, wait for
 //! running ones).
 
-use crate::changes::git_poller::GitPoller;
 use crate::config::ConfigErrors;
 use crate::data::{self, Data};
 use crate::janitor::Janitor;
@@ -17,10 +16,7 @@ use crate::mq::Bus;
 use crate::process::distributor::Distributor;
 use crate::reconfig::{self, Trigger};
 use crate::running_builds::{RunningBuilds, StopKind};
-use crate::schedulers::changes::ChangeScheduler;
-use crate::schedulers::dependent::DependentScheduler;
 use crate::schedulers::force::ForceScheduler;
-use crate::schedulers::timed::TimedScheduler;
 use crate::services::{self, Service, ServiceConfig, ServiceManager};
 use crate::shared::{ConfigSlot, Shared};
 use crate::worker_registry::WorkerRegistry;
@@ -299,18 +295,18 @@ fn start_service(config: &ServiceConfig, shared: Arc<Shared>) -> Box<dyn Service
                 Box::new(ForceScheduler::start(scheduler))
             }
             crate::config::SchedulerConfig::Changes(changes) => {
-                Box::new(ChangeScheduler::start(shared, changes))
+                Box::new(crate::schedulers::changes::start(shared, changes))
             }
             crate::config::SchedulerConfig::Timed(timed) => {
-                Box::new(TimedScheduler::start(shared, timed))
+                Box::new(crate::schedulers::timed::start(shared, timed))
             }
             crate::config::SchedulerConfig::Dependent { name, .. } => {
-                Box::new(DependentScheduler::start(shared, name))
+                Box::new(crate::schedulers::dependent::start(shared, name))
             }
         },
         ServiceConfig::ChangeSource(source) => match source {
             crate::config::ChangeSourceConfig::GitPoller(poller) => {
-                Box::new(GitPoller::start(shared, poller))
+                Box::new(crate::changes::git_poller::start(shared, poller))
             }
         },
         ServiceConfig::Janitor(janitor) => {

@@ -36,6 +36,17 @@ fn nothing(note: String) -> HookOutcome {
     }
 }
 
+/// A push's outcome: its changes, or why it made none.
+fn push_outcome(changes: Vec<NewChange>, mut notes: Vec<String>) -> HookOutcome {
+    let note = if changes.is_empty() {
+        notes.push("no change".into());
+        notes.join("; ")
+    } else {
+        format!("{} change(s)", changes.len())
+    };
+    HookOutcome { changes, note }
+}
+
 fn ignored(event: &str) -> HookOutcome {
     nothing(format!(
         "the '{}' event makes no change; ignored",
@@ -146,13 +157,7 @@ fn cloud_push(payload: &Value, settings: &HookSettings) -> Option<HookOutcome> {
             });
         }
     }
-    let note = if changes.is_empty() {
-        notes.push("no change".into());
-        notes.join("; ")
-    } else {
-        format!("{} change(s)", changes.len())
-    };
-    Some(HookOutcome { changes, note })
+    Some(push_outcome(changes, notes))
 }
 
 fn cloud_pull_request(
@@ -253,13 +258,7 @@ fn server_push(payload: &Value, settings: &HookSettings) -> Option<HookOutcome> 
             ]),
         });
     }
-    let note = if changes.is_empty() {
-        notes.push("no change".into());
-        notes.join("; ")
-    } else {
-        format!("{} change(s)", changes.len())
-    };
-    Some(HookOutcome { changes, note })
+    Some(push_outcome(changes, notes))
 }
 
 fn server_pull_request(

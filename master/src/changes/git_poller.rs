@@ -20,7 +20,7 @@ use crate::config::{BranchSelection, ChangeSourceConfig, GitPollerConfig, LuaGen
 use crate::data::DataError;
 use crate::data::changes::NewChange;
 use crate::lua::RawValue;
-use crate::services::{Service, ServiceConfig, Stopping};
+use crate::services::TaskService;
 use crate::shared::Shared;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -55,43 +55,12 @@ pub struct PollOutcome {
     pub changes: Vec<i64>,
 }
 
-/// A running git poller.
-pub struct GitPoller {
-    name: String,
-    settings: watch::Sender<u64>,
-    shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl GitPoller {
-    pub fn start(shared: Arc<Shared>, config: &GitPollerConfig) -> GitPoller {
-        let (settings, settings_rx) = watch::channel(0);
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let name = config.name.clone();
-        let task = tokio::spawn(run(shared, name.clone(), settings_rx, shutdown_rx));
-        GitPoller {
-            name,
-            settings,
-            shutdown,
-            task,
-        }
-    }
-}
-
-impl Service for GitPoller {
-    fn reconfigure(&mut self, _config: &ServiceConfig) {
-        info!(poller = %self.name, "git poller reconfigured; its positions are kept");
-        self.settings.send_modify(|n| *n += 1);
-    }
-
-    fn stop(self: Box<Self>) -> Stopping {
-        let _ = self.shutdown.send(true);
-        let task = self.task;
-        Box::pin(async move {
-            // A poll in progress ends at its next await; its git is killed.
-            let _ = task.await;
-        })
-    }
+/// Start the git poller `config.name` (a [`TaskService`]).
+pub fn start(shared: Arc<Shared>, config: &GitPollerConfig) -> TaskService {
+    let name = config.name.clone();
+    TaskService::spawn("git poller", &config.name, move |(settings, shutdown)| {
+        run(shared, name, settings, shutdown)
+    })
 }
 
 /// The poller's settings in the running configuration, with its Lua state.

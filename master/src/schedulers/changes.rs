@@ -24,7 +24,7 @@ use crate::data::changes::NewChange;
 use crate::data::schedulers::{Classified, LAST_CHANGE_SEEN, SchedulerStep};
 use crate::data::{DataError, now};
 use crate::mq::Topic;
-use crate::services::{Service, ServiceConfig, Stopping};
+use crate::services::TaskService;
 use crate::shared::{RunningConfig, Shared};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,46 +44,17 @@ const STEP_CHANGES: u64 = 1000;
 /// Wait this long after a failed step before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// A running change scheduler: its task and how to poke and stop it.
-pub struct ChangeScheduler {
-    name: String,
-    /// Bumped on a reconfigure: the task re-reads its settings.
-    settings: watch::Sender<u64>,
-    shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl ChangeScheduler {
-    pub fn start(shared: Arc<Shared>, config: &ChangeSchedulerConfig) -> ChangeScheduler {
-        let (settings, settings_rx) = watch::channel(0);
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        // Subscribed before the task reads its position, so no change
-        // committed in between goes unnoticed.
-        let events = shared.data.bus.subscribe();
-        let name = config.name.clone();
-        let task = tokio::spawn(run(shared, name.clone(), events, settings_rx, shutdown_rx));
-        ChangeScheduler {
-            name,
-            settings,
-            shutdown,
-            task,
-        }
-    }
-}
-
-impl Service for ChangeScheduler {
-    fn reconfigure(&mut self, _config: &ServiceConfig) {
-        info!(scheduler = %self.name, "change scheduler reconfigured; its waiting changes are kept");
-        self.settings.send_modify(|n| *n += 1);
-    }
-
-    fn stop(self: Box<Self>) -> Stopping {
-        let _ = self.shutdown.send(true);
-        let task = self.task;
-        Box::pin(async move {
-            let _ = task.await;
-        })
-    }
+/// Start the change scheduler `config.name` (a [`TaskService`]).
+pub fn start(shared: Arc<Shared>, config: &ChangeSchedulerConfig) -> TaskService {
+    // Subscribed before the task reads its position, so no change
+    // committed in between goes unnoticed.
+    let events = shared.data.bus.subscribe();
+    let name = config.name.clone();
+    TaskService::spawn(
+        "change scheduler",
+        &config.name,
+        move |(settings, shutdown)| run(shared, name, events, settings, shutdown),
+    )
 }
 
 /// What the task keeps between steps.

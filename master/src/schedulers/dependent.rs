@@ -17,7 +17,7 @@ use crate::data::schedulers::SchedulerStep;
 use crate::mq::Topic;
 use crate::mq::topic::BuildsetEvent;
 use crate::results::{SUCCESS, WARNINGS};
-use crate::services::{Service, ServiceConfig, Stopping};
+use crate::services::TaskService;
 use crate::shared::Shared;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -33,48 +33,13 @@ const STEP_BUILDSETS: u64 = 500;
 /// Look again this often even without an event.
 const RECHECK: Duration = Duration::from_secs(30);
 
-/// A running dependent scheduler.
-pub struct DependentScheduler {
-    name: String,
-    settings: watch::Sender<u64>,
-    shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl DependentScheduler {
-    pub fn start(shared: Arc<Shared>, name: &str) -> DependentScheduler {
-        let (settings, settings_rx) = watch::channel(0);
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let events = shared.data.bus.subscribe();
-        let task = tokio::spawn(run(
-            shared,
-            name.to_string(),
-            events,
-            settings_rx,
-            shutdown_rx,
-        ));
-        DependentScheduler {
-            name: name.to_string(),
-            settings,
-            shutdown,
-            task,
-        }
-    }
-}
-
-impl Service for DependentScheduler {
-    fn reconfigure(&mut self, _config: &ServiceConfig) {
-        info!(scheduler = %self.name, "dependent scheduler reconfigured");
-        self.settings.send_modify(|n| *n += 1);
-    }
-
-    fn stop(self: Box<Self>) -> Stopping {
-        let _ = self.shutdown.send(true);
-        let task = self.task;
-        Box::pin(async move {
-            let _ = task.await;
-        })
-    }
+/// Start the dependent scheduler `name` (a [`TaskService`]).
+pub fn start(shared: Arc<Shared>, name: &str) -> TaskService {
+    let events = shared.data.bus.subscribe();
+    let owned = name.to_string();
+    TaskService::spawn("dependent scheduler", name, move |(settings, shutdown)| {
+        run(shared, owned, events, settings, shutdown)
+    })
 }
 
 async fn run(

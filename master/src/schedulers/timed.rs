@@ -19,7 +19,7 @@ use crate::data::buildsets::NewBuildset;
 use crate::data::changes::NewChange;
 use crate::data::schedulers::{LAST_CHANGE_SEEN, SchedulerStep};
 use crate::data::{DataError, now};
-use crate::services::{Service, ServiceConfig, Stopping};
+use crate::services::TaskService;
 use crate::shared::{RunningConfig, Shared};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -35,42 +35,14 @@ const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 /// Wait this long after a failed run before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// A running timed scheduler.
-pub struct TimedScheduler {
-    name: String,
-    settings: watch::Sender<u64>,
-    shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl TimedScheduler {
-    pub fn start(shared: Arc<Shared>, config: &TimedSchedulerConfig) -> TimedScheduler {
-        let (settings, settings_rx) = watch::channel(0);
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let name = config.name.clone();
-        let task = tokio::spawn(run(shared, name.clone(), settings_rx, shutdown_rx));
-        TimedScheduler {
-            name,
-            settings,
-            shutdown,
-            task,
-        }
-    }
-}
-
-impl Service for TimedScheduler {
-    fn reconfigure(&mut self, _config: &ServiceConfig) {
-        info!(scheduler = %self.name, "timed scheduler reconfigured; its last run is kept");
-        self.settings.send_modify(|n| *n += 1);
-    }
-
-    fn stop(self: Box<Self>) -> Stopping {
-        let _ = self.shutdown.send(true);
-        let task = self.task;
-        Box::pin(async move {
-            let _ = task.await;
-        })
-    }
+/// Start the timed scheduler `config.name` (a [`TaskService`]).
+pub fn start(shared: Arc<Shared>, config: &TimedSchedulerConfig) -> TaskService {
+    let name = config.name.clone();
+    TaskService::spawn(
+        "timed scheduler",
+        &config.name,
+        move |(settings, shutdown)| run(shared, name, settings, shutdown),
+    )
 }
 
 fn settings_of(shared: &Shared, name: &str) -> Option<(Arc<RunningConfig>, TimedSchedulerConfig)> {

@@ -115,6 +115,59 @@ pub trait Service: Send {
     fn stop(self: Box<Self>) -> Stopping;
 }
 
+/// A service that is one task reading the running configuration: it is
+/// woken on a reconfigure (`settings` changes) and told to stop
+/// (`shutdown`), and its stop waits for the task. The change schedulers,
+/// timed and dependent schedulers and the git poller are this.
+pub struct TaskService {
+    kind: &'static str,
+    name: String,
+    settings: tokio::sync::watch::Sender<u64>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What a [`TaskService`]'s task is given: its settings' version (bumped on
+/// each reconfigure) and the stop flag.
+pub type TaskSignals = (
+    tokio::sync::watch::Receiver<u64>,
+    tokio::sync::watch::Receiver<bool>,
+);
+
+impl TaskService {
+    /// Spawn `run` as the service `kind` `name`.
+    pub fn spawn<F, Fut>(kind: &'static str, name: &str, run: F) -> TaskService
+    where
+        F: FnOnce(TaskSignals) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (settings, settings_rx) = tokio::sync::watch::channel(0);
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        TaskService {
+            kind,
+            name: name.to_string(),
+            settings,
+            shutdown,
+            task: tokio::spawn(run((settings_rx, shutdown_rx))),
+        }
+    }
+}
+
+impl Service for TaskService {
+    fn reconfigure(&mut self, _config: &ServiceConfig) {
+        info!(kind = self.kind, name = %self.name, "reconfigured in place; its state is kept");
+        self.settings.send_modify(|n| *n += 1);
+    }
+
+    fn stop(self: Box<Self>) -> Stopping {
+        let _ = self.shutdown.send(true);
+        let task = self.task;
+        Box::pin(async move {
+            let _ = task.await;
+        })
+    }
+}
+
 /// Starts the service a section describes (the one place that knows every kind).
 pub type Starter = Box<dyn Fn(&ServiceConfig) -> Box<dyn Service> + Send + Sync>;
 
