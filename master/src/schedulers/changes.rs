@@ -275,18 +275,7 @@ impl State {
             }
             step.state
                 .push((self.objectid, LAST_CHANGE_SEEN, json!(position)));
-            let stamps: Vec<Vec<i64>> = step
-                .buildsets
-                .iter()
-                .map(|b| b.sourcestampids.clone())
-                .collect();
-            let added = self.shared.data.schedule(step).await?;
-            if !added.is_empty() {
-                info!(scheduler = %self.name, buildsets = ?added.iter().map(|(bsid, _)| *bsid).collect::<Vec<_>>(), "changes scheduled");
-            }
-            if config.cancel_superseded {
-                self.cancel_superseded(&added, &stamps).await?;
-            }
+            self.commit(step, &config, "changes scheduled").await?;
             self.position = position;
             self.gaps = gaps;
             self.deadlines.extend(deadlines);
@@ -294,6 +283,29 @@ impl State {
                 return Ok(());
             }
         }
+    }
+
+    /// Commit a step, log what it made, and cancel what it supersedes.
+    async fn commit(
+        &self,
+        step: SchedulerStep,
+        config: &ChangeSchedulerConfig,
+        what: &'static str,
+    ) -> Result<(), DataError> {
+        let stamps: Vec<Vec<i64>> = step
+            .buildsets
+            .iter()
+            .map(|b| b.sourcestampids.clone())
+            .collect();
+        let added = self.shared.data.schedule(step).await?;
+        if !added.is_empty() {
+            let bsids: Vec<i64> = added.iter().map(|(bsid, _)| *bsid).collect();
+            info!(scheduler = %self.name, buildsets = ?bsids, "{what}");
+        }
+        if config.cancel_superseded {
+            self.cancel_superseded(&added, &stamps).await?;
+        }
+        Ok(())
     }
 
     /// `cancel_superseded`: the older requests of this scheduler on the
@@ -430,18 +442,8 @@ impl State {
                 );
             }
         }
-        let stamps: Vec<Vec<i64>> = step
-            .buildsets
-            .iter()
-            .map(|b| b.sourcestampids.clone())
-            .collect();
-        let added = self.shared.data.schedule(step).await?;
-        if !added.is_empty() {
-            info!(scheduler = %self.name, buildsets = ?added.iter().map(|(bsid, _)| *bsid).collect::<Vec<_>>(), "tree stable: changes scheduled");
-        }
-        if config.cancel_superseded {
-            self.cancel_superseded(&added, &stamps).await?;
-        }
+        self.commit(step, &config, "tree stable: changes scheduled")
+            .await?;
         for group in due {
             self.deadlines.remove(&group);
         }
