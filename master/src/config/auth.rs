@@ -24,6 +24,7 @@ pub const ACTIONS: &[&str] = &[
     "stop",
     "rebuild",
     "cancel",
+    "set_priority",
     "reload",
     "pause",
     "sendchange",

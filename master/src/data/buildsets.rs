@@ -449,6 +449,29 @@ impl Data {
         Ok(true)
     }
 
+    /// Give a pending request (not complete, not claimed) another priority;
+    /// false when it is not pending. The distributor orders by priority at
+    /// its next pass.
+    pub async fn set_request_priority(&self, brid: i64, priority: i64) -> Result<bool, DataError> {
+        let Some(br) = buildrequests::Entity::find_by_id(brid)
+            .one(&self.db)
+            .await?
+        else {
+            return Err(DataError::NotFound(format!("build request {brid}")));
+        };
+        if br.complete {
+            return Ok(false);
+        }
+        let updated = buildrequests::Entity::update_many()
+            .col_expr(buildrequests::Column::Priority, Expr::value(priority))
+            .filter(buildrequests::Column::Id.eq(brid))
+            .filter(buildrequests::Column::Complete.eq(false))
+            .filter(buildrequests::Column::Id.not_in_subquery(claimed_ids()))
+            .exec(&self.db)
+            .await?;
+        Ok(updated.rows_affected == 1)
+    }
+
     /// A new buildset asking the builder of `brid` to build it again, with the
     /// same properties; returns the buildset id and the new request id.
     pub async fn resubmit_request(&self, brid: i64, reason: &str) -> Result<(i64, i64), DataError> {

@@ -27,6 +27,8 @@ pub(super) enum ActionKind {
     Stop,
     Rebuild,
     Cancel,
+    /// Change a pending build request's priority (`set_priority`).
+    SetPriority,
     Pause,
     Unpause,
     Reload,
@@ -39,11 +41,12 @@ pub(super) enum ActionKind {
 impl ActionKind {
     /// Every kind.
     #[cfg(test)]
-    const ALL: [ActionKind; 9] = [
+    const ALL: [ActionKind; 10] = [
         ActionKind::Force,
         ActionKind::Stop,
         ActionKind::Rebuild,
         ActionKind::Cancel,
+        ActionKind::SetPriority,
         ActionKind::Pause,
         ActionKind::Unpause,
         ActionKind::Reload,
@@ -60,6 +63,7 @@ impl ActionKind {
             ActionKind::Stop => "stop",
             ActionKind::Rebuild => "rebuild",
             ActionKind::Cancel => "cancel",
+            ActionKind::SetPriority => "set_priority",
             ActionKind::Pause | ActionKind::Unpause => "pause",
             ActionKind::Reload | ActionKind::Diff => "reload",
             ActionKind::SendChange => "sendchange",
@@ -88,6 +92,11 @@ pub(super) enum Action {
     Cancel {
         brid: i64,
     },
+    /// Give a pending build request another priority.
+    SetPriority {
+        brid: i64,
+        priority: i64,
+    },
     /// Give a worker (by name or id) no new builds; its running builds go on.
     Pause {
         worker: String,
@@ -112,6 +121,7 @@ impl Action {
             Action::Stop { .. } => ActionKind::Stop,
             Action::Rebuild { .. } => ActionKind::Rebuild,
             Action::Cancel { .. } => ActionKind::Cancel,
+            Action::SetPriority { .. } => ActionKind::SetPriority,
             Action::Pause { .. } => ActionKind::Pause,
             Action::Unpause { .. } => ActionKind::Unpause,
             Action::Reload => ActionKind::Reload,
@@ -163,6 +173,7 @@ pub(super) enum Outcome {
     Stopped,
     Rebuilt(Rebuilt),
     Cancelled,
+    PrioritySet,
     /// The worker as the API shows it after a pause or unpause.
     Worker(Value),
     /// The stored outcome of the reload (`/api/v2/config/reloads` shape).
@@ -231,6 +242,13 @@ pub(super) async fn perform(
         Action::Cancel { brid } => {
             if shared.data.cancel_request(brid).await? {
                 Ok(Outcome::Cancelled)
+            } else {
+                Err(ActionError::NotPending(brid))
+            }
+        }
+        Action::SetPriority { brid, priority } => {
+            if shared.data.set_request_priority(brid, priority).await? {
+                Ok(Outcome::PrioritySet)
             } else {
                 Err(ActionError::NotPending(brid))
             }

@@ -468,6 +468,7 @@ async fn control(
         (["builds", _], "stop") => ActionKind::Stop,
         (["builds", _], "rebuild") => ActionKind::Rebuild,
         (["buildrequests", _], "cancel") => ActionKind::Cancel,
+        (["buildrequests", _], "set_priority") => ActionKind::SetPriority,
         (["config"], "reload") => ActionKind::Reload,
         (["config"], "diff") => ActionKind::Diff,
         (["workers", _], "pause") => ActionKind::Pause,
@@ -485,7 +486,7 @@ async fn control(
             let known = match rest[0] {
                 "forceschedulers" => "'force'",
                 "builds" => "'stop' and 'rebuild'",
-                "buildrequests" => "'cancel'",
+                "buildrequests" => "'cancel' and 'set_priority'",
                 "workers" => "'pause' and 'unpause'",
                 "changes" => "'add'",
                 _ => "'reload' and 'diff'",
@@ -568,6 +569,14 @@ fn parse_action(
         },
         ActionKind::Rebuild => Action::Rebuild { buildid: target()? },
         ActionKind::Cancel => Action::Cancel { brid: target()? },
+        ActionKind::SetPriority => Action::SetPriority {
+            brid: target()?,
+            priority: int_param(params, "priority")?
+                .filter(|p| (-1_000_000..=1_000_000).contains(p))
+                .ok_or_else(|| {
+                    invalid_params("'priority' must be an integer from -1000000 to 1000000")
+                })?,
+        },
         ActionKind::Pause => Action::Pause {
             worker: rest[1].to_string(),
         },
@@ -591,7 +600,7 @@ fn outcome_json(outcome: Outcome) -> Value {
             json!([bsid, map])
         }
         Outcome::Rebuilt(r) => json!([r.bsid, r.brid]),
-        Outcome::Stopped | Outcome::Cancelled => Value::Null,
+        Outcome::Stopped | Outcome::Cancelled | Outcome::PrioritySet => Value::Null,
         Outcome::Worker(v) | Outcome::Reloaded(v) | Outcome::Diff(v) => v,
         Outcome::ChangeAdded(changeid) => json!(changeid),
     }

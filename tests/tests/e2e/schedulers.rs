@@ -358,3 +358,56 @@ fn a_newer_change_cancels_what_the_older_one_started(backend: &Backend) {
         "the other branch's build goes on: {feature}"
     );
 }
+
+moonbot_tests::on_both_databases!(set_priority_puts_a_pending_request_first);
+
+/// Buildbot's `set_priority` on a pending request: the distributor then
+/// starts it before older requests of lower priority.
+fn set_priority_puts_a_pending_request_first(backend: &Backend) {
+    // No worker yet: both requests wait.
+    let config = SUPERSEDING.replace("max_builds = 2", "max_builds = 1");
+    let mut m = TestMaster::create(backend, &config);
+    m.start();
+    send(&m, "one", "0001", "p", &[]);
+    send(&m, "two", "0002", "p", &[]);
+    let requests = m.wait_for("two pending requests", LONG, || {
+        let all = m.get("/api/v2/buildrequests?order=buildrequestid")["buildrequests"].clone();
+        (all.as_array().unwrap().len() == 2).then_some(all)
+    });
+    let second = requests[1]["buildrequestid"].as_i64().unwrap();
+    let path = format!("/api/v2/buildrequests/{second}");
+    let (status, answer) = m.rpc(&path, "set_priority", serde_json::json!({"priority": 10}));
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.get("error").is_none(), "{answer}");
+    assert_eq!(m.get(&path)["buildrequests"][0]["priority"], 10);
+    let (_, bad) = m.rpc(
+        &path,
+        "set_priority",
+        serde_json::json!({"priority": "high"}),
+    );
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+    let (_, missing) = m.rpc(
+        "/api/v2/buildrequests/999",
+        "set_priority",
+        serde_json::json!({"priority": 1}),
+    );
+    assert!(missing.get("error").is_some(), "{missing}");
+
+    // One build at a time: the raised request is built first.
+    let mut w = m.make_worker("w1", &m.dir.clone());
+    w.start();
+    let first = m.wait_for("the first build", LONG, || {
+        m.get("/api/v2/builds?order=buildid&limit=1")["builds"]
+            .as_array()
+            .and_then(|b| b.first().cloned())
+    });
+    assert_eq!(first["buildrequestid"], second, "{first}");
+    let (_, started) = m.rpc(&path, "set_priority", serde_json::json!({"priority": 1}));
+    assert!(
+        started["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already started"),
+        "a started request keeps its priority: {started}"
+    );
+}
