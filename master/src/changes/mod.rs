@@ -13,6 +13,7 @@
 
 pub mod base;
 pub mod bitbucket;
+pub mod forge_api;
 pub mod git;
 pub mod git_poller;
 pub mod gitea;

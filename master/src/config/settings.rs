@@ -56,13 +56,24 @@ pub struct ChangeHookConfig {
     /// is refused (403). Never shown.
     pub secret: Option<String>,
     pub settings: HookSettings,
+    /// GitHub: an API token (Buildbot's `token`), with which a pull
+    /// request's changed files are fetched. Never shown.
+    pub api_token: Option<String>,
+    /// GitHub: the API's base (Buildbot's `github_api_endpoint`; GitHub
+    /// Enterprise: `https://HOST/api/v3`).
+    pub api_url: String,
 }
+
+/// GitHub's API, unless `github_api_endpoint` says otherwise.
+pub const GITHUB_API: &str = "https://api.github.com";
 
 impl std::fmt::Debug for ChangeHookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChangeHookConfig")
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("settings", &self.settings)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("api_url", &self.api_url)
             .finish()
     }
 }
@@ -229,6 +240,16 @@ fn compile_change_hooks(
         let strict = f.boolean("strict", false);
         let codebase = f.string("codebase").unwrap_or_default();
         let project = f.string("project");
+        // Only GitHub's hook asks its API; elsewhere these are unknown fields.
+        let (api_token, api_url) = if dialect == "github" {
+            (
+                f.string("token").filter(|s| !s.is_empty()),
+                f.string("github_api_endpoint")
+                    .unwrap_or_else(|| GITHUB_API.to_string()),
+            )
+        } else {
+            (None, String::new())
+        };
         if strict && secret.is_none() {
             f.error(format!(
                 "{what}: strict = true needs a secret (the one set in the forge's webhook)"
@@ -240,6 +261,8 @@ fn compile_change_hooks(
             ChangeHookConfig {
                 secret,
                 settings: HookSettings { codebase, project },
+                api_token,
+                api_url,
             },
         );
     }

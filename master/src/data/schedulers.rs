@@ -18,6 +18,11 @@ use std::collections::BTreeMap;
 
 /// The state key holding the id of the last change a scheduler has read.
 pub const LAST_CHANGE_SEEN: &str = "last_changeid";
+/// The state key holding the id of the last buildset a dependent scheduler
+/// has read.
+pub const LAST_BUILDSET_SEEN: &str = "last_buildsetid";
+/// The object class under which a scheduler's state is kept.
+pub const SCHEDULER_STATE: &str = "scheduler";
 
 fn fields(name: &str) -> Option<FieldKind<schedulers::Column>> {
     use schedulers::Column as C;
@@ -77,6 +82,44 @@ impl Data {
             .into_iter()
             .map(|s| (s.name, s.id))
             .collect())
+    }
+
+    /// Give the schedulers that read changes (`by_changes`) or buildsets
+    /// (`by_buildsets`) and have no position yet the newest one as their
+    /// position, before they start: a new scheduler builds what comes after
+    /// the configuration that made it, even a change that comes before its
+    /// task first runs.
+    pub async fn start_positions(
+        &self,
+        by_changes: &[&str],
+        by_buildsets: &[&str],
+    ) -> Result<(), DataError> {
+        use crate::db::entities::buildsets;
+        use sea_orm::QuerySelect;
+        for (names, key) in [
+            (by_changes, LAST_CHANGE_SEEN),
+            (by_buildsets, LAST_BUILDSET_SEEN),
+        ] {
+            for name in names {
+                let objectid = self.object_id(name, SCHEDULER_STATE).await?;
+                if self.object_state(objectid, key).await?.is_some() {
+                    continue;
+                }
+                let newest = if key == LAST_CHANGE_SEEN {
+                    self.last_changeid().await?
+                } else {
+                    let max: Option<Option<i64>> = buildsets::Entity::find()
+                        .select_only()
+                        .column_as(buildsets::Column::Id.max(), "max")
+                        .into_tuple()
+                        .one(&self.db)
+                        .await?;
+                    max.flatten().unwrap_or(0)
+                };
+                self.set_object_state(objectid, key, &json!(newest)).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Schedulers in Buildbot's shape; `master` is this master for the ones

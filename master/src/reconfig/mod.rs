@@ -93,6 +93,17 @@ pub async fn sync_rows(data: &Data, loaded: LoadedConfig) -> Result<RunningConfi
     let worker_ids = data.sync_workers(&worker_names).await?;
     let scheduler_names: Vec<&str> = cfg.schedulers.iter().map(|s| s.name()).collect();
     let scheduler_ids = data.sync_schedulers(&scheduler_names).await?;
+    let mut by_changes = Vec::new();
+    let mut by_buildsets = Vec::new();
+    for s in &cfg.schedulers {
+        match s {
+            crate::config::SchedulerConfig::Changes(_)
+            | crate::config::SchedulerConfig::Timed(_) => by_changes.push(s.name()),
+            crate::config::SchedulerConfig::Dependent { .. } => by_buildsets.push(s.name()),
+            crate::config::SchedulerConfig::Force { .. } => {}
+        }
+    }
+    data.start_positions(&by_changes, &by_buildsets).await?;
     let source_names: Vec<&str> = cfg.change_sources.iter().map(|s| s.name()).collect();
     data.sync_changesources(&source_names).await?;
     Ok(RunningConfig {

@@ -21,7 +21,7 @@ use super::classify::{Verdict, classify};
 use crate::config::{ChangeSchedulerConfig, Grouping, SchedulerConfig};
 use crate::data::buildsets::NewBuildset;
 use crate::data::changes::NewChange;
-use crate::data::schedulers::{Classified, LAST_CHANGE_SEEN, SchedulerStep};
+use crate::data::schedulers::{Classified, LAST_CHANGE_SEEN, SCHEDULER_STATE, SchedulerStep};
 use crate::data::{DataError, now};
 use crate::mq::Topic;
 use crate::services::TaskService;
@@ -34,8 +34,6 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-/// The object class under which a scheduler's state is kept.
-pub const STATE_CLASS: &str = "scheduler";
 /// How long an id skipped over is looked for again (a transaction that took
 /// an id earlier and committed later, on PostgreSQL).
 const GAP_WAIT: Duration = Duration::from_secs(60);
@@ -171,7 +169,7 @@ impl State {
             Some(&id) => id,
             None => data.sync_schedulers(&[name]).await?[name],
         };
-        let objectid = data.object_id(name, STATE_CLASS).await?;
+        let objectid = data.object_id(name, SCHEDULER_STATE).await?;
         let position = match data.object_state(objectid, LAST_CHANGE_SEEN).await? {
             Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
             _ => {

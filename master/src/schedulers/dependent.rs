@@ -13,7 +13,7 @@ use crate::config::SchedulerConfig;
 use crate::data::DataError;
 use crate::data::buildsets::NewBuildset;
 use crate::data::query::ListQuery;
-use crate::data::schedulers::SchedulerStep;
+use crate::data::schedulers::{LAST_BUILDSET_SEEN, SCHEDULER_STATE, SchedulerStep};
 use crate::mq::Topic;
 use crate::mq::topic::BuildsetEvent;
 use crate::results::{SUCCESS, WARNINGS};
@@ -26,8 +26,6 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 
-/// The state key of the dependent scheduler's position.
-const LAST_BUILDSET_SEEN: &str = "last_buildsetid";
 /// Buildsets read per step.
 const STEP_BUILDSETS: u64 = 500;
 /// Look again this often even without an event.
@@ -98,7 +96,7 @@ async fn follow(
     let (objectid, mut seen) = match *position {
         Some(p) => p,
         None => {
-            let objectid = data.object_id(name, super::changes::STATE_CLASS).await?;
+            let objectid = data.object_id(name, SCHEDULER_STATE).await?;
             let seen = match data.object_state(objectid, LAST_BUILDSET_SEEN).await? {
                 Some(v) => v.as_i64().unwrap_or(0),
                 // New: follow the buildsets that come after it.

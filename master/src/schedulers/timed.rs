@@ -17,7 +17,7 @@ use super::classify::{Verdict, classify};
 use crate::config::{SchedulerConfig, TimedSchedulerConfig};
 use crate::data::buildsets::NewBuildset;
 use crate::data::changes::NewChange;
-use crate::data::schedulers::{LAST_CHANGE_SEEN, SchedulerStep};
+use crate::data::schedulers::{LAST_CHANGE_SEEN, SCHEDULER_STATE, SchedulerStep};
 use crate::data::{DataError, now};
 use crate::services::TaskService;
 use crate::shared::{RunningConfig, Shared};
@@ -65,10 +65,7 @@ async fn ids(shared: &Shared, name: &str) -> Result<Ids, DataError> {
         Some(&id) => id,
         None => shared.data.sync_schedulers(&[name]).await?[name],
     };
-    let objectid = shared
-        .data
-        .object_id(name, super::changes::STATE_CLASS)
-        .await?;
+    let objectid = shared.data.object_id(name, SCHEDULER_STATE).await?;
     // Changes from before the scheduler existed do not count.
     if shared
         .data

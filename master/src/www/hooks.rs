@@ -18,7 +18,9 @@
 
 use super::Request;
 use crate::changes::github::PayloadError;
-use crate::changes::{HookOutcome, HookSettings, base, bitbucket, gitea, github, gitlab};
+use crate::changes::{
+    HookOutcome, HookSettings, base, bitbucket, forge_api, gitea, github, gitlab,
+};
 use crate::config::ChangeHookConfig;
 use crate::shared::Shared;
 use serde_json::{Value, json};
@@ -104,8 +106,11 @@ async fn receive(shared: &Arc<Shared>, request: &Request) -> Result<Value, Refus
         name => header(name)
             .ok_or_else(|| Refused(StatusCode::BAD_REQUEST, format!("no {name} header")))?,
     };
-    let outcome = read(&event, &payload, &hook.settings)
+    let mut outcome = read(&event, &payload, &hook.settings)
         .map_err(|e| Refused(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if dialect == "github" && event == "pull_request" {
+        add_pull_request_files(&hook, &payload, &mut outcome).await;
+    }
     let delivery = delivery_headers.iter().find_map(|name| header(name));
     store(shared, dialect, delivery, outcome).await
 }
@@ -255,6 +260,32 @@ fn payload(content_type: &str, body: &[u8]) -> Result<Value, Refused> {
         }
     } else {
         serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))
+    }
+}
+
+/// With a GitHub `token`, give a pull request's change the files it
+/// changes, from GitHub's API; without them if the API fails (logged).
+async fn add_pull_request_files(
+    hook: &ChangeHookConfig,
+    payload: &Value,
+    outcome: &mut HookOutcome,
+) {
+    let Some(token) = &hook.api_token else {
+        return;
+    };
+    let repo = payload
+        .get("repository")
+        .and_then(|r| r.get("full_name"))
+        .and_then(Value::as_str);
+    let number = payload.get("number").and_then(Value::as_i64);
+    let (Some(repo), Some(number)) = (repo, number) else {
+        return;
+    };
+    for change in &mut outcome.changes {
+        match forge_api::github_pull_request_files(&hook.api_url, token, repo, number).await {
+            Ok(files) => change.files = files,
+            Err(e) => tracing::warn!("change hook: the pull request's files are unknown: {e}"),
+        }
     }
 }
 

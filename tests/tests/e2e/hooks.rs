@@ -230,3 +230,115 @@ fn bitbucket_cloud_and_server_deliveries_are_signed_and_read(backend: &Backend) 
     );
     assert!(!m.log().contains(KEY), "the secret is in the log");
 }
+
+moonbot_tests::on_both_databases!(a_github_pull_requests_files_come_from_the_api_with_the_token);
+
+/// A stand-in for GitHub's API: answers one "List pull requests files"
+/// request with `files`, and hands back the request it got.
+fn fake_github_api(files: &[&str]) -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let body = serde_json::to_string(
+        &files
+            .iter()
+            .map(|f| json!({"filename": f, "status": "modified", "additions": 1, "deletions": 0}))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let handle = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut request = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            request.push_str(&line);
+        }
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        request
+    });
+    (url, handle)
+}
+
+fn a_github_pull_requests_files_come_from_the_api_with_the_token(backend: &Backend) {
+    let (api, seen) = fake_github_api(&["docs/intro.md", "src/main.c"]);
+    let config = format!(
+        r#"
+local mb = require "moonbot"
+return {{
+  www = {{ port = 0, bind = "127.0.0.1", change_hooks = {{
+    github = {{ secret = "s3cret", token = "gh-T0KEN-value", github_api_endpoint = "{api}" }},
+  }} }},
+  protocols = {{ quic = {{ port = @QUIC_PORT@, bind = "127.0.0.1" }} }},
+  db = {{ url = "@DB@" }},
+  workers = {{ mb.worker {{ name = "w1" }} }},
+  builders = {{ mb.builder {{ name = "b", workernames = {{ "w1" }}, steps = {{ mb.steps.shell {{ command = "true" }} }} }} }},
+  schedulers = {{ mb.schedulers.any_branch {{ name = "prs", builders = {{ "b" }},
+    change_filter = {{ branch_re = "refs/pull/" }},
+    file_is_important = function(change)
+      for _, f in ipairs(change.files) do if f:match("%.c$") then return true end end
+      return false
+    end }} }},
+}}
+"#
+    );
+    let mut m = TestMaster::create(backend, &config);
+    m.start();
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/webhooks/github/pull_request-0.json"),
+    )
+    .unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s3cret");
+    let signature = format!("sha256={}", hex::encode(ring::hmac::sign(&key, &bytes)));
+    let answer: Value = ureq::post(&format!("{}/change_hook/github", m.www))
+        .set("content-type", "application/json")
+        .set("x-github-event", "pull_request")
+        .set("x-github-delivery", "pr-files-1")
+        .set("x-hub-signature-256", &signature)
+        .send_bytes(&bytes)
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let c = change(&m, &answer);
+    assert_eq!(c["files"], json!(["docs/intro.md", "src/main.c"]), "{c}");
+    // The request GitHub documents: the path, a page of 100, the token as
+    // a bearer, the API's media type and version.
+    let request = seen.join().unwrap().to_ascii_lowercase();
+    assert!(
+        request.starts_with(
+            "get /repos/codertocat/hello-world/pulls/2/files?per_page=100&page=1 http/1.1\r\n"
+        ),
+        "{request}"
+    );
+    assert!(
+        request.contains("authorization: bearer gh-t0ken-value\r\n"),
+        "{request}"
+    );
+    assert!(
+        request.contains("accept: application/vnd.github+json\r\n"),
+        "{request}"
+    );
+    assert!(
+        request.contains("x-github-api-version: 2022-11-28\r\n"),
+        "{request}"
+    );
+    // file_is_important saw the files: the pull request builds.
+    m.wait_for("the pull request's buildset", moonbot_tests::LONG, || {
+        let sets = m.get("/api/v2/buildsets")["buildsets"].clone();
+        (!sets.as_array().unwrap().is_empty()).then_some(())
+    });
+    assert!(
+        !m.log().contains("gh-T0KEN-value"),
+        "the token is in the log"
+    );
+}
