@@ -179,6 +179,21 @@ async fn sweep(
             }
             counted(tally, batch).await?;
         }
+        // The delivery ids of hooks that old: no forge redelivers them.
+        let mut forgotten = 0;
+        while !stopping() {
+            let batch = data.forget_hook_delivery_batch(before).await?;
+            if batch == 0 {
+                break;
+            }
+            forgotten += batch;
+        }
+        if forgotten > 0 {
+            tracing::info!(
+                forgotten,
+                "janitor: webhook delivery ids past the change horizon forgotten"
+            );
+        }
     }
     if stopping() {
         return Ok(None);

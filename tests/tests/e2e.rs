@@ -1749,6 +1749,18 @@ fn the_janitor_deletes_old_history_and_nothing_else(backend: &Backend) {
     }
     insert_change(&m, "an old change", 100.0);
     insert_change(&m, "a recent change", 1.0);
+    // Webhook delivery ids are forgotten past the change horizon too.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    for (id, days) in [("old-delivery", 100.0), ("recent-delivery", 1.0)] {
+        m.sql(&format!(
+            "INSERT INTO change_hook_deliveries (dialect, delivery_id, received_at) \
+             VALUES ('github', '{id}', {})",
+            now - days * 86400.0
+        ));
+    }
 
     m.wait_for("the janitor to delete the old build", LONG, || {
         (m.get_status(&format!("/api/v2/builds/{old}")).0 == 404).then_some(())
@@ -1797,6 +1809,18 @@ fn the_janitor_deletes_old_history_and_nothing_else(backend: &Backend) {
             .collect();
         (comments == ["a recent change"]).then_some(())
     });
+    m.wait_for("the janitor to forget the old delivery id", LONG, || {
+        let left = m_ref.sql_i64(
+            "SELECT COUNT(*) FROM change_hook_deliveries WHERE delivery_id = 'old-delivery'",
+        );
+        (left == 0).then_some(())
+    });
+    assert_eq!(
+        m.sql_i64(
+            "SELECT COUNT(*) FROM change_hook_deliveries WHERE delivery_id = 'recent-delivery'"
+        ),
+        1
+    );
 
     // The build that ran through the passes finishes as if nothing happened.
     std::fs::write(m.tmp.path().join("go"), "").unwrap();

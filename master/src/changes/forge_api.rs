@@ -1,18 +1,23 @@
-//! Asking a forge's API what its webhook body leaves out. GitHub's
-//! `pull_request` event names no files, so with a `token` in
-//! `www.change_hooks.github` the hook asks "List pull requests files"
-//! (`GET /repos/{owner}/{repo}/pulls/{number}/files`, 100 a page, at most
-//! 3,000 files as GitHub documents) before storing the change: the
-//! scheduler's `file_is_important` then sees a pull request's files too.
-//! A failing API costs the files, never the change.
+//! Asking a forge's API what its webhook body leaves out: the files a pull
+//! request changes. GitHub's and Gitea's `pull_request` events name none,
+//! so with a `token` in `www.change_hooks.DIALECT` the hook asks the forge
+//! before storing the change, and the scheduler's `file_is_important` sees
+//! a pull request's files too. A failing API costs the files, never the
+//! change.
+//!
+//! - GitHub: "List pull requests files",
+//!   `GET /repos/{owner}/{repo}/pulls/{number}/files`, 100 a page, at most
+//!   3,000 files, `Authorization: Bearer`.
+//! - Gitea: `GET /api/v1/repos/{owner}/{repo}/pulls/{index}/files`, 50 a
+//!   page, `Authorization: token`.
 
 use serde_json::Value;
 use std::time::Duration;
 
 /// How long one API request may take.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
-/// GitHub lists at most 3,000 files: 30 pages of 100.
-const MAX_PAGES: usize = 30;
+/// GitHub lists at most 3,000 files; the same bound serves Gitea.
+const MAX_FILES: usize = 3000;
 
 /// A forge API request that failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +27,8 @@ pub struct ApiError {
     pub message: String,
 }
 
-/// The files pull request `number` of `repo` (`owner/name`) changes.
+/// The files pull request `number` of `repo` (`owner/name`) changes, from
+/// GitHub's API at `api_url`.
 pub async fn github_pull_request_files(
     api_url: &str,
     token: &str,
@@ -33,34 +39,73 @@ pub async fn github_pull_request_files(
         "{}/repos/{repo}/pulls/{number}/files",
         api_url.trim_end_matches('/')
     );
-    let token = token.to_string();
+    list_files(
+        base,
+        100,
+        "per_page",
+        vec![
+            ("Accept", "application/vnd.github+json".to_string()),
+            ("Authorization", format!("Bearer {token}")),
+            ("X-GitHub-Api-Version", "2022-11-28".to_string()),
+        ],
+    )
+    .await
+}
+
+/// The same from Gitea's API at `api_url` (`https://HOST/api/v1`).
+pub async fn gitea_pull_request_files(
+    api_url: &str,
+    token: &str,
+    repo: &str,
+    number: i64,
+) -> Result<Vec<String>, ApiError> {
+    let base = format!(
+        "{}/repos/{repo}/pulls/{number}/files",
+        api_url.trim_end_matches('/')
+    );
+    list_files(
+        base,
+        50,
+        "limit",
+        vec![
+            ("Accept", "application/json".to_string()),
+            ("Authorization", format!("token {token}")),
+        ],
+    )
+    .await
+}
+
+/// Read `base` page by page (`page`, and `size_param` = `page_size`) until
+/// a short page, collecting each entry's `filename`.
+async fn list_files(
+    base: String,
+    page_size: usize,
+    size_param: &'static str,
+    headers: Vec<(&'static str, String)>,
+) -> Result<Vec<String>, ApiError> {
     let shown = base.clone();
     tokio::task::spawn_blocking(move || {
         let agent = ureq::AgentBuilder::new().timeout(API_TIMEOUT).build();
         let mut files = Vec::new();
-        for page in 1..=MAX_PAGES {
-            let url = format!("{base}?per_page=100&page={page}");
+        for page in 1..=MAX_FILES.div_ceil(page_size) {
+            let url = format!("{base}?{size_param}={page_size}&page={page}");
             let failed = |message: String| ApiError {
                 url: url.clone(),
                 message,
             };
-            let answer = agent
-                .get(&url)
-                .set("Accept", "application/vnd.github+json")
-                .set("Authorization", &format!("Bearer {token}"))
-                .set("X-GitHub-Api-Version", "2022-11-28")
-                .set("User-Agent", "moonbot")
-                .call()
-                .map_err(|e| failed(e.to_string()))?;
+            let mut request = agent.get(&url).set("User-Agent", "moonbot");
+            for (name, value) in &headers {
+                request = request.set(name, value);
+            }
+            let answer = request.call().map_err(|e| failed(e.to_string()))?;
             let listed: Vec<Value> = answer.into_json().map_err(|e| failed(e.to_string()))?;
-            let count = listed.len();
             files.extend(
                 listed
                     .iter()
                     .filter_map(|f| f.get("filename").and_then(Value::as_str))
                     .map(str::to_string),
             );
-            if count < 100 {
+            if listed.len() < page_size {
                 break;
             }
         }

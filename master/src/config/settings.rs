@@ -56,11 +56,12 @@ pub struct ChangeHookConfig {
     /// is refused (403). Never shown.
     pub secret: Option<String>,
     pub settings: HookSettings,
-    /// GitHub: an API token (Buildbot's `token`), with which a pull
-    /// request's changed files are fetched. Never shown.
+    /// GitHub and Gitea: an API token (Buildbot's `token`), with which a
+    /// pull request's changed files are fetched. Never shown.
     pub api_token: Option<String>,
-    /// GitHub: the API's base (Buildbot's `github_api_endpoint`; GitHub
-    /// Enterprise: `https://HOST/api/v3`).
+    /// The API's base: GitHub's `github_api_endpoint` (GitHub Enterprise:
+    /// `https://HOST/api/v3`), Gitea's `api_url` (empty: worked out from
+    /// the repository's web address, `https://HOST/api/v1`).
     pub api_url: String,
 }
 
@@ -240,15 +241,19 @@ fn compile_change_hooks(
         let strict = f.boolean("strict", false);
         let codebase = f.string("codebase").unwrap_or_default();
         let project = f.string("project");
-        // Only GitHub's hook asks its API; elsewhere these are unknown fields.
-        let (api_token, api_url) = if dialect == "github" {
-            (
+        // Only GitHub's and Gitea's hooks ask their API; elsewhere these
+        // are unknown fields.
+        let (api_token, api_url) = match dialect {
+            "github" => (
                 f.string("token").filter(|s| !s.is_empty()),
                 f.string("github_api_endpoint")
                     .unwrap_or_else(|| GITHUB_API.to_string()),
-            )
-        } else {
-            (None, String::new())
+            ),
+            "gitea" => (
+                f.string("token").filter(|s| !s.is_empty()),
+                f.string("api_url").unwrap_or_default(),
+            ),
+            _ => (None, String::new()),
         };
         if strict && secret.is_none() {
             f.error(format!(

@@ -10,7 +10,9 @@
 
 use super::query::{FieldKind, ListQuery, apply, fetch_page};
 use super::{Data, DataError, now};
-use crate::db::entities::{builds, changes, janitor_passes, logchunks, logs, steps};
+use crate::db::entities::{
+    builds, change_hook_deliveries, changes, janitor_passes, logchunks, logs, steps,
+};
 use sea_orm::sea_query::{Expr, ExprTrait, Query, SelectStatement};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait,
@@ -25,6 +27,8 @@ pub const CHUNK_BATCH: u64 = 1000;
 pub const BUILD_BATCH: u64 = 20;
 /// Changes deleted per statement.
 pub const CHANGE_BATCH: u64 = 200;
+/// Webhook delivery ids forgotten per statement (one short row each).
+pub const DELIVERY_BATCH: u64 = 1000;
 
 /// What one batch did, and its longest write statement (how long it may
 /// have held the database's write lock).
@@ -258,6 +262,29 @@ impl Data {
         tally.changes = self.unhurried_write(&delete).await?;
         tally.wrote(started, "deleting changes");
         Ok(tally)
+    }
+
+    /// One batch of forgetting webhook delivery ids received before
+    /// `before` (the change horizon: a forge does not redeliver so old an
+    /// event); returns how many were forgotten.
+    pub async fn forget_hook_delivery_batch(&self, before: f64) -> Result<u64, DataError> {
+        use change_hook_deliveries::Column as D;
+        let ids = self
+            .ids(oldest(
+                change_hook_deliveries::Entity,
+                D::Id,
+                D::ReceivedAt,
+                before,
+                DELIVERY_BATCH,
+            ))
+            .await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let delete = change_hook_deliveries::Entity::delete_many()
+            .filter(D::Id.is_in(ids))
+            .into_query();
+        self.unhurried_write(&delete).await
     }
 
     /// SQLite: hand the pages freed by deletions back to the file system

@@ -108,8 +108,8 @@ async fn receive(shared: &Arc<Shared>, request: &Request) -> Result<Value, Refus
     };
     let mut outcome = read(&event, &payload, &hook.settings)
         .map_err(|e| Refused(StatusCode::BAD_REQUEST, e.to_string()))?;
-    if dialect == "github" && event == "pull_request" {
-        add_pull_request_files(&hook, &payload, &mut outcome).await;
+    if matches!(dialect, "github" | "gitea") && event == "pull_request" {
+        add_pull_request_files(dialect, &hook, &payload, &mut outcome).await;
     }
     let delivery = delivery_headers.iter().find_map(|name| header(name));
     store(shared, dialect, delivery, outcome).await
@@ -263,9 +263,10 @@ fn payload(content_type: &str, body: &[u8]) -> Result<Value, Refused> {
     }
 }
 
-/// With a GitHub `token`, give a pull request's change the files it
-/// changes, from GitHub's API; without them if the API fails (logged).
+/// With a GitHub or Gitea `token`, give a pull request's change the files
+/// it changes, from the forge's API; without them if the API fails (logged).
 async fn add_pull_request_files(
+    dialect: &str,
     hook: &ChangeHookConfig,
     payload: &Value,
     outcome: &mut HookOutcome,
@@ -281,8 +282,28 @@ async fn add_pull_request_files(
     let (Some(repo), Some(number)) = (repo, number) else {
         return;
     };
+    // Gitea's API is on the repository's host unless `api_url` says where.
+    let gitea_api = || {
+        let web = payload
+            .get("repository")
+            .and_then(|r| r.get("html_url"))
+            .and_then(Value::as_str)?;
+        Some(format!(
+            "{}/api/v1",
+            web.strip_suffix(repo)?.trim_end_matches('/')
+        ))
+    };
     for change in &mut outcome.changes {
-        match forge_api::github_pull_request_files(&hook.api_url, token, repo, number).await {
+        let files = if dialect == "gitea" {
+            let api = match hook.api_url.as_str() {
+                "" => gitea_api().unwrap_or_default(),
+                given => given.to_string(),
+            };
+            forge_api::gitea_pull_request_files(&api, token, repo, number).await
+        } else {
+            forge_api::github_pull_request_files(&hook.api_url, token, repo, number).await
+        };
+        match files {
             Ok(files) => change.files = files,
             Err(e) => tracing::warn!("change hook: the pull request's files are unknown: {e}"),
         }

@@ -231,11 +231,61 @@ fn bitbucket_cloud_and_server_deliveries_are_signed_and_read(backend: &Backend) 
     assert!(!m.log().contains(KEY), "the secret is in the log");
 }
 
-moonbot_tests::on_both_databases!(a_github_pull_requests_files_come_from_the_api_with_the_token);
+moonbot_tests::on_both_databases!(
+    a_github_pull_requests_files_come_from_the_api_with_the_token,
+    a_gitea_pull_requests_files_come_from_its_api_too,
+);
 
-/// A stand-in for GitHub's API: answers one "List pull requests files"
-/// request with `files`, and hands back the request it got.
-fn fake_github_api(files: &[&str]) -> (String, std::thread::JoinHandle<String>) {
+fn a_gitea_pull_requests_files_come_from_its_api_too(backend: &Backend) {
+    let (api, seen) = fake_forge_api(&["README.md"]);
+    let config = CONFIG.replace(
+        "base = { secret = \"base-secret\" },",
+        &format!("gitea = {{ secret = \"test\", token = \"gt-T0KEN-value\", api_url = \"{api}/api/v1\" }},"),
+    );
+    let config = config.replace("@KEY@", KEY);
+    let mut m = TestMaster::create(backend, &config);
+    m.start();
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/webhooks/gitea/goscm-pull_request_opened.json"),
+    )
+    .unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"test");
+    let answer: Value = ureq::post(&format!("{}/change_hook/gitea", m.www))
+        .set("content-type", "application/json")
+        .set("x-gitea-event", "pull_request")
+        .set("x-gitea-delivery", "gitea-pr-1")
+        .set(
+            "x-gitea-signature",
+            &hex::encode(ring::hmac::sign(&key, &bytes)),
+        )
+        .send_bytes(&bytes)
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let c = change(&m, &answer);
+    assert_eq!(c["files"], json!(["README.md"]), "{c}");
+    let request = seen.join().unwrap().to_ascii_lowercase();
+    assert!(
+        request.starts_with(
+            "get /api/v1/repos/jcitizen/my-repo/pulls/1/files?limit=50&page=1 http/1.1\r\n"
+        ),
+        "{request}"
+    );
+    assert!(
+        request.contains("authorization: token gt-t0ken-value\r\n"),
+        "{request}"
+    );
+    assert!(
+        !m.log().contains("gt-T0KEN-value"),
+        "the token is in the log"
+    );
+}
+
+/// A stand-in for a forge's API (GitHub's, Gitea's): answers one "list a
+/// pull request's files" request with `files`, and hands back the request
+/// it got.
+fn fake_forge_api(files: &[&str]) -> (String, std::thread::JoinHandle<String>) {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -270,7 +320,7 @@ fn fake_github_api(files: &[&str]) -> (String, std::thread::JoinHandle<String>) 
 }
 
 fn a_github_pull_requests_files_come_from_the_api_with_the_token(backend: &Backend) {
-    let (api, seen) = fake_github_api(&["docs/intro.md", "src/main.c"]);
+    let (api, seen) = fake_forge_api(&["docs/intro.md", "src/main.c"]);
     let config = format!(
         r#"
 local mb = require "moonbot"
