@@ -274,9 +274,9 @@ end
 ---@field strict? boolean   Require `secret` (default false).
 ---@field codebase? string  The changes' codebase (default "").
 ---@field project? string   The changes' project (default: the forge's owner/name).
----@field token? string     GitHub and Gitea: an API token, to fetch a pull request's changed files.
+---@field token? string     GitHub, Gitea and GitLab: an API token, to fetch a pull request's changed files.
 ---@field github_api_endpoint? string GitHub: the API's base (default "https://api.github.com").
----@field api_url? string   Gitea: the API's base (default: https://HOST/api/v1 of the repository's host).
+---@field api_url? string   Gitea and GitLab: the API's base (default: https://HOST/api/v1 or /api/v4 of the repository's host).
 
 ---@class moonbot.Www
 ---@field port? integer             HTTP port (default 8010; 0 picks a free one).

@@ -10,6 +10,9 @@
 //!   3,000 files, `Authorization: Bearer`.
 //! - Gitea: `GET /api/v1/repos/{owner}/{repo}/pulls/{index}/files`, 50 a
 //!   page, `Authorization: token`.
+//! - GitLab: "List merge request diffs",
+//!   `GET /api/v4/projects/{id}/merge_requests/{iid}/diffs`, 100 a page,
+//!   `PRIVATE-TOKEN`; each diff's `new_path` (`old_path` for a deletion).
 
 use serde_json::Value;
 use std::time::Duration;
@@ -43,6 +46,7 @@ pub async fn github_pull_request_files(
         base,
         100,
         "per_page",
+        FILENAME,
         vec![
             ("Accept", "application/vnd.github+json".to_string()),
             ("Authorization", format!("Bearer {token}")),
@@ -67,6 +71,7 @@ pub async fn gitea_pull_request_files(
         base,
         50,
         "limit",
+        FILENAME,
         vec![
             ("Accept", "application/json".to_string()),
             ("Authorization", format!("token {token}")),
@@ -75,12 +80,50 @@ pub async fn gitea_pull_request_files(
     .await
 }
 
+/// The files merge request `iid` of GitLab project `project_id` changes,
+/// from GitLab's API at `api_url` (`https://HOST/api/v4`).
+pub async fn gitlab_merge_request_files(
+    api_url: &str,
+    token: &str,
+    project_id: i64,
+    iid: i64,
+) -> Result<Vec<String>, ApiError> {
+    let base = format!(
+        "{}/projects/{project_id}/merge_requests/{iid}/diffs",
+        api_url.trim_end_matches('/')
+    );
+    list_files(
+        base,
+        100,
+        "per_page",
+        |diff| {
+            let field = if diff.get("deleted_file").and_then(Value::as_bool) == Some(true) {
+                "old_path"
+            } else {
+                "new_path"
+            };
+            diff.get(field).and_then(Value::as_str).map(str::to_string)
+        },
+        vec![("PRIVATE-TOKEN", token.to_string())],
+    )
+    .await
+}
+
+/// GitHub's and Gitea's entries name their file `filename`.
+const FILENAME: fn(&Value) -> Option<String> = |entry| {
+    entry
+        .get("filename")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+};
+
 /// Read `base` page by page (`page`, and `size_param` = `page_size`) until
-/// a short page, collecting each entry's `filename`.
+/// a short page, collecting each entry's file (`file_of`).
 async fn list_files(
     base: String,
     page_size: usize,
     size_param: &'static str,
+    file_of: fn(&Value) -> Option<String>,
     headers: Vec<(&'static str, String)>,
 ) -> Result<Vec<String>, ApiError> {
     let shown = base.clone();
@@ -99,12 +142,7 @@ async fn list_files(
             }
             let answer = request.call().map_err(|e| failed(e.to_string()))?;
             let listed: Vec<Value> = answer.into_json().map_err(|e| failed(e.to_string()))?;
-            files.extend(
-                listed
-                    .iter()
-                    .filter_map(|f| f.get("filename").and_then(Value::as_str))
-                    .map(str::to_string),
-            );
+            files.extend(listed.iter().filter_map(file_of));
             if listed.len() < page_size {
                 break;
             }

@@ -241,7 +241,7 @@ fn compile_change_hooks(
         let strict = f.boolean("strict", false);
         let codebase = f.string("codebase").unwrap_or_default();
         let project = f.string("project");
-        // Only GitHub's and Gitea's hooks ask their API; elsewhere these
+        // Only GitHub's, Gitea's and GitLab's hooks ask their API; elsewhere these
         // are unknown fields.
         let (api_token, api_url) = match dialect {
             "github" => (
@@ -249,7 +249,7 @@ fn compile_change_hooks(
                 f.string("github_api_endpoint")
                     .unwrap_or_else(|| GITHUB_API.to_string()),
             ),
-            "gitea" => (
+            "gitea" | "gitlab" => (
                 f.string("token").filter(|s| !s.is_empty()),
                 f.string("api_url").unwrap_or_default(),
             ),

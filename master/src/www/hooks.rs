@@ -108,7 +108,10 @@ async fn receive(shared: &Arc<Shared>, request: &Request) -> Result<Value, Refus
     };
     let mut outcome = read(&event, &payload, &hook.settings)
         .map_err(|e| Refused(StatusCode::BAD_REQUEST, e.to_string()))?;
-    if matches!(dialect, "github" | "gitea") && event == "pull_request" {
+    let object_kind = payload.get("object_kind").and_then(Value::as_str);
+    if matches!(dialect, "github" | "gitea") && event == "pull_request"
+        || dialect == "gitlab" && object_kind == Some("merge_request")
+    {
         add_pull_request_files(dialect, &hook, &payload, &mut outcome).await;
     }
     let delivery = delivery_headers.iter().find_map(|name| header(name));
@@ -274,6 +277,9 @@ async fn add_pull_request_files(
     let Some(token) = &hook.api_token else {
         return;
     };
+    if dialect == "gitlab" {
+        return add_merge_request_files(hook, token, payload, outcome).await;
+    }
     let repo = payload
         .get("repository")
         .and_then(|r| r.get("full_name"))
@@ -306,6 +312,48 @@ async fn add_pull_request_files(
         match files {
             Ok(files) => change.files = files,
             Err(e) => tracing::warn!("change hook: the pull request's files are unknown: {e}"),
+        }
+    }
+}
+
+/// GitLab's merge request: the target project's diffs, from the API on the
+/// project's host (or `api_url`).
+async fn add_merge_request_files(
+    hook: &ChangeHookConfig,
+    token: &str,
+    payload: &Value,
+    outcome: &mut HookOutcome,
+) {
+    let attributes = payload.get("object_attributes");
+    let project_id = attributes
+        .and_then(|a| a.get("target_project_id"))
+        .and_then(Value::as_i64);
+    let iid = attributes
+        .and_then(|a| a.get("iid"))
+        .and_then(Value::as_i64);
+    let (Some(project_id), Some(iid)) = (project_id, iid) else {
+        return;
+    };
+    let api = match hook.api_url.as_str() {
+        "" => {
+            let project = payload.get("project");
+            let web = project
+                .and_then(|p| p.get("web_url"))
+                .and_then(Value::as_str);
+            let path = project
+                .and_then(|p| p.get("path_with_namespace"))
+                .and_then(Value::as_str);
+            match web.zip(path).and_then(|(w, p)| w.strip_suffix(p)) {
+                Some(host) => format!("{}/api/v4", host.trim_end_matches('/')),
+                None => return,
+            }
+        }
+        given => given.to_string(),
+    };
+    for change in &mut outcome.changes {
+        match forge_api::gitlab_merge_request_files(&api, token, project_id, iid).await {
+            Ok(files) => change.files = files,
+            Err(e) => tracing::warn!("change hook: the merge request's files are unknown: {e}"),
         }
     }
 }

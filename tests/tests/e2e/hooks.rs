@@ -234,7 +234,49 @@ fn bitbucket_cloud_and_server_deliveries_are_signed_and_read(backend: &Backend) 
 moonbot_tests::on_both_databases!(
     a_github_pull_requests_files_come_from_the_api_with_the_token,
     a_gitea_pull_requests_files_come_from_its_api_too,
+    a_gitlab_merge_requests_files_come_from_its_api_too,
 );
+
+fn a_gitlab_merge_requests_files_come_from_its_api_too(backend: &Backend) {
+    let (api, seen) = fake_forge_api(&["lib/a.rb", "spec/a_spec.rb"]);
+    let config = CONFIG.replace(
+        "base = { secret = \"base-secret\" },",
+        &format!("gitlab = {{ secret = \"gl-hook\", token = \"gl-T0KEN-value\", api_url = \"{api}/api/v4\" }},"),
+    );
+    let config = config.replace("@KEY@", KEY);
+    let mut m = TestMaster::create(backend, &config);
+    m.start();
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/webhooks/gitlab/bb-mr-open.json"),
+    )
+    .unwrap();
+    let answer: Value = ureq::post(&format!("{}/change_hook/gitlab", m.www))
+        .set("content-type", "application/json")
+        .set("x-gitlab-event", "Merge Request Hook")
+        .set("x-gitlab-token", "gl-hook")
+        .send_bytes(&bytes)
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let c = change(&m, &answer);
+    assert_eq!(c["files"], json!(["lib/a.rb", "spec/a_spec.rb"]), "{c}");
+    let request = seen.join().unwrap().to_ascii_lowercase();
+    assert!(
+        request.starts_with(
+            "get /api/v4/projects/239/merge_requests/6/diffs?per_page=100&page=1 http/1.1\r\n"
+        ),
+        "{request}"
+    );
+    assert!(
+        request.contains("private-token: gl-t0ken-value\r\n"),
+        "{request}"
+    );
+    assert!(
+        !m.log().contains("gl-T0KEN-value"),
+        "the token is in the log"
+    );
+}
 
 fn a_gitea_pull_requests_files_come_from_its_api_too(backend: &Backend) {
     let (api, seen) = fake_forge_api(&["README.md"]);
@@ -292,7 +334,8 @@ fn fake_forge_api(files: &[&str]) -> (String, std::thread::JoinHandle<String>) {
     let body = serde_json::to_string(
         &files
             .iter()
-            .map(|f| json!({"filename": f, "status": "modified", "additions": 1, "deletions": 0}))
+            // GitHub's and Gitea's name `filename`, GitLab's diffs `new_path`.
+            .map(|f| json!({"filename": f, "status": "modified", "new_path": f, "old_path": f, "deleted_file": false}))
             .collect::<Vec<_>>(),
     )
     .unwrap();
