@@ -2,10 +2,11 @@
 //! and the source stamps builds are made from, read for the API, the build
 //! page's "sources" and the console view.
 //!
-//! [`Data::add_change`] is the one way a change comes in (`moonbot
-//! sendchange` today; pollers and forge hooks next): the change, its files,
-//! its properties and its source stamp are stored in one transaction, and
-//! `changes/N/new` is published with the change as the API shows it.
+//! A change comes in through [`Data::add_change`] (`moonbot sendchange`),
+//! [`Data::add_delivered_changes`] (forge hooks, with the delivery id) or
+//! [`Data::add_polled_changes`] (the git poller, with its position): the
+//! change, its files, its properties and its source stamp are one batch,
+//! and `changes/N/new` is published from the rows it returned.
 
 use super::batch::{Batch, BatchRows, StatementIndex};
 use super::buildsets::is_unique_violation;
@@ -19,10 +20,7 @@ use crate::db::entities::{
 use crate::mq::Topic;
 use crate::mq::topic::ChangeEvent;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, SimpleExpr, SubQueryStatement};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder, QueryTrait,
-    TransactionTrait,
-};
+use sea_orm::{ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder, QueryTrait};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
@@ -60,43 +58,7 @@ struct PushedChange {
 fn push_change(batch: &mut Batch, change: NewChange) -> Result<PushedChange, DataError> {
     use changes::Column as C;
     let when = change.when_timestamp.unwrap_or_else(super::now);
-    let ss_hash = sourcestamp_hash(&change);
-    {
-        use sourcestamps::Column as S;
-        batch.push(
-            Query::insert()
-                .into_table(sourcestamps::Entity)
-                .columns([
-                    S::SsHash,
-                    S::Branch,
-                    S::Revision,
-                    S::Repository,
-                    S::Codebase,
-                    S::Project,
-                    S::CreatedAt,
-                ])
-                .values([
-                    ss_hash.as_str().into(),
-                    change.branch.clone().into(),
-                    change.revision.clone().into(),
-                    change.repository.as_str().into(),
-                    change.codebase.as_str().into(),
-                    change.project.as_str().into(),
-                    super::now().into(),
-                ])?
-                .on_conflict(OnConflict::column(S::SsHash).do_nothing().to_owned()),
-        );
-    }
-    let by_hash = Query::select()
-        .column(sourcestamps::Column::Id)
-        .from(sourcestamps::Entity)
-        .and_where(Expr::col(sourcestamps::Column::SsHash).eq(ss_hash.as_str()))
-        .to_owned();
-    let sourcestamp = batch.push(
-        &sourcestamps::Entity::find()
-            .filter(sourcestamps::Column::SsHash.eq(ss_hash.as_str()))
-            .into_query(),
-    );
+    let (sourcestamp, by_hash) = push_sourcestamp(batch, &change)?;
     let stored = batch.push(
         Query::insert()
             .into_table(changes::Entity)
@@ -126,7 +88,7 @@ fn push_change(batch: &mut Batch, change: NewChange) -> Result<PushedChange, Dat
                 change.repository.into(),
                 change.codebase.into(),
                 change.project.into(),
-                SimpleExpr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(by_hash))),
+                by_hash,
             ])?
             .returning_all(),
     );
@@ -190,35 +152,52 @@ fn stored_changes(
     Ok(out)
 }
 
-/// The id of the source stamp of `change`'s attributes, made if needed.
-async fn upsert_sourcestamp(
-    txn: &sea_orm::DatabaseTransaction,
+/// Push "make the source stamp of `change`'s attributes unless it exists,
+/// then read it" onto `batch`. Returns the read's statement and a subquery
+/// naming the stamp's id for a later statement of the batch.
+fn push_sourcestamp(
+    batch: &mut Batch,
     change: &NewChange,
-) -> Result<Option<i64>, DataError> {
+) -> Result<(StatementIndex, SimpleExpr), DataError> {
+    use sourcestamps::Column as S;
     let ss_hash = sourcestamp_hash(change);
-    sourcestamps::Entity::insert(sourcestamps::ActiveModel {
-        ss_hash: Set(ss_hash.clone()),
-        branch: Set(change.branch.clone()),
-        revision: Set(change.revision.clone()),
-        patchid: Set(None),
-        repository: Set(change.repository.clone()),
-        codebase: Set(change.codebase.clone()),
-        project: Set(change.project.clone()),
-        created_at: Set(super::now()),
-        ..Default::default()
-    })
-    .on_conflict(
-        OnConflict::column(sourcestamps::Column::SsHash)
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(txn)
-    .await?;
-    Ok(sourcestamps::Entity::find()
-        .filter(sourcestamps::Column::SsHash.eq(ss_hash))
-        .one(txn)
-        .await?
-        .map(|s| s.id))
+    batch.push(
+        Query::insert()
+            .into_table(sourcestamps::Entity)
+            .columns([
+                S::SsHash,
+                S::Branch,
+                S::Revision,
+                S::Repository,
+                S::Codebase,
+                S::Project,
+                S::CreatedAt,
+            ])
+            .values([
+                ss_hash.as_str().into(),
+                change.branch.clone().into(),
+                change.revision.clone().into(),
+                change.repository.as_str().into(),
+                change.codebase.as_str().into(),
+                change.project.as_str().into(),
+                super::now().into(),
+            ])?
+            .on_conflict(OnConflict::column(S::SsHash).do_nothing().to_owned()),
+    );
+    let read = batch.push(
+        &sourcestamps::Entity::find()
+            .filter(S::SsHash.eq(ss_hash.as_str()))
+            .into_query(),
+    );
+    let id = Query::select()
+        .column(S::Id)
+        .from(sourcestamps::Entity)
+        .and_where(Expr::col(S::SsHash).eq(ss_hash.as_str()))
+        .to_owned();
+    Ok((
+        read,
+        SimpleExpr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(id))),
+    ))
 }
 
 /// Source stamps are shared: one row per (codebase, repository, branch,
@@ -499,12 +478,12 @@ impl Data {
     /// The id of the source stamp with these attributes, made if needed (a
     /// scheduler's codebase that no change names).
     pub async fn sourcestamp_id(&self, stamp: &NewChange) -> Result<i64, DataError> {
-        let txn = self.db.begin().await?;
-        let id = upsert_sourcestamp(&txn, stamp).await?;
-        txn.commit().await?;
-        id.ok_or(DataError::Unexpected(
-            "lost a source stamp row it had just made",
-        ))
+        let mut batch = Batch::new(self);
+        let (read, _) = push_sourcestamp(&mut batch, stamp)?;
+        let mut rows = self.run_batch(batch).await?;
+        let stamp: sourcestamps::Model =
+            rows.one(read, "lost a source stamp row it had just made")?;
+        Ok(stamp.id)
     }
 
     /// Source stamps, newest first unless the query orders otherwise.
