@@ -17,6 +17,7 @@
 //! `classified_at`, so it survives a reload and a restart. Unlike Buildbot,
 //! firing one branch's timer consumes only that branch's changes.
 
+use super::buildset;
 use super::classify::{Verdict, classify};
 use crate::config::{ChangeSchedulerConfig, Grouping, SchedulerConfig};
 use crate::data::buildsets::NewBuildset;
@@ -459,11 +460,7 @@ impl State {
         changes: &[Value],
         consumes: Option<Vec<i64>>,
     ) -> Result<NewBuildset, DataError> {
-        let builderids: Vec<i64> = config
-            .builders
-            .iter()
-            .filter_map(|b| running.builder_ids.get(b).copied())
-            .collect();
+        let builderids = buildset::builder_ids(running, &config.builders);
         let mut sourcestampids = Vec::new();
         for (codebase, defaults) in &config.codebases {
             let newest = changes
@@ -484,27 +481,9 @@ impl State {
                 }
             }
         }
-        let mut properties = BTreeMap::new();
-        for (name, value) in &config.properties {
-            properties.insert(name.clone(), (value.clone(), "Scheduler".to_string()));
-        }
-        for change in changes {
-            if let Some(props) = change["properties"].as_object() {
-                for (name, pair) in props {
-                    properties.insert(name.clone(), (pair[0].clone(), "Change".to_string()));
-                }
-            }
-        }
-        properties.insert(
-            "scheduler".into(),
-            (config.name.clone().into(), "Scheduler".into()),
-        );
+        let properties = buildset::properties(&config.name, &config.properties, changes);
         let reason = config.reason.clone().unwrap_or_else(|| {
-            format!(
-                "The {} scheduler named '{}' triggered this build",
-                config.grouping.class_name(),
-                config.name
-            )
+            buildset::default_reason(config.grouping.class_name(), &config.name)
         });
         if builderids.is_empty() {
             warn!(scheduler = %config.name, "none of the scheduler's builders exists; nothing is built");

@@ -9,6 +9,7 @@
 //! completed upstream buildset is followed exactly once, also across a
 //! restart, whatever order buildsets complete in.
 
+use super::buildset;
 use crate::config::SchedulerConfig;
 use crate::data::DataError;
 use crate::data::buildsets::NewBuildset;
@@ -19,8 +20,7 @@ use crate::mq::topic::BuildsetEvent;
 use crate::results::{SUCCESS, WARNINGS};
 use crate::services::TaskService;
 use crate::shared::Shared;
-use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
@@ -143,11 +143,6 @@ async fn follow(
             if data.buildset_marked(&mark).await? {
                 continue;
             }
-            let mut props = BTreeMap::new();
-            for (key, value) in properties {
-                props.insert(key.clone(), (value.clone(), "Scheduler".to_string()));
-            }
-            props.insert("scheduler".into(), (Value::from(name), "Scheduler".into()));
             step.buildsets.push(NewBuildset {
                 reason: reason.clone().unwrap_or_else(|| {
                     format!(
@@ -155,11 +150,8 @@ async fn follow(
                         bs.bsid
                     )
                 }),
-                builderids: builders
-                    .iter()
-                    .filter_map(|b| running.builder_ids.get(b).copied())
-                    .collect(),
-                properties: props,
+                builderids: buildset::builder_ids(&running, builders),
+                properties: buildset::properties(name, properties, &[]),
                 sourcestampids: bs.sourcestampids.clone(),
                 priority: *priority,
                 consumes: None,

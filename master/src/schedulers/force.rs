@@ -49,10 +49,7 @@ pub async fn force(
     else {
         return Err(ForceError::UnknownScheduler(scheduler_name.to_string()));
     };
-    let allowed: Vec<i64> = builders
-        .iter()
-        .filter_map(|b| running.builder_ids.get(b).copied())
-        .collect();
+    let allowed = super::buildset::builder_ids(&running, builders);
     let chosen = match request.builderid {
         Some(id) if allowed.contains(&id) => vec![id],
         Some(id) => {

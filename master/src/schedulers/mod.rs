@@ -3,6 +3,7 @@
 //! the changes their filter (`classify`) takes; `timed` runs `periodic` and
 //! `nightly`.
 
+pub mod buildset;
 pub mod changes;
 pub mod classify;
 pub mod dependent;

@@ -13,6 +13,7 @@
 //! taken by `change_filter` and `file_is_important`) came since the last
 //! run; it reads them after its position, as the change schedulers do.
 
+use super::buildset;
 use super::classify::{Verdict, classify};
 use crate::config::{SchedulerConfig, TimedSchedulerConfig};
 use crate::data::buildsets::NewBuildset;
@@ -21,8 +22,7 @@ use crate::data::schedulers::{LAST_CHANGE_SEEN, SCHEDULER_STATE, SchedulerStep};
 use crate::data::{DataError, now};
 use crate::services::TaskService;
 use crate::shared::{RunningConfig, Shared};
-use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -215,31 +215,13 @@ async fn fire(shared: &Shared, ids: &Ids, name: &str) -> Result<(), DataError> {
             .await?
         }
     };
-    let mut properties = BTreeMap::new();
-    for (key, value) in &config.properties {
-        properties.insert(key.clone(), (value.clone(), "Scheduler".to_string()));
-    }
-    for change in &taken {
-        if let Some(props) = change["properties"].as_object() {
-            for (key, pair) in props {
-                properties.insert(key.clone(), (pair[0].clone(), "Change".to_string()));
-            }
-        }
-    }
-    properties.insert("scheduler".into(), (Value::from(name), "Scheduler".into()));
     step.buildsets.push(NewBuildset {
-        reason: config.reason.clone().unwrap_or_else(|| {
-            format!(
-                "The {} scheduler named '{name}' triggered this build",
-                config.timing.class_name()
-            )
-        }),
-        builderids: config
-            .builders
-            .iter()
-            .filter_map(|b| running.builder_ids.get(b).copied())
-            .collect(),
-        properties,
+        reason: config
+            .reason
+            .clone()
+            .unwrap_or_else(|| buildset::default_reason(config.timing.class_name(), name)),
+        builderids: buildset::builder_ids(&running, &config.builders),
+        properties: buildset::properties(name, &config.properties, &taken),
         sourcestampids: vec![sourcestampid],
         priority: config.priority,
         consumes: None,
