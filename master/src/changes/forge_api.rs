@@ -30,9 +30,67 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// A forge whose API lists a pull request's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forge {
+    GitHub,
+    Gitea,
+    GitLab,
+}
+
+/// The files of the pull (merge) request a webhook body describes, from
+/// its forge's API at `api_url` (empty: the forge's host, from the body);
+/// `None` when the event is not a pull request or names too little.
+pub async fn pull_request_files(
+    forge: Forge,
+    api_url: &str,
+    token: &str,
+    event: &str,
+    payload: &Value,
+) -> Option<Result<Vec<String>, ApiError>> {
+    let text = |path: &[&str]| path.iter().try_fold(payload, |v, k| v.get(k))?.as_str();
+    let int = |path: &[&str]| path.iter().try_fold(payload, |v, k| v.get(k))?.as_i64();
+    // The API on the host of the repository's web address `web` of `path`.
+    let on_host = |web: Option<&str>, path: Option<&str>, api: &str| {
+        let host = web?.strip_suffix(path?)?.trim_end_matches('/');
+        Some(format!("{host}{api}"))
+    };
+    let given = |derived: Option<String>| match api_url {
+        "" => derived,
+        given => Some(given.to_string()),
+    };
+    Some(match forge {
+        Forge::GitHub | Forge::Gitea if event == "pull_request" => {
+            let repo = text(&["repository", "full_name"])?;
+            let number = int(&["number"])?;
+            if forge == Forge::GitHub {
+                github_pull_request_files(api_url, token, repo, number).await
+            } else {
+                let api = given(on_host(
+                    text(&["repository", "html_url"]),
+                    Some(repo),
+                    "/api/v1",
+                ))?;
+                gitea_pull_request_files(&api, token, repo, number).await
+            }
+        }
+        Forge::GitLab if text(&["object_kind"]) == Some("merge_request") => {
+            let project = int(&["object_attributes", "target_project_id"])?;
+            let iid = int(&["object_attributes", "iid"])?;
+            let api = given(on_host(
+                text(&["project", "web_url"]),
+                text(&["project", "path_with_namespace"]),
+                "/api/v4",
+            ))?;
+            gitlab_merge_request_files(&api, token, project, iid).await
+        }
+        _ => return None,
+    })
+}
+
 /// The files pull request `number` of `repo` (`owner/name`) changes, from
 /// GitHub's API at `api_url`.
-pub async fn github_pull_request_files(
+async fn github_pull_request_files(
     api_url: &str,
     token: &str,
     repo: &str,
@@ -57,7 +115,7 @@ pub async fn github_pull_request_files(
 }
 
 /// The same from Gitea's API at `api_url` (`https://HOST/api/v1`).
-pub async fn gitea_pull_request_files(
+async fn gitea_pull_request_files(
     api_url: &str,
     token: &str,
     repo: &str,
@@ -82,7 +140,7 @@ pub async fn gitea_pull_request_files(
 
 /// The files merge request `iid` of GitLab project `project_id` changes,
 /// from GitLab's API at `api_url` (`https://HOST/api/v4`).
-pub async fn gitlab_merge_request_files(
+async fn gitlab_merge_request_files(
     api_url: &str,
     token: &str,
     project_id: i64,

@@ -86,6 +86,7 @@ async fn receive(shared: &Arc<Shared>, request: &Request) -> Result<Value, Refus
         read,
         delivery_headers,
         proof,
+        api,
     } = dialect_of;
     match proof {
         Proof::Signature {
@@ -108,11 +109,8 @@ async fn receive(shared: &Arc<Shared>, request: &Request) -> Result<Value, Refus
     };
     let mut outcome = read(&event, &payload, &hook.settings)
         .map_err(|e| Refused(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let object_kind = payload.get("object_kind").and_then(Value::as_str);
-    if matches!(dialect, "github" | "gitea") && event == "pull_request"
-        || dialect == "gitlab" && object_kind == Some("merge_request")
-    {
-        add_pull_request_files(dialect, &hook, &payload, &mut outcome).await;
+    if let Some(forge) = api {
+        add_pull_request_files(forge, &hook, &event, &payload, &mut outcome).await;
     }
     let delivery = delivery_headers.iter().find_map(|name| header(name));
     store(shared, dialect, delivery, outcome).await
@@ -139,6 +137,8 @@ struct Dialect {
     /// The headers the forge identifies a delivery by (the first present wins).
     delivery_headers: &'static [&'static str],
     proof: Proof,
+    /// The forge whose API lists a pull request's files (with a `token`).
+    api: Option<forge_api::Forge>,
 }
 
 /// Both Bitbucket products sign with the webhook's secret as GitHub once did.
@@ -157,6 +157,7 @@ fn dialect_named(name: &str) -> Option<Dialect> {
                 header: "x-hub-signature-256",
                 prefix: "sha256=",
             },
+            api: Some(forge_api::Forge::GitHub),
         },
         "gitea" => Dialect {
             event_header: "X-Gitea-Event",
@@ -166,30 +167,35 @@ fn dialect_named(name: &str) -> Option<Dialect> {
                 header: "x-gitea-signature",
                 prefix: "",
             },
+            api: Some(forge_api::Forge::Gitea),
         },
         "gitlab" => Dialect {
             event_header: "X-Gitlab-Event",
             read: gitlab::read,
             delivery_headers: &["idempotency-key", "x-gitlab-event-uuid"],
             proof: Proof::Token("x-gitlab-token"),
+            api: Some(forge_api::Forge::GitLab),
         },
         "base" => Dialect {
             event_header: "",
             read: base::read,
             delivery_headers: &[],
             proof: Proof::Token("x-moonbot-token"),
+            api: None,
         },
         "bitbucketcloud" => Dialect {
             event_header: "X-Event-Key",
             read: bitbucket::read_cloud,
             delivery_headers: &["x-request-uuid"],
             proof: BITBUCKET_SIGNATURE,
+            api: None,
         },
         "bitbucketserver" => Dialect {
             event_header: "X-Event-Key",
             read: bitbucket::read_server,
             delivery_headers: &["x-request-id"],
             proof: BITBUCKET_SIGNATURE,
+            api: None,
         },
         _ => return None,
     })
@@ -266,95 +272,33 @@ fn payload(content_type: &str, body: &[u8]) -> Result<Value, Refused> {
     }
 }
 
-/// With a GitHub or Gitea `token`, give a pull request's change the files
-/// it changes, from the forge's API; without them if the API fails (logged).
+/// With a `token` for a forge whose API lists them, give a pull request's
+/// change the files it changes; without them if the API fails (logged).
 async fn add_pull_request_files(
-    dialect: &str,
+    forge: forge_api::Forge,
     hook: &ChangeHookConfig,
+    event: &str,
     payload: &Value,
     outcome: &mut HookOutcome,
 ) {
     let Some(token) = &hook.api_token else {
         return;
     };
-    if dialect == "gitlab" {
-        return add_merge_request_files(hook, token, payload, outcome).await;
+    if outcome.changes.is_empty() {
+        return;
     }
-    let repo = payload
-        .get("repository")
-        .and_then(|r| r.get("full_name"))
-        .and_then(Value::as_str);
-    let number = payload.get("number").and_then(Value::as_i64);
-    let (Some(repo), Some(number)) = (repo, number) else {
+    let Some(files) =
+        forge_api::pull_request_files(forge, &hook.api_url, token, event, payload).await
+    else {
         return;
     };
-    // Gitea's API is on the repository's host unless `api_url` says where.
-    let gitea_api = || {
-        let web = payload
-            .get("repository")
-            .and_then(|r| r.get("html_url"))
-            .and_then(Value::as_str)?;
-        Some(format!(
-            "{}/api/v1",
-            web.strip_suffix(repo)?.trim_end_matches('/')
-        ))
-    };
-    for change in &mut outcome.changes {
-        let files = if dialect == "gitea" {
-            let api = match hook.api_url.as_str() {
-                "" => gitea_api().unwrap_or_default(),
-                given => given.to_string(),
-            };
-            forge_api::gitea_pull_request_files(&api, token, repo, number).await
-        } else {
-            forge_api::github_pull_request_files(&hook.api_url, token, repo, number).await
-        };
-        match files {
-            Ok(files) => change.files = files,
-            Err(e) => tracing::warn!("change hook: the pull request's files are unknown: {e}"),
-        }
-    }
-}
-
-/// GitLab's merge request: the target project's diffs, from the API on the
-/// project's host (or `api_url`).
-async fn add_merge_request_files(
-    hook: &ChangeHookConfig,
-    token: &str,
-    payload: &Value,
-    outcome: &mut HookOutcome,
-) {
-    let attributes = payload.get("object_attributes");
-    let project_id = attributes
-        .and_then(|a| a.get("target_project_id"))
-        .and_then(Value::as_i64);
-    let iid = attributes
-        .and_then(|a| a.get("iid"))
-        .and_then(Value::as_i64);
-    let (Some(project_id), Some(iid)) = (project_id, iid) else {
-        return;
-    };
-    let api = match hook.api_url.as_str() {
-        "" => {
-            let project = payload.get("project");
-            let web = project
-                .and_then(|p| p.get("web_url"))
-                .and_then(Value::as_str);
-            let path = project
-                .and_then(|p| p.get("path_with_namespace"))
-                .and_then(Value::as_str);
-            match web.zip(path).and_then(|(w, p)| w.strip_suffix(p)) {
-                Some(host) => format!("{}/api/v4", host.trim_end_matches('/')),
-                None => return,
+    match files {
+        Ok(files) => {
+            for change in &mut outcome.changes {
+                change.files = files.clone();
             }
         }
-        given => given.to_string(),
-    };
-    for change in &mut outcome.changes {
-        match forge_api::gitlab_merge_request_files(&api, token, project_id, iid).await {
-            Ok(files) => change.files = files,
-            Err(e) => tracing::warn!("change hook: the merge request's files are unknown: {e}"),
-        }
+        Err(e) => tracing::warn!("change hook: the pull request's files are unknown: {e}"),
     }
 }
 
