@@ -202,26 +202,39 @@ impl Data {
             .limit(limit)
             .all(&self.db)
             .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for bs in rows {
-            let properties = self.buildset_properties(bs.id).await?;
-            let sourcestampids = buildset_sourcestamps::Entity::find()
-                .filter(buildset_sourcestamps::Column::Buildsetid.eq(bs.id))
-                .all(&self.db)
-                .await?
-                .into_iter()
-                .map(|r| r.sourcestampid)
-                .collect();
-            out.push(FinishedBuildset {
+        // The page's properties and source stamps in two queries, not two
+        // per buildset.
+        let ids: Vec<i64> = rows.iter().map(|bs| bs.id).collect();
+        let mut properties: BTreeMap<i64, Vec<buildset_properties::Model>> = BTreeMap::new();
+        for p in buildset_properties::Entity::find()
+            .filter(buildset_properties::Column::Buildsetid.is_in(ids.clone()))
+            .all(&self.db)
+            .await?
+        {
+            properties.entry(p.buildsetid).or_default().push(p);
+        }
+        let mut stamps: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for r in buildset_sourcestamps::Entity::find()
+            .filter(buildset_sourcestamps::Column::Buildsetid.is_in(ids))
+            .all(&self.db)
+            .await?
+        {
+            stamps
+                .entry(r.buildsetid)
+                .or_default()
+                .push(r.sourcestampid);
+        }
+        Ok(rows
+            .into_iter()
+            .map(|bs| FinishedBuildset {
                 bsid: bs.id,
                 complete: bs.complete,
                 results: bs.results,
                 external_idstring: bs.external_idstring,
-                properties,
-                sourcestampids,
-            });
-        }
-        Ok(out)
+                properties: buildset_properties_from(properties.remove(&bs.id).unwrap_or_default()),
+                sourcestampids: stamps.remove(&bs.id).unwrap_or_default(),
+            })
+            .collect())
     }
 
     /// The incomplete requests of `scheduler`'s buildsets older than
@@ -282,15 +295,17 @@ impl Data {
             .filter(buildrequests::Column::Complete.eq(false))
             .all(&self.db)
             .await?;
-        let mut out = Vec::with_capacity(requests.len());
-        for r in requests {
-            let claimed = buildrequest_claims::Entity::find_by_id(r.id)
-                .one(&self.db)
-                .await?
-                .is_some();
-            out.push((r.id, claimed));
-        }
-        Ok(out)
+        let claimed: std::collections::BTreeSet<i64> = buildrequest_claims::Entity::find()
+            .filter(buildrequest_claims::Column::Brid.is_in(requests.iter().map(|r| r.id)))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|c| c.brid)
+            .collect();
+        Ok(requests
+            .into_iter()
+            .map(|r| (r.id, claimed.contains(&r.id)))
+            .collect())
     }
 
     /// Whether a buildset with this `external_idstring` exists.
