@@ -111,6 +111,20 @@ M.steps = steps
 ---@field description? string
 ---@field tags? string[]
 ---@field properties? table<string, any> Properties every build of this builder gets.
+---@field collapse_requests? moonbot.CollapseRequests  Merge compatible pending requests into one build (default: the master's `collapse_requests`).
+
+---A request as a `collapse_requests` function sees it.
+---@class moonbot.CollapsibleRequest
+---@field buildrequestid integer
+---@field buildsetid integer
+---@field priority integer
+---@field submitted_at number
+---@field sourcestamps { codebase: string, repository: string, branch?: string, revision?: string, project: string }[]
+---@field properties table<string, any>
+---@field changeids integer[]
+
+---`true` (compatible source stamps merge), `false`, or a function deciding for two requests.
+---@alias moonbot.CollapseRequests boolean|fun(builder: { name: string, builderid: integer }, new: moonbot.CollapsibleRequest, old: moonbot.CollapsibleRequest): boolean
 
 ---@class moonbot.Builder: moonbot.BuilderArgs
 
@@ -300,6 +314,7 @@ end
 ---@field change_sources? moonbot.ChangeSource[]  Pollers; webhooks are `www.change_hooks`.
 ---@field auth? table                  Users, API tokens and who may do what (see the README).
 ---@field janitor? moonbot.JanitorArgs How long history is kept (no section: all of it).
+---@field collapse_requests? moonbot.CollapseRequests  Every builder's default (default true).
 
 ---@alias moonbot.Duration integer|string Seconds, or a number with one unit: "90s", "30m", "24h", "180d".
 

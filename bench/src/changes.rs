@@ -25,6 +25,7 @@ return {{
   protocols = {{ quic = {{ port = 0, bind = "127.0.0.1" }} }},
   db = {{ url = "@DB@" }},
   reconfig = {{ watch = false }},
+  collapse_requests = false, -- as the Buildbot baseline: every request is a build
   workers = {{ mb.worker {{ name = "w1" }} }},
   builders = {{ mb.builder {{ name = "b", workernames = {{ "w1" }}, steps = {{ mb.steps.shell {{ command = "true" }} }} }} }},
   schedulers = {{ mb.schedulers.any_branch {{ name = "pushes", builders = {{ "b" }} }} }},
@@ -214,6 +215,7 @@ return {{
   protocols = {{ quic = {{ port = 0, bind = "127.0.0.1" }} }},
   db = {{ url = "@DB@" }},
   reconfig = {{ watch = false }},
+  collapse_requests = false, -- as the Buildbot baseline: every request is a build
   change_sources = {{ mb.changes.git_poller {{ name = "many", repourl = "{}", branches = "all",
     poll_interval = 1, poll_at_launch = true }} }},
 }}

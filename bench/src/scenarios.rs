@@ -34,6 +34,7 @@ return {
   protocols = { quic = { port = 0, bind = "127.0.0.1" } },
   db = { url = "@DB@" },
   reconfig = { watch = false },
+  collapse_requests = false, -- as the Buildbot baseline: every request is a build
   workers = {
 "#,
     );

@@ -343,7 +343,7 @@ return {{
   www = {{ port = 0, bind = "127.0.0.1" }},
   protocols = {{ quic = {{ port = @QUIC_PORT@, bind = "127.0.0.1" }} }},
   db = {{ url = "@DB@" }},
-  reconfig = {{ watch = false }},
+  reconfig = {{ watch = false }}, collapse_requests = false, -- each request is one build
   workers = {{ mb.worker {{ name = "w1", max_builds = 3 }} }},
   builders = {{
     mb.builder {{ name = "pass", workernames = {{ "w1" }}, steps = {{

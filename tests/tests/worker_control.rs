@@ -12,7 +12,7 @@ return {
   title = "worker-control",
   www = { port = 0, bind = "127.0.0.1" },
   protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1" } },
-  db = { url = "@DB@" },
+  db = { url = "@DB@" }, collapse_requests = false, -- each forced request is one build
   workers = { mb.worker { name = "w1", max_builds = 2 } },
   builders = {
     mb.builder { name = "slow", workernames = { "w1" }, steps = {

@@ -19,7 +19,40 @@ pub struct BuilderConfig {
     pub tags: Vec<String>,
     pub properties: BTreeMap<String, serde_json::Value>,
     pub steps: Vec<StepConfig>,
+    /// `None`: the master's `collapse_requests`.
+    pub collapse_requests: Option<CollapseRequests>,
     pub defined_at: String,
+}
+
+/// `collapse_requests`, on a builder or for the whole master: whether
+/// pending requests of one builder merge into one build.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum CollapseRequests {
+    /// Each request is its own build.
+    Off,
+    /// Requests whose source stamps are compatible merge (Buildbot's default).
+    #[default]
+    Compatible,
+    /// A Lua function of (builder, new, old) decides.
+    Lua(crate::lua::LuaFn),
+}
+
+/// Reads `collapse_requests` from `f`: a boolean or a function.
+pub(super) fn collapse_requests(f: &mut Fields<'_>) -> Option<CollapseRequests> {
+    match f.get("collapse_requests")? {
+        RawValue::Bool(true) => Some(CollapseRequests::Compatible),
+        RawValue::Bool(false) => Some(CollapseRequests::Off),
+        RawValue::Function(function) => Some(CollapseRequests::Lua(function.clone())),
+        other => {
+            let message = format!(
+                "{}: 'collapse_requests' must be a boolean or a function(builder, new, old), not a {}",
+                f.what,
+                other.type_name()
+            );
+            f.error(message);
+            None
+        }
+    }
 }
 
 /// One step of a builder.
@@ -88,6 +121,7 @@ pub(super) fn compile_builder(
     let description = f.string("description");
     let tags = f.string_list("tags");
     let properties = f.properties("properties");
+    let collapse_requests = collapse_requests(&mut f);
     let steps_raw = f.list("steps").unwrap_or_default();
     if workernames.is_empty() && f.get("workernames").is_none() {
         f.error(format!("{what}: 'workernames' is required"));
@@ -114,6 +148,7 @@ pub(super) fn compile_builder(
         tags,
         properties,
         steps,
+        collapse_requests,
         defined_at: at,
     })
 }

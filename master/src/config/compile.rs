@@ -50,6 +50,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
     let builders_raw = top.list("builders").unwrap_or_default();
     let schedulers_raw = top.list("schedulers").unwrap_or_default();
     let change_sources_raw = top.list("change_sources").unwrap_or_default();
+    let collapse_requests = super::builders::collapse_requests(&mut top).unwrap_or_default();
     top.finish(errors);
 
     let www = compile_www(www_raw, errors);
@@ -106,6 +107,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
         reconfig: reconfig?,
         auth: auth?,
         janitor: janitor?,
+        collapse_requests,
     })
 }
 
@@ -227,6 +229,39 @@ mod tests {
         );
         let field = www_errors_of(r#"{ change_hooks = { github = { secrets = "s" } } }"#);
         assert!(field.iter().any(|e| e.contains("secrets")), "{field:?}");
+    }
+
+    #[test]
+    fn collapse_requests_is_a_boolean_or_a_function() {
+        use crate::config::CollapseRequests;
+        assert!(errors_in("collapse_requests", "false").is_empty());
+        assert!(errors_in("collapse_requests", "function(b, new, old) return true end").is_empty());
+        let wrong = errors_in("collapse_requests", r#""yes""#);
+        assert!(
+            wrong.iter().any(|e| e
+                .contains("'collapse_requests' must be a boolean or a function(builder, new, old), not a string")),
+            "{wrong:?}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let source = r#"local mb = require "moonbot"
+return {
+  collapse_requests = false,
+  workers = { mb.worker { name = "w" } },
+  builders = {
+    mb.builder { name = "own", workernames = { "w" }, steps = {}, collapse_requests = true },
+    mb.builder { name = "inherits", workernames = { "w" }, steps = {} },
+  },
+}"#;
+        std::fs::write(dir.path().join("master.lua"), source).unwrap();
+        let (_lua, raw): (LuaGeneration, RawValue) = LuaGeneration::load(dir.path()).unwrap();
+        let config = super::compile(&raw).unwrap();
+        let rule = |name: &str| {
+            config
+                .collapse_requests_of(config.builder(name).unwrap())
+                .clone()
+        };
+        assert_eq!(rule("own"), CollapseRequests::Compatible);
+        assert_eq!(rule("inherits"), CollapseRequests::Off);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod workers;
 
 pub use crate::lua::{ConfigError, ConfigErrors, LuaFn, LuaGeneration, Renderable};
 pub use auth::{ACTIONS, AuthConfig, TokenConfig, UserConfig};
-pub use builders::{BuilderConfig, StepConfig, StepFlags};
+pub use builders::{BuilderConfig, CollapseRequests, StepConfig, StepFlags};
 pub use change_filter::{ChangeFilter, Matcher};
 pub use change_sources::{BranchSelection, ChangeSourceConfig, GitCredentials, GitPollerConfig};
 pub use janitor::JanitorConfig;
@@ -61,9 +61,19 @@ pub struct MasterConfig {
     pub auth: Option<AuthConfig>,
     /// How long history is kept; `None` (no `janitor` section) keeps it all.
     pub janitor: Option<JanitorConfig>,
+    /// Every builder's `collapse_requests` unless it sets its own.
+    pub collapse_requests: CollapseRequests,
 }
 
 impl MasterConfig {
+    /// Whether (and how) `builder`'s pending requests collapse.
+    pub fn collapse_requests_of<'a>(&'a self, builder: &'a BuilderConfig) -> &'a CollapseRequests {
+        builder
+            .collapse_requests
+            .as_ref()
+            .unwrap_or(&self.collapse_requests)
+    }
+
     pub fn worker(&self, name: &str) -> Option<&WorkerConfig> {
         self.workers.iter().find(|w| w.name == name)
     }

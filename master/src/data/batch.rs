@@ -372,7 +372,7 @@ mod tests {
         let request = f.request(brids[&builder]).await;
         assert_eq!(request.buildsetid, bsid);
 
-        let started = data.start_build(&request, workerid).await.unwrap();
+        let started = data.start_build(&request, workerid, &[]).await.unwrap();
         assert_eq!(started.number, 1);
         assert_eq!(started.buildset_properties, props);
         let (stepid, mut log) = data

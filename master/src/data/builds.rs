@@ -2,7 +2,7 @@
 
 use super::batch::Batch;
 use super::buildsets::{
-    PendingRequest, buildset_properties_from, is_unique_violation, push_completion,
+    Completion, PendingRequest, buildset_properties_from, is_unique_violation, push_completion,
 };
 use super::query::{FieldKind, ListQuery, apply, cut_long_text, fetch_page, mark_cut, shorten};
 use super::{Data, DataError, now};
@@ -12,7 +12,7 @@ use crate::db::entities::{
 use crate::mq::Topic;
 use crate::mq::topic::BuildEvent;
 use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryTrait};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect, QueryTrait};
 use sea_orm::{Order, QueryOrder};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -62,13 +62,39 @@ fn build_json(b: &builds::Model) -> Value {
     })
 }
 
+/// The statements that mark `collapsed` as collapsed into the build a batch
+/// just inserted, and complete them SKIPPED (with their buildsets, when
+/// they were the last open request).
+fn push_collapse(batch: &mut Batch, collapsed: &[PendingRequest]) -> Vec<Completion> {
+    use crate::db::entities::buildrequests::{Column as R, Entity as Requests};
+    if collapsed.is_empty() {
+        return Vec::new();
+    }
+    let buildid = batch.last_id("builds");
+    batch.push(
+        Query::update()
+            .table(Requests)
+            .value(R::CollapsedInto, buildid)
+            .and_where(Expr::col(R::Id).is_in(collapsed.iter().map(|r| r.brid))),
+    );
+    let at = now();
+    collapsed
+        .iter()
+        .map(|request| push_completion(batch, request, crate::results::SKIPPED, at))
+        .collect()
+}
+
 impl Data {
     /// Start a new build of `request` on `workerid`; the number is the
     /// builder's next one. Reads the buildset's properties in the same trip.
+    /// `collapsed` are claimed requests of the same builder that this build
+    /// stands for (`collapse_requests`): in the same transaction they end
+    /// SKIPPED, marked as collapsed into the new build.
     pub async fn start_build(
         &self,
         request: &PendingRequest,
         workerid: i64,
+        collapsed: &[PendingRequest],
     ) -> Result<StartedBuild, DataError> {
         use builds::Column as C;
         // `INSERT INTO builds (…) SELECT COALESCE(MAX(number), 0) + 1, … RETURNING *`.
@@ -122,13 +148,14 @@ impl Data {
         // Two masters' builds of one builder may start together (PostgreSQL):
         // retry on a number clash.
         let mut attempts = 0;
-        let (mut rows, build, props, stamps) = loop {
+        let (mut rows, build, props, stamps, completions) = loop {
             let mut batch = Batch::new(self);
             let build = batch.push(&insert);
             let props = batch.push(&properties);
             let stamps = batch.push(&stamps);
+            let completions = push_collapse(&mut batch, collapsed);
             match self.run_batch(batch).await {
-                Ok(rows) => break (rows, build, props, stamps),
+                Ok(rows) => break (rows, build, props, stamps, completions),
                 Err(DataError::Db(e)) if is_unique_violation(&e) && attempts < 10 => attempts += 1,
                 Err(e) => return Err(e),
             }
@@ -136,6 +163,9 @@ impl Data {
         let row: builds::Model = rows.one(build, "returned no new build row")?;
         let properties = buildset_properties_from(rows.models(props)?);
         let sourcestamps = rows.models(stamps)?;
+        for (completion, request) in completions.into_iter().zip(collapsed) {
+            self.publish_completion(&mut rows, completion, request)?;
+        }
         self.bus.publish(
             Topic::Build {
                 id: row.id,
@@ -149,6 +179,66 @@ impl Data {
             buildset_properties: properties,
             sourcestamps,
         })
+    }
+
+    /// The changes of a build: those its buildset was made from or whose
+    /// source stamp it builds, and those of every request collapsed into it
+    /// (or into an earlier build of its request, which ended RETRY), under
+    /// `q`. `None` when there is no such build.
+    pub async fn changes_of_build(
+        &self,
+        buildid: i64,
+        q: ListQuery,
+    ) -> Result<Option<Vec<Value>>, DataError> {
+        use crate::db::entities::{buildrequests, buildset_changes, changes};
+        let Some(build) = builds::Entity::find_by_id(buildid).one(&self.db).await? else {
+            return Ok(None);
+        };
+        let tries = Query::select()
+            .column(builds::Column::Id)
+            .from(builds::Entity)
+            .and_where(Expr::col(builds::Column::Buildrequestid).eq(build.buildrequestid))
+            .to_owned();
+        let bsids: Vec<i64> = buildrequests::Entity::find()
+            .filter(
+                sea_orm::Condition::any()
+                    .add(buildrequests::Column::Id.eq(build.buildrequestid))
+                    .add(buildrequests::Column::CollapsedInto.in_subquery(tries)),
+            )
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|r| r.buildsetid)
+            .collect();
+        let ssids = Query::select()
+            .column(buildset_sourcestamps::Column::Sourcestampid)
+            .from(buildset_sourcestamps::Entity)
+            .and_where(Expr::col(buildset_sourcestamps::Column::Buildsetid).is_in(bsids.clone()))
+            .to_owned();
+        let linked = Query::select()
+            .column(buildset_changes::Column::Id)
+            .from(buildset_changes::Entity)
+            .and_where(Expr::col(buildset_changes::Column::Buildsetid).is_in(bsids))
+            .to_owned();
+        let changeids: Vec<i64> = changes::Entity::find()
+            .select_only()
+            .column(changes::Column::Id)
+            .filter(
+                sea_orm::Condition::any()
+                    .add(changes::Column::Sourcestampid.in_subquery(ssids))
+                    .add(changes::Column::Id.in_subquery(linked)),
+            )
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        if changeids.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        Ok(Some(
+            self.list_changes(&q.with_any("changeid", changeids))
+                .await?
+                .0,
+        ))
     }
 
     /// Record the properties of a build that has none yet (name → (value,

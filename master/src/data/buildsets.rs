@@ -13,8 +13,8 @@ use super::query::{
 };
 use super::{Data, DataError, now};
 use crate::db::entities::{
-    buildrequest_claims, buildrequests, buildset_properties, buildset_sourcestamps, buildsets,
-    scheduler_changes,
+    buildrequest_claims, buildrequests, buildset_changes, buildset_properties,
+    buildset_sourcestamps, buildsets, scheduler_changes,
 };
 use crate::mq::Topic;
 use crate::mq::topic::{BuildRequestEvent, BuildsetEvent};
@@ -83,6 +83,8 @@ pub struct NewBuildset {
     /// Buildbot's `external_idstring` (a dependent scheduler's mark of the
     /// upstream buildset it follows).
     pub external_idstring: Option<String>,
+    /// The changes it is made from (`buildset_changes`): a build's changes.
+    pub changeids: Vec<i64>,
 }
 
 fn request_fields(name: &str) -> Option<FieldKind<buildrequests::Column>> {
@@ -96,6 +98,7 @@ fn request_fields(name: &str) -> Option<FieldKind<buildrequests::Column>> {
         "results" => FieldKind::Int(C::Results),
         "submitted_at" => FieldKind::Float(C::SubmittedAt),
         "complete_at" => FieldKind::Float(C::CompleteAt),
+        "collapsed_into_buildid" => FieldKind::Int(C::CollapsedInto),
         _ => return None,
     })
 }
@@ -505,6 +508,13 @@ impl Data {
             .into_iter()
             .map(|row| row.sourcestampid)
             .collect();
+        let changeids = buildset_changes::Entity::find()
+            .filter(buildset_changes::Column::Buildsetid.eq(br.buildsetid))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| row.changeid)
+            .collect();
         let priority = br.priority.into();
         let added = self
             .add_buildsets(vec![NewBuildset {
@@ -515,6 +525,7 @@ impl Data {
                 priority,
                 consumes: None,
                 external_idstring: None,
+                changeids,
             }])
             .await?;
         let (bsid, brids) = added
@@ -638,7 +649,7 @@ fn take_bool_filter(q: &mut ListQuery, field: &str) -> Result<Option<bool>, Quer
 }
 
 /// `SELECT brid FROM buildrequest_claims`, for "is (not) claimed" filters.
-fn claimed_ids() -> sea_orm::sea_query::SelectStatement {
+pub(crate) fn claimed_ids() -> sea_orm::sea_query::SelectStatement {
     sea_orm::sea_query::Query::select()
         .column(buildrequest_claims::Column::Brid)
         .from(buildrequest_claims::Entity)
@@ -707,6 +718,17 @@ pub(crate) fn push_buildsets(
                 .columns([S::Buildsetid, S::Sourcestampid]);
             for &ssid in &set.sourcestampids {
                 insert.values([bsid.clone(), ssid.into()])?;
+            }
+            batch.push(&insert);
+        }
+        if !set.changeids.is_empty() {
+            use buildset_changes::Column as C;
+            let mut insert = Query::insert();
+            insert
+                .into_table(buildset_changes::Entity)
+                .columns([C::Buildsetid, C::Changeid]);
+            for &changeid in &set.changeids {
+                insert.values([bsid.clone(), changeid.into()])?;
             }
             batch.push(&insert);
         }
@@ -788,6 +810,7 @@ fn request_json(br: &buildrequests::Model, claim: Option<&buildrequest_claims::M
         "submitted_at": br.submitted_at,
         "complete_at": br.complete_at,
         "waited_for": br.waited_for,
+        "collapsed_into_buildid": br.collapsed_into,
     })
 }
 

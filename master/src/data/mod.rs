@@ -11,6 +11,7 @@ pub mod builds;
 pub mod buildsets;
 pub mod change_sources;
 pub mod changes;
+pub mod collapse;
 pub mod config_reloads;
 pub mod janitor;
 pub mod logs;

@@ -151,7 +151,8 @@ const MAX_DEPTH: usize = 64;
 
 struct CallJob {
     function: usize,
-    props: serde_json::Value,
+    /// The arguments, in order.
+    args: Vec<serde_json::Value>,
     /// Set when the caller stops waiting (the build was stopped): the call
     /// is interrupted at its next hook.
     cancel: Arc<AtomicBool>,
@@ -222,7 +223,7 @@ impl LuaGeneration {
                 // Serve calls until every handle to this generation is gone.
                 while let Ok(job) = jobs_rx.recv() {
                     budget.start(limits.call_instructions, Some(job.cancel.clone()));
-                    let result = call_function(&lua, &functions, job.function, &job.props);
+                    let result = call_function(&lua, &functions, job.function, &job.args);
                     let _ = job.reply.send(result);
                 }
             })
@@ -241,18 +242,28 @@ impl LuaGeneration {
         ))
     }
 
-    /// Call a function of this generation with the build's properties.
+    /// Call a function of this generation with one argument (a build's
+    /// properties, a change …).
     pub async fn call(
         &self,
         function: &LuaFn,
         props: serde_json::Value,
+    ) -> Result<RawValue, CallError> {
+        self.call_with(function, vec![props]).await
+    }
+
+    /// Call a function of this generation with several arguments.
+    pub async fn call_with(
+        &self,
+        function: &LuaFn,
+        args: Vec<serde_json::Value>,
     ) -> Result<RawValue, CallError> {
         let (reply, rx) = oneshot::channel();
         let cancel = Arc::new(AtomicBool::new(false));
         self.jobs
             .send(CallJob {
                 function: function.index,
-                props,
+                args,
                 cancel: cancel.clone(),
                 reply,
             })
@@ -595,13 +606,17 @@ fn call_function(
     lua: &Lua,
     functions: &[Function],
     index: usize,
-    props: &serde_json::Value,
+    args: &[serde_json::Value],
 ) -> Result<RawValue, String> {
     let function = functions
         .get(index)
         .ok_or_else(|| format!("no function #{index} in this config generation"))?;
-    let arg = json_to_lua(lua, props).map_err(|e| lua_message(&e))?;
-    let result: Value = function.call(arg).map_err(|e| lua_message(&e))?;
+    let args = args
+        .iter()
+        .map(|a| json_to_lua(lua, a))
+        .collect::<mlua::Result<mlua::MultiValue>>()
+        .map_err(|e| lua_message(&e))?;
+    let result: Value = function.call(args).map_err(|e| lua_message(&e))?;
     // Functions returned at build time are not callable later: they are not kept.
     to_raw(&result, &mut |_| {
         Err("a build-time function must return data, not a function".into())

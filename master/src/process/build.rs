@@ -24,10 +24,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{Instrument, error, info, info_span};
 
-/// Run a claimed request as a build on the leased worker.
+/// Run a claimed request as a build on the leased worker; `collapsed` are
+/// claimed requests the build stands for (they end SKIPPED when it starts).
 pub async fn run(
     shared: Arc<Shared>,
     request: PendingRequest,
+    collapsed: Vec<PendingRequest>,
     builder: BuilderConfig,
     worker: Option<WorkerConfig>,
     lua: Arc<LuaGeneration>,
@@ -36,7 +38,17 @@ pub async fn run(
     let span = info_span!("build", builder = %builder.name, worker = %lease.worker.name);
     async move {
         let brid = request.brid;
-        if let Err(e) = run_inner(&shared, request, &builder, worker.as_ref(), &lua, &lease).await {
+        let result = run_inner(
+            &shared,
+            request,
+            &collapsed,
+            &builder,
+            worker.as_ref(),
+            &lua,
+            &lease,
+        )
+        .await;
+        if let Err(e) = result {
             error!("build for request {brid} failed in the master: {e}");
             // The build could not be recorded properly: let the request run again.
             let _ = shared.data.unclaim_request(brid).await;
@@ -67,14 +79,31 @@ struct BuildContext<'a> {
 async fn run_inner(
     shared: &Arc<Shared>,
     request: PendingRequest,
+    collapsed: &[PendingRequest],
     builder: &BuilderConfig,
     worker: Option<&WorkerConfig>,
     lua: &LuaGeneration,
     lease: &WorkerLease,
 ) -> Result<(), DataError> {
     let data = &shared.data;
-    let started = data.start_build(&request, lease.worker.workerid).await?;
+    let started = match data
+        .start_build(&request, lease.worker.workerid, collapsed)
+        .await
+    {
+        Ok(started) => started,
+        Err(e) => {
+            // Nothing was recorded: the collapsed requests wait again too.
+            for other in collapsed {
+                let _ = data.unclaim_request(other.brid).await;
+            }
+            return Err(e);
+        }
+    };
     let (buildid, number) = (started.buildid, started.number);
+    if !collapsed.is_empty() {
+        let brids: Vec<i64> = collapsed.iter().map(|r| r.brid).collect();
+        info!(buildid, collapsed = ?brids, "requests collapsed into this build");
+    }
     // Dropped on every path out of here: the build leaves the running set.
     let registration = shared.builds.register(buildid);
     info!(buildid, number, "build started");

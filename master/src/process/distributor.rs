@@ -5,11 +5,12 @@
 //! gives its worker slot back (the registry's notification), it reads the
 //! pending requests of builders that have a free worker from the data layer,
 //! oldest first, a page at a time, and for each one whose builder still has a
-//! free slot it claims the request and starts the build. Events that arrive
+//! free slot it claims the request (with those that collapse into it, see
+//! [`super::collapse`]) and starts the build. Events that arrive
 //! while it works are covered by its next look, not one look each. The claim is
 //! the database's, so a second master could not run it twice.
 
-use super::build;
+use super::{build, collapse};
 use crate::config::BuilderConfig;
 use crate::mq::topic::{BuildRequestEvent, WorkerEvent};
 use crate::mq::{Event, Topic};
@@ -164,8 +165,12 @@ async fn distribute(shared: &Arc<Shared>) -> Result<(), crate::data::DataError> 
             .pending_requests(&builderids, offset, page_size)
             .await?;
         let read = page.len() as u64;
-        let mut claimed = 0;
-        for mut request in page {
+        let in_page: HashSet<i64> = page.iter().map(|r| r.brid).collect();
+        let mut taken: HashSet<i64> = HashSet::new();
+        for request in page {
+            if taken.contains(&request.brid) {
+                continue;
+            }
             let Some(&builder) = ready.get(&request.builderid) else {
                 continue;
             };
@@ -177,18 +182,43 @@ async fn distribute(shared: &Arc<Shared>) -> Result<(), crate::data::DataError> 
             else {
                 continue;
             };
-            if !shared.data.claim_request(&mut request).await? {
+            let rule = config.collapse_requests_of(builder);
+            let mut group =
+                collapse::group(&shared.data, rule, &running.loaded.lua, builder, &request).await?;
+            // The newest request of the group is the build; the others are
+            // collapsed into it, if no other master has claimed them.
+            let Some(mut newest) = group.pop() else {
+                continue;
+            };
+            if !shared.data.claim_request(&mut newest).await? {
                 continue;
             }
-            claimed += 1;
+            taken.insert(newest.brid);
+            let mut collapsed = Vec::with_capacity(group.len());
+            for mut other in group {
+                if shared.data.claim_request(&mut other).await? {
+                    taken.insert(other.brid);
+                    collapsed.push(other);
+                }
+            }
             let shared = shared.clone();
             let builder = builder.clone();
             let lua = running.loaded.lua.clone();
             let worker_config = config.worker(&lease.worker.name).cloned();
             tokio::spawn(async move {
-                build::run(shared, request, builder, worker_config, lua, lease).await;
+                build::run(
+                    shared,
+                    newest,
+                    collapsed,
+                    builder,
+                    worker_config,
+                    lua,
+                    lease,
+                )
+                .await;
             });
         }
+        let claimed = taken.intersection(&in_page).count() as u64;
         // Claimed requests leave the pending set: the next page starts
         // after the ones that are still waiting.
         offset += read - claimed;

@@ -496,6 +496,10 @@ impl State {
             priority: config.priority,
             consumes: consumes.map(|ids| (self.schedulerid, ids)),
             external_idstring: None,
+            changeids: changes
+                .iter()
+                .filter_map(|c| c["changeid"].as_i64())
+                .collect(),
         })
     }
 }

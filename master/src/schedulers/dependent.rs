@@ -156,6 +156,7 @@ async fn follow(
                 priority: *priority,
                 consumes: None,
                 external_idstring: Some(mark),
+                changeids: Vec::new(),
             });
         }
         let made = step.buildsets.len();

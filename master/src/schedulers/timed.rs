@@ -226,6 +226,10 @@ async fn fire(shared: &Shared, ids: &Ids, name: &str) -> Result<(), DataError> {
         priority: config.priority,
         consumes: None,
         external_idstring: None,
+        changeids: taken
+            .iter()
+            .filter_map(|c| c["changeid"].as_i64())
+            .collect(),
     });
     let added = data.schedule(step).await?;
     info!(scheduler = %name, buildsets = ?added.iter().map(|(bsid, _)| *bsid).collect::<Vec<_>>(), "scheduled run");

@@ -146,7 +146,10 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             one("builds", items, &format!("build {b}"))
         }
         ["builds", b, "changes"] => {
-            let items = changes_of_build(shared, id(b, "build")?, q).await?;
+            let items = data
+                .changes_of_build(id(b, "build")?, q)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("build {b}")))?;
             let total = items.len() as u64;
             Ok(envelope("changes", items, total))
         }
@@ -744,33 +747,4 @@ fn str_param(params: &Value, key: &str) -> Result<Option<String>, RpcError> {
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(invalid_params(format!("'{key}' must be a string"))),
     }
-}
-
-/// The changes a build builds: those of its buildset's source stamps.
-async fn changes_of_build(
-    shared: &Shared,
-    buildid: i64,
-    q: ListQuery,
-) -> Result<Vec<Value>, ApiError> {
-    let data = &shared.data;
-    let (builds, _) = data
-        .list_builds(&ListQuery::default().with_eq("buildid", buildid), false)
-        .await?;
-    let build = builds
-        .first()
-        .ok_or_else(|| ApiError::not_found(format!("build {buildid}")))?;
-    let ssids: Vec<i64> = data
-        .build_sourcestamps(build)
-        .await?
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|s| s["ssid"].as_i64())
-        .collect();
-    if ssids.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(data
-        .list_changes(&q.with_any("sourcestampid", ssids))
-        .await?
-        .0)
 }

@@ -411,3 +411,143 @@ fn set_priority_puts_a_pending_request_first(backend: &Backend) {
         "a started request keeps its priority: {started}"
     );
 }
+
+const COLLAPSING: &str = r#"
+local mb = require "moonbot"
+local steps = { mb.steps.shell { name = "show", command = mb.interpolate("echo built %(prop:revision)s") } }
+return {
+  www = { port = 0, bind = "127.0.0.1" },
+  protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1" } },
+  db = { url = "@DB@" },
+  workers = { mb.worker { name = "w1", max_builds = 1 } },
+  builders = {
+    mb.builder { name = "collapsing", workernames = { "w1" }, steps = steps },
+    mb.builder { name = "apart", workernames = { "w1" }, steps = steps, collapse_requests = false },
+    mb.builder { name = "by_fn", workernames = { "w1" }, steps = steps,
+      collapse_requests = function(builder, new, old)
+        return builder.name == "by_fn" and new.buildrequestid > old.buildrequestid
+          and #new.sourcestamps == 1 and #new.changeids == 1
+      end },
+  },
+  schedulers = {
+    mb.schedulers.any_branch { name = "pushes", builders = { "collapsing", "apart", "by_fn" } },
+  },
+}
+"#;
+
+moonbot_tests::on_both_databases!(pending_requests_collapse_into_one_build_that_names_them);
+
+/// The builds of one builder, oldest first.
+fn builds_of(m: &TestMaster, builder: &str) -> Vec<Value> {
+    let builderid = m.builderid(builder);
+    m.get(&format!(
+        "/api/v2/builders/{builderid}/builds?order=number&complete=true"
+    ))["builds"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn revisions(changes: &Value) -> Vec<String> {
+    let mut revisions: Vec<String> = changes["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["revision"].as_str().unwrap().to_string())
+        .collect();
+    revisions.sort();
+    revisions
+}
+
+/// `collapse_requests`: pending requests of one branch become one build of
+/// the newest revision, whose changes are all of theirs; the others end
+/// SKIPPED naming it. Another branch is its own build, a builder with
+/// `collapse_requests = false` builds each, and a Lua function decides for
+/// its builder.
+fn pending_requests_collapse_into_one_build_that_names_them(backend: &Backend) {
+    // No worker yet: every request waits.
+    let mut m = TestMaster::create(backend, COLLAPSING);
+    m.start();
+    for revision in ["a001", "a002", "a003"] {
+        send(&m, "main", revision, "p", &[]);
+    }
+    send(&m, "feature", "f001", "p", &[]);
+    m.wait_for("twelve pending requests", LONG, || {
+        let all = m.get("/api/v2/buildrequests")["buildrequests"].clone();
+        (all.as_array().unwrap().len() == 12).then_some(())
+    });
+    let mut w = m.make_worker("w1", &m.dir.clone());
+    w.start();
+    m.wait_for("every request to be complete", LONG, || {
+        let open = m.get("/api/v2/buildrequests?complete=false")["buildrequests"].clone();
+        open.as_array().unwrap().is_empty().then_some(())
+    });
+
+    let collapsing = builds_of(&m, "collapsing");
+    assert_eq!(
+        collapsing.len(),
+        2,
+        "main once, feature once: {collapsing:?}"
+    );
+    let main = collapsing
+        .iter()
+        .find(|b| {
+            let id = b["buildid"].as_i64().unwrap();
+            revisions(&m.get(&format!("/api/v2/builds/{id}/changes"))).len() == 3
+        })
+        .unwrap_or_else(|| panic!("a build with main's three changes: {collapsing:?}"));
+    let main_id = main["buildid"].as_i64().unwrap();
+    assert_eq!(main["results"], 0, "{main}");
+    assert_eq!(
+        revisions(&m.get(&format!("/api/v2/builds/{main_id}/changes"))),
+        ["a001", "a002", "a003"]
+    );
+    let props = m.get(&format!("/api/v2/builds/{main_id}/properties"));
+    assert_eq!(
+        props["properties"][0]["revision"][0], "a003",
+        "the newest revision is built: {props}"
+    );
+    let skipped = m.get(&format!(
+        "/api/v2/buildrequests?collapsed_into_buildid={main_id}&order=buildrequestid"
+    ))["buildrequests"]
+        .clone();
+    let skipped = skipped.as_array().unwrap();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    for request in skipped {
+        assert_eq!(request["complete"], true, "{request}");
+        assert_eq!(request["results"], 3, "SKIPPED: {request}");
+        assert_ne!(request["buildrequestid"], main["buildrequestid"]);
+    }
+    let (status, page) = m.get_status(&format!("/builds/{main_id}"));
+    assert_eq!(status, 200);
+    assert!(page.contains("collapsed into this build"), "{page}");
+    assert!(page.contains("a001") && page.contains("a002"), "{page}");
+
+    let apart = builds_of(&m, "apart");
+    assert_eq!(
+        apart.len(),
+        4,
+        "collapse_requests = false builds each: {apart:?}"
+    );
+    let requests = m.get(&format!(
+        "/api/v2/buildrequests?builderid={}",
+        m.builderid("apart")
+    ));
+    for request in requests["buildrequests"].as_array().unwrap() {
+        assert_eq!(
+            request["results"], 0,
+            "nothing of 'apart' was collapsed: {request}"
+        );
+        assert_eq!(request["collapsed_into_buildid"], Value::Null, "{request}");
+    }
+
+    // The function collapses across branches, for its builder only.
+    let by_fn = builds_of(&m, "by_fn");
+    assert_eq!(by_fn.len(), 1, "{by_fn:?}");
+    let id = by_fn[0]["buildid"].as_i64().unwrap();
+    assert_eq!(
+        revisions(&m.get(&format!("/api/v2/builds/{id}/changes"))),
+        ["a001", "a002", "a003", "f001"]
+    );
+    drop(w);
+}

@@ -16,6 +16,8 @@ pub struct Model {
     pub submitted_at: f64,
     pub complete_at: Option<f64>,
     pub waited_for: bool,
+    /// The build this request was collapsed into (it ended SKIPPED).
+    pub collapsed_into: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -6,6 +6,7 @@ pub mod builders;
 pub mod buildrequest_claims;
 pub mod buildrequests;
 pub mod builds;
+pub mod buildset_changes;
 pub mod buildset_properties;
 pub mod buildset_sourcestamps;
 pub mod buildsets;

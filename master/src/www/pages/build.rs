@@ -197,13 +197,47 @@ pub(super) async fn build(ctx: &Ctx<'_>, buildid: i64) -> PageResult {
         }
     }
     let sources = super::views::sources_html(ctx.shared, &b).await?;
+    let changes = data
+        .changes_of_build(buildid, ListQuery::default())
+        .await?
+        .unwrap_or_default();
+    let changes = if changes.is_empty() {
+        "<p id=\"build-changes\">No changes: built without one (forced, or on a timer with none new).</p>".to_string()
+    } else {
+        format!(
+            "<table id=\"build-changes\">{}{}</table>",
+            super::changes::TABLE_HEAD,
+            super::changes::rows_html(&changes)
+        )
+    };
+    let (collapsed, _) = data
+        .list_buildrequests(&ListQuery::default().with_eq("collapsed_into_buildid", buildid))
+        .await?;
+    let collapsed = if collapsed.is_empty() {
+        String::new()
+    } else {
+        let requests: Vec<String> = collapsed
+            .iter()
+            .map(|r| {
+                format!(
+                    "request {} (buildset {})",
+                    r["buildrequestid"], r["buildsetid"]
+                )
+            })
+            .collect();
+        format!(
+            "<tr><th>collapsed</th><td id=\"collapsed\">{} ended SKIPPED, collapsed into this build</td></tr>",
+            requests.join(", ")
+        )
+    };
     let body = format!(
         "<div id=\"live\"><div class=\"buildhead {state}\" id=\"build-state\" data-state=\"{state}\">\
 <span class=\"result\">{state}</span> {}<span class=\"time\">{timing}</span> {actions}</div>\n\
 <table class=\"facts\"><tr><th>builder</th><td><a href=\"/builders/{builderid}\">{}</a></td></tr>\
 <tr><th>worker</th><td>{}</td></tr><tr><th>reason</th><td id=\"reason\">{}</td></tr>\
 <tr><th>owner</th><td>{}</td></tr><tr><th>started</th><td>{}</td></tr><tr><th>finished</th><td>{}</td></tr>\
-<tr><th>sources</th><td>{sources}</td></tr></table>\n\
+<tr><th>sources</th><td>{sources}</td></tr>{collapsed}</table>\n\
+<h2>Changes</h2>{changes}\n\
 <h2>Steps</h2><ol class=\"steps\" id=\"steps\">{step_rows}</ol>\n\
 <h2>Properties</h2><table id=\"properties\"><tr><th>name</th><th>value</th><th>source</th></tr>{prop_rows}</table></div>",
         esc(text(&b, "state_string")),

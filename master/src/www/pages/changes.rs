@@ -32,13 +32,9 @@ fn revlink(change: &Value) -> String {
     }
 }
 
-pub(super) async fn list(ctx: &Ctx<'_>) -> PageResult {
-    let q = ListQuery {
-        limit: Some(ROWS),
-        ..Default::default()
-    };
-    let (changes, _) = ctx.shared.data.list_changes(&q).await?;
-    let rows: String = changes
+/// Changes as the rows of a table with the header [`TABLE_HEAD`].
+pub(super) fn rows_html(changes: &[Value]) -> String {
+    changes
         .iter()
         .map(|c| {
             let subject = text(c, "comments").lines().next().unwrap_or("");
@@ -54,17 +50,26 @@ pub(super) async fn list(ctx: &Ctx<'_>) -> PageResult {
                 id = c["changeid"],
             )
         })
-        .collect();
+        .collect()
+}
+
+/// The header row of a table of [`rows_html`].
+pub(super) const TABLE_HEAD: &str = "<tr><th>change</th><th>revision</th><th>branch</th>\
+<th>author</th><th>message</th><th>repository</th><th>when</th></tr>\n";
+
+pub(super) async fn list(ctx: &Ctx<'_>) -> PageResult {
+    let q = ListQuery {
+        limit: Some(ROWS),
+        ..Default::default()
+    };
+    let (changes, _) = ctx.shared.data.list_changes(&q).await?;
+    let rows = rows_html(&changes);
     let body = if changes.is_empty() {
         "<div id=\"live\"><p id=\"no-changes\">No changes yet: commits appear here as \
          `moonbot sendchange` and the repository hooks report them.</p></div>"
             .to_string()
     } else {
-        format!(
-            "<div id=\"live\"><table id=\"changes\"><tr><th>change</th><th>revision</th>\
-             <th>branch</th><th>author</th><th>message</th><th>repository</th><th>when</th></tr>\n\
-             {rows}</table></div>"
-        )
+        format!("<div id=\"live\"><table id=\"changes\">{TABLE_HEAD}{rows}</table></div>")
     };
     ctx.page("Changes", "changes", WATCH, &body).await
 }
