@@ -136,6 +136,79 @@ M.builder = constructor("builder")
 ---@field name string
 ---@field builders string[]          Builders this scheduler may force.
 ---@field label? string
+---@field button_name? string        The submit button's text (default "Start build").
+---@field reason? moonbot.ForceParam  The reason field (default a free string).
+---@field username? moonbot.ForceParam  The owner field: mb.params.username or mb.params.fixed (a logged-in user is the owner).
+---@field codebases? (string|moonbot.ForceParam)[]  A source stamp per codebase: its name (free fields) or mb.params.codebase{…} (default none: built without a revision).
+---@field properties? moonbot.ForceParam[]  Typed fields, each setting the property of its name.
+
+---@class moonbot.ForceParam
+
+---@class moonbot.ParamArgs
+---@field name string                Its property (or field) name.
+---@field label? string              Shown on the form (default the name).
+---@field default? any               Used when the field is left out.
+---@field required? boolean          An empty value is refused (default false).
+
+---@class moonbot.StringParamArgs: moonbot.ParamArgs
+---@field regex? string              Must match from the start (Python's re.match).
+---@field size? integer              Width of the box.
+
+---@class moonbot.TextParamArgs: moonbot.ParamArgs
+---@field regex? string
+---@field cols? integer
+---@field rows? integer
+
+---@class moonbot.ChoiceParamArgs: moonbot.ParamArgs
+---@field choices string[]
+---@field multiple? boolean          A list of choices (default false).
+---@field strict? boolean            Only the choices are taken (default true).
+
+---@class moonbot.UsernameParamArgs
+---@field name? string               Always "owner".
+---@field label? string
+---@field default? string
+---@field required? boolean
+
+---@class moonbot.FixedParamArgs
+---@field name string
+---@field label? string
+---@field default any                The value, shown and not editable.
+
+---@class moonbot.CodebaseParamArgs
+---@field codebase? string           Default "" (the default codebase).
+---@field label? string
+---@field branch? string|moonbot.ForceParam      A string is that value, fixed.
+---@field revision? string|moonbot.ForceParam
+---@field repository? string|moonbot.ForceParam
+---@field project? string|moonbot.ForceParam
+
+local params = {}
+--- A one-line string (Buildbot's StringParameter).
+---@type fun(args: moonbot.StringParamArgs): moonbot.ForceParam
+params.string = constructor("param.string")
+--- Several lines (TextParameter).
+---@type fun(args: moonbot.TextParamArgs): moonbot.ForceParam
+params.text = constructor("param.text")
+--- A whole number (IntParameter).
+---@type fun(args: moonbot.ParamArgs): moonbot.ForceParam
+params.int = constructor("param.int")
+--- A checkbox (BooleanParameter).
+---@type fun(args: moonbot.ParamArgs): moonbot.ForceParam
+params.boolean = constructor("param.boolean")
+--- One of a list, or several (ChoiceStringParameter).
+---@type fun(args: moonbot.ChoiceParamArgs): moonbot.ForceParam
+params.choice = constructor("param.choice")
+--- Who forces the build (UserNameParameter).
+---@type fun(args: moonbot.UsernameParamArgs): moonbot.ForceParam
+params.username = constructor("param.username")
+--- A value shown and not editable (FixedParameter).
+---@type fun(args: moonbot.FixedParamArgs): moonbot.ForceParam
+params.fixed = constructor("param.fixed")
+--- A codebase's branch, revision, repository and project (CodebaseParameter).
+---@type fun(args: moonbot.CodebaseParamArgs): moonbot.ForceParam
+params.codebase = constructor("param.codebase")
+M.params = params
 
 ---@class moonbot.Scheduler
 

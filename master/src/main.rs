@@ -728,9 +728,11 @@ fn quickstart(base: &Path) -> anyhow::Result<i32> {
             .map(|s| s.name().to_string())
             .collect();
         for name in schedulers {
+            let mut fields = serde_json::Map::new();
+            fields.insert("reason".into(), "quickstart".into());
+            fields.insert("owner".into(), "quickstart".into());
             let request = moonbot_master::schedulers::force::ForceRequest {
-                reason: Some("quickstart".into()),
-                owner: Some("quickstart".into()),
+                fields,
                 ..Default::default()
             };
             moonbot_master::schedulers::force::force(&shared, &name, request).await?;

@@ -232,6 +232,75 @@ mod tests {
     }
 
     #[test]
+    fn force_parameters_are_checked_when_compiled() {
+        let errors_of = |properties: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let source = format!(
+                r#"local mb = require "moonbot"
+return {{
+  workers = {{ mb.worker {{ name = "w" }} }},
+  builders = {{ mb.builder {{ name = "b", workernames = {{ "w" }}, steps = {{}} }} }},
+  schedulers = {{ mb.schedulers.force {{ name = "f", builders = {{ "b" }}, properties = {{ {properties} }} }} }},
+}}"#
+            );
+            std::fs::write(dir.path().join("master.lua"), source).unwrap();
+            let (_lua, raw): (LuaGeneration, RawValue) = LuaGeneration::load(dir.path()).unwrap();
+            match super::compile(&raw) {
+                Ok(_) => Vec::new(),
+                Err(errors) => errors.into_iter().map(|e| e.message).collect::<Vec<_>>(),
+            }
+        };
+        assert_eq!(
+            errors_of(
+                r#"mb.params.int { name = "jobs", default = 3 }, mb.params.choice { name = "os", choices = { "a", "b" } }"#
+            ),
+            Vec::<String>::new()
+        );
+        let cases = [
+            (
+                r#"mb.params.int { name = "jobs", default = "x" }"#,
+                "mb.params.int 'jobs': 'default' must be a whole number, not 'x'",
+            ),
+            (
+                r#"mb.params.choice { name = "os", choices = { "a" }, default = "z" }"#,
+                "'default' 'z' is not one of the choices (a)",
+            ),
+            (
+                r#"mb.params.choice { name = "os" }"#,
+                "mb.params.choice: 'choices' (a list of strings) is required",
+            ),
+            (
+                r#"mb.params.string { name = "s", regex = "(" }"#,
+                "mb.params.string: 'regex' does not compile",
+            ),
+            (
+                r#"mb.params.fixed { name = "arch" }"#,
+                "mb.params.fixed: 'default' (its value) is required",
+            ),
+            (
+                r#"mb.params.string { name = "s", colour = 1 }"#,
+                "mb.params.string: unknown field 'colour'",
+            ),
+            (
+                r#"mb.params.string { name = "reason" }"#,
+                "force: two fields are named 'reason'",
+            ),
+            (
+                r#"mb.params.string { name = "a b" }"#,
+                "name 'a b' must be letters",
+            ),
+            (r#"mb.worker { name = "w2" }"#, "unknown kind 'worker'"),
+        ];
+        for (properties, expected) in cases {
+            let errors = errors_of(properties);
+            assert!(
+                errors.iter().any(|e| e.contains(expected)),
+                "{properties}: expected '{expected}' in {errors:?}"
+            );
+        }
+    }
+
+    #[test]
     fn collapse_requests_is_a_boolean_or_a_function() {
         use crate::config::CollapseRequests;
         assert!(errors_in("collapse_requests", "false").is_empty());

@@ -14,6 +14,7 @@ pub mod change_filter;
 pub mod change_sources;
 pub mod compile;
 pub mod diff;
+pub mod force;
 pub mod janitor;
 pub mod schedulers;
 pub mod settings;
@@ -25,6 +26,7 @@ pub use auth::{ACTIONS, AuthConfig, TokenConfig, UserConfig};
 pub use builders::{BuilderConfig, CollapseRequests, StepConfig, StepFlags};
 pub use change_filter::{ChangeFilter, Matcher};
 pub use change_sources::{BranchSelection, ChangeSourceConfig, GitCredentials, GitPollerConfig};
+pub use force::{CodebaseParam, ForceForm, ForceParam, ParamKind};
 pub use janitor::JanitorConfig;
 pub use schedulers::{
     ChangeSchedulerConfig, CodebaseDefaults, Grouping, SchedulerConfig, TimedSchedulerConfig,

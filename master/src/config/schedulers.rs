@@ -5,6 +5,7 @@
 
 use super::FILE;
 use super::change_filter::{ChangeFilter, compile_change_filter};
+use super::force::{ForceForm, compile_force_form};
 use super::timing::{Timing, compile_nightly};
 use crate::lua::fields::{tagged, valid_name};
 use crate::lua::{ConfigError, Fields, LuaFn, RawKey, RawValue};
@@ -19,6 +20,8 @@ pub enum SchedulerConfig {
         name: String,
         builders: Vec<String>,
         label: String,
+        /// Its typed parameters.
+        form: Box<ForceForm>,
         defined_at: String,
     },
     /// Builds the changes its filter takes.
@@ -187,10 +190,12 @@ pub(super) fn compile_scheduler(
     let scheduler = match kind {
         "scheduler.force" => {
             let label = f.string("label");
+            let form = compile_force_form(&mut f, &at, errors);
             name.map(|name| SchedulerConfig::Force {
                 label: label.unwrap_or_else(|| name.clone()),
                 name,
                 builders,
+                form: Box::new(form),
                 defined_at: at,
             })
         }

@@ -8,4 +8,5 @@ pub mod changes;
 pub mod classify;
 pub mod dependent;
 pub mod force;
+pub mod force_params;
 pub mod timed;

@@ -332,6 +332,7 @@ mod tests {
             name: name.into(),
             builders: vec!["b".into()],
             label: label.into(),
+            form: Box::default(),
             defined_at: at.into(),
         })
     }

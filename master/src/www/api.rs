@@ -249,6 +249,21 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             let total = items.len() as u64;
             Ok(envelope("sourcestamps", items, total))
         }
+        ["buildsets", s, "properties"] => {
+            let bsid = id(s, "buildset")?;
+            let q = ListQuery::default().with_eq("bsid", bsid).whole();
+            if data.list_buildsets(&q).await?.0.is_empty() {
+                return Err(ApiError::not_found(format!("buildset {s} not found")));
+            }
+            // Buildbot's shape: one object, name → [value, source].
+            let props: serde_json::Map<String, Value> = data
+                .buildset_properties(bsid)
+                .await?
+                .into_iter()
+                .map(|(name, (value, source))| (name, json!([value, source])))
+                .collect();
+            Ok(envelope("properties", vec![Value::Object(props)], 1))
+        }
         ["schedulers"] => {
             let (items, total) = data
                 .list_schedulers(&q, &running_schedulers(&running))
@@ -400,16 +415,15 @@ fn force_schedulers(running: &crate::shared::RunningConfig) -> Vec<Value> {
                 name,
                 builders,
                 label,
+                form,
                 ..
             } => Some(json!({
                 "name": name,
                 "label": label,
+                "button_name": form.button_name,
                 "builder_names": builders,
                 "enabled": true,
-                "all_fields": [
-                    {"name": "reason", "type": "text", "fullName": "reason"},
-                    {"name": "owner", "type": "text", "fullName": "owner"},
-                ],
+                "all_fields": crate::schedulers::force_params::describe(form),
             })),
         })
         .collect()
@@ -546,21 +560,26 @@ fn parse_action(
                 return Err(invalid_params("'params' must be an object"));
             }
             let mut properties = std::collections::BTreeMap::new();
-            if let Some(Value::Object(props)) = params.get("properties") {
-                for (k, v) in props {
-                    properties.insert(k.clone(), v.clone());
+            match params.get("properties") {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(props)) => {
+                    for (k, v) in props {
+                        properties.insert(k.clone(), v.clone());
+                    }
                 }
+                Some(_) => return Err(invalid_params("'properties' must be an object")),
             }
+            // Buildbot's shape: the form's fields beside `builderid`.
+            let mut fields = params.as_object().cloned().unwrap_or_default();
+            fields.remove("builderid");
+            fields.remove("properties");
             Action::Force {
                 scheduler: rest[1].to_string(),
                 request: ForceRequest {
                     builderid: int_param(params, "builderid")?,
-                    reason: str_param(params, "reason")?,
+                    fields,
                     // A logged-in user is the owner, whatever the call said.
-                    owner: match user {
-                        Some(u) => Some(u.to_string()),
-                        None => str_param(params, "owner")?,
-                    },
+                    user: user.map(str::to_string),
                     properties,
                 },
             }

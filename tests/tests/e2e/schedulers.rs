@@ -551,3 +551,215 @@ fn pending_requests_collapse_into_one_build_that_names_them(backend: &Backend) {
     );
     drop(w);
 }
+
+const TYPED_FORCE: &str = r#"
+local mb = require "moonbot"
+return {
+  www = { port = 0, bind = "127.0.0.1" },
+  protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1" } },
+  db = { url = "@DB@" },
+  workers = { mb.worker { name = "w1" } },
+  builders = { mb.builder { name = "b", workernames = { "w1" }, steps = {
+    mb.steps.shell { command = "true" } } } },
+  schedulers = {
+    mb.schedulers.force { name = "typed", builders = { "b" }, button_name = "Go",
+      reason = mb.params.string { name = "reason", label = "Why", default = "just because" },
+      codebases = { mb.params.codebase { codebase = "app",
+        branch = mb.params.choice { name = "branch", choices = { "main", "next" } },
+        repository = "https://example.org/app.git" } },
+      properties = {
+        mb.params.string { name = "flavour", regex = "[a-z]+$", default = "debug" },
+        mb.params.int { name = "jobs", label = "Jobs", default = 2, required = true },
+        mb.params.boolean { name = "clean" },
+        mb.params.choice { name = "targets", choices = { "linux", "mac", "bsd" }, multiple = true, default = { "linux" } },
+        mb.params.text { name = "notes" },
+        mb.params.fixed { name = "arch", default = "x86_64" },
+      } },
+  },
+}
+"#;
+
+moonbot_tests::on_both_databases!(typed_force_parameters_check_and_type_what_they_queue);
+
+fn buildset_count(m: &TestMaster) -> usize {
+    m.get("/api/v2/buildsets")["buildsets"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+/// The properties of the newest buildset, name → value.
+fn newest_buildset_properties(m: &TestMaster) -> Value {
+    let sets = m.get("/api/v2/buildsets?order=-bsid&limit=1");
+    let bsid = sets["buildsets"][0]["bsid"].as_i64().unwrap();
+    let props = m.get(&format!("/api/v2/buildsets/{bsid}/properties"));
+    let mut out = serde_json::Map::new();
+    for (name, pair) in props["properties"][0].as_object().unwrap() {
+        out.insert(name.clone(), pair[0].clone());
+    }
+    Value::Object(out)
+}
+
+/// Issue 14, force: typed parameters, described as Buildbot describes them,
+/// checked (a wrong value names its field and queues nothing), typed in the
+/// buildset, with a codebase's source stamp; the web form is drawn from the
+/// same parameters and posts through the same checks.
+fn typed_force_parameters_check_and_type_what_they_queue(backend: &Backend) {
+    let mut m = TestMaster::create(backend, TYPED_FORCE);
+    m.start();
+    let described = m.get("/api/v2/forceschedulers/typed")["forceschedulers"][0].clone();
+    assert_eq!(described["button_name"], "Go", "{described}");
+    let fields = described["all_fields"].as_array().unwrap();
+    assert_eq!(fields[0]["fields"][1]["fullName"], "reason");
+    assert_eq!(fields[0]["fields"][1]["label"], "Why");
+    assert_eq!(fields[0]["fields"][1]["default"], "just because");
+    assert_eq!(fields[1]["type"], "nested");
+    assert_eq!(fields[1]["fields"][0]["fullName"], "app_branch");
+    assert_eq!(fields[1]["fields"][0]["type"], "list");
+    assert_eq!(fields[1]["fields"][2]["type"], "fixed");
+    let types: Vec<&str> = fields[2..]
+        .iter()
+        .map(|f| f["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["text", "int", "bool", "list", "textarea", "fixed"]);
+    assert_eq!(fields[3]["required"], true);
+    assert_eq!(fields[5]["multiple"], true);
+
+    // Wrong values: a clear error naming the field, and nothing queued.
+    let path = "/api/v2/forceschedulers/typed";
+    let before = buildset_count(&m);
+    for (params, message) in [
+        (
+            json!({"jobs": "many"}),
+            "field 'jobs' must be a whole number, not 'many'",
+        ),
+        (
+            json!({"flavour": "Release"}),
+            "field 'flavour' 'Release' does not match [a-z]+$",
+        ),
+        (
+            json!({"targets": ["linux", "hurd"]}),
+            "field 'targets' 'hurd' is not one of the choices (linux, mac, bsd)",
+        ),
+        (
+            json!({"app_branch": "old"}),
+            "field 'app_branch' 'old' is not one of the choices (main, next)",
+        ),
+        (
+            json!({"arch": "arm64"}),
+            "field 'arch' is fixed to \"x86_64\"",
+        ),
+        (
+            json!({"clean": "maybe"}),
+            "field 'clean' must be true or false, not 'maybe'",
+        ),
+        (
+            json!({"colour": "red"}),
+            "field 'colour' is not a field of this form",
+        ),
+    ] {
+        let (status, answer) = m.rpc(path, "force", params.clone());
+        assert_eq!(status, 400, "{params}: {answer}");
+        assert_eq!(answer["error"]["code"], -32602, "{answer}");
+        let got = answer["error"]["message"].as_str().unwrap();
+        assert!(got.starts_with(message), "{params}: {got}");
+    }
+    assert_eq!(
+        buildset_count(&m),
+        before,
+        "a refused force queued something"
+    );
+
+    // Typed JSON in, typed properties and a source stamp out.
+    let (status, answer) = m.rpc(
+        path,
+        "force",
+        json!({"jobs": 8, "clean": true, "targets": ["mac", "bsd"], "app_branch": "next",
+               "app_revision": "abc123", "owner": "ann"}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let bsid = answer["result"][0].as_i64().unwrap();
+    let props = newest_buildset_properties(&m);
+    assert_eq!(props["jobs"], 8);
+    assert_eq!(props["clean"], true);
+    assert_eq!(props["targets"], json!(["mac", "bsd"]));
+    assert_eq!(
+        props["flavour"], "debug",
+        "a default fills what was left out"
+    );
+    assert_eq!(props["arch"], "x86_64");
+    assert_eq!(props["reason"], "just because");
+    assert_eq!(props["owner"], "ann");
+    let stamps = m.get(&format!("/api/v2/buildsets/{bsid}/sourcestamps"))["sourcestamps"].clone();
+    assert_eq!(stamps[0]["codebase"], "app", "{stamps}");
+    assert_eq!(stamps[0]["branch"], "next");
+    assert_eq!(stamps[0]["revision"], "abc123");
+    assert_eq!(stamps[0]["repository"], "https://example.org/app.git");
+
+    // The web form: drawn from the parameters, posted through the same checks.
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let builder = m.builderid("b");
+    let response = agent
+        .get(&format!("{}/builders/{builder}", m.www))
+        .call()
+        .unwrap();
+    let cookie = response
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = response.into_string().unwrap();
+    for control in [
+        "<input type=\"number\" step=\"1\" name=\"jobs\" value=\"2\" required>",
+        "<select name=\"targets\" multiple><option value=\"linux\" selected>linux</option>",
+        "<input type=\"checkbox\" name=\"clean\" value=\"true\">",
+        "<select name=\"app_branch\"><option value=\"main\" selected>main</option>",
+        "<code class=\"fixed\">x86_64</code>",
+        "<textarea name=\"notes\"",
+        "<button class=\"force\">Go</button>",
+    ] {
+        assert!(page.contains(control), "the page lacks {control}");
+    }
+    let start = page.find("data-csrf=\"").unwrap() + "data-csrf=\"".len();
+    let token = page[start..start + 64].to_string();
+    let post = |pairs: &[(&str, &str)]| {
+        let mut form = vec![("csrf_token", token.as_str()), ("scheduler", "typed")];
+        form.extend_from_slice(pairs);
+        match agent
+            .post(&format!("{}/builders/{builder}/force", m.www))
+            .set("cookie", &cookie)
+            .send_form(&form)
+        {
+            Ok(r) => (r.status(), String::new()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let before = buildset_count(&m);
+    let (status, body) = post(&[("jobs", "lots")]);
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("field &#39;jobs&#39; must be a whole number")
+            || body.contains("field 'jobs' must be a whole number"),
+        "{body}"
+    );
+    assert_eq!(buildset_count(&m), before);
+    let (status, _) = post(&[
+        ("jobs", "3"),
+        ("clean", "false"),
+        ("clean", "true"),
+        ("targets", ""),
+        ("targets", "linux"),
+        ("targets", "bsd"),
+        ("app_branch", "main"),
+        ("notes", "two\nlines"),
+    ]);
+    assert_eq!(status, 303);
+    let props = newest_buildset_properties(&m);
+    assert_eq!(props["jobs"], 3);
+    assert_eq!(props["clean"], true);
+    assert_eq!(props["targets"], json!(["linux", "bsd"]));
+    assert_eq!(props["notes"], "two\nlines");
+}

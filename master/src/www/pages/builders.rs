@@ -117,27 +117,19 @@ pub(super) async fn builder(ctx: &Ctx<'_>, builderid: i64) -> PageResult {
             .iter()
             .filter(|s| s.builder_names().contains(&name))
             .filter_map(|s| match s {
-                SchedulerConfig::Force { label, .. } => Some((s, label)),
+                SchedulerConfig::Force { label, form, .. } => Some((s, label, form)),
                 SchedulerConfig::Changes(_)
                 | SchedulerConfig::Timed(_)
                 | SchedulerConfig::Dependent { .. } => None,
             })
-            .map(|(s, label)| {
-                let owner = if ctx.identity.user.is_some() {
-                    String::new()
-                } else {
-                    "<label>owner <input name=\"owner\" placeholder=\"your name\"></label>".into()
-                };
-                format!(
-                    "<form method=\"post\" action=\"/builders/{builderid}/force\" class=\"force\" id=\"force-{}\">\
-<input type=\"hidden\" name=\"csrf_token\" value=\"{}\"><input type=\"hidden\" name=\"scheduler\" value=\"{}\">\
-<fieldset><legend>{}</legend><label>reason <input name=\"reason\" size=\"40\"></label> {owner}\
-<label>properties <textarea name=\"properties\" rows=\"2\" cols=\"30\" placeholder=\"name=value, one a line\"></textarea></label>\
-<button class=\"force\">Start build</button></fieldset></form>",
-                    esc(s.name()),
-                    esc(&ctx.csrf),
-                    esc(s.name()),
-                    esc(label),
+            .map(|(s, label, form)| {
+                super::force_form::render(
+                    s.name(),
+                    label,
+                    form,
+                    builderid,
+                    &ctx.csrf,
+                    ctx.identity.user.is_some(),
                 )
             })
             .collect()

@@ -6,8 +6,10 @@
 
 use super::html::esc;
 use super::{Ctx, PageError, PageResult, id};
+use crate::config::SchedulerConfig;
 use crate::credentials::{self, SESSION_SECONDS};
 use crate::schedulers::force::ForceRequest;
+use crate::schedulers::force_params;
 use crate::www::actions::{self, Action, ActionError, ActionKind, Authorized, Outcome};
 use crate::www::auth::{self, SESSION_COOKIE};
 use serde_json::Value;
@@ -87,13 +89,24 @@ pub(super) async fn post(ctx: &Ctx<'_>, segments: &[&str]) -> PageResult {
                 })?;
                 properties.insert(k.trim().to_string(), Value::String(v.trim().to_string()));
             }
+            // The typed fields: every pair but the form's own, read through
+            // the scheduler's form (a name may repeat).
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&ctx.request.body)
+                .map_err(|e| PageError::BadRequest(format!("malformed form: {e}")))?;
+            let pairs: Vec<(String, String)> = pairs
+                .into_iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "csrf_token" | "scheduler" | "properties"))
+                .collect();
+            let fields = match ctx.running.loaded.config.scheduler(&scheduler) {
+                Some(SchedulerConfig::Force { form, .. }) => {
+                    force_params::from_form_pairs(form, &pairs)
+                }
+                _ => Default::default(),
+            };
             let request = ForceRequest {
                 builderid: Some(builderid),
-                reason: form.get("reason").cloned(),
-                owner: authorized
-                    .user
-                    .clone()
-                    .or_else(|| form.get("owner").cloned().filter(|o| !o.is_empty())),
+                fields,
+                user: authorized.user.clone(),
                 properties,
             };
             perform(ctx, authorized, Action::Force { scheduler, request }).await?;

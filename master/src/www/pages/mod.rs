@@ -10,6 +10,7 @@ mod badge;
 mod build;
 mod builders;
 mod changes;
+mod force_form;
 mod forms;
 mod home;
 mod html;
