@@ -112,6 +112,7 @@ M.steps = steps
 ---@field tags? string[]
 ---@field properties? table<string, any> Properties every build of this builder gets.
 ---@field collapse_requests? moonbot.CollapseRequests  Merge compatible pending requests into one build (default: the master's `collapse_requests`).
+---@field cancel_superseded? boolean  A request for a newer revision of a branch cancels this builder's older ones and stops their builds (default false).
 
 ---A request as a `collapse_requests` function sees it.
 ---@class moonbot.CollapsibleRequest

@@ -21,6 +21,9 @@ pub struct BuilderConfig {
     pub steps: Vec<StepConfig>,
     /// `None`: the master's `collapse_requests`.
     pub collapse_requests: Option<CollapseRequests>,
+    /// A new request for a newer revision of a branch cancels this
+    /// builder's older ones (and stops their builds).
+    pub cancel_superseded: bool,
     pub defined_at: String,
 }
 
@@ -122,6 +125,7 @@ pub(super) fn compile_builder(
     let tags = f.string_list("tags");
     let properties = f.properties("properties");
     let collapse_requests = collapse_requests(&mut f);
+    let cancel_superseded = f.boolean("cancel_superseded", false);
     let steps_raw = f.list("steps").unwrap_or_default();
     if workernames.is_empty() && f.get("workernames").is_none() {
         f.error(format!("{what}: 'workernames' is required"));
@@ -149,6 +153,7 @@ pub(super) fn compile_builder(
         properties,
         steps,
         collapse_requests,
+        cancel_superseded,
         defined_at: at,
     })
 }

@@ -51,6 +51,15 @@ impl From<buildrequests::Model> for PendingRequest {
     }
 }
 
+/// Whose older requests a newer revision supersedes (`cancel_superseded`).
+#[derive(Debug, Clone, Copy)]
+pub enum Superseded<'a> {
+    /// The buildsets this scheduler made.
+    Scheduler(&'a str),
+    /// This builder's requests, whoever made them.
+    Builder(i64),
+}
+
 /// A buildset as a dependent scheduler reads it.
 #[derive(Debug, Clone)]
 pub struct FinishedBuildset {
@@ -240,13 +249,13 @@ impl Data {
             .collect())
     }
 
-    /// The incomplete requests of `scheduler`'s buildsets older than
+    /// The incomplete requests within `scope` in buildsets older than
     /// `before` that build the branch of source stamp `ssid` (same codebase,
     /// repository, project and branch, another revision): what a newer
     /// change supersedes. Returns (request id, claimed).
     pub async fn superseded_requests(
         &self,
-        scheduler: &str,
+        scope: Superseded<'_>,
         ssid: i64,
         before: i64,
     ) -> Result<Vec<(i64, bool)>, DataError> {
@@ -283,21 +292,29 @@ impl Data {
         if bsids.is_empty() {
             return Ok(Vec::new());
         }
-        let mine = json!([scheduler, "Scheduler"]).to_string();
-        let bsids: Vec<i64> = buildset_properties::Entity::find()
-            .filter(buildset_properties::Column::Buildsetid.is_in(bsids))
-            .filter(buildset_properties::Column::PropertyName.eq("scheduler"))
-            .filter(buildset_properties::Column::PropertyValue.eq(mine))
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|p| p.buildsetid)
-            .collect();
-        let requests = buildrequests::Entity::find()
-            .filter(buildrequests::Column::Buildsetid.is_in(bsids))
-            .filter(buildrequests::Column::Complete.eq(false))
-            .all(&self.db)
-            .await?;
+        let mut requests =
+            buildrequests::Entity::find().filter(buildrequests::Column::Complete.eq(false));
+        match scope {
+            Superseded::Scheduler(scheduler) => {
+                let mine = json!([scheduler, "Scheduler"]).to_string();
+                let bsids: Vec<i64> = buildset_properties::Entity::find()
+                    .filter(buildset_properties::Column::Buildsetid.is_in(bsids))
+                    .filter(buildset_properties::Column::PropertyName.eq("scheduler"))
+                    .filter(buildset_properties::Column::PropertyValue.eq(mine))
+                    .all(&self.db)
+                    .await?
+                    .into_iter()
+                    .map(|p| p.buildsetid)
+                    .collect();
+                requests = requests.filter(buildrequests::Column::Buildsetid.is_in(bsids));
+            }
+            Superseded::Builder(builderid) => {
+                requests = requests
+                    .filter(buildrequests::Column::Buildsetid.is_in(bsids))
+                    .filter(buildrequests::Column::Builderid.eq(builderid));
+            }
+        }
+        let requests = requests.all(&self.db).await?;
         let claimed: std::collections::BTreeSet<i64> = buildrequest_claims::Entity::find()
             .filter(buildrequest_claims::Column::Brid.is_in(requests.iter().map(|r| r.id)))
             .all(&self.db)

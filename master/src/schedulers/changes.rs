@@ -315,32 +315,15 @@ impl State {
         added: &[crate::data::buildsets::BuildsetIds],
         stamps: &[Vec<i64>],
     ) -> Result<(), DataError> {
-        let data = &self.shared.data;
         for ((bsid, _), ssids) in added.iter().zip(stamps) {
-            for &ssid in ssids {
-                for (brid, claimed) in data.superseded_requests(&self.name, ssid, *bsid).await? {
-                    if !claimed && data.cancel_request(brid).await? {
-                        info!(scheduler = %self.name, brid, superseded_by = bsid, "pending request cancelled: a newer change came");
-                        continue;
-                    }
-                    let q = crate::data::query::ListQuery::default()
-                        .with_eq("buildrequestid", brid)
-                        .with_eq("complete", "false");
-                    for build in data.list_builds(&q, false).await?.0 {
-                        let Some(buildid) = build["buildid"].as_i64() else {
-                            continue;
-                        };
-                        let reason = format!("superseded by a newer change (buildset {bsid})");
-                        if self.shared.builds.stop(
-                            buildid,
-                            crate::running_builds::StopKind::Cancel,
-                            &reason,
-                        ) {
-                            info!(scheduler = %self.name, buildid, superseded_by = bsid, "build stopped: a newer change came");
-                        }
-                    }
-                }
-            }
+            crate::process::supersede::cancel_superseded(
+                &self.shared,
+                crate::data::buildsets::Superseded::Scheduler(&self.name),
+                *bsid,
+                ssids,
+                &self.name,
+            )
+            .await?;
         }
         Ok(())
     }

@@ -42,6 +42,8 @@ pub enum ServiceConfig {
     ChangeSource(ChangeSourceConfig),
     /// Deletes old history (`janitor = {…}`).
     Janitor(JanitorConfig),
+    /// Builders' `cancel_superseded` (one per master, while a builder has it).
+    Superseder,
 }
 
 impl ServiceConfig {
@@ -63,6 +65,10 @@ impl ServiceConfig {
                 kind: "janitor",
                 name: "janitor".into(),
             },
+            ServiceConfig::Superseder => ServiceId {
+                kind: "superseder",
+                name: "builders".into(),
+            },
         }
     }
 
@@ -78,6 +84,8 @@ impl ServiceConfig {
                 a.unplaced() == b.unplaced()
             }
             (ServiceConfig::Janitor(a), ServiceConfig::Janitor(b)) => a == b,
+            // It reads the builders from the running configuration.
+            (ServiceConfig::Superseder, ServiceConfig::Superseder) => true,
             _ => false,
         }
     }
@@ -101,6 +109,9 @@ pub fn wanted(config: &MasterConfig) -> Vec<ServiceConfig> {
             .map(ServiceConfig::ChangeSource),
     );
     services.extend(config.janitor.clone().map(ServiceConfig::Janitor));
+    if config.builders.iter().any(|b| b.cancel_superseded) {
+        services.push(ServiceConfig::Superseder);
+    }
     services
 }
 

@@ -763,3 +763,54 @@ fn typed_force_parameters_check_and_type_what_they_queue(backend: &Backend) {
     assert_eq!(props["targets"], json!(["linux", "bsd"]));
     assert_eq!(props["notes"], "two\nlines");
 }
+
+moonbot_tests::on_both_databases!(
+    a_builder_with_cancel_superseded_stops_older_revisions_whoever_asked
+);
+
+/// `cancel_superseded` on a builder: a request for a newer revision of a
+/// branch stops the builder's older build of that branch, even when another
+/// scheduler (here a force with a codebase) made the new one; another
+/// branch goes on.
+fn a_builder_with_cancel_superseded_stops_older_revisions_whoever_asked(backend: &Backend) {
+    let config = SUPERSEDING
+        .replace("cancel_superseded = true }", "}")
+        .replace(
+            "mb.builder { name = \"slow\", workernames = { \"w1\" },",
+            "mb.builder { name = \"slow\", workernames = { \"w1\" }, cancel_superseded = true,",
+        )
+        .replace(
+            "schedulers = {",
+            "schedulers = {\n    mb.schedulers.force { name = \"force\", builders = { \"slow\" }, codebases = { \"\" } },",
+        );
+    assert!(config.contains("cancel_superseded = true,"), "{config}");
+    let (m, _w) = TestMaster::started_with_worker(backend, &config, "w1");
+    let a = send(&m, "main", "aaaa01", "p", &[]);
+    let first = build_of_change(&m, a);
+    let f = send(&m, "feature", "ffff01", "p", &[]);
+    let feature = build_of_change(&m, f);
+    let (status, answer) = m.rpc(
+        "/api/v2/forceschedulers/force",
+        "force",
+        json!({"branch": "main", "revision": "bbbb02", "repository": "https://example.org/moon.git",
+               "project": "p", "reason": "newer"}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let stopped = m.wait_for("the older revision's build to end", LONG, || {
+        let build = &m.get(&format!("/api/v2/builds/{}", first["buildid"]))["builds"][0];
+        (build["complete"] == true).then(|| build.clone())
+    });
+    assert_eq!(stopped["results"], 6, "CANCELLED: {stopped}");
+    assert!(
+        stopped["state_string"]
+            .as_str()
+            .unwrap()
+            .starts_with("cancelled: superseded by a newer change (buildset"),
+        "{stopped}"
+    );
+    let feature = &m.get(&format!("/api/v2/builds/{}", feature["buildid"]))["builds"][0];
+    assert_eq!(
+        feature["complete"], false,
+        "another branch goes on: {feature}"
+    );
+}
