@@ -13,13 +13,25 @@
 //! - GitLab: "List merge request diffs",
 //!   `GET /api/v4/projects/{id}/merge_requests/{iid}/diffs`, 100 a page,
 //!   `PRIVATE-TOKEN`; each diff's `new_path` (`old_path` for a deletion).
+//! - Bitbucket Cloud: "List changes in a pull request",
+//!   `GET /2.0/repositories/{workspace}/{repo_slug}/pullrequests/{id}/diffstat`,
+//!   500 a page following `next`, `Authorization: Bearer` (an access
+//!   token); each entry's `new.path` (`old.path` for a removal).
+//! - Bitbucket Server / Data Center: "Gets changes in pull request",
+//!   `GET /rest/api/1.0/projects/{key}/repos/{slug}/pull-requests/{id}/changes`,
+//!   pages by `start` and `limit` until `isLastPage`, `Authorization: Bearer`
+//!   (an HTTP access token); each change's `path.toString`. Its webhooks do
+//!   not say where the server is: `api_url` does (`https://HOST`).
 
 use serde_json::Value;
 use std::time::Duration;
 
 /// How long one API request may take.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
-/// GitHub lists at most 3,000 files; the same bound serves Gitea.
+/// Bitbucket Cloud's API, unless `api_url` says otherwise.
+const BITBUCKET_CLOUD_API: &str = "https://api.bitbucket.org/2.0";
+
+/// GitHub lists at most 3,000 files; the same bound serves the others.
 const MAX_FILES: usize = 3000;
 
 /// A forge API request that failed.
@@ -36,6 +48,8 @@ pub enum Forge {
     GitHub,
     Gitea,
     GitLab,
+    BitbucketCloud,
+    BitbucketServer,
 }
 
 /// The files of the pull (merge) request a webhook body describes, from
@@ -83,6 +97,57 @@ pub async fn pull_request_files(
                 "/api/v4",
             ))?;
             gitlab_merge_request_files(&api, token, project, iid).await
+        }
+        Forge::BitbucketCloud if matches!(event, "pullrequest:created" | "pullrequest:updated") => {
+            let repo = text(&["repository", "full_name"])?;
+            let id = int(&["pullrequest", "id"])?;
+            let api = match api_url {
+                "" => BITBUCKET_CLOUD_API,
+                given => given,
+            };
+            let first = format!(
+                "{}/repositories/{repo}/pullrequests/{id}/diffstat?pagelen=500",
+                api.trim_end_matches('/')
+            );
+            let origin = api.trim_end_matches('/').to_string();
+            fetch_pages(
+                first,
+                Paging::NextLink { origin },
+                cloud_file,
+                vec![
+                    ("Accept", "application/json".to_string()),
+                    ("Authorization", format!("Bearer {token}")),
+                ],
+            )
+            .await
+        }
+        Forge::BitbucketServer if matches!(event, "pr:opened" | "pr:from_ref_updated") => {
+            let repository = ["pullRequest", "toRef", "repository"];
+            let slug = text(&[&repository[..], &["slug"]].concat())?;
+            let key = text(&[&repository[..], &["project", "key"]].concat())?;
+            let id = int(&["pullRequest", "id"])?;
+            if api_url.is_empty() {
+                return None;
+            }
+            let first = format!(
+                "{}/rest/api/1.0/projects/{key}/repos/{slug}/pull-requests/{id}/changes?limit=500",
+                api_url.trim_end_matches('/')
+            );
+            fetch_pages(
+                first,
+                Paging::StartLimit,
+                |change| {
+                    change
+                        .pointer("/path/toString")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                },
+                vec![
+                    ("Accept", "application/json".to_string()),
+                    ("Authorization", format!("Bearer {token}")),
+                ],
+            )
+            .await
         }
         _ => return None,
     })
@@ -167,6 +232,20 @@ async fn gitlab_merge_request_files(
     .await
 }
 
+/// A Bitbucket Cloud diffstat entry's file: its new path, or the old one
+/// when the file was removed.
+fn cloud_file(entry: &Value) -> Option<String> {
+    let side = if entry.get("status").and_then(Value::as_str) == Some("removed") {
+        "/old/path"
+    } else {
+        "/new/path"
+    };
+    entry
+        .pointer(side)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
 /// GitHub's and Gitea's entries name their file `filename`.
 const FILENAME: fn(&Value) -> Option<String> = |entry| {
     entry
@@ -184,12 +263,97 @@ async fn list_files(
     file_of: fn(&Value) -> Option<String>,
     headers: Vec<(&'static str, String)>,
 ) -> Result<Vec<String>, ApiError> {
-    let shown = base.clone();
+    let first = format!("{base}?{size_param}={page_size}&page=1");
+    let paging = Paging::Numbered {
+        base,
+        size_param,
+        page_size,
+    };
+    fetch_pages(first, paging, file_of, headers).await
+}
+
+/// How a forge's API says where the next page is.
+enum Paging {
+    /// A JSON array a page; a short page is the last (GitHub, Gitea, GitLab).
+    Numbered {
+        base: String,
+        size_param: &'static str,
+        page_size: usize,
+    },
+    /// `{"values": […], "next": URL}`, no `next` on the last (Bitbucket
+    /// Cloud). The token goes only where the API is: a `next` elsewhere
+    /// ends the listing.
+    NextLink { origin: String },
+    /// `{"values": […], "isLastPage", "nextPageStart"}` (Bitbucket Server).
+    StartLimit,
+}
+
+impl Paging {
+    /// The entries of an answer, and the URL of the page after it.
+    fn read(&self, url: &str, page: usize, answer: Value) -> (Vec<Value>, Option<String>) {
+        match self {
+            Paging::Numbered {
+                base,
+                size_param,
+                page_size,
+            } => {
+                let entries = match answer {
+                    Value::Array(entries) => entries,
+                    _ => Vec::new(),
+                };
+                let next = (entries.len() >= *page_size)
+                    .then(|| format!("{base}?{size_param}={page_size}&page={}", page + 1));
+                (entries, next)
+            }
+            Paging::NextLink { origin } => {
+                let next = answer
+                    .get("next")
+                    .and_then(Value::as_str)
+                    .filter(|next| next.starts_with(&format!("{origin}/")))
+                    .map(str::to_string);
+                (values(answer), next)
+            }
+            Paging::StartLimit => {
+                let last = answer.get("isLastPage").and_then(Value::as_bool) != Some(false);
+                let next = answer.get("nextPageStart").and_then(Value::as_i64);
+                let next = match (last, next) {
+                    (false, Some(start)) => {
+                        let without = url.split("&start=").next().unwrap_or(url);
+                        Some(format!("{without}&start={start}"))
+                    }
+                    _ => None,
+                };
+                (values(answer), next)
+            }
+        }
+    }
+}
+
+fn values(answer: Value) -> Vec<Value> {
+    match answer {
+        Value::Object(mut map) => match map.remove("values") {
+            Some(Value::Array(entries)) => entries,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+/// Read pages from `first` on, as `paging` says, collecting each entry's
+/// file (`file_of`), up to [`MAX_FILES`].
+async fn fetch_pages(
+    first: String,
+    paging: Paging,
+    file_of: fn(&Value) -> Option<String>,
+    headers: Vec<(&'static str, String)>,
+) -> Result<Vec<String>, ApiError> {
+    let shown = first.clone();
     tokio::task::spawn_blocking(move || {
         let agent = ureq::AgentBuilder::new().timeout(API_TIMEOUT).build();
         let mut files = Vec::new();
-        for page in 1..=MAX_FILES.div_ceil(page_size) {
-            let url = format!("{base}?{size_param}={page_size}&page={page}");
+        let mut next = Some(first);
+        let mut page = 1;
+        while let Some(url) = next.take() {
             let failed = |message: String| ApiError {
                 url: url.clone(),
                 message,
@@ -199,12 +363,16 @@ async fn list_files(
                 request = request.set(name, value);
             }
             let answer = request.call().map_err(|e| failed(e.to_string()))?;
-            let listed: Vec<Value> = answer.into_json().map_err(|e| failed(e.to_string()))?;
-            files.extend(listed.iter().filter_map(file_of));
-            if listed.len() < page_size {
+            let answer: Value = answer.into_json().map_err(|e| failed(e.to_string()))?;
+            let (entries, after) = paging.read(&url, page, answer);
+            files.extend(entries.iter().filter_map(file_of));
+            if files.len() >= MAX_FILES || entries.is_empty() {
                 break;
             }
+            next = after;
+            page += 1;
         }
+        files.truncate(MAX_FILES);
         Ok(files)
     })
     .await

@@ -241,15 +241,15 @@ fn compile_change_hooks(
         let strict = f.boolean("strict", false);
         let codebase = f.string("codebase").unwrap_or_default();
         let project = f.string("project");
-        // Only GitHub's, Gitea's and GitLab's hooks ask their API; elsewhere these
-        // are unknown fields.
+        // Only the forges' hooks ask their API (the base hook has none);
+        // there these are unknown fields.
         let (api_token, api_url) = match dialect {
             "github" => (
                 f.string("token").filter(|s| !s.is_empty()),
                 f.string("github_api_endpoint")
                     .unwrap_or_else(|| GITHUB_API.to_string()),
             ),
-            "gitea" | "gitlab" => (
+            "gitea" | "gitlab" | "bitbucketcloud" | "bitbucketserver" => (
                 f.string("token").filter(|s| !s.is_empty()),
                 f.string("api_url").unwrap_or_default(),
             ),

@@ -188,14 +188,14 @@ fn dialect_named(name: &str) -> Option<Dialect> {
             read: bitbucket::read_cloud,
             delivery_headers: &["x-request-uuid"],
             proof: BITBUCKET_SIGNATURE,
-            api: None,
+            api: Some(forge_api::Forge::BitbucketCloud),
         },
         "bitbucketserver" => Dialect {
             event_header: "X-Event-Key",
             read: bitbucket::read_server,
             delivery_headers: &["x-request-id"],
             proof: BITBUCKET_SIGNATURE,
-            api: None,
+            api: Some(forge_api::Forge::BitbucketServer),
         },
         _ => return None,
     })

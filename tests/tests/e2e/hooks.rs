@@ -435,3 +435,147 @@ return {{
         "the token is in the log"
     );
 }
+
+moonbot_tests::on_both_databases!(a_bitbucket_pull_requests_files_come_from_its_api_page_by_page);
+
+/// A stand-in for an API that pages: answers one request per page with the
+/// bodies `pages` makes from its own address, and hands back the requests.
+fn fake_paged_api(
+    pages: impl FnOnce(&str) -> Vec<Value>,
+) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let bodies = pages(&url);
+    let handle = std::thread::spawn(move || {
+        let mut requests = Vec::new();
+        for body in bodies {
+            let body = body.to_string();
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+                request.push_str(&line);
+            }
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            requests.push(request.to_ascii_lowercase());
+        }
+        requests
+    });
+    (url, handle)
+}
+
+/// With a `token`, a Bitbucket pull request's files come from Bitbucket's
+/// APIs: Cloud's diffstat (following `next`; a removed file by its old
+/// path), Server's changes (by `start` until `isLastPage`), each with the
+/// token as a bearer; the token stays out of the log.
+fn a_bitbucket_pull_requests_files_come_from_its_api_page_by_page(backend: &Backend) {
+    let (cloud, cloud_seen) = fake_paged_api(|url| {
+        vec![
+            json!({"pagelen": 500, "page": 1, "size": 3,
+                "values": [
+                    {"type": "diffstat", "status": "modified", "old": {"path": "README.md"}, "new": {"path": "README.md"}},
+                    {"type": "diffstat", "status": "removed", "old": {"path": "old.txt"}, "new": null},
+                ],
+                "next": format!("{url}/2.0/repositories/brydzewski/foo/pullrequests/1/diffstat?pagelen=500&page=2")}),
+            json!({"pagelen": 500, "page": 2, "size": 3,
+                "values": [{"type": "diffstat", "status": "added", "old": null, "new": {"path": "src/new.go"}}]}),
+        ]
+    });
+    let (server, server_seen) = fake_paged_api(|_| {
+        vec![
+            json!({"size": 1, "limit": 500, "isLastPage": false, "start": 0, "nextPageStart": 1,
+                "values": [{"path": {"toString": "src/A.java", "name": "A.java"}, "type": "MODIFY"}]}),
+            json!({"size": 1, "limit": 500, "isLastPage": true, "start": 1,
+                "values": [{"path": {"toString": "pom.xml", "name": "pom.xml"}, "type": "ADD"}]}),
+        ]
+    });
+    let config = CONFIG
+        .replace(
+            "bitbucketserver = { secret = \"@KEY@\", strict = true },",
+            &format!("bitbucketserver = {{ secret = \"@KEY@\", strict = true, token = \"bbs-T0KEN\", api_url = \"{server}\" }},"),
+        )
+        .replace(
+            "bitbucketcloud = { secret = \"@KEY@\", project = \"foo\" },",
+            &format!("bitbucketcloud = {{ secret = \"@KEY@\", project = \"foo\", token = \"bbc-T0KEN\", api_url = \"{cloud}/2.0\" }},"),
+        )
+        .replace("@KEY@", KEY);
+    let mut m = TestMaster::create(backend, &config);
+    m.start();
+
+    let bytes = body("goscm-cloud-pr_created");
+    let (status, answer) = deliver(
+        &m,
+        "bitbucketcloud",
+        "pullrequest:created",
+        &bytes,
+        Some(&signed(&bytes)),
+        "c-1",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let c = change(&m, &answer);
+    assert_eq!(
+        c["files"],
+        json!(["README.md", "old.txt", "src/new.go"]),
+        "{c}"
+    );
+    let requests = cloud_seen.join().unwrap();
+    assert!(
+        requests[0].starts_with(
+            "get /2.0/repositories/brydzewski/foo/pullrequests/1/diffstat?pagelen=500 http/1.1\r\n"
+        ),
+        "{requests:?}"
+    );
+    assert!(
+        requests[1].starts_with(
+            "get /2.0/repositories/brydzewski/foo/pullrequests/1/diffstat?pagelen=500&page=2 "
+        ),
+        "{requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.contains("authorization: bearer bbc-t0ken\r\n")),
+        "{requests:?}"
+    );
+
+    let bytes = body("goscm-server-pr_open");
+    let (status, answer) = deliver(
+        &m,
+        "bitbucketserver",
+        "pr:opened",
+        &bytes,
+        Some(&signed(&bytes)),
+        "s-1",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let c = change(&m, &answer);
+    assert_eq!(c["files"], json!(["src/A.java", "pom.xml"]), "{c}");
+    let requests = server_seen.join().unwrap();
+    assert!(
+        requests[0].starts_with("get /rest/api/1.0/projects/prj/repos/my-repo/pull-requests/2/changes?limit=500 http/1.1\r\n"),
+        "{requests:?}"
+    );
+    assert!(requests[1].starts_with("get /rest/api/1.0/projects/prj/repos/my-repo/pull-requests/2/changes?limit=500&start=1 "), "{requests:?}");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.contains("authorization: bearer bbs-t0ken\r\n")),
+        "{requests:?}"
+    );
+    let log = m.log();
+    assert!(
+        !log.contains("bbc-T0KEN") && !log.contains("bbs-T0KEN"),
+        "a token is in the log"
+    );
+}
