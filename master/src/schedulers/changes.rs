@@ -19,6 +19,7 @@
 
 use super::buildset;
 use super::classify::{Verdict, classify};
+use super::tree_stable::TreeStableTimers;
 use crate::config::{ChangeSchedulerConfig, Grouping, SchedulerConfig};
 use crate::data::buildsets::NewBuildset;
 use crate::data::changes::NewChange;
@@ -67,7 +68,7 @@ struct State {
     /// Ids skipped over, looked for until the instant given.
     gaps: BTreeMap<i64, Instant>,
     /// Group → when it builds (only groups with an important change).
-    deadlines: BTreeMap<String, Instant>,
+    timers: TreeStableTimers,
 }
 
 async fn run(
@@ -104,11 +105,11 @@ async fn run(
             warn!(scheduler = %name, "building waiting changes failed, trying again: {e}");
         }
         let next = state
-            .deadlines
-            .values()
-            .chain(state.gaps.values())
+            .timers
+            .next()
+            .into_iter()
+            .chain(state.gaps.values().copied())
             .min()
-            .copied()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         let next = if pending {
             next.min(Instant::now() + RETRY_AFTER)
@@ -187,7 +188,7 @@ impl State {
             objectid,
             position,
             gaps: BTreeMap::new(),
-            deadlines: BTreeMap::new(),
+            timers: TreeStableTimers::default(),
         };
         state.recompute_deadlines().await?;
         Ok(state)
@@ -226,7 +227,7 @@ impl State {
                 schedulerid: self.schedulerid,
                 ..SchedulerStep::default()
             };
-            let mut deadlines = Vec::new();
+            let mut timers = self.timers.clone();
             let classified_at = now();
             for change in &changes {
                 let Some(id) = change["changeid"].as_i64() else {
@@ -264,11 +265,7 @@ impl State {
                             classified_at,
                         });
                         let group = group_of(config.grouping, change);
-                        // An important change (re)starts its group's timer;
-                        // an unimportant one restarts a running timer only.
-                        if important || self.deadlines.contains_key(&group) {
-                            deadlines.push((group, Instant::now() + Duration::from_secs(wait)));
-                        }
+                        timers.taken(group, important, Duration::from_secs(wait));
                     }
                 }
             }
@@ -277,7 +274,7 @@ impl State {
             self.commit(step, &config, "changes scheduled").await?;
             self.position = position;
             self.gaps = gaps;
-            self.deadlines.extend(deadlines);
+            self.timers = timers;
             if (changes.len() as u64) < STEP_CHANGES {
                 return Ok(());
             }
@@ -331,7 +328,7 @@ impl State {
     /// Work the deadlines out again from what waits in the database (at
     /// start, and after a reconfigure changed the timer or the grouping).
     async fn recompute_deadlines(&mut self) -> Result<(), DataError> {
-        self.deadlines.clear();
+        self.timers.clear();
         let Some((_, config)) = self.config() else {
             return Ok(());
         };
@@ -346,7 +343,7 @@ impl State {
         let ids: Vec<i64> = waiting.iter().map(|c| c.changeid).collect();
         let changes = self.shared.data.changes_by_ids(&ids).await?;
         let wait = config.tree_stable_timer.unwrap_or(0) as f64;
-        let (wall, instant) = (now(), Instant::now());
+        let wall = now();
         let by_id: BTreeMap<i64, &Value> = changes
             .iter()
             .filter_map(|c| Some((c["changeid"].as_i64()?, c)))
@@ -355,24 +352,16 @@ impl State {
             let Some(change) = by_id.get(&classified.changeid) else {
                 continue;
             };
-            let due = classified.classified_at + wait - wall;
-            let at = instant + Duration::from_secs_f64(due.max(0.0));
             let group = group_of(config.grouping, change);
-            let slot = self.deadlines.entry(group).or_insert(at);
-            *slot = (*slot).max(at);
+            self.timers
+                .restore(group, classified.classified_at, wall, wait);
         }
         Ok(())
     }
 
     /// Build every group whose timer has run out.
     async fn fire_due(&mut self) -> Result<(), DataError> {
-        let now = Instant::now();
-        let due: Vec<String> = self
-            .deadlines
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(group, _)| group.clone())
-            .collect();
+        let due = self.timers.due();
         if due.is_empty() {
             return Ok(());
         }
@@ -427,7 +416,7 @@ impl State {
         self.commit(step, &config, "tree stable: changes scheduled")
             .await?;
         for group in due {
-            self.deadlines.remove(&group);
+            self.timers.remove(&group);
         }
         Ok(())
     }

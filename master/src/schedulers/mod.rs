@@ -10,3 +10,4 @@ pub mod dependent;
 pub mod force;
 pub mod force_params;
 pub mod timed;
+pub mod tree_stable;
