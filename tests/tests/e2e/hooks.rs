@@ -324,42 +324,22 @@ fn a_gitea_pull_requests_files_come_from_its_api_too(backend: &Backend) {
     );
 }
 
-/// A stand-in for a forge's API (GitHub's, Gitea's): answers one "list a
-/// pull request's files" request with `files`, and hands back the request
-/// it got.
+/// A stand-in for a forge's API (GitHub's, Gitea's, GitLab's): answers one
+/// "list a pull request's files" request with `files`, and hands back the
+/// request it got.
 fn fake_forge_api(files: &[&str]) -> (String, std::thread::JoinHandle<String>) {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let body = serde_json::to_string(
-        &files
+    let body = Value::Array(
+        files
             .iter()
             // GitHub's and Gitea's name `filename`, GitLab's diffs `new_path`.
             .map(|f| json!({"filename": f, "status": "modified", "new_path": f, "old_path": f, "deleted_file": false}))
-            .collect::<Vec<_>>(),
+            .collect(),
+    );
+    let (url, seen) = fake_paged_api(|_| vec![body]);
+    (
+        url,
+        std::thread::spawn(move || seen.join().unwrap().remove(0)),
     )
-    .unwrap();
-    let handle = std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut request = String::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            request.push_str(&line);
-        }
-        write!(
-            stream,
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        request
-    });
-    (url, handle)
 }
 
 fn a_github_pull_requests_files_come_from_the_api_with_the_token(backend: &Backend) {

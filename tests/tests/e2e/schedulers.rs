@@ -324,15 +324,10 @@ fn build_of_change(m: &TestMaster, changeid: i64) -> Value {
     })
 }
 
-fn a_newer_change_cancels_what_the_older_one_started(backend: &Backend) {
-    let (m, _w) = TestMaster::started_with_worker(backend, SUPERSEDING, "w1");
-    let a = send(&m, "main", "aaaa01", "p", &[]);
-    let first = build_of_change(&m, a);
-    // A newer change on the same branch stops the running build.
-    let b = send(&m, "main", "bbbb02", "p", &[]);
-    let second = build_of_change(&m, b);
+/// `build` ends CANCELLED, saying a newer change superseded it.
+fn assert_superseded(m: &TestMaster, build: &Value) {
     let stopped = m.wait_for("the superseded build to end", LONG, || {
-        let build = &m.get(&format!("/api/v2/builds/{}", first["buildid"]))["builds"][0];
+        let build = &m.get(&format!("/api/v2/builds/{}", build["buildid"]))["builds"][0];
         (build["complete"] == true).then(|| build.clone())
     });
     assert_eq!(stopped["results"], 6, "CANCELLED: {stopped}");
@@ -343,6 +338,16 @@ fn a_newer_change_cancels_what_the_older_one_started(backend: &Backend) {
             .starts_with("cancelled: superseded by a newer change (buildset"),
         "the build says why it stopped: {stopped}"
     );
+}
+
+fn a_newer_change_cancels_what_the_older_one_started(backend: &Backend) {
+    let (m, _w) = TestMaster::started_with_worker(backend, SUPERSEDING, "w1");
+    let a = send(&m, "main", "aaaa01", "p", &[]);
+    let first = build_of_change(&m, a);
+    // A newer change on the same branch stops the running build.
+    let b = send(&m, "main", "bbbb02", "p", &[]);
+    let second = build_of_change(&m, b);
+    assert_superseded(&m, &first);
     // Another branch is left alone; a third change on main stops the second.
     let f = send(&m, "feature", "ffff01", "p", &[]);
     let feature = build_of_change(&m, f);
@@ -796,18 +801,7 @@ fn a_builder_with_cancel_superseded_stops_older_revisions_whoever_asked(backend:
                "project": "p", "reason": "newer"}),
     );
     assert_eq!(status, 200, "{answer}");
-    let stopped = m.wait_for("the older revision's build to end", LONG, || {
-        let build = &m.get(&format!("/api/v2/builds/{}", first["buildid"]))["builds"][0];
-        (build["complete"] == true).then(|| build.clone())
-    });
-    assert_eq!(stopped["results"], 6, "CANCELLED: {stopped}");
-    assert!(
-        stopped["state_string"]
-            .as_str()
-            .unwrap()
-            .starts_with("cancelled: superseded by a newer change (buildset"),
-        "{stopped}"
-    );
+    assert_superseded(&m, &first);
     let feature = &m.get(&format!("/api/v2/builds/{}", feature["buildid"]))["builds"][0];
     assert_eq!(
         feature["complete"], false,
