@@ -359,12 +359,14 @@ end
 
 ---@class moonbot.ChangeHook
 ---@field secret? string    The secret set in the forge's webhook (GitHub signs with it, GitLab sends it as its token); deliveries must then carry it.
+---@field secret_file? string  Instead of `secret`: a file of the master directory holding it (not readable by every user).
 ---@field strict? boolean   Require `secret` (default false).
 ---@field codebase? string  The changes' codebase (default "").
 ---@field project? string   The changes' project (default: the forge's owner/name).
----@field token? string     GitHub, Gitea and GitLab: an API token, to fetch a pull request's changed files.
+---@field token? string     The forges (not `base`): an API token, to fetch a pull request's changed files.
+---@field token_file? string  Instead of `token`: a file of the master directory holding it.
 ---@field github_api_endpoint? string GitHub: the API's base (default "https://api.github.com").
----@field api_url? string   Gitea and GitLab: the API's base (default: https://HOST/api/v1 or /api/v4 of the repository's host).
+---@field api_url? string   Gitea, GitLab and Bitbucket: the API's base (default: the repository's host's /api/v1 or /api/v4; bitbucket.org's API; Bitbucket Server needs it).
 
 ---@class moonbot.Www
 ---@field port? integer             HTTP port (default 8010; 0 picks a free one).

@@ -227,6 +227,24 @@ mod tests {
                 .any(|e| e.contains("strict = true needs a secret")),
             "{strict:?}"
         );
+        let both = www_errors_of(
+            r#"{ change_hooks = { github = { secret = "s", secret_file = "f", token = "t", token_file = "g" } } }"#,
+        );
+        assert!(
+            both.iter()
+                .any(|e| e.contains("give 'secret' or 'secret_file', not both"))
+                && both
+                    .iter()
+                    .any(|e| e.contains("give 'token' or 'token_file', not both")),
+            "{both:?}"
+        );
+        assert!(
+            www_errors_of(
+                r#"{ change_hooks = { github = { secret_file = "f", strict = true } } }"#
+            )
+            .is_empty(),
+            "a secret file counts for strict"
+        );
         let field = www_errors_of(r#"{ change_hooks = { github = { secrets = "s" } } }"#);
         assert!(field.iter().any(|e| e.contains("secrets")), "{field:?}");
     }

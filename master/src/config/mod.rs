@@ -123,7 +123,11 @@ pub fn load_with(master_dir: &Path, sandbox: bool) -> Result<LoadedConfig, Confi
         ..crate::lua::LuaLimits::from_env()
     };
     let (lua, raw) = LuaGeneration::load_with(master_dir, limits).map_err(ConfigErrors)?;
-    let config = compile::compile(&raw).map_err(ConfigErrors)?;
+    let mut config = compile::compile(&raw).map_err(ConfigErrors)?;
+    let errors = settings::read_hook_files(&mut config.www, master_dir);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
     Ok(LoadedConfig {
         config: Arc::new(config),
         lua: Arc::new(lua),

@@ -63,6 +63,11 @@ pub struct ChangeHookConfig {
     /// `https://HOST/api/v3`), Gitea's `api_url` (empty: worked out from
     /// the repository's web address, `https://HOST/api/v1`).
     pub api_url: String,
+    /// `secret_file`, `token_file`: files (relative to the master
+    /// directory) the secret and the token are read from at each load, so
+    /// they need not be written in master.lua ([`read_hook_files`]).
+    pub secret_file: Option<String>,
+    pub token_file: Option<String>,
 }
 
 /// GitHub's API, unless `github_api_endpoint` says otherwise.
@@ -75,6 +80,8 @@ impl std::fmt::Debug for ChangeHookConfig {
             .field("settings", &self.settings)
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .field("api_url", &self.api_url)
+            .field("secret_file", &self.secret_file)
+            .field("token_file", &self.token_file)
             .finish()
     }
 }
@@ -238,24 +245,33 @@ fn compile_change_hooks(
         };
         let mut f = Fields::new(what.clone(), FILE.to_string(), fields);
         let secret = f.string("secret").filter(|s| !s.is_empty());
+        let secret_file = f.string("secret_file");
         let strict = f.boolean("strict", false);
         let codebase = f.string("codebase").unwrap_or_default();
         let project = f.string("project");
         // Only the forges' hooks ask their API (the base hook has none);
         // there these are unknown fields.
-        let (api_token, api_url) = match dialect {
+        let (api_token, token_file, api_url) = match dialect {
             "github" => (
                 f.string("token").filter(|s| !s.is_empty()),
+                f.string("token_file"),
                 f.string("github_api_endpoint")
                     .unwrap_or_else(|| GITHUB_API.to_string()),
             ),
             "gitea" | "gitlab" | "bitbucketcloud" | "bitbucketserver" => (
                 f.string("token").filter(|s| !s.is_empty()),
+                f.string("token_file"),
                 f.string("api_url").unwrap_or_default(),
             ),
-            _ => (None, String::new()),
+            _ => (None, None, String::new()),
         };
-        if strict && secret.is_none() {
+        if secret.is_some() && secret_file.is_some() {
+            f.error(format!("{what}: give 'secret' or 'secret_file', not both"));
+        }
+        if api_token.is_some() && token_file.is_some() {
+            f.error(format!("{what}: give 'token' or 'token_file', not both"));
+        }
+        if strict && secret.is_none() && secret_file.is_none() {
             f.error(format!(
                 "{what}: strict = true needs a secret (the one set in the forge's webhook)"
             ));
@@ -268,10 +284,59 @@ fn compile_change_hooks(
                 settings: HookSettings { codebase, project },
                 api_token,
                 api_url,
+                secret_file,
+                token_file,
             },
         );
     }
     hooks
+}
+
+/// Read the hooks' `secret_file` and `token_file` (relative to
+/// `master_dir`) into their secret and token. A file that is missing,
+/// empty, or readable by others (a shared secret everyone on the machine
+/// could read signs nothing) is an error naming it; one trailing newline is
+/// not part of the value.
+pub(super) fn read_hook_files(
+    www: &mut WwwConfig,
+    master_dir: &std::path::Path,
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for (dialect, hook) in &mut www.change_hooks {
+        for (field, path, value) in [
+            ("secret_file", &hook.secret_file, &mut hook.secret),
+            ("token_file", &hook.token_file, &mut hook.api_token),
+        ] {
+            let Some(path) = path else { continue };
+            match read_secret_file(&master_dir.join(path)) {
+                Ok(text) => *value = Some(text),
+                Err(why) => errors.push(ConfigError::whole_file(format!(
+                    "www.change_hooks.{dialect}: {field} '{path}' {why}"
+                ))),
+            }
+        }
+    }
+    errors
+}
+
+fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot be read: {e}"))?;
+    if meta.permissions().mode() & 0o004 != 0 {
+        return Err(format!(
+            "is readable by every user of this machine (mode {:o}): chmod o-r it",
+            meta.permissions().mode() & 0o777
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let text = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if text.is_empty() {
+        return Err("is empty".into());
+    }
+    Ok(text.to_string())
 }
 
 pub(super) fn compile_quic(

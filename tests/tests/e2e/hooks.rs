@@ -559,3 +559,45 @@ fn a_bitbucket_pull_requests_files_come_from_its_api_page_by_page(backend: &Back
         "a token is in the log"
     );
 }
+
+moonbot_tests::on_both_databases!(a_hook_secret_can_come_from_a_file);
+
+/// `secret_file`: the secret is read from a file of the master directory
+/// (not written in master.lua), and a file every user may read is refused
+/// with an error naming it.
+fn a_hook_secret_can_come_from_a_file(backend: &Backend) {
+    use std::os::unix::fs::PermissionsExt;
+    let config = CONFIG
+        .replace(
+            "base = { secret = \"base-secret\" },",
+            "base = { secret_file = \"hook-secret\" },",
+        )
+        .replace("@KEY@", KEY);
+    let mut m = TestMaster::create(backend, &config);
+    let file = m.dir.join("hook-secret");
+    std::fs::write(&file, "from-a-file\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, err) = moonbot_tests::run("moonbot", &["checkconfig", m.path()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("www.change_hooks.base: secret_file 'hook-secret' is readable by every user of this machine (mode 644)"),
+        "{err}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    m.start();
+    let post = |token: &str| match ureq::post(&format!("{}/change_hook/base", m.www))
+        .set("x-moonbot-token", token)
+        .send_form(&[
+            ("author", "Ann <ann@example.org>"),
+            ("revision", "f00d"),
+            ("branch", "main"),
+        ]) {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(post("from-a-fil"), 403);
+    // The file ends with a newline; the secret does not.
+    assert_eq!(post("from-a-file"), 200);
+    assert!(!m.log().contains("from-a-file"), "the secret is in the log");
+}
