@@ -1,5 +1,5 @@
 //! Asking a forge's API what its webhook body leaves out: the files a pull
-//! request changes. GitHub's and Gitea's `pull_request` events name none,
+//! request changes. No forge's pull-request event names them,
 //! so with a `token` in `www.change_hooks.DIALECT` the hook asks the forge
 //! before storing the change, and the scheduler's `file_is_important` sees
 //! a pull request's files too. A failing API costs the files, never the
@@ -62,6 +62,50 @@ pub async fn pull_request_files(
     event: &str,
     payload: &Value,
 ) -> Option<Result<Vec<String>, ApiError>> {
+    let listing = listing(forge, api_url, token, event, payload)?;
+    Some(fetch_pages(listing).await)
+}
+
+/// Where a forge lists a pull request's files, and how to read the list.
+struct Listing {
+    first: String,
+    paging: Paging,
+    /// An entry's file.
+    file_of: fn(&Value) -> Option<String>,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Listing {
+    /// A list of JSON arrays, `page` by `page` with `size_param` = `page_size`,
+    /// a short page the last.
+    fn numbered(
+        base: String,
+        size_param: &'static str,
+        page_size: usize,
+        file_of: fn(&Value) -> Option<String>,
+        headers: Vec<(&'static str, String)>,
+    ) -> Listing {
+        Listing {
+            first: format!("{base}?{size_param}={page_size}&page=1"),
+            paging: Paging::Numbered {
+                base,
+                size_param,
+                page_size,
+            },
+            file_of,
+            headers,
+        }
+    }
+}
+
+/// The listing of the pull request `payload` describes, on `forge`'s API.
+fn listing(
+    forge: Forge,
+    api_url: &str,
+    token: &str,
+    event: &str,
+    payload: &Value,
+) -> Option<Listing> {
     let text = |path: &[&str]| path.iter().try_fold(payload, |v, k| v.get(k))?.as_str();
     let int = |path: &[&str]| path.iter().try_fold(payload, |v, k| v.get(k))?.as_i64();
     // The API on the host of the repository's web address `web` of `path`.
@@ -69,167 +113,116 @@ pub async fn pull_request_files(
         let host = web?.strip_suffix(path?)?.trim_end_matches('/');
         Some(format!("{host}{api}"))
     };
-    let given = |derived: Option<String>| match api_url {
-        "" => derived,
-        given => Some(given.to_string()),
+    // `api_url` when given, else `derived`; without a trailing slash.
+    let api = |derived: Option<String>| {
+        let api = match api_url {
+            "" => derived?,
+            given => given.to_string(),
+        };
+        Some(api.trim_end_matches('/').to_string())
     };
+    let bearer = || ("Authorization", format!("Bearer {token}"));
+    let json = || ("Accept", "application/json".to_string());
     Some(match forge {
-        Forge::GitHub | Forge::Gitea if event == "pull_request" => {
+        Forge::GitHub if event == "pull_request" => {
             let repo = text(&["repository", "full_name"])?;
             let number = int(&["number"])?;
-            if forge == Forge::GitHub {
-                github_pull_request_files(api_url, token, repo, number).await
-            } else {
-                let api = given(on_host(
-                    text(&["repository", "html_url"]),
-                    Some(repo),
-                    "/api/v1",
-                ))?;
-                gitea_pull_request_files(&api, token, repo, number).await
-            }
+            Listing::numbered(
+                format!("{}/repos/{repo}/pulls/{number}/files", api(None)?),
+                "per_page",
+                100,
+                filename,
+                vec![
+                    ("Accept", "application/vnd.github+json".to_string()),
+                    bearer(),
+                    ("X-GitHub-Api-Version", "2022-11-28".to_string()),
+                ],
+            )
+        }
+        Forge::Gitea if event == "pull_request" => {
+            let repo = text(&["repository", "full_name"])?;
+            let number = int(&["number"])?;
+            let api = api(on_host(
+                text(&["repository", "html_url"]),
+                Some(repo),
+                "/api/v1",
+            ))?;
+            Listing::numbered(
+                format!("{api}/repos/{repo}/pulls/{number}/files"),
+                "limit",
+                50,
+                filename,
+                vec![json(), ("Authorization", format!("token {token}"))],
+            )
         }
         Forge::GitLab if text(&["object_kind"]) == Some("merge_request") => {
             let project = int(&["object_attributes", "target_project_id"])?;
             let iid = int(&["object_attributes", "iid"])?;
-            let api = given(on_host(
+            let api = api(on_host(
                 text(&["project", "web_url"]),
                 text(&["project", "path_with_namespace"]),
                 "/api/v4",
             ))?;
-            gitlab_merge_request_files(&api, token, project, iid).await
+            Listing::numbered(
+                format!("{api}/projects/{project}/merge_requests/{iid}/diffs"),
+                "per_page",
+                100,
+                gitlab_file,
+                vec![("PRIVATE-TOKEN", token.to_string())],
+            )
         }
         Forge::BitbucketCloud if matches!(event, "pullrequest:created" | "pullrequest:updated") => {
             let repo = text(&["repository", "full_name"])?;
             let id = int(&["pullrequest", "id"])?;
-            let api = match api_url {
-                "" => BITBUCKET_CLOUD_API,
-                given => given,
-            };
-            let first = format!(
-                "{}/repositories/{repo}/pullrequests/{id}/diffstat?pagelen=500",
-                api.trim_end_matches('/')
-            );
-            let origin = api.trim_end_matches('/').to_string();
-            fetch_pages(
-                first,
-                Paging::NextLink { origin },
-                cloud_file,
-                vec![
-                    ("Accept", "application/json".to_string()),
-                    ("Authorization", format!("Bearer {token}")),
-                ],
-            )
-            .await
+            let api = api(Some(BITBUCKET_CLOUD_API.to_string()))?;
+            Listing {
+                first: format!("{api}/repositories/{repo}/pullrequests/{id}/diffstat?pagelen=500"),
+                paging: Paging::NextLink { origin: api },
+                file_of: cloud_file,
+                headers: vec![json(), bearer()],
+            }
         }
+        // Server's webhooks do not say where the server is: `api_url` does.
         Forge::BitbucketServer if matches!(event, "pr:opened" | "pr:from_ref_updated") => {
             let repository = ["pullRequest", "toRef", "repository"];
             let slug = text(&[&repository[..], &["slug"]].concat())?;
             let key = text(&[&repository[..], &["project", "key"]].concat())?;
             let id = int(&["pullRequest", "id"])?;
-            if api_url.is_empty() {
-                return None;
-            }
-            let first = format!(
-                "{}/rest/api/1.0/projects/{key}/repos/{slug}/pull-requests/{id}/changes?limit=500",
-                api_url.trim_end_matches('/')
-            );
-            fetch_pages(
-                first,
-                Paging::StartLimit,
-                |change| {
+            let api = api(None)?;
+            Listing {
+                first: format!(
+                    "{api}/rest/api/1.0/projects/{key}/repos/{slug}/pull-requests/{id}/changes?limit=500"
+                ),
+                paging: Paging::StartLimit,
+                file_of: |change| {
                     change
                         .pointer("/path/toString")
                         .and_then(Value::as_str)
                         .map(str::to_string)
                 },
-                vec![
-                    ("Accept", "application/json".to_string()),
-                    ("Authorization", format!("Bearer {token}")),
-                ],
-            )
-            .await
+                headers: vec![json(), bearer()],
+            }
         }
         _ => return None,
     })
 }
 
-/// The files pull request `number` of `repo` (`owner/name`) changes, from
-/// GitHub's API at `api_url`.
-async fn github_pull_request_files(
-    api_url: &str,
-    token: &str,
-    repo: &str,
-    number: i64,
-) -> Result<Vec<String>, ApiError> {
-    let base = format!(
-        "{}/repos/{repo}/pulls/{number}/files",
-        api_url.trim_end_matches('/')
-    );
-    list_files(
-        base,
-        100,
-        "per_page",
-        FILENAME,
-        vec![
-            ("Accept", "application/vnd.github+json".to_string()),
-            ("Authorization", format!("Bearer {token}")),
-            ("X-GitHub-Api-Version", "2022-11-28".to_string()),
-        ],
-    )
-    .await
+/// GitHub's and Gitea's entries name their file `filename`.
+fn filename(entry: &Value) -> Option<String> {
+    entry
+        .get("filename")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
-/// The same from Gitea's API at `api_url` (`https://HOST/api/v1`).
-async fn gitea_pull_request_files(
-    api_url: &str,
-    token: &str,
-    repo: &str,
-    number: i64,
-) -> Result<Vec<String>, ApiError> {
-    let base = format!(
-        "{}/repos/{repo}/pulls/{number}/files",
-        api_url.trim_end_matches('/')
-    );
-    list_files(
-        base,
-        50,
-        "limit",
-        FILENAME,
-        vec![
-            ("Accept", "application/json".to_string()),
-            ("Authorization", format!("token {token}")),
-        ],
-    )
-    .await
-}
-
-/// The files merge request `iid` of GitLab project `project_id` changes,
-/// from GitLab's API at `api_url` (`https://HOST/api/v4`).
-async fn gitlab_merge_request_files(
-    api_url: &str,
-    token: &str,
-    project_id: i64,
-    iid: i64,
-) -> Result<Vec<String>, ApiError> {
-    let base = format!(
-        "{}/projects/{project_id}/merge_requests/{iid}/diffs",
-        api_url.trim_end_matches('/')
-    );
-    list_files(
-        base,
-        100,
-        "per_page",
-        |diff| {
-            let field = if diff.get("deleted_file").and_then(Value::as_bool) == Some(true) {
-                "old_path"
-            } else {
-                "new_path"
-            };
-            diff.get(field).and_then(Value::as_str).map(str::to_string)
-        },
-        vec![("PRIVATE-TOKEN", token.to_string())],
-    )
-    .await
+/// A GitLab diff's file: its new path, or the old one for a deletion.
+fn gitlab_file(diff: &Value) -> Option<String> {
+    let field = if diff.get("deleted_file").and_then(Value::as_bool) == Some(true) {
+        "old_path"
+    } else {
+        "new_path"
+    };
+    diff.get(field).and_then(Value::as_str).map(str::to_string)
 }
 
 /// A Bitbucket Cloud diffstat entry's file: its new path, or the old one
@@ -244,32 +237,6 @@ fn cloud_file(entry: &Value) -> Option<String> {
         .pointer(side)
         .and_then(Value::as_str)
         .map(str::to_string)
-}
-
-/// GitHub's and Gitea's entries name their file `filename`.
-const FILENAME: fn(&Value) -> Option<String> = |entry| {
-    entry
-        .get("filename")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-};
-
-/// Read `base` page by page (`page`, and `size_param` = `page_size`) until
-/// a short page, collecting each entry's file (`file_of`).
-async fn list_files(
-    base: String,
-    page_size: usize,
-    size_param: &'static str,
-    file_of: fn(&Value) -> Option<String>,
-    headers: Vec<(&'static str, String)>,
-) -> Result<Vec<String>, ApiError> {
-    let first = format!("{base}?{size_param}={page_size}&page=1");
-    let paging = Paging::Numbered {
-        base,
-        size_param,
-        page_size,
-    };
-    fetch_pages(first, paging, file_of, headers).await
 }
 
 /// How a forge's API says where the next page is.
@@ -339,14 +306,15 @@ fn values(answer: Value) -> Vec<Value> {
     }
 }
 
-/// Read pages from `first` on, as `paging` says, collecting each entry's
-/// file (`file_of`), up to [`MAX_FILES`].
-async fn fetch_pages(
-    first: String,
-    paging: Paging,
-    file_of: fn(&Value) -> Option<String>,
-    headers: Vec<(&'static str, String)>,
-) -> Result<Vec<String>, ApiError> {
+/// Read a listing's pages from its first on, as its paging says,
+/// collecting each entry's file, up to [`MAX_FILES`].
+async fn fetch_pages(listing: Listing) -> Result<Vec<String>, ApiError> {
+    let Listing {
+        first,
+        paging,
+        file_of,
+        headers,
+    } = listing;
     let shown = first.clone();
     tokio::task::spawn_blocking(move || {
         let agent = ureq::AgentBuilder::new().timeout(API_TIMEOUT).build();
