@@ -5,7 +5,7 @@
 //! `when_timestamp` (or `when`, seconds since 1970), `files` (a JSON list)
 //! and `properties` (a JSON object). One delivery is one change.
 
-use super::github::PayloadError;
+use super::PayloadError;
 use super::{HookOutcome, HookSettings};
 use crate::data::changes::NewChange;
 use serde_json::Value;
@@ -17,10 +17,7 @@ pub fn read(
     payload: &Value,
     settings: &HookSettings,
 ) -> Result<HookOutcome, PayloadError> {
-    let missing = |field| PayloadError {
-        event: "change".into(),
-        field,
-    };
+    let missing = PayloadError::missing_in("change");
     let text = |name: &str| {
         payload
             .get(name)

@@ -23,7 +23,7 @@
 //! `[skip ci]` is honoured. Buildbot 4.3 fails on every real Cloud
 //! pull-request body and every native Server event; these read them.
 
-use super::github::PayloadError;
+use super::PayloadError;
 use super::{HookOutcome, HookSettings, rfc3339_seconds, skips_ci, str_at};
 use crate::data::changes::NewChange;
 use serde_json::{Value, json};
@@ -60,10 +60,7 @@ pub fn read_cloud(
     payload: &Value,
     settings: &HookSettings,
 ) -> Result<HookOutcome, PayloadError> {
-    let missing = |field| PayloadError {
-        event: event.to_string(),
-        field,
-    };
+    let missing = PayloadError::missing_in(event);
     match event {
         "repo:push" => {
             cloud_push(payload, settings).ok_or_else(|| missing("push.changes or repository"))
@@ -82,10 +79,7 @@ pub fn read_server(
     payload: &Value,
     settings: &HookSettings,
 ) -> Result<HookOutcome, PayloadError> {
-    let missing = |field| PayloadError {
-        event: event.to_string(),
-        field,
-    };
+    let missing = PayloadError::missing_in(event);
     match event {
         "repo:refs_changed" => {
             server_push(payload, settings).ok_or_else(|| missing("changes or repository"))

@@ -6,7 +6,8 @@
 //! `create` and `delete` events beside a push's: they make no change (the
 //! push made them).
 
-use super::github::{GITEA, PayloadError, read_as};
+use super::PayloadError;
+use super::github::{GITEA, read_as};
 use super::{HookOutcome, HookSettings};
 use serde_json::Value;
 

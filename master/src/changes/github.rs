@@ -15,18 +15,10 @@
 //! (answer and log) show what the payload named with control characters
 //! escaped.
 
-use super::{HookOutcome, HookSettings, person, rfc3339_seconds, skips_ci, str_at};
+use super::{HookOutcome, HookSettings, PayloadError, person, rfc3339_seconds, skips_ci, str_at};
 use crate::data::changes::NewChange;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-
-/// Why a payload cannot be read.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the {event} payload has no {field}")]
-pub struct PayloadError {
-    pub event: String,
-    pub field: &'static str,
-}
 
 /// How a forge that speaks GitHub's webhook dialect differs from GitHub.
 pub(super) struct Forge {
@@ -68,10 +60,7 @@ pub(super) fn read_as(
     payload: &Value,
     settings: &HookSettings,
 ) -> Result<HookOutcome, PayloadError> {
-    let missing = |field| PayloadError {
-        event: event.to_string(),
-        field,
-    };
+    let missing = PayloadError::missing_in(event);
     match event {
         "ping" => Ok(HookOutcome {
             changes: Vec::new(),

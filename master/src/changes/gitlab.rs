@@ -22,7 +22,7 @@ use crate::data::changes::NewChange;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-pub use super::github::PayloadError;
+pub use super::PayloadError;
 
 fn nothing(note: String) -> Option<HookOutcome> {
     Some(HookOutcome {
@@ -46,10 +46,7 @@ pub fn read(
             "Merge Request Hook" => "merge_request",
             _ => "",
         });
-    let missing = |field| PayloadError {
-        event: kind.to_string(),
-        field,
-    };
+    let missing = PayloadError::missing_in(kind);
     match kind {
         "push" | "tag_push" => {
             push(kind, payload, settings).ok_or_else(|| missing("ref or commits"))

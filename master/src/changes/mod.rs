@@ -33,6 +33,25 @@ pub struct HookOutcome {
 
 pub use crate::config::HookSettings;
 
+/// Why a payload cannot be read.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the {event} payload has no {field}")]
+pub struct PayloadError {
+    pub event: String,
+    pub field: &'static str,
+}
+
+impl PayloadError {
+    /// The error for a `field` missing from an `event` payload, as a
+    /// function of the field (each reader's `missing`).
+    pub(crate) fn missing_in(event: &str) -> impl Fn(&'static str) -> PayloadError + '_ {
+        move |field| PayloadError {
+            event: event.to_string(),
+            field,
+        }
+    }
+}
+
 /// Whether a commit message asks not to be built (`[ci skip]` or
 /// `[skip ci]`, as Buildbot and the forges read it).
 pub fn skips_ci(message: &str) -> bool {
@@ -71,7 +90,7 @@ pub(crate) fn fixture(dialect: &str, name: &str) -> serde_json::Value {
 #[cfg(test)]
 pub(crate) fn check_fixtures(
     dialect: &str,
-    read: fn(&str, &serde_json::Value, &HookSettings) -> Result<HookOutcome, github::PayloadError>,
+    read: fn(&str, &serde_json::Value, &HookSettings) -> Result<HookOutcome, PayloadError>,
     cases: &[(&str, &str, usize, &str)],
 ) {
     for &(file, event, count, branch) in cases {

@@ -17,7 +17,7 @@
 //! is answered 200 and leaves one log line.
 
 use super::Request;
-use crate::changes::github::PayloadError;
+use crate::changes::PayloadError;
 use crate::changes::{
     HookOutcome, HookSettings, base, bitbucket, forge_api, gitea, github, gitlab,
 };
