@@ -162,11 +162,6 @@ fn cloud_pull_request(
     let pr = payload.get("pullrequest")?;
     let number = pr.get("id")?.as_i64()?;
     let title = pr.get("title").and_then(Value::as_str).unwrap_or("");
-    if skips_ci(title) {
-        return Some(nothing(format!(
-            "pull request #{number} asks [ci skip]: no change"
-        )));
-    }
     let revision = str_at(pr, &["source", "commit", "hash"])?;
     let source = str_at(pr, &["source", "branch", "name"])?;
     let destination = str_at(pr, &["destination", "branch", "name"])?;
@@ -263,11 +258,6 @@ fn server_pull_request(
     let pr = payload.get("pullRequest")?;
     let number = pr.get("id")?.as_i64()?;
     let title = pr.get("title").and_then(Value::as_str).unwrap_or("");
-    if skips_ci(title) {
-        return Some(nothing(format!(
-            "pull request #{number} asks [ci skip]: no change"
-        )));
-    }
     let revision = str_at(pr, &["fromRef", "latestCommit"])?;
     let source = str_at(pr, &["fromRef", "displayId"])?;
     let destination = str_at(pr, &["toRef", "displayId"])?;
@@ -336,8 +326,12 @@ struct PrChange<'a> {
     properties: BTreeMap<String, Value>,
 }
 
+/// The change of a pull request, unless its title asks `[ci skip]`.
 fn one_pr_change(pr: PrChange<'_>) -> HookOutcome {
     let number = pr.number;
+    if skips_ci(pr.title) {
+        return nothing(format!("pull request #{number} asks [ci skip]: no change"));
+    }
     HookOutcome {
         changes: vec![NewChange {
             author: pr.author.to_string(),
