@@ -94,32 +94,45 @@ impl Data {
         by_changes: &[&str],
         by_buildsets: &[&str],
     ) -> Result<(), DataError> {
-        use crate::db::entities::buildsets;
-        use sea_orm::QuerySelect;
         for (names, key) in [
             (by_changes, LAST_CHANGE_SEEN),
             (by_buildsets, LAST_BUILDSET_SEEN),
         ] {
             for name in names {
-                let objectid = self.object_id(name, SCHEDULER_STATE).await?;
-                if self.object_state(objectid, key).await?.is_some() {
-                    continue;
-                }
-                let newest = if key == LAST_CHANGE_SEEN {
-                    self.last_changeid().await?
-                } else {
-                    let max: Option<Option<i64>> = buildsets::Entity::find()
-                        .select_only()
-                        .column_as(buildsets::Column::Id.max(), "max")
-                        .into_tuple()
-                        .one(&self.db)
-                        .await?;
-                    max.flatten().unwrap_or(0)
-                };
-                self.set_object_state(objectid, key, &json!(newest)).await?;
+                self.scheduler_position(name, key).await?;
             }
         }
         Ok(())
+    }
+
+    /// A scheduler's state object and its position under `key`
+    /// ([`LAST_CHANGE_SEEN`] or [`LAST_BUILDSET_SEEN`]); one without a
+    /// position gets the newest change or buildset id as its position first
+    /// (what comes before a scheduler existed is not its to build).
+    pub async fn scheduler_position(
+        &self,
+        name: &str,
+        key: &'static str,
+    ) -> Result<(i64, i64), DataError> {
+        use crate::db::entities::buildsets;
+        use sea_orm::QuerySelect;
+        let objectid = self.object_id(name, SCHEDULER_STATE).await?;
+        if let Some(position) = self.object_state(objectid, key).await? {
+            return Ok((objectid, position.as_i64().unwrap_or(0)));
+        }
+        let newest = if key == LAST_CHANGE_SEEN {
+            self.last_changeid().await?
+        } else {
+            let max: Option<Option<i64>> = buildsets::Entity::find()
+                .select_only()
+                .column_as(buildsets::Column::Id.max(), "max")
+                .into_tuple()
+                .one(&self.db)
+                .await?;
+            max.flatten().unwrap_or(0)
+        };
+        self.set_object_state(objectid, key, &json!(newest)).await?;
+        Ok((objectid, newest))
     }
 
     /// Schedulers in Buildbot's shape; `master` is this master for the ones

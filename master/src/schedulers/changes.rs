@@ -23,7 +23,7 @@ use super::tree_stable::TreeStableTimers;
 use crate::config::{ChangeSchedulerConfig, Grouping, SchedulerConfig};
 use crate::data::buildsets::NewBuildset;
 use crate::data::changes::NewChange;
-use crate::data::schedulers::{Classified, LAST_CHANGE_SEEN, SCHEDULER_STATE, SchedulerStep};
+use crate::data::schedulers::{Classified, LAST_CHANGE_SEEN, SchedulerStep};
 use crate::data::{DataError, now};
 use crate::mq::Topic;
 use crate::services::TaskService;
@@ -171,16 +171,7 @@ impl State {
             Some(&id) => id,
             None => data.sync_schedulers(&[name]).await?[name],
         };
-        let objectid = data.object_id(name, SCHEDULER_STATE).await?;
-        let position = match data.object_state(objectid, LAST_CHANGE_SEEN).await? {
-            Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
-            _ => {
-                let last = data.last_changeid().await?;
-                data.set_object_state(objectid, LAST_CHANGE_SEEN, &json!(last))
-                    .await?;
-                last
-            }
-        };
+        let (objectid, position) = data.scheduler_position(name, LAST_CHANGE_SEEN).await?;
         let mut state = State {
             shared,
             name: name.to_string(),

@@ -13,8 +13,7 @@ use super::buildset;
 use crate::config::SchedulerConfig;
 use crate::data::DataError;
 use crate::data::buildsets::NewBuildset;
-use crate::data::query::ListQuery;
-use crate::data::schedulers::{LAST_BUILDSET_SEEN, SCHEDULER_STATE, SchedulerStep};
+use crate::data::schedulers::{LAST_BUILDSET_SEEN, SchedulerStep};
 use crate::mq::Topic;
 use crate::mq::topic::BuildsetEvent;
 use crate::results::{SUCCESS, WARNINGS};
@@ -96,21 +95,8 @@ async fn follow(
     let (objectid, mut seen) = match *position {
         Some(p) => p,
         None => {
-            let objectid = data.object_id(name, SCHEDULER_STATE).await?;
-            let seen = match data.object_state(objectid, LAST_BUILDSET_SEEN).await? {
-                Some(v) => v.as_i64().unwrap_or(0),
-                // New: follow the buildsets that come after it.
-                None => {
-                    let q = ListQuery {
-                        order: vec![("bsid".into(), true)],
-                        limit: Some(1),
-                        ..Default::default()
-                    };
-                    let (newest, _) = data.list_buildsets(&q).await?;
-                    newest.first().and_then(|b| b["bsid"].as_i64()).unwrap_or(0)
-                }
-            };
-            (objectid, seen)
+            // New: it follows the buildsets that come after it.
+            data.scheduler_position(name, LAST_BUILDSET_SEEN).await?
         }
     };
     loop {

@@ -22,7 +22,7 @@ use super::classify::{Verdict, classify};
 use crate::config::{SchedulerConfig, TimedSchedulerConfig, Timing};
 use crate::data::buildsets::NewBuildset;
 use crate::data::changes::NewChange;
-use crate::data::schedulers::{LAST_CHANGE_SEEN, SCHEDULER_STATE, SchedulerStep};
+use crate::data::schedulers::{LAST_CHANGE_SEEN, SchedulerStep};
 use crate::data::{DataError, now};
 use crate::services::TaskService;
 use crate::shared::{RunningConfig, Shared};
@@ -69,20 +69,11 @@ async fn ids(shared: &Shared, name: &str) -> Result<Ids, DataError> {
         Some(&id) => id,
         None => shared.data.sync_schedulers(&[name]).await?[name],
     };
-    let objectid = shared.data.object_id(name, SCHEDULER_STATE).await?;
     // Changes from before the scheduler existed do not count.
-    if shared
+    let (objectid, _) = shared
         .data
-        .object_state(objectid, LAST_CHANGE_SEEN)
-        .await?
-        .is_none()
-    {
-        let last = shared.data.last_changeid().await?;
-        shared
-            .data
-            .set_object_state(objectid, LAST_CHANGE_SEEN, &json!(last))
-            .await?;
-    }
+        .scheduler_position(name, LAST_CHANGE_SEEN)
+        .await?;
     Ok(Ids {
         schedulerid,
         objectid,
