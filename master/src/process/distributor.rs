@@ -166,6 +166,13 @@ async fn distribute(shared: &Arc<Shared>) -> Result<(), crate::data::DataError> 
             .await?;
         let read = page.len() as u64;
         let in_page: HashSet<i64> = page.iter().map(|r| r.brid).collect();
+        // When this page is every pending request, one alone for its builder
+        // has nothing to collapse with: no query for it (the usual case).
+        let whole = offset == 0 && read < page_size;
+        let mut pending_of: HashMap<i64, usize> = HashMap::new();
+        for r in &page {
+            *pending_of.entry(r.builderid).or_default() += 1;
+        }
         let mut taken: HashSet<i64> = HashSet::new();
         for request in page {
             if taken.contains(&request.brid) {
@@ -182,9 +189,13 @@ async fn distribute(shared: &Arc<Shared>) -> Result<(), crate::data::DataError> 
             else {
                 continue;
             };
-            let rule = config.collapse_requests_of(builder);
-            let mut group =
-                collapse::group(&shared.data, rule, &running.loaded.lua, builder, &request).await?;
+            let alone = whole && pending_of.get(&request.builderid) == Some(&1);
+            let mut group = if alone {
+                vec![request.clone()]
+            } else {
+                let rule = config.collapse_requests_of(builder);
+                collapse::group(&shared.data, rule, &running.loaded.lua, builder, &request).await?
+            };
             // The newest request of the group is the build; the others are
             // collapsed into it, if no other master has claimed them.
             let Some(mut newest) = group.pop() else {
