@@ -9,12 +9,6 @@
 
 local M = {}
 
--- Closures this module makes, weakly keyed, with the data they capture. A
--- reconfig compares Lua functions by their source text, which is the same for
--- every `interpolate` closure; the fingerprint tells them apart.
-local fingerprints = setmetatable({}, { __mode = "k" })
-M._fingerprints = fingerprints
-
 -- `position(level)` is provided by the master (the Lua state has no `debug`
 -- library): "file:line" of the function `level` calls up, like debug.getinfo.
 local position = __moonbot_position
@@ -62,7 +56,10 @@ end
 ---@type fun(args: moonbot.WorkerArgs): moonbot.Worker
 M.worker = constructor("worker")
 
----@alias moonbot.Command string|string[]|fun(props: table<string, any>): (string|string[])
+---@alias moonbot.Command string|moonbot.Renderable[]|moonbot.Interpolate|moonbot.Property|fun(props: table<string, any>): (string|string[])
+
+---Step results, as `decode_rc` and `hide_step_if` use them.
+---@alias moonbot.Result 0|1|2|3|4|5|6  SUCCESS, WARNINGS, FAILURE, SKIPPED, EXCEPTION, RETRY, CANCELLED (`mb.results`).
 
 ---@class moonbot.StepCommon
 ---@field name? string               Step name, unique within the builder (default: derived from the command).
@@ -72,12 +69,16 @@ M.worker = constructor("worker")
 ---@field flunk_on_warnings? boolean The build fails when this step has warnings (default false).
 ---@field warn_on_warnings? boolean  The build has warnings when this step has warnings (default false).
 ---@field always_run? boolean        Run even after a halting failure (default false).
----@field description? string        Text shown while the step runs.
+---@field description? moonbot.Renderable  Text shown while the step runs.
+---@field description_done? moonbot.Renderable  Text shown once it is done (default: `description`).
+---@field do_step_if? boolean|fun(props: table<string, any>): boolean  Run the step only when true; otherwise it is SKIPPED.
+---@field hide_step_if? boolean|fun(result: moonbot.Result, props: table<string, any>): boolean  Hide the finished step from the build page.
+---@field decode_rc? table<integer, moonbot.Result>  Exit code → result (default: 0 SUCCESS, anything else FAILURE), e.g. `{ [0] = mb.results.SUCCESS, [5] = mb.results.WARNINGS }`.
 
 ---@class moonbot.ShellArgs: moonbot.StepCommon
----@field command moonbot.Command      argv (no shell), a shell string, or a function of the build properties returning either.
----@field workdir? string              Relative to the builder's directory on the worker (default "build").
----@field env? table<string, string|false> Extra environment; `false` removes a variable.
+---@field command moonbot.Command      argv (no shell; elements may be renderables), a shell string, or a renderable giving either.
+---@field workdir? moonbot.Renderable  Relative to the builder's directory on the worker (default "build").
+---@field env? table<string, moonbot.Renderable|false> Extra environment; `false` removes a variable.
 ---@field timeout? integer             Seconds without output before the command is killed (default 1200).
 ---@field max_time? integer            Seconds in all before the command is killed (default none).
 ---@field sigterm_time? integer        Seconds between SIGTERM and SIGKILL when stopping (default 5).
@@ -330,32 +331,103 @@ changes.git_poller = constructor("changes.git_poller")
 
 M.changes = changes
 
---- Build-time string: `%(prop:NAME)s` is replaced by the build property NAME,
---- `%(prop:NAME:-default)s` falls back to `default`.
+---A template rendered when its step runs (Buildbot's `Interpolate`).
+---@class moonbot.Interpolate
+---@field template string
+
+---A build property's value when its step runs (Buildbot's `Property`).
+---@class moonbot.Property
+---@field name string
+
+---A secret's value when its step runs; it never shows in logs or the API.
+---@class moonbot.SecretRef
+---@field name string
+
+---A step argument: a plain value, or one the running build fills in.
+---@alias moonbot.Renderable string|number|boolean|moonbot.Interpolate|moonbot.Property|moonbot.SecretRef|fun(props: table<string, any>): any
+
+--- A string rendered when its step runs, with Buildbot's whole syntax:
+--- `%(prop:NAME)s`, `%(src:CODEBASE:ATTR)s` (`%(src::branch)s` for the default
+--- codebase), `%(secret:NAME)s`, `%(worker:ATTR)s` and `%(kw:NAME)s`, each
+--- optionally with `:-default`, `:~default_if_false`, `:+if_present`,
+--- `:?|if_present|if_absent` or `:#?|if_true|if_false` (replacements may hold
+--- substitutions); `%%` is a percent sign. The template is checked when the
+--- configuration loads: a mistake is an error at this line.
 ---@param template string
----@return fun(props: table<string, any>): string
-function M.interpolate(template)
+---@param kw? table<string, moonbot.Renderable> Values for `%(kw:NAME)s`.
+---@return moonbot.Interpolate
+function M.interpolate(template, kw)
   if type(template) ~= "string" then
     error("interpolate expects a string, got " .. type(template), 2)
   end
-  local render = function(props)
-    return (template:gsub("%%%((%w+):([%w_.-]+)(:?%-?)([^)]*)%)s", function(kind, name, sep, default)
-      if kind ~= "prop" then
-        error("interpolate: unknown placeholder kind '" .. kind .. "' (only prop: is known)")
-      end
-      local v = props[name]
-      if v == nil or v == "" then
-        if sep == ":-" then
-          return default
-        end
-        return ""
-      end
-      return tostring(v)
-    end))
+  if kw ~= nil and type(kw) ~= "table" then
+    error("interpolate: the keywords must be a table, got " .. type(kw), 2)
   end
-  fingerprints[render] = "interpolate:" .. template
-  return render
+  return { _kind = "interpolate", _where = where(2), template = template, kw = kw }
 end
+
+--- A build property's value when the step runs; `default` (itself possibly a
+--- renderable) when the property is missing or false, as Buildbot's
+--- `Property(name, default=…)`. With `{ default_when_false = false }`, only a
+--- missing property takes the default.
+---@param name string
+---@param default? moonbot.Renderable
+---@param options? { default_when_false?: boolean }
+---@return moonbot.Property
+function M.property(name, default, options)
+  if type(name) ~= "string" then
+    error("property expects a name, got " .. type(name), 2)
+  end
+  local when_false = true
+  if options ~= nil then
+    if type(options) ~= "table" then
+      error("property: options must be a table, got " .. type(options), 2)
+    end
+    for k in pairs(options) do
+      if k ~= "default_when_false" then
+        error("property: unknown option '" .. tostring(k) .. "'", 2)
+      end
+    end
+    when_false = options.default_when_false ~= false
+  end
+  return {
+    _kind = "property",
+    _where = where(2),
+    name = name,
+    default = default,
+    default_when_false = when_false,
+  }
+end
+
+--- A secret's value when the step runs, from the providers in `secrets`.
+---@param name string
+---@return moonbot.SecretRef
+function M.secret(name)
+  if type(name) ~= "string" then
+    error("secret expects a name, got " .. type(name), 2)
+  end
+  return { _kind = "secret", _where = where(2), name = name }
+end
+
+---@class moonbot.SecretsProvider
+
+---@class moonbot.SecretsFilesArgs
+---@field dir string  Directory (relative to the master directory) with one file per secret, named as the secret; files must not be readable by others (chmod 600).
+
+---@class moonbot.SecretsEnvArgs
+---@field prefix string  The secret NAME is the environment variable PREFIX..NAME of the master.
+
+local secrets = {}
+
+--- Secrets read from files, one per secret (Buildbot's SecretInAFile).
+---@type fun(args: moonbot.SecretsFilesArgs): moonbot.SecretsProvider
+secrets.files = constructor("secrets.files")
+
+--- Secrets read from the master's environment.
+---@type fun(args: moonbot.SecretsEnvArgs): moonbot.SecretsProvider
+secrets.env = constructor("secrets.env")
+
+M.secrets = secrets
 
 ---@class moonbot.ChangeHook
 ---@field secret? string    The secret set in the forge's webhook (GitHub signs with it, GitLab sends it as its token); deliveries must then carry it.
@@ -391,6 +463,8 @@ end
 ---@field auth? table                  Users, API tokens and who may do what (see the README).
 ---@field janitor? moonbot.JanitorArgs How long history is kept (no section: all of it).
 ---@field collapse_requests? moonbot.CollapseRequests  Every builder's default (default true).
+---@field properties? table<string, any>  Properties every build gets (the lowest layer, source "Global").
+---@field secrets? moonbot.SecretsProvider[]  Where `mb.secret` and `%(secret:NAME)s` look, in order.
 
 ---@alias moonbot.Duration integer|string Seconds, or a number with one unit: "90s", "30m", "24h", "180d".
 
@@ -399,6 +473,17 @@ end
 ---@field log_horizon? moonbot.Duration    Delete the content of logs of builds that completed longer ago; the build stays.
 ---@field change_horizon? moonbot.Duration Delete changes older than this, with their files and properties.
 ---@field every? moonbot.Duration          Time between two passes (default "1h").
+
+--- Buildbot's result codes, for `decode_rc`, `hide_step_if` and functions that read results.
+M.results = {
+  SUCCESS = 0,
+  WARNINGS = 1,
+  FAILURE = 2,
+  SKIPPED = 3,
+  EXCEPTION = 4,
+  RETRY = 5,
+  CANCELLED = 6,
+}
 
 M.version = "0.1.0"
 

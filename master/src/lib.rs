@@ -3,7 +3,7 @@
 //!
 //! See ARCHITECTURE.md for the map; in short: [`config`] runs master.lua,
 //! [`runtime`] starts and stops the master, [`reconfig`] reloads master.lua live, [`workers`] talks QUIC to workers,
-//! [`process`] runs builds, [`schedulers`] makes build requests, [`data`] is the
+//! [`process`] runs builds (its steps' arguments made concrete by [`render`], with [`secrets`]), [`schedulers`] makes build requests, [`data`] is the
 //! only way state is read or written (and publishes on [`mq`]), [`www`] serves
 //! the API, [`pki`] is the CA.
 
@@ -20,10 +20,12 @@ pub mod mq;
 pub mod pki;
 pub mod process;
 pub mod reconfig;
+pub mod render;
 pub mod results;
 pub mod running_builds;
 pub mod runtime;
 pub mod schedulers;
+pub mod secrets;
 pub mod services;
 pub mod shared;
 pub mod steps;

@@ -5,6 +5,8 @@
 mod git_poller;
 #[path = "e2e/hooks.rs"]
 mod hooks;
+#[path = "e2e/renderables.rs"]
+mod renderables;
 #[path = "e2e/schedulers.rs"]
 mod schedulers;
 #[path = "e2e/timed.rs"]

@@ -4,7 +4,8 @@
 
 use super::FILE;
 use crate::lua::fields::{tagged, valid_name};
-use crate::lua::{ConfigError, Fields, RawValue};
+use crate::lua::{ConfigError, Fields, LuaFn, RawKey, RawValue};
+use crate::render::Renderable;
 use crate::steps::{self, StepKind};
 use std::collections::BTreeMap;
 
@@ -65,8 +66,25 @@ pub struct StepConfig {
     pub name: String,
     pub kind: StepKind,
     pub flags: StepFlags,
-    pub description: Option<String>,
+    /// Shown while the step runs (default: what the kind says it does).
+    pub description: Option<Renderable>,
+    /// Shown once it is done (default: `description`).
+    pub description_done: Option<Renderable>,
+    /// Whether the step runs; a step that does not is SKIPPED.
+    pub do_step_if: StepCondition,
+    /// Whether the finished step is hidden (a function gets its result).
+    pub hide_step_if: StepCondition,
+    /// Exit code → result, for the step's commands (`None`: 0 is SUCCESS,
+    /// anything else FAILURE).
+    pub decode_rc: Option<BTreeMap<i64, i32>>,
     pub defined_at: String,
+}
+
+/// `do_step_if` / `hide_step_if`: a fixed answer or a Lua function.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepCondition {
+    Fixed(bool),
+    Lua(LuaFn),
 }
 
 /// How a step's result affects the build (Buildbot's names and defaults).
@@ -126,7 +144,7 @@ pub(super) fn compile_builder(
     let properties = f.properties("properties");
     let collapse_requests = collapse_requests(&mut f);
     let cancel_superseded = f.boolean("cancel_superseded", false);
-    let steps_raw = f.list("steps").unwrap_or_default();
+    let steps_raw = f.list_skipping_holes("steps").unwrap_or_default();
     if workernames.is_empty() && f.get("workernames").is_none() {
         f.error(format!("{what}: 'workernames' is required"));
     }
@@ -177,7 +195,11 @@ fn compile_step(
         warn_on_warnings: f.boolean("warn_on_warnings", false),
         always_run: f.boolean("always_run", false),
     };
-    let description = f.string("description");
+    let description = renderable_field(&mut f, "description");
+    let description_done = renderable_field(&mut f, "description_done");
+    let do_step_if = condition(&mut f, "do_step_if", true);
+    let hide_step_if = condition(&mut f, "hide_step_if", false);
+    let decode_rc = decode_rc(&mut f);
     let Some(compiled) = steps::compile(kind, &mut f, builder) else {
         errors.push(ConfigError {
             location: at,
@@ -191,6 +213,77 @@ fn compile_step(
         kind: compiled.kind?,
         flags,
         description,
+        description_done,
+        do_step_if,
+        hide_step_if,
+        decode_rc,
         defined_at: at,
     })
+}
+
+/// A field that may be a renderable (errors at the field reader's place,
+/// or at the `mb.interpolate` call's).
+pub(crate) fn renderable_field(f: &mut Fields<'_>, key: &'static str) -> Option<Renderable> {
+    let raw = f.get(key)?;
+    let what = format!("{}: '{key}'", f.what);
+    match Renderable::compile(raw, &what, &f.at) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            f.error_at(e.location, e.message);
+            None
+        }
+    }
+}
+
+/// A boolean or a Lua function.
+fn condition(f: &mut Fields<'_>, key: &'static str, default: bool) -> StepCondition {
+    match f.get(key) {
+        None => StepCondition::Fixed(default),
+        Some(RawValue::Bool(b)) => StepCondition::Fixed(*b),
+        Some(RawValue::Function(func)) => StepCondition::Lua(func.clone()),
+        Some(other) => {
+            let message = format!(
+                "{}: '{key}' must be a boolean or a function, not a {}",
+                f.what,
+                other.type_name()
+            );
+            f.error(message);
+            StepCondition::Fixed(default)
+        }
+    }
+}
+
+/// `decode_rc = { [0] = mb.results.SUCCESS, [5] = mb.results.WARNINGS }`.
+fn decode_rc(f: &mut Fields<'_>) -> Option<BTreeMap<i64, i32>> {
+    let entries = match f.get("decode_rc")? {
+        RawValue::Table(entries) => entries,
+        other => {
+            let message = format!(
+                "{}: 'decode_rc' must be a table of exit code = result, not a {}",
+                f.what,
+                other.type_name()
+            );
+            f.error(message);
+            return None;
+        }
+    };
+    let mut map = BTreeMap::new();
+    for (k, v) in entries {
+        match (k, v) {
+            (RawKey::Int(rc), RawValue::Int(result))
+                if crate::results::ORDER.contains(&(*result as i32)) =>
+            {
+                map.insert(*rc, *result as i32);
+            }
+            _ => {
+                let message = format!(
+                    "{}: 'decode_rc' maps exit codes to results (mb.results.*), not {k} = {}",
+                    f.what,
+                    v.type_name()
+                );
+                f.error(message);
+            }
+        }
+    }
+    Some(map)
 }

@@ -51,7 +51,10 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
     let schedulers_raw = top.list("schedulers").unwrap_or_default();
     let change_sources_raw = top.list("change_sources").unwrap_or_default();
     let collapse_requests = super::builders::collapse_requests(&mut top).unwrap_or_default();
+    let properties = top.properties("properties");
+    let secrets_raw = top.list("secrets").unwrap_or_default();
     top.finish(errors);
+    let secrets = super::secrets::compile_secrets(secrets_raw, errors);
 
     let www = compile_www(www_raw, errors);
     let quic = compile_quic(protocols_raw, errors);
@@ -108,6 +111,8 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
         auth: auth?,
         janitor: janitor?,
         collapse_requests,
+        properties,
+        secrets,
     })
 }
 

@@ -17,11 +17,12 @@ pub mod diff;
 pub mod force;
 pub mod janitor;
 pub mod schedulers;
+pub mod secrets;
 pub mod settings;
 pub mod timing;
 pub mod workers;
 
-pub use crate::lua::{ConfigError, ConfigErrors, LuaFn, LuaGeneration, Renderable};
+pub use crate::lua::{ConfigError, ConfigErrors, LuaFn, LuaGeneration};
 pub use auth::{ACTIONS, AuthConfig, TokenConfig, UserConfig};
 pub use builders::{BuilderConfig, CollapseRequests, StepConfig, StepFlags};
 pub use change_filter::{ChangeFilter, Matcher};
@@ -65,6 +66,10 @@ pub struct MasterConfig {
     pub janitor: Option<JanitorConfig>,
     /// Every builder's `collapse_requests` unless it sets its own.
     pub collapse_requests: CollapseRequests,
+    /// Properties every build gets (the lowest layer, source `Global`).
+    pub properties: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Where secrets come from, asked in order.
+    pub secrets: Vec<crate::secrets::SecretProvider>,
 }
 
 impl MasterConfig {
@@ -124,7 +129,13 @@ pub fn load_with(master_dir: &Path, sandbox: bool) -> Result<LoadedConfig, Confi
     };
     let (lua, raw) = LuaGeneration::load_with(master_dir, limits).map_err(ConfigErrors)?;
     let mut config = compile::compile(&raw).map_err(ConfigErrors)?;
-    let errors = settings::read_hook_files(&mut config.www, master_dir);
+    let mut errors = settings::read_hook_files(&mut config.www, master_dir);
+    errors.extend(
+        crate::secrets::Secrets::new(&config.secrets, master_dir)
+            .check()
+            .into_iter()
+            .map(|e| ConfigError::whole_file(format!("secrets: {e}"))),
+    );
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }

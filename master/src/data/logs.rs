@@ -14,6 +14,7 @@ use super::{Data, DataError};
 use crate::db::entities::{logchunks, logs};
 use crate::mq::Topic;
 use crate::mq::topic::LogEvent;
+use crate::secrets::Redactor;
 use sea_orm::Order;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -140,6 +141,10 @@ pub struct LogWriter {
     last_flush: Instant,
     chunks: tokio::sync::mpsc::Sender<Chunk>,
     store: tokio::task::JoinHandle<Result<i64, DataError>>,
+    /// The build's secrets, replaced in each line once it is complete (so a
+    /// secret split across two writes is found); `None` when master.lua
+    /// configures no secrets.
+    redactor: Option<Redactor>,
 }
 
 /// Complete lines for one `logchunks` row, not yet compressed.
@@ -201,9 +206,20 @@ impl LogWriter {
         while let Some(nl) = memchr::memchr(b'\n', bytes) {
             let partial = &mut self.partial[stream.index()];
             self.pending.push(stream.prefix());
-            self.pending.extend_from_slice(partial);
+            match &self.redactor {
+                Some(redactor) => {
+                    partial.extend_from_slice(&bytes[..=nl]);
+                    match redactor.redact_bytes(partial) {
+                        Some(redacted) => self.pending.extend_from_slice(&redacted),
+                        None => self.pending.extend_from_slice(partial),
+                    }
+                }
+                None => {
+                    self.pending.extend_from_slice(partial);
+                    self.pending.extend_from_slice(&bytes[..=nl]);
+                }
+            }
             partial.clear();
-            self.pending.extend_from_slice(&bytes[..=nl]);
             self.pending_lines += 1;
             bytes = &bytes[nl + 1..];
             if self.pending.len() >= CHUNK_BYTES {
@@ -212,6 +228,12 @@ impl LogWriter {
         }
         self.partial[stream.index()].extend_from_slice(bytes);
         self.flush_if_stale().await
+    }
+
+    /// Redact the secrets `redactor` knows (now and later) from every line
+    /// written from now on.
+    pub fn redact_with(&mut self, redactor: Redactor) {
+        self.redactor = Some(redactor);
     }
 
     /// Store complete lines that have waited [`FLUSH_EVERY`] or longer; called
@@ -467,6 +489,7 @@ impl Data {
         Ok(LogWriter {
             logid: row.id,
             partial: Default::default(),
+            redactor: None,
             pending: pending_buffer(),
             pending_lines: 0,
             handed_lines: 0,

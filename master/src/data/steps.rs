@@ -102,6 +102,7 @@ impl Data {
         stepid: i64,
         results: i32,
         state: &str,
+        hidden: bool,
         log: &ClosedLog,
     ) -> Result<(), DataError> {
         let mut batch = Batch::new(self);
@@ -113,6 +114,7 @@ impl Data {
                     (steps::Column::CompleteAt, now().into()),
                     (steps::Column::Results, results.into()),
                     (steps::Column::StateString, state.into()),
+                    (steps::Column::Hidden, hidden.into()),
                 ])
                 .and_where(Expr::col(steps::Column::Id).eq(stepid))
                 .returning_all(),

@@ -313,15 +313,9 @@ fn evaluate(
         .set_mode(mlua::chunk::ChunkMode::Text)
         .eval()
         .map_err(|e| vec![ConfigError::from_lua_message(&lua_message(&e))])?;
-    let fingerprints = lua
-        .load("return package.loaded.moonbot._fingerprints")
-        .eval::<Option<Table>>()
-        .ok()
-        .flatten();
     let mut collector = FunctionCollector {
         dir,
         config_source: &source,
-        fingerprints,
         sources: Default::default(),
         functions: Vec::new(),
     };
@@ -533,14 +527,11 @@ fn to_raw_counted(
 /// Gives the functions of a loading config their handles and identities.
 ///
 /// A function's identity for reconfig diffs is the source text of its
-/// definition plus the fingerprint the `moonbot` module recorded for closures
-/// it made (`interpolate` closures share their code and differ only in their
-/// template). Source text, not bytecode: Lua's bytecode carries the line a
+/// definition. Source text, not bytecode: Lua's bytecode carries the line a
 /// function starts on, so a comment added above it would look like a change.
 struct FunctionCollector<'a> {
     dir: &'a Path,
     config_source: &'a [u8],
-    fingerprints: Option<Table>,
     /// Lines of each source file read so far, by Lua chunk name.
     sources: std::collections::HashMap<String, Option<Vec<String>>>,
     functions: Vec<Function>,
@@ -577,11 +568,6 @@ impl FunctionCollector<'_> {
             Some(text) => text.hash(&mut hasher),
             None => f.dump(true).hash(&mut hasher),
         }
-        let fingerprint: Option<String> = self
-            .fingerprints
-            .as_ref()
-            .and_then(|t| t.raw_get(f.clone()).ok());
-        fingerprint.hash(&mut hasher);
         hasher.finish()
     }
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Reads the fields of one tagged table and remembers which ones were used.
 pub struct Fields<'a> {
     pub(crate) what: String,
-    at: String,
+    pub(crate) at: String,
     entries: &'a [(RawKey, RawValue)],
     pub(crate) used: BTreeSet<&'a str>,
     errors: Vec<ConfigError>,
@@ -35,6 +35,11 @@ impl<'a> Fields<'a> {
             location: self.at.clone(),
             message,
         });
+    }
+
+    /// An error at another place than the table's (a constructor inside it).
+    pub fn error_at(&mut self, location: String, message: String) {
+        self.errors.push(ConfigError { location, message });
     }
 
     pub fn get(&mut self, key: &'a str) -> Option<&'a RawValue> {
@@ -153,6 +158,39 @@ impl<'a> Fields<'a> {
                     items.push(v);
                 }
                 Some(items)
+            }
+            other => {
+                let msg = format!(
+                    "{}: '{key}' must be a list, not a {}",
+                    self.what,
+                    other.type_name()
+                );
+                self.error(msg);
+                None
+            }
+        }
+    }
+
+    /// A list whose holes (`nil`, or `false` from `cond and x`) are left
+    /// out, in order: `{ a, cond and b or nil, c }` is `{ a, c }` or
+    /// `{ a, b, c }`.
+    pub fn list_skipping_holes(&mut self, key: &'a str) -> Option<Vec<&'a RawValue>> {
+        match self.get(key)? {
+            RawValue::Table(entries) => {
+                let mut items: Vec<(i64, &'a RawValue)> = Vec::new();
+                for (k, v) in entries {
+                    let RawKey::Int(i) = k else {
+                        let msg =
+                            format!("{}: '{key}' must be a list, but has the key {k}", self.what);
+                        self.error(msg);
+                        return None;
+                    };
+                    if !matches!(v, RawValue::Nil | RawValue::Bool(false)) {
+                        items.push((*i, v));
+                    }
+                }
+                items.sort_by_key(|(i, _)| *i);
+                Some(items.into_iter().map(|(_, v)| v).collect())
             }
             other => {
                 let msg = format!(

@@ -15,4 +15,4 @@ pub mod value;
 pub use engine::{CONFIG_FILE, CallError, LuaGeneration, LuaLimits};
 pub use error::{ConfigError, ConfigErrors};
 pub use fields::Fields;
-pub use value::{LuaFn, RawKey, RawValue, Renderable};
+pub use value::{LuaFn, RawKey, RawValue};

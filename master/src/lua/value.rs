@@ -98,18 +98,10 @@ impl RawValue {
     }
 }
 
-/// A value given literally in master.lua, or computed by a Lua function at build time.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Renderable<T> {
-    Value(T),
-    Lua(LuaFn),
-}
-
 /// A handle to a Lua function of one config generation.
 ///
-/// Two handles are equal when their definitions are (source text, plus the
-/// data the `moonbot` module's closures capture, as `interpolate` templates):
-/// the index and position differ between generations even for an untouched
+/// Two handles are equal when their definitions' source texts are: the
+/// index and position differ between generations even for an untouched
 /// function. Other values a function captures from enclosing scopes are not
 /// compared; that only affects the reported diff, since new builds always use
 /// the newest generation's functions (see `config::diff`).

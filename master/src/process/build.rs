@@ -1,18 +1,32 @@
 //! One build: properties, steps in order, results combined the way Buildbot
 //! combines them, and what happens to the build request afterwards.
 //!
+//! Properties come in Buildbot's layers, each later one winning: master.lua's
+//! global `properties` ("Global"), the buildset's (scheduler, force form,
+//! change), the builder's, the worker's, then the build's own (`buildername`,
+//! `buildnumber`, `workername`, `builddir`, `owners`, and the source stamp's
+//! `branch`, `revision`, `repository`, `project`, `codebase`).
+//!
+//! Secrets: every step renders its arguments through one [`RenderContext`],
+//! whose [`Redactor`] learns each secret the build used; the step's log,
+//! description and summary go through it, so a secret's value is never
+//! stored.
+//!
 //! Step rules (Buildbot's): a FAILURE makes the build FAILURE when
 //! `flunk_on_failure` (default), WARNINGS when `warn_on_failure`, and stops the
 //! build when `halt_on_failure`; EXCEPTION, RETRY and CANCELLED stop it too. After
 //! a stop only `always_run` steps run. A build that ends RETRY (worker lost,
 //! master stopping) gives its request back to the queue.
 
-use crate::config::{BuilderConfig, LuaGeneration, StepConfig, WorkerConfig};
+use crate::config::builders::StepCondition;
+use crate::config::{BuilderConfig, LoadedConfig, StepConfig, WorkerConfig};
 use crate::data::buildsets::PendingRequest;
 use crate::data::logs::{LogStream, LogWriter};
 use crate::data::{Data, DataError};
-use crate::results::{self, CANCELLED, EXCEPTION, FAILURE, RETRY, SUCCESS, WARNINGS};
+use crate::render::{RenderContext, SourceStamp};
+use crate::results::{self, CANCELLED, EXCEPTION, FAILURE, RETRY, SKIPPED, SUCCESS, WARNINGS};
 use crate::running_builds::{StopKind, StopSignal};
+use crate::secrets::{Redactor, Secrets};
 use crate::shared::Shared;
 use crate::steps::{self, Properties, RemoteFailure, StepContext, StepHost};
 use crate::worker_registry::WorkerLease;
@@ -32,7 +46,7 @@ pub async fn run(
     collapsed: Vec<PendingRequest>,
     builder: BuilderConfig,
     worker: Option<WorkerConfig>,
-    lua: Arc<LuaGeneration>,
+    loaded: LoadedConfig,
     lease: WorkerLease,
 ) {
     let span = info_span!("build", builder = %builder.name, worker = %lease.worker.name);
@@ -44,7 +58,7 @@ pub async fn run(
             &collapsed,
             &builder,
             worker.as_ref(),
-            &lua,
+            &loaded,
             &lease,
         )
         .await;
@@ -67,12 +81,17 @@ struct BuildContext<'a> {
     lease: &'a WorkerLease,
     /// The worker's connection, followed across reconnects.
     link: WorkerLink<'a>,
-    lua: &'a LuaGeneration,
+    loaded: &'a LoadedConfig,
+    /// The build's secrets providers; what they gave is in `redactor`.
+    secrets: Secrets,
+    redactor: Redactor,
     buildid: i64,
     number: i32,
     props: Properties,
     /// What the build builds, for the source-stamp properties.
     sourcestamps: Vec<crate::db::entities::sourcestamps::Model>,
+    /// The same, as `%(src:…)s` reads them.
+    sources: Vec<SourceStamp>,
     stop: &'a StopSignal,
 }
 
@@ -82,7 +101,7 @@ async fn run_inner(
     collapsed: &[PendingRequest],
     builder: &BuilderConfig,
     worker: Option<&WorkerConfig>,
-    lua: &LuaGeneration,
+    loaded: &LoadedConfig,
     lease: &WorkerLease,
 ) -> Result<(), DataError> {
     let data = &shared.data;
@@ -121,10 +140,23 @@ async fn run_inner(
             worker: lease.worker.clone(),
             grace: Duration::from_secs(grace),
         },
-        lua,
+        loaded,
+        secrets: Secrets::new(&loaded.config.secrets, &shared.dir),
+        redactor: Redactor::default(),
         buildid,
         number,
         props: started.buildset_properties,
+        sources: started
+            .sourcestamps
+            .iter()
+            .map(|s| SourceStamp {
+                codebase: s.codebase.clone(),
+                branch: s.branch.clone(),
+                revision: s.revision.clone(),
+                repository: s.repository.clone(),
+                project: s.project.clone(),
+            })
+            .collect(),
         sourcestamps: started.sourcestamps,
         stop: &registration.stop,
     };
@@ -146,7 +178,14 @@ async fn run_inner(
 async fn execute(ctx: &mut BuildContext<'_>) -> Result<(), DataError> {
     let data = &ctx.shared.data;
     let (builder, buildid, number) = (ctx.builder, ctx.buildid, ctx.number);
-    let mut props = std::mem::take(&mut ctx.props);
+    let mut props: Properties = ctx
+        .loaded
+        .config
+        .properties
+        .iter()
+        .map(|(k, v)| (k.clone(), (v.clone(), "Global".to_string())))
+        .collect();
+    props.extend(std::mem::take(&mut ctx.props));
     for (k, v) in &builder.properties {
         props.insert(k.clone(), (v.clone(), "Builder".into()));
     }
@@ -166,6 +205,13 @@ async fn execute(ctx: &mut BuildContext<'_>) -> Result<(), DataError> {
         "builddir".into(),
         (builder.builddir.clone().into(), "Builder".into()),
     );
+    // Who the build is for: the user who forced it (Buildbot's `owners`).
+    let owners: Vec<Value> = props
+        .get("owner")
+        .and_then(|(v, _)| v.as_str())
+        .map(|o| vec![Value::from(o)])
+        .unwrap_or_default();
+    props.insert("owners".into(), (Value::Array(owners), "Build".into()));
     // As Buildbot: one source stamp names what the build builds in plain
     // properties; with several codebases they would be ambiguous.
     if let [stamp] = ctx.sourcestamps.as_slice() {
@@ -282,47 +328,134 @@ async fn run_steps(ctx: &mut BuildContext<'_>) -> Result<(i32, Vec<String>), Dat
     Ok((build_results, failed))
 }
 
-/// Run one step: the kind does its work through a [`BuildStepHost`]; then the
-/// log is closed and the step finished with its result.
+/// Run one step: `do_step_if` decides whether the kind runs (through a
+/// [`BuildStepHost`]) or the step is SKIPPED; then `hide_step_if` is asked,
+/// the log closed and the step finished with its result and summary.
 async fn run_step<'a>(
     ctx: &mut BuildContext<'a>,
     number: i32,
     step: &'a StepConfig,
 ) -> Result<i32, DataError> {
+    let render = RenderContext {
+        properties: &ctx.props,
+        sources: &ctx.sources,
+        worker_name: &ctx.lease.worker.name,
+        worker: &ctx.lease.worker.info,
+        secrets: &ctx.secrets,
+        lua: &ctx.loaded.lua,
+        redactor: &ctx.redactor,
+    };
+    let run_it = condition(&render, &step.do_step_if, None).await;
+    let mut notes = Vec::new();
+    let description = match &step.description {
+        Some(r) => match render.render_string(r).await {
+            Ok(d) => Some(d),
+            Err(e) => {
+                notes.push(format!("could not render 'description': {e}"));
+                None
+            }
+        },
+        None => None,
+    };
     let mut host = BuildStepHost {
         data: &ctx.shared.data,
         buildid: ctx.buildid,
         number,
         step,
+        description,
+        redactor: (!ctx.secrets.is_empty()).then(|| ctx.redactor.clone()),
         link: &mut ctx.link,
         interrupt: ctx.stop.interrupt.clone(),
         started: None,
     };
-    let mut step_ctx = StepContext {
-        name: &step.name,
-        builddir: &ctx.builder.builddir,
-        properties: &ctx.props,
-        lua: ctx.lua,
-        stop: ctx.stop,
-        host: &mut host,
+    for note in &notes {
+        host.header(note).await?;
+    }
+    let result = match run_it {
+        Ok(true) => {
+            let mut step_ctx = StepContext {
+                name: &step.name,
+                builddir: &ctx.builder.builddir,
+                render: &render,
+                decode_rc: step.decode_rc.as_ref(),
+                stop: ctx.stop,
+                host: &mut host,
+            };
+            steps::run(&step.kind, &mut step_ctx).await?
+        }
+        Ok(false) => {
+            host.begin(&step.name).await?;
+            host.header("skipped: do_step_if is false").await?;
+            SKIPPED
+        }
+        Err(e) => {
+            host.begin(&step.name).await?;
+            host.header(&format!("do_step_if failed: {e}")).await?;
+            EXCEPTION
+        }
     };
-    let result = steps::run(&step.kind, &mut step_ctx).await?;
     // A kind that never said what it does still gets its row.
     host.begin(&step.name).await?;
+    let hidden = match condition(&render, &step.hide_step_if, Some(result)).await {
+        Ok(hidden) => hidden,
+        Err(e) => {
+            host.header(&format!("hide_step_if failed: {e}")).await?;
+            false
+        }
+    };
+    let done = match &step.description_done {
+        Some(r) => match render.render_string(r).await {
+            Ok(done) => Some(done),
+            Err(e) => {
+                host.header(&format!("could not render 'description_done': {e}"))
+                    .await?;
+                None
+            }
+        },
+        None => None,
+    };
     let Some(started) = host.started.take() else {
         unreachable!("begin() records the started step");
     };
     let log = started.log.close().await?;
-    let state = if result == SUCCESS {
-        started.description
-    } else {
-        format!("{} ({})", started.description, results::name(result))
+    let done = done.unwrap_or(started.description);
+    let state = match result {
+        SUCCESS => done,
+        SKIPPED => format!("{done} (skipped)"),
+        other => format!("{done} ({})", results::name(other)),
     };
     ctx.shared
         .data
-        .finish_step(started.stepid, result, &state, &log)
+        .finish_step(
+            started.stepid,
+            result,
+            &ctx.redactor.redact(&state),
+            hidden,
+            &log,
+        )
         .await?;
     Ok(result)
+}
+
+/// `do_step_if` (with `result` None) or `hide_step_if` (with the step's
+/// result): a fixed answer, or a Lua function of (result,) properties
+/// whose answer counts as Lua counts truth.
+async fn condition(
+    render: &RenderContext<'_>,
+    condition: &StepCondition,
+    result: Option<i32>,
+) -> Result<bool, crate::lua::CallError> {
+    let f = match condition {
+        StepCondition::Fixed(answer) => return Ok(*answer),
+        StepCondition::Lua(f) => f,
+    };
+    let mut args: Vec<Value> = result.into_iter().map(Value::from).collect();
+    args.push(render.properties_json());
+    let answer = render.lua.call_with(f, args).await?;
+    Ok(!matches!(
+        answer,
+        crate::lua::RawValue::Nil | crate::lua::RawValue::Bool(false)
+    ))
 }
 
 /// A step once its row exists.
@@ -340,6 +473,10 @@ struct BuildStepHost<'c, 'a> {
     buildid: i64,
     number: i32,
     step: &'a StepConfig,
+    /// master.lua's `description`, rendered.
+    description: Option<String>,
+    /// The build's secrets, when master.lua configures any.
+    redactor: Option<Redactor>,
     link: &'c mut WorkerLink<'a>,
     interrupt: watch::Receiver<Option<String>>,
     started: Option<StartedStep>,
@@ -364,12 +501,14 @@ impl StepHost for BuildStepHost<'_, '_> {
         if self.started.is_some() {
             return Ok(());
         }
-        let description = self
-            .step
+        let mut description = self
             .description
             .clone()
             .unwrap_or_else(|| description.to_string());
-        let (stepid, log) = self
+        if let Some(redactor) = &self.redactor {
+            description = redactor.redact(&description);
+        }
+        let (stepid, mut log) = self
             .data
             .start_step(
                 self.buildid,
@@ -379,6 +518,9 @@ impl StepHost for BuildStepHost<'_, '_> {
                 "stdio",
             )
             .await?;
+        if let Some(redactor) = &self.redactor {
+            log.redact_with(redactor.clone());
+        }
         self.started = Some(StartedStep {
             stepid,
             log,

@@ -214,7 +214,7 @@ async fn distribute(shared: &Arc<Shared>) -> Result<(), crate::data::DataError> 
             }
             let shared = shared.clone();
             let builder = builder.clone();
-            let lua = running.loaded.lua.clone();
+            let loaded = running.loaded.clone();
             let worker_config = config.worker(&lease.worker.name).cloned();
             tokio::spawn(async move {
                 build::run(
@@ -223,7 +223,7 @@ async fn distribute(shared: &Arc<Shared>) -> Result<(), crate::data::DataError> 
                     collapsed,
                     builder,
                     worker_config,
-                    lua,
+                    loaded,
                     lease,
                 )
                 .await;

@@ -1,21 +1,19 @@
 //! What every step kind runs with: a [`StepContext`] (the build's directory,
-//! properties, Lua generation and stop signal) and a [`StepHost`], the build's
-//! side of a step: its row and log in the database, and the worker.
+//! what renders its arguments, its exit-code rule and stop signal) and a
+//! [`StepHost`], the build's side of a step: its row and log in the
+//! database, and the worker.
 //!
 //! The host is a trait so that step kinds depend on nothing above them: the
 //! build (`process::build`) implements it with the data layer and the worker
 //! link, and the kinds stay plain functions of their model and this context.
 
-use crate::lua::LuaGeneration;
+pub use crate::render::Properties;
+use crate::render::RenderContext;
 use crate::results::{CANCELLED, EXCEPTION, FAILURE, RETRY, SUCCESS};
 use crate::running_builds::{StopKind, StopSignal};
 use moonbot_worker::protocol::{CommandOutcome, RemoteCommand};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::future::Future;
-
-/// A build's properties: name → (value, source), Buildbot's shape.
-pub type Properties = BTreeMap<String, (Value, String)>;
 
 /// Why a remote command produced no outcome.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,9 +55,10 @@ pub struct StepContext<'a, H> {
     pub name: &'a str,
     /// The builder's directory on the worker; step paths are relative to it.
     pub builddir: &'a str,
-    pub properties: &'a Properties,
-    /// The config generation the build started with, for Lua renderables.
-    pub lua: &'a LuaGeneration,
+    /// Renders the step's arguments from what the build knows.
+    pub render: &'a RenderContext<'a>,
+    /// Exit code → result (`decode_rc`); `None`: 0 is SUCCESS, else FAILURE.
+    pub decode_rc: Option<&'a BTreeMap<i64, i32>>,
     /// Whether, and why, the build was asked to stop.
     pub stop: &'a StopSignal,
     pub host: &'a mut H,
@@ -77,18 +76,9 @@ impl<H: StepHost> StepContext<'_, H> {
         }
     }
 
-    /// The properties as one JSON object of values (what Lua functions get).
-    pub fn properties_json(&self) -> Value {
-        Value::Object(
-            self.properties
-                .iter()
-                .map(|(k, (v, _))| (k.clone(), v.clone()))
-                .collect(),
-        )
-    }
-
     /// Run one remote command, write its outcome to the log, and say what it
-    /// means for the step: SUCCESS or FAILURE by its exit, CANCELLED (or RETRY
+    /// means for the step: by its exit code (`decode_rc`, else SUCCESS for 0
+    /// and FAILURE for the rest; a signal is FAILURE), CANCELLED (or RETRY
     /// when the master is stopping) when interrupted, RETRY when the worker was
     /// lost, EXCEPTION otherwise.
     pub async fn run_command(&mut self, command: RemoteCommand) -> Result<i32, H::Error> {
@@ -100,10 +90,8 @@ impl<H: StepHost> StepContext<'_, H> {
                         Some(StopKind::Shutdown) => RETRY,
                         _ => CANCELLED,
                     }
-                } else if outcome.succeeded() {
-                    SUCCESS
                 } else {
-                    FAILURE
+                    self.decode(&outcome)
                 })
             }
             Err(lost @ RemoteFailure::ConnectionLost(_)) => {
@@ -114,6 +102,17 @@ impl<H: StepHost> StepContext<'_, H> {
                 self.host.header(&why).await?;
                 Ok(EXCEPTION)
             }
+        }
+    }
+
+    /// The result an ended command's exit gives.
+    fn decode(&self, outcome: &CommandOutcome) -> i32 {
+        match (self.decode_rc, outcome.rc) {
+            (Some(rule), Some(rc)) if outcome.failure.is_none() => {
+                rule.get(&(rc as i64)).copied().unwrap_or(FAILURE)
+            }
+            _ if outcome.succeeded() => SUCCESS,
+            _ => FAILURE,
         }
     }
 

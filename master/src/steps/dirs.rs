@@ -1,23 +1,30 @@
 //! `mb.steps.mkdir{ dir = … }` and `mb.steps.rmdir{ dir = … }`: create a
 //! directory (with its parents) or remove a directory tree on the worker,
-//! relative to the builder's directory. Buildbot's `MakeDirectory` and
-//! `RemoveDirectory`.
+//! relative to the builder's directory (`dir` may be a renderable).
+//! Buildbot's `MakeDirectory` and `RemoveDirectory`.
 
 use super::{Compiled, StepContext, StepHost, StepKind};
+use crate::config::builders::renderable_field;
 use crate::lua::Fields;
+use crate::render::Renderable;
 use moonbot_worker::protocol::RemoteCommand;
 
 /// The directory a mkdir or rmdir step works on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DirStep {
     /// Relative to the builder's directory.
-    pub dir: String,
+    pub dir: Renderable,
 }
 
 /// Compile `dir`; `name` is the step's default name, `kind` makes the variant.
 pub fn compile(f: &mut Fields<'_>, name: &str, kind: fn(DirStep) -> StepKind) -> Compiled {
+    let dir = renderable_field(f, "dir");
+    if f.get("dir").is_none() {
+        let msg = format!("{}: 'dir' is required", f.what);
+        f.error(msg);
+    }
     Compiled {
-        kind: f.required_string("dir").map(|dir| kind(DirStep { dir })),
+        kind: dir.map(|dir| kind(DirStep { dir })),
         default_name: name.to_string(),
     }
 }
@@ -43,8 +50,18 @@ async fn run<H: StepHost>(
     verb: &str,
     command: fn(String) -> RemoteCommand,
 ) -> Result<i32, H::Error> {
-    let path = ctx.path(&step.dir);
-    ctx.host.begin(&format!("{verb} {}", step.dir)).await?;
+    let dir = match ctx.render.render_string(&step.dir).await {
+        Ok(dir) => dir,
+        Err(e) => {
+            ctx.host.begin(verb).await?;
+            ctx.host
+                .header(&format!("could not render 'dir': {e}"))
+                .await?;
+            return Ok(crate::results::EXCEPTION);
+        }
+    };
+    let path = ctx.path(&dir);
+    ctx.host.begin(&format!("{verb} {dir}")).await?;
     ctx.host.header(&format!("{verb} {path}")).await?;
     ctx.run_command(command(path)).await
 }

@@ -1,20 +1,25 @@
 //! `mb.steps.shell{ command = … }`: run a command on the worker (Buildbot's
-//! `ShellCommand`). The command is a string for `/bin/sh -c`, an argv list, or
-//! a Lua function of the build's properties returning either.
+//! `ShellCommand`). The command is a string for `/bin/sh -c`, an argv list
+//! (whose elements may be renderables; a list among them is flattened, as
+//! Buildbot does), or a renderable giving either. `workdir` and each `env`
+//! value may be renderables too.
 
 use super::{Compiled, StepContext, StepHost, StepKind};
-use crate::lua::{CallError, Fields, RawKey, RawValue, Renderable};
+use crate::config::builders::renderable_field;
+use crate::lua::{Fields, RawKey, RawValue};
+use crate::render::{RenderError, Renderable, interpolate::value_text};
 use moonbot_worker::protocol::{CommandLine, RemoteCommand, ShellCommand};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// A command on the worker (Buildbot's `ShellCommand`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShellStep {
-    pub command: Renderable<CommandLine>,
+    pub command: Renderable,
     /// Relative to the builder's directory.
-    pub workdir: String,
+    pub workdir: Renderable,
     /// Variables to set; `None` unsets one.
-    pub env: BTreeMap<String, Option<String>>,
+    pub env: BTreeMap<String, Option<Renderable>>,
     /// Seconds without output before the command is stopped.
     pub timeout_s: Option<u64>,
     /// Seconds the command may run in all.
@@ -36,35 +41,46 @@ pub fn compile(f: &mut Fields<'_>, builder: &str) -> Compiled {
             f.error(msg);
             None
         }
-        Some(RawValue::Str(s)) => Some(Renderable::Value(CommandLine::Shell(s.clone()))),
-        Some(RawValue::Function(func)) => Some(Renderable::Lua(func.clone())),
-        Some(value @ RawValue::Table(_)) => match command_argv(value) {
-            Ok(argv) => Some(Renderable::Value(CommandLine::Argv(argv))),
-            Err(e) => {
-                let msg = format!("{builder}: step: 'command' {e}");
-                f.error(msg);
-                None
+        Some(RawValue::Str(s)) => Some(Renderable::Literal(Value::String(s.clone()))),
+        Some(value @ RawValue::Table(_)) if value.get("_kind").is_none() => {
+            match command_argv(value) {
+                Ok(()) => renderable_field(f, "command"),
+                Err(e) => {
+                    let msg = format!("{builder}: step: 'command' {e}");
+                    f.error(msg);
+                    None
+                }
             }
-        },
+        }
+        Some(RawValue::Function(_) | RawValue::Table(_)) => renderable_field(f, "command"),
         Some(other) => {
             let msg = format!(
-                "{builder}: step: 'command' must be a string, a list of strings or a function, not a {}",
+                "{builder}: step: 'command' must be a string, a list, a renderable or a function, not a {}",
                 other.type_name()
             );
             f.error(msg);
             None
         }
     };
-    let workdir = f.string("workdir").unwrap_or_else(|| "build".into());
+    let workdir = renderable_field(f, "workdir")
+        .unwrap_or_else(|| Renderable::Literal(Value::String("build".into())));
     let env = compile_env(f, builder);
     let timeout_s = Some(f.integer("timeout", 1, 7 * 86400).unwrap_or(1200) as u64);
     let max_time_s = f.integer("max_time", 1, 30 * 86400).map(|n| n as u64);
     let sigterm_grace_s = f.integer("sigterm_time", 0, 3600).unwrap_or(5) as u64;
     let default_name = match &command {
-        Some(Renderable::Value(CommandLine::Argv(argv))) => argv[0].clone(),
-        Some(Renderable::Value(CommandLine::Shell(s))) => {
+        Some(Renderable::Literal(Value::String(s))) => {
             s.split_whitespace().next().unwrap_or("shell").to_string()
         }
+        Some(Renderable::Literal(Value::Array(argv))) => argv
+            .first()
+            .map(value_text)
+            .unwrap_or_else(|| "shell".into()),
+        Some(Renderable::List(items)) => items
+            .first()
+            .and_then(|r| r.as_literal_str())
+            .unwrap_or("shell")
+            .to_string(),
         _ => "shell".to_string(),
     };
     Compiled {
@@ -82,29 +98,36 @@ pub fn compile(f: &mut Fields<'_>, builder: &str) -> Compiled {
     }
 }
 
-fn command_argv(value: &RawValue) -> Result<Vec<String>, String> {
+/// An argv list must be a non-empty sequence of strings, numbers and
+/// renderables.
+fn command_argv(value: &RawValue) -> Result<(), String> {
     let RawValue::Table(entries) = value else {
         return Err("must be a list".into());
     };
     if entries.is_empty() {
         return Err("is an empty list".into());
     }
-    let mut argv = Vec::new();
     for (i, (k, v)) in entries.iter().enumerate() {
         if *k != RawKey::Int(i as i64 + 1) {
             return Err(format!("must be a list, but has the key {k}"));
         }
         match v {
-            RawValue::Str(s) => argv.push(s.clone()),
-            RawValue::Int(n) => argv.push(n.to_string()),
-            other => return Err(format!("must list strings, found a {}", other.type_name())),
+            RawValue::Str(_) | RawValue::Int(_) | RawValue::Num(_) | RawValue::Function(_) => {}
+            RawValue::Table(_) if v.get("_kind").is_some() => {}
+            other => {
+                return Err(format!(
+                    "must list strings or renderables, found a {}",
+                    other.type_name()
+                ));
+            }
         }
     }
-    Ok(argv)
+    Ok(())
 }
 
-fn compile_env(f: &mut Fields<'_>, builder: &str) -> BTreeMap<String, Option<String>> {
+fn compile_env(f: &mut Fields<'_>, builder: &str) -> BTreeMap<String, Option<Renderable>> {
     let mut env = BTreeMap::new();
+    let at = f.at.clone();
     match f.get("env") {
         None => {}
         Some(RawValue::Table(entries)) => {
@@ -114,17 +137,24 @@ fn compile_env(f: &mut Fields<'_>, builder: &str) -> BTreeMap<String, Option<Str
                     continue;
                 };
                 match v {
-                    RawValue::Str(s) => {
-                        env.insert(name.clone(), Some(s.clone()));
-                    }
-                    RawValue::Int(n) => {
-                        env.insert(name.clone(), Some(n.to_string()));
-                    }
                     RawValue::Bool(false) => {
                         env.insert(name.clone(), None);
                     }
+                    RawValue::Str(_)
+                    | RawValue::Int(_)
+                    | RawValue::Num(_)
+                    | RawValue::Function(_)
+                    | RawValue::Table(_) => {
+                        match Renderable::compile(v, &format!("{builder}: step: env '{name}'"), &at)
+                        {
+                            Ok(r) => {
+                                env.insert(name.clone(), Some(r));
+                            }
+                            Err(e) => f.error_at(e.location, e.message),
+                        }
+                    }
                     other => f.error(format!(
-                        "{builder}: step: env '{name}' must be a string (or false to unset), not a {}",
+                        "{builder}: step: env '{name}' must be a string or renderable (or false to unset), not a {}",
                         other.type_name()
                     )),
                 }
@@ -144,8 +174,8 @@ pub async fn run<H: StepHost>(
     step: &ShellStep,
     ctx: &mut StepContext<'_, H>,
 ) -> Result<i32, H::Error> {
-    let line = match render_command(ctx, &step.command).await {
-        Ok(line) => line,
+    let command = match render(step, ctx).await {
+        Ok(command) => command,
         Err(e) => {
             ctx.host.begin(ctx.name).await?;
             ctx.host
@@ -154,66 +184,90 @@ pub async fn run<H: StepHost>(
             return Ok(crate::results::EXCEPTION);
         }
     };
-    ctx.host.begin(&format!("'{}'", line.display())).await?;
-    let command = ShellCommand {
-        command: line,
-        workdir: ctx.path(&step.workdir),
-        env: step.env.clone(),
-        timeout_s: step.timeout_s,
-        max_time_s: step.max_time_s,
-        sigterm_grace_s: step.sigterm_grace_s,
-    };
+    ctx.host
+        .begin(&format!("'{}'", command.command.display()))
+        .await?;
     write_header(ctx.host, &command).await?;
     ctx.run_command(RemoteCommand::Shell(command)).await
 }
 
-/// Why a command function gave no command line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RenderError {
-    #[error(transparent)]
-    Call(#[from] CallError),
-    #[error("the command function returned a list with a {0}")]
-    ListItem(&'static str),
-    #[error("the command function returned an empty list")]
-    EmptyList,
-    #[error(
-        "the command function (defined at {defined_at}) must return a string or a list, not a {type_name}"
-    )]
-    NotACommand {
-        defined_at: String,
-        type_name: &'static str,
-    },
+/// The command with every renderable made concrete.
+async fn render<H: StepHost>(
+    step: &ShellStep,
+    ctx: &StepContext<'_, H>,
+) -> Result<ShellCommand, RenderError> {
+    let command = command_line(ctx.render.render(&step.command).await?)?;
+    let workdir = ctx.render.render_string(&step.workdir).await?;
+    let mut env = BTreeMap::new();
+    for (name, value) in &step.env {
+        let value = match value {
+            Some(r) => Some(ctx.render.render_string(r).await?),
+            None => None,
+        };
+        env.insert(name.clone(), value);
+    }
+    Ok(ShellCommand {
+        command,
+        workdir: ctx.path(&workdir),
+        env,
+        timeout_s: step.timeout_s,
+        max_time_s: step.max_time_s,
+        sigterm_grace_s: step.sigterm_grace_s,
+    })
 }
 
-/// The command line, from master.lua or from its Lua function.
-async fn render_command<H: StepHost>(
-    ctx: &StepContext<'_, H>,
-    command: &Renderable<CommandLine>,
-) -> Result<CommandLine, RenderError> {
-    match command {
-        Renderable::Value(c) => Ok(c.clone()),
-        Renderable::Lua(f) => match ctx.lua.call(f, ctx.properties_json()).await? {
-            RawValue::Str(s) => Ok(CommandLine::Shell(s)),
-            RawValue::Table(items) => {
-                let argv = items
-                    .into_iter()
-                    .map(|(_, v)| match v {
-                        RawValue::Str(s) => Ok(s),
-                        RawValue::Int(i) => Ok(i.to_string()),
-                        other => Err(RenderError::ListItem(other.type_name())),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                if argv.is_empty() {
-                    Err(RenderError::EmptyList)
-                } else {
-                    Ok(CommandLine::Argv(argv))
-                }
+/// A rendered command: a string for the shell, or a list (nested lists
+/// flattened) of argv words.
+fn command_line(value: Value) -> Result<CommandLine, RenderError> {
+    let not_a_command = |got: &Value| RenderError::Type {
+        what: "the command".into(),
+        expected: "a string or a list of strings",
+        got: type_name(got).into(),
+    };
+    match value {
+        Value::String(s) if !s.trim().is_empty() => Ok(CommandLine::Shell(s)),
+        Value::Array(items) => {
+            let mut argv = Vec::new();
+            flatten(items, &mut argv)?;
+            if argv.is_empty() {
+                return Err(RenderError::Type {
+                    what: "the command".into(),
+                    expected: "a non-empty list",
+                    got: "an empty list".into(),
+                });
             }
-            other => Err(RenderError::NotACommand {
-                defined_at: f.defined_at.clone(),
-                type_name: other.type_name(),
-            }),
-        },
+            Ok(CommandLine::Argv(argv))
+        }
+        other => Err(not_a_command(&other)),
+    }
+}
+
+fn flatten(items: Vec<Value>, argv: &mut Vec<String>) -> Result<(), RenderError> {
+    for item in items {
+        match item {
+            Value::Array(inner) => flatten(inner, argv)?,
+            Value::String(_) | Value::Number(_) => argv.push(value_text(&item)),
+            other => {
+                return Err(RenderError::Type {
+                    what: "a command word".into(),
+                    expected: "a string or a number",
+                    got: type_name(&other).into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing (nil)",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(s) if s.trim().is_empty() => "an empty string",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a table",
     }
 }
 
