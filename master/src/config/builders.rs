@@ -5,7 +5,7 @@
 use super::FILE;
 use crate::lua::fields::{tagged, valid_name};
 use crate::lua::{ConfigError, Fields, LuaFn, RawKey, RawValue};
-use crate::render::Renderable;
+use crate::render::{self, Renderable};
 use crate::steps::{self, StepKind};
 use std::collections::BTreeMap;
 
@@ -195,8 +195,8 @@ fn compile_step(
         warn_on_warnings: f.boolean("warn_on_warnings", false),
         always_run: f.boolean("always_run", false),
     };
-    let description = renderable_field(&mut f, "description");
-    let description_done = renderable_field(&mut f, "description_done");
+    let description = render::field(&mut f, "description");
+    let description_done = render::field(&mut f, "description_done");
     let do_step_if = condition(&mut f, "do_step_if", true);
     let hide_step_if = condition(&mut f, "hide_step_if", false);
     let decode_rc = decode_rc(&mut f);
@@ -219,20 +219,6 @@ fn compile_step(
         decode_rc,
         defined_at: at,
     })
-}
-
-/// A field that may be a renderable (errors at the field reader's place,
-/// or at the `mb.interpolate` call's).
-pub(crate) fn renderable_field(f: &mut Fields<'_>, key: &'static str) -> Option<Renderable> {
-    let raw = f.get(key)?;
-    let what = format!("{}: '{key}'", f.what);
-    match Renderable::compile(raw, &what, &f.at) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            f.error_at(e.location, e.message);
-            None
-        }
-    }
 }
 
 /// A boolean or a Lua function.

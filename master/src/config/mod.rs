@@ -16,6 +16,7 @@ pub mod compile;
 pub mod diff;
 pub mod force;
 pub mod janitor;
+pub mod places;
 pub mod schedulers;
 pub mod secrets;
 pub mod settings;
@@ -128,7 +129,12 @@ pub fn load_with(master_dir: &Path, sandbox: bool) -> Result<LoadedConfig, Confi
         ..crate::lua::LuaLimits::from_env()
     };
     let (lua, raw) = LuaGeneration::load_with(master_dir, limits).map_err(ConfigErrors)?;
-    let mut config = compile::compile(&raw).map_err(ConfigErrors)?;
+    let source =
+        std::fs::read_to_string(master_dir.join(crate::lua::CONFIG_FILE)).unwrap_or_default();
+    let mut config = compile::compile(&raw).map_err(|mut errors| {
+        places::place_on_lines(&mut errors, &source);
+        ConfigErrors(errors)
+    })?;
     let mut errors = settings::read_hook_files(&mut config.www, master_dir);
     errors.extend(
         crate::secrets::Secrets::new(&config.secrets, master_dir)
@@ -137,6 +143,7 @@ pub fn load_with(master_dir: &Path, sandbox: bool) -> Result<LoadedConfig, Confi
             .map(|e| ConfigError::whole_file(format!("secrets: {e}"))),
     );
     if !errors.is_empty() {
+        places::place_on_lines(&mut errors, &source);
         return Err(ConfigErrors(errors));
     }
     Ok(LoadedConfig {

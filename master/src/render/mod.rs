@@ -20,7 +20,7 @@ pub mod interpolate;
 
 pub use interpolate::{Key, LookupError, SourceAttr, Template, TemplateError, WorkerAttr};
 
-use crate::lua::{CallError, ConfigError, LuaFn, LuaGeneration, RawKey, RawValue};
+use crate::lua::{CallError, ConfigError, Fields, LuaFn, LuaGeneration, RawKey, RawValue};
 use crate::secrets::{Redactor, SecretError, Secrets};
 use moonbot_worker::protocol::WorkerInfo;
 use serde_json::Value;
@@ -128,6 +128,21 @@ impl Renderable {
     /// Whether rendering needs the build (anything but a literal).
     pub fn is_literal(&self) -> bool {
         matches!(self, Renderable::Literal(_))
+    }
+}
+
+/// Read the field `key` of a step's (or any constructor's) table as a
+/// renderable; an error is reported at the table's place, or at the
+/// `mb.interpolate` call's.
+pub fn field(f: &mut Fields<'_>, key: &'static str) -> Option<Renderable> {
+    let raw = f.get(key)?;
+    let what = format!("{}: '{key}'", f.what);
+    match Renderable::compile(raw, &what, &f.at) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            f.error_at(e.location, e.message);
+            None
+        }
     }
 }
 

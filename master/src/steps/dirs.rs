@@ -4,7 +4,6 @@
 //! Buildbot's `MakeDirectory` and `RemoveDirectory`.
 
 use super::{Compiled, StepContext, StepHost, StepKind};
-use crate::config::builders::renderable_field;
 use crate::lua::Fields;
 use crate::render::Renderable;
 use moonbot_worker::protocol::RemoteCommand;
@@ -18,7 +17,7 @@ pub struct DirStep {
 
 /// Compile `dir`; `name` is the step's default name, `kind` makes the variant.
 pub fn compile(f: &mut Fields<'_>, name: &str, kind: fn(DirStep) -> StepKind) -> Compiled {
-    let dir = renderable_field(f, "dir");
+    let dir = crate::render::field(f, "dir");
     if f.get("dir").is_none() {
         let msg = format!("{}: 'dir' is required", f.what);
         f.error(msg);

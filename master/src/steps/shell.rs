@@ -5,7 +5,6 @@
 //! value may be renderables too.
 
 use super::{Compiled, StepContext, StepHost, StepKind};
-use crate::config::builders::renderable_field;
 use crate::lua::{Fields, RawKey, RawValue};
 use crate::render::{RenderError, Renderable, interpolate::value_text};
 use moonbot_worker::protocol::{CommandLine, RemoteCommand, ShellCommand};
@@ -44,7 +43,7 @@ pub fn compile(f: &mut Fields<'_>, builder: &str) -> Compiled {
         Some(RawValue::Str(s)) => Some(Renderable::Literal(Value::String(s.clone()))),
         Some(value @ RawValue::Table(_)) if value.get("_kind").is_none() => {
             match command_argv(value) {
-                Ok(()) => renderable_field(f, "command"),
+                Ok(()) => crate::render::field(f, "command"),
                 Err(e) => {
                     let msg = format!("{builder}: step: 'command' {e}");
                     f.error(msg);
@@ -52,7 +51,7 @@ pub fn compile(f: &mut Fields<'_>, builder: &str) -> Compiled {
                 }
             }
         }
-        Some(RawValue::Function(_) | RawValue::Table(_)) => renderable_field(f, "command"),
+        Some(RawValue::Function(_) | RawValue::Table(_)) => crate::render::field(f, "command"),
         Some(other) => {
             let msg = format!(
                 "{builder}: step: 'command' must be a string, a list, a renderable or a function, not a {}",
@@ -62,7 +61,7 @@ pub fn compile(f: &mut Fields<'_>, builder: &str) -> Compiled {
             None
         }
     };
-    let workdir = renderable_field(f, "workdir")
+    let workdir = crate::render::field(f, "workdir")
         .unwrap_or_else(|| Renderable::Literal(Value::String("build".into())));
     let env = compile_env(f, builder);
     let timeout_s = Some(f.integer("timeout", 1, 7 * 86400).unwrap_or(1200) as u64);
