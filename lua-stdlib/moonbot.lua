@@ -102,6 +102,56 @@ steps.mkdir = constructor("step.mkdir")
 ---@type fun(args: moonbot.DirArgs): moonbot.Step
 steps.rmdir = constructor("step.rmdir")
 
+---@class moonbot.SetPropertyArgs: moonbot.StepCommon
+---@field property string              The property to set (its source: the step's name).
+---@field value moonbot.Renderable       Its value, rendered when the step runs.
+
+--- Set one build property for the steps after this one (Buildbot's SetProperty).
+---@type fun(args: moonbot.SetPropertyArgs): moonbot.Step
+steps.set_property = constructor("step.set_property")
+
+---@class moonbot.SetPropertiesArgs: moonbot.StepCommon
+---@field properties table<string, moonbot.Renderable>|fun(props: table<string, any>): table<string, any>  Name → value (renderables), or a function returning such a table.
+
+--- Set several build properties (Buildbot's SetProperties).
+---@type fun(args: moonbot.SetPropertiesArgs): moonbot.Step
+steps.set_properties = constructor("step.set_properties")
+
+---@class moonbot.SetPropertyFromCommandArgs: moonbot.ShellArgs
+---@field property? string  The property that gets the command's stdout.
+---@field strip? boolean    Strip whitespace around stdout first (default true).
+---@field extract_fn? fun(rc: integer, stdout: string, stderr: string): table<string, any>  Instead of `property`: returns the properties to set.
+
+--- Run a command and set properties from its output (Buildbot's SetPropertyFromCommand).
+---@type fun(args: moonbot.SetPropertyFromCommandArgs): moonbot.Step
+steps.set_property_from_command = constructor("step.set_property_from_command")
+
+---One command of a `shell_sequence` (Buildbot's ShellArg).
+---@class moonbot.ShellArg
+---@field command moonbot.Command
+---@field log_name? string           Its own log (default: the step's `stdio`).
+---@field halt_on_failure? boolean   Stop the sequence when it fails (default false).
+---@field flunk_on_failure? boolean  Its failure fails the step (default true).
+---@field warn_on_failure? boolean   Its failure gives WARNINGS instead (default false).
+
+---@class moonbot.ShellSequenceArgs: moonbot.StepCommon
+---@field commands moonbot.ShellArg[]
+---@field workdir? moonbot.Renderable
+---@field env? table<string, moonbot.Renderable|false>
+---@field timeout? integer
+---@field max_time? integer
+---@field sigterm_time? integer
+
+--- Several commands in one step, each with its own log (Buildbot's ShellSequence).
+---@type fun(args: moonbot.ShellSequenceArgs): moonbot.Step
+steps.shell_sequence = constructor("step.shell_sequence")
+
+--- A command run on the master, not a worker (Buildbot's MasterShellCommand);
+--- `workdir` is relative to the master directory. Refused unless master.lua
+--- sets `allow_master_shell = true`.
+---@type fun(args: moonbot.ShellArgs): moonbot.Step
+steps.master_shell = constructor("step.master_shell")
+
 M.steps = steps
 
 ---@class moonbot.BuilderArgs
@@ -465,6 +515,7 @@ M.secrets = secrets
 ---@field collapse_requests? moonbot.CollapseRequests  Every builder's default (default true).
 ---@field properties? table<string, any>  Properties every build gets (the lowest layer, source "Global").
 ---@field secrets? moonbot.SecretsProvider[]  Where `mb.secret` and `%(secret:NAME)s` look, in order.
+---@field allow_master_shell? boolean  Let builders run `mb.steps.master_shell` commands on the master (default false).
 
 ---@alias moonbot.Duration integer|string Seconds, or a number with one unit: "90s", "30m", "24h", "180d".
 

@@ -53,6 +53,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
     let collapse_requests = super::builders::collapse_requests(&mut top).unwrap_or_default();
     let properties = top.properties("properties");
     let secrets_raw = top.list("secrets").unwrap_or_default();
+    let allow_master_shell = top.boolean("allow_master_shell", false);
     top.finish(errors);
     let secrets = super::secrets::compile_secrets(secrets_raw, errors);
 
@@ -96,6 +97,21 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
     }
 
     check_references(&workers, &builders, &schedulers, errors);
+    if !allow_master_shell {
+        for b in &builders {
+            for step in &b.steps {
+                if matches!(step.kind, crate::steps::StepKind::MasterShell(_)) {
+                    errors.push(ConfigError {
+                        location: step.defined_at.clone(),
+                        message: format!(
+                            "builder '{}': step '{}': master_shell runs commands on the master; refused unless master.lua sets allow_master_shell = true",
+                            b.name, step.name
+                        ),
+                    });
+                }
+            }
+        }
+    }
     Some(MasterConfig {
         title,
         title_url,
@@ -113,6 +129,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
         collapse_requests,
         properties,
         secrets,
+        allow_master_shell,
     })
 }
 

@@ -71,6 +71,8 @@ pub struct MasterConfig {
     pub properties: std::collections::BTreeMap<String, serde_json::Value>,
     /// Where secrets come from, asked in order.
     pub secrets: Vec<crate::secrets::SecretProvider>,
+    /// Whether builders may run `master_shell` steps (commands on the master).
+    pub allow_master_shell: bool,
 }
 
 impl MasterConfig {

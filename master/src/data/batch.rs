@@ -384,7 +384,7 @@ mod tests {
             .unwrap();
         let closed = log.close().await.unwrap();
         assert_eq!(closed.lines, 1);
-        data.finish_step(stepid, SUCCESS, "compiled", false, &closed)
+        data.finish_step(stepid, SUCCESS, "compiled", false, &[closed])
             .await
             .unwrap();
         data.finish_build(started.buildid, SUCCESS, "build successful", Some(&request))

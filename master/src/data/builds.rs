@@ -265,6 +265,33 @@ impl Data {
         Ok(())
     }
 
+    /// Set one property of a running build (a step's), replacing its value
+    /// and source when it is set already.
+    pub async fn set_build_property(
+        &self,
+        buildid: i64,
+        name: &str,
+        value: &Value,
+        source: &str,
+    ) -> Result<(), DataError> {
+        use build_properties::Column as C;
+        build_properties::Entity::insert(build_properties::ActiveModel {
+            buildid: Set(buildid),
+            name: Set(name.to_string()),
+            value: Set(value.to_string()),
+            source: Set(source.to_string()),
+            ..Default::default()
+        })
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::columns([C::Buildid, C::Name])
+                .update_columns([C::Value, C::Source])
+                .to_owned(),
+        )
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(())
+    }
+
     /// Build properties in Buildbot's API shape: name → [value, source].
     pub async fn build_properties(&self, buildid: i64) -> Result<Value, DataError> {
         let mut by_build = self

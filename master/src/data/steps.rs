@@ -96,17 +96,28 @@ impl Data {
         Ok((row.id, writer))
     }
 
-    /// The step is over, and its log (closed) complete: one trip.
+    /// Another log of a running step (`stdio` is made with the step).
+    pub async fn add_log(&self, stepid: i64, name: &str) -> Result<LogWriter, DataError> {
+        let mut batch = Batch::new(self);
+        let log = push_new_log(&mut batch, Expr::val(stepid), name);
+        let mut rows = self.run_batch(batch).await?;
+        self.open_log(rows.one(log, "returned no new log row")?)
+    }
+
+    /// The step is over, and its logs (closed) complete: one trip.
     pub async fn finish_step(
         &self,
         stepid: i64,
         results: i32,
         state: &str,
         hidden: bool,
-        log: &ClosedLog,
+        logs: &[ClosedLog],
     ) -> Result<(), DataError> {
         let mut batch = Batch::new(self);
-        let log_finished = push_log_finished(&mut batch, log);
+        let logs_finished: Vec<_> = logs
+            .iter()
+            .map(|log| push_log_finished(&mut batch, log))
+            .collect();
         let finished = batch.push(
             Query::update()
                 .table(steps::Entity)
@@ -120,7 +131,9 @@ impl Data {
                 .returning_all(),
         );
         let mut rows = self.run_batch(batch).await?;
-        self.publish_log_finished(&mut rows, log_finished)?;
+        for finished in logs_finished {
+            self.publish_log_finished(&mut rows, finished)?;
+        }
         for s in rows.models::<steps::Model>(finished)? {
             self.bus.publish(
                 Topic::Step {

@@ -28,7 +28,8 @@ use crate::results::{self, CANCELLED, EXCEPTION, FAILURE, RETRY, SKIPPED, SUCCES
 use crate::running_builds::{StopKind, StopSignal};
 use crate::secrets::{Redactor, Secrets};
 use crate::shared::Shared;
-use crate::steps::{self, Properties, RemoteFailure, StepContext, StepHost};
+use crate::steps::context::COLLECT_LIMIT;
+use crate::steps::{self, Collected, Properties, RemoteFailure, StepContext, StepHost, Stream};
 use crate::worker_registry::WorkerLease;
 use crate::workers::remote::{self, Output, OutputSink, RemoteError, WorkerLink};
 use moonbot_worker::protocol::{CommandOutcome, RemoteCommand};
@@ -367,6 +368,7 @@ async fn run_step<'a>(
         link: &mut ctx.link,
         interrupt: ctx.stop.interrupt.clone(),
         started: None,
+        set_properties: Vec::new(),
     };
     for note in &notes {
         host.header(note).await?;
@@ -376,6 +378,7 @@ async fn run_step<'a>(
             let mut step_ctx = StepContext {
                 name: &step.name,
                 builddir: &ctx.builder.builddir,
+                master_dir: &ctx.shared.dir,
                 render: &render,
                 decode_rc: step.decode_rc.as_ref(),
                 stop: ctx.stop,
@@ -417,7 +420,11 @@ async fn run_step<'a>(
     let Some(started) = host.started.take() else {
         unreachable!("begin() records the started step");
     };
-    let log = started.log.close().await?;
+    let mut closed = Vec::with_capacity(started.logs.len());
+    for (_, log) in started.logs {
+        closed.push(log.close().await?);
+    }
+    let set_properties = std::mem::take(&mut host.set_properties);
     let done = done.unwrap_or(started.description);
     let state = match result {
         SUCCESS => done,
@@ -431,9 +438,12 @@ async fn run_step<'a>(
             result,
             &ctx.redactor.redact(&state),
             hidden,
-            &log,
+            &closed,
         )
         .await?;
+    for (name, value) in set_properties {
+        ctx.props.insert(name, (value, step.name.clone()));
+    }
     Ok(result)
 }
 
@@ -461,9 +471,18 @@ async fn condition(
 /// A step once its row exists.
 struct StartedStep {
     stepid: i64,
-    log: LogWriter,
+    /// Its logs in the order they were made (`stdio` first), and which one
+    /// output goes to now.
+    logs: Vec<(String, LogWriter)>,
+    current: usize,
     /// What the step shows (master.lua's `description`, or the kind's).
     description: String,
+}
+
+impl StartedStep {
+    fn log(&mut self) -> &mut LogWriter {
+        &mut self.logs[self.current].1
+    }
 }
 
 /// The build's side of one step: its row and `stdio` log in the database, and
@@ -480,6 +499,8 @@ struct BuildStepHost<'c, 'a> {
     link: &'c mut WorkerLink<'a>,
     interrupt: watch::Receiver<Option<String>>,
     started: Option<StartedStep>,
+    /// Properties the step set, for the steps after it.
+    set_properties: Vec<(String, Value)>,
 }
 
 impl BuildStepHost<'_, '_> {
@@ -523,19 +544,58 @@ impl StepHost for BuildStepHost<'_, '_> {
         }
         self.started = Some(StartedStep {
             stepid,
-            log,
+            logs: vec![("stdio".to_string(), log)],
+            current: 0,
             description,
         });
         Ok(())
     }
 
     async fn header(&mut self, line: &str) -> Result<(), DataError> {
-        self.started().await?.log.header(line).await
+        self.started().await?.log().header(line).await
+    }
+
+    async fn output(&mut self, stream: Stream, bytes: &[u8]) -> Result<(), DataError> {
+        let stream = match stream {
+            Stream::Stdout => LogStream::Stdout,
+            Stream::Stderr => LogStream::Stderr,
+        };
+        self.started().await?.log().append(stream, bytes).await
+    }
+
+    async fn use_log(&mut self, name: &str) -> Result<(), DataError> {
+        let redactor = self.redactor.clone();
+        let data = self.data;
+        let started = self.started().await?;
+        if let Some(i) = started.logs.iter().position(|(n, _)| n == name) {
+            started.current = i;
+            return Ok(());
+        }
+        let mut log = data.add_log(started.stepid, name).await?;
+        if let Some(redactor) = redactor {
+            log.redact_with(redactor);
+        }
+        started.logs.push((name.to_string(), log));
+        started.current = started.logs.len() - 1;
+        Ok(())
+    }
+
+    async fn set_property(&mut self, name: &str, value: Value) -> Result<(), DataError> {
+        let value = match &self.redactor {
+            Some(redactor) => redactor.redact_json(&value),
+            None => value,
+        };
+        self.data
+            .set_build_property(self.buildid, name, &value, &self.step.name)
+            .await?;
+        self.set_properties.push((name.to_string(), value));
+        Ok(())
     }
 
     async fn run_remote(
         &mut self,
         command: RemoteCommand,
+        collect: Option<&mut Collected>,
     ) -> Result<CommandOutcome, RemoteFailure> {
         let interrupt = self.interrupt.clone();
         if self.started.is_none() {
@@ -551,7 +611,10 @@ impl StepHost for BuildStepHost<'_, '_> {
             self.link,
             command,
             interrupt,
-            &mut LogSink(&mut started.log),
+            &mut LogSink {
+                log: started.log(),
+                collect,
+            },
         )
         .await
         .map_err(|e| match e {
@@ -561,19 +624,31 @@ impl StepHost for BuildStepHost<'_, '_> {
     }
 }
 
-/// Sends a command's output into a step log.
-struct LogSink<'a>(&'a mut LogWriter);
+/// Sends a command's output into a step log, and keeps a copy when the
+/// step reads it.
+struct LogSink<'a, 'c> {
+    log: &'a mut LogWriter,
+    collect: Option<&'c mut Collected>,
+}
 
-impl OutputSink for LogSink<'_> {
+impl OutputSink for LogSink<'_, '_> {
     async fn output(&mut self, output: Output) -> Result<(), DataError> {
         let (stream, bytes) = match output {
             Output::Stdout(b) => (LogStream::Stdout, b),
             Output::Stderr(b) => (LogStream::Stderr, b),
         };
-        self.0.append(stream, &bytes).await
+        if let Some(collect) = self.collect.as_deref_mut() {
+            let kept = match stream {
+                LogStream::Stdout => &mut collect.stdout,
+                _ => &mut collect.stderr,
+            };
+            let room = COLLECT_LIMIT.saturating_sub(kept.len());
+            kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
+        self.log.append(stream, &bytes).await
     }
 
     async fn idle(&mut self) -> Result<(), DataError> {
-        self.0.flush_if_stale().await
+        self.log.flush_if_stale().await
     }
 }

@@ -12,8 +12,29 @@ use crate::render::RenderContext;
 use crate::results::{CANCELLED, EXCEPTION, FAILURE, RETRY, SUCCESS};
 use crate::running_builds::{StopKind, StopSignal};
 use moonbot_worker::protocol::{CommandOutcome, RemoteCommand};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::future::Future;
+
+/// The most of a command's stdout and of its stderr a step keeps to read
+/// (`set_property_from_command`, the `git` step): the log keeps all of it.
+pub const COLLECT_LIMIT: usize = 16 << 20;
+
+/// A command's output as a step reads it (each stream cut at [`COLLECT_LIMIT`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Collected {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The exit code, when the command exited.
+    pub rc: Option<i32>,
+}
+
+/// Which stream a piece of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
 
 /// Why a remote command produced no outcome.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,12 +62,32 @@ pub trait StepHost: Send {
     /// One line of the master's own words (a header) in the step's log.
     fn header(&mut self, line: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// Run `command` on the build's worker, its output into the step's log;
-    /// stopping the build interrupts it.
+    /// Run `command` on the build's worker, its output into the step's log
+    /// (and into `collect`, when given); stopping the build interrupts it.
     fn run_remote(
         &mut self,
         command: RemoteCommand,
+        collect: Option<&mut Collected>,
     ) -> impl Future<Output = Result<CommandOutcome, RemoteFailure>> + Send;
+
+    /// Output of the step's own making (a command run on the master) into
+    /// its current log.
+    fn output(
+        &mut self,
+        stream: Stream,
+        bytes: &[u8],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Write from now on into the step's log `name`, made when first named
+    /// (`stdio` is the first).
+    fn use_log(&mut self, name: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Set a build property from this step on (its source: the step's name).
+    fn set_property(
+        &mut self,
+        name: &str,
+        value: Value,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 /// Everything a step kind may use while it runs.
@@ -55,6 +96,8 @@ pub struct StepContext<'a, H> {
     pub name: &'a str,
     /// The builder's directory on the worker; step paths are relative to it.
     pub builddir: &'a str,
+    /// The master's directory (where `master_shell` commands run).
+    pub master_dir: &'a std::path::Path,
     /// Renders the step's arguments from what the build knows.
     pub render: &'a RenderContext<'a>,
     /// Exit code → result (`decode_rc`); `None`: 0 is SUCCESS, else FAILURE.
@@ -82,8 +125,20 @@ impl<H: StepHost> StepContext<'_, H> {
     /// when the master is stopping) when interrupted, RETRY when the worker was
     /// lost, EXCEPTION otherwise.
     pub async fn run_command(&mut self, command: RemoteCommand) -> Result<i32, H::Error> {
-        match self.host.run_remote(command).await {
+        self.run_command_collecting(command, None).await
+    }
+
+    /// [`StepContext::run_command`], keeping the command's output in `collect`.
+    pub async fn run_command_collecting(
+        &mut self,
+        command: RemoteCommand,
+        mut collect: Option<&mut Collected>,
+    ) -> Result<i32, H::Error> {
+        match self.host.run_remote(command, collect.as_deref_mut()).await {
             Ok(outcome) => {
+                if let Some(collect) = collect {
+                    collect.rc = outcome.rc;
+                }
                 self.write_outcome(&outcome).await?;
                 Ok(if outcome.interrupted {
                     match self.stop.requested() {

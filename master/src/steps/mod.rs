@@ -14,9 +14,12 @@
 
 pub mod context;
 pub mod dirs;
+pub mod master_shell;
+pub mod properties;
+pub mod sequence;
 pub mod shell;
 
-pub use context::{Properties, RemoteFailure, StepContext, StepHost};
+pub use context::{Collected, Properties, RemoteFailure, StepContext, StepHost, Stream};
 
 use crate::lua::Fields;
 
@@ -29,6 +32,14 @@ pub enum StepKind {
     Mkdir(dirs::DirStep),
     /// `mb.steps.rmdir{…}`: remove a directory tree on the worker.
     Rmdir(dirs::DirStep),
+    /// `mb.steps.set_property{…}` and `mb.steps.set_properties{…}`.
+    SetProperties(properties::SetPropertiesStep),
+    /// `mb.steps.set_property_from_command{…}`.
+    SetPropertyFromCommand(properties::FromCommandStep),
+    /// `mb.steps.shell_sequence{…}`: several commands, each with its own log.
+    ShellSequence(sequence::SequenceStep),
+    /// `mb.steps.master_shell{…}`: a command on the master.
+    MasterShell(master_shell::MasterShellStep),
 }
 
 /// A step kind's part of a compiled step.
@@ -46,6 +57,11 @@ pub fn compile(tag: &str, f: &mut Fields<'_>, builder: &str) -> Option<Compiled>
         "step.shell" => shell::compile(f, builder),
         "step.mkdir" => dirs::compile(f, "mkdir", StepKind::Mkdir),
         "step.rmdir" => dirs::compile(f, "rmdir", StepKind::Rmdir),
+        "step.set_property" => properties::compile_one(f),
+        "step.set_properties" => properties::compile_many(f),
+        "step.set_property_from_command" => properties::compile_from_command(f, builder),
+        "step.shell_sequence" => sequence::compile(f, builder),
+        "step.master_shell" => master_shell::compile(f, builder),
         _ => return None,
     })
 }
@@ -60,5 +76,9 @@ pub async fn run<H: StepHost>(
         StepKind::Shell(step) => shell::run(step, ctx).await,
         StepKind::Mkdir(step) => dirs::run_mkdir(step, ctx).await,
         StepKind::Rmdir(step) => dirs::run_rmdir(step, ctx).await,
+        StepKind::SetProperties(step) => properties::run_set(step, ctx).await,
+        StepKind::SetPropertyFromCommand(step) => properties::run_from_command(step, ctx).await,
+        StepKind::ShellSequence(step) => sequence::run(step, ctx).await,
+        StepKind::MasterShell(step) => master_shell::run(step, ctx).await,
     }
 }

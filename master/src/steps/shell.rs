@@ -61,12 +61,7 @@ pub fn compile(f: &mut Fields<'_>, builder: &str) -> Compiled {
             None
         }
     };
-    let workdir = crate::render::field(f, "workdir")
-        .unwrap_or_else(|| Renderable::Literal(Value::String("build".into())));
-    let env = compile_env(f, builder);
-    let timeout_s = Some(f.integer("timeout", 1, 7 * 86400).unwrap_or(1200) as u64);
-    let max_time_s = f.integer("max_time", 1, 30 * 86400).map(|n| n as u64);
-    let sigterm_grace_s = f.integer("sigterm_time", 0, 3600).unwrap_or(5) as u64;
+    let settings = compile_settings(f, builder);
     let default_name = match &command {
         Some(Renderable::Literal(Value::String(s))) => {
             s.split_whitespace().next().unwrap_or("shell").to_string()
@@ -86,14 +81,24 @@ pub fn compile(f: &mut Fields<'_>, builder: &str) -> Compiled {
         kind: command.map(|command| {
             StepKind::Shell(ShellStep {
                 command,
-                workdir,
-                env,
-                timeout_s,
-                max_time_s,
-                sigterm_grace_s,
+                ..settings
             })
         }),
         default_name,
+    }
+}
+
+/// What every command-running step shares: `workdir`, `env`, `timeout`,
+/// `max_time`, `sigterm_time` (the command is left empty).
+pub fn compile_settings(f: &mut Fields<'_>, builder: &str) -> ShellStep {
+    ShellStep {
+        command: Renderable::Literal(Value::Null),
+        workdir: crate::render::field(f, "workdir")
+            .unwrap_or_else(|| Renderable::Literal(Value::String("build".into()))),
+        env: compile_env(f, builder),
+        timeout_s: Some(f.integer("timeout", 1, 7 * 86400).unwrap_or(1200) as u64),
+        max_time_s: f.integer("max_time", 1, 30 * 86400).map(|n| n as u64),
+        sigterm_grace_s: f.integer("sigterm_time", 0, 3600).unwrap_or(5) as u64,
     }
 }
 
@@ -191,7 +196,7 @@ pub async fn run<H: StepHost>(
 }
 
 /// The command with every renderable made concrete.
-async fn render<H: StepHost>(
+pub async fn render<H: StepHost>(
     step: &ShellStep,
     ctx: &StepContext<'_, H>,
 ) -> Result<ShellCommand, RenderError> {
@@ -217,7 +222,7 @@ async fn render<H: StepHost>(
 
 /// A rendered command: a string for the shell, or a list (nested lists
 /// flattened) of argv words.
-fn command_line(value: Value) -> Result<CommandLine, RenderError> {
+pub fn command_line(value: Value) -> Result<CommandLine, RenderError> {
     let not_a_command = |got: &Value| RenderError::Type {
         what: "the command".into(),
         expected: "a string or a list of strings",
@@ -270,7 +275,7 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-async fn write_header<H: StepHost>(host: &mut H, s: &ShellCommand) -> Result<(), H::Error> {
+pub async fn write_header<H: StepHost>(host: &mut H, s: &ShellCommand) -> Result<(), H::Error> {
     host.header(&s.command.display()).await?;
     host.header(&format!(" in dir {}", s.workdir)).await?;
     for (k, v) in &s.env {

@@ -63,7 +63,135 @@ return {
 moonbot_tests::on_both_databases!(
     steps_render_from_the_build_and_keep_secrets_out,
     bad_templates_and_secrets_fail_checkconfig,
+    steps_set_properties_run_sequences_and_run_on_the_master,
 );
+
+const PROPERTY_STEPS: &str = r#"
+local mb = require "moonbot"
+return {
+  title = "property steps",
+  www = { port = 0, bind = "127.0.0.1" },
+  protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1", idle_timeout = 3 } },
+  db = { url = "@DB@" },
+  allow_master_shell = true,
+  workers = { mb.worker { name = "w1" } },
+  builders = {
+    mb.builder { name = "props", workernames = { "w1" }, steps = {
+      mb.steps.set_property { property = "color", value = mb.interpolate("%(prop:buildername)s-blue") },
+      mb.steps.set_properties { properties = { size = 3, shape = mb.property "color" } },
+      mb.steps.set_property_from_command { command = "echo '  abc123  '", property = "got" },
+      mb.steps.set_property_from_command { command = "echo one=1; echo two=2 >&2; exit 3",
+        flunk_on_failure = false,
+        extract_fn = function(rc, out, err)
+          return { rc = rc, one = out:match("one=(%d)"), two = err:match("two=(%d)") }
+        end },
+      mb.steps.shell { name = "uses", command = { "echo",
+        mb.interpolate("%(prop:color)s %(prop:size)s %(prop:shape)s [%(prop:got)s] %(prop:one)s%(prop:two)s rc=%(prop:rc)s") } },
+      mb.steps.shell_sequence { name = "seq", commands = {
+        { command = "echo first", log_name = "first" },
+        { command = "echo soft-fail; exit 1", flunk_on_failure = false, warn_on_failure = true },
+        { command = { "echo", "third", mb.property "color" }, log_name = "third" },
+        { command = "echo halting; exit 2", halt_on_failure = true, log_name = "fourth" },
+        { command = "echo never", log_name = "never" },
+      } },
+      mb.steps.master_shell { name = "on-master", always_run = true,
+        command = "echo on-master; pwd; echo \"builder=$BUILDER\"",
+        env = { BUILDER = mb.property "buildername" } },
+    } },
+  },
+  schedulers = { mb.schedulers.force { name = "force", builders = { "props" } } },
+}
+"#;
+
+/// Steps that set properties for later ones, a shell sequence with a log
+/// per command, and a command on the master.
+fn steps_set_properties_run_sequences_and_run_on_the_master(backend: &Backend) {
+    let (m, _w) = TestMaster::started_with_worker(backend, PROPERTY_STEPS, "w1");
+    let build = m.wait_request_done(m.force(m.builderid("props")), LONG);
+    let buildid = build["buildid"].as_i64().unwrap();
+    let steps = m.steps(buildid);
+    let by_name = |name: &str| -> Value {
+        steps
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no step {name} in {steps:?}"))
+    };
+    let log_named = |step: &str, log: &str| {
+        let stepid = by_name(step)["stepid"].as_i64().unwrap();
+        let logs = m.get(&format!("/api/v2/steps/{stepid}/logs"))["logs"].clone();
+        let logid = logs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == log)
+            .unwrap_or_else(|| panic!("no log {log} of {step}: {logs}"))["logid"]
+            .as_i64()
+            .unwrap();
+        String::from_utf8(m.get_bytes(&format!("/api/v2/logs/{logid}/raw"))).unwrap()
+    };
+
+    // Each property with the step that set it as its source.
+    let props = &m.get(&format!("/api/v2/builds/{buildid}/properties"))["properties"][0];
+    assert_eq!(props["color"], json!(["props-blue", "set color"]));
+    assert_eq!(props["size"], json!([3, "set_properties"]));
+    assert_eq!(props["shape"], json!(["props-blue", "set_properties"]));
+    assert_eq!(props["got"], json!(["abc123", "set_property_from_command"]));
+    assert_eq!(props["rc"], json!([3, "set_property_from_command_1"]));
+    assert_eq!(by_name("set_property_from_command_1")["results"], 2);
+    let uses = log_named("uses", "stdio");
+    assert!(
+        uses.contains("\nprops-blue 3 props-blue [abc123] 12 rc=3\n"),
+        "{uses}"
+    );
+
+    // The sequence: a log per named command, the soft failure a warning,
+    // the halting one ends it.
+    let seq = by_name("seq");
+    assert_eq!(seq["results"], 2, "{seq}");
+    let stepid = seq["stepid"].as_i64().unwrap();
+    let names: Vec<String> = m.get(&format!("/api/v2/steps/{stepid}/logs"))["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["stdio", "first", "third", "fourth"]);
+    assert!(log_named("seq", "first").contains("\nfirst\n"));
+    assert!(log_named("seq", "stdio").contains("\nsoft-fail\n"));
+    assert!(log_named("seq", "third").contains("\nthird props-blue\n"));
+    assert!(log_named("seq", "fourth").contains("exit code 2"));
+    assert_eq!(build["results"], 2);
+    assert_eq!(build["state_string"], "failed seq");
+
+    // On the master, in its directory, after the failure (always_run).
+    let on_master = log_named("on-master", "stdio");
+    assert_eq!(by_name("on-master")["results"], 0, "{on_master}");
+    assert!(on_master.contains("\non-master\n"), "{on_master}");
+    assert!(
+        on_master.contains(&format!("\n{}\n", m.path())),
+        "{on_master}"
+    );
+    assert!(on_master.contains("\nbuilder=props\n"), "{on_master}");
+
+    // Without allow_master_shell, checkconfig refuses the step at its line.
+    let refused = PROPERTY_STEPS.replace("allow_master_shell = true,", "");
+    m.write_config(&refused);
+    let (code, out, err) = run(
+        moonbot_tests::bin("moonbot").to_str().unwrap(),
+        &["checkconfig", m.path()],
+    );
+    let line = refused
+        .lines()
+        .position(|l| l.contains("mb.steps.master_shell"))
+        .unwrap()
+        + 1;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("master.lua:{line}: builder 'props': step 'on-master': master_shell runs commands on the master")),
+        "{out}{err}"
+    );
+}
 
 const TOKEN: &str = "tok3n-31415-92653";
 const KEY: &str =
