@@ -146,6 +146,29 @@ steps.set_property_from_command = constructor("step.set_property_from_command")
 ---@type fun(args: moonbot.ShellSequenceArgs): moonbot.Step
 steps.shell_sequence = constructor("step.shell_sequence")
 
+---@class moonbot.GitArgs: moonbot.StepCommon
+---@field repourl moonbot.Renderable     The repository to fetch from.
+---@field branch? moonbot.Renderable      The branch (or full ref) when the build's source stamp names none (default: the remote's default branch).
+---@field mode? "incremental"|"full"      Update the checkout in place, or make it clean (default "incremental").
+---@field method? "clobber"|"fresh"|"clean"|"copy"  How `mode = "full"` cleans: start over, `git clean -xdf`, `git clean -df`, or copy an incremental checkout (default "fresh").
+---@field shallow? boolean|integer       Fetch only this many commits of the wanted revision (true: 1); an older revision works too.
+---@field submodules? boolean            Update submodules, recursively (default false).
+---@field reference? moonbot.Renderable   A repository on the worker whose objects the checkout may borrow.
+---@field retry_fetch? boolean           Try a failed fetch once more (default false).
+---@field clobber_on_failure? boolean    When the update fails, remove the checkout and try once more from nothing (default false).
+---@field ssh_private_key? moonbot.Renderable  A key (use `mb.secret`), written to a 0600 file on the worker for this step alone.
+---@field ssh_known_hosts? moonbot.Renderable  Known hosts for that key (without it, a new host key is accepted).
+---@field shared? boolean                Borrow objects from one mirror per repository on the worker, shared by its builders (default true; not with `shallow`).
+---@field codebase? string               The source stamp's codebase (default "").
+---@field workdir? moonbot.Renderable     The checkout, relative to the builder's directory (default "build").
+---@field env? table<string, moonbot.Renderable|false>
+---@field timeout? integer
+---@field max_time? integer
+
+--- Check out the build's revision (Buildbot's Git step) and set `got_revision`.
+---@type fun(args: moonbot.GitArgs): moonbot.Step
+steps.git = constructor("step.git")
+
 --- A command run on the master, not a worker (Buildbot's MasterShellCommand);
 --- `workdir` is relative to the master directory. Refused unless master.lua
 --- sets `allow_master_shell = true`.

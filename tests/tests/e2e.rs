@@ -3,6 +3,8 @@
 
 #[path = "e2e/git_poller.rs"]
 mod git_poller;
+#[path = "e2e/git_step.rs"]
+mod git_step;
 #[path = "e2e/hooks.rs"]
 mod hooks;
 #[path = "e2e/renderables.rs"]

@@ -14,6 +14,7 @@
 
 pub mod context;
 pub mod dirs;
+pub mod git;
 pub mod master_shell;
 pub mod properties;
 pub mod sequence;
@@ -38,6 +39,8 @@ pub enum StepKind {
     SetPropertyFromCommand(properties::FromCommandStep),
     /// `mb.steps.shell_sequence{…}`: several commands, each with its own log.
     ShellSequence(sequence::SequenceStep),
+    /// `mb.steps.git{…}`: check out the build's revision.
+    Git(Box<git::GitStep>),
     /// `mb.steps.master_shell{…}`: a command on the master.
     MasterShell(master_shell::MasterShellStep),
 }
@@ -62,6 +65,7 @@ pub fn compile(tag: &str, f: &mut Fields<'_>, builder: &str) -> Option<Compiled>
         "step.set_property_from_command" => properties::compile_from_command(f, builder),
         "step.shell_sequence" => sequence::compile(f, builder),
         "step.master_shell" => master_shell::compile(f, builder),
+        "step.git" => git::compile(f, builder),
         _ => return None,
     })
 }
@@ -80,5 +84,6 @@ pub async fn run<H: StepHost>(
         StepKind::SetPropertyFromCommand(step) => properties::run_from_command(step, ctx).await,
         StepKind::ShellSequence(step) => sequence::run(step, ctx).await,
         StepKind::MasterShell(step) => master_shell::run(step, ctx).await,
+        StepKind::Git(step) => git::run(step, ctx).await,
     }
 }
