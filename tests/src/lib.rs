@@ -430,7 +430,7 @@ impl TestMaster {
 
     /// The id of the builder called `name` (panics when the API lists none).
     pub fn builderid(&self, name: &str) -> i64 {
-        self.get(&format!("/api/v2/builders?name={name}"))["builders"][0]["builderid"]
+        self.get(&format!("/api/v2/builders?name={}", encode(name)))["builders"][0]["builderid"]
             .as_i64()
             .unwrap_or_else(|| panic!("no builder {name}"))
     }
@@ -664,3 +664,16 @@ impl Drop for TestWorker {
 pub use moonbot_worker::signal::process_alive;
 
 pub mod netns;
+
+/// `text` percent-encoded for a URL (everything but RFC 3986's unreserved
+/// characters), for names with spaces and slashes.
+pub fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}

@@ -7,6 +7,8 @@ mod git_poller;
 mod git_step;
 #[path = "e2e/hooks.rs"]
 mod hooks;
+#[path = "e2e/platforms.rs"]
+mod platforms;
 #[path = "e2e/renderables.rs"]
 mod renderables;
 #[path = "e2e/schedulers.rs"]

@@ -3,7 +3,7 @@
 //! The kind-specific part of each step is compiled by [`crate::steps`].
 
 use super::FILE;
-use crate::lua::fields::{tagged, valid_name};
+use crate::lua::fields::{MAX_LABEL_CHARS, tagged, valid_label};
 use crate::lua::{ConfigError, Fields, LuaFn, RawKey, RawValue};
 use crate::render::{self, Renderable};
 use crate::steps::{self, StepKind};
@@ -39,6 +39,37 @@ pub enum CollapseRequests {
     Compatible,
     /// A Lua function of (builder, new, old) decides.
     Lua(crate::lua::LuaFn),
+}
+
+/// The directory a builder named `name` gets on the worker when master.lua
+/// gives none: the name itself when it is a plain file name (letters,
+/// digits, `.`, `_`, `-`, not starting with `.`), else the name with every
+/// other character made `_` and a hash of the whole name appended, so
+/// `x86/64` and `x86_64` get different directories.
+pub fn dir_name(name: &str) -> String {
+    let plain = !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if plain {
+        return name.to_string();
+    }
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let digest = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    format!(
+        "{}-{}",
+        safe.trim_start_matches('.'),
+        &hex::encode(digest.as_ref())[..8]
+    )
 }
 
 /// Reads `collapse_requests` from `f`: a boolean or a function.
@@ -126,10 +157,10 @@ pub(super) fn compile_builder(
     let mut f = Fields::new("builder", at.clone(), entries);
     let name = f.required_string("name");
     if let Some(n) = &name
-        && !valid_name(n)
+        && !valid_label(n)
     {
         f.error(format!(
-            "builder: name '{n}' must be 1-64 letters, digits, '.', '_' or '-', not starting with '-' or '.'"
+            "builder: name {n:?} must be 1-{MAX_LABEL_CHARS} characters, not blank, without control characters"
         ));
     }
     let what = format!("builder '{}'", name.as_deref().unwrap_or("?"));
@@ -137,7 +168,7 @@ pub(super) fn compile_builder(
     let workernames = f.string_list("workernames");
     let builddir = f
         .string("builddir")
-        .or_else(|| name.clone())
+        .or_else(|| name.as_deref().map(dir_name))
         .unwrap_or_default();
     let description = f.string("description");
     let tags = f.string_list("tags");
@@ -272,4 +303,23 @@ fn decode_rc(f: &mut Fields<'_>) -> Option<BTreeMap<i64, i32>> {
         }
     }
     Some(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dir_name;
+
+    #[test]
+    fn a_builder_gets_a_directory_a_file_system_takes_and_none_shares() {
+        assert_eq!(dir_name("linux-x86_64.gcc"), "linux-x86_64.gcc");
+        let spaced = dir_name("AMD64 Fedora Rawhide 3.x");
+        assert!(spaced.starts_with("AMD64_Fedora_Rawhide_3.x-"), "{spaced}");
+        let slashed = dir_name("x86/64");
+        assert!(slashed.starts_with("x86_64-"), "{slashed}");
+        assert_ne!(slashed, dir_name("x86_64"));
+        assert_ne!(dir_name("a b"), dir_name("a/b"));
+        assert!(!dir_name(".hidden").starts_with('.'));
+        assert!(!dir_name("..").contains('/'));
+        assert!(dir_name("ünï").chars().all(|c| c.is_ascii()));
+    }
 }

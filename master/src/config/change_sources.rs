@@ -125,6 +125,14 @@ pub(super) fn compile_change_source(
 fn compile_git_poller(f: &mut Fields<'_>, at: String) -> Option<GitPollerConfig> {
     let repourl = f.required_string("repourl");
     let name = f.string("name");
+    if let Some(n) = &name
+        && !crate::lua::fields::valid_label(n)
+    {
+        f.error(format!(
+            "git_poller: name {n:?} must be 1-{} characters, not blank, without control characters",
+            crate::lua::fields::MAX_LABEL_CHARS
+        ));
+    }
     let branches = match f.get("branches") {
         None => BranchSelection::RemoteHead,
         Some(RawValue::Str(s)) if s == "all" => BranchSelection::All,

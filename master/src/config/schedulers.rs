@@ -7,7 +7,7 @@ use super::FILE;
 use super::change_filter::{ChangeFilter, compile_change_filter};
 use super::force::{ForceForm, compile_force_form};
 use super::timing::{Timing, compile_nightly};
-use crate::lua::fields::{tagged, valid_name};
+use crate::lua::fields::{MAX_LABEL_CHARS, tagged, valid_label};
 use crate::lua::{ConfigError, Fields, LuaFn, RawKey, RawValue};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -180,10 +180,10 @@ pub(super) fn compile_scheduler(
     let mut f = Fields::new("scheduler", at.clone(), entries);
     let name = f.required_string("name");
     if let Some(n) = &name
-        && !valid_name(n)
+        && !valid_label(n)
     {
         f.error(format!(
-            "scheduler: name '{n}' must be 1-64 letters, digits, '.', '_' or '-'"
+            "scheduler: name {n:?} must be 1-{MAX_LABEL_CHARS} characters, not blank, without control characters"
         ));
     }
     let builders = f.string_list("builders");

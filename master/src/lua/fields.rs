@@ -307,8 +307,21 @@ pub fn tagged<'a>(
     Some((kind.as_str(), place.clone(), entries))
 }
 
-/// A name usable for workers, builders, schedulers and users (and in URLs and
+/// A name usable for workers and users (it goes into certificates and
 /// paths): the worker name rule of `moonbot_worker::workdir::validate_name`.
 pub fn valid_name(name: &str) -> bool {
     moonbot_worker::workdir::validate_name(name).is_ok()
+}
+
+/// The longest builder, scheduler or change source name.
+pub const MAX_LABEL_CHARS: usize = 200;
+
+/// A builder, scheduler or change source name, as Buildbot allows: any
+/// non-empty text without control characters (CPython's "AMD64 Fedora
+/// Rawhide 3.x", OpenWrt's "x86/64"), at most [`MAX_LABEL_CHARS`]. Wherever
+/// it goes into a URL, a path on disk or HTML it is escaped there.
+pub fn valid_label(name: &str) -> bool {
+    !name.trim().is_empty()
+        && name.chars().count() <= MAX_LABEL_CHARS
+        && !name.chars().any(char::is_control)
 }

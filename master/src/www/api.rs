@@ -95,7 +95,9 @@ pub async fn dispatch(shared: &Arc<Shared>, request: &Request) -> Response {
 
 async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiError> {
     let path = request.path.as_str();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let decoded = super::paths::decoded_segments(path)
+        .ok_or_else(|| ApiError::bad_request(format!("{path} is not UTF-8 once decoded")))?;
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let ["api", "v2", rest @ ..] = segments.as_slice() else {
         return Err(ApiError::not_found(format!("no API endpoint at {path}")));
     };

@@ -12,6 +12,7 @@ pub mod auth;
 mod connections;
 mod hooks;
 mod pages;
+mod paths;
 mod ws;
 
 use crate::shared::Shared;

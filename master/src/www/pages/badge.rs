@@ -20,7 +20,8 @@ pub(super) async fn badge(ctx: &Ctx<'_>, file: &str) -> PageResult {
     let name = file
         .strip_suffix(".svg")
         .ok_or_else(|| PageError::NotFound("badges are .svg files".into()))?;
-    let name = percent_decode(name);
+    // The path's segments arrive decoded.
+    let name = name.to_string();
     let builderid = *ctx
         .running
         .builder_ids
@@ -44,12 +45,4 @@ pub(super) async fn badge(ctx: &Ctx<'_>, file: &str) -> PageResult {
     );
     let reply = warp::reply::with_header(svg, "content-type", "image/svg+xml");
     Ok(warp::reply::with_header(reply, "cache-control", "no-cache").into_response())
-}
-
-fn percent_decode(text: &str) -> String {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={text}"))
-        .ok()
-        .and_then(|v| v.into_iter().next())
-        .map(|(_, v)| v)
-        .unwrap_or_else(|| text.to_string())
 }

@@ -241,7 +241,7 @@ pub(super) async fn builder(ctx: &Ctx<'_>, builderid: i64) -> PageResult {
         esc(&description),
         esc(&tags),
         esc(&workers),
-        esc(&urlencode(&name)),
+        esc(&crate::www::paths::segment(&name)),
     );
     let watch = [
         "builds/*/*".to_string(),

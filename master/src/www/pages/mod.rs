@@ -202,7 +202,9 @@ pub(super) fn secure_attribute(running: &RunningConfig) -> &'static str {
 
 async fn route(ctx: &Ctx<'_>) -> PageResult {
     let path = ctx.request.path.as_str();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let decoded = super::paths::decoded_segments(path)
+        .ok_or_else(|| PageError::BadRequest(format!("{path} is not UTF-8 once decoded")))?;
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     if ctx.request.method == Method::POST {
         return forms::post(ctx, &segments).await;
     }
