@@ -82,6 +82,14 @@ M.worker = constructor("worker")
 ---@field timeout? integer             Seconds without output before the command is killed (default 1200).
 ---@field max_time? integer            Seconds in all before the command is killed (default none).
 ---@field sigterm_time? integer        Seconds between SIGTERM and SIGKILL when stopping (default 5).
+---@field want_stdout? boolean         Keep the command's stdout in the log (default true).
+---@field want_stderr? boolean         Keep the command's stderr in the log (default true).
+---@field initial_stdin? moonbot.Renderable  Text written to the command's stdin, which is then closed (default: no input).
+---@field interrupt_signal? "TERM"|"INT"|"HUP"|"QUIT"|"KILL"|"USR1"|"USR2"  The signal stopping the build sends first (default "TERM").
+---@field use_pty? boolean             Run the command on a pseudo-terminal; stdout and stderr arrive together (default false).
+---@field warning_pattern? string      A regular expression: matching output lines go to a `warnings` log, and make a successful step WARNINGS.
+---@field max_warnings? integer        With `warning_pattern`: more warnings than this make the step FAILURE.
+---@field log_files? table<string, moonbot.Renderable>  Log name → a file (relative to `workdir`) whose content becomes that log once the command has ended.
 
 ---@class moonbot.Step
 

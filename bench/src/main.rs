@@ -80,7 +80,8 @@ enum Command {
 }
 
 const SCENARIOS: &[&str] = &[
-    "idle", "builds", "log", "reconfig", "workers", "login", "hooks", "poller", "history",
+    "idle", "builds", "rendered", "log", "reconfig", "workers", "login", "hooks", "poller",
+    "history",
 ];
 /// Scenarios that run only when `--only` names them.
 const ON_REQUEST: &[&str] = &["history"];
@@ -115,6 +116,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wanted("builds") {
         scenarios::builds(&cli.sizes, &mut figures)?;
+    }
+    if wanted("rendered") {
+        scenarios::rendered(&cli.sizes, &mut figures)?;
     }
     if wanted("log") {
         scenarios::log(&cli.sizes, &mut figures)?;

@@ -120,34 +120,7 @@ pub(crate) fn builds(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()>
     // N forced builds, round-robin over 4 builders, from 4 client threads.
     let master_cpu = procfs::cpu_seconds(pid(m.pid()))?;
     let worker_cpu = procfs::cpu_seconds(pid(w.pid()))?;
-    let started = Instant::now();
-    let started_at = unix_seconds()?;
-    std::thread::scope(|s| {
-        for t in 0..4 {
-            let (m, ids) = (&m, &ids);
-            s.spawn(move || {
-                for i in (t..sizes.builds).step_by(4) {
-                    m.force(ids[i % 4]);
-                }
-            });
-        }
-    });
-    let forced = started.elapsed().as_secs_f64();
-    m.wait_for(
-        "every forced build to complete",
-        Duration::from_secs(600),
-        || {
-            let open = m.get("/api/v2/buildrequests?complete=false&limit=1");
-            (open["buildrequests"].as_array().is_some_and(Vec::is_empty)).then_some(())
-        },
-    );
-    // The end is the last request's `complete_at` (the master's clock, this
-    // machine's): polling finely enough to see it would load the master.
-    let last = m.get("/api/v2/buildrequests?order=-complete_at&limit=1");
-    let complete_at = last["buildrequests"][0]["complete_at"]
-        .as_f64()
-        .ok_or_else(|| anyhow::anyhow!("no completed request: {last}"))?;
-    let elapsed = complete_at - started_at;
+    let (elapsed, forced) = force_all(&m, &ids, sizes.builds)?;
     figures.add("builds_per_s", sizes.builds as f64 / elapsed, "builds/s");
     // CPU per build (the forces, the builds and the polling above included):
     // steadier than the rate on a shared machine.
@@ -190,6 +163,97 @@ pub(crate) fn builds(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()>
         anyhow::ensure!(body.contains("\"builds\""), "unexpected answer: {body}");
     }
     figures.add("api_builds_latency_ms", median(api), "ms");
+    Ok(())
+}
+
+/// Force `n` builds round-robin over `ids` from 4 client threads and wait
+/// for all of them; the seconds from the first force to the last request's
+/// `complete_at`, and the seconds the forcing took.
+fn force_all(m: &TestMaster, ids: &[i64], n: usize) -> anyhow::Result<(f64, f64)> {
+    let started = Instant::now();
+    let started_at = unix_seconds()?;
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            s.spawn(move || {
+                for i in (t..n).step_by(4) {
+                    m.force(ids[i % ids.len()]);
+                }
+            });
+        }
+    });
+    let forced = started.elapsed().as_secs_f64();
+    m.wait_for(
+        "every forced build to complete",
+        Duration::from_secs(600),
+        || {
+            let open = m.get("/api/v2/buildrequests?complete=false&limit=1");
+            (open["buildrequests"].as_array().is_some_and(Vec::is_empty)).then_some(())
+        },
+    );
+    // The end is the last request's `complete_at` (the master's clock, this
+    // machine's): polling finely enough to see it would load the master.
+    let last = m.get("/api/v2/buildrequests?order=-complete_at&limit=1");
+    let complete_at = last["buildrequests"][0]["complete_at"]
+        .as_f64()
+        .ok_or_else(|| anyhow::anyhow!("no completed request: {last}"))?;
+    Ok((complete_at - started_at, forced))
+}
+
+/// Issue 15: what properties and renderables cost. Two builders of five
+/// `true` steps each: one plain, one with 20 builder properties whose five
+/// steps render their command (an interpolation of four properties, with a
+/// conditional), an env value and their description from them.
+pub(crate) fn rendered(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
+    let plain: String = (0..5)
+        .map(|i| format!("mb.steps.shell {{ name = \"s{i}\", command = \"true\" }},"))
+        .collect();
+    let props: String = (0..20).map(|i| format!("p{i} = \"value {i}\", ")).collect();
+    let rendered: String = (0..5)
+        .map(|i| {
+            format!(
+                "mb.steps.shell {{ name = \"s{i}\", \
+                 command = mb.interpolate(\"true %(prop:p{i})s %(prop:p1{i}:-x)s %(prop:buildername)s %(prop:nope:#?|a|b)s\"), \
+                 env = {{ V = mb.property \"p{i}\" }}, \
+                 description = mb.interpolate(\"step %(prop:p{i})s\") }},"
+            )
+        })
+        .collect();
+    let lua = format!(
+        r#"local mb = require "moonbot"
+return {{
+  www = {{ port = 0, bind = "127.0.0.1" }},
+  protocols = {{ quic = {{ port = 0, bind = "127.0.0.1" }} }},
+  db = {{ url = "@DB@" }},
+  reconfig = {{ watch = false }},
+  collapse_requests = false,
+  workers = {{ mb.worker {{ name = "w1", max_builds = 4 }} }},
+  builders = {{
+    mb.builder {{ name = "plain", workernames = {{ "w1" }}, steps = {{ {plain} }} }},
+    mb.builder {{ name = "rendered", workernames = {{ "w1" }}, properties = {{ {props} }}, steps = {{ {rendered} }} }},
+  }},
+  schedulers = {{ mb.schedulers.force {{ name = "force", builders = {{ "plain", "rendered" }} }} }},
+}}
+"#
+    );
+    let m = start_master(&lua);
+    let _w = start_worker(&m, "w1");
+    let n = (sizes.builds / 2).max(40);
+    for name in ["plain", "rendered"] {
+        let id = m.builderid(name);
+        let cpu = procfs::cpu_seconds(pid(m.pid()))?;
+        let (elapsed, _) = force_all(&m, &[id], n)?;
+        let per_build = (procfs::cpu_seconds(pid(m.pid()))? - cpu) * 1000.0 / n as f64;
+        figures.add(
+            &format!("{name}_5_step_builds_per_s"),
+            n as f64 / elapsed,
+            "builds/s",
+        );
+        figures.add(
+            &format!("{name}_5_step_master_cpu_ms_per_build"),
+            per_build,
+            "ms",
+        );
+    }
     Ok(())
 }
 

@@ -46,7 +46,9 @@ local function steps_for(platform)
   }
 end
 
-local workers, builders, all_names, by_branch = {}, {}, {}, {}
+local workers, builders, all_names = {}, {}, {}
+---@type table<string, string[]>
+local by_branch = {}
 for _, platform in ipairs(platforms) do
   table.insert(workers, mb.worker { name = platform.worker, max_builds = 2 })
 end

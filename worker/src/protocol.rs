@@ -350,11 +350,49 @@ pub struct ShellCommand {
     /// Seconds between SIGTERM and SIGKILL when the command is stopped.
     #[serde(default = "default_sigterm_grace")]
     pub sigterm_grace_s: u64,
+    /// What goes in and out besides the pipes' defaults.
+    #[serde(default)]
+    pub io: CommandIo,
 }
 
 fn default_sigterm_grace() -> u64 {
     5
 }
+
+/// A command's input, which output is kept, and how it is interrupted
+/// (Buildbot's `want_stdout`, `want_stderr`, `initial_stdin`,
+/// `interruptSignal` and `usePTY`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CommandIo {
+    /// Keep the command's stdout (false: it goes to `/dev/null`).
+    pub want_stdout: bool,
+    /// Keep the command's stderr (false: it goes to `/dev/null`).
+    pub want_stderr: bool,
+    /// Written to the command's stdin, which is then closed (none: `/dev/null`).
+    pub initial_stdin: Option<String>,
+    /// The signal an interrupt sends first (`TERM`, `INT`, `HUP`, `QUIT`,
+    /// `KILL`, `USR1`, `USR2`; default `TERM`); SIGKILL follows after the grace time.
+    pub interrupt_signal: Option<String>,
+    /// Run the command on a pseudo-terminal: it sees a terminal, and its
+    /// stdout and stderr arrive together as stdout.
+    pub use_pty: bool,
+}
+
+impl Default for CommandIo {
+    fn default() -> Self {
+        CommandIo {
+            want_stdout: true,
+            want_stderr: true,
+            initial_stdin: None,
+            interrupt_signal: None,
+            use_pty: false,
+        }
+    }
+}
+
+/// The signal names [`CommandIo::interrupt_signal`] may give.
+pub const INTERRUPT_SIGNALS: [&str; 7] = ["TERM", "INT", "HUP", "QUIT", "KILL", "USR1", "USR2"];
 
 /// A command line: argv (no shell) or one shell string.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -497,6 +535,7 @@ mod tests {
                 timeout_s: Some(1200),
                 max_time_s: None,
                 sigterm_grace_s: 5,
+                io: Default::default(),
             }),
         });
         let json = serde_json::to_value(&req).unwrap();

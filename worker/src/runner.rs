@@ -140,26 +140,70 @@ async fn run_shell(
     command
         .args(&argv[1..])
         .current_dir(&workdir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .process_group(0);
+    let io = &shell.io;
+    let pty_reader = if io.use_pty {
+        // The command writes to the terminal's far end; we read the near end.
+        let pty = match nix::pty::openpty(None, None) {
+            Ok(pty) => pty,
+            Err(e) => return not_started(format!("could not open a pseudo-terminal: {e}")),
+        };
+        let (out, err) = match (pty.slave.try_clone(), pty.slave.try_clone()) {
+            (Ok(out), Ok(err)) => (out, err),
+            (Err(e), _) | (_, Err(e)) => {
+                return not_started(format!("could not open a pseudo-terminal: {e}"));
+            }
+        };
+        command.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        if io.initial_stdin.is_none() {
+            command.stdin(Stdio::from(pty.slave));
+        }
+        Some(tokio::fs::File::from_std(std::fs::File::from(pty.master)))
+    } else {
+        command
+            .stdout(if io.want_stdout {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stderr(if io.want_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        None
+    };
+    if io.initial_stdin.is_some() {
+        command.stdin(Stdio::piped());
+    } else if pty_reader.is_none() {
+        command.stdin(Stdio::null());
+    }
     for (name, value) in &shell.env {
         match value {
             Some(value) => command.env(name, value),
             None => command.env_remove(name),
         };
     }
-    let child = match command.spawn() {
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => return not_started(format!("could not start `{program}`: {e}")),
     };
+    // The terminal's far end now belongs to the command alone, so reading
+    // the near end ends when the command's side closes.
+    drop(command);
+    if let (Some(text), Some(mut stdin)) = (io.initial_stdin.clone(), child.stdin.take()) {
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            // A command that exits without reading its input is not an error.
+            let _ = stdin.write_all(text.as_bytes()).await;
+        });
+    }
     let Some(pgid) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
         return not_started(format!("could not start `{program}`: no process id"));
     };
     tracing::debug!(pgid, command = %shell.command.display(), workdir = %workdir.display(), "started");
     let guard = GroupGuard { pgid, armed: true };
-    supervise(shell, child, guard, events, interrupt).await
+    supervise(shell, child, pty_reader, guard, events, interrupt).await
 }
 
 /// Kills the process group if the runner is dropped while it is responsible
@@ -181,6 +225,7 @@ impl Drop for GroupGuard {
 async fn supervise(
     shell: &ShellCommand,
     mut child: tokio::process::Child,
+    pty_reader: Option<tokio::fs::File>,
     mut guard: GroupGuard,
     events: mpsc::Sender<CommandEvent>,
     mut interrupt: oneshot::Receiver<String>,
@@ -191,8 +236,15 @@ async fn supervise(
     let max_time_deadline = shell.max_time_s.and_then(|s| deadline_after(start, s));
     let no_output_limit = shell.timeout_s.map(Duration::from_secs);
 
-    let mut stdout = child.stdout.take();
+    let mut stdout: Option<Box<dyn AsyncRead + Unpin + Send>> = match pty_reader {
+        Some(pty) => Some(Box::new(pty)),
+        None => child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn AsyncRead + Unpin + Send>),
+    };
     let mut stderr = child.stderr.take();
+    let interrupt_signal = interrupt_signal(shell.io.interrupt_signal.as_deref());
     let mut stdout_buf = vec![0u8; OUTPUT_CHUNK];
     let mut stderr_buf = vec![0u8; OUTPUT_CHUNK];
     // The consumer; `None` once it went away (output is then discarded).
@@ -248,7 +300,7 @@ async fn supervise(
                     tracing::info!(pgid, %reason, "interrupting command");
                     interrupted = running;
                     stop = Some(StopReason::Interrupted);
-                    send_sigterm(pgid);
+                    send_signal(pgid, interrupt_signal);
                     sigkill_at = deadline_after(Instant::now(), grace_s);
                 }
             }
@@ -306,6 +358,8 @@ async fn supervise(
                             pending = Some(CommandEvent::Stdout(stdout_buf[..n].to_vec()));
                         }
                     }
+                    // A pseudo-terminal reports its closing as EIO.
+                    Err(e) if e.raw_os_error() == Some(libc::EIO) => stdout = None,
                     Err(e) => {
                         tracing::warn!(pgid, "reading the command's stdout failed: {e}");
                         stdout = None;
@@ -365,10 +419,28 @@ fn deadline_after(from: Instant, secs: u64) -> Option<Instant> {
 }
 
 fn send_sigterm(pgid: i32) {
-    match signal_process_group(pgid, SIGTERM) {
+    send_signal(pgid, SIGTERM);
+}
+
+fn send_signal(pgid: i32, sig: i32) {
+    match signal_process_group(pgid, sig) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-        Err(e) => tracing::warn!(pgid, "could not SIGTERM the command: {e}"),
+        Err(e) => tracing::warn!(pgid, "could not send signal {sig} to the command: {e}"),
+    }
+}
+
+/// The signal an interrupt sends first: the command's `interrupt_signal`
+/// (a name the master checked), SIGTERM otherwise.
+fn interrupt_signal(name: Option<&str>) -> i32 {
+    match name {
+        Some("INT") => libc::SIGINT,
+        Some("HUP") => libc::SIGHUP,
+        Some("QUIT") => libc::SIGQUIT,
+        Some("KILL") => libc::SIGKILL,
+        Some("USR1") => libc::SIGUSR1,
+        Some("USR2") => libc::SIGUSR2,
+        _ => SIGTERM,
     }
 }
 

@@ -145,6 +145,7 @@ fn shell(script: &str) -> RemoteCommand {
         timeout_s: None,
         max_time_s: None,
         sigterm_grace_s: 1,
+        io: Default::default(),
     })
 }
 

@@ -21,6 +21,7 @@ fn shell(script: &str) -> ShellCommand {
         timeout_s: None,
         max_time_s: None,
         sigterm_grace_s: 1,
+        io: Default::default(),
     }
 }
 

@@ -323,6 +323,7 @@ impl<H: StepHost> Git<'_, '_, H> {
             timeout_s: self.step.shell.timeout_s,
             max_time_s: self.step.shell.max_time_s,
             sigterm_grace_s: self.step.shell.sigterm_grace_s,
+            io: Default::default(),
         };
         self.ctx
             .host

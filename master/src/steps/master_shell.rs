@@ -37,6 +37,21 @@ pub struct MasterShellStep {
 pub fn compile(f: &mut Fields<'_>, builder: &str) -> Compiled {
     let workdir_given = f.get("workdir").is_some();
     let mut compiled = shell::compile(f, builder);
+    for worker_only in [
+        "want_stdout",
+        "want_stderr",
+        "interrupt_signal",
+        "use_pty",
+        "initial_stdin",
+        "warning_pattern",
+        "max_warnings",
+        "log_files",
+    ] {
+        if f.get(worker_only).is_some() {
+            let msg = format!("{}: master_shell does not take '{worker_only}'", f.what);
+            f.error(msg);
+        }
+    }
     compiled.kind = compiled.kind.map(|kind| match kind {
         StepKind::Shell(mut shell) => {
             if !workdir_given {

@@ -7,7 +7,9 @@
 use super::{Compiled, StepContext, StepHost, StepKind};
 use crate::lua::{Fields, RawKey, RawValue};
 use crate::render::{RenderError, Renderable, interpolate::value_text};
-use moonbot_worker::protocol::{CommandLine, RemoteCommand, ShellCommand};
+use moonbot_worker::protocol::{
+    CommandIo, CommandLine, INTERRUPT_SIGNALS, RemoteCommand, ShellCommand,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -25,6 +27,30 @@ pub struct ShellStep {
     pub max_time_s: Option<u64>,
     /// Seconds between SIGTERM and SIGKILL when it is stopped (`sigterm_time`).
     pub sigterm_grace_s: u64,
+    /// `want_stdout`, `want_stderr`, `interrupt_signal`, `use_pty` (the
+    /// stdin text is rendered from `initial_stdin`).
+    pub io: CommandIo,
+    pub initial_stdin: Option<Renderable>,
+    /// Lines of output that count as warnings (`warning_pattern`).
+    pub warnings: Option<WarningRule>,
+    /// Log name → a file (relative to the workdir) whose content becomes
+    /// that log when the command has ended (`log_files`).
+    pub log_files: BTreeMap<String, Renderable>,
+}
+
+/// `warning_pattern` and `max_warnings`: output lines matching the pattern
+/// are collected into a `warnings` log; any makes a successful step
+/// WARNINGS, more than `max_warnings` makes it FAILURE.
+#[derive(Debug, Clone)]
+pub struct WarningRule {
+    pub pattern: regex::Regex,
+    pub max_warnings: Option<u64>,
+}
+
+impl PartialEq for WarningRule {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern.as_str() == other.pattern.as_str() && self.max_warnings == other.max_warnings
+    }
 }
 
 /// Compile the fields of `mb.steps.shell{…}`.
@@ -61,7 +87,8 @@ pub fn compile(f: &mut Fields<'_>, builder: &str) -> Compiled {
             None
         }
     };
-    let settings = compile_settings(f, builder);
+    let mut settings = compile_settings(f, builder);
+    compile_io(f, &mut settings);
     let default_name = match &command {
         Some(Renderable::Literal(Value::String(s))) => {
             s.split_whitespace().next().unwrap_or("shell").to_string()
@@ -90,8 +117,85 @@ pub fn compile(f: &mut Fields<'_>, builder: &str) -> Compiled {
 
 /// What every command-running step shares: `workdir`, `env`, `timeout`,
 /// `max_time`, `sigterm_time` (the command is left empty).
+/// A shell command's own options: `want_stdout`, `want_stderr`,
+/// `interrupt_signal`, `use_pty`, `initial_stdin`, `warning_pattern` and
+/// `max_warnings` (on `shell` and `set_property_from_command`).
+fn compile_io(f: &mut Fields<'_>, step: &mut ShellStep) {
+    let what = f.what.clone();
+    let interrupt_signal = f.string("interrupt_signal").map(|s| {
+        let name = s.trim_start_matches("SIG").to_ascii_uppercase();
+        if !INTERRUPT_SIGNALS.contains(&name.as_str()) {
+            f.error(format!(
+                "{what}: 'interrupt_signal' must be one of {}, not \"{s}\"",
+                INTERRUPT_SIGNALS.join(", ")
+            ));
+        }
+        name
+    });
+    let io = CommandIo {
+        want_stdout: f.boolean("want_stdout", true),
+        want_stderr: f.boolean("want_stderr", true),
+        initial_stdin: None,
+        interrupt_signal,
+        use_pty: f.boolean("use_pty", false),
+    };
+    let warnings = match f.string("warning_pattern") {
+        None => {
+            if f.get("max_warnings").is_some() {
+                f.error(format!("{what}: 'max_warnings' needs a 'warning_pattern'"));
+            }
+            None
+        }
+        Some(p) => match regex::Regex::new(&p) {
+            Ok(pattern) => Some(WarningRule {
+                pattern,
+                max_warnings: f.integer("max_warnings", 0, i64::MAX).map(|n| n as u64),
+            }),
+            Err(e) => {
+                f.error(format!(
+                    "{what}: 'warning_pattern' is not a regular expression: {e}"
+                ));
+                None
+            }
+        },
+    };
+    step.io = io;
+    step.initial_stdin = crate::render::field(f, "initial_stdin");
+    step.warnings = warnings;
+    let at = f.at.clone();
+    match f.get("log_files") {
+        None => {}
+        Some(RawValue::Table(entries)) => {
+            for (k, v) in entries {
+                let RawKey::Str(name) = k else {
+                    f.error(format!("{what}: 'log_files' maps log names to files"));
+                    continue;
+                };
+                if name == "stdio" || name == "warnings" {
+                    f.error(format!("{what}: log_files: '{name}' is the step's own log"));
+                    continue;
+                }
+                match Renderable::compile(v, &format!("{what}: log_files '{name}'"), &at) {
+                    Ok(r) => {
+                        step.log_files.insert(name.clone(), r);
+                    }
+                    Err(e) => f.error_at(e.location, e.message),
+                }
+            }
+        }
+        Some(other) => f.error(format!(
+            "{what}: 'log_files' must be a table of log name = file, not a {}",
+            other.type_name()
+        )),
+    }
+}
+
 pub fn compile_settings(f: &mut Fields<'_>, builder: &str) -> ShellStep {
     ShellStep {
+        io: CommandIo::default(),
+        initial_stdin: None,
+        warnings: None,
+        log_files: BTreeMap::new(),
         command: Renderable::Literal(Value::Null),
         workdir: crate::render::field(f, "workdir")
             .unwrap_or_else(|| Renderable::Literal(Value::String("build".into()))),
@@ -192,7 +296,102 @@ pub async fn run<H: StepHost>(
         .begin(&format!("'{}'", command.command.display()))
         .await?;
     write_header(ctx.host, &command).await?;
-    ctx.run_command(RemoteCommand::Shell(command)).await
+    let workdir = command.workdir.clone();
+    let result = match &step.warnings {
+        None => ctx.run_command(RemoteCommand::Shell(command)).await?,
+        Some(rule) => {
+            let mut out = super::Collected::default();
+            let result = ctx
+                .run_command_collecting(RemoteCommand::Shell(command), Some(&mut out))
+                .await?;
+            count_warnings(ctx, rule, &out, result).await?
+        }
+    };
+    read_log_files(step, ctx, &workdir).await?;
+    Ok(result)
+}
+
+/// Each of `log_files` into its own log, once the command has ended.
+async fn read_log_files<H: StepHost>(
+    step: &ShellStep,
+    ctx: &mut StepContext<'_, H>,
+    workdir: &str,
+) -> Result<(), H::Error> {
+    for (name, file) in &step.log_files {
+        let path = match ctx.render.render_string(file).await {
+            Ok(path) => path,
+            Err(e) => {
+                ctx.host.header(&format!("log_files '{name}': {e}")).await?;
+                continue;
+            }
+        };
+        ctx.host.use_log(name).await?;
+        let cat = ShellCommand {
+            command: CommandLine::Argv(vec!["cat".into(), "--".into(), path.clone()]),
+            workdir: workdir.to_string(),
+            env: BTreeMap::new(),
+            timeout_s: step.timeout_s,
+            max_time_s: None,
+            sigterm_grace_s: step.sigterm_grace_s,
+            io: CommandIo {
+                want_stderr: false,
+                ..CommandIo::default()
+            },
+        };
+        let outcome = ctx.host.run_remote(RemoteCommand::Shell(cat), None).await;
+        ctx.host.use_log("stdio").await?;
+        match outcome {
+            Ok(o) if o.succeeded() => {}
+            Ok(_) => {
+                ctx.host
+                    .header(&format!("log_files '{name}': cannot read {path}"))
+                    .await?
+            }
+            Err(e) => ctx.host.header(&format!("log_files '{name}': {e}")).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Collect the lines `rule` matches into a `warnings` log, and say what
+/// they make of `result`.
+async fn count_warnings<H: StepHost>(
+    ctx: &mut StepContext<'_, H>,
+    rule: &WarningRule,
+    out: &super::Collected,
+    result: i32,
+) -> Result<i32, H::Error> {
+    let mut count = 0u64;
+    let mut lines = Vec::new();
+    for stream in [&out.stdout, &out.stderr] {
+        for line in String::from_utf8_lossy(stream).lines() {
+            if rule.pattern.is_match(line) {
+                count += 1;
+                lines.push(line.to_string());
+            }
+        }
+    }
+    if count == 0 {
+        return Ok(result);
+    }
+    ctx.host.use_log("warnings").await?;
+    for line in &lines {
+        ctx.host
+            .output(super::Stream::Stdout, format!("{line}\n").as_bytes())
+            .await?;
+    }
+    ctx.host.use_log("stdio").await?;
+    ctx.host.header(&format!("{count} warning(s)")).await?;
+    Ok(match (result, rule.max_warnings) {
+        (crate::results::SUCCESS, Some(max)) if count > max => {
+            ctx.host
+                .header(&format!("more than max_warnings = {max}"))
+                .await?;
+            crate::results::FAILURE
+        }
+        (crate::results::SUCCESS, _) => crate::results::WARNINGS,
+        (other, _) => other,
+    })
 }
 
 /// The command with every renderable made concrete.
@@ -210,6 +409,10 @@ pub async fn render<H: StepHost>(
         };
         env.insert(name.clone(), value);
     }
+    let mut io = step.io.clone();
+    if let Some(stdin) = &step.initial_stdin {
+        io.initial_stdin = Some(ctx.render.render_string(stdin).await?);
+    }
     Ok(ShellCommand {
         command,
         workdir: ctx.path(&workdir),
@@ -217,6 +420,7 @@ pub async fn render<H: StepHost>(
         timeout_s: step.timeout_s,
         max_time_s: step.max_time_s,
         sigterm_grace_s: step.sigterm_grace_s,
+        io,
     })
 }
 

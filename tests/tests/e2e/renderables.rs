@@ -64,7 +64,123 @@ moonbot_tests::on_both_databases!(
     steps_render_from_the_build_and_keep_secrets_out,
     bad_templates_and_secrets_fail_checkconfig,
     steps_set_properties_run_sequences_and_run_on_the_master,
+    shell_options_shape_input_output_and_interrupts,
 );
+
+const SHELL_OPTIONS: &str = r#"
+local mb = require "moonbot"
+local TERMINAL = "if [ -t 1 ]; then echo on-a-terminal; else echo no-terminal; fi"
+return {
+  title = "shell options",
+  www = { port = 0, bind = "127.0.0.1" },
+  protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1", idle_timeout = 3 } },
+  db = { url = "@DB@" },
+  workers = { mb.worker { name = "w1" } },
+  builders = {
+    mb.builder { name = "io", workernames = { "w1" }, steps = {
+      mb.steps.shell { name = "quiet-out", command = "echo visible-err >&2; echo hidden-out", want_stdout = false },
+      mb.steps.shell { name = "quiet-err", command = "echo hidden-err >&2; echo visible-out", want_stderr = false },
+      mb.steps.shell { name = "stdin", command = "cat; echo", initial_stdin = mb.interpolate("fed %(prop:buildername)s") },
+      mb.steps.shell { name = "pty", command = TERMINAL .. "; echo err-too >&2", use_pty = true },
+      mb.steps.shell { name = "no-pty", command = TERMINAL },
+      mb.steps.shell { name = "warnings", warning_pattern = "warning:",
+        command = "echo 'a.c:1: warning: unused'; echo fine; echo 'b.c:2: warning: shadowed' >&2" },
+      mb.steps.shell { name = "too-many", warning_pattern = "^warning", max_warnings = 1,
+        command = "echo 'warning 1'; echo 'warning 2'" },
+      mb.steps.shell { name = "log-files", command = "mkdir -p out; echo 'line one' > out/test.log",
+        log_files = { ["test.log"] = "out/test.log", absent = "out/none.log" } },
+    } },
+    mb.builder { name = "trap", workernames = { "w1" }, steps = {
+      mb.steps.shell { name = "trap", interrupt_signal = "INT", sigterm_time = 1,
+        command = "trap 'echo got-INT; exit 7' INT; echo ready; sleep 30 & wait" },
+    } },
+  },
+  schedulers = { mb.schedulers.force { name = "force", builders = { "io", "trap" } } },
+}
+"#;
+
+/// want_stdout / want_stderr, initial_stdin, use_pty, warning_pattern with
+/// max_warnings, and interrupt_signal, on a real worker.
+fn shell_options_shape_input_output_and_interrupts(backend: &Backend) {
+    let (m, _w) = TestMaster::started_with_worker(backend, SHELL_OPTIONS, "w1");
+    let build = m.wait_request_done(m.force(m.builderid("io")), LONG);
+    let steps = m.steps(build["buildid"].as_i64().unwrap());
+    let step = |name: &str| -> Value {
+        steps
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no step {name}"))
+    };
+    let log = |name: &str| m.stdio_of(step(name)["stepid"].as_i64().unwrap());
+    let out = log("quiet-out");
+    // The command line shows in the header; its output is what counts.
+    assert!(
+        out.contains("\nvisible-err\n") && !out.contains("\nhidden-out\n"),
+        "{out}"
+    );
+    let err = log("quiet-err");
+    assert!(
+        err.contains("\nvisible-out\n") && !err.contains("\nhidden-err\n"),
+        "{err}"
+    );
+    assert!(log("stdin").contains("\nfed io\n"), "{}", log("stdin"));
+    let pty = log("pty");
+    assert!(
+        pty.contains("\non-a-terminal") && pty.contains("\nerr-too"),
+        "{pty}"
+    );
+    assert!(log("no-pty").contains("\nno-terminal\n"));
+
+    assert_eq!(step("warnings")["results"], 1);
+    let stepid = step("warnings")["stepid"].as_i64().unwrap();
+    let logs = m.get(&format!("/api/v2/steps/{stepid}/logs"))["logs"].clone();
+    let warnings = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "warnings")
+        .unwrap_or_else(|| panic!("no warnings log: {logs}"))["logid"]
+        .as_i64()
+        .unwrap();
+    let text = String::from_utf8(m.get_bytes(&format!("/api/v2/logs/{warnings}/raw"))).unwrap();
+    assert_eq!(text, "a.c:1: warning: unused\nb.c:2: warning: shadowed\n");
+    assert!(log("warnings").contains("2 warning(s)"));
+    assert_eq!(step("too-many")["results"], 2);
+    let stepid = step("log-files")["stepid"].as_i64().unwrap();
+    let logs = m.get(&format!("/api/v2/steps/{stepid}/logs"))["logs"].clone();
+    let names: Vec<&str> = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["stdio", "absent", "test.log"]);
+    let test_log = logs[2]["logid"].as_i64().unwrap();
+    let text = String::from_utf8(m.get_bytes(&format!("/api/v2/logs/{test_log}/raw"))).unwrap();
+    assert_eq!(text, "line one\n");
+    assert!(log("log-files").contains("log_files 'absent': cannot read out/none.log"));
+    assert_eq!(step("log-files")["results"], 0);
+
+    // Stopping the build sends the command's own signal, which it traps.
+    let brid = m.force(m.builderid("trap"));
+    let buildid = m.wait_for("the trap build to start", LONG, || {
+        m.builds_of(brid)
+            .first()
+            .and_then(|b| b["buildid"].as_i64())
+    });
+    m.wait_for("the command to be ready", LONG, || {
+        let steps = m.steps(buildid);
+        let id = steps.first()?["stepid"].as_i64()?;
+        m.stdio_of(id).contains("\nready\n").then_some(())
+    });
+    let (status, answer) = m.rpc(&format!("/api/v2/builds/{buildid}"), "stop", json!({}));
+    assert_eq!(status, 200, "{answer}");
+    let build = m.wait_request_done(brid, LONG);
+    assert_eq!(build["results"], 6, "{build}");
+    let trap = m.stdio_of(m.steps(buildid)[0]["stepid"].as_i64().unwrap());
+    assert!(trap.contains("\ngot-INT\n"), "{trap}");
+}
 
 const PROPERTY_STEPS: &str = r#"
 local mb = require "moonbot"
