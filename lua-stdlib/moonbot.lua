@@ -89,7 +89,7 @@ M.worker = constructor("worker")
 ---@field use_pty? boolean             Run the command on a pseudo-terminal; stdout and stderr arrive together (default false).
 ---@field warning_pattern? string      A regular expression: matching output lines go to a `warnings` log, and make a successful step WARNINGS.
 ---@field max_warnings? integer        With `warning_pattern`: more warnings than this make the step FAILURE.
----@field log_files? table<string, moonbot.Renderable>  Log name → a file (relative to `workdir`) whose content becomes that log once the command has ended.
+---@field log_files? table<string, moonbot.Renderable>  Log name → a file (relative to `workdir`) the worker follows into that log while the command runs.
 
 ---@class moonbot.Step
 

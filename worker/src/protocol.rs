@@ -80,6 +80,7 @@ pub const MAX_BUFFERED_OUTPUT: usize = 64 << 20;
 const KIND_JSON: u8 = 0;
 const KIND_STDOUT: u8 = 1;
 const KIND_STDERR: u8 = 2;
+const KIND_LOG_FILE: u8 = 3;
 
 /// One decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +91,9 @@ pub enum Frame {
     Stdout(Vec<u8>),
     /// Bytes the command wrote to its standard error.
     Stderr(Vec<u8>),
+    /// Bytes appended to a file the command's `log_files` follows: one byte
+    /// of name length, the log's name, then the bytes ([`Frame::log_file`]).
+    LogFile(Vec<u8>),
 }
 
 /// Why bytes could not be read as a frame.
@@ -133,7 +137,30 @@ impl Frame {
             Frame::Json(_) => "json",
             Frame::Stdout(_) => "stdout",
             Frame::Stderr(_) => "stderr",
+            Frame::LogFile(_) => "log file",
         }
+    }
+
+    /// A [`Frame::LogFile`] of `bytes` for the log `name` (at most 255 bytes).
+    pub fn log_file(name: &str, bytes: &[u8]) -> Frame {
+        let name = &name.as_bytes()[..name.len().min(255)];
+        let mut body = Vec::with_capacity(1 + name.len() + bytes.len());
+        body.push(name.len() as u8);
+        body.extend_from_slice(name);
+        body.extend_from_slice(bytes);
+        Frame::LogFile(body)
+    }
+
+    /// The log name and bytes of a [`Frame::LogFile`] body; `None` when the
+    /// body is shorter than the name it announces, or the name is not UTF-8.
+    pub fn split_log_file(body: &[u8]) -> Option<(&str, &[u8])> {
+        let (&len, rest) = body.split_first()?;
+        let len = len as usize;
+        if rest.len() < len {
+            return None;
+        }
+        let name = std::str::from_utf8(&rest[..len]).ok()?;
+        Some((name, &rest[len..]))
     }
 
     /// Append the encoded frame to `out`.
@@ -142,6 +169,7 @@ impl Frame {
             Frame::Json(p) => (KIND_JSON, p),
             Frame::Stdout(p) => (KIND_STDOUT, p),
             Frame::Stderr(p) => (KIND_STDERR, p),
+            Frame::LogFile(p) => (KIND_LOG_FILE, p),
         };
         out.extend_from_slice(&((payload.len() + 1) as u32).to_be_bytes());
         out.push(kind);
@@ -160,13 +188,13 @@ impl Frame {
     pub fn output_len(&self) -> usize {
         match self {
             Frame::Json(_) => 0,
-            Frame::Stdout(p) | Frame::Stderr(p) => p.len(),
+            Frame::Stdout(p) | Frame::Stderr(p) | Frame::LogFile(p) => p.len(),
         }
     }
 
     fn payload_len(&self) -> usize {
         match self {
-            Frame::Json(p) | Frame::Stdout(p) | Frame::Stderr(p) => p.len(),
+            Frame::Json(p) | Frame::Stdout(p) | Frame::Stderr(p) | Frame::LogFile(p) => p.len(),
         }
     }
 
@@ -192,6 +220,7 @@ impl Frame {
             KIND_JSON => Ok(Frame::Json(body)),
             KIND_STDOUT => Ok(Frame::Stdout(body)),
             KIND_STDERR => Ok(Frame::Stderr(body)),
+            KIND_LOG_FILE => Ok(Frame::LogFile(body)),
             k => Err(FrameError::UnknownKind(k)),
         }
     }
@@ -377,6 +406,10 @@ pub struct CommandIo {
     /// Run the command on a pseudo-terminal: it sees a terminal, and its
     /// stdout and stderr arrive together as stdout.
     pub use_pty: bool,
+    /// Log name → a file (relative to the working directory) whose appended
+    /// bytes are sent as [`Frame::LogFile`] while the command runs, and once
+    /// more when it has ended.
+    pub log_files: BTreeMap<String, String>,
 }
 
 impl Default for CommandIo {
@@ -387,6 +420,7 @@ impl Default for CommandIo {
             initial_stdin: None,
             interrupt_signal: None,
             use_pty: false,
+            log_files: BTreeMap::new(),
         }
     }
 }
@@ -495,6 +529,25 @@ mod tests {
         }
         assert!(rest.is_empty());
         assert_eq!(decoded, frames);
+    }
+
+    #[test]
+    fn a_log_file_frame_carries_its_log_name() {
+        let frame = Frame::log_file("test.log", b"line\n");
+        let decoded = Frame::decode(&frame.encode()).unwrap().unwrap().0;
+        assert_eq!(decoded, frame);
+        let Frame::LogFile(body) = &decoded else {
+            panic!("{decoded:?}")
+        };
+        assert_eq!(
+            Frame::split_log_file(body),
+            Some(("test.log", &b"line\n"[..]))
+        );
+        assert_eq!(decoded.output_len(), body.len());
+        // A name longer than the body, or not UTF-8, is no log file.
+        assert_eq!(Frame::split_log_file(&[9, b'a']), None);
+        assert_eq!(Frame::split_log_file(&[1, 0xff, b'x']), None);
+        assert_eq!(Frame::split_log_file(&[]), None);
     }
 
     #[test]

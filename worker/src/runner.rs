@@ -30,6 +30,50 @@ pub enum CommandEvent {
     Stdout(Vec<u8>),
     /// One read from the command's standard error.
     Stderr(Vec<u8>),
+    /// Bytes appended to a followed file (the command's `log_files`).
+    LogFile { name: String, bytes: Vec<u8> },
+}
+
+/// How often followed `log_files` are read while the command runs.
+const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
+/// One file of `log_files`, and how far it has been sent.
+struct Follower {
+    name: String,
+    path: PathBuf,
+    sent: u64,
+}
+
+impl Follower {
+    /// What was appended since the last read (at most a few chunks), as
+    /// events; a file that does not exist yet gives none, one that shrank
+    /// is read again from its start.
+    fn read_new(&mut self, out: &mut std::collections::VecDeque<CommandEvent>) {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < self.sent {
+            self.sent = 0;
+        }
+        if len == self.sent || file.seek(SeekFrom::Start(self.sent)).is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; OUTPUT_CHUNK];
+        for _ in 0..16 {
+            match file.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    self.sent += n as u64;
+                    out.push_back(CommandEvent::LogFile {
+                        name: self.name.clone(),
+                        bytes: buf[..n].to_vec(),
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// The interrupt reason used when the interrupt sender is dropped unsent.
@@ -203,7 +247,20 @@ async fn run_shell(
     };
     tracing::debug!(pgid, command = %shell.command.display(), workdir = %workdir.display(), "started");
     let guard = GroupGuard { pgid, armed: true };
-    supervise(shell, child, pty_reader, guard, events, interrupt).await
+    let followers = shell
+        .io
+        .log_files
+        .iter()
+        .map(|(name, path)| Follower {
+            name: name.clone(),
+            path: workdir.join(path),
+            sent: 0,
+        })
+        .collect();
+    supervise(
+        shell, child, pty_reader, followers, guard, events, interrupt,
+    )
+    .await
 }
 
 /// Kills the process group if the runner is dropped while it is responsible
@@ -226,6 +283,7 @@ async fn supervise(
     shell: &ShellCommand,
     mut child: tokio::process::Child,
     pty_reader: Option<tokio::fs::File>,
+    mut followers: Vec<Follower>,
     mut guard: GroupGuard,
     events: mpsc::Sender<CommandEvent>,
     mut interrupt: oneshot::Receiver<String>,
@@ -262,10 +320,24 @@ async fn supervise(
     let mut sigkill_at: Option<Instant> = None;
     let mut sigkill_sent_at: Option<Instant> = None;
     let mut drain_deadline: Option<Instant> = None;
+    // Followed files' bytes waiting for the channel, and whether their last
+    // read (after the command ended) is done.
+    let mut followed = std::collections::VecDeque::new();
+    let mut followed_last = followers.is_empty();
+    let mut follow_tick = tokio::time::interval(FOLLOW_EVERY);
 
     loop {
         let exited = status.is_some() || wait_failure.is_some();
         let pipes_done = stdout.is_none() && stderr.is_none();
+        if exited && pipes_done && !followed_last {
+            followed_last = true;
+            for f in &mut followers {
+                f.read_new(&mut followed);
+            }
+        }
+        if pending.is_none() && events.is_some() {
+            pending = followed.pop_front();
+        }
         if exited && pipes_done && pending.is_none() {
             // A stopped command is over when its whole group has exited, not
             // just the main process.
@@ -349,6 +421,11 @@ async fn supervise(
                 stderr = None;
             }
             _ = sleep(GROUP_POLL), if watching_group => {}
+            _ = follow_tick.tick(), if !followers.is_empty() && !exited && followed.is_empty() => {
+                for f in &mut followers {
+                    f.read_new(&mut followed);
+                }
+            }
             read = read_pipe(stdout.as_mut(), &mut stdout_buf), if stdout.is_some() && pending.is_none() => {
                 match read {
                     Ok(0) => stdout = None,

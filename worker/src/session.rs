@@ -343,6 +343,9 @@ async fn drive(
             event = events_rx.recv(), if events_open && room => match event {
                 Some(CommandEvent::Stdout(bytes)) => buffer.push(Frame::Stdout(bytes)),
                 Some(CommandEvent::Stderr(bytes)) => buffer.push(Frame::Stderr(bytes)),
+                Some(CommandEvent::LogFile { name, bytes }) => {
+                    buffer.push(Frame::log_file(&name, &bytes))
+                }
                 None => events_open = false,
             },
             (mut send, written) = next_write(writing) => {

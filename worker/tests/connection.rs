@@ -177,6 +177,7 @@ async fn read_outcome(reader: &mut FrameReader) -> (Vec<u8>, Vec<u8>, CommandOut
         match frame {
             Frame::Stdout(b) => stdout.extend(b),
             Frame::Stderr(b) => stderr.extend(b),
+            Frame::LogFile(_) => panic!("no command here follows a log file"),
             json @ Frame::Json(_) => {
                 let outcome = json.parse().unwrap();
                 assert!(

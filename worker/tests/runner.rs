@@ -37,7 +37,7 @@ impl Finished {
             .iter()
             .filter_map(|e| match e {
                 CommandEvent::Stdout(b) => Some(b.as_slice()),
-                CommandEvent::Stderr(_) => None,
+                _ => None,
             })
             .flatten()
             .copied()
@@ -49,7 +49,7 @@ impl Finished {
             .iter()
             .filter_map(|e| match e {
                 CommandEvent::Stderr(b) => Some(b.as_slice()),
-                CommandEvent::Stdout(_) => None,
+                _ => None,
             })
             .flatten()
             .copied()
@@ -172,7 +172,9 @@ async fn stdout_and_stderr_arrive_complete_and_in_order() {
     assert_eq!(done.stdout_text(), expected_out);
     assert_eq!(String::from_utf8(done.stderr()).unwrap(), expected_err);
     for event in &done.events {
-        let (CommandEvent::Stdout(bytes) | CommandEvent::Stderr(bytes)) = event;
+        let (CommandEvent::Stdout(bytes) | CommandEvent::Stderr(bytes)) = event else {
+            panic!("only output events: {event:?}");
+        };
         assert!(!bytes.is_empty() && bytes.len() <= OUTPUT_CHUNK);
     }
 }

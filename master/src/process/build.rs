@@ -612,7 +612,9 @@ impl StepHost for BuildStepHost<'_, '_> {
             command,
             interrupt,
             &mut LogSink {
-                log: started.log(),
+                step: started,
+                data: self.data,
+                redactor: self.redactor.clone(),
                 collect,
             },
         )
@@ -624,10 +626,12 @@ impl StepHost for BuildStepHost<'_, '_> {
     }
 }
 
-/// Sends a command's output into a step log, and keeps a copy when the
-/// step reads it.
+/// Sends a command's output into the step's current log (a followed
+/// file's into the log of its name), and keeps a copy when the step reads it.
 struct LogSink<'a, 'c> {
-    log: &'a mut LogWriter,
+    step: &'a mut StartedStep,
+    data: &'a Data,
+    redactor: Option<Redactor>,
     collect: Option<&'c mut Collected>,
 }
 
@@ -636,6 +640,20 @@ impl OutputSink for LogSink<'_, '_> {
         let (stream, bytes) = match output {
             Output::Stdout(b) => (LogStream::Stdout, b),
             Output::Stderr(b) => (LogStream::Stderr, b),
+            Output::LogFile(name, bytes) => {
+                let log = match self.step.logs.iter().position(|(n, _)| *n == name) {
+                    Some(i) => &mut self.step.logs[i].1,
+                    None => {
+                        let mut log = self.data.add_log(self.step.stepid, &name).await?;
+                        if let Some(redactor) = &self.redactor {
+                            log.redact_with(redactor.clone());
+                        }
+                        self.step.logs.push((name, log));
+                        &mut self.step.logs.last_mut().expect("just pushed").1
+                    }
+                };
+                return log.append(LogStream::Stdout, &bytes).await;
+            }
         };
         if let Some(collect) = self.collect.as_deref_mut() {
             let kept = match stream {
@@ -645,10 +663,13 @@ impl OutputSink for LogSink<'_, '_> {
             let room = COLLECT_LIMIT.saturating_sub(kept.len());
             kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
         }
-        self.log.append(stream, &bytes).await
+        self.step.log().append(stream, &bytes).await
     }
 
     async fn idle(&mut self) -> Result<(), DataError> {
-        self.log.flush_if_stale().await
+        for (_, log) in &mut self.step.logs {
+            log.flush_if_stale().await?;
+        }
+        Ok(())
     }
 }

@@ -19,8 +19,7 @@ use crate::render::RenderError;
 use crate::results::{CANCELLED, EXCEPTION, FAILURE, RETRY, SUCCESS};
 use crate::running_builds::StopKind;
 use moonbot_worker::protocol::CommandLine;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use moonbot_worker::signal::{SIGKILL, SIGTERM, signal_process_group};
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
@@ -144,7 +143,7 @@ pub async fn run<H: StepHost>(
             return Ok(EXCEPTION);
         }
     };
-    let group = child.id().map(|id| Pid::from_raw(id as i32));
+    let group = child.id().and_then(|id| i32::try_from(id).ok());
     let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Ok(EXCEPTION);
     };
@@ -209,11 +208,11 @@ pub async fn run<H: StepHost>(
 }
 
 /// SIGTERM to the command's group now, SIGKILL after `grace_s` seconds.
-fn terminate(group: Option<Pid>, grace_s: u64) {
+fn terminate(group: Option<i32>, grace_s: u64) {
     let Some(group) = group else { return };
-    let _ = killpg(group, Signal::SIGTERM);
+    let _ = signal_process_group(group, SIGTERM);
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(grace_s)).await;
-        let _ = killpg(group, Signal::SIGKILL);
+        let _ = signal_process_group(group, SIGKILL);
     });
 }

@@ -33,8 +33,8 @@ pub struct ShellStep {
     pub initial_stdin: Option<Renderable>,
     /// Lines of output that count as warnings (`warning_pattern`).
     pub warnings: Option<WarningRule>,
-    /// Log name → a file (relative to the workdir) whose content becomes
-    /// that log when the command has ended (`log_files`).
+    /// Log name → a file (relative to the workdir) the worker follows into
+    /// that log while the command runs (`log_files`).
     pub log_files: BTreeMap<String, Renderable>,
 }
 
@@ -138,6 +138,7 @@ fn compile_io(f: &mut Fields<'_>, step: &mut ShellStep) {
         initial_stdin: None,
         interrupt_signal,
         use_pty: f.boolean("use_pty", false),
+        log_files: BTreeMap::new(),
     };
     let warnings = match f.string("warning_pattern") {
         None => {
@@ -173,6 +174,10 @@ fn compile_io(f: &mut Fields<'_>, step: &mut ShellStep) {
                 };
                 if name == "stdio" || name == "warnings" {
                     f.error(format!("{what}: log_files: '{name}' is the step's own log"));
+                    continue;
+                }
+                if name.is_empty() || name.len() > 200 {
+                    f.error(format!("{what}: log_files: a log name is 1-200 bytes"));
                     continue;
                 }
                 match Renderable::compile(v, &format!("{what}: log_files '{name}'"), &at) {
@@ -296,7 +301,11 @@ pub async fn run<H: StepHost>(
         .begin(&format!("'{}'", command.command.display()))
         .await?;
     write_header(ctx.host, &command).await?;
-    let workdir = command.workdir.clone();
+    // Each followed file's log exists from the start, empty until it shows.
+    for name in command.io.log_files.keys() {
+        ctx.host.use_log(name).await?;
+    }
+    ctx.host.use_log("stdio").await?;
     let result = match &step.warnings {
         None => ctx.run_command(RemoteCommand::Shell(command)).await?,
         Some(rule) => {
@@ -307,50 +316,7 @@ pub async fn run<H: StepHost>(
             count_warnings(ctx, rule, &out, result).await?
         }
     };
-    read_log_files(step, ctx, &workdir).await?;
     Ok(result)
-}
-
-/// Each of `log_files` into its own log, once the command has ended.
-async fn read_log_files<H: StepHost>(
-    step: &ShellStep,
-    ctx: &mut StepContext<'_, H>,
-    workdir: &str,
-) -> Result<(), H::Error> {
-    for (name, file) in &step.log_files {
-        let path = match ctx.render.render_string(file).await {
-            Ok(path) => path,
-            Err(e) => {
-                ctx.host.header(&format!("log_files '{name}': {e}")).await?;
-                continue;
-            }
-        };
-        ctx.host.use_log(name).await?;
-        let cat = ShellCommand {
-            command: CommandLine::Argv(vec!["cat".into(), "--".into(), path.clone()]),
-            workdir: workdir.to_string(),
-            env: BTreeMap::new(),
-            timeout_s: step.timeout_s,
-            max_time_s: None,
-            sigterm_grace_s: step.sigterm_grace_s,
-            io: CommandIo {
-                want_stderr: false,
-                ..CommandIo::default()
-            },
-        };
-        let outcome = ctx.host.run_remote(RemoteCommand::Shell(cat), None).await;
-        ctx.host.use_log("stdio").await?;
-        match outcome {
-            Ok(o) if o.succeeded() => {}
-            Ok(_) => {
-                ctx.host
-                    .header(&format!("log_files '{name}': cannot read {path}"))
-                    .await?
-            }
-            Err(e) => ctx.host.header(&format!("log_files '{name}': {e}")).await?,
-        }
-    }
-    Ok(())
 }
 
 /// Collect the lines `rule` matches into a `warnings` log, and say what
@@ -412,6 +378,10 @@ pub async fn render<H: StepHost>(
     let mut io = step.io.clone();
     if let Some(stdin) = &step.initial_stdin {
         io.initial_stdin = Some(ctx.render.render_string(stdin).await?);
+    }
+    for (name, file) in &step.log_files {
+        io.log_files
+            .insert(name.clone(), ctx.render.render_string(file).await?);
     }
     Ok(ShellCommand {
         command,

@@ -9,6 +9,7 @@ use moonbot_worker::protocol::{
     CommandControl, CommandOpen, CommandOutcome, CommandRequest, Frame, RemoteCommand,
 };
 use moonbot_worker::transport::{FrameReader, StreamError, write_frame};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -32,6 +33,9 @@ pub enum RemoteError {
 pub enum Output {
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
+    /// Bytes appended to one of the command's `log_files`, by log name (a
+    /// name the command asked for: anything else is a protocol error).
+    LogFile(String, Vec<u8>),
 }
 
 /// Where a remote command's output goes (a log, usually).
@@ -144,11 +148,20 @@ pub async fn run<S: OutputSink>(
 ) -> Result<CommandOutcome, RemoteError> {
     link.ready().await?;
     let id = next_command_id();
+    // The only log files the worker may send: those this command follows.
+    let followed: BTreeSet<String> = match &command {
+        RemoteCommand::Shell(shell) => shell.io.log_files.keys().cloned().collect(),
+        _ => BTreeSet::new(),
+    };
     let mut open = CommandOpen::Run(CommandRequest { id, command });
     let mut received = 0u64;
     loop {
         let conn = link.worker.conn.clone();
-        match on_stream(&conn, &open, &mut received, &mut interrupt, sink).await {
+        let stream = Stream {
+            open: &open,
+            followed: &followed,
+        };
+        match on_stream(&conn, stream, &mut received, &mut interrupt, sink).await {
             Ok(outcome) if outcome.lost => {
                 return Err(RemoteError::ConnectionLost(
                     outcome
@@ -182,11 +195,17 @@ pub async fn run<S: OutputSink>(
     }
 }
 
+/// What one stream of a command sends and may receive.
+struct Stream<'a> {
+    open: &'a CommandOpen,
+    followed: &'a BTreeSet<String>,
+}
+
 /// Send `open` on a new stream of `conn` and relay the command until its outcome
 /// or until the stream breaks. `received` counts output bytes stored so far.
 async fn on_stream<S: OutputSink>(
     conn: &quinn::Connection,
-    open: &CommandOpen,
+    Stream { open, followed }: Stream<'_>,
     received: &mut u64,
     interrupt: &mut watch::Receiver<Option<String>>,
     sink: &mut S,
@@ -221,9 +240,21 @@ async fn on_stream<S: OutputSink>(
                 }
             }
             frame = reader.next() => {
-                let output = match frame.map_err(broken)? {
+                let frame = frame.map_err(broken)?;
+                let len = frame.as_ref().map_or(0, Frame::output_len) as u64;
+                let output = match frame {
                     Some(Frame::Stdout(bytes)) => Output::Stdout(bytes),
                     Some(Frame::Stderr(bytes)) => Output::Stderr(bytes),
+                    Some(Frame::LogFile(body)) => match Frame::split_log_file(&body) {
+                        Some((name, bytes)) if followed.contains(name) => {
+                            Output::LogFile(name.to_string(), bytes.to_vec())
+                        }
+                        _ => {
+                            return Err(StreamEnd::Failed(RemoteError::Protocol(
+                                "output for a log file this command does not follow".into(),
+                            )));
+                        }
+                    },
                     Some(json @ Frame::Json(_)) => {
                         let outcome: CommandOutcome = json
                             .parse()
@@ -237,9 +268,7 @@ async fn on_stream<S: OutputSink>(
                         ));
                     }
                 };
-                *received += match &output {
-                    Output::Stdout(b) | Output::Stderr(b) => b.len() as u64,
-                };
+                *received += len;
                 sink.output(output).await.map_err(|e| StreamEnd::Failed(RemoteError::Sink(e)))?;
                 if *received - acked >= ACK_EVERY {
                     acked = *received;

@@ -90,19 +90,23 @@ return {
       mb.steps.shell { name = "log-files", command = "mkdir -p out; echo 'line one' > out/test.log",
         log_files = { ["test.log"] = "out/test.log", absent = "out/none.log" } },
     } },
+    mb.builder { name = "follow", workernames = { "w1" }, steps = {
+      mb.steps.shell { name = "follow", log_files = { progress = "progress.txt" },
+        command = "echo early > progress.txt; i=0; while [ ! -e go ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; echo late >> progress.txt" },
+    } },
     mb.builder { name = "trap", workernames = { "w1" }, steps = {
       mb.steps.shell { name = "trap", interrupt_signal = "INT", sigterm_time = 1,
         command = "trap 'echo got-INT; exit 7' INT; echo ready; sleep 30 & wait" },
     } },
   },
-  schedulers = { mb.schedulers.force { name = "force", builders = { "io", "trap" } } },
+  schedulers = { mb.schedulers.force { name = "force", builders = { "io", "follow", "trap" } } },
 }
 "#;
 
 /// want_stdout / want_stderr, initial_stdin, use_pty, warning_pattern with
 /// max_warnings, and interrupt_signal, on a real worker.
 fn shell_options_shape_input_output_and_interrupts(backend: &Backend) {
-    let (m, _w) = TestMaster::started_with_worker(backend, SHELL_OPTIONS, "w1");
+    let (m, w) = TestMaster::started_with_worker(backend, SHELL_OPTIONS, "w1");
     let build = m.wait_request_done(m.force(m.builderid("io")), LONG);
     let steps = m.steps(build["buildid"].as_i64().unwrap());
     let step = |name: &str| -> Value {
@@ -156,11 +160,35 @@ fn shell_options_shape_input_output_and_interrupts(backend: &Backend) {
         .map(|l| l["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["stdio", "absent", "test.log"]);
-    let test_log = logs[2]["logid"].as_i64().unwrap();
-    let text = String::from_utf8(m.get_bytes(&format!("/api/v2/logs/{test_log}/raw"))).unwrap();
-    assert_eq!(text, "line one\n");
-    assert!(log("log-files").contains("log_files 'absent': cannot read out/none.log"));
+    let raw = |logid: &Value| {
+        String::from_utf8(m.get_bytes(&format!("/api/v2/logs/{}/raw", logid.as_i64().unwrap())))
+            .unwrap()
+    };
+    assert_eq!(raw(&logs[2]["logid"]), "line one\n");
+    assert_eq!(raw(&logs[1]["logid"]), "", "a file that never showed up");
     assert_eq!(step("log-files")["results"], 0);
+
+    // log_files are followed while the command runs: the command waits
+    // until the test has seen its first line in the log.
+    let brid = m.force(m.builderid("follow"));
+    let buildid = m.wait_for("the follow build to start", LONG, || {
+        m.builds_of(brid)
+            .first()
+            .and_then(|b| b["buildid"].as_i64())
+    });
+    let progress = |m: &TestMaster| -> Option<String> {
+        let stepid = m.steps(buildid).first()?["stepid"].as_i64()?;
+        let logs = m.get(&format!("/api/v2/steps/{stepid}/logs"))["logs"].clone();
+        let logid = logs.as_array()?.iter().find(|l| l["name"] == "progress")?["logid"].as_i64()?;
+        String::from_utf8(m.get_bytes(&format!("/api/v2/logs/{logid}/raw"))).ok()
+    };
+    m.wait_for("the followed file's first line", LONG, || {
+        progress(&m).filter(|t| t == "early\n").map(|_| ())
+    });
+    std::fs::write(w.dir.join("builds/follow/build/go"), "").unwrap();
+    let build = m.wait_request_done(brid, LONG);
+    assert_eq!(build["results"], 0, "{build}");
+    assert_eq!(progress(&m).unwrap(), "early\nlate\n");
 
     // Stopping the build sends the command's own signal, which it traps.
     let brid = m.force(m.builderid("trap"));
