@@ -418,6 +418,12 @@ fn steps_render_from_the_build_and_keep_secrets_out(backend: &Backend) {
     assert!(log_of("by-function").contains("ran-by-function"));
     assert_eq!(by_name("argv")["hidden"], false);
     assert_eq!(by_name("warn-on-5")["results"], 1);
+    // The build page leaves the hidden step out, and shows it when asked.
+    let (_, page) = m.get_status(&format!("/builds/{buildid}"));
+    assert!(!page.contains("data-step=\"by-function\""), "{page}");
+    assert!(page.contains("1 hidden step(s)"), "{page}");
+    let (_, page) = m.get_status(&format!("/builds/{buildid}?hidden=1"));
+    assert!(page.contains("data-step=\"by-function\""), "{page}");
 
     // Secrets: split across two output frames, multi-line, in the command
     // line itself: none of their text is stored or shown.
@@ -452,7 +458,7 @@ fn steps_render_from_the_build_and_keep_secrets_out(backend: &Backend) {
         format!("/api/v2/builds/{buildid}"),
         format!("/api/v2/builds/{buildid}/steps"),
         format!("/api/v2/builds/{buildid}/properties"),
-        format!("/#/builders/{}/builds/1", m.builderid("render")),
+        format!("/builds/{buildid}?hidden=1"),
     ] {
         everything.push_str(&m.get_status(&path).1);
     }

@@ -141,7 +141,13 @@ pub(super) async fn build(ctx: &Ctx<'_>, buildid: i64) -> PageResult {
             .0
     };
     let mut step_rows = String::new();
+    // Steps `hide_step_if` hid are left out unless asked for, as Buildbot's UI does.
+    let show_hidden = ctx.request.param("hidden").is_some_and(|v| v == "1");
+    let hidden = steps.iter().filter(|s| s["hidden"] == true).count();
     for s in &steps {
+        if s["hidden"] == true && !show_hidden {
+            continue;
+        }
         let stepid = s["stepid"].as_i64().unwrap_or(0);
         let step_state = state_of(s);
         let step_running = s["complete"] == false;
@@ -230,6 +236,15 @@ pub(super) async fn build(ctx: &Ctx<'_>, buildid: i64) -> PageResult {
             requests.join(", ")
         )
     };
+    let hidden_note = match (hidden, show_hidden) {
+        (0, _) => String::new(),
+        (n, false) => format!(
+            "<p class=\"hint\" id=\"hidden-steps\">{n} hidden step(s): <a href=\"?hidden=1\">show them</a></p>"
+        ),
+        (n, true) => format!(
+            "<p class=\"hint\" id=\"hidden-steps\">{n} hidden step(s) shown: <a href=\"?\">hide them</a></p>"
+        ),
+    };
     let body = format!(
         "<div id=\"live\"><div class=\"buildhead {state}\" id=\"build-state\" data-state=\"{state}\">\
 <span class=\"result\">{state}</span> {}<span class=\"time\">{timing}</span> {actions}</div>\n\
@@ -238,7 +253,7 @@ pub(super) async fn build(ctx: &Ctx<'_>, buildid: i64) -> PageResult {
 <tr><th>owner</th><td>{}</td></tr><tr><th>started</th><td>{}</td></tr><tr><th>finished</th><td>{}</td></tr>\
 <tr><th>sources</th><td>{sources}</td></tr>{collapsed}</table>\n\
 <h2>Changes</h2>{changes}\n\
-<h2>Steps</h2><ol class=\"steps\" id=\"steps\">{step_rows}</ol>\n\
+<h2>Steps</h2><ol class=\"steps\" id=\"steps\">{step_rows}</ol>{hidden_note}\n\
 <h2>Properties</h2><table id=\"properties\"><tr><th>name</th><th>value</th><th>source</th></tr>{prop_rows}</table></div>",
         esc(text(&b, "state_string")),
         esc(&builder),
