@@ -9,6 +9,7 @@
 //! connected. `poller` times one poll of a repository with 1,000 branches.
 
 use crate::figures::Figures;
+use crate::scenarios::MASTER_LUA_HEAD;
 use moonbot_tests::{Backend, TestMaster};
 use serde_json::Value;
 use std::path::Path;
@@ -209,14 +210,7 @@ M 644 inline f{i}.txt\ndata {}\n{content}\n",
     )?;
 
     let lua = format!(
-        r#"local mb = require "moonbot"
-return {{
-  www = {{ port = 0, bind = "127.0.0.1" }},
-  protocols = {{ quic = {{ port = 0, bind = "127.0.0.1" }} }},
-  db = {{ url = "@DB@" }},
-  reconfig = {{ watch = false }},
-  collapse_requests = false, -- as the Buildbot baseline: every request is a build
-  change_sources = {{ mb.changes.git_poller {{ name = "many", repourl = "{}", branches = "all",
+        r#"{MASTER_LUA_HEAD}  change_sources = {{ mb.changes.git_poller {{ name = "many", repourl = "{}", branches = "all",
     poll_interval = 1, poll_at_launch = true }} }},
 }}
 "#,

@@ -24,20 +24,22 @@ fn builders(count: usize, command: &str) -> Vec<Builder> {
         .collect()
 }
 
-/// master.lua for SQLite on loopback, every builder on every worker, one force
-/// scheduler over all builders; the watcher is off so only the bench reloads.
-fn master_lua(builders: &[Builder], workers: &[(&str, Option<u32>)]) -> String {
-    let mut lua = String::from(
-        r#"local mb = require "moonbot"
+/// The start of every bench master.lua: SQLite, loopback, no watcher (only
+/// the bench reloads), and no collapsing, as the Buildbot baseline was
+/// measured: every request is a build. The table it opens is left open.
+pub(crate) const MASTER_LUA_HEAD: &str = r#"local mb = require "moonbot"
 return {
   www = { port = 0, bind = "127.0.0.1" },
   protocols = { quic = { port = 0, bind = "127.0.0.1" } },
   db = { url = "@DB@" },
   reconfig = { watch = false },
   collapse_requests = false, -- as the Buildbot baseline: every request is a build
-  workers = {
-"#,
-    );
+"#;
+
+/// master.lua for SQLite on loopback, every builder on every worker, one force
+/// scheduler over all builders; the watcher is off so only the bench reloads.
+fn master_lua(builders: &[Builder], workers: &[(&str, Option<u32>)]) -> String {
+    let mut lua = format!("{MASTER_LUA_HEAD}  workers = {{\n");
     for (name, max) in workers {
         let max = max
             .map(|m| format!(", max_builds = {m}"))
@@ -219,14 +221,7 @@ pub(crate) fn rendered(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<(
         })
         .collect();
     let lua = format!(
-        r#"local mb = require "moonbot"
-return {{
-  www = {{ port = 0, bind = "127.0.0.1" }},
-  protocols = {{ quic = {{ port = 0, bind = "127.0.0.1" }} }},
-  db = {{ url = "@DB@" }},
-  reconfig = {{ watch = false }},
-  collapse_requests = false,
-  workers = {{ mb.worker {{ name = "w1", max_builds = 4 }} }},
+        r#"{MASTER_LUA_HEAD}  workers = {{ mb.worker {{ name = "w1", max_builds = 4 }} }},
   builders = {{
     mb.builder {{ name = "plain", workernames = {{ "w1" }}, steps = {{ {plain} }} }},
     mb.builder {{ name = "rendered", workernames = {{ "w1" }}, properties = {{ {props} }}, steps = {{ {rendered} }} }},

@@ -677,3 +677,26 @@ pub fn encode(text: &str) -> String {
         })
         .collect()
 }
+
+/// Run `git -C dir ARGS` as a fixed author and committer at a fixed date,
+/// so commits are reproducible; its trimmed stdout. Panics when git fails.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Ada")
+        .env("GIT_AUTHOR_EMAIL", "ada@example.org")
+        .env("GIT_COMMITTER_NAME", "Cy")
+        .env("GIT_COMMITTER_EMAIL", "cy@example.org")
+        .env("GIT_AUTHOR_DATE", "2026-12-01T10:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2026-12-01T10:00:00Z")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -144,21 +144,10 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn list(&mut self, key: &'a str) -> Option<Vec<&'a RawValue>> {
+    /// A list field's entries; `None` (reported) when it is no table.
+    fn list_entries(&mut self, key: &'a str) -> Option<&'a [(RawKey, RawValue)]> {
         match self.get(key)? {
-            RawValue::Table(entries) => {
-                let mut items = Vec::new();
-                for (i, (k, v)) in entries.iter().enumerate() {
-                    if *k != RawKey::Int(i as i64 + 1) {
-                        let msg =
-                            format!("{}: '{key}' must be a list, but has the key {k}", self.what);
-                        self.error(msg);
-                        return None;
-                    }
-                    items.push(v);
-                }
-                Some(items)
-            }
+            RawValue::Table(entries) => Some(entries),
             other => {
                 let msg = format!(
                     "{}: '{key}' must be a list, not a {}",
@@ -171,37 +160,42 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The non-list key error for `key`.
+    fn not_a_list(&mut self, key: &str, k: &RawKey) {
+        let msg = format!("{}: '{key}' must be a list, but has the key {k}", self.what);
+        self.error(msg);
+    }
+
+    pub fn list(&mut self, key: &'a str) -> Option<Vec<&'a RawValue>> {
+        let entries = self.list_entries(key)?;
+        let mut items = Vec::new();
+        for (i, (k, v)) in entries.iter().enumerate() {
+            if *k != RawKey::Int(i as i64 + 1) {
+                self.not_a_list(key, k);
+                return None;
+            }
+            items.push(v);
+        }
+        Some(items)
+    }
+
     /// A list whose holes (`nil`, or `false` from `cond and x`) are left
     /// out, in order: `{ a, cond and b or nil, c }` is `{ a, c }` or
     /// `{ a, b, c }`.
     pub fn list_skipping_holes(&mut self, key: &'a str) -> Option<Vec<&'a RawValue>> {
-        match self.get(key)? {
-            RawValue::Table(entries) => {
-                let mut items: Vec<(i64, &'a RawValue)> = Vec::new();
-                for (k, v) in entries {
-                    let RawKey::Int(i) = k else {
-                        let msg =
-                            format!("{}: '{key}' must be a list, but has the key {k}", self.what);
-                        self.error(msg);
-                        return None;
-                    };
-                    if !matches!(v, RawValue::Nil | RawValue::Bool(false)) {
-                        items.push((*i, v));
-                    }
-                }
-                items.sort_by_key(|(i, _)| *i);
-                Some(items.into_iter().map(|(_, v)| v).collect())
-            }
-            other => {
-                let msg = format!(
-                    "{}: '{key}' must be a list, not a {}",
-                    self.what,
-                    other.type_name()
-                );
-                self.error(msg);
-                None
+        let entries = self.list_entries(key)?;
+        let mut items: Vec<(i64, &'a RawValue)> = Vec::new();
+        for (k, v) in entries {
+            let RawKey::Int(i) = k else {
+                self.not_a_list(key, k);
+                return None;
+            };
+            if !matches!(v, RawValue::Nil | RawValue::Bool(false)) {
+                items.push((*i, v));
             }
         }
+        items.sort_by_key(|(i, _)| *i);
+        Some(items.into_iter().map(|(_, v)| v).collect())
     }
 
     pub fn string_list(&mut self, key: &'a str) -> Vec<String> {

@@ -119,6 +119,14 @@ impl<H: StepHost> StepContext<'_, H> {
         }
     }
 
+    /// End a step that could not start (an argument did not render): its
+    /// row (if not made yet), `why` in its log, EXCEPTION.
+    pub async fn cannot_start(&mut self, why: &str) -> Result<i32, H::Error> {
+        self.host.begin(self.name).await?;
+        self.host.header(why).await?;
+        Ok(EXCEPTION)
+    }
+
     /// Run one remote command, write its outcome to the log, and say what it
     /// means for the step: by its exit code (`decode_rc`, else SUCCESS for 0
     /// and FAILURE for the rest; a signal is FAILURE), CANCELLED (or RETRY

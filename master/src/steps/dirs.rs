@@ -52,11 +52,9 @@ async fn run<H: StepHost>(
     let dir = match ctx.render.render_string(&step.dir).await {
         Ok(dir) => dir,
         Err(e) => {
-            ctx.host.begin(verb).await?;
-            ctx.host
-                .header(&format!("could not render 'dir': {e}"))
-                .await?;
-            return Ok(crate::results::EXCEPTION);
+            return ctx
+                .cannot_start(&format!("could not render 'dir': {e}"))
+                .await;
         }
     };
     let path = ctx.path(&dir);

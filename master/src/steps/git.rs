@@ -189,11 +189,9 @@ pub async fn run<H: StepHost>(
     let plan = match plan(step, ctx).await {
         Ok(plan) => plan,
         Err(e) => {
-            ctx.host.begin("git").await?;
-            ctx.host
-                .header(&format!("could not render the git step: {e}"))
-                .await?;
-            return Ok(EXCEPTION);
+            return ctx
+                .cannot_start(&format!("could not render the git step: {e}"))
+                .await;
         }
     };
     let short = plan
@@ -505,30 +503,20 @@ impl<H: StepHost> Git<'_, '_, H> {
             }
         };
         let plain_branch = plan.branch != "HEAD" && !plan.branch.starts_with("refs/");
-        let checkout: Vec<&str> = if plain_branch {
-            vec![
-                "git",
-                "-c",
-                "advice.detachedHead=false",
-                "checkout",
-                "--quiet",
-                "-f",
-                "-B",
-                &plan.branch,
-                &target,
-            ]
+        let mut checkout = vec![
+            "git",
+            "-c",
+            "advice.detachedHead=false",
+            "checkout",
+            "--quiet",
+            "-f",
+        ];
+        if plain_branch {
+            checkout.extend(["-B", plan.branch.as_str()]);
         } else {
-            vec![
-                "git",
-                "-c",
-                "advice.detachedHead=false",
-                "checkout",
-                "--quiet",
-                "-f",
-                "--detach",
-                &target,
-            ]
-        };
+            checkout.push("--detach");
+        }
+        checkout.push(&target);
         self.must(repo, &checkout).await?;
         let clean = match (step.mode, step.method) {
             (Mode::Full, Method::Fresh) => Some("-ffdx"),

@@ -94,11 +94,9 @@ pub async fn run<H: StepHost>(
     let rendered = match render(step, ctx).await {
         Ok(r) => r,
         Err(e) => {
-            ctx.host.begin(ctx.name).await?;
-            ctx.host
-                .header(&format!("could not build the command: {e}"))
-                .await?;
-            return Ok(EXCEPTION);
+            return ctx
+                .cannot_start(&format!("could not build the command: {e}"))
+                .await;
         }
     };
     let dir = ctx.master_dir.join(&rendered.workdir);

@@ -180,11 +180,9 @@ pub async fn run_from_command<H: StepHost>(
     let command = match shell::render(&step.command, ctx).await {
         Ok(command) => command,
         Err(e) => {
-            ctx.host.begin(ctx.name).await?;
-            ctx.host
-                .header(&format!("could not build the command: {e}"))
-                .await?;
-            return Ok(EXCEPTION);
+            return ctx
+                .cannot_start(&format!("could not build the command: {e}"))
+                .await;
         }
     };
     ctx.host

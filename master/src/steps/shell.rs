@@ -290,11 +290,9 @@ pub async fn run<H: StepHost>(
     let command = match render(step, ctx).await {
         Ok(command) => command,
         Err(e) => {
-            ctx.host.begin(ctx.name).await?;
-            ctx.host
-                .header(&format!("could not build the command: {e}"))
-                .await?;
-            return Ok(crate::results::EXCEPTION);
+            return ctx
+                .cannot_start(&format!("could not build the command: {e}"))
+                .await;
         }
     };
     ctx.host

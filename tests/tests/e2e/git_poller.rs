@@ -1,7 +1,7 @@
 //! Issue 14, the git poller: real repositories made here, pushed to while
 //! the master polls them, and while it is down.
 
-use moonbot_tests::{Backend, LONG, TestMaster};
+use moonbot_tests::{Backend, LONG, TestMaster, git};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -84,27 +84,6 @@ impl Repo {
         all.extend_from_slice(args);
         git(&self.work, &all);
     }
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Ada")
-        .env("GIT_AUTHOR_EMAIL", "ada@example.org")
-        .env("GIT_COMMITTER_NAME", "Cy")
-        .env("GIT_COMMITTER_EMAIL", "cy@example.org")
-        .env("GIT_AUTHOR_DATE", "2026-12-01T10:00:00Z")
-        .env("GIT_COMMITTER_DATE", "2026-12-01T10:00:00Z")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn config(repo: &Repo, branches: &str) -> String {

@@ -4,33 +4,12 @@
 //! fetches of an older revision, one shared mirror per repository, and an
 //! ssh key that leaves nothing behind.
 
-use moonbot_tests::{Backend, LONG, TestMaster};
+use moonbot_tests::{Backend, LONG, TestMaster, git};
 use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 moonbot_tests::on_both_databases!(the_git_step_checks_out_exactly_what_the_build_builds);
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "protocol.file.allow=always"])
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Ada")
-        .env("GIT_AUTHOR_EMAIL", "ada@example.org")
-        .env("GIT_COMMITTER_NAME", "Cy")
-        .env("GIT_COMMITTER_EMAIL", "cy@example.org")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A bare `origin.git` and `sub.git`, and a work tree to commit from.
 struct Repos {
@@ -141,6 +120,8 @@ fn the_git_step_checks_out_exactly_what_the_build_builds(backend: &Backend) {
     git(
         &repos.work,
         &[
+            "-c",
+            "protocol.file.allow=always",
             "submodule",
             "add",
             "-q",

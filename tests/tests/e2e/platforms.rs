@@ -3,31 +3,12 @@
 //! ("AMD64 Debian main") checks out a repository the test makes, and the
 //! names with spaces and slashes work in the API, the pages and on disk.
 
-use moonbot_tests::{Backend, LONG, TestMaster};
+use moonbot_tests::{Backend, LONG, TestMaster, git};
 use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 moonbot_tests::on_both_databases!(the_platforms_sample_builds_with_names_that_have_spaces);
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Ada")
-        .env("GIT_AUTHOR_EMAIL", "ada@example.org")
-        .env("GIT_COMMITTER_NAME", "Cy")
-        .env("GIT_COMMITTER_EMAIL", "cy@example.org")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The sample, pointed at `repo` and this test's database and ports.
 fn sample(repo: &Path) -> String {
