@@ -7,11 +7,10 @@
 //! and any secret in its value is redacted before it is stored.
 
 use super::shell::{self, ShellStep};
-use super::{Collected, Compiled, StepContext, StepHost, StepKind};
+use super::{Compiled, StepContext, StepHost, StepKind};
 use crate::lua::{Fields, LuaFn, RawValue};
 use crate::render::Renderable;
 use crate::results::{EXCEPTION, FAILURE, SUCCESS};
-use moonbot_worker::protocol::RemoteCommand;
 use serde_json::Value;
 
 /// `set_property` and `set_properties`: values, rendered when the step runs.
@@ -177,22 +176,7 @@ pub async fn run_from_command<H: StepHost>(
     step: &FromCommandStep,
     ctx: &mut StepContext<'_, H>,
 ) -> Result<i32, H::Error> {
-    let command = match shell::render(&step.command, ctx).await {
-        Ok(command) => command,
-        Err(e) => {
-            return ctx
-                .cannot_start(&format!("could not build the command: {e}"))
-                .await;
-        }
-    };
-    ctx.host
-        .begin(&format!("'{}'", command.command.display()))
-        .await?;
-    shell::write_header(ctx.host, &command).await?;
-    let mut out = Collected::default();
-    let result = ctx
-        .run_command_collecting(RemoteCommand::Shell(command), Some(&mut out))
-        .await?;
+    let (result, out) = shell::execute(&step.command, ctx, true).await?;
     if result != SUCCESS && result != FAILURE {
         return Ok(result);
     }

@@ -287,12 +287,24 @@ pub async fn run<H: StepHost>(
     step: &ShellStep,
     ctx: &mut StepContext<'_, H>,
 ) -> Result<i32, H::Error> {
+    Ok(execute(step, ctx, false).await?.0)
+}
+
+/// [`run`], and the command's output when `keep` (else only what
+/// `warning_pattern` needed).
+pub async fn execute<H: StepHost>(
+    step: &ShellStep,
+    ctx: &mut StepContext<'_, H>,
+    keep: bool,
+) -> Result<(i32, super::Collected), H::Error> {
+    let mut out = super::Collected::default();
     let command = match render(step, ctx).await {
         Ok(command) => command,
         Err(e) => {
-            return ctx
+            let result = ctx
                 .cannot_start(&format!("could not build the command: {e}"))
-                .await;
+                .await?;
+            return Ok((result, out));
         }
     };
     ctx.host
@@ -304,17 +316,14 @@ pub async fn run<H: StepHost>(
         ctx.host.use_log(name).await?;
     }
     ctx.host.use_log("stdio").await?;
-    let result = match &step.warnings {
-        None => ctx.run_command(RemoteCommand::Shell(command)).await?,
-        Some(rule) => {
-            let mut out = super::Collected::default();
-            let result = ctx
-                .run_command_collecting(RemoteCommand::Shell(command), Some(&mut out))
-                .await?;
-            count_warnings(ctx, rule, &out, result).await?
-        }
-    };
-    Ok(result)
+    let collect = (keep || step.warnings.is_some()).then_some(&mut out);
+    let mut result = ctx
+        .run_command_collecting(RemoteCommand::Shell(command), collect)
+        .await?;
+    if let Some(rule) = &step.warnings {
+        result = count_warnings(ctx, rule, &out, result).await?;
+    }
+    Ok((result, out))
 }
 
 /// Collect the lines `rule` matches into a `warnings` log, and say what
