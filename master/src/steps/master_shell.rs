@@ -15,12 +15,10 @@
 use super::shell::{self, ShellStep};
 use super::{Compiled, StepContext, StepHost, StepKind, Stream};
 use crate::lua::Fields;
-use crate::render::RenderError;
 use crate::results::{CANCELLED, EXCEPTION, FAILURE, RETRY, SUCCESS};
 use crate::running_builds::StopKind;
 use moonbot_worker::protocol::CommandLine;
 use moonbot_worker::signal::{SIGKILL, SIGTERM, signal_process_group};
-use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -63,53 +61,29 @@ pub fn compile(f: &mut Fields<'_>, builder: &str) -> Compiled {
     compiled
 }
 
-/// What a rendered master command is.
-struct Rendered {
-    line: CommandLine,
-    workdir: String,
-    env: BTreeMap<String, Option<String>>,
-}
-
-async fn render<H: StepHost>(
-    step: &MasterShellStep,
-    ctx: &StepContext<'_, H>,
-) -> Result<Rendered, RenderError> {
-    let line = shell::command_line(ctx.render.render(&step.shell.command).await?)?;
-    let workdir = ctx.render.render_string(&step.shell.workdir).await?;
-    let mut env = BTreeMap::new();
-    for (name, value) in &step.shell.env {
-        let value = match value {
-            Some(r) => Some(ctx.render.render_string(r).await?),
-            None => None,
-        };
-        env.insert(name.clone(), value);
-    }
-    Ok(Rendered { line, workdir, env })
-}
-
 pub async fn run<H: StepHost>(
     step: &MasterShellStep,
     ctx: &mut StepContext<'_, H>,
 ) -> Result<i32, H::Error> {
-    let rendered = match render(step, ctx).await {
-        Ok(r) => r,
+    let (line, workdir, env) = match shell::render_parts(&step.shell, ctx.render).await {
+        Ok(parts) => parts,
         Err(e) => {
             return ctx
                 .cannot_start(&format!("could not build the command: {e}"))
                 .await;
         }
     };
-    let dir = ctx.master_dir.join(&rendered.workdir);
+    let dir = ctx.master_dir.join(&workdir);
     ctx.host
-        .begin(&format!("'{}' (on the master)", rendered.line.display()))
+        .begin(&format!("'{}' (on the master)", line.display()))
         .await?;
     ctx.host
-        .header(&format!("{} (on the master)", rendered.line.display()))
+        .header(&format!("{} (on the master)", line.display()))
         .await?;
     ctx.host
         .header(&format!(" in dir {}", dir.display()))
         .await?;
-    let mut command = match &rendered.line {
+    let mut command = match &line {
         CommandLine::Shell(s) => {
             let mut c = tokio::process::Command::new("/bin/sh");
             c.arg("-c").arg(s);
@@ -121,7 +95,7 @@ pub async fn run<H: StepHost>(
             c
         }
     };
-    for (name, value) in &rendered.env {
+    for (name, value) in &env {
         match value {
             Some(v) => command.env(name, v),
             None => command.env_remove(name),

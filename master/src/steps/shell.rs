@@ -6,7 +6,7 @@
 
 use super::{Compiled, StepContext, StepHost, StepKind};
 use crate::lua::{Fields, RawKey, RawValue};
-use crate::render::{RenderError, Renderable, interpolate::value_text};
+use crate::render::{RenderContext, RenderError, Renderable, interpolate::value_text};
 use moonbot_worker::protocol::{
     CommandIo, CommandLine, INTERRUPT_SIGNALS, RemoteCommand, ShellCommand,
 };
@@ -115,8 +115,6 @@ pub fn compile(f: &mut Fields<'_>, builder: &str) -> Compiled {
     }
 }
 
-/// What every command-running step shares: `workdir`, `env`, `timeout`,
-/// `max_time`, `sigterm_time` (the command is left empty).
 /// A shell command's own options: `want_stdout`, `want_stderr`,
 /// `interrupt_signal`, `use_pty`, `initial_stdin`, `warning_pattern` and
 /// `max_warnings` (on `shell` and `set_property_from_command`).
@@ -195,6 +193,8 @@ fn compile_io(f: &mut Fields<'_>, step: &mut ShellStep) {
     }
 }
 
+/// What every command-running step shares: `workdir`, `env`, `timeout`,
+/// `max_time`, `sigterm_time` (the command is left empty).
 pub fn compile_settings(f: &mut Fields<'_>, builder: &str) -> ShellStep {
     ShellStep {
         io: CommandIo::default(),
@@ -312,10 +312,12 @@ pub async fn execute<H: StepHost>(
         .await?;
     write_header(ctx.host, &command).await?;
     // Each followed file's log exists from the start, empty until it shows.
-    for name in command.io.log_files.keys() {
-        ctx.host.use_log(name).await?;
+    if !command.io.log_files.is_empty() {
+        for name in command.io.log_files.keys() {
+            ctx.host.use_log(name).await?;
+        }
+        ctx.host.use_log("stdio").await?;
     }
-    ctx.host.use_log("stdio").await?;
     let collect = (keep || step.warnings.is_some()).then_some(&mut out);
     let mut result = ctx
         .run_command_collecting(RemoteCommand::Shell(command), collect)
@@ -372,16 +374,7 @@ pub async fn render<H: StepHost>(
     step: &ShellStep,
     ctx: &StepContext<'_, H>,
 ) -> Result<ShellCommand, RenderError> {
-    let command = command_line(ctx.render.render(&step.command).await?)?;
-    let workdir = ctx.render.render_string(&step.workdir).await?;
-    let mut env = BTreeMap::new();
-    for (name, value) in &step.env {
-        let value = match value {
-            Some(r) => Some(ctx.render.render_string(r).await?),
-            None => None,
-        };
-        env.insert(name.clone(), value);
-    }
+    let (command, workdir, env) = render_parts(step, ctx.render).await?;
     let mut io = step.io.clone();
     if let Some(stdin) = &step.initial_stdin {
         io.initial_stdin = Some(ctx.render.render_string(stdin).await?);
@@ -399,6 +392,33 @@ pub async fn render<H: StepHost>(
         sigterm_grace_s: step.sigterm_grace_s,
         io,
     })
+}
+
+/// The command line, the workdir (as master.lua gave it, not yet under the
+/// builder's directory) and the environment, rendered.
+pub async fn render_parts(
+    step: &ShellStep,
+    render: &RenderContext<'_>,
+) -> Result<(CommandLine, String, BTreeMap<String, Option<String>>), RenderError> {
+    let command = command_line(render.render(&step.command).await?)?;
+    let workdir = render.render_string(&step.workdir).await?;
+    Ok((command, workdir, render_env(&step.env, render).await?))
+}
+
+/// An `env` table, rendered (`None` unsets a variable).
+pub async fn render_env(
+    env: &BTreeMap<String, Option<Renderable>>,
+    render: &RenderContext<'_>,
+) -> Result<BTreeMap<String, Option<String>>, RenderError> {
+    let mut out = BTreeMap::new();
+    for (name, value) in env {
+        let value = match value {
+            Some(r) => Some(render.render_string(r).await?),
+            None => None,
+        };
+        out.insert(name.clone(), value);
+    }
+    Ok(out)
 }
 
 /// A rendered command: a string for the shell, or a list (nested lists
