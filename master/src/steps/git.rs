@@ -209,8 +209,9 @@ pub async fn run<H: StepHost>(
         ctx,
         env: plan.env.clone(),
         step,
+        builds_dir: None,
     };
-    let outcome = git.checkout(step, &plan).await;
+    let outcome = git.checkout(&plan).await;
     if let Some(dir) = &plan.ssh_dir {
         // The key leaves the worker whatever happened.
         let _ = git
@@ -251,15 +252,8 @@ async fn plan<H: StepHost>(
     } else {
         (ctx.path(&workdir), None)
     };
-    let mut env = BTreeMap::new();
-    env.insert("GIT_TERMINAL_PROMPT".to_string(), Some("0".to_string()));
-    for (name, value) in &step.shell.env {
-        let value = match value {
-            Some(v) => Some(r.render_string(v).await?),
-            None => None,
-        };
-        env.insert(name.clone(), value);
-    }
+    let mut env = BTreeMap::from([("GIT_TERMINAL_PROMPT".to_string(), Some("0".to_string()))]);
+    env.extend(shell::render_env(&step.shell.env, r).await?);
     let reference = match &step.reference {
         Some(p) => Some(r.render_string(p).await?),
         None => None,
@@ -290,6 +284,8 @@ struct Git<'s, 'a, H> {
     ctx: &'s mut StepContext<'a, H>,
     env: BTreeMap<String, Option<String>>,
     step: &'s GitStep,
+    /// The worker's builds directory as an absolute path, once asked.
+    builds_dir: Option<String>,
 }
 
 impl<H: StepHost> Git<'_, '_, H> {
@@ -382,6 +378,17 @@ impl<H: StepHost> Git<'_, '_, H> {
         }
     }
 
+    /// The worker's builds directory as an absolute path (`pwd` there, once):
+    /// alternates and `GIT_SSH_COMMAND` need absolute paths.
+    async fn builds_dir(&mut self) -> Result<String, Stop<H::Error>> {
+        if let Some(dir) = &self.builds_dir {
+            return Ok(dir.clone());
+        }
+        let dir = self.output(".", &["pwd"]).await?;
+        self.builds_dir = Some(dir.clone());
+        Ok(dir)
+    }
+
     /// A fetch, tried twice with `retry_fetch`.
     async fn fetch(&mut self, workdir: &str, argv: &[&str]) -> Result<(), Stop<H::Error>> {
         let tries = if self.step.retry_fetch { 2 } else { 1 };
@@ -399,9 +406,10 @@ impl<H: StepHost> Git<'_, '_, H> {
         Err(Stop::Result(FAILURE))
     }
 
-    async fn checkout(&mut self, step: &GitStep, plan: &Plan) -> Result<i32, Stop<H::Error>> {
+    async fn checkout(&mut self, plan: &Plan) -> Result<i32, Stop<H::Error>> {
+        let step = self.step;
         if step.ssh_private_key.is_some() {
-            self.install_ssh_key(step, plan).await?;
+            self.install_ssh_key(plan).await?;
         }
         if step.mode == Mode::Full && step.method == Method::Clobber {
             self.ctx
@@ -410,7 +418,7 @@ impl<H: StepHost> Git<'_, '_, H> {
                 })
                 .await?;
         }
-        let first = self.update(step, plan).await;
+        let first = self.update(plan).await;
         let revision = match first {
             Err(Stop::Result(FAILURE)) if step.clobber_on_failure => {
                 self.ctx
@@ -422,7 +430,7 @@ impl<H: StepHost> Git<'_, '_, H> {
                         path: plan.repo.clone(),
                     })
                     .await?;
-                self.update(step, plan).await?
+                self.update(plan).await?
             }
             other => other?,
         };
@@ -453,8 +461,10 @@ impl<H: StepHost> Git<'_, '_, H> {
     }
 
     /// Bring the checkout to the wanted commit; returns that commit.
-    async fn update(&mut self, step: &GitStep, plan: &Plan) -> Result<String, Stop<H::Error>> {
+    async fn update(&mut self, plan: &Plan) -> Result<String, Stop<H::Error>> {
+        let step = self.step;
         let repo = plan.repo.as_str();
+        let depth = step.shallow.map(|n| format!("--depth={n}"));
         if !self.exists(&format!("{repo}/.git")).await? {
             self.must(".", &["git", "init", "--quiet", repo]).await?;
         }
@@ -465,9 +475,9 @@ impl<H: StepHost> Git<'_, '_, H> {
         let wanted = match &plan.mirror {
             Some(mirror) => {
                 let revision = self.update_mirror(mirror, plan).await?;
-                let builds = self.output(".", &["pwd"]).await?;
+                let builds = self.builds_dir().await?;
                 alternates.push(format!("{builds}/{mirror}/objects"));
-                revision
+                Some(revision)
             }
             None => None,
         };
@@ -488,7 +498,6 @@ impl<H: StepHost> Git<'_, '_, H> {
             None => {
                 // No mirror: fetch the revision itself (any depth), or the branch.
                 let what = plan.revision.as_deref().unwrap_or(&plan.branch);
-                let depth = step.shallow.map(|n| format!("--depth={n}"));
                 let mut argv = vec!["git", "fetch", "--quiet", "--force"];
                 if let Some(d) = &depth {
                     argv.push(d);
@@ -529,7 +538,6 @@ impl<H: StepHost> Git<'_, '_, H> {
         if step.submodules {
             self.must(repo, &["git", "submodule", "sync", "--recursive"])
                 .await?;
-            let depth = step.shallow.map(|n| format!("--depth={n}"));
             let mut argv = vec![
                 "git",
                 "submodule",
@@ -563,11 +571,7 @@ impl<H: StepHost> Git<'_, '_, H> {
 
     /// Fetch the repository into the worker's mirror; returns the commit to
     /// check out (the build's revision, or the branch's head).
-    async fn update_mirror(
-        &mut self,
-        mirror: &str,
-        plan: &Plan,
-    ) -> Result<Option<String>, Stop<H::Error>> {
+    async fn update_mirror(&mut self, mirror: &str, plan: &Plan) -> Result<String, Stop<H::Error>> {
         if !self.exists(mirror).await? {
             self.must(".", &["git", "init", "--quiet", "--bare", mirror])
                 .await?;
@@ -590,7 +594,8 @@ impl<H: StepHost> Git<'_, '_, H> {
         ];
         argv.push(&wanted);
         self.fetch(".", &argv).await?;
-        let revision = match &plan.revision {
+        // The build's revision, or the branch's head as just fetched.
+        let object = match &plan.revision {
             Some(rev) => {
                 let object = format!("{rev}^{{commit}}");
                 let known = self
@@ -605,27 +610,21 @@ impl<H: StepHost> Git<'_, '_, H> {
                     )
                     .await?;
                 }
-                self.output(
-                    ".",
-                    &["git", "-C", mirror, "rev-parse", "--verify", &object],
-                )
-                .await?
+                object
             }
-            None => {
-                let object = format!("{head_ref}^{{commit}}");
-                self.output(
-                    ".",
-                    &["git", "-C", mirror, "rev-parse", "--verify", &object],
-                )
-                .await?
-            }
+            None => format!("{head_ref}^{{commit}}"),
         };
-        Ok(Some(revision))
+        self.output(
+            ".",
+            &["git", "-C", mirror, "rev-parse", "--verify", &object],
+        )
+        .await
     }
 
     /// Write the key (and known hosts) where only the worker's user may
     /// read them, and point git's ssh at them.
-    async fn install_ssh_key(&mut self, step: &GitStep, plan: &Plan) -> Result<(), Stop<H::Error>> {
+    async fn install_ssh_key(&mut self, plan: &Plan) -> Result<(), Stop<H::Error>> {
+        let step = self.step;
         let Some(dir) = &plan.ssh_dir else {
             return Ok(());
         };
@@ -649,7 +648,7 @@ impl<H: StepHost> Git<'_, '_, H> {
                 }
             }
         }
-        let builds = self.output(".", &["pwd"]).await?;
+        let builds = self.builds_dir().await?;
         let script = "umask 077 && mkdir -p \"$1\" && printf '%s\\n' \"$MOONBOT_GIT_SSH_KEY\" > \"$1/key\" && \
                       if [ -n \"${MOONBOT_GIT_KNOWN_HOSTS:-}\" ]; then printf '%s\\n' \"$MOONBOT_GIT_KNOWN_HOSTS\" > \"$1/known_hosts\"; fi";
         let status = self
