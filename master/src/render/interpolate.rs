@@ -141,8 +141,6 @@ pub struct TemplateError {
 pub enum LookupError {
     #[error("secret '{0}' is not known to any secrets provider")]
     MissingSecret(String),
-    #[error("{0}")]
-    Other(String),
 }
 
 /// Where a template stops reading.
@@ -195,20 +193,20 @@ impl Template {
     }
 
     /// The text, with each key looked up by `lookup` (`None`: absent).
-    pub fn render(
+    pub fn render<E: From<LookupError>>(
         &self,
-        lookup: &mut dyn FnMut(&Key) -> Result<Option<Value>, LookupError>,
-    ) -> Result<String, LookupError> {
+        lookup: &mut dyn FnMut(&Key) -> Result<Option<Value>, E>,
+    ) -> Result<String, E> {
         let mut out = String::new();
         self.render_into(&mut out, lookup)?;
         Ok(out)
     }
 
-    fn render_into(
+    fn render_into<E: From<LookupError>>(
         &self,
         out: &mut String,
-        lookup: &mut dyn FnMut(&Key) -> Result<Option<Value>, LookupError>,
-    ) -> Result<(), LookupError> {
+        lookup: &mut dyn FnMut(&Key) -> Result<Option<Value>, E>,
+    ) -> Result<(), E> {
         for piece in &self.pieces {
             match piece {
                 Piece::Text(t) => out.push_str(t),
@@ -218,7 +216,7 @@ impl Template {
                         (Op::Value, Some(v)) => out.push_str(&value_text(&v)),
                         (Op::Value, None) => {
                             if let Key::Secret(name) = &sub.key {
-                                return Err(LookupError::MissingSecret(name.clone()));
+                                return Err(LookupError::MissingSecret(name.clone()).into());
                             }
                         }
                         (Op::OrIfAbsent(_), Some(v)) => out.push_str(&value_text(&v)),

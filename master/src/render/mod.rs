@@ -338,10 +338,9 @@ impl RenderContext<'_> {
                         None | Some(Value::Null) => true,
                         Some(v) => *default_when_false && !interpolate::truthy(v),
                     };
-                    match (use_default, default) {
-                        (true, Some(d)) => self.render_at(d, depth + 1).await?,
-                        (true, None) => value.cloned().unwrap_or(Value::Null),
-                        (false, _) => value.cloned().unwrap_or(Value::Null),
+                    match default.as_deref().filter(|_| use_default) {
+                        Some(d) => self.render_at(d, depth + 1).await?,
+                        None => value.cloned().unwrap_or(Value::Null),
                     }
                 }
                 Renderable::Interpolate { template, kw } => {
@@ -349,19 +348,7 @@ impl RenderContext<'_> {
                     for (name, item) in kw {
                         kw_values.insert(name.as_str(), self.render_at(item, depth + 1).await?);
                     }
-                    let mut secret_error = None;
-                    let text = template.render(&mut |key| {
-                        self.lookup(key, &kw_values).map_err(|e| {
-                            let message = e.to_string();
-                            secret_error = Some(e);
-                            LookupError::Other(message)
-                        })
-                    });
-                    match (text, secret_error) {
-                        (Ok(text), _) => Value::String(text),
-                        (Err(_), Some(e)) => return Err(e),
-                        (Err(e), None) => return Err(e.into()),
-                    }
+                    Value::String(template.render(&mut |key| self.lookup(key, &kw_values))?)
                 }
                 Renderable::Lua(f) => {
                     let returned = self.lua.call(f, self.properties_json()).await?;
@@ -382,13 +369,7 @@ impl RenderContext<'_> {
         Ok(match key {
             Key::Prop(name) => self.properties.get(name).map(|(v, _)| v.clone()),
             Key::Kw(name) => kw.get(name.as_str()).cloned(),
-            Key::Secret(name) => match self.secrets.get(name)? {
-                Some(secret) => {
-                    self.redactor.add(&secret);
-                    Some(Value::String(secret.value().to_string()))
-                }
-                None => None,
-            },
+            Key::Secret(name) => self.secret_value(name)?.map(Value::String),
             Key::Src { codebase, attr } => self
                 .sources
                 .iter()
@@ -417,16 +398,19 @@ impl RenderContext<'_> {
         })
     }
 
-    /// A secret's value (an error when no provider has it); the build's
+    /// A secret's value, `None` when no provider has it; the build's
     /// redactor learns it first.
+    fn secret_value(&self, name: &str) -> Result<Option<String>, RenderError> {
+        Ok(self.secrets.get(name)?.map(|secret| {
+            self.redactor.add(&secret);
+            secret.value().to_string()
+        }))
+    }
+
+    /// A secret's value; an error when no provider has it.
     fn secret(&self, name: &str) -> Result<String, RenderError> {
-        match self.secrets.get(name)? {
-            Some(secret) => {
-                self.redactor.add(&secret);
-                Ok(secret.value().to_string())
-            }
-            None => Err(LookupError::MissingSecret(name.to_string()).into()),
-        }
+        self.secret_value(name)?
+            .ok_or_else(|| LookupError::MissingSecret(name.to_string()).into())
     }
 }
 
