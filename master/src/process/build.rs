@@ -483,6 +483,25 @@ impl StartedStep {
     fn log(&mut self) -> &mut LogWriter {
         &mut self.logs[self.current].1
     }
+
+    /// The index of the step's log `name`, made (and redacted like the
+    /// others) when first named.
+    async fn log_index(
+        &mut self,
+        data: &Data,
+        redactor: Option<&Redactor>,
+        name: &str,
+    ) -> Result<usize, DataError> {
+        if let Some(i) = self.logs.iter().position(|(n, _)| n == name) {
+            return Ok(i);
+        }
+        let mut log = data.add_log(self.stepid, name).await?;
+        if let Some(redactor) = redactor {
+            log.redact_with(redactor.clone());
+        }
+        self.logs.push((name.to_string(), log));
+        Ok(self.logs.len() - 1)
+    }
 }
 
 /// The build's side of one step: its row and `stdio` log in the database, and
@@ -567,16 +586,7 @@ impl StepHost for BuildStepHost<'_, '_> {
         let redactor = self.redactor.clone();
         let data = self.data;
         let started = self.started().await?;
-        if let Some(i) = started.logs.iter().position(|(n, _)| n == name) {
-            started.current = i;
-            return Ok(());
-        }
-        let mut log = data.add_log(started.stepid, name).await?;
-        if let Some(redactor) = redactor {
-            log.redact_with(redactor);
-        }
-        started.logs.push((name.to_string(), log));
-        started.current = started.logs.len() - 1;
+        started.current = started.log_index(data, redactor.as_ref(), name).await?;
         Ok(())
     }
 
@@ -641,18 +651,11 @@ impl OutputSink for LogSink<'_, '_> {
             Output::Stdout(b) => (LogStream::Stdout, b),
             Output::Stderr(b) => (LogStream::Stderr, b),
             Output::LogFile(name, bytes) => {
-                let log = match self.step.logs.iter().position(|(n, _)| *n == name) {
-                    Some(i) => &mut self.step.logs[i].1,
-                    None => {
-                        let mut log = self.data.add_log(self.step.stepid, &name).await?;
-                        if let Some(redactor) = &self.redactor {
-                            log.redact_with(redactor.clone());
-                        }
-                        self.step.logs.push((name, log));
-                        &mut self.step.logs.last_mut().expect("just pushed").1
-                    }
-                };
-                return log.append(LogStream::Stdout, &bytes).await;
+                let i = self
+                    .step
+                    .log_index(self.data, self.redactor.as_ref(), &name)
+                    .await?;
+                return self.step.logs[i].1.append(LogStream::Stdout, &bytes).await;
             }
         };
         if let Some(collect) = self.collect.as_deref_mut() {
