@@ -10,11 +10,10 @@
 
 use super::shell::{self, ShellStep};
 use super::{Compiled, StepContext, StepHost, StepKind};
-use crate::lua::{ConfigError, Fields, RawKey, RawValue};
+use crate::lua::{ConfigError, Fields, RawValue};
 use crate::render::Renderable;
 use crate::results::{self, CANCELLED, EXCEPTION, FAILURE, RETRY, SUCCESS, WARNINGS};
 use moonbot_worker::protocol::RemoteCommand;
-use serde_json::Value;
 
 /// The commands, and the shell settings they share.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,27 +40,25 @@ pub fn compile(f: &mut Fields<'_>, builder: &str) -> Compiled {
     let at = f.at.clone();
     let mut errors: Vec<ConfigError> = Vec::new();
     let mut commands = Vec::new();
-    match f.get("commands") {
-        Some(RawValue::Table(entries)) if !entries.is_empty() => {
-            for (i, (k, raw)) in entries.iter().enumerate() {
-                if *k != RawKey::Int(i as i64 + 1) {
-                    f.error(format!("{what}: 'commands' must be a list"));
-                    break;
-                }
-                if let Some(c) = compile_command(raw, i + 1, &what, &at, &mut errors) {
-                    commands.push(c);
+    // Whether every command compiled (a bad one is reported where it is).
+    let mut complete = false;
+    match f.list("commands") {
+        Some(items) if items.is_empty() => f.error(format!(
+            "{what}: 'commands' must be a non-empty list of {{ command = … }} tables, not an empty one"
+        )),
+        Some(items) => {
+            complete = true;
+            for (i, raw) in items.into_iter().enumerate() {
+                match compile_command(raw, i + 1, &what, &at, &mut errors) {
+                    Some(c) => commands.push(c),
+                    None => complete = false,
                 }
             }
         }
-        Some(other) => f.error(format!(
-            "{what}: 'commands' must be a non-empty list of {{ command = … }} tables, not {}",
-            if matches!(other, RawValue::Table(_)) {
-                "an empty one".to_string()
-            } else {
-                format!("a {}", other.type_name())
-            }
-        )),
-        None => f.error(format!("{what}: 'commands' is required")),
+        None if f.get("commands").is_none() => {
+            f.error(format!("{what}: 'commands' is required"));
+        }
+        None => {}
     }
     for e in errors {
         f.error_at(e.location, e.message);
@@ -78,18 +75,9 @@ pub fn compile(f: &mut Fields<'_>, builder: &str) -> Compiled {
     }
     // The shared settings: a shell step without a command of its own.
     let shell = shell::compile_settings(f, builder);
-    // Every command compiled (a bad one was reported above).
-    let complete = !commands.is_empty() && commands.len() == count(f, "commands");
     Compiled {
         kind: complete.then_some(StepKind::ShellSequence(SequenceStep { commands, shell })),
         default_name: "shell_sequence".into(),
-    }
-}
-
-fn count(f: &mut Fields<'_>, key: &'static str) -> usize {
-    match f.get(key) {
-        Some(RawValue::Table(entries)) => entries.len(),
-        _ => 0,
     }
 }
 
@@ -125,16 +113,18 @@ fn compile_command(
         f.error(msg);
     }
     let log_name = f.string("log_name");
-    let c = SequenceCommand {
-        command: command.unwrap_or(Renderable::Literal(Value::Null)),
-        log_name,
-        halt_on_failure: f.boolean("halt_on_failure", false),
-        flunk_on_failure: f.boolean("flunk_on_failure", true),
-        warn_on_failure: f.boolean("warn_on_failure", false),
-    };
+    let halt_on_failure = f.boolean("halt_on_failure", false);
+    let flunk_on_failure = f.boolean("flunk_on_failure", true);
+    let warn_on_failure = f.boolean("warn_on_failure", false);
     let before = errors.len();
     f.finish(errors);
-    (errors.len() == before && c.command != Renderable::Literal(Value::Null)).then_some(c)
+    (errors.len() == before).then_some(SequenceCommand {
+        command: command?,
+        log_name,
+        halt_on_failure,
+        flunk_on_failure,
+        warn_on_failure,
+    })
 }
 
 /// Run the commands in order.
