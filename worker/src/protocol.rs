@@ -81,6 +81,7 @@ const KIND_JSON: u8 = 0;
 const KIND_STDOUT: u8 = 1;
 const KIND_STDERR: u8 = 2;
 const KIND_LOG_FILE: u8 = 3;
+const KIND_DATA: u8 = 4;
 
 /// One decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +95,9 @@ pub enum Frame {
     /// Bytes appended to a file the command's `log_files` follows: one byte
     /// of name length, the log's name, then the bytes ([`Frame::log_file`]).
     LogFile(Vec<u8>),
+    /// Bytes of a transfer: a file or tar stream being uploaded (worker to
+    /// master), or a file being downloaded (master to worker).
+    Data(Vec<u8>),
 }
 
 /// Why bytes could not be read as a frame.
@@ -138,6 +142,7 @@ impl Frame {
             Frame::Stdout(_) => "stdout",
             Frame::Stderr(_) => "stderr",
             Frame::LogFile(_) => "log file",
+            Frame::Data(_) => "data",
         }
     }
 
@@ -170,6 +175,7 @@ impl Frame {
             Frame::Stdout(p) => (KIND_STDOUT, p),
             Frame::Stderr(p) => (KIND_STDERR, p),
             Frame::LogFile(p) => (KIND_LOG_FILE, p),
+            Frame::Data(p) => (KIND_DATA, p),
         };
         out.extend_from_slice(&((payload.len() + 1) as u32).to_be_bytes());
         out.push(kind);
@@ -188,13 +194,17 @@ impl Frame {
     pub fn output_len(&self) -> usize {
         match self {
             Frame::Json(_) => 0,
-            Frame::Stdout(p) | Frame::Stderr(p) | Frame::LogFile(p) => p.len(),
+            Frame::Stdout(p) | Frame::Stderr(p) | Frame::LogFile(p) | Frame::Data(p) => p.len(),
         }
     }
 
     fn payload_len(&self) -> usize {
         match self {
-            Frame::Json(p) | Frame::Stdout(p) | Frame::Stderr(p) | Frame::LogFile(p) => p.len(),
+            Frame::Json(p)
+            | Frame::Stdout(p)
+            | Frame::Stderr(p)
+            | Frame::LogFile(p)
+            | Frame::Data(p) => p.len(),
         }
     }
 
@@ -221,6 +231,7 @@ impl Frame {
             KIND_STDOUT => Ok(Frame::Stdout(body)),
             KIND_STDERR => Ok(Frame::Stderr(body)),
             KIND_LOG_FILE => Ok(Frame::LogFile(body)),
+            KIND_DATA => Ok(Frame::Data(body)),
             k => Err(FrameError::UnknownKind(k)),
         }
     }
@@ -360,6 +371,52 @@ pub enum RemoteCommand {
     Rmdir { path: String },
     /// Report whether a path exists and what it is.
     Stat { path: String },
+    /// Remove a file (no error when it does not exist).
+    Rmfile { path: String },
+    /// Copy a directory tree to `to` (created; an existing one is merged into).
+    Cpdir { from: String, to: String },
+    /// The paths matching a glob pattern (relative patterns under the build
+    /// directory), in [`CommandOutcome::files`].
+    Glob { pattern: String },
+    /// The names in a directory, in [`CommandOutcome::files`].
+    Listdir { path: String },
+    /// Send a file's bytes as [`Frame::Data`]. More than `max_size` bytes
+    /// fail the command (the master checks this itself too).
+    UploadFile { path: String, max_size: Option<u64> },
+    /// Send a directory as a tar stream of [`Frame::Data`], compressed when
+    /// asked (`gz` or `bz2`); symbolic links are followed.
+    UploadDirectory {
+        path: String,
+        compress: Option<Compression>,
+        max_size: Option<u64>,
+    },
+    /// Write the [`Frame::Data`] the master sends after this request to
+    /// `path`, with permission bits `mode` (default 0644); the file appears
+    /// only once [`CommandControl::EndOfData`] came and the size matches.
+    DownloadFile {
+        path: String,
+        mode: Option<u32>,
+        size: u64,
+    },
+}
+
+/// How a directory upload's tar stream is compressed (Buildbot's `compress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    Gz,
+    Bz2,
+}
+
+impl Compression {
+    /// `gz` or `bz2`, as master.lua writes it.
+    pub fn parse(name: &str) -> Option<Compression> {
+        match name {
+            "gz" => Some(Compression::Gz),
+            "bz2" => Some(Compression::Bz2),
+            _ => None,
+        }
+    }
 }
 
 /// What to run and how, for [`RemoteCommand::Shell`].
@@ -462,6 +519,8 @@ pub enum CommandControl {
     Interrupt { reason: String },
     /// The master has the first `received` output bytes; the worker may forget them.
     Ack { received: u64 },
+    /// A download's bytes are all sent (`size` in all).
+    EndOfData { size: u64 },
 }
 
 /// The last frame the worker writes on a command stream.
@@ -481,6 +540,9 @@ pub struct CommandOutcome {
     pub elapsed_ms: u64,
     /// The answer to [`RemoteCommand::Stat`].
     pub stat: Option<StatResult>,
+    /// The answer to [`RemoteCommand::Glob`] and [`RemoteCommand::Listdir`].
+    #[serde(default)]
+    pub files: Option<Vec<String>>,
     /// The answer to a [`CommandOpen::Resume`] for a command this worker no
     /// longer has (it was restarted, or nobody re-attached it in time).
     #[serde(default)]

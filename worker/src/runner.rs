@@ -1,5 +1,6 @@
 //! Running one remote command on this machine: processes, their output, their
-//! time limits, interrupts, and the small filesystem commands.
+//! time limits and interrupts; the filesystem commands (`files`) and
+//! transfers (`transfer`) are dispatched from here.
 //!
 //! This module knows nothing about QUIC. The connection hands it a
 //! [`RemoteCommand`], a channel for output and a oneshot for interrupts, and gets
@@ -10,10 +11,12 @@
 //! group, SIGKILL after the grace time. A command that exits by itself is never
 //! signalled, even if it left background processes behind.
 
-use crate::protocol::{CommandOutcome, OUTPUT_CHUNK, RemoteCommand, ShellCommand, StatResult};
+pub use crate::command_io::{CommandEvent, Input};
+use crate::files;
+use crate::protocol::{CommandOutcome, OUTPUT_CHUNK, RemoteCommand, ShellCommand};
 use crate::signal::{SIGKILL, SIGTERM, process_group_alive, signal_process_group};
+use crate::transfer;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -21,18 +24,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep, sleep_until};
-
-/// Output of a running command, in the order it was read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommandEvent {
-    /// One read from the command's standard output (at most
-    /// [`OUTPUT_CHUNK`] bytes).
-    Stdout(Vec<u8>),
-    /// One read from the command's standard error.
-    Stderr(Vec<u8>),
-    /// Bytes appended to a followed file (the command's `log_files`).
-    LogFile { name: String, bytes: Vec<u8> },
-}
 
 /// How often followed `log_files` are read while the command runs.
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
@@ -96,34 +87,38 @@ const KILL_SETTLE: Duration = Duration::from_secs(1);
 /// Relative paths (the working directory, the paths of filesystem commands)
 /// resolve against `builds_dir`. Output is sent on `events` as it is read; a
 /// full channel holds the command's output back (the process blocks on its
-/// pipe), a closed one discards it. Sending on `interrupt`, or dropping it
+/// pipe), a closed one discards it. A download reads the master's bytes from
+/// `input`. Sending on `interrupt`, or dropping it
 /// unsent (reason [`CONNECTION_LOST`]), stops a running shell command.
 pub async fn run_command(
     cmd: &RemoteCommand,
     builds_dir: &Path,
     events: mpsc::Sender<CommandEvent>,
+    input: mpsc::Receiver<Input>,
     interrupt: oneshot::Receiver<String>,
 ) -> CommandOutcome {
     let start = Instant::now();
+    let at = |path: &str| builds_dir.join(path);
     let mut outcome = match cmd {
         RemoteCommand::Shell(shell) => run_shell(shell, builds_dir, events, interrupt).await,
-        RemoteCommand::Mkdir { path } => {
-            let path = builds_dir.join(path);
-            filesystem_outcome(
-                tokio::fs::create_dir_all(&path).await,
-                "could not create directory",
-                &path,
-            )
+        RemoteCommand::Mkdir { path } => files::mkdir(&at(path)).await,
+        RemoteCommand::Rmdir { path } => files::rmdir(&at(path)).await,
+        RemoteCommand::Stat { path } => files::stat(&at(path)).await,
+        RemoteCommand::Rmfile { path } => files::rmfile(&at(path)).await,
+        RemoteCommand::Cpdir { from, to } => files::cpdir(&at(from), &at(to)).await,
+        RemoteCommand::Glob { pattern } => files::glob(builds_dir, pattern).await,
+        RemoteCommand::Listdir { path } => files::listdir(&at(path)).await,
+        RemoteCommand::UploadFile { path, max_size } => {
+            transfer::upload_file(&at(path), *max_size, events, interrupt).await
         }
-        RemoteCommand::Rmdir { path } => {
-            let path = builds_dir.join(path);
-            let target = path.clone();
-            let result = tokio::task::spawn_blocking(move || remove_tree(&target))
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e)));
-            filesystem_outcome(result, "could not remove directory", &path)
+        RemoteCommand::UploadDirectory {
+            path,
+            compress,
+            max_size,
+        } => transfer::upload_directory(&at(path), *compress, *max_size, events, interrupt).await,
+        RemoteCommand::DownloadFile { path, mode, size } => {
+            transfer::download_file(&at(path), *mode, *size, input, interrupt).await
         }
-        RemoteCommand::Stat { path } => stat(&builds_dir.join(path)).await,
     };
     outcome.elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     outcome
@@ -485,6 +480,7 @@ async fn supervise(
         failure: wait_failure.or_else(|| stop.as_ref().and_then(StopReason::failure)),
         elapsed_ms: 0,
         stat: None,
+        files: None,
         lost: false,
     }
 }
@@ -547,87 +543,5 @@ async fn reserve(
             .await
             .map_err(|_| mpsc::error::SendError(())),
         None => Err(mpsc::error::SendError(())),
-    }
-}
-
-fn filesystem_outcome(result: io::Result<()>, what: &str, path: &Path) -> CommandOutcome {
-    match result {
-        Ok(()) => CommandOutcome {
-            rc: Some(0),
-            ..CommandOutcome::default()
-        },
-        Err(e) => CommandOutcome {
-            rc: Some(1),
-            failure: Some(format!("{what} {}: {e}", path.display())),
-            ..CommandOutcome::default()
-        },
-    }
-}
-
-/// Remove a directory tree; a missing one is fine. Read-only directories inside
-/// the tree (Go's module cache, `chmod -w` test fixtures) are made writable and
-/// the removal is retried once.
-fn remove_tree(path: &Path) -> io::Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            make_dirs_writable(path);
-            match std::fs::remove_dir_all(path) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                other => other,
-            }
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Give the owner rwx on every directory of the tree (symlinks not followed);
-/// best effort, the retried removal reports what still fails.
-fn make_dirs_writable(path: &Path) {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return;
-    };
-    if !meta.is_dir() {
-        return;
-    }
-    let mut perms = meta.permissions();
-    perms.set_mode(perms.mode() | 0o700);
-    let _ = std::fs::set_permissions(path, perms);
-    if let Ok(entries) = std::fs::read_dir(path) {
-        for entry in entries.flatten() {
-            make_dirs_writable(&entry.path());
-        }
-    }
-}
-
-async fn stat(path: &Path) -> CommandOutcome {
-    let result = match tokio::fs::metadata(path).await {
-        Ok(meta) => StatResult {
-            exists: true,
-            is_dir: meta.is_dir(),
-            is_file: meta.is_file(),
-            size: meta.len(),
-            mtime: Some(meta.mtime()),
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => StatResult {
-            exists: false,
-            is_dir: false,
-            is_file: false,
-            size: 0,
-            mtime: None,
-        },
-        Err(e) => {
-            return CommandOutcome {
-                rc: Some(1),
-                failure: Some(format!("could not stat {}: {e}", path.display())),
-                ..CommandOutcome::default()
-            };
-        }
-    };
-    CommandOutcome {
-        rc: Some(0),
-        stat: Some(result),
-        ..CommandOutcome::default()
     }
 }

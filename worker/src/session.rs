@@ -11,6 +11,7 @@
 //! the byte the master asks for. A command nobody re-attaches within the grace
 //! period is stopped.
 
+use crate::command_io::Input;
 use crate::protocol::{
     CommandControl, CommandOutcome, CommandRequest, Frame, MAX_BUFFERED_OUTPUT, RemoteCommand,
 };
@@ -28,6 +29,8 @@ use tokio::time::{Instant, sleep_until};
 
 /// Output events queued between a command and its task.
 const OUTPUT_QUEUE: usize = 16;
+/// Download frames queued between the stream and the command.
+const INPUT_QUEUE: usize = 16;
 /// Most bytes written to the stream in one write (several frames together).
 const WRITE_BATCH: usize = 256 * 1024;
 
@@ -295,7 +298,16 @@ async fn drive(
     let (interrupt_tx, interrupt_rx) = oneshot::channel();
     // Dropping this unsent stops the command.
     let mut interrupt_tx = Some(interrupt_tx);
-    let run = run_command(&request.command, &builds_dir, events_tx, interrupt_rx);
+    // A download's bytes; dropped (the download fails) when its stream breaks.
+    let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
+    let mut input_tx = Some(input_tx);
+    let run = run_command(
+        &request.command,
+        &builds_dir,
+        events_tx,
+        input_rx,
+        interrupt_rx,
+    );
     tokio::pin!(run);
 
     let mut buffer = OutputBuffer::default();
@@ -346,6 +358,7 @@ async fn drive(
                 Some(CommandEvent::LogFile { name, bytes }) => {
                     buffer.push(Frame::log_file(&name, &bytes))
                 }
+                Some(CommandEvent::Data(bytes)) => buffer.push(Frame::Data(bytes)),
                 None => events_open = false,
             },
             (mut send, written) = next_write(writing) => {
@@ -358,11 +371,25 @@ async fn drive(
                         }
                         l.send = Some(send);
                     }
-                    Err(e) => detach(id, &mut link, &mut give_up_at, keep, &e.to_string()),
+                    Err(e) => {
+                        input_tx = None;
+                        detach(id, &mut link, &mut give_up_at, keep, &e.to_string())
+                    }
                 }
             }
             frame = next_control(reader) => match frame {
+                Ok(Some(Frame::Data(bytes))) => {
+                    if let Some(tx) = &input_tx {
+                        // A command that reads no input has dropped its end.
+                        let _ = tx.send(Input::Data(bytes)).await;
+                    }
+                }
                 Ok(Some(frame)) => match frame.parse::<CommandControl>() {
+                    Ok(CommandControl::EndOfData { size }) => {
+                        if let Some(tx) = input_tx.take() {
+                            let _ = tx.send(Input::End { size }).await;
+                        }
+                    }
                     Ok(CommandControl::Ack { received }) => buffer.acknowledge(received),
                     Ok(CommandControl::Interrupt { reason }) => {
                         tracing::info!("command {id}: interrupted by the master: {reason}");
@@ -378,12 +405,16 @@ async fn drive(
                         break;
                     }
                     // Otherwise it only has nothing more to say; output still
-                    // goes out on this stream.
+                    // goes out on this stream (a download it did not end fails).
+                    input_tx = None;
                     if let Some(l) = link.as_mut() {
                         l.reader = None;
                     }
                 }
-                Err(e) => detach(id, &mut link, &mut give_up_at, keep, &e.to_string()),
+                Err(e) => {
+                    input_tx = None;
+                    detach(id, &mut link, &mut give_up_at, keep, &e.to_string())
+                }
             },
             attached = attach_rx.recv() => match attached {
                 Some(attachment) => {
@@ -463,6 +494,15 @@ pub(crate) fn describe_command(command: &RemoteCommand) -> String {
         RemoteCommand::Mkdir { path } => format!("mkdir {path}"),
         RemoteCommand::Rmdir { path } => format!("rmdir {path}"),
         RemoteCommand::Stat { path } => format!("stat {path}"),
+        RemoteCommand::Rmfile { path } => format!("rmfile {path}"),
+        RemoteCommand::Cpdir { from, to } => format!("cpdir {from} {to}"),
+        RemoteCommand::Glob { pattern } => format!("glob {pattern}"),
+        RemoteCommand::Listdir { path } => format!("listdir {path}"),
+        RemoteCommand::UploadFile { path, .. } => format!("upload {path}"),
+        RemoteCommand::UploadDirectory { path, .. } => format!("upload directory {path}"),
+        RemoteCommand::DownloadFile { path, size, .. } => {
+            format!("download {size} bytes to {path}")
+        }
     }
 }
 

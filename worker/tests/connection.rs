@@ -178,6 +178,7 @@ async fn read_outcome(reader: &mut FrameReader) -> (Vec<u8>, Vec<u8>, CommandOut
             Frame::Stdout(b) => stdout.extend(b),
             Frame::Stderr(b) => stderr.extend(b),
             Frame::LogFile(_) => panic!("no command here follows a log file"),
+            Frame::Data(_) => panic!("no command here uploads"),
             json @ Frame::Json(_) => {
                 let outcome = json.parse().unwrap();
                 assert!(

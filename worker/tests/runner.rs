@@ -98,7 +98,8 @@ fn start_with(
         events
     });
     let task = tokio::spawn(async move {
-        let outcome = run_command(&cmd, &builds, events_tx, interrupt_rx).await;
+        let (_no_input, input) = mpsc::channel(1);
+        let outcome = run_command(&cmd, &builds, events_tx, input, interrupt_rx).await;
         let events = collector.await.unwrap();
         Finished { outcome, events }
     });
