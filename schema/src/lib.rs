@@ -18,6 +18,7 @@ mod m20261204_000007_revoked_sessions;
 mod m20261205_000008_change_hook_deliveries;
 mod m20261205_000009_scheduler_changes;
 mod m20261206_000010_collapsed_requests;
+mod m20261206_000011_artifacts_test_results;
 
 /// All migrations, oldest first. Append new ones; never edit one that has shipped.
 pub struct Migrator;
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000008_change_hook_deliveries::Migration),
             Box::new(m20261205_000009_scheduler_changes::Migration),
             Box::new(m20261206_000010_collapsed_requests::Migration),
+            Box::new(m20261206_000011_artifacts_test_results::Migration),
         ]
     }
 }

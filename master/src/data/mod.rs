@@ -5,6 +5,7 @@
 //! (later) reporters never touch the database themselves. Submodules are one per
 //! collection, named as in Buildbot's data API.
 
+pub mod artifacts;
 pub(crate) mod batch;
 pub mod builders;
 pub mod builds;
@@ -21,6 +22,7 @@ pub mod schedulers;
 pub mod sessions;
 pub mod state;
 pub mod steps;
+pub mod test_results;
 pub mod workers;
 
 use crate::mq::Bus;

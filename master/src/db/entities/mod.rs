@@ -1,6 +1,7 @@
 //! One module per table, named after the table; field names are the column names
 //! (except `logs.log_type`, column `type`). `schema/README.md` documents the tables.
 
+pub mod artifacts;
 pub mod build_properties;
 pub mod builders;
 pub mod buildrequest_claims;
@@ -28,5 +29,7 @@ pub mod scheduler_changes;
 pub mod schedulers;
 pub mod sourcestamps;
 pub mod steps;
+pub mod test_result_sets;
+pub mod test_results;
 pub mod users;
 pub mod workers;
