@@ -177,6 +177,117 @@ steps.shell_sequence = constructor("step.shell_sequence")
 ---@type fun(args: moonbot.GitArgs): moonbot.Step
 steps.git = constructor("step.git")
 
+---@class moonbot.ArtifactsArgs
+---@field dir? string        Relative to the master's directory (default "artifacts").
+---@field keep_days? integer Days an artifact is kept after its upload (default 30).
+---@field max_size? integer  Bytes an upload may hold when its step sets no `max_size` (default 8 GiB).
+
+---@class moonbot.UploadArgs: moonbot.StepCommon
+---@field workersrc moonbot.Renderable    The file (or directory) on the worker, relative to `workdir`.
+---@field masterdest? moonbot.Renderable  Where it goes among the build's artifacts (default: the source's name); no `..`, not absolute.
+---@field workdir? moonbot.Renderable     Relative to the builder's directory (default "build").
+---@field mode? integer                   Permission bits of the file on the master (e.g. `tonumber("644", 8)`).
+---@field max_size? integer               Refuse an upload larger than this many bytes (default `artifacts.max_size`).
+---@field url? moonbot.Renderable         A link to add to the step (Buildbot's `url`).
+---@field url_text? string                The link's text (default: the URL).
+
+--- Upload a file from the worker to the master as an artifact of the build (Buildbot's FileUpload).
+---@type fun(args: moonbot.UploadArgs): moonbot.Step
+steps.file_upload = constructor("step.file_upload")
+
+---@class moonbot.DirectoryUploadArgs: moonbot.UploadArgs
+---@field compress? "gz"|"bz2"            Compress the tar stream on the way.
+
+--- Upload a directory from the worker (a tar stream, unpacked and checked on the master) as an artifact (Buildbot's DirectoryUpload).
+---@type fun(args: moonbot.DirectoryUploadArgs): moonbot.Step
+steps.directory_upload = constructor("step.directory_upload")
+
+---@class moonbot.MultipleFileUploadArgs: moonbot.StepCommon
+---@field workersrcs moonbot.Renderable   A list of files or directories on the worker (patterns with `glob = true`).
+---@field glob? boolean                   Match each source as a glob pattern on the worker (default false).
+---@field masterdest? moonbot.Renderable  The artifact directory they go into (default: the build's own).
+---@field workdir? moonbot.Renderable
+---@field mode? integer
+---@field max_size? integer
+---@field compress? "gz"|"bz2"
+---@field url? moonbot.Renderable
+---@field url_text? string
+
+--- Upload several files and directories (Buildbot's MultipleFileUpload).
+---@type fun(args: moonbot.MultipleFileUploadArgs): moonbot.Step
+steps.multiple_file_upload = constructor("step.multiple_file_upload")
+
+---@class moonbot.DownloadArgs: moonbot.StepCommon
+---@field workerdest moonbot.Renderable   Where the file goes on the worker, relative to `workdir`.
+---@field workdir? moonbot.Renderable     Relative to the builder's directory (default "build").
+---@field mode? integer                   Permission bits of the file on the worker (default 0644).
+
+---@class moonbot.FileDownloadArgs: moonbot.DownloadArgs
+---@field mastersrc moonbot.Renderable    A file on the master, relative to the master's directory.
+
+--- Send a file from the master to the worker (Buildbot's FileDownload).
+---@type fun(args: moonbot.FileDownloadArgs): moonbot.Step
+steps.file_download = constructor("step.file_download")
+
+---@class moonbot.StringDownloadArgs: moonbot.DownloadArgs
+---@field s moonbot.Renderable            The file's content.
+
+--- Write a string to a file on the worker (Buildbot's StringDownload).
+---@type fun(args: moonbot.StringDownloadArgs): moonbot.Step
+steps.string_download = constructor("step.string_download")
+
+--- Write the build's properties and source stamps as JSON to a file on the worker (Buildbot's JSONPropertiesDownload).
+---@type fun(args: moonbot.DownloadArgs): moonbot.Step
+steps.json_property_download = constructor("step.json_property_download")
+
+---@class moonbot.FileArgs: moonbot.StepCommon
+---@field file moonbot.Renderable         Relative to the builder's directory.
+
+--- Succeed when the file exists on the worker (Buildbot's FileExists).
+---@type fun(args: moonbot.FileArgs): moonbot.Step
+steps.file_exists = constructor("step.file_exists")
+
+--- Remove a file on the worker (no error when it is missing).
+---@type fun(args: moonbot.FileArgs): moonbot.Step
+steps.rmfile = constructor("step.rmfile")
+
+---@class moonbot.CopyDirectoryArgs: moonbot.StepCommon
+---@field src moonbot.Renderable          Relative to the builder's directory.
+---@field dest moonbot.Renderable         Relative to the builder's directory.
+
+--- Copy a directory tree on the worker (Buildbot's CopyDirectory).
+---@type fun(args: moonbot.CopyDirectoryArgs): moonbot.Step
+steps.copy_directory = constructor("step.copy_directory")
+
+---@class moonbot.GlobArgs: moonbot.StepCommon
+---@field pattern moonbot.Renderable      A glob, relative to the builder's directory.
+---@field property? string                The build property that gets the list of matches (default "files").
+
+--- Find files on the worker; the list goes into a build property.
+---@type fun(args: moonbot.GlobArgs): moonbot.Step
+steps.glob = constructor("step.glob")
+
+---@class moonbot.ListDirectoryArgs: moonbot.StepCommon
+---@field dir moonbot.Renderable          Relative to the builder's directory.
+---@field property? string                The build property that gets the names (default "files").
+
+--- List a directory on the worker; the names go into a build property.
+---@type fun(args: moonbot.ListDirectoryArgs): moonbot.Step
+steps.list_directory = constructor("step.list_directory")
+
+---@class moonbot.TestArgs: moonbot.StepCommon
+---@field command? moonbot.Command    The tests to run (optional: only read reports).
+---@field junit moonbot.Renderable        A glob (or a list) of JUnit XML reports, relative to `workdir`.
+---@field workdir? moonbot.Renderable     Relative to the builder's directory (default "build").
+---@field max_report_size? integer        Refuse a report larger than this many bytes (default 64 MiB).
+---@field env? table<string, moonbot.Renderable|false>
+---@field timeout? integer
+---@field max_time? integer
+
+--- Run tests and read their JUnit reports into test results (pytest, Surefire, go-junit-report, Jest, ctest …).
+---@type fun(args: moonbot.TestArgs): moonbot.Step
+steps.test = constructor("step.test")
+
 --- A command run on the master, not a worker (Buildbot's MasterShellCommand);
 --- `workdir` is relative to the master directory. Refused unless master.lua
 --- sets `allow_master_shell = true`.
@@ -543,6 +654,7 @@ M.secrets = secrets
 ---@field change_sources? moonbot.ChangeSource[]  Pollers; webhooks are `www.change_hooks`.
 ---@field auth? table                  Users, API tokens and who may do what (see the README).
 ---@field janitor? moonbot.JanitorArgs How long history is kept (no section: all of it).
+---@field artifacts? moonbot.ArtifactsArgs Where uploads are kept on the master, and for how long.
 ---@field collapse_requests? moonbot.CollapseRequests  Every builder's default (default true).
 ---@field properties? table<string, any>  Properties every build gets (the lowest layer, source "Global").
 ---@field secrets? moonbot.SecretsProvider[]  Where `mb.secret` and `%(secret:NAME)s` look, in order.

@@ -200,3 +200,63 @@ async fn sweep(
     }
     data.return_free_space().await
 }
+
+/// How often expired artifacts are looked for (and once at start).
+const ARTIFACT_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+/// Artifacts removed per batch.
+const ARTIFACT_BATCH: u64 = 200;
+
+/// The service that removes artifacts past their `keep_days` (files first,
+/// then their rows), whatever the `janitor` section says: artifacts always
+/// have a retention period.
+pub fn expire_artifacts(
+    shared: std::sync::Arc<crate::shared::Shared>,
+) -> crate::services::TaskService {
+    crate::services::TaskService::spawn(
+        "artifact_expiry",
+        "artifacts",
+        move |(_settings, mut shutdown)| async move {
+            loop {
+                let settings = shared.running_config().loaded.config.artifacts.clone();
+                let store = crate::artifacts::ArtifactStore::new(shared.dir.join(&settings.dir));
+                if let Err(e) = sweep_artifacts(&shared.data, &store).await {
+                    warn!("artifacts: could not remove expired artifacts: {e}");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(ARTIFACT_SWEEP_EVERY) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        },
+    )
+}
+
+/// Remove every expired artifact, a batch at a time.
+pub async fn sweep_artifacts(
+    data: &Data,
+    store: &crate::artifacts::ArtifactStore,
+) -> Result<u64, DataError> {
+    let mut removed = 0;
+    loop {
+        let expired = data.expired_artifacts(ARTIFACT_BATCH).await?;
+        if expired.is_empty() {
+            return Ok(removed);
+        }
+        let mut ids = Vec::with_capacity(expired.len());
+        for artifact in &expired {
+            match store.remove(&artifact.path) {
+                Ok(()) => ids.push(artifact.id),
+                Err(e) => warn!(
+                    artifact = artifact.id,
+                    "artifacts: could not remove {}: {e}", artifact.path
+                ),
+            }
+        }
+        if ids.is_empty() {
+            return Ok(removed);
+        }
+        data.delete_artifacts(&ids).await?;
+        removed += ids.len() as u64;
+        info!("artifacts: {} expired artifact(s) removed", ids.len());
+    }
+}

@@ -5,8 +5,10 @@
 //! [`runtime`] starts and stops the master, [`reconfig`] reloads master.lua live, [`workers`] talks QUIC to workers,
 //! [`process`] runs builds (its steps' arguments made concrete by [`render`], with [`secrets`]), [`schedulers`] makes build requests, [`data`] is the
 //! only way state is read or written (and publishes on [`mq`]), [`www`] serves
-//! the API, [`pki`] is the CA.
+//! the API, [`pki`] is the CA; [`artifacts`] keeps what builds upload and
+//! [`test_reports`] reads their test reports.
 
+pub mod artifacts;
 pub mod changes;
 pub mod config;
 pub mod credentials;
@@ -29,6 +31,7 @@ pub mod secrets;
 pub mod services;
 pub mod shared;
 pub mod steps;
+pub mod test_reports;
 pub mod worker_registry;
 pub mod workers;
 pub mod www;

@@ -312,6 +312,7 @@ fn start_service(config: &ServiceConfig, shared: Arc<Shared>) -> Box<dyn Service
         ServiceConfig::Janitor(janitor) => {
             Box::new(Janitor::start(shared.data.clone(), janitor.clone()))
         }
+        ServiceConfig::ArtifactExpiry(_) => Box::new(crate::janitor::expire_artifacts(shared)),
         ServiceConfig::Superseder => Box::new(crate::process::supersede::start(shared)),
     }
 }

@@ -46,6 +46,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
     let reconfig_raw = top.get("reconfig");
     let auth_raw = top.get("auth");
     let janitor_raw = top.get("janitor");
+    let artifacts_raw = top.get("artifacts");
     let workers_raw = top.list("workers").unwrap_or_default();
     let builders_raw = top.list("builders").unwrap_or_default();
     let schedulers_raw = top.list("schedulers").unwrap_or_default();
@@ -62,6 +63,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
     let db = compile_db(db_raw, errors);
     let reconfig = compile_reconfig(reconfig_raw, errors);
     let janitor = compile_janitor(janitor_raw, errors);
+    let artifacts = super::artifacts::compile_artifacts(artifacts_raw, errors);
     let auth = match auth_raw {
         None => Some(None),
         raw => compile_auth(raw, errors).map(Some),
@@ -126,6 +128,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
         reconfig: reconfig?,
         auth: auth?,
         janitor: janitor?,
+        artifacts: artifacts?,
         collapse_requests,
         properties,
         secrets,

@@ -8,6 +8,7 @@
 //! holds its functions. This module runs no Lua itself: only [`crate::lua`]
 //! touches mlua.
 
+pub mod artifacts;
 pub mod auth;
 pub mod builders;
 pub mod change_filter;
@@ -65,6 +66,8 @@ pub struct MasterConfig {
     pub auth: Option<AuthConfig>,
     /// How long history is kept; `None` (no `janitor` section) keeps it all.
     pub janitor: Option<JanitorConfig>,
+    /// Where uploads are kept, and for how long.
+    pub artifacts: artifacts::ArtifactsConfig,
     /// Every builder's `collapse_requests` unless it sets its own.
     pub collapse_requests: CollapseRequests,
     /// Properties every build gets (the lowest layer, source `Global`).

@@ -18,10 +18,13 @@
 //! a stop only `always_run` steps run. A build that ends RETRY (worker lost,
 //! master stopping) gives its request back to the queue.
 
+use crate::artifacts::{ArtifactStore, Incoming, Stored};
 use crate::config::builders::StepCondition;
 use crate::config::{BuilderConfig, LoadedConfig, StepConfig, WorkerConfig};
+use crate::data::artifacts::NewArtifact;
 use crate::data::buildsets::PendingRequest;
 use crate::data::logs::{LogStream, LogWriter};
+use crate::data::test_results::{NewTestResult, NewTestResultSet};
 use crate::data::{Data, DataError};
 use crate::render::{RenderContext, SourceStamp};
 use crate::results::{self, CANCELLED, EXCEPTION, FAILURE, RETRY, SKIPPED, SUCCESS, WARNINGS};
@@ -29,9 +32,13 @@ use crate::running_builds::{StopKind, StopSignal};
 use crate::secrets::{Redactor, Secrets};
 use crate::shared::Shared;
 use crate::steps::context::COLLECT_LIMIT;
-use crate::steps::{self, Collected, Properties, RemoteFailure, StepContext, StepHost, Stream};
+use crate::steps::{
+    self, BuildArtifacts, Collected, Properties, RemoteFailure, RemoteIo, StepContext, StepHost,
+    Stream, TestCase,
+};
+use crate::test_reports::junit::Outcome;
 use crate::worker_registry::WorkerLease;
-use crate::workers::remote::{self, Output, OutputSink, RemoteError, WorkerLink};
+use crate::workers::remote::{self, Output, OutputSink, RemoteError, SinkError, WorkerLink};
 use moonbot_worker::protocol::{CommandOutcome, RemoteCommand};
 use serde_json::Value;
 use std::sync::Arc;
@@ -358,9 +365,18 @@ async fn run_step<'a>(
         },
         None => None,
     };
+    let settings = &ctx.loaded.config.artifacts;
+    let artifacts = BuildArtifacts {
+        store: ArtifactStore::new(ctx.shared.dir.join(&settings.dir)),
+        buildid: ctx.buildid,
+        max_size: settings.max_size,
+    };
     let mut host = BuildStepHost {
         data: &ctx.shared.data,
         buildid: ctx.buildid,
+        builderid: ctx.request.builderid,
+        keep_days: settings.keep_days,
+        summary: None,
         number,
         step,
         description,
@@ -382,6 +398,7 @@ async fn run_step<'a>(
                 render: &render,
                 decode_rc: step.decode_rc.as_ref(),
                 stop: ctx.stop,
+                artifacts: &artifacts,
                 host: &mut host,
             };
             steps::run(&step.kind, &mut step_ctx).await?
@@ -425,7 +442,7 @@ async fn run_step<'a>(
         closed.push(log.close().await?);
     }
     let set_properties = std::mem::take(&mut host.set_properties);
-    let done = done.unwrap_or(started.description);
+    let done = done.or(host.summary.take()).unwrap_or(started.description);
     let state = match result {
         SUCCESS => done,
         SKIPPED => format!("{done} (skipped)"),
@@ -509,6 +526,11 @@ impl StartedStep {
 struct BuildStepHost<'c, 'a> {
     data: &'a Data,
     buildid: i64,
+    builderid: i64,
+    /// Days an artifact is kept (`artifacts.keep_days`).
+    keep_days: u64,
+    /// What the kind said it did (`set_summary`).
+    summary: Option<String>,
     number: i32,
     step: &'a StepConfig,
     /// master.lua's `description`, rendered.
@@ -602,10 +624,79 @@ impl StepHost for BuildStepHost<'_, '_> {
         Ok(())
     }
 
+    async fn add_artifact(
+        &mut self,
+        name: &str,
+        kind: &str,
+        stored: &Stored,
+    ) -> Result<(), DataError> {
+        let stepid = self.started().await?.stepid;
+        self.data
+            .add_artifact(&NewArtifact {
+                buildid: self.buildid,
+                stepid,
+                name,
+                kind,
+                size: stored.size,
+                files: stored.files,
+                path: &stored.path,
+                keep_days: self.keep_days,
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn add_url(&mut self, name: &str, url: &str) -> Result<(), DataError> {
+        let stepid = self.started().await?.stepid;
+        self.data.add_step_url(stepid, name, url).await
+    }
+
+    async fn add_test_results(
+        &mut self,
+        description: &str,
+        cases: Vec<TestCase>,
+    ) -> Result<(), DataError> {
+        let stepid = self.started().await?.stepid;
+        let mut set = NewTestResultSet {
+            builderid: self.builderid,
+            buildid: self.buildid,
+            stepid,
+            description: description.to_string(),
+            passed: 0,
+            failed: 0,
+            skipped: 0,
+            results: Vec::with_capacity(cases.len()),
+        };
+        for case in cases {
+            match case.outcome {
+                Outcome::Passed => set.passed += 1,
+                Outcome::Failure | Outcome::Error => set.failed += 1,
+                Outcome::Skipped => set.skipped += 1,
+            }
+            let name = match &case.classname {
+                Some(class) if !class.is_empty() => format!("{class}.{}", case.name),
+                _ => case.name.clone(),
+            };
+            set.results.push(NewTestResult {
+                test_name: name,
+                test_code_path: case.file,
+                line: case.line,
+                duration_ns: case.duration_ns,
+                outcome: case.outcome.as_str(),
+                message: case.message,
+            });
+        }
+        self.data.add_test_result_set(&set).await.map(drop)
+    }
+
+    fn set_summary(&mut self, summary: &str) {
+        self.summary = Some(summary.to_string());
+    }
+
     async fn run_remote(
         &mut self,
         command: RemoteCommand,
-        collect: Option<&mut Collected>,
+        io: RemoteIo<'_>,
     ) -> Result<CommandOutcome, RemoteFailure> {
         let interrupt = self.interrupt.clone();
         if self.started.is_none() {
@@ -617,20 +708,29 @@ impl StepHost for BuildStepHost<'_, '_> {
         let Some(started) = self.started.as_mut() else {
             unreachable!("begin() records the started step");
         };
+        let (collect, receive, outgoing) = match io {
+            RemoteIo::Log => (None, None, None),
+            RemoteIo::Collect(c) => (Some(c), None, None),
+            RemoteIo::Receive(r) => (None, Some(r), None),
+            RemoteIo::Send(o) => (None, None, Some(o)),
+        };
         remote::run(
             self.link,
             command,
+            outgoing,
             interrupt,
             &mut LogSink {
                 step: started,
                 data: self.data,
                 redactor: self.redactor.clone(),
                 collect,
+                receive,
             },
         )
         .await
         .map_err(|e| match e {
             RemoteError::ConnectionLost(why) => RemoteFailure::ConnectionLost(why),
+            RemoteError::Refused(why) => RemoteFailure::Refused(why),
             other => RemoteFailure::Failed(other.to_string()),
         })
     }
@@ -643,11 +743,24 @@ struct LogSink<'a, 'c> {
     data: &'a Data,
     redactor: Option<Redactor>,
     collect: Option<&'c mut Collected>,
+    /// Where an upload's bytes go.
+    receive: Option<&'c mut Incoming>,
 }
 
 impl OutputSink for LogSink<'_, '_> {
-    async fn output(&mut self, output: Output) -> Result<(), DataError> {
+    async fn output(&mut self, output: Output) -> Result<(), SinkError> {
         let (stream, bytes) = match output {
+            Output::Data(bytes) => {
+                let Some(incoming) = self.receive.as_deref_mut() else {
+                    return Err(SinkError::Refused(
+                        "data from a command that uploads nothing".into(),
+                    ));
+                };
+                return incoming
+                    .write(bytes)
+                    .await
+                    .map_err(|e| SinkError::Refused(format!("upload refused: {e}")));
+            }
             Output::Stdout(b) => (LogStream::Stdout, b),
             Output::Stderr(b) => (LogStream::Stderr, b),
             Output::LogFile(name, bytes) => {
@@ -655,7 +768,10 @@ impl OutputSink for LogSink<'_, '_> {
                     .step
                     .log_index(self.data, self.redactor.as_ref(), &name)
                     .await?;
-                return self.step.logs[i].1.append(LogStream::Stdout, &bytes).await;
+                return Ok(self.step.logs[i]
+                    .1
+                    .append(LogStream::Stdout, &bytes)
+                    .await?);
             }
         };
         if let Some(collect) = self.collect.as_deref_mut() {
@@ -666,10 +782,10 @@ impl OutputSink for LogSink<'_, '_> {
             let room = COLLECT_LIMIT.saturating_sub(kept.len());
             kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
         }
-        self.step.log().append(stream, &bytes).await
+        Ok(self.step.log().append(stream, &bytes).await?)
     }
 
-    async fn idle(&mut self) -> Result<(), DataError> {
+    async fn idle(&mut self) -> Result<(), SinkError> {
         for (_, log) in &mut self.step.logs {
             log.flush_if_stale().await?;
         }

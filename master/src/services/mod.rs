@@ -42,6 +42,8 @@ pub enum ServiceConfig {
     ChangeSource(ChangeSourceConfig),
     /// Deletes old history (`janitor = {…}`).
     Janitor(JanitorConfig),
+    /// Removes expired artifacts (`artifacts = {…}`; always running).
+    ArtifactExpiry(crate::config::artifacts::ArtifactsConfig),
     /// Builders' `cancel_superseded` (one per master, while a builder has it).
     Superseder,
 }
@@ -60,6 +62,10 @@ impl ServiceConfig {
             ServiceConfig::ChangeSource(s) => ServiceId {
                 kind: "changesource",
                 name: s.name().to_string(),
+            },
+            ServiceConfig::ArtifactExpiry(_) => ServiceId {
+                kind: "artifact_expiry",
+                name: "artifacts".into(),
             },
             ServiceConfig::Janitor(_) => ServiceId {
                 kind: "janitor",
@@ -84,6 +90,7 @@ impl ServiceConfig {
                 a.unplaced() == b.unplaced()
             }
             (ServiceConfig::Janitor(a), ServiceConfig::Janitor(b)) => a == b,
+            (ServiceConfig::ArtifactExpiry(a), ServiceConfig::ArtifactExpiry(b)) => a == b,
             // It reads the builders from the running configuration.
             (ServiceConfig::Superseder, ServiceConfig::Superseder) => true,
             _ => false,
@@ -109,6 +116,7 @@ pub fn wanted(config: &MasterConfig) -> Vec<ServiceConfig> {
             .map(ServiceConfig::ChangeSource),
     );
     services.extend(config.janitor.clone().map(ServiceConfig::Janitor));
+    services.push(ServiceConfig::ArtifactExpiry(config.artifacts.clone()));
     if config.builders.iter().any(|b| b.cancel_superseded) {
         services.push(ServiceConfig::Superseder);
     }

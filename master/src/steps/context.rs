@@ -7,6 +7,7 @@
 //! build (`process::build`) implements it with the data layer and the worker
 //! link, and the kinds stay plain functions of their model and this context.
 
+use crate::artifacts::{ArtifactStore, Incoming, Outgoing, Stored};
 pub use crate::render::Properties;
 use crate::render::RenderContext;
 use crate::results::{CANCELLED, EXCEPTION, FAILURE, RETRY, SUCCESS};
@@ -43,11 +44,38 @@ pub enum RemoteFailure {
     /// step, and so the build, ends RETRY.
     #[error("lost the connection to the worker: {0}")]
     ConnectionLost(String),
+    /// What the worker sent was refused (an upload too large, an unsafe tar
+    /// entry): the step ends FAILURE.
+    #[error("{0}")]
+    Refused(String),
     /// Anything else (the worker broke the protocol, storing output failed):
     /// the step ends EXCEPTION.
     #[error("{0}")]
     Failed(String),
 }
+
+/// What a remote command's output and input are besides the step's log.
+pub enum RemoteIo<'a> {
+    /// Output into the step's log only.
+    Log,
+    /// Into the log, and a copy kept.
+    Collect(&'a mut Collected),
+    /// An upload: its bytes into this.
+    Receive(&'a mut Incoming),
+    /// A download: these bytes to the worker.
+    Send(Outgoing),
+}
+
+/// Where a build's uploads go, and what they may be.
+pub struct BuildArtifacts {
+    pub store: ArtifactStore,
+    pub buildid: i64,
+    /// The limit of an upload whose step sets no `max_size`.
+    pub max_size: u64,
+}
+
+/// A test report's cases, as the `test` step hands them to the host.
+pub use crate::test_reports::junit::TestCase;
 
 /// The build's side of a running step.
 pub trait StepHost: Send {
@@ -63,12 +91,39 @@ pub trait StepHost: Send {
     fn header(&mut self, line: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Run `command` on the build's worker, its output into the step's log
-    /// (and into `collect`, when given); stopping the build interrupts it.
+    /// (and where `io` says); stopping the build interrupts it.
     fn run_remote(
         &mut self,
         command: RemoteCommand,
-        collect: Option<&mut Collected>,
+        io: RemoteIo<'_>,
     ) -> impl Future<Output = Result<CommandOutcome, RemoteFailure>> + Send;
+
+    /// Record an upload that arrived (`kind`: `file` or `directory`) under
+    /// `name`, linked from the step.
+    fn add_artifact(
+        &mut self,
+        name: &str,
+        kind: &str,
+        stored: &Stored,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// A link on the step (Buildbot's `addURL`).
+    fn add_url(
+        &mut self,
+        name: &str,
+        url: &str,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Record a set of test results (`description`: where they came from).
+    fn add_test_results(
+        &mut self,
+        description: &str,
+        cases: Vec<TestCase>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// What the step shows when it ends, unless master.lua's
+    /// `description_done` says otherwise.
+    fn set_summary(&mut self, summary: &str);
 
     /// Output of the step's own making (a command run on the master) into
     /// its current log.
@@ -104,6 +159,8 @@ pub struct StepContext<'a, H> {
     pub decode_rc: Option<&'a BTreeMap<i64, i32>>,
     /// Whether, and why, the build was asked to stop.
     pub stop: &'a StopSignal,
+    /// Where uploads go.
+    pub artifacts: &'a BuildArtifacts,
     pub host: &'a mut H,
 }
 
@@ -133,37 +190,64 @@ impl<H: StepHost> StepContext<'_, H> {
     /// when the master is stopping) when interrupted, RETRY when the worker was
     /// lost, EXCEPTION otherwise.
     pub async fn run_command(&mut self, command: RemoteCommand) -> Result<i32, H::Error> {
-        self.run_command_collecting(command, None).await
+        self.run_command_with(command, RemoteIo::Log)
+            .await
+            .map(|(r, _)| r)
     }
 
     /// [`StepContext::run_command`], keeping the command's output in `collect`.
     pub async fn run_command_collecting(
         &mut self,
         command: RemoteCommand,
-        mut collect: Option<&mut Collected>,
+        collect: Option<&mut Collected>,
     ) -> Result<i32, H::Error> {
-        match self.host.run_remote(command, collect.as_deref_mut()).await {
+        let io = match collect {
+            Some(collect) => RemoteIo::Collect(collect),
+            None => RemoteIo::Log,
+        };
+        self.run_command_with(command, io).await.map(|(r, _)| r)
+    }
+
+    /// [`StepContext::run_command`] with the command's input and output as
+    /// `io` says; also gives the outcome, when there was one.
+    pub async fn run_command_with(
+        &mut self,
+        command: RemoteCommand,
+        mut io: RemoteIo<'_>,
+    ) -> Result<(i32, Option<CommandOutcome>), H::Error> {
+        let io_for_host = match &mut io {
+            RemoteIo::Log => RemoteIo::Log,
+            RemoteIo::Collect(c) => RemoteIo::Collect(c),
+            RemoteIo::Receive(r) => RemoteIo::Receive(r),
+            RemoteIo::Send(o) => RemoteIo::Send(o.clone()),
+        };
+        match self.host.run_remote(command, io_for_host).await {
             Ok(outcome) => {
-                if let Some(collect) = collect {
+                if let RemoteIo::Collect(collect) = io {
                     collect.rc = outcome.rc;
                 }
                 self.write_outcome(&outcome).await?;
-                Ok(if outcome.interrupted {
+                let result = if outcome.interrupted {
                     match self.stop.requested() {
                         Some(StopKind::Shutdown) => RETRY,
                         _ => CANCELLED,
                     }
                 } else {
                     self.decode(&outcome)
-                })
+                };
+                Ok((result, Some(outcome)))
             }
             Err(lost @ RemoteFailure::ConnectionLost(_)) => {
                 self.host.header(&lost.to_string()).await?;
-                Ok(RETRY)
+                Ok((RETRY, None))
+            }
+            Err(RemoteFailure::Refused(why)) => {
+                self.host.header(&why).await?;
+                Ok((FAILURE, None))
             }
             Err(RemoteFailure::Failed(why)) => {
                 self.host.header(&why).await?;
-                Ok(EXCEPTION)
+                Ok((EXCEPTION, None))
             }
         }
     }

@@ -350,7 +350,7 @@ impl<H: StepHost> Git<'_, '_, H> {
                 RemoteCommand::Stat {
                     path: path.to_string(),
                 },
-                None,
+                super::RemoteIo::Log,
             )
             .await
         {
@@ -362,7 +362,7 @@ impl<H: StepHost> Git<'_, '_, H> {
                     .await?;
                 Err(Stop::Result(RETRY))
             }
-            Err(super::RemoteFailure::Failed(why)) => {
+            Err(super::RemoteFailure::Failed(why) | super::RemoteFailure::Refused(why)) => {
                 self.ctx.host.header(&why).await?;
                 Err(Stop::Result(EXCEPTION))
             }

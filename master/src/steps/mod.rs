@@ -14,13 +14,19 @@
 
 pub mod context;
 pub mod dirs;
+pub mod files;
 pub mod git;
 pub mod master_shell;
 pub mod properties;
 pub mod sequence;
 pub mod shell;
+pub mod test;
+pub mod transfer;
 
-pub use context::{Collected, Properties, RemoteFailure, StepContext, StepHost, Stream};
+pub use context::{
+    BuildArtifacts, Collected, Properties, RemoteFailure, RemoteIo, StepContext, StepHost, Stream,
+    TestCase,
+};
 
 use crate::lua::Fields;
 
@@ -43,6 +49,15 @@ pub enum StepKind {
     Git(Box<git::GitStep>),
     /// `mb.steps.master_shell{…}`: a command on the master.
     MasterShell(master_shell::MasterShellStep),
+    /// `mb.steps.file_upload{…}`, `directory_upload{…}`, `multiple_file_upload{…}`.
+    Upload(Box<transfer::UploadStep>),
+    /// `mb.steps.file_download{…}`, `string_download{…}`, `json_property_download{…}`.
+    Download(Box<transfer::DownloadStep>),
+    /// `mb.steps.file_exists{…}`, `rmfile{…}`, `copy_directory{…}`, `glob{…}`,
+    /// `list_directory{…}`.
+    Files(files::FilesStep),
+    /// `mb.steps.test{…}`: tests and their JUnit reports.
+    Test(Box<test::TestStep>),
 }
 
 /// A step kind's part of a compiled step.
@@ -66,6 +81,20 @@ pub fn compile(tag: &str, f: &mut Fields<'_>, builder: &str) -> Option<Compiled>
         "step.shell_sequence" => sequence::compile(f, builder),
         "step.master_shell" => master_shell::compile(f, builder),
         "step.git" => git::compile(f, builder),
+        "step.file_upload" => transfer::compile_upload(f, transfer::UploadKind::File),
+        "step.directory_upload" => transfer::compile_upload(f, transfer::UploadKind::Directory),
+        "step.multiple_file_upload" => {
+            transfer::compile_upload(f, transfer::UploadKind::Multiple { glob: false })
+        }
+        "step.file_download" => transfer::compile_download(f, "file_download"),
+        "step.string_download" => transfer::compile_download(f, "string_download"),
+        "step.json_property_download" => transfer::compile_download(f, "json_property_download"),
+        "step.file_exists" => files::compile(f, files::FilesOp::FileExists),
+        "step.rmfile" => files::compile(f, files::FilesOp::Rmfile),
+        "step.copy_directory" => files::compile(f, files::FilesOp::CopyDirectory),
+        "step.glob" => files::compile(f, files::FilesOp::Glob),
+        "step.list_directory" => files::compile(f, files::FilesOp::ListDirectory),
+        "step.test" => test::compile(f, builder),
         _ => return None,
     })
 }
@@ -85,5 +114,9 @@ pub async fn run<H: StepHost>(
         StepKind::ShellSequence(step) => sequence::run(step, ctx).await,
         StepKind::MasterShell(step) => master_shell::run(step, ctx).await,
         StepKind::Git(step) => git::run(step, ctx).await,
+        StepKind::Upload(step) => transfer::run_upload(step, ctx).await,
+        StepKind::Download(step) => transfer::run_download(step, ctx).await,
+        StepKind::Files(step) => files::run(step, ctx).await,
+        StepKind::Test(step) => test::run(step, ctx).await,
     }
 }

@@ -3,6 +3,7 @@
 //! and when the connection breaks mid-command, wait for the worker to come back
 //! and re-attach the command from the last output byte stored.
 
+pub use crate::artifacts::Outgoing;
 use crate::data::DataError;
 use crate::worker_registry::{ConnectedWorker, WorkerRegistry};
 use moonbot_worker::protocol::{
@@ -27,6 +28,30 @@ pub enum RemoteError {
     /// Storing the output failed.
     #[error("storing output failed: {0}")]
     Sink(#[source] DataError),
+    /// What the worker sent was refused (an upload too large or unsafe); the
+    /// command was interrupted.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Why an [`OutputSink`] did not take output.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// The output breaks a rule of the step (an upload over its size, an
+    /// unsafe tar entry): the command is interrupted.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<SinkError> for RemoteError {
+    fn from(e: SinkError) -> Self {
+        match e {
+            SinkError::Data(e) => RemoteError::Sink(e),
+            SinkError::Refused(why) => RemoteError::Refused(why),
+        }
+    }
 }
 
 /// Output of a remote command, as it arrives.
@@ -36,14 +61,17 @@ pub enum Output {
     /// Bytes appended to one of the command's `log_files`, by log name (a
     /// name the command asked for: anything else is a protocol error).
     LogFile(String, Vec<u8>),
+    /// Bytes of an upload (only an upload command may send them: anything
+    /// else is a protocol error).
+    Data(Vec<u8>),
 }
 
 /// Where a remote command's output goes (a log, usually).
 pub trait OutputSink {
-    fn output(&mut self, output: Output) -> impl Future<Output = Result<(), DataError>> + Send;
+    fn output(&mut self, output: Output) -> impl Future<Output = Result<(), SinkError>> + Send;
     /// Called every [`IDLE_TICK`] while the command runs, so output that is
     /// waiting for more (a quiet command) still reaches storage and viewers.
-    fn idle(&mut self) -> impl Future<Output = Result<(), DataError>> + Send;
+    fn idle(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
 /// How often [`OutputSink::idle`] is called.
@@ -139,10 +167,13 @@ enum StreamEnd {
 /// when `interrupt` changes to `Some(reason)`, the worker is asked to stop the
 /// command (the outcome then says `interrupted`). When the connection breaks,
 /// the command is re-attached on the worker's next connection within the grace
-/// period, from the exact output byte stored so far.
+/// period, from the exact output byte stored so far. A download's bytes
+/// (`outgoing`) follow its request; a download is not re-sent on a new
+/// stream (the worker dropped the partial file: the outcome says so).
 pub async fn run<S: OutputSink>(
     link: &mut WorkerLink<'_>,
     command: RemoteCommand,
+    outgoing: Option<Outgoing>,
     mut interrupt: watch::Receiver<Option<String>>,
     sink: &mut S,
 ) -> Result<CommandOutcome, RemoteError> {
@@ -153,13 +184,21 @@ pub async fn run<S: OutputSink>(
         RemoteCommand::Shell(shell) => shell.io.log_files.keys().cloned().collect(),
         _ => BTreeSet::new(),
     };
+    // Only an upload sends data.
+    let uploads = matches!(
+        command,
+        RemoteCommand::UploadFile { .. } | RemoteCommand::UploadDirectory { .. }
+    );
     let mut open = CommandOpen::Run(CommandRequest { id, command });
+    let mut outgoing = outgoing;
     let mut received = 0u64;
     loop {
         let conn = link.worker.conn.clone();
         let stream = Stream {
             open: &open,
             followed: &followed,
+            uploads,
+            outgoing: outgoing.take(),
         };
         match on_stream(&conn, stream, &mut received, &mut interrupt, sink).await {
             Ok(outcome) if outcome.lost => {
@@ -199,13 +238,22 @@ pub async fn run<S: OutputSink>(
 struct Stream<'a> {
     open: &'a CommandOpen,
     followed: &'a BTreeSet<String>,
+    /// Whether the worker may send [`Frame::Data`].
+    uploads: bool,
+    /// A download's bytes, sent after the request.
+    outgoing: Option<Outgoing>,
 }
 
 /// Send `open` on a new stream of `conn` and relay the command until its outcome
 /// or until the stream breaks. `received` counts output bytes stored so far.
 async fn on_stream<S: OutputSink>(
     conn: &quinn::Connection,
-    Stream { open, followed }: Stream<'_>,
+    Stream {
+        open,
+        followed,
+        uploads,
+        outgoing,
+    }: Stream<'_>,
     received: &mut u64,
     interrupt: &mut watch::Receiver<Option<String>>,
     sink: &mut S,
@@ -223,6 +271,17 @@ async fn on_stream<S: OutputSink>(
         .map_err(broken)?;
     let mut reader = FrameReader::new(recv);
     let mut interrupted = interrupt.borrow().is_some();
+    if let Some(outgoing) = outgoing
+        && !interrupted
+    {
+        send_outgoing(&mut send, outgoing, interrupt)
+            .await
+            .map_err(|e| match e {
+                OutgoingError::Stream(e) => broken(e),
+                OutgoingError::Read(why) => StreamEnd::Failed(RemoteError::Refused(why)),
+            })?;
+        interrupted = interrupt.borrow().is_some();
+    }
     if interrupted {
         send_interrupt(&mut send, interrupt).await.map_err(broken)?;
     }
@@ -232,7 +291,7 @@ async fn on_stream<S: OutputSink>(
     loop {
         tokio::select! {
             _ = idle.tick() => {
-                sink.idle().await.map_err(|e| StreamEnd::Failed(RemoteError::Sink(e)))?;
+                sink.idle().await.map_err(|e| StreamEnd::Failed(e.into()))?;
                 if *received > acked {
                     acked = *received;
                     let ack = CommandControl::Ack { received: acked };
@@ -255,6 +314,12 @@ async fn on_stream<S: OutputSink>(
                             )));
                         }
                     },
+                    Some(Frame::Data(bytes)) if uploads => Output::Data(bytes),
+                    Some(Frame::Data(_)) => {
+                        return Err(StreamEnd::Failed(RemoteError::Protocol(
+                            "data from a command that uploads nothing".into(),
+                        )));
+                    }
                     Some(json @ Frame::Json(_)) => {
                         let outcome: CommandOutcome = json
                             .parse()
@@ -269,7 +334,13 @@ async fn on_stream<S: OutputSink>(
                     }
                 };
                 *received += len;
-                sink.output(output).await.map_err(|e| StreamEnd::Failed(RemoteError::Sink(e)))?;
+                if let Err(e) = sink.output(output).await {
+                    // Stop the worker from sending more of what was refused.
+                    let reason = CommandControl::Interrupt { reason: e.to_string() };
+                    let _ = write_frame(&mut send, &Frame::json(&reason)).await;
+                    let _ = send.finish();
+                    return Err(StreamEnd::Failed(e.into()));
+                }
                 if *received - acked >= ACK_EVERY {
                     acked = *received;
                     let ack = CommandControl::Ack { received: acked };
@@ -288,6 +359,57 @@ async fn on_stream<S: OutputSink>(
             }
         }
     }
+}
+
+/// Why a download's bytes were not all sent.
+enum OutgoingError {
+    Stream(StreamError),
+    /// The master's own file could not be read.
+    Read(String),
+}
+
+/// Send a download's bytes and its end; stops early (the caller interrupts)
+/// when the build is stopped meanwhile.
+async fn send_outgoing(
+    send: &mut quinn::SendStream,
+    outgoing: Outgoing,
+    interrupt: &watch::Receiver<Option<String>>,
+) -> Result<(), OutgoingError> {
+    use tokio::io::AsyncReadExt;
+    const CHUNK: usize = moonbot_worker::protocol::OUTPUT_CHUNK;
+    let mut size = 0u64;
+    match outgoing {
+        Outgoing::Bytes(bytes) => {
+            for chunk in bytes.chunks(CHUNK) {
+                write_frame(send, &Frame::Data(chunk.to_vec()))
+                    .await
+                    .map_err(OutgoingError::Stream)?;
+                size += chunk.len() as u64;
+            }
+        }
+        Outgoing::File(path) => {
+            let read_error =
+                |e: std::io::Error| OutgoingError::Read(format!("{}: {e}", path.display()));
+            let mut file = tokio::fs::File::open(&path).await.map_err(read_error)?;
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                if interrupt.borrow().is_some() {
+                    return Ok(());
+                }
+                let n = file.read(&mut buf).await.map_err(read_error)?;
+                if n == 0 {
+                    break;
+                }
+                write_frame(send, &Frame::Data(buf[..n].to_vec()))
+                    .await
+                    .map_err(OutgoingError::Stream)?;
+                size += n as u64;
+            }
+        }
+    }
+    write_frame(send, &Frame::json(&CommandControl::EndOfData { size }))
+        .await
+        .map_err(OutgoingError::Stream)
 }
 
 async fn send_interrupt(

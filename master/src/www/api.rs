@@ -86,6 +86,71 @@ fn id(segment: &str, what: &str) -> Result<i64, ApiError> {
 }
 
 /// Route one request.
+/// Files listed for one directory artifact, at most.
+const MAX_LISTED_FILES: usize = 10_000;
+
+fn artifact_store(shared: &Shared) -> crate::artifacts::ArtifactStore {
+    let running = shared.running_config();
+    crate::artifacts::ArtifactStore::new(shared.dir.join(&running.loaded.config.artifacts.dir))
+}
+
+async fn artifact_row(
+    shared: &Arc<Shared>,
+    a: &str,
+) -> Result<crate::db::entities::artifacts::Model, ApiError> {
+    shared
+        .data
+        .artifact(id(a, "artifact")?)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("artifact {a}")))
+}
+
+/// A file of an artifact, streamed as a download (never shown inline: an
+/// uploaded HTML file must not run in the master's origin).
+async fn serve_file(path: &std::path::Path) -> Result<Response, ApiError> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| ApiError::not_found(format!("artifact file: {e}")))?;
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let body = futures_util::stream::unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    let name: String = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let reply = warp::reply::with_header(
+        warp::reply::stream(body),
+        "content-type",
+        "application/octet-stream",
+    );
+    let reply = warp::reply::with_header(reply, "content-length", len.to_string());
+    let reply = warp::reply::with_header(
+        reply,
+        "content-disposition",
+        format!("attachment; filename=\"{name}\""),
+    );
+    Ok(reply.into_response())
+}
+
 pub async fn dispatch(shared: &Arc<Shared>, request: &Request) -> Response {
     match route(shared, request).await {
         Ok(r) => r,
@@ -122,7 +187,7 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
     match rest {
         [] => Ok(json_reply(
             StatusCode::OK,
-            &json!({"api_version": 2, "collections": ["builders", "builds", "buildrequests", "buildsets", "changes", "sourcestamps", "steps", "logs", "workers", "schedulers", "changesources", "forceschedulers", "masters", "config"]}),
+            &json!({"api_version": 2, "collections": ["builders", "builds", "buildrequests", "buildsets", "changes", "sourcestamps", "steps", "logs", "workers", "schedulers", "changesources", "forceschedulers", "masters", "config", "artifacts", "test_result_sets"]}),
         )),
         ["builders"] => {
             let (items, total) = data.list_builders(&q, &running.builder_ids).await?;
@@ -202,6 +267,69 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
                 format!("attachment; filename=\"{slug}.txt\""),
             );
             Ok(reply.into_response())
+        }
+        ["builds", b, "artifacts"] => {
+            let q = q.with_eq("buildid", id(b, "build")?);
+            let (items, total) = data.list_artifacts(&q).await?;
+            Ok(envelope("artifacts", items, total))
+        }
+        ["artifacts"] => {
+            let (items, total) = data.list_artifacts(&q).await?;
+            Ok(envelope("artifacts", items, total))
+        }
+        ["artifacts", a] => {
+            let q = q.with_eq("artifactid", id(a, "artifact")?).whole();
+            let (items, _) = data.list_artifacts(&q).await?;
+            one("artifacts", items, &format!("artifact {a}"))
+        }
+        ["artifacts", a, "files"] => {
+            let artifact = artifact_row(shared, a).await?;
+            let items: Vec<Value> = artifact_store(shared)
+                .list(&artifact.path, MAX_LISTED_FILES)
+                .into_iter()
+                .map(|(name, size)| {
+                    json!({"name": name, "size": size,
+                           "url": format!("/api/v2/artifacts/{}/raw/{}", artifact.id, super::paths::segment(&name))})
+                })
+                .collect();
+            let total = items.len() as u64;
+            Ok(envelope("files", items, total))
+        }
+        ["artifacts", a, "raw", sub @ ..] => {
+            let artifact = artifact_row(shared, a).await?;
+            let sub = (!sub.is_empty()).then(|| sub.join("/"));
+            let file = artifact_store(shared)
+                .file(&artifact.path, sub.as_deref())
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("artifact {a} has no such file (expired?)"))
+                })?;
+            serve_file(&file).await
+        }
+        ["test_result_sets"] => {
+            let (items, total) = data.list_test_result_sets(&q).await?;
+            Ok(envelope("test_result_sets", items, total))
+        }
+        ["test_result_sets", t] => {
+            let q = q
+                .with_eq("test_result_setid", id(t, "test result set")?)
+                .whole();
+            let (items, _) = data.list_test_result_sets(&q).await?;
+            one("test_result_sets", items, &format!("test result set {t}"))
+        }
+        ["test_result_sets", t, "results"] => {
+            let q = q.with_eq("test_result_setid", id(t, "test result set")?);
+            let (items, total) = data.list_test_results(&q).await?;
+            Ok(envelope("test_results", items, total))
+        }
+        ["builds", b, "test_result_sets"] => {
+            let q = q.with_eq("buildid", id(b, "build")?);
+            let (items, total) = data.list_test_result_sets(&q).await?;
+            Ok(envelope("test_result_sets", items, total))
+        }
+        ["steps", s, "test_result_sets"] => {
+            let q = q.with_eq("stepid", id(s, "step")?);
+            let (items, total) = data.list_test_result_sets(&q).await?;
+            Ok(envelope("test_result_sets", items, total))
         }
         ["logs", l, "contents"] => {
             let logid = id(l, "log")?;

@@ -79,6 +79,96 @@ impl Estimates {
     }
 }
 
+/// Failed tests shown at most on the build page.
+const FAILED_TESTS_SHOWN: u64 = 200;
+
+/// The build's test results: each set's counts, and the failed tests with
+/// their messages.
+async fn failed_tests_html(ctx: &Ctx<'_>, buildid: i64) -> Result<String, DataError> {
+    let data = &ctx.shared.data;
+    let (sets, _) = data
+        .list_test_result_sets(&ListQuery::default().with_eq("buildid", buildid))
+        .await?;
+    if sets.is_empty() {
+        return Ok(String::new());
+    }
+    let mut out = String::from(
+        "<h2>Tests</h2><table id=\"test-results\"><tr><th>report</th><th>passed</th><th>failed</th><th>skipped</th></tr>",
+    );
+    let mut failed_rows = String::new();
+    for set in &sets {
+        out.push_str(&format!(
+            "<tr><td><a href=\"/api/v2/test_result_sets/{}/results\">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            set["test_result_setid"],
+            esc(text(set, "description")),
+            set["tests_passed"],
+            set["tests_failed"],
+            set["tests_skipped"],
+        ));
+        let q = ListQuery {
+            limit: Some(FAILED_TESTS_SHOWN),
+            ..Default::default()
+        }
+        .with_eq(
+            "test_result_setid",
+            set["test_result_setid"].as_i64().unwrap_or(0),
+        )
+        .with_eq("value", "0");
+        let (failed, _) = data.list_test_results(&q).await?;
+        for r in failed.iter().filter(|r| r["outcome"] != "skipped") {
+            failed_rows.push_str(&format!(
+                "<li class=\"failed-test\"><span class=\"outcome\">{}</span> <span class=\"name\">{}</span> <span class=\"message\">{}</span></li>",
+                esc(text(r, "outcome")),
+                esc(text(r, "test_name")),
+                esc(text(r, "message")),
+            ));
+        }
+    }
+    out.push_str("</table>");
+    if !failed_rows.is_empty() {
+        out.push_str(&format!(
+            "<h3>Failed tests</h3><ul id=\"failed-tests\">{failed_rows}</ul>"
+        ));
+    }
+    Ok(out)
+}
+
+/// The build's artifacts, with download links (a directory's files listed).
+async fn artifacts_html(ctx: &Ctx<'_>, buildid: i64) -> Result<String, DataError> {
+    let (items, _) = ctx
+        .shared
+        .data
+        .list_artifacts(&ListQuery::default().with_eq("buildid", buildid))
+        .await?;
+    if items.is_empty() {
+        return Ok(String::new());
+    }
+    let mut rows = String::new();
+    for a in &items {
+        let id = a["artifactid"].as_i64().unwrap_or(0);
+        let link = if a["type"] == "directory" {
+            format!(
+                "<a href=\"/api/v2/artifacts/{id}/files\">{}/</a> ({} files)",
+                esc(text(a, "name")),
+                a["files"]
+            )
+        } else {
+            format!(
+                "<a href=\"/api/v2/artifacts/{id}/raw\">{}</a>",
+                esc(text(a, "name"))
+            )
+        };
+        rows.push_str(&format!(
+            "<tr><td>{link}</td><td>{}</td><td>{}</td></tr>",
+            a["size"],
+            when(a["expires_at"].as_f64()),
+        ));
+    }
+    Ok(format!(
+        "<h2>Artifacts</h2><table id=\"artifacts\"><tr><th>artifact</th><th>bytes</th><th>kept until</th></tr>{rows}</table>"
+    ))
+}
+
 fn span(v: &Value) -> Option<f64> {
     Some(v["complete_at"].as_f64()? - v["started_at"].as_f64()?)
 }
@@ -236,6 +326,8 @@ pub(super) async fn build(ctx: &Ctx<'_>, buildid: i64) -> PageResult {
             requests.join(", ")
         )
     };
+    let artifacts = artifacts_html(ctx, buildid).await?;
+    let tests = failed_tests_html(ctx, buildid).await?;
     let hidden_note = match (hidden, show_hidden) {
         (0, _) => String::new(),
         (n, false) => format!(
@@ -254,6 +346,7 @@ pub(super) async fn build(ctx: &Ctx<'_>, buildid: i64) -> PageResult {
 <tr><th>sources</th><td>{sources}</td></tr>{collapsed}</table>\n\
 <h2>Changes</h2>{changes}\n\
 <h2>Steps</h2><ol class=\"steps\" id=\"steps\">{step_rows}</ol>{hidden_note}\n\
+{tests}{artifacts}\
 <h2>Properties</h2><table id=\"properties\"><tr><th>name</th><th>value</th><th>source</th></tr>{prop_rows}</table></div>",
         esc(text(&b, "state_string")),
         esc(&builder),
