@@ -15,6 +15,8 @@ mod renderables;
 mod schedulers;
 #[path = "e2e/timed.rs"]
 mod timed;
+#[path = "e2e/transfers.rs"]
+mod transfers;
 
 use moonbot_tests::{Backend, LONG, TestMaster, process_alive, run};
 use serde_json::{Value, json};
