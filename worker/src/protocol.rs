@@ -398,6 +398,13 @@ pub enum RemoteCommand {
         mode: Option<u32>,
         size: u64,
     },
+    /// Unpack the tar stream of [`Frame::Data`] the master sends after this
+    /// request (compressed as said) into `path`, which it replaces only once
+    /// [`CommandControl::EndOfData`] came and the sizes agree.
+    DownloadDirectory {
+        path: String,
+        compress: Option<Compression>,
+    },
 }
 
 /// How a directory upload's tar stream is compressed (Buildbot's `compress`).

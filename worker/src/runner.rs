@@ -119,6 +119,9 @@ pub async fn run_command(
         RemoteCommand::DownloadFile { path, mode, size } => {
             transfer::download_file(&at(path), *mode, *size, input, interrupt).await
         }
+        RemoteCommand::DownloadDirectory { path, compress } => {
+            transfer::download_directory(&at(path), *compress, input, interrupt).await
+        }
     };
     outcome.elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     outcome

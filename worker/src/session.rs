@@ -503,6 +503,7 @@ pub(crate) fn describe_command(command: &RemoteCommand) -> String {
         RemoteCommand::DownloadFile { path, size, .. } => {
             format!("download {size} bytes to {path}")
         }
+        RemoteCommand::DownloadDirectory { path, .. } => format!("download a directory to {path}"),
     }
 }
 

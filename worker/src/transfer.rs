@@ -14,7 +14,7 @@
 
 use crate::command_io::{CommandEvent, Input};
 use crate::protocol::{CommandOutcome, Compression, OUTPUT_CHUNK};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,22 +61,30 @@ pub async fn upload_directory(
             return Err(format!("{} is not a directory", path.display()));
         }
         let mut out = DataWriter::new(events, max_size, cancel);
-        let written = match compress {
-            None => write_tar(&path, &mut out),
-            Some(Compression::Gz) => {
-                let mut gz =
-                    flate2::write::GzEncoder::new(&mut out, flate2::Compression::default());
-                write_tar(&path, &mut gz).and_then(|()| gz.finish().map(drop))
-            }
-            Some(Compression::Bz2) => {
-                let mut bz = bzip2::write::BzEncoder::new(&mut out, bzip2::Compression::default());
-                write_tar(&path, &mut bz).and_then(|()| bz.finish().map(drop))
-            }
-        };
+        let written = write_tree(&path, compress, &mut out);
         written.map_err(|e| out.describe(e, &path))?;
         out.finish().map_err(|e| out.describe(e, &path))
     })
     .await
+}
+
+/// Write the tree at `dir` to `out` as a tar stream, compressed as asked;
+/// symbolic links are followed (the stream holds files and directories
+/// only). The master sends a directory download the same way.
+pub fn write_tree(dir: &Path, compress: Option<Compression>, out: impl Write) -> io::Result<()> {
+    match compress {
+        None => write_tar(dir, out),
+        Some(Compression::Gz) => {
+            let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+            write_tar(dir, &mut gz)?;
+            gz.finish().map(drop)
+        }
+        Some(Compression::Bz2) => {
+            let mut bz = bzip2::write::BzEncoder::new(out, bzip2::Compression::default());
+            write_tar(dir, &mut bz)?;
+            bz.finish().map(drop)
+        }
+    }
 }
 
 fn write_tar<W: Write>(dir: &Path, out: W) -> io::Result<()> {
@@ -85,6 +93,129 @@ fn write_tar<W: Write>(dir: &Path, out: W) -> io::Result<()> {
     tar.mode(tar::HeaderMode::Deterministic);
     tar.append_dir_all(".", dir)?;
     tar.into_inner()?.flush()
+}
+
+/// `input` decompressed as said (the reading side of [`write_tree`]).
+pub fn decompressed<'a>(
+    input: impl Read + 'a,
+    compress: Option<Compression>,
+) -> Box<dyn Read + 'a> {
+    match compress {
+        None => Box::new(input),
+        Some(Compression::Gz) => Box::new(flate2::read::GzDecoder::new(input)),
+        Some(Compression::Bz2) => Box::new(bzip2::read::BzDecoder::new(input)),
+    }
+}
+
+/// Unpack the tar stream the master sends into `path` (through a staging
+/// directory beside it that replaces `path` when the stream is whole).
+pub async fn download_directory(
+    path: &Path,
+    compress: Option<Compression>,
+    mut input: mpsc::Receiver<Input>,
+    mut interrupt: oneshot::Receiver<String>,
+) -> CommandOutcome {
+    let part = part_path(path);
+    let _ = tokio::fs::remove_dir_all(&part).await;
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
+    let target = part.clone();
+    let unpacking = tokio::task::spawn_blocking(move || -> io::Result<()> {
+        std::fs::create_dir_all(&target)?;
+        let mut reader = ChunkReader::new(rx);
+        tar::Archive::new(decompressed(&mut reader, compress)).unpack(&target)?;
+        io::copy(&mut reader, &mut io::sink()).map(drop)
+    });
+    let received = async {
+        let mut tx = Some(tx);
+        let mut got = 0u64;
+        loop {
+            match input.recv().await {
+                Some(Input::Data(bytes)) => {
+                    got += bytes.len() as u64;
+                    if let Some(sender) = &tx
+                        && sender.send(bytes).await.is_err()
+                    {
+                        // The unpacking stopped; its error says why.
+                        tx = None;
+                    }
+                }
+                Some(Input::End { size: sent }) if sent == got => return Ok(()),
+                Some(Input::End { .. }) => return Err("the directory arrived incomplete".into()),
+                None => return Err("the connection to the master broke during the download".into()),
+            }
+        }
+    };
+    let received = tokio::select! {
+        r = received => r,
+        _ = &mut interrupt => Err("interrupted".to_string()),
+    };
+    let unpacked = unpacking
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))
+        .map_err(|e| format!("could not unpack: {e}"));
+    let placed = match (received, unpacked) {
+        (Ok(()), Ok(())) => replace_dir(&part, path).await,
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    match placed {
+        Ok(()) => done(),
+        Err(why) => {
+            let _ = tokio::fs::remove_dir_all(&part).await;
+            failed(format!("could not download to {}: {why}", path.display()))
+        }
+    }
+}
+
+async fn replace_dir(part: &Path, path: &Path) -> Result<(), String> {
+    match tokio::fs::symlink_metadata(path).await {
+        Ok(meta) if meta.is_dir() => tokio::fs::remove_dir_all(path)
+            .await
+            .map_err(|e| e.to_string())?,
+        Ok(_) => tokio::fs::remove_file(path)
+            .await
+            .map_err(|e| e.to_string())?,
+        Err(_) => {}
+    }
+    tokio::fs::rename(part, path)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A blocking `Read` over the chunks a channel carries (a tar stream fed
+/// from async code to a blocking unpacker); the channel's end is the
+/// stream's end. The master unpacks uploads with it too.
+pub struct ChunkReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl ChunkReader {
+    pub fn new(rx: mpsc::Receiver<Vec<u8>>) -> ChunkReader {
+        ChunkReader {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => {
+                    self.chunk = chunk;
+                    self.at = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 /// Write what the master sends to `path` (through a temporary file beside
@@ -295,8 +426,6 @@ impl Write for DataWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
-
     fn read_all(mut r: impl Read) -> Vec<u8> {
         let mut v = Vec::new();
         r.read_to_end(&mut v).unwrap();
@@ -377,6 +506,38 @@ mod tests {
             names.sort();
             assert_eq!(names, ["./", "a.txt", "sub", "sub/b.txt"]);
         }
+    }
+
+    #[tokio::test]
+    async fn a_directory_download_replaces_its_destination_when_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("sub/tool.txt"), "tool").unwrap();
+        let mut tar = Vec::new();
+        write_tree(&src, Some(Compression::Gz), &mut tar).unwrap();
+        let dest = dir.path().join("tools");
+        std::fs::create_dir_all(&dest).unwrap();
+        std::fs::write(dest.join("old.txt"), "old").unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let (_stop, interrupt) = oneshot::channel();
+        let size = tar.len() as u64;
+        let feed = tokio::spawn(async move {
+            for chunk in tar.chunks(100) {
+                tx.send(Input::Data(chunk.to_vec())).await.unwrap();
+            }
+            tx.send(Input::End { size }).await.unwrap();
+        });
+        let outcome = download_directory(&dest, Some(Compression::Gz), rx, interrupt).await;
+        feed.await.unwrap();
+        assert!(outcome.succeeded(), "{outcome:?}");
+        assert_eq!(std::fs::read(dest.join("sub/tool.txt")).unwrap(), b"tool");
+        assert!(!dest.join("old.txt").exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no part left"
+        );
     }
 
     #[tokio::test]

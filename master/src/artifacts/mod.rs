@@ -19,6 +19,7 @@ pub mod untar;
 
 use confine::PathError;
 use moonbot_worker::protocol::Compression;
+use moonbot_worker::transfer::ChunkReader;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -125,7 +126,12 @@ impl ArtifactStore {
         };
         let target = staging.clone();
         let unpacking = tokio::task::spawn_blocking(move || {
-            untar::unpack(ChannelReader::new(rx), compress, &target, limits)
+            let mut reader = ChunkReader::new(rx);
+            let unpacked = untar::unpack(&mut reader, compress, &target, limits)?;
+            // The archive ends before the stream may (its second end block,
+            // a compressor's trailer): read the rest, which the writer caps.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+            Ok(unpacked)
         });
         Ok(IncomingTree {
             tx: Some(tx),
@@ -250,6 +256,11 @@ pub enum Outgoing {
     Bytes(Vec<u8>),
     /// A file on the master, read as it is sent.
     File(PathBuf),
+    /// A directory on the master, sent as a tar stream made as it is sent.
+    Tree {
+        dir: PathBuf,
+        compress: Option<Compression>,
+    },
 }
 
 static STAGING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -388,42 +399,6 @@ impl IncomingTree {
 
     async fn discard(&self) {
         let _ = tokio::fs::remove_dir_all(&self.staging).await;
-    }
-}
-
-/// A blocking `Read` over the chunks a channel carries; the end of the
-/// channel is the end of the stream.
-struct ChannelReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    chunk: Vec<u8>,
-    at: usize,
-}
-
-impl ChannelReader {
-    fn new(rx: mpsc::Receiver<Vec<u8>>) -> Self {
-        ChannelReader {
-            rx,
-            chunk: Vec::new(),
-            at: 0,
-        }
-    }
-}
-
-impl std::io::Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.at == self.chunk.len() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => {
-                    self.chunk = chunk;
-                    self.at = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len() - self.at);
-        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
     }
 }
 

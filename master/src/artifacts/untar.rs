@@ -56,11 +56,11 @@ pub fn unpack(
     dest: &Path,
     limits: Limits,
 ) -> Result<Unpacked, UntarError> {
-    match compress {
-        None => unpack_plain(input, dest, limits),
-        Some(Compression::Gz) => unpack_plain(flate2::read::GzDecoder::new(input), dest, limits),
-        Some(Compression::Bz2) => unpack_plain(bzip2::read::BzDecoder::new(input), dest, limits),
-    }
+    unpack_plain(
+        moonbot_worker::transfer::decompressed(input, compress),
+        dest,
+        limits,
+    )
 }
 
 fn unpack_plain(input: impl Read, dest: &Path, limits: Limits) -> Result<Unpacked, UntarError> {

@@ -58,6 +58,12 @@ pub enum DownloadSource {
     String(Renderable),
     /// `json_property_download`: the build's properties and source stamps.
     Properties,
+    /// `directory_download`'s `mastersrc`: a directory on the master, sent
+    /// as a tar stream (compressed as asked).
+    Directory {
+        dir: Renderable,
+        compress: Option<Compression>,
+    },
 }
 
 /// `file_download`, `string_download` and `json_property_download`.
@@ -152,12 +158,30 @@ pub fn compile_upload(f: &mut Fields<'_>, kind: UploadKind) -> Compiled {
     }
 }
 
-/// Compile `file_download` (`mastersrc`), `string_download` (`s`) or
+/// Compile `file_download` (`mastersrc`), `directory_download`
+/// (`mastersrc`, `compress`), `string_download` (`s`) or
 /// `json_property_download` (neither).
 pub fn compile_download(f: &mut Fields<'_>, tag: &str) -> Compiled {
     let source = match tag {
         "file_download" => required(f, "mastersrc").map(DownloadSource::File),
         "string_download" => required(f, "s").map(DownloadSource::String),
+        "directory_download" => {
+            let compress = match f.string("compress") {
+                None => None,
+                Some(name) => {
+                    let parsed = Compression::parse(&name);
+                    if parsed.is_none() {
+                        let msg = format!(
+                            "{}: 'compress' must be \"gz\" or \"bz2\", not {name:?}",
+                            f.what
+                        );
+                        f.error(msg);
+                    }
+                    parsed
+                }
+            };
+            required(f, "mastersrc").map(|dir| DownloadSource::Directory { dir, compress })
+        }
         _ => Some(DownloadSource::Properties),
     };
     let workerdest = required(f, "workerdest");
@@ -389,9 +413,14 @@ pub async fn run_download<H: StepHost>(
         let workdir = ctx.render.render_string(&step.workdir).await?;
         let dest = ctx.render.render_string(&step.workerdest).await?;
         let source = match &step.source {
-            DownloadSource::File(r) => Err(ctx.render.render_string(r).await?),
-            DownloadSource::String(r) => Ok(ctx.render.render_string(r).await?.into_bytes()),
-            DownloadSource::Properties => Ok(properties_document(ctx).into_bytes()),
+            DownloadSource::File(r) => Source::File(ctx.render.render_string(r).await?),
+            DownloadSource::Directory { dir, compress } => {
+                Source::Directory(ctx.render.render_string(dir).await?, *compress)
+            }
+            DownloadSource::String(r) => {
+                Source::Bytes(ctx.render.render_string(r).await?.into_bytes())
+            }
+            DownloadSource::Properties => Source::Bytes(properties_document(ctx).into_bytes()),
         };
         Ok::<_, crate::render::RenderError>((workdir, dest, source))
     }
@@ -405,16 +434,36 @@ pub async fn run_download<H: StepHost>(
         }
     };
     let path = worker_path(ctx, &workdir, &dest);
-    let (outgoing, size, from) = match source {
-        Ok(bytes) => {
+    ctx.host.begin(&format!("downloading to {dest}")).await?;
+    let (command, outgoing, from) = match source {
+        Source::Bytes(bytes) => {
             let size = bytes.len() as u64;
-            (Outgoing::Bytes(bytes), size, "the master".to_string())
+            let command = RemoteCommand::DownloadFile {
+                path: path.clone(),
+                mode: step.mode,
+                size,
+            };
+            (
+                command,
+                Outgoing::Bytes(bytes),
+                format!("{size} bytes from the master"),
+            )
         }
-        Err(mastersrc) => {
+        Source::File(mastersrc) => {
             let file = ctx.master_dir.join(&mastersrc);
-            ctx.host.begin(&format!("downloading to {dest}")).await?;
             match std::fs::metadata(&file) {
-                Ok(meta) if meta.is_file() => (Outgoing::File(file), meta.len(), mastersrc),
+                Ok(meta) if meta.is_file() => {
+                    let command = RemoteCommand::DownloadFile {
+                        path: path.clone(),
+                        mode: step.mode,
+                        size: meta.len(),
+                    };
+                    (
+                        command,
+                        Outgoing::File(file),
+                        format!("{} bytes of {mastersrc}", meta.len()),
+                    )
+                }
                 Ok(_) => {
                     ctx.host
                         .header(&format!("{mastersrc} is not a file on the master"))
@@ -429,20 +478,39 @@ pub async fn run_download<H: StepHost>(
                 }
             }
         }
+        Source::Directory(mastersrc, compress) => {
+            let dir = ctx.master_dir.join(&mastersrc);
+            if !dir.is_dir() {
+                ctx.host
+                    .header(&format!("{mastersrc} is not a directory on the master"))
+                    .await?;
+                return Ok(FAILURE);
+            }
+            let command = RemoteCommand::DownloadDirectory {
+                path: path.clone(),
+                compress,
+            };
+            (
+                command,
+                Outgoing::Tree { dir, compress },
+                format!("directory {mastersrc}"),
+            )
+        }
     };
-    ctx.host.begin(&format!("downloading to {dest}")).await?;
     ctx.host
-        .header(&format!("downloading {size} bytes from {from} to {path}"))
+        .header(&format!("downloading {from} to {path}"))
         .await?;
-    let command = RemoteCommand::DownloadFile {
-        path,
-        mode: step.mode,
-        size,
-    };
     Ok(ctx
         .run_command_with(command, RemoteIo::Send(outgoing))
         .await?
         .0)
+}
+
+/// A download's source, rendered.
+enum Source {
+    Bytes(Vec<u8>),
+    File(String),
+    Directory(String, Option<Compression>),
 }
 
 /// What `json_property_download` writes: Buildbot's JSONPropertiesDownload
