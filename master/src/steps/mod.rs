@@ -22,6 +22,7 @@ pub mod sequence;
 pub mod shell;
 pub mod test;
 pub mod transfer;
+pub mod warnings;
 
 pub use context::{
     BuildArtifacts, Collected, Properties, RemoteFailure, RemoteIo, StepContext, StepHost, Stream,
@@ -51,7 +52,8 @@ pub enum StepKind {
     MasterShell(master_shell::MasterShellStep),
     /// `mb.steps.file_upload{…}`, `directory_upload{…}`, `multiple_file_upload{…}`.
     Upload(Box<transfer::UploadStep>),
-    /// `mb.steps.file_download{…}`, `string_download{…}`, `json_property_download{…}`.
+    /// `mb.steps.file_download{…}`, `directory_download{…}`, `string_download{…}`,
+    /// `json_property_download{…}`.
     Download(Box<transfer::DownloadStep>),
     /// `mb.steps.file_exists{…}`, `rmfile{…}`, `copy_directory{…}`, `glob{…}`,
     /// `list_directory{…}`.
@@ -73,6 +75,7 @@ pub struct Compiled {
 pub fn compile(tag: &str, f: &mut Fields<'_>, builder: &str) -> Option<Compiled> {
     Some(match tag {
         "step.shell" => shell::compile(f, builder),
+        "step.compile" => shell::compile_compile(f, builder),
         "step.mkdir" => dirs::compile(f, "mkdir", StepKind::Mkdir),
         "step.rmdir" => dirs::compile(f, "rmdir", StepKind::Rmdir),
         "step.set_property" => properties::compile_one(f),
@@ -88,6 +91,7 @@ pub fn compile(tag: &str, f: &mut Fields<'_>, builder: &str) -> Option<Compiled>
         }
         "step.file_download" => transfer::compile_download(f, "file_download"),
         "step.string_download" => transfer::compile_download(f, "string_download"),
+        "step.directory_download" => transfer::compile_download(f, "directory_download"),
         "step.json_property_download" => transfer::compile_download(f, "json_property_download"),
         "step.file_exists" => files::compile(f, files::FilesOp::FileExists),
         "step.rmfile" => files::compile(f, files::FilesOp::Rmfile),

@@ -4,6 +4,7 @@
 //! Buildbot does), or a renderable giving either. `workdir` and each `env`
 //! value may be renderables too.
 
+use super::warnings::WarningRule;
 use super::{Compiled, StepContext, StepHost, StepKind};
 use crate::lua::{Fields, RawKey, RawValue};
 use crate::render::{RenderContext, RenderError, Renderable, interpolate::value_text};
@@ -38,23 +39,21 @@ pub struct ShellStep {
     pub log_files: BTreeMap<String, Renderable>,
 }
 
-/// `warning_pattern` and `max_warnings`: output lines matching the pattern
-/// are collected into a `warnings` log; any makes a successful step
-/// WARNINGS, more than `max_warnings` makes it FAILURE.
-#[derive(Debug, Clone)]
-pub struct WarningRule {
-    pub pattern: regex::Regex,
-    pub max_warnings: Option<u64>,
-}
-
-impl PartialEq for WarningRule {
-    fn eq(&self, other: &Self) -> bool {
-        self.pattern.as_str() == other.pattern.as_str() && self.max_warnings == other.max_warnings
-    }
-}
-
 /// Compile the fields of `mb.steps.shell{…}`.
 pub fn compile(f: &mut Fields<'_>, builder: &str) -> Compiled {
+    compile_with(f, builder, None)
+}
+
+/// `mb.steps.compile{…}` (Buildbot's `Compile`): a shell step that counts
+/// warnings, with Buildbot's default `warning_pattern`.
+pub fn compile_compile(f: &mut Fields<'_>, builder: &str) -> Compiled {
+    let mut compiled = compile_with(f, builder, Some(super::warnings::COMPILE_PATTERN));
+    compiled.default_name = "compile".into();
+    compiled
+}
+
+/// A shell step whose `warning_pattern` defaults to `default_pattern`.
+fn compile_with(f: &mut Fields<'_>, builder: &str, default_pattern: Option<&str>) -> Compiled {
     let command = match f.get("command") {
         None => {
             let msg = format!("{builder}: step: 'command' is required");
@@ -88,7 +87,7 @@ pub fn compile(f: &mut Fields<'_>, builder: &str) -> Compiled {
         }
     };
     let mut settings = compile_settings(f, builder);
-    compile_io(f, &mut settings);
+    compile_io(f, &mut settings, default_pattern);
     let default_name = match &command {
         Some(Renderable::Literal(Value::String(s))) => {
             s.split_whitespace().next().unwrap_or("shell").to_string()
@@ -118,7 +117,7 @@ pub fn compile(f: &mut Fields<'_>, builder: &str) -> Compiled {
 /// A shell command's own options: `want_stdout`, `want_stderr`,
 /// `interrupt_signal`, `use_pty`, `initial_stdin`, `warning_pattern` and
 /// `max_warnings` (on `shell` and `set_property_from_command`).
-fn compile_io(f: &mut Fields<'_>, step: &mut ShellStep) {
+fn compile_io(f: &mut Fields<'_>, step: &mut ShellStep, default_pattern: Option<&str>) {
     let what = f.what.clone();
     let interrupt_signal = f.string("interrupt_signal").map(|s| {
         let name = s.trim_start_matches("SIG").to_ascii_uppercase();
@@ -138,26 +137,7 @@ fn compile_io(f: &mut Fields<'_>, step: &mut ShellStep) {
         use_pty: f.boolean("use_pty", false),
         log_files: BTreeMap::new(),
     };
-    let warnings = match f.string("warning_pattern") {
-        None => {
-            if f.get("max_warnings").is_some() {
-                f.error(format!("{what}: 'max_warnings' needs a 'warning_pattern'"));
-            }
-            None
-        }
-        Some(p) => match regex::Regex::new(&p) {
-            Ok(pattern) => Some(WarningRule {
-                pattern,
-                max_warnings: f.integer("max_warnings", 0, i64::MAX).map(|n| n as u64),
-            }),
-            Err(e) => {
-                f.error(format!(
-                    "{what}: 'warning_pattern' is not a regular expression: {e}"
-                ));
-                None
-            }
-        },
-    };
+    let warnings = super::warnings::compile(f, default_pattern);
     step.io = io;
     step.initial_stdin = crate::render::field(f, "initial_stdin");
     step.warnings = warnings;
@@ -319,54 +299,14 @@ pub async fn execute<H: StepHost>(
         ctx.host.use_log("stdio").await?;
     }
     let collect = (keep || step.warnings.is_some()).then_some(&mut out);
+    let workdir = command.workdir.clone();
     let mut result = ctx
         .run_command_collecting(RemoteCommand::Shell(command), collect)
         .await?;
     if let Some(rule) = &step.warnings {
-        result = count_warnings(ctx, rule, &out, result).await?;
+        result = super::warnings::count(ctx, rule, &out, &workdir, result).await?;
     }
     Ok((result, out))
-}
-
-/// Collect the lines `rule` matches into a `warnings` log, and say what
-/// they make of `result`.
-async fn count_warnings<H: StepHost>(
-    ctx: &mut StepContext<'_, H>,
-    rule: &WarningRule,
-    out: &super::Collected,
-    result: i32,
-) -> Result<i32, H::Error> {
-    let mut count = 0u64;
-    let mut lines = Vec::new();
-    for stream in [&out.stdout, &out.stderr] {
-        for line in String::from_utf8_lossy(stream).lines() {
-            if rule.pattern.is_match(line) {
-                count += 1;
-                lines.push(line.to_string());
-            }
-        }
-    }
-    if count == 0 {
-        return Ok(result);
-    }
-    ctx.host.use_log("warnings").await?;
-    for line in &lines {
-        ctx.host
-            .output(super::Stream::Stdout, format!("{line}\n").as_bytes())
-            .await?;
-    }
-    ctx.host.use_log("stdio").await?;
-    ctx.host.header(&format!("{count} warning(s)")).await?;
-    Ok(match (result, rule.max_warnings) {
-        (crate::results::SUCCESS, Some(max)) if count > max => {
-            ctx.host
-                .header(&format!("more than max_warnings = {max}"))
-                .await?;
-            crate::results::FAILURE
-        }
-        (crate::results::SUCCESS, _) => crate::results::WARNINGS,
-        (other, _) => other,
-    })
 }
 
 /// The command with every renderable made concrete.
