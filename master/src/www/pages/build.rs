@@ -79,6 +79,36 @@ impl Estimates {
     }
 }
 
+/// A step's `urls` (Buildbot's `addURL`: an upload's artifact, a step's
+/// `url`) as links; only `http(s)://` and paths on this site are links, so a
+/// `javascript:` URL from a property never becomes one.
+fn step_links(step: &Value) -> String {
+    let Some(urls) = step["urls"].as_array() else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for u in urls {
+        let (name, url) = (text(u, "name"), text(u, "url"));
+        let safe = url.starts_with("https://")
+            || url.starts_with("http://")
+            || (url.starts_with('/') && !url.starts_with("//"));
+        if safe {
+            out.push_str(&format!(
+                " <a class=\"steplink\" href=\"{}\">{}</a>",
+                esc(url),
+                esc(name)
+            ));
+        } else {
+            out.push_str(&format!(
+                " <span class=\"steplink\">{}: {}</span>",
+                esc(name),
+                esc(url)
+            ));
+        }
+    }
+    out
+}
+
 /// Failed tests shown at most on the build page.
 const FAILED_TESTS_SHOWN: u64 = 200;
 
@@ -270,11 +300,12 @@ pub(super) async fn build(ctx: &Ctx<'_>, buildid: i64) -> PageResult {
         step_rows.push_str(&format!(
             "<li class=\"step {step_state}\" data-step=\"{}\"><div class=\"stephead\"><span class=\"num\">{}</span> \
 <span class=\"name\">{}</span> <span class=\"state\">{}</span> <span class=\"result\">{step_state}</span> \
-<span class=\"time\">{timing}</span></div>{step_logs}</li>\n",
+<span class=\"time\">{timing}</span>{}</div>{step_logs}</li>\n",
             esc(text(s, "name")),
             s["number"],
             esc(text(s, "name")),
             esc(text(s, "state_string")),
+            step_links(s),
         ));
     }
     let mut prop_rows = String::new();
