@@ -6,6 +6,8 @@
 //! dropped afterwards). Without it the PostgreSQL variants skip with a message,
 //! unless `MOONBOT_REQUIRE_POSTGRES=1` (as in CI), where they fail.
 
+pub mod forged;
+
 use serde_json::{Value, json};
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -34,7 +34,8 @@ return {
         workerdest = "got/hello.sh", mode = tonumber("755", 8) },
       mb.steps.file_download { mastersrc = "tool.txt", workerdest = "got/tool.txt" },
       mb.steps.json_property_download { workerdest = "got/props.json" },
-      mb.steps.shell { name = "check", command = "./got/hello.sh && cat got/tool.txt && cat got/props.json" },
+      mb.steps.directory_download { mastersrc = "toolbox", workerdest = "got/toolbox", compress = "bz2" },
+      mb.steps.shell { name = "check", command = "./got/hello.sh && cat got/tool.txt && cat got/props.json && cat got/toolbox/bin/version" },
       mb.steps.file_exists { file = "build/got/tool.txt" },
       mb.steps.copy_directory { src = "build/out", dest = "build/copy" },
       mb.steps.glob { pattern = "build/copy/**/*.txt", property = "found" },
@@ -50,6 +51,15 @@ return {
       mb.steps.shell { name = "make", command = "echo x > x.txt" },
       mb.steps.file_upload { workersrc = "x.txt", masterdest = "../../escaped.txt" },
     } },
+    mb.builder { name = "compile", workernames = { "w1" }, steps = {
+      mb.steps.compile {
+        command = "printf '^vendor/ : .*\n' > supp.txt && " ..
+          "printf 'main.c:3: warning: unused x\nvendor/z.c:9: warning: old\nmain.c:40: warning: shadow\nbuilt\n'",
+        warning_pattern = "^(?P<file>[^:]+):(?P<line>[0-9]+): warning: (?P<text>.*)",
+        suppression_file = "supp.txt",
+        suppress_warnings = { { file = "main[.]c", warning = "unused", lines = { 1, 10 } } },
+        max_warnings = 5 },
+    } },
     mb.builder { name = "tests", workernames = { "w1" }, steps = {
       mb.steps.test { command = "rm -rf reports && mkdir reports && cp @JUNIT@/pytest-fail-skip.xml @JUNIT@/surefire-errors-failures.xml " ..
         "@JUNIT@/go-junit-report-pass-fail-skip.xml @JUNIT@/jest-junit.xml @JUNIT@/ctest.xml reports/",
@@ -57,7 +67,7 @@ return {
     } },
   },
   schedulers = { mb.schedulers.force { name = "force",
-    builders = { "transfers", "too_large", "escape", "tests" } } },
+    builders = { "transfers", "too_large", "escape", "compile", "tests" } } },
 }
 "##;
 
@@ -87,6 +97,9 @@ fn files_move_both_ways_and_reports_become_test_results(backend: &Backend) {
         "a tool from the master\n",
     )
     .unwrap();
+    let toolbox = Path::new(m.path()).join("toolbox/bin");
+    std::fs::create_dir_all(&toolbox).unwrap();
+    std::fs::write(toolbox.join("version"), "toolbox 1.2\n").unwrap();
     m.start();
     let mut w = m.make_worker("w1", &m.dir.clone());
     w.start();
@@ -94,10 +107,12 @@ fn files_move_both_ways_and_reports_become_test_results(backend: &Backend) {
 
     // Uploads, downloads and the file steps.
     let (buildid, done, steps) = build(&m, "transfers");
+    let transfers_build = buildid;
     let log = logs(&m, &steps);
     assert_eq!(done["results"], 0, "{log}");
     assert!(log.contains("hello from transfers"), "{log}");
     assert!(log.contains("a tool from the master"), "{log}");
+    assert!(log.contains("toolbox 1.2"), "{log}");
     assert!(log.contains("\"buildername\":\"transfers\""), "{log}");
     let artifacts = m.get(&format!("/api/v2/builds/{buildid}/artifacts"))["artifacts"].clone();
     let names: Vec<&str> = artifacts
@@ -139,10 +154,12 @@ fn files_move_both_ways_and_reports_become_test_results(backend: &Backend) {
         m.get_bytes(&format!("/api/v2/artifacts/{site_id}/raw/sub/deep.txt")),
         b"deep\n"
     );
+    // A path that climbs out of the artifact (`..` encoded so the client
+    // sends it as is) finds nothing, though the file it names exists.
     let (status, _) = m.get_status(&format!(
-        "/api/v2/artifacts/{site_id}/raw/../{site_id}/index.html"
+        "/api/v2/artifacts/{site_id}/raw/sub%2F..%2F..%2F..%2F{buildid}%2Ftransfers.bin"
     ));
-    assert_ne!(status, 200);
+    assert_eq!(status, 404);
     // The upload step links its artifact and the url it was given.
     let upload = &steps[1];
     let urls = upload["urls"].as_array().unwrap();
@@ -171,6 +188,10 @@ fn files_move_both_ways_and_reports_become_test_results(backend: &Backend) {
     assert!(
         page.contains(&format!("/api/v2/artifacts/{id}/raw")),
         "{page}"
+    );
+    assert!(
+        page.contains("class=\"steplink\" href=\"https://example.org/release\">release notes</a>"),
+        "the step's url is a link on the build page\n{page}"
     );
 
     // Refused uploads fail the step and leave nothing behind.
@@ -202,6 +223,39 @@ fn files_move_both_ways_and_reports_become_test_results(backend: &Backend) {
         m.get(&format!("/api/v2/builds/{buildid}/artifacts"))["artifacts"],
         json!([])
     );
+
+    // Warnings, less those suppressed by master.lua and by a file on the worker.
+    let (buildid, done, steps) = build(&m, "compile");
+    let log = logs(&m, &steps);
+    // The step is WARNINGS; as in Buildbot, the build is too only with
+    // `warn_on_warnings`.
+    assert_eq!(steps[0]["results"], 1, "WARNINGS\n{log}");
+    assert_eq!(done["results"], 0, "{log}");
+    assert_eq!(steps[0]["name"], "compile");
+    assert!(
+        log.contains("2 warning(s) suppressed") && log.contains("1 warning(s)"),
+        "{log}"
+    );
+    let warnings_log = m.get(&format!("/api/v2/steps/{}/logs", steps[0]["stepid"]))["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "warnings")
+        .unwrap()["logid"]
+        .as_i64()
+        .unwrap();
+    let warnings =
+        String::from_utf8(m.get_bytes(&format!("/api/v2/logs/{warnings_log}/raw"))).unwrap();
+    assert!(
+        warnings.contains("main.c:40: warning: shadow"),
+        "{warnings}"
+    );
+    assert!(
+        !warnings.contains("unused") && !warnings.contains("vendor"),
+        "{warnings}"
+    );
+    let props = m.get(&format!("/api/v2/builds/{buildid}/properties"))["properties"][0].clone();
+    assert_eq!(props["warnings-count"][0], 1);
 
     // Test reports of five tools.
     let (buildid, done, steps) = build(&m, "tests");
@@ -262,4 +316,19 @@ fn files_move_both_ways_and_reports_become_test_results(backend: &Backend) {
     );
     let all = m.get("/api/v2/test_result_sets")["test_result_sets"].clone();
     assert_eq!(all.as_array().unwrap().len(), 5);
+
+    // Retention: an artifact past its keep_days goes, its files and its row,
+    // in the expiry pass that runs when the master starts; the others stay.
+    m.sql(&format!(
+        "UPDATE artifacts SET expires_at = 0 WHERE buildid = {transfers_build} AND name = 'site'"
+    ));
+    m.stop(false);
+    m.start();
+    let kept = Path::new(m.path()).join(format!("kept/{transfers_build}"));
+    m.wait_for("the expired artifact to go", LONG, || {
+        let left =
+            m.get(&format!("/api/v2/builds/{transfers_build}/artifacts"))["artifacts"].clone();
+        (left.as_array().unwrap().len() == 3 && !kept.join("site").exists()).then_some(())
+    });
+    assert!(kept.join("transfers.bin").exists());
 }
