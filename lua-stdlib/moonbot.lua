@@ -89,7 +89,14 @@ M.worker = constructor("worker")
 ---@field use_pty? boolean             Run the command on a pseudo-terminal; stdout and stderr arrive together (default false).
 ---@field warning_pattern? string      A regular expression: matching output lines go to a `warnings` log, and make a successful step WARNINGS.
 ---@field max_warnings? integer        With `warning_pattern`: more warnings than this make the step FAILURE.
+---@field suppress_warnings? moonbot.Suppression[]  Warnings that do not count.
+---@field suppression_file? moonbot.Renderable  A file on the worker (relative to `workdir`) of suppressions, one per line: `FILE-RE : WARNING-RE [: START[-END]]`.
 ---@field log_files? table<string, moonbot.Renderable>  Log name → a file (relative to `workdir`) the worker follows into that log while the command runs.
+
+---@class moonbot.Suppression
+---@field warning string         A regular expression matched against the warning's text (`warning_pattern`'s `text` group, or the line).
+---@field file? string           A regular expression matched against the warning's file (`warning_pattern`'s `file` group).
+---@field lines? integer[]       `{ start, end }` (or `{ line }`): only warnings on these lines of the file (`line` group).
 
 ---@class moonbot.Step
 
@@ -101,6 +108,10 @@ local steps = {}
 --- Run a command on the worker.
 ---@type fun(args: moonbot.ShellArgs): moonbot.Step
 steps.shell = constructor("step.shell")
+
+--- A build command whose warnings are counted (Buildbot's Compile): a shell step with `warning_pattern` defaulting to `(?i).*warning[: ].*` that halts the build when it fails; sets the `warnings-count` property.
+---@type fun(args: moonbot.ShellArgs): moonbot.Step
+steps.compile = constructor("step.compile")
 
 --- Create a directory on the worker.
 ---@type fun(args: moonbot.DirArgs): moonbot.Step
@@ -228,6 +239,14 @@ steps.multiple_file_upload = constructor("step.multiple_file_upload")
 --- Send a file from the master to the worker (Buildbot's FileDownload).
 ---@type fun(args: moonbot.FileDownloadArgs): moonbot.Step
 steps.file_download = constructor("step.file_download")
+
+---@class moonbot.DirectoryDownloadArgs: moonbot.DownloadArgs
+---@field mastersrc moonbot.Renderable    A directory on the master, relative to the master's directory.
+---@field compress? "gz"|"bz2"            Compress the tar stream on the way.
+
+--- Send a directory from the master to the worker; it replaces `workerdest` once whole (a moonbot addition).
+---@type fun(args: moonbot.DirectoryDownloadArgs): moonbot.Step
+steps.directory_download = constructor("step.directory_download")
 
 ---@class moonbot.StringDownloadArgs: moonbot.DownloadArgs
 ---@field s moonbot.Renderable            The file's content.

@@ -15,6 +15,7 @@ mod history;
 mod procfs;
 mod scenarios;
 mod swarm;
+mod transfers;
 
 use clap::{Parser, Subcommand};
 use figures::Figures;
@@ -28,8 +29,8 @@ struct Cli {
     #[command(flatten)]
     sizes: Sizes,
     /// Run only these scenarios (comma-separated): idle, builds, log, reconfig,
-    /// workers, login, hooks, poller, and history (minutes long: only when
-    /// named here).
+    /// workers, login, hooks, poller, and history and transfers (minutes
+    /// long: only when named here).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write the figures as JSON.
@@ -66,6 +67,12 @@ pub struct Sizes {
     /// Branches of the repository in the poller scenario.
     #[arg(long, default_value_t = 1000)]
     pub branches: usize,
+    /// MiB of the large file in the transfers scenario (it also runs at 64).
+    #[arg(long, default_value_t = 1024)]
+    pub upload_mib: usize,
+    /// Files of the directory in the transfers scenario (it also runs at 1,000).
+    #[arg(long, default_value_t = 10_000)]
+    pub upload_files: usize,
     /// Finished builds loaded into the history scenario's database (it also
     /// runs at 1,000 to compare).
     #[arg(long, default_value_t = 1_000_000)]
@@ -80,11 +87,20 @@ enum Command {
 }
 
 const SCENARIOS: &[&str] = &[
-    "idle", "builds", "rendered", "log", "reconfig", "workers", "login", "hooks", "poller",
+    "idle",
+    "builds",
+    "rendered",
+    "log",
+    "reconfig",
+    "workers",
+    "login",
+    "hooks",
+    "poller",
     "history",
+    "transfers",
 ];
 /// Scenarios that run only when `--only` names them.
-const ON_REQUEST: &[&str] = &["history"];
+const ON_REQUEST: &[&str] = &["history", "transfers"];
 
 fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
@@ -137,6 +153,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wanted("poller") {
         changes::poller(cli.sizes.branches, &mut figures)?;
+    }
+    if wanted("transfers") {
+        transfers::transfers(&cli.sizes, &mut figures)?;
     }
     if wanted("history") {
         history::history(cli.sizes.history_builds, &mut figures)?;
