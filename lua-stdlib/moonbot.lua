@@ -214,7 +214,7 @@ steps.file_upload = constructor("step.file_upload")
 steps.directory_upload = constructor("step.directory_upload")
 
 ---@class moonbot.MultipleFileUploadArgs: moonbot.StepCommon
----@field workersrcs moonbot.Renderable   A list of files or directories on the worker (patterns with `glob = true`).
+---@field workersrcs moonbot.Renderable[]|moonbot.Renderable  A list of files or directories on the worker (patterns with `glob = true`).
 ---@field glob? boolean                   Match each source as a glob pattern on the worker (default false).
 ---@field masterdest? moonbot.Renderable  The artifact directory they go into (default: the build's own).
 ---@field workdir? moonbot.Renderable
@@ -296,7 +296,7 @@ steps.list_directory = constructor("step.list_directory")
 
 ---@class moonbot.TestArgs: moonbot.StepCommon
 ---@field command? moonbot.Command    The tests to run (optional: only read reports).
----@field junit moonbot.Renderable        A glob (or a list) of JUnit XML reports, relative to `workdir`.
+---@field junit moonbot.Renderable|moonbot.Renderable[]  A glob (or a list of globs) of JUnit XML reports, relative to `workdir`.
 ---@field workdir? moonbot.Renderable     Relative to the builder's directory (default "build").
 ---@field max_report_size? integer        Refuse a report larger than this many bytes (default 64 MiB).
 ---@field env? table<string, moonbot.Renderable|false>
