@@ -252,6 +252,35 @@ impl<H: StepHost> StepContext<'_, H> {
         }
     }
 
+    /// The bytes of the file `path` on the worker (relative to the builds
+    /// directory), at most `max`; `Err` holds the step result when it could
+    /// not be read (the reason is in the log).
+    pub async fn read_worker_file(
+        &mut self,
+        path: &str,
+        max: u64,
+    ) -> Result<Result<Vec<u8>, i32>, H::Error> {
+        let mut incoming = Incoming::Memory {
+            bytes: Vec::new(),
+            max,
+        };
+        let command = RemoteCommand::UploadFile {
+            path: path.to_string(),
+            max_size: Some(max),
+        };
+        let (read, _) = self
+            .run_command_with(command, RemoteIo::Receive(&mut incoming))
+            .await?;
+        let Incoming::Memory { bytes, .. } = incoming else {
+            unreachable!("made as memory above")
+        };
+        Ok(if read == SUCCESS {
+            Ok(bytes)
+        } else {
+            Err(read)
+        })
+    }
+
     /// The result an ended command's exit gives.
     fn decode(&self, outcome: &CommandOutcome) -> i32 {
         match (self.decode_rc, outcome.rc) {

@@ -10,7 +10,6 @@
 
 use super::shell::{self, ShellStep};
 use super::{Compiled, RemoteIo, StepContext, StepHost, StepKind};
-use crate::artifacts::Incoming;
 use crate::lua::Fields;
 use crate::render::Renderable;
 use crate::results::{FAILURE, SUCCESS, WARNINGS, worst};
@@ -121,24 +120,13 @@ pub async fn run<H: StepHost>(
     let (mut passed, mut failed, mut skipped) = (0u64, 0u64, 0u64);
     let mut failures = Vec::new();
     for report in reports {
-        let mut incoming = Incoming::Memory {
-            bytes: Vec::new(),
-            max: step.max_report_size,
+        let bytes = match ctx.read_worker_file(&report, step.max_report_size).await? {
+            Ok(bytes) => bytes,
+            Err(read) => {
+                result = worst(result, read);
+                continue;
+            }
         };
-        let command = RemoteCommand::UploadFile {
-            path: report.clone(),
-            max_size: Some(step.max_report_size),
-        };
-        let (read, _) = ctx
-            .run_command_with(command, RemoteIo::Receive(&mut incoming))
-            .await?;
-        let Incoming::Memory { bytes, .. } = incoming else {
-            unreachable!("made as memory above")
-        };
-        if read != SUCCESS {
-            result = worst(result, read);
-            continue;
-        }
         let parsed = match junit::parse(&bytes, &Limits::default()) {
             Ok(parsed) => parsed,
             Err(e) => {

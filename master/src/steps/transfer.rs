@@ -95,6 +95,20 @@ fn mode(f: &mut Fields<'_>) -> Option<u32> {
     f.integer("mode", 0, 0o7777).map(|m| m as u32)
 }
 
+/// `compress`: `"gz"` or `"bz2"` (Buildbot's), none by default.
+fn compression(f: &mut Fields<'_>) -> Option<Compression> {
+    let name = f.string("compress")?;
+    let parsed = Compression::parse(&name);
+    if parsed.is_none() {
+        let msg = format!(
+            "{}: 'compress' must be \"gz\" or \"bz2\", not {name:?}",
+            f.what
+        );
+        f.error(msg);
+    }
+    parsed
+}
+
 fn max_size(f: &mut Fields<'_>) -> Option<u64> {
     f.integer("max_size", 1, i64::MAX).map(|n| n as u64)
 }
@@ -111,24 +125,13 @@ pub fn compile_upload(f: &mut Fields<'_>, kind: UploadKind) -> Compiled {
         },
         other => other,
     };
-    let compress = match (kind, f.string("compress")) {
-        (UploadKind::File, Some(_)) => {
+    let compress = match kind {
+        UploadKind::File if f.get("compress").is_some() => {
             let msg = format!("{}: 'compress' is for directory uploads", f.what);
             f.error(msg);
             None
         }
-        (_, Some(name)) => {
-            let parsed = Compression::parse(&name);
-            if parsed.is_none() {
-                let msg = format!(
-                    "{}: 'compress' must be \"gz\" or \"bz2\", not {name:?}",
-                    f.what
-                );
-                f.error(msg);
-            }
-            parsed
-        }
-        (_, None) => None,
+        _ => compression(f),
     };
     let Some(sources) = sources else {
         return Compiled {
@@ -166,20 +169,7 @@ pub fn compile_download(f: &mut Fields<'_>, tag: &str) -> Compiled {
         "file_download" => required(f, "mastersrc").map(DownloadSource::File),
         "string_download" => required(f, "s").map(DownloadSource::String),
         "directory_download" => {
-            let compress = match f.string("compress") {
-                None => None,
-                Some(name) => {
-                    let parsed = Compression::parse(&name);
-                    if parsed.is_none() {
-                        let msg = format!(
-                            "{}: 'compress' must be \"gz\" or \"bz2\", not {name:?}",
-                            f.what
-                        );
-                        f.error(msg);
-                    }
-                    parsed
-                }
-            };
+            let compress = compression(f);
             required(f, "mastersrc").map(|dir| DownloadSource::Directory { dir, compress })
         }
         _ => Some(DownloadSource::Properties),

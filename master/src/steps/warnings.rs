@@ -14,12 +14,10 @@
 //! named `file`, `line` and `text`, or its first three groups (Buildbot's
 //! `warnExtractFromRegexpGroups`); without groups, the whole line is the text.
 
-use super::{RemoteIo, StepContext, StepHost};
-use crate::artifacts::Incoming;
+use super::{StepContext, StepHost};
 use crate::lua::{Fields, RawKey, RawValue};
 use crate::render::Renderable;
 use crate::results::{FAILURE, SUCCESS, WARNINGS};
-use moonbot_worker::protocol::RemoteCommand;
 
 /// Buildbot's default `warningPattern` for `Compile`.
 pub const COMPILE_PATTERN: &str = "(?i).*warning[: ].*";
@@ -348,23 +346,9 @@ async fn read_suppression_file<H: StepHost>(
     } else {
         format!("{workdir}/{name}")
     };
-    let mut incoming = Incoming::Memory {
-        bytes: Vec::new(),
-        max: MAX_SUPPRESSION_FILE,
-    };
-    let command = RemoteCommand::UploadFile {
-        path,
-        max_size: Some(MAX_SUPPRESSION_FILE),
-    };
-    let (read, _) = ctx
-        .run_command_with(command, RemoteIo::Receive(&mut incoming))
-        .await?;
-    let Incoming::Memory { bytes, .. } = incoming else {
-        unreachable!("made as memory above")
-    };
-    if read != SUCCESS {
+    let Ok(bytes) = ctx.read_worker_file(&path, MAX_SUPPRESSION_FILE).await? else {
         return Ok(Err(format!("could not read {name} on the worker")));
-    }
+    };
     Ok(
         parse_suppression_file(&String::from_utf8_lossy(&bytes))
             .map_err(|e| format!("{name}: {e}")),
