@@ -222,6 +222,9 @@ pub fn expire_artifacts(
                 if let Err(e) = sweep_artifacts(&shared.data, &store).await {
                     warn!("artifacts: could not remove expired artifacts: {e}");
                 }
+                if let Err(e) = sweep_orphans(&shared.data, &store).await {
+                    warn!("artifacts: could not remove the files of deleted builds: {e}");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(ARTIFACT_SWEEP_EVERY) => {}
                     _ = shutdown.changed() => return,
@@ -229,6 +232,32 @@ pub fn expire_artifacts(
             }
         },
     )
+}
+
+/// Remove the artifact directories of builds that no longer exist (the
+/// janitor's `build_horizon` deleted them, and their artifact rows with
+/// them). A build that exists, running or not, keeps its directory.
+pub async fn sweep_orphans(
+    data: &Data,
+    store: &crate::artifacts::ArtifactStore,
+) -> Result<u64, DataError> {
+    let dirs = store.build_dirs();
+    let mut removed = 0;
+    for chunk in dirs.chunks(ARTIFACT_BATCH as usize) {
+        let existing = data.existing_builds(chunk).await?;
+        for buildid in chunk.iter().filter(|id| !existing.contains(id)) {
+            match store.remove(&buildid.to_string()) {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    warn!("artifacts: could not remove those of deleted build {buildid}: {e}")
+                }
+            }
+        }
+    }
+    if removed > 0 {
+        info!("artifacts: the files of {removed} deleted build(s) removed");
+    }
+    Ok(removed)
 }
 
 /// Remove every expired artifact, a batch at a time.

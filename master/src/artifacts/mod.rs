@@ -185,6 +185,18 @@ impl ArtifactStore {
         out
     }
 
+    /// The builds that have a directory here.
+    pub fn build_dirs(&self) -> Vec<i64> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+
     /// Remove an artifact's file or tree (nothing when it is gone already).
     pub fn remove(&self, path: &str) -> Result<(), ArtifactError> {
         let at = self.root.join(confine::relative(path)?);

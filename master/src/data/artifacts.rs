@@ -147,6 +147,18 @@ impl Data {
             .await?)
     }
 
+    /// Which of `ids` are builds that exist.
+    pub async fn existing_builds(&self, ids: &[i64]) -> Result<Vec<i64>, DataError> {
+        use crate::db::entities::builds;
+        Ok(builds::Entity::find()
+            .select_only()
+            .column(builds::Column::Id)
+            .filter(builds::Column::Id.is_in(ids.iter().copied()))
+            .into_tuple::<i64>()
+            .all(&self.db)
+            .await?)
+    }
+
     /// Forget artifacts whose files are removed.
     pub async fn delete_artifacts(&self, ids: &[i64]) -> Result<(), DataError> {
         if ids.is_empty() {

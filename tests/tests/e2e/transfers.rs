@@ -322,6 +322,13 @@ fn files_move_both_ways_and_reports_become_test_results(backend: &Backend) {
     m.sql(&format!(
         "UPDATE artifacts SET expires_at = 0 WHERE buildid = {transfers_build} AND name = 'site'"
     ));
+    // And a build the janitor deleted (its artifact rows went with it)
+    // leaves no files behind.
+    let (deleted, _, _) = build(&m, "too_large");
+    let deleted_dir = Path::new(m.path()).join(format!("kept/{deleted}"));
+    std::fs::create_dir_all(&deleted_dir).unwrap();
+    std::fs::write(deleted_dir.join("left.bin"), "x").unwrap();
+    m.sql(&format!("DELETE FROM builds WHERE id = {deleted}"));
     m.stop(false);
     m.start();
     let kept = Path::new(m.path()).join(format!("kept/{transfers_build}"));
@@ -331,4 +338,7 @@ fn files_move_both_ways_and_reports_become_test_results(backend: &Backend) {
         (left.as_array().unwrap().len() == 3 && !kept.join("site").exists()).then_some(())
     });
     assert!(kept.join("transfers.bin").exists());
+    m.wait_for("the deleted build's files to go", LONG, || {
+        (!deleted_dir.exists()).then_some(())
+    });
 }
