@@ -46,6 +46,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{Instrument, error, info, info_span};
 
+/// How long a request whose build failed in the master waits before it is
+/// handed out again.
+const RETRY_AFTER_MASTER_FAILURE: Duration = Duration::from_secs(10);
+
 /// Run a claimed request as a build on the leased worker; `collapsed` are
 /// claimed requests the build stands for (they end SKIPPED when it starts).
 pub async fn run(
@@ -71,8 +75,16 @@ pub async fn run(
         )
         .await;
         if let Err(e) = result {
-            error!("build for request {brid} failed in the master: {e}");
-            // The build could not be recorded properly: let the request run again.
+            error!(
+                "build for request {brid} failed in the master: {e}; it runs again in {} s",
+                RETRY_AFTER_MASTER_FAILURE.as_secs()
+            );
+            // The build could not be recorded properly: let the request run
+            // again, but not at once: what refused this build's writes (a
+            // database outage, a missing table) would refuse the next one's,
+            // and an immediate retry makes builds as fast as it fails. The
+            // worker's slot stays taken meanwhile.
+            tokio::time::sleep(RETRY_AFTER_MASTER_FAILURE).await;
             let _ = shared.data.unclaim_request(brid).await;
         }
     }

@@ -10,7 +10,10 @@ use moonbot_tests::{Backend, LONG, TestMaster};
 use serde_json::{Value, json};
 use std::path::Path;
 
-moonbot_tests::on_both_databases!(files_move_both_ways_and_reports_become_test_results);
+moonbot_tests::on_both_databases!(
+    files_move_both_ways_and_reports_become_test_results,
+    a_build_the_master_cannot_record_is_not_retried_at_once,
+);
 
 const CONFIG: &str = r##"
 local mb = require "moonbot"
@@ -341,4 +344,24 @@ fn files_move_both_ways_and_reports_become_test_results(backend: &Backend) {
     m.wait_for("the deleted build's files to go", LONG, || {
         (!deleted_dir.exists()).then_some(())
     });
+}
+
+/// A build whose writes the database refuses (here: a table gone) fails in
+/// the master; its request runs again, but not in a loop as fast as it fails.
+fn a_build_the_master_cannot_record_is_not_retried_at_once(backend: &Backend) {
+    let mut m = TestMaster::create(backend, "");
+    m.write_config(&CONFIG.replace("@JUNIT@", "/nonexistent"));
+    m.start();
+    let mut w = m.make_worker("w1", &m.dir.clone());
+    w.start();
+    m.wait_connected("w1");
+    m.sql("DROP TABLE artifacts");
+    let brid = m.force(m.builderid("transfers"));
+    m.wait_for("the build to fail in the master", LONG, || {
+        m.log().contains("failed in the master").then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let builds = m.builds_of(brid);
+    assert_eq!(builds.len(), 1, "retried at once: {} builds", builds.len());
+    assert!(m.log().contains("it runs again in 10 s"), "{}", m.log());
 }
