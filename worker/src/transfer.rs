@@ -346,14 +346,52 @@ fn failed(why: String) -> CommandOutcome {
     }
 }
 
-/// A `Write` that sends what it is given as data events of
-/// [`OUTPUT_CHUNK`] bytes, refusing to go past `max_size`.
-struct DataWriter {
-    events: mpsc::Sender<CommandEvent>,
+/// A `Write` that hands what it is given to `send` in chunks of
+/// [`OUTPUT_CHUNK`] bytes (the last one on `flush`): how a tar stream made on
+/// a blocking thread reaches async code, on the worker (uploads) and on the
+/// master (directory downloads).
+pub struct ChunkWriter<S> {
+    send: S,
     pending: Vec<u8>,
+}
+
+impl<S: FnMut(Vec<u8>) -> io::Result<()>> ChunkWriter<S> {
+    pub fn new(send: S) -> Self {
+        ChunkWriter {
+            send,
+            pending: Vec::with_capacity(OUTPUT_CHUNK),
+        }
+    }
+}
+
+impl<S: FnMut(Vec<u8>) -> io::Result<()>> Write for ChunkWriter<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(OUTPUT_CHUNK - self.pending.len());
+        self.pending.extend_from_slice(&buf[..n]);
+        if self.pending.len() == OUTPUT_CHUNK {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(OUTPUT_CHUNK));
+        (self.send)(chunk)
+    }
+}
+
+/// Where an upload's chunks go: the command's data events.
+type SendData = Box<dyn FnMut(Vec<u8>) -> io::Result<()> + Send>;
+
+/// An upload's [`ChunkWriter`]: data events, stopped by an interrupt,
+/// refusing to go past `max_size`.
+struct DataWriter {
+    chunks: ChunkWriter<SendData>,
     sent: u64,
     max_size: Option<u64>,
-    cancel: Arc<AtomicBool>,
     too_large: bool,
 }
 
@@ -363,31 +401,24 @@ impl DataWriter {
         max_size: Option<u64>,
         cancel: Arc<AtomicBool>,
     ) -> Self {
+        let send = move |chunk| {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(io::Error::other("interrupted"));
+            }
+            events
+                .blocking_send(CommandEvent::Data(chunk))
+                .map_err(|_| io::Error::other("the command's output was closed"))
+        };
         DataWriter {
-            events,
-            pending: Vec::with_capacity(OUTPUT_CHUNK),
+            chunks: ChunkWriter::new(Box::new(send)),
             sent: 0,
             max_size,
-            cancel,
             too_large: false,
         }
     }
 
-    fn send_pending(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        if self.cancel.load(Ordering::Relaxed) {
-            return Err(io::Error::other("interrupted"));
-        }
-        let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(OUTPUT_CHUNK));
-        self.events
-            .blocking_send(CommandEvent::Data(chunk))
-            .map_err(|_| io::Error::other("the command's output was closed"))
-    }
-
     fn finish(&mut self) -> io::Result<()> {
-        self.send_pending()
+        self.chunks.flush()
     }
 
     /// An error of the transfer of `path`, said plainly.
@@ -409,17 +440,13 @@ impl Write for DataWriter {
             self.too_large = true;
             return Err(io::Error::other("larger than max_size"));
         }
-        let n = buf.len().min(OUTPUT_CHUNK - self.pending.len());
-        self.pending.extend_from_slice(&buf[..n]);
+        let n = self.chunks.write(buf)?;
         self.sent += n as u64;
-        if self.pending.len() == OUTPUT_CHUNK {
-            self.send_pending()?;
-        }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.send_pending()
+        self.chunks.flush()
     }
 }
 

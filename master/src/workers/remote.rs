@@ -9,6 +9,7 @@ use crate::worker_registry::{ConnectedWorker, WorkerRegistry};
 use moonbot_worker::protocol::{
     CommandControl, CommandOpen, CommandOutcome, CommandRequest, Frame, RemoteCommand,
 };
+use moonbot_worker::transfer::{ChunkWriter, write_tree};
 use moonbot_worker::transport::{FrameReader, StreamError, write_frame};
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -409,7 +410,13 @@ async fn send_outgoing(
         Outgoing::Tree { dir, compress } => {
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
             let tar = tokio::task::spawn_blocking(move || {
-                moonbot_worker::transfer::write_tree(&dir, compress, ChunkSender::new(tx))
+                use std::io::Write;
+                let mut out = ChunkWriter::new(|chunk| {
+                    tx.blocking_send(chunk)
+                        .map_err(|_| std::io::Error::other("the download stopped"))
+                });
+                write_tree(&dir, compress, &mut out)?;
+                out.flush()
             });
             while let Some(chunk) = rx.recv().await {
                 if interrupt.borrow().is_some() {
@@ -428,52 +435,6 @@ async fn send_outgoing(
     write_frame(send, &Frame::json(&CommandControl::EndOfData { size }))
         .await
         .map_err(OutgoingError::Stream)
-}
-
-/// A blocking `Write` that hands chunks of [`OUTPUT_CHUNK`] bytes to an
-/// async sender (a tar stream made on a blocking thread).
-///
-/// [`OUTPUT_CHUNK`]: moonbot_worker::protocol::OUTPUT_CHUNK
-struct ChunkSender {
-    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
-    pending: Vec<u8>,
-}
-
-impl ChunkSender {
-    fn new(tx: tokio::sync::mpsc::Sender<Vec<u8>>) -> Self {
-        ChunkSender {
-            tx,
-            pending: Vec::new(),
-        }
-    }
-}
-
-impl std::io::Write for ChunkSender {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        const CHUNK: usize = moonbot_worker::protocol::OUTPUT_CHUNK;
-        let n = buf.len().min(CHUNK - self.pending.len());
-        self.pending.extend_from_slice(&buf[..n]);
-        if self.pending.len() == CHUNK {
-            self.flush()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::take(&mut self.pending);
-        self.tx
-            .blocking_send(chunk)
-            .map_err(|_| std::io::Error::other("the download stopped"))
-    }
-}
-
-impl Drop for ChunkSender {
-    fn drop(&mut self) {
-        let _ = std::io::Write::flush(self);
-    }
 }
 
 async fn send_interrupt(
