@@ -232,6 +232,55 @@ mod tests {
     }
 
     #[test]
+    fn warning_suppressions_are_checked() {
+        let step = |fields: &str| {
+            errors_in(
+                "builders",
+                &format!(
+                    r#"{{ require("moonbot").builder {{ name = "b", workernames = {{}}, steps = {{
+                        require("moonbot").steps.compile {{ command = "make", {fields} }} }} }} }}"#
+                ),
+            )
+        };
+        assert_eq!(
+            step(
+                r#"suppress_warnings = { { file = "^vendor/", warning = "old", lines = { 1, 9 } } }"#
+            ),
+            Vec::<String>::new()
+        );
+        let errors = step(r#"suppress_warnings = { { warning = "(", fil = "x" } }"#);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("suppress_warnings[1]: 'warning' is not a regular expression")),
+            "{errors:?}"
+        );
+        assert!(errors.iter().any(|e| e.contains("fil")), "{errors:?}");
+        let errors = step(r#"suppress_warnings = { { file = "x", lines = { 9, 1 } } }"#);
+        assert!(
+            errors.iter().any(|e| e.contains("'warning' is required")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("'lines' is { start, end }")),
+            "{errors:?}"
+        );
+        let errors = errors_in(
+            "builders",
+            r#"{ require("moonbot").builder { name = "b", workernames = {}, steps = {
+                require("moonbot").steps.shell { command = "make", suppression_file = "s" } } } }"#,
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("'suppression_file' needs a 'warning_pattern'")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
     fn change_hooks_are_checked() {
         assert!(
             www_errors_of(r#"{ change_hooks = { github = { secret = "s", strict = true } } }"#)

@@ -15,7 +15,7 @@
 //! `warnExtractFromRegexpGroups`); without groups, the whole line is the text.
 
 use super::{StepContext, StepHost};
-use crate::lua::{Fields, RawKey, RawValue};
+use crate::lua::{Fields, RawValue};
 use crate::render::Renderable;
 use crate::results::{FAILURE, SUCCESS, WARNINGS};
 
@@ -132,26 +132,13 @@ pub fn compile(f: &mut Fields<'_>, default_pattern: Option<&str>) -> Option<Warn
             return None;
         }
     };
-    let suppressions = match f.get("suppress_warnings") {
-        None => Vec::new(),
-        Some(RawValue::Table(entries)) => entries
-            .iter()
-            .filter_map(|(_, v)| match compile_suppression(v) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    f.error(format!("{what}: 'suppress_warnings': {e}"));
-                    None
-                }
-            })
-            .collect(),
-        Some(other) => {
-            f.error(format!(
-                "{what}: 'suppress_warnings' must be a list of {{ file, warning, lines }}, not a {}",
-                other.type_name()
-            ));
-            Vec::new()
-        }
-    };
+    let suppressions = f
+        .list("suppress_warnings")
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, v)| compile_suppression(f, i + 1, v))
+        .collect();
     Some(WarningRule {
         pattern,
         max_warnings: f.integer("max_warnings", 0, i64::MAX).map(|n| n as u64),
@@ -160,62 +147,61 @@ pub fn compile(f: &mut Fields<'_>, default_pattern: Option<&str>) -> Option<Warn
     })
 }
 
-/// One `{ file = "re", warning = "re", lines = { start, end } }`.
-fn compile_suppression(v: &RawValue) -> Result<Suppression, String> {
+/// Entry `n` of `suppress_warnings`: `{ file = "re", warning = "re",
+/// lines = { start, end } }`, read with its own field reader (unknown
+/// fields reported) whose errors go to `f`.
+fn compile_suppression(f: &mut Fields<'_>, n: usize, v: &RawValue) -> Option<Suppression> {
+    let what = format!("{}: suppress_warnings[{n}]", f.what);
     let RawValue::Table(entries) = v else {
-        return Err(format!("each entry is a table, not a {}", v.type_name()));
+        f.error(format!("{what}: a table, not a {}", v.type_name()));
+        return None;
     };
-    let get = |key: &str| {
-        entries.iter().find_map(|(k, v)| match k {
-            RawKey::Str(s) if s == key => Some(v),
-            _ => None,
-        })
+    let mut g = Fields::new(what.clone(), f.at.clone(), entries);
+    let mut regex = |key: &'static str| {
+        let text = g.string(key)?;
+        regex::Regex::new(&text)
+            .map_err(|e| g.error(format!("{what}: '{key}' is not a regular expression: {e}")))
+            .ok()
     };
-    for (k, _) in entries {
-        match k {
-            RawKey::Str(s) if ["file", "warning", "lines"].contains(&s.as_str()) => {}
-            other => return Err(format!("unknown field {other:?} (file, warning, lines)")),
-        }
+    let warning = regex("warning");
+    let file = regex("file");
+    if g.get("warning").is_none() {
+        g.error(format!("{what}: 'warning' is required"));
     }
-    let regex = |key: &str| -> Result<Option<regex::Regex>, String> {
-        match get(key) {
-            None => Ok(None),
-            Some(RawValue::Str(s)) => regex::Regex::new(s)
-                .map(Some)
-                .map_err(|e| format!("'{key}' is not a regular expression: {e}")),
-            Some(other) => Err(format!(
-                "'{key}' must be a string, not a {}",
-                other.type_name()
-            )),
-        }
-    };
-    let warning = regex("warning")?.ok_or("'warning' is required")?;
-    let lines = match get("lines") {
+    let lines = match g.list("lines") {
         None => None,
-        Some(RawValue::Table(range)) => {
-            let numbers: Vec<u64> = range
+        Some(items) => {
+            let numbers: Vec<Option<u64>> = items
                 .iter()
-                .filter_map(|(_, v)| match v {
-                    RawValue::Int(n) if *n >= 0 => Some(*n as u64),
+                .map(|v| match v {
+                    RawValue::Int(n) => u64::try_from(*n).ok(),
                     _ => None,
                 })
                 .collect();
             match numbers[..] {
-                [one] => Some((one, one)),
-                [start, end] if start <= end => Some((start, end)),
-                _ => return Err("'lines' is { start, end } (or { line })".into()),
+                [Some(one)] => Some((one, one)),
+                [Some(start), Some(end)] if start <= end => Some((start, end)),
+                _ => {
+                    g.error(format!(
+                        "{what}: 'lines' is {{ start, end }} (or {{ line }})"
+                    ));
+                    None
+                }
             }
         }
-        Some(other) => {
-            return Err(format!(
-                "'lines' must be a table, not a {}",
-                other.type_name()
-            ));
-        }
     };
-    Ok(Suppression {
-        file: regex("file")?,
-        warning,
+    let mut errors = Vec::new();
+    g.finish(&mut errors);
+    let failed = !errors.is_empty();
+    for e in errors {
+        f.error_at(e.location, e.message);
+    }
+    if failed {
+        return None;
+    }
+    Some(Suppression {
+        file,
+        warning: warning?,
         lines,
     })
 }
