@@ -217,8 +217,7 @@ pub fn expire_artifacts(
         "artifacts",
         move |(_settings, mut shutdown)| async move {
             loop {
-                let settings = shared.running_config().loaded.config.artifacts.clone();
-                let store = crate::artifacts::ArtifactStore::new(shared.dir.join(&settings.dir));
+                let store = (shared.running_config().loaded.config.artifacts).store(&shared.dir);
                 if let Err(e) = sweep_artifacts(&shared.data, &store).await {
                     warn!("artifacts: could not remove expired artifacts: {e}");
                 }

@@ -17,6 +17,13 @@ pub struct ArtifactsConfig {
     pub max_size: u64,
 }
 
+impl ArtifactsConfig {
+    /// The store these settings name, for a master in `master_dir`.
+    pub fn store(&self, master_dir: &std::path::Path) -> crate::artifacts::ArtifactStore {
+        crate::artifacts::ArtifactStore::new(master_dir.join(&self.dir))
+    }
+}
+
 impl Default for ArtifactsConfig {
     fn default() -> Self {
         ArtifactsConfig {

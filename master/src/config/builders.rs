@@ -218,10 +218,8 @@ fn compile_step(
     let (kind, at, entries) = tagged(raw, "a step (mb.steps.*{…})", &context, builder_at, errors)?;
     let mut f = Fields::new(format!("{builder}: step"), at.clone(), entries);
     let explicit_name = f.string("name");
-    // Buildbot's Compile halts the build when it fails.
-    let halts = kind == "step.compile";
     let flags = StepFlags {
-        halt_on_failure: f.boolean("halt_on_failure", halts),
+        halt_on_failure: f.boolean("halt_on_failure", steps::halts_on_failure(kind)),
         flunk_on_failure: f.boolean("flunk_on_failure", true),
         warn_on_failure: f.boolean("warn_on_failure", false),
         flunk_on_warnings: f.boolean("flunk_on_warnings", false),

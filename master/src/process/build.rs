@@ -18,7 +18,7 @@
 //! a stop only `always_run` steps run. A build that ends RETRY (worker lost,
 //! master stopping) gives its request back to the queue.
 
-use crate::artifacts::{ArtifactStore, Incoming, Stored};
+use crate::artifacts::{Incoming, Stored};
 use crate::config::builders::StepCondition;
 use crate::config::{BuilderConfig, LoadedConfig, StepConfig, WorkerConfig};
 use crate::data::artifacts::NewArtifact;
@@ -34,9 +34,8 @@ use crate::shared::Shared;
 use crate::steps::context::COLLECT_LIMIT;
 use crate::steps::{
     self, BuildArtifacts, Collected, Properties, RemoteFailure, RemoteIo, StepContext, StepHost,
-    Stream, TestCase,
+    Stream, TestCase, TestCounts,
 };
-use crate::test_reports::junit::Outcome;
 use crate::worker_registry::WorkerLease;
 use crate::workers::remote::{self, Output, OutputSink, RemoteError, SinkError, WorkerLink};
 use moonbot_worker::protocol::{CommandOutcome, RemoteCommand};
@@ -379,7 +378,7 @@ async fn run_step<'a>(
     };
     let settings = &ctx.loaded.config.artifacts;
     let artifacts = BuildArtifacts {
-        store: ArtifactStore::new(ctx.shared.dir.join(&settings.dir)),
+        store: settings.store(&ctx.shared.dir),
         buildid: ctx.buildid,
         max_size: settings.max_size,
     };
@@ -666,6 +665,7 @@ impl StepHost for BuildStepHost<'_, '_> {
     async fn add_test_results(
         &mut self,
         description: &str,
+        counts: TestCounts,
         cases: Vec<TestCase>,
     ) -> Result<(), DataError> {
         let stepid = self.started().await?.stepid;
@@ -674,17 +674,12 @@ impl StepHost for BuildStepHost<'_, '_> {
             buildid: self.buildid,
             stepid,
             description: description.to_string(),
-            passed: 0,
-            failed: 0,
-            skipped: 0,
+            passed: counts.passed,
+            failed: counts.failures + counts.errors,
+            skipped: counts.skipped,
             results: Vec::with_capacity(cases.len()),
         };
         for case in cases {
-            match case.outcome {
-                Outcome::Passed => set.passed += 1,
-                Outcome::Failure | Outcome::Error => set.failed += 1,
-                Outcome::Skipped => set.skipped += 1,
-            }
             let name = match &case.classname {
                 Some(class) if !class.is_empty() => format!("{class}.{}", case.name),
                 _ => case.name.clone(),
@@ -726,21 +721,18 @@ impl StepHost for BuildStepHost<'_, '_> {
             RemoteIo::Receive(r) => (None, Some(r), None),
             RemoteIo::Send(o) => (None, None, Some(o)),
         };
-        remote::run(
-            self.link,
-            command,
-            outgoing,
-            interrupt,
-            &mut LogSink {
-                step: started,
-                data: self.data,
-                redactor: self.redactor.clone(),
-                collect,
-                receive,
-            },
-        )
-        .await
-        .map_err(|e| match e {
+        let mut sink = LogSink {
+            step: started,
+            data: self.data,
+            redactor: self.redactor.clone(),
+            collect,
+            receive,
+        };
+        let outcome = remote::run(self.link, command, outgoing, interrupt, &mut sink).await;
+        if let (Ok(outcome), Some(collect)) = (&outcome, sink.collect) {
+            collect.rc = outcome.rc;
+        }
+        outcome.map_err(|e| match e {
             RemoteError::ConnectionLost(why) => RemoteFailure::ConnectionLost(why),
             RemoteError::Refused(why) => RemoteFailure::Refused(why),
             other => RemoteFailure::Failed(other.to_string()),

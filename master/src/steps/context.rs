@@ -74,8 +74,8 @@ pub struct BuildArtifacts {
     pub max_size: u64,
 }
 
-/// A test report's cases, as the `test` step hands them to the host.
-pub use crate::test_reports::junit::TestCase;
+/// A test report's cases and counts, as the `test` step hands them to the host.
+pub use crate::test_reports::junit::{Counts as TestCounts, TestCase};
 
 /// The build's side of a running step.
 pub trait StepHost: Send {
@@ -91,7 +91,8 @@ pub trait StepHost: Send {
     fn header(&mut self, line: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Run `command` on the build's worker, its output into the step's log
-    /// (and where `io` says); stopping the build interrupts it.
+    /// (and where `io` says: a `Collect` also gets the exit code); stopping
+    /// the build interrupts it.
     fn run_remote(
         &mut self,
         command: RemoteCommand,
@@ -114,10 +115,12 @@ pub trait StepHost: Send {
         url: &str,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// Record a set of test results (`description`: where they came from).
+    /// Record a set of test results (`description`: where they came from;
+    /// `counts` covers every case, `cases` those the parser kept).
     fn add_test_results(
         &mut self,
         description: &str,
+        counts: TestCounts,
         cases: Vec<TestCase>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
@@ -213,19 +216,10 @@ impl<H: StepHost> StepContext<'_, H> {
     pub async fn run_command_with(
         &mut self,
         command: RemoteCommand,
-        mut io: RemoteIo<'_>,
+        io: RemoteIo<'_>,
     ) -> Result<(i32, Option<CommandOutcome>), H::Error> {
-        let io_for_host = match &mut io {
-            RemoteIo::Log => RemoteIo::Log,
-            RemoteIo::Collect(c) => RemoteIo::Collect(c),
-            RemoteIo::Receive(r) => RemoteIo::Receive(r),
-            RemoteIo::Send(o) => RemoteIo::Send(o.clone()),
-        };
-        match self.host.run_remote(command, io_for_host).await {
+        match self.host.run_remote(command, io).await {
             Ok(outcome) => {
-                if let RemoteIo::Collect(collect) = io {
-                    collect.rc = outcome.rc;
-                }
                 self.write_outcome(&outcome).await?;
                 let result = if outcome.interrupted {
                     match self.stop.requested() {

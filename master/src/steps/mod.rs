@@ -26,7 +26,7 @@ pub mod warnings;
 
 pub use context::{
     BuildArtifacts, Collected, Properties, RemoteFailure, RemoteIo, StepContext, StepHost, Stream,
-    TestCase,
+    TestCase, TestCounts,
 };
 
 use crate::lua::Fields;
@@ -101,6 +101,12 @@ pub fn compile(tag: &str, f: &mut Fields<'_>, builder: &str) -> Option<Compiled>
         "step.test" => test::compile(f, builder),
         _ => return None,
     })
+}
+
+/// Whether a step of kind `tag` halts the build when it fails unless
+/// master.lua says otherwise (`halt_on_failure`): Buildbot's `Compile` does.
+pub fn halts_on_failure(tag: &str) -> bool {
+    tag == "step.compile"
 }
 
 /// Run one step of a build; returns its result (`crate::results`). An error is

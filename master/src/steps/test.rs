@@ -163,7 +163,9 @@ pub async fn run<H: StepHost>(
                 ));
             }
         }
-        ctx.host.add_test_results(&report, parsed.cases).await?;
+        ctx.host
+            .add_test_results(&report, counts, parsed.cases)
+            .await?;
     }
     if !failures.is_empty() {
         ctx.host.use_log("failures").await?;

@@ -1,8 +1,8 @@
 //! Moving files between worker and master (Buildbot's transfer steps):
 //! `file_upload`, `directory_upload` and `multiple_file_upload` (worker to
 //! master: each upload becomes an artifact of the build, linked from the
-//! step), and `file_download`, `string_download` and
-//! `json_property_download` (master to worker).
+//! step), and `file_download`, `directory_download` (a moonbot addition),
+//! `string_download` and `json_property_download` (master to worker).
 //!
 //! Worker paths are relative to the step's `workdir` (default `build`) under
 //! the builder's directory. An upload's `masterdest` is relative to the
@@ -66,7 +66,8 @@ pub enum DownloadSource {
     },
 }
 
-/// `file_download`, `string_download` and `json_property_download`.
+/// `file_download`, `directory_download`, `string_download` and
+/// `json_property_download`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DownloadStep {
     pub source: DownloadSource,
@@ -247,8 +248,12 @@ pub async fn run_upload<H: StepHost>(
     let mut plan = Vec::new();
     match step.kind {
         UploadKind::File | UploadKind::Directory => {
-            let Some(src) = sources.first() else {
-                ctx.host.header("no source to upload").await?;
+            let [src] = &sources[..] else {
+                let why = format!(
+                    "'workersrc' names one file or directory, not {} (use multiple_file_upload)",
+                    sources.len()
+                );
+                ctx.host.header(&why).await?;
                 return Ok(FAILURE);
             };
             let name = dest.clone().unwrap_or_else(|| base_name(src).to_string());

@@ -90,8 +90,7 @@ fn id(segment: &str, what: &str) -> Result<i64, ApiError> {
 const MAX_LISTED_FILES: usize = 10_000;
 
 fn artifact_store(shared: &Shared) -> crate::artifacts::ArtifactStore {
-    let running = shared.running_config();
-    crate::artifacts::ArtifactStore::new(shared.dir.join(&running.loaded.config.artifacts.dir))
+    (shared.running_config().loaded.config.artifacts).store(&shared.dir)
 }
 
 async fn artifact_row(
