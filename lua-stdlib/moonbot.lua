@@ -313,6 +313,16 @@ steps.test = constructor("step.test")
 ---@type fun(args: moonbot.ShellArgs): moonbot.Step
 steps.master_shell = constructor("step.master_shell")
 
+---@class moonbot.LuaStepArgs: moonbot.StepCommon
+---@field run fun(step: moonbot.LuaStep): moonbot.Result?  The step: commands and logs through `step`; returns its result (nil: SUCCESS).
+---@field max_instructions? integer  Lua instructions the step may run in all (default 100,000,000); past it the step ends EXCEPTION.
+---@field max_memory_mb? integer     MiB the step may grow the config's Lua state by (default 64); past it the step ends EXCEPTION.
+
+--- A step written in Lua (moonbot's answer to a custom Buildbot step class).
+--- `run` gets a step object; a command inside it suspends only this step.
+---@type fun(args: moonbot.LuaStepArgs): moonbot.Step
+steps.lua = constructor("step.lua")
+
 M.steps = steps
 
 ---@class moonbot.BuilderArgs
@@ -699,5 +709,140 @@ M.results = {
 }
 
 M.version = "0.1.0"
+
+---@class moonbot.LuaShellArgs
+---@field command moonbot.Command     A shell string or an argv list.
+---@field workdir? string             Relative to the builder's directory (default "build").
+---@field env? table<string, string|false>
+---@field timeout? integer            Seconds without output (default 1200).
+---@field max_time? integer
+---@field collect_stdout? boolean     Also return the command's stdout (and stderr) as strings (default false).
+---@field want_stdout? boolean
+---@field want_stderr? boolean
+---@field initial_stdin? string
+
+---@class moonbot.LuaLog
+local LuaLog = {}
+LuaLog.__index = LuaLog
+
+---@class moonbot.LuaBuild
+local LuaBuild = {}
+LuaBuild.__index = LuaBuild
+
+---@class moonbot.LuaStep
+---@field name string         The step's name.
+---@field build moonbot.LuaBuild  The build: add steps to it.
+local LuaStep = {}
+LuaStep.__index = LuaStep
+
+local yield = coroutine.yield
+
+-- Ask the master for something and wait for the answer; an error in the
+-- answer is raised at the caller of the step method.
+local function ask(request)
+  local answer = yield(request)
+  if type(answer) ~= "table" then
+    error("a Lua step's requests go through its step methods", 3)
+  end
+  if answer.error then
+    error(answer.error, 3)
+  end
+  return answer
+end
+
+local function named_args(method, args)
+  if type(args) ~= "table" then
+    error(method .. " expects a table of named arguments, got " .. type(args), 3)
+  end
+  local copy = {}
+  for k, v in pairs(args) do
+    copy[k] = v
+  end
+  return copy
+end
+
+--- Write `text` into this log.
+---@param text string
+function LuaLog:write(text)
+  ask({ op = "write", log = self.name, text = tostring(text), where = where(2) })
+end
+
+--- Run a command on the worker, its output into the step's `stdio` log.
+--- Returns the exit code (nil when it was killed), and with `collect_stdout`
+--- its stdout and stderr.
+---@param args moonbot.LuaShellArgs
+---@return integer? rc
+---@return string? stdout
+---@return string? stderr
+function LuaStep:shell(args)
+  local a = ask({ op = "shell", args = named_args("step:shell", args), where = where(2) })
+  return a.rc, a.stdout, a.stderr
+end
+
+--- The step's log `name` (made when first asked for).
+---@param name string
+---@return moonbot.LuaLog
+function LuaStep:add_log(name)
+  ask({ op = "add_log", name = name, where = where(2) })
+  return setmetatable({ name = name }, LuaLog)
+end
+
+--- A build property's value (nil when unset).
+---@param name string
+---@return any
+function LuaStep:property(name)
+  return self._properties[name]
+end
+
+--- Set a build property, for this step and the ones after it.
+---@param name string
+---@param value any
+function LuaStep:set_property(name, value)
+  ask({ op = "set_property", name = name, value = value, where = where(2) })
+  self._properties[name] = value
+end
+
+--- What the step shows once it is done.
+---@param text string
+function LuaStep:set_summary(text)
+  ask({ op = "set_summary", text = tostring(text), where = where(2) })
+end
+
+--- Upload from the worker into the build's artifacts: `mb.steps.file_upload`'s
+--- arguments, or `directory_upload`'s with `directory = true`. Returns the result.
+---@param args table
+---@return moonbot.Result
+function LuaStep:upload(args)
+  return ask({ op = "upload", args = named_args("step:upload", args), where = where(2) }).result
+end
+
+--- Download to the worker: `mb.steps.file_download`'s arguments (`mastersrc`),
+--- `string_download`'s (`s`) or `directory_download`'s (`mastersrc` with
+--- `directory = true`). Returns the result.
+---@param args table
+---@return moonbot.Result
+function LuaStep:download(args)
+  return ask({ op = "download", args = named_args("step:download", args), where = where(2) }).result
+end
+
+--- Add steps to run right after the current one (in the order given).
+---@param list moonbot.Step[]
+function LuaBuild:add_steps_after_current(list)
+  ask({ op = "add_steps", after = "current", steps = named_args("add_steps_after_current", list), where = where(2) })
+end
+
+--- Add steps to run after the build's last one.
+---@param list moonbot.Step[]
+function LuaBuild:add_steps_after_last(list)
+  ask({ op = "add_steps", after = "last", steps = named_args("add_steps_after_last", list), where = where(2) })
+end
+
+-- The master runs each Lua step as a coroutine of this function (it takes
+-- it out of the module before master.lua runs).
+function M._step_runner(run, info)
+  local build = setmetatable({}, LuaBuild)
+  local step = setmetatable({ name = info.name, build = build, _properties = info.properties or {} }, LuaStep)
+  return run(step)
+end
 
 return M

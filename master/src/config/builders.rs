@@ -208,7 +208,8 @@ pub(super) fn compile_builder(
 }
 
 /// The parts every step has; the kind-specific fields go to [`steps::compile`].
-fn compile_step(
+/// Also what a build's steps added at run time are compiled with.
+pub fn compile_step(
     raw: &RawValue,
     builder: &str,
     builder_at: &str,

@@ -8,10 +8,12 @@
 //! build keeps the functions it started with after a reconfig.
 
 use super::error::ConfigError;
+use super::task::{LuaScope, LuaTask, Resumed, Start, TaskLimits};
 use super::value::{LuaFn, RawKey, RawValue};
-use mlua::{Function, HookTriggers, Lua, Table, Value, VmState};
+use mlua::{Function, HookTriggers, Lua, Table, Thread, Value, VmState};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
@@ -79,6 +81,9 @@ const MAX_VALUES: usize = 1_000_000;
 struct Budget {
     left: AtomicU64,
     limit: AtomicU64,
+    /// The most memory the state may use while a task runs (0: only the
+    /// state's own limit).
+    memory_cap: AtomicUsize,
     cancel: Mutex<Option<Arc<AtomicBool>>>,
 }
 
@@ -86,7 +91,21 @@ impl Budget {
     fn start(&self, instructions: u64, cancel: Option<Arc<AtomicBool>>) {
         self.left.store(instructions, Ordering::Relaxed);
         self.limit.store(instructions, Ordering::Relaxed);
+        self.memory_cap.store(0, Ordering::Relaxed);
         *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) = cancel;
+    }
+
+    /// Resume a task with `left` of its `limits`' instructions, and its
+    /// memory counted from the state's size now.
+    fn resume_task(&self, lua: &Lua, left: u64, limits: &TaskLimits) {
+        self.start(limits.instructions, None);
+        self.left.store(left, Ordering::Relaxed);
+        let cap = lua.used_memory().saturating_add(limits.memory_bytes);
+        self.memory_cap.store(cap, Ordering::Relaxed);
+    }
+
+    fn left(&self) -> u64 {
+        self.left.load(Ordering::Relaxed)
     }
 
     /// Install the hook that spends this budget on `lua`.
@@ -100,7 +119,7 @@ impl Budget {
             HookTriggers::new()
                 .every_nth_instruction(HOOK_EVERY)
                 .on_calls(),
-            move |_, debug| {
+            move |lua, debug| {
                 let place = || {
                     let source = debug.source();
                     format!(
@@ -118,6 +137,15 @@ impl Budget {
                 if cancelled {
                     return Err(mlua::Error::runtime(format!(
                         "{}: stopped: the build no longer waits for this function",
+                        place()
+                    )));
+                }
+                let cap = budget.memory_cap.load(Ordering::Relaxed);
+                if cap > 0 && lua.used_memory() > cap {
+                    // Counted once: the error's own handling allocates.
+                    budget.memory_cap.store(0, Ordering::Relaxed);
+                    return Err(mlua::Error::runtime(format!(
+                        "{}: ran over its memory budget",
                         place()
                     )));
                 }
@@ -149,7 +177,20 @@ pub const CONFIG_FILE: &str = "master.lua";
 
 const MAX_DEPTH: usize = 64;
 
-struct CallJob {
+/// What the generation's thread is asked to do.
+pub(super) enum Job {
+    Call(CallJob),
+    StartTask(Start),
+    Resume {
+        task: u64,
+        answer: serde_json::Value,
+        reply: oneshot::Sender<Resumed>,
+    },
+    ForgetTask(u64),
+    ReleaseScope(u64),
+}
+
+pub(super) struct CallJob {
     function: usize,
     /// The arguments, in order.
     args: Vec<serde_json::Value>,
@@ -187,7 +228,9 @@ pub enum CallError {
 /// A loaded master.lua: the Lua state that evaluated it, alive on its own thread.
 #[derive(Debug)]
 pub struct LuaGeneration {
-    jobs: mpsc::Sender<CallJob>,
+    jobs: mpsc::Sender<Job>,
+    /// The last [`LuaScope`] id given out.
+    scopes: AtomicU64,
     /// master.lua and every file it `require`d from the master directory, so
     /// the watcher knows which edits call for a reload.
     pub files: Vec<PathBuf>,
@@ -206,7 +249,7 @@ impl LuaGeneration {
     ) -> Result<(LuaGeneration, RawValue), Vec<ConfigError>> {
         let dir = master_dir.to_path_buf();
         let (result_tx, result_rx) = mpsc::channel();
-        let (jobs_tx, jobs_rx) = mpsc::channel::<CallJob>();
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("lua-config".into())
             .spawn(move || {
@@ -220,11 +263,18 @@ impl LuaGeneration {
                 };
                 let files = source_files(&lua, &dir);
                 let _ = result_tx.send(Ok((raw, files)));
-                // Serve calls until every handle to this generation is gone.
+                let mut state = Served {
+                    lua,
+                    budget,
+                    functions,
+                    transient: HashMap::new(),
+                    next_transient: TRANSIENT_BASE,
+                    tasks: HashMap::new(),
+                    next_task: 0,
+                };
+                // Serve calls and tasks until every handle to this generation is gone.
                 while let Ok(job) = jobs_rx.recv() {
-                    budget.start(limits.call_instructions, Some(job.cancel.clone()));
-                    let result = call_function(&lua, &functions, job.function, &job.args);
-                    let _ = job.reply.send(result);
+                    state.serve(job, &limits);
                 }
             })
             .map_err(|e| vec![ConfigError::whole_file(format!("cannot start Lua: {e}"))])?;
@@ -236,10 +286,54 @@ impl LuaGeneration {
         Ok((
             LuaGeneration {
                 jobs: jobs_tx,
+                scopes: AtomicU64::new(0),
                 files,
             },
             raw,
         ))
+    }
+
+    /// A new scope for the functions a build's tasks hand over.
+    pub fn scope(&self) -> LuaScope {
+        LuaScope {
+            id: self.scopes.fetch_add(1, Ordering::Relaxed) + 1,
+            jobs: self.jobs.clone(),
+        }
+    }
+
+    /// Start `function` as a task (a Lua step's `run`): the `moonbot`
+    /// module's step runner calls it with a step object made from `info`
+    /// (`name`, `properties`), in a coroutine that runs until it first asks
+    /// for something or ends.
+    pub async fn start_task(
+        &self,
+        scope: &LuaScope,
+        function: &LuaFn,
+        info: serde_json::Value,
+        limits: TaskLimits,
+    ) -> Result<(LuaTask, Resumed), CallError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::StartTask(Start {
+                function: function.clone(),
+                args: vec![info],
+                scope: scope.id,
+                limits,
+                reply,
+            }))
+            .map_err(|_| CallError::StateGone)?;
+        let (id, first) = rx
+            .await
+            .map_err(|_| CallError::Stopped)?
+            .map_err(|message| CallError::Failed {
+                message,
+                defined_at: function.defined_at.clone(),
+            })?;
+        let task = LuaTask {
+            id,
+            jobs: self.jobs.clone(),
+        };
+        Ok((task, first))
     }
 
     /// Call a function of this generation with one argument (a build's
@@ -261,12 +355,12 @@ impl LuaGeneration {
         let (reply, rx) = oneshot::channel();
         let cancel = Arc::new(AtomicBool::new(false));
         self.jobs
-            .send(CallJob {
+            .send(Job::Call(CallJob {
                 function: function.index,
                 args,
                 cancel: cancel.clone(),
                 reply,
-            })
+            }))
             .map_err(|_| CallError::StateGone)?;
         let mut guard = CancelOnDrop(Some(cancel));
         let answer = rx.await;
@@ -372,6 +466,10 @@ fn setup(lua: &Lua, dir: &Path) -> mlua::Result<()> {
     })?;
     lua.globals().set("__moonbot_position", position)?;
     let module: Table = lua.load(STDLIB_SOURCE).set_name("@moonbot.lua").eval()?;
+    // The Lua step runner leaves the module for the registry.
+    let runner: Function = module.get("_step_runner")?;
+    module.set("_step_runner", Value::Nil)?;
+    lua.set_named_registry_value(STEP_RUNNER, runner)?;
     let package: Table = lua.globals().get("package")?;
     let loaded: Table = package.get("loaded")?;
     loaded.set("moonbot", module)?;
@@ -588,25 +686,197 @@ impl FunctionCollector<'_> {
     }
 }
 
-fn call_function(
-    lua: &Lua,
-    functions: &[Function],
-    index: usize,
-    args: &[serde_json::Value],
-) -> Result<RawValue, String> {
-    let function = functions
-        .get(index)
-        .ok_or_else(|| format!("no function #{index} in this config generation"))?;
-    let args = args
-        .iter()
-        .map(|a| json_to_lua(lua, a))
-        .collect::<mlua::Result<mlua::MultiValue>>()
-        .map_err(|e| lua_message(&e))?;
-    let result: Value = function.call(args).map_err(|e| lua_message(&e))?;
-    // Functions returned at build time are not callable later: they are not kept.
-    to_raw(&result, &mut |_| {
-        Err("a build-time function must return data, not a function".into())
-    })
+/// Indices of functions a task handed over start here, above any config's.
+const TRANSIENT_BASE: usize = 1 << 40;
+
+/// The name under which the step runner is kept in the registry (where
+/// master.lua cannot reach or replace it).
+const STEP_RUNNER: &str = "moonbot.step_runner";
+
+/// A task between two resumes.
+struct TaskState {
+    thread: Thread,
+    scope: u64,
+    limits: TaskLimits,
+    /// Instructions it has left.
+    left: u64,
+}
+
+/// What the generation's thread keeps: the state, its functions, the
+/// functions tasks handed over (by scope), and the tasks.
+struct Served {
+    lua: Lua,
+    budget: Arc<Budget>,
+    functions: Vec<Function>,
+    transient: HashMap<usize, (u64, Function)>,
+    /// The index the next function handed over gets.
+    next_transient: usize,
+    tasks: HashMap<u64, TaskState>,
+    next_task: u64,
+}
+
+impl Served {
+    fn serve(&mut self, job: Job, limits: &LuaLimits) {
+        match job {
+            Job::Call(job) => {
+                self.budget
+                    .start(limits.call_instructions, Some(job.cancel.clone()));
+                let result = self.call_function(job.function, &job.args);
+                let _ = job.reply.send(result);
+            }
+            Job::StartTask(start) => {
+                let started = self.start_task(&start);
+                let _ = start.reply.send(started);
+            }
+            Job::Resume {
+                task,
+                answer,
+                reply,
+            } => {
+                let resumed = match json_to_lua(&self.lua, &answer) {
+                    Ok(answer) => self.resume(task, mlua::MultiValue::from_vec(vec![answer])),
+                    Err(e) => Resumed::Failed(lua_message(&e)),
+                };
+                let _ = reply.send(resumed);
+            }
+            Job::ForgetTask(task) => {
+                self.tasks.remove(&task);
+            }
+            Job::ReleaseScope(scope) => {
+                self.transient.retain(|_, (s, _)| *s != scope);
+                self.tasks.retain(|_, t| t.scope != scope);
+            }
+        }
+    }
+
+    fn function(&self, index: usize) -> Option<&Function> {
+        match index.checked_sub(TRANSIENT_BASE) {
+            None => self.functions.get(index),
+            Some(_) => self.transient.get(&index).map(|(_, f)| f),
+        }
+    }
+
+    fn call_function(&self, index: usize, args: &[serde_json::Value]) -> Result<RawValue, String> {
+        let lua = &self.lua;
+        let function = self
+            .function(index)
+            .ok_or_else(|| format!("no function #{index} in this config generation"))?;
+        let args = args
+            .iter()
+            .map(|a| json_to_lua(lua, a))
+            .collect::<mlua::Result<mlua::MultiValue>>()
+            .map_err(|e| lua_message(&e))?;
+        let result: Value = function.call(args).map_err(|e| lua_message(&e))?;
+        // Functions returned at build time are not callable later: they are not kept.
+        to_raw(&result, &mut |_| {
+            Err("a build-time function must return data, not a function".into())
+        })
+    }
+
+    fn start_task(&mut self, start: &Start) -> Result<(u64, Resumed), String> {
+        // Making the coroutine runs Lua too: not on the last task's budget.
+        self.budget.start(start.limits.instructions, None);
+        let lua = &self.lua;
+        let function = self
+            .function(start.function.index)
+            .ok_or_else(|| {
+                format!(
+                    "no function #{} in this config generation",
+                    start.function.index
+                )
+            })?
+            .clone();
+        let runner: Function = lua
+            .named_registry_value(STEP_RUNNER)
+            .map_err(|e| lua_message(&e))?;
+        let thread = lua.create_thread(runner).map_err(|e| lua_message(&e))?;
+        let mut args = vec![Value::Function(function)];
+        for arg in &start.args {
+            args.push(json_to_lua(lua, arg).map_err(|e| lua_message(&e))?);
+        }
+        self.next_task += 1;
+        let id = self.next_task;
+        self.tasks.insert(
+            id,
+            TaskState {
+                thread,
+                scope: start.scope,
+                limits: start.limits,
+                left: start.limits.instructions,
+            },
+        );
+        // The first resume passes the function and its arguments.
+        Ok((id, self.resume(id, mlua::MultiValue::from_vec(args))))
+    }
+
+    /// Resume task `id` with `answer` (on its first resume: with the
+    /// arguments it was started with).
+    fn resume(&mut self, id: u64, answer: mlua::MultiValue) -> Resumed {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return Resumed::Failed("the Lua step's coroutine is gone".into());
+        };
+        self.budget.resume_task(&self.lua, task.left, &task.limits);
+        let result = task.thread.resume::<Value>(answer);
+        task.left = self.budget.left();
+        let (thread, scope) = (task.thread.clone(), task.scope);
+        match result {
+            Ok(value) if thread.is_resumable() => {
+                let mut handed = Vec::new();
+                let first = self.next_transient;
+                let raw = to_raw(&value, &mut |f| {
+                    handed.push(f.clone());
+                    let info = f.info();
+                    Ok(LuaFn {
+                        index: first + handed.len() - 1,
+                        defined_at: format!(
+                            "{}:{}",
+                            info.short_src.unwrap_or_else(|| "?".into()),
+                            info.line_defined.unwrap_or(0)
+                        ),
+                        code_hash: 0,
+                    })
+                });
+                match raw {
+                    Ok(raw) => {
+                        self.next_transient += handed.len();
+                        for (i, f) in handed.into_iter().enumerate() {
+                            self.transient.insert(first + i, (scope, f));
+                        }
+                        Resumed::Asked(raw)
+                    }
+                    Err(e) => {
+                        self.tasks.remove(&id);
+                        Resumed::Failed(format!("the step asked with what cannot be read: {e}"))
+                    }
+                }
+            }
+            Ok(value) => {
+                self.tasks.remove(&id);
+                match to_raw(&value, &mut |_| {
+                    Err("a Lua step must return a result, not a function".into())
+                }) {
+                    Ok(raw) => Resumed::Returned(raw),
+                    Err(e) => Resumed::Failed(e),
+                }
+            }
+            Err(e) => {
+                self.tasks.remove(&id);
+                Resumed::Failed(self.traceback(&e))
+            }
+        }
+    }
+
+    /// The error's message and where the coroutine was when it failed
+    /// (mlua adds the coroutine's traceback to a runtime error).
+    fn traceback(&self, e: &mlua::Error) -> String {
+        match e {
+            mlua::Error::RuntimeError(text) => text.clone(),
+            mlua::Error::CallbackError { cause, traceback } => {
+                format!("{}\n{traceback}", self.traceback(cause))
+            }
+            other => lua_message(other),
+        }
+    }
 }
 
 fn json_to_lua(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {

@@ -1,6 +1,6 @@
 //! master.lua as Lua: the engine that runs it ([`engine`]: one Lua state per
 //! config generation, on its own thread), the values copied out of it
-//! ([`value`]), the field reader every config section and step kind compiles
+//! ([`value`]), Lua steps' coroutines ([`task`]), the field reader every config section and step kind compiles
 //! with ([`fields`]), and the errors they report ([`error`]).
 //!
 //! Only this module touches mlua. It knows nothing of builders, workers or
@@ -10,9 +10,11 @@
 pub mod engine;
 pub mod error;
 pub mod fields;
+pub mod task;
 pub mod value;
 
 pub use engine::{CONFIG_FILE, CallError, LuaGeneration, LuaLimits};
 pub use error::{ConfigError, ConfigErrors};
 pub use fields::Fields;
+pub use task::{LuaScope, LuaTask, Resumed, TaskLimits};
 pub use value::{LuaFn, RawKey, RawValue};

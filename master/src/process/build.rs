@@ -19,13 +19,14 @@
 //! master stopping) gives its request back to the queue.
 
 use crate::artifacts::{Incoming, Stored};
-use crate::config::builders::StepCondition;
+use crate::config::builders::{StepCondition, compile_step};
 use crate::config::{BuilderConfig, LoadedConfig, StepConfig, WorkerConfig};
 use crate::data::artifacts::NewArtifact;
 use crate::data::buildsets::PendingRequest;
 use crate::data::logs::{LogStream, LogWriter};
 use crate::data::test_results::{NewTestResult, NewTestResultSet};
 use crate::data::{Data, DataError};
+use crate::lua::{LuaScope, RawKey, RawValue};
 use crate::render::{RenderContext, SourceStamp};
 use crate::results::{self, CANCELLED, EXCEPTION, FAILURE, RETRY, SKIPPED, SUCCESS, WARNINGS};
 use crate::running_builds::{StopKind, StopSignal};
@@ -40,6 +41,8 @@ use crate::worker_registry::WorkerLease;
 use crate::workers::remote::{self, Output, OutputSink, RemoteError, SinkError, WorkerLink};
 use moonbot_worker::protocol::{CommandOutcome, RemoteCommand};
 use serde_json::Value;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -112,6 +115,8 @@ struct BuildContext<'a> {
     /// The same, as `%(src:…)s` reads them.
     sources: Vec<SourceStamp>,
     stop: &'a StopSignal,
+    /// The Lua functions the build's Lua steps hand over (in steps they add).
+    lua_scope: LuaScope,
 }
 
 async fn run_inner(
@@ -178,6 +183,7 @@ async fn run_inner(
             .collect(),
         sourcestamps: started.sourcestamps,
         stop: &registration.stop,
+        lua_scope: loaded.lua.scope(),
     };
     let result = execute(&mut ctx).await;
     if result.is_err() {
@@ -289,23 +295,77 @@ fn failure_word(result: i32) -> &'static str {
     }
 }
 
+/// Most steps a build may add to itself at run time.
+const MAX_ADDED_STEPS: usize = 1000;
+
+/// The steps a build runs: the builder's, and those its steps added.
+struct StepPlan<'a> {
+    steps: Vec<Cow<'a, StepConfig>>,
+    /// Every name taken so far (an added step's repeated name gets `_N`).
+    names: BTreeMap<String, usize>,
+    added: usize,
+}
+
+impl<'a> StepPlan<'a> {
+    fn new(configured: &'a [StepConfig]) -> StepPlan<'a> {
+        StepPlan {
+            steps: configured.iter().map(Cow::Borrowed).collect(),
+            names: configured.iter().map(|s| (s.name.clone(), 1)).collect(),
+            added: 0,
+        }
+    }
+
+    /// Put the steps a step added (in its [`Added`]) after step `current`
+    /// or after the last.
+    fn insert(&mut self, current: usize, added: Added) {
+        let mut at = current + 1;
+        for (after_current, mut step) in added.0 {
+            let count = self.names.entry(step.name.clone()).or_insert(0);
+            *count += 1;
+            if *count > 1 {
+                step.name = format!("{}_{}", step.name, *count - 1);
+            }
+            self.added += 1;
+            if after_current {
+                self.steps.insert(at, Cow::Owned(step));
+                at += 1;
+            } else {
+                self.steps.push(Cow::Owned(step));
+            }
+        }
+    }
+}
+
+/// Steps one step added, in order, each after the current step (`true`)
+/// or after the last.
+#[derive(Default)]
+struct Added(Vec<(bool, StepConfig)>);
+
 /// Run the steps; returns the build's result and the names of steps that hurt it.
 async fn run_steps(ctx: &mut BuildContext<'_>) -> Result<(i32, Vec<String>), DataError> {
     let mut build_results = SUCCESS;
     let mut terminated = false;
     let mut failed = Vec::new();
     let mut number = 0;
-    for step in &ctx.builder.steps {
+    let mut plan = StepPlan::new(&ctx.builder.steps);
+    let mut index = 0;
+    while index < plan.steps.len() {
+        let step = plan.steps[index].clone();
+        let step: &StepConfig = &step;
         match ctx.stop.requested() {
             Some(StopKind::Shutdown) => break,
             Some(StopKind::Cancel) => terminated = true,
             None => {}
         }
         if terminated && !step.flags.always_run {
+            index += 1;
             continue;
         }
         number += 1;
-        let result = run_step(ctx, number, step).await?;
+        let room = MAX_ADDED_STEPS - plan.added;
+        let (result, added) = run_step(ctx, number, step, room).await?;
+        plan.insert(index, added);
+        index += 1;
         let f = &step.flags;
         let contribution = match result {
             FAILURE => {
@@ -350,11 +410,12 @@ async fn run_steps(ctx: &mut BuildContext<'_>) -> Result<(i32, Vec<String>), Dat
 /// Run one step: `do_step_if` decides whether the kind runs (through a
 /// [`BuildStepHost`]) or the step is SKIPPED; then `hide_step_if` is asked,
 /// the log closed and the step finished with its result and summary.
-async fn run_step<'a>(
-    ctx: &mut BuildContext<'a>,
+async fn run_step(
+    ctx: &mut BuildContext<'_>,
     number: i32,
-    step: &'a StepConfig,
-) -> Result<i32, DataError> {
+    step: &StepConfig,
+    room: usize,
+) -> Result<(i32, Added), DataError> {
     let render = RenderContext {
         properties: &ctx.props,
         sources: &ctx.sources,
@@ -396,6 +457,9 @@ async fn run_step<'a>(
         interrupt: ctx.stop.interrupt.clone(),
         started: None,
         set_properties: Vec::new(),
+        added: Added::default(),
+        room,
+        builder_what: format!("builder '{}'", ctx.builder.name),
     };
     for note in &notes {
         host.header(note).await?;
@@ -410,6 +474,7 @@ async fn run_step<'a>(
                 decode_rc: step.decode_rc.as_ref(),
                 stop: ctx.stop,
                 artifacts: &artifacts,
+                lua_scope: &ctx.lua_scope,
                 host: &mut host,
             };
             steps::run(&step.kind, &mut step_ctx).await?
@@ -453,6 +518,7 @@ async fn run_step<'a>(
         closed.push(log.close().await?);
     }
     let set_properties = std::mem::take(&mut host.set_properties);
+    let added = std::mem::take(&mut host.added);
     let done = done.or(host.summary.take()).unwrap_or(started.description);
     let state = match result {
         SUCCESS => done,
@@ -472,7 +538,7 @@ async fn run_step<'a>(
     for (name, value) in set_properties {
         ctx.props.insert(name, (value, step.name.clone()));
     }
-    Ok(result)
+    Ok((result, added))
 }
 
 /// `do_step_if` (with `result` None) or `hide_step_if` (with the step's
@@ -535,6 +601,11 @@ impl StartedStep {
 /// The build's side of one step: its row and `stdio` log in the database, and
 /// the worker the build runs on.
 struct BuildStepHost<'c, 'a> {
+    /// Steps this step added to the build, and how many more it may add.
+    added: Added,
+    room: usize,
+    /// "builder 'NAME'", as errors in added steps name it.
+    builder_what: String,
     data: &'a Data,
     buildid: i64,
     builderid: i64,
@@ -543,7 +614,7 @@ struct BuildStepHost<'c, 'a> {
     /// What the kind said it did (`set_summary`).
     summary: Option<String>,
     number: i32,
-    step: &'a StepConfig,
+    step: &'c StepConfig,
     /// master.lua's `description`, rendered.
     description: Option<String>,
     /// The build's secrets, when master.lua configures any.
@@ -633,6 +704,52 @@ impl StepHost for BuildStepHost<'_, '_> {
             .await?;
         self.set_properties.push((name.to_string(), value));
         Ok(())
+    }
+
+    async fn add_steps(
+        &mut self,
+        after_current: bool,
+        steps: &RawValue,
+        at: &str,
+    ) -> Result<Result<Vec<String>, String>, DataError> {
+        let RawValue::Table(entries) = steps else {
+            return Ok(Err("expects a list of steps".into()));
+        };
+        if entries
+            .iter()
+            .enumerate()
+            .any(|(i, (k, _))| *k != RawKey::Int(i as i64 + 1))
+        {
+            return Ok(Err("expects a list of steps (mb.steps.*{…})".into()));
+        }
+        if self.added.0.len() + entries.len() > self.room {
+            return Ok(Err(format!(
+                "a build adds at most {MAX_ADDED_STEPS} steps to itself"
+            )));
+        }
+        let mut errors = Vec::new();
+        let mut compiled = Vec::new();
+        for (_, raw) in entries {
+            if let Some(step) = compile_step(raw, &self.builder_what, at, &mut errors) {
+                compiled.push(step);
+            }
+        }
+        if !errors.is_empty() {
+            let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            return Ok(Err(text.join("; ")));
+        }
+        let names = compiled.iter().map(|s| s.name.clone()).collect();
+        let lines: Vec<String> = compiled
+            .iter()
+            .map(|s| format!("added step '{}'", s.name))
+            .collect();
+        for line in lines {
+            self.header(&line).await?;
+        }
+        self.added
+            .0
+            .extend(compiled.into_iter().map(|s| (after_current, s)));
+        Ok(Ok(names))
     }
 
     async fn add_artifact(

@@ -8,6 +8,7 @@
 //! link, and the kinds stay plain functions of their model and this context.
 
 use crate::artifacts::{ArtifactStore, Incoming, Outgoing, Stored};
+use crate::lua::{LuaScope, RawValue};
 pub use crate::render::Properties;
 use crate::render::RenderContext;
 use crate::results::{CANCELLED, EXCEPTION, FAILURE, RETRY, SUCCESS};
@@ -146,6 +147,17 @@ pub trait StepHost: Send {
         name: &str,
         value: Value,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Add steps (`steps`: a list of `mb.steps.*{…}` tables, written at
+    /// `at`) to the build, right after this one or after its last; the
+    /// inner `Err` says why they were refused (each step is checked as
+    /// master.lua's are). Gives the names they got.
+    fn add_steps(
+        &mut self,
+        after_current: bool,
+        steps: &RawValue,
+        at: &str,
+    ) -> impl Future<Output = Result<Result<Vec<String>, String>, Self::Error>> + Send;
 }
 
 /// Everything a step kind may use while it runs.
@@ -164,6 +176,8 @@ pub struct StepContext<'a, H> {
     pub stop: &'a StopSignal,
     /// Where uploads go.
     pub artifacts: &'a BuildArtifacts,
+    /// What keeps the Lua functions the build's Lua steps hand over.
+    pub lua_scope: &'a LuaScope,
     pub host: &'a mut H,
 }
 

@@ -16,6 +16,7 @@ pub mod context;
 pub mod dirs;
 pub mod files;
 pub mod git;
+pub mod lua_step;
 pub mod master_shell;
 pub mod properties;
 pub mod sequence;
@@ -60,6 +61,8 @@ pub enum StepKind {
     Files(files::FilesStep),
     /// `mb.steps.test{…}`: tests and their JUnit reports.
     Test(Box<test::TestStep>),
+    /// `mb.steps.lua{…}`: a step written in Lua.
+    Lua(lua_step::LuaStep),
 }
 
 /// A step kind's part of a compiled step.
@@ -99,6 +102,7 @@ pub fn compile(tag: &str, f: &mut Fields<'_>, builder: &str) -> Option<Compiled>
         "step.glob" => files::compile(f, files::FilesOp::Glob),
         "step.list_directory" => files::compile(f, files::FilesOp::ListDirectory),
         "step.test" => test::compile(f, builder),
+        "step.lua" => lua_step::compile(f, builder),
         _ => return None,
     })
 }
@@ -128,5 +132,6 @@ pub async fn run<H: StepHost>(
         StepKind::Download(step) => transfer::run_download(step, ctx).await,
         StepKind::Files(step) => files::run(step, ctx).await,
         StepKind::Test(step) => test::run(step, ctx).await,
+        StepKind::Lua(step) => lua_step::run(step, ctx).await,
     }
 }
