@@ -323,6 +323,19 @@ steps.master_shell = constructor("step.master_shell")
 ---@type fun(args: moonbot.LuaStepArgs): moonbot.Step
 steps.lua = constructor("step.lua")
 
+---@class moonbot.PipelineArgs: moonbot.StepCommon
+---@field file? moonbot.Renderable   The pipeline file, relative to `workdir` (default ".moonbot/pipeline.lua"). It returns a list of steps.
+---@field workdir? moonbot.Renderable Relative to the builder's directory (default "build").
+---@field max_size? integer           Bytes of the file's directory fetched from the worker (default 1 MiB).
+---@field max_instructions? integer   Lua instructions the file may run, and each of its functions (default 100,000,000).
+---@field max_memory_mb? integer      MiB of its Lua state (default 64).
+
+--- Steps from the repository: evaluate a file of the checkout in a sandbox
+--- (no `os`, `io` or `debug`; `require` only beside the file) and run the
+--- steps it returns after this one. A broken file fails the build.
+---@type fun(args: moonbot.PipelineArgs): moonbot.Step
+steps.pipeline = constructor("step.pipeline")
+
 M.steps = steps
 
 ---@class moonbot.BuilderArgs

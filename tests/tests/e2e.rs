@@ -11,6 +11,8 @@ mod git_step;
 mod hooks;
 #[path = "e2e/lua_steps.rs"]
 mod lua_steps;
+#[path = "e2e/pipelines.rs"]
+mod pipelines;
 #[path = "e2e/platforms.rs"]
 mod platforms;
 #[path = "e2e/renderables.rs"]

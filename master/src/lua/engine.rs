@@ -9,7 +9,7 @@
 
 use super::error::ConfigError;
 use super::task::{LuaScope, LuaTask, Resumed, Start, TaskLimits};
-use super::value::{LuaFn, RawKey, RawValue};
+use super::value::{FnHome, LuaFn, RawKey, RawValue};
 use mlua::{Function, HookTriggers, Lua, Table, Thread, Value, VmState};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -247,14 +247,53 @@ impl LuaGeneration {
         master_dir: &Path,
         limits: LuaLimits,
     ) -> Result<(LuaGeneration, RawValue), Vec<ConfigError>> {
-        let dir = master_dir.to_path_buf();
+        LuaGeneration::evaluate_file(master_dir, CONFIG_FILE, limits)
+    }
+
+    /// Evaluate a pipeline file (`file`, inside `dir`: a build's copy of
+    /// the directory the file is in) in a sandbox of its own, under
+    /// `limits`: a state with no `os`, `io` or `debug`, reading Lua files
+    /// only from `dir`. Its functions keep this state alive and are
+    /// called in it (their [`LuaFn::home`]).
+    pub fn load_pipeline(
+        dir: &Path,
+        file: &str,
+        limits: LuaLimits,
+    ) -> Result<RawValue, Vec<ConfigError>> {
+        let limits = LuaLimits {
+            sandbox: true,
+            ..limits
+        };
+        let (generation, mut raw) =
+            LuaGeneration::evaluate_file(dir, file, limits).map_err(|errors| {
+                errors
+                    .into_iter()
+                    .map(|mut e| {
+                        if e.location == CONFIG_FILE {
+                            e.location = file.to_string();
+                        }
+                        e
+                    })
+                    .collect::<Vec<_>>()
+            })?;
+        raw.adopt(&FnHome(generation.jobs.clone()));
+        Ok(raw)
+    }
+
+    fn evaluate_file(
+        dir: &Path,
+        file: &str,
+        limits: LuaLimits,
+    ) -> Result<(LuaGeneration, RawValue), Vec<ConfigError>> {
+        let dir = dir.to_path_buf();
+        let file = file.to_string();
         let (result_tx, result_rx) = mpsc::channel();
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("lua-config".into())
             .spawn(move || {
                 let budget = Arc::new(Budget::default());
-                let (lua, functions, raw) = match evaluate(&dir, &limits, &budget) {
+                let (lua, functions, raw) = match evaluate(&dir, &file, &limits, &budget) {
                     Ok(loaded) => loaded,
                     Err(errors) => {
                         let _ = result_tx.send(Err(errors));
@@ -293,6 +332,11 @@ impl LuaGeneration {
         ))
     }
 
+    /// The thread that runs `function`: its home, or this generation's.
+    fn jobs_of<'a>(&'a self, function: &'a LuaFn) -> &'a mpsc::Sender<Job> {
+        function.home.as_ref().map_or(&self.jobs, |home| &home.0)
+    }
+
     /// A new scope for the functions a build's tasks hand over.
     pub fn scope(&self) -> LuaScope {
         LuaScope {
@@ -313,15 +357,15 @@ impl LuaGeneration {
         limits: TaskLimits,
     ) -> Result<(LuaTask, Resumed), CallError> {
         let (reply, rx) = oneshot::channel();
-        self.jobs
-            .send(Job::StartTask(Start {
-                function: function.clone(),
-                args: vec![info],
-                scope: scope.id,
-                limits,
-                reply,
-            }))
-            .map_err(|_| CallError::StateGone)?;
+        let jobs = self.jobs_of(function).clone();
+        jobs.send(Job::StartTask(Start {
+            function: function.clone(),
+            args: vec![info],
+            scope: scope.id,
+            limits,
+            reply,
+        }))
+        .map_err(|_| CallError::StateGone)?;
         let (id, first) = rx
             .await
             .map_err(|_| CallError::Stopped)?
@@ -329,10 +373,8 @@ impl LuaGeneration {
                 message,
                 defined_at: function.defined_at.clone(),
             })?;
-        let task = LuaTask {
-            id,
-            jobs: self.jobs.clone(),
-        };
+        let task = LuaTask { id, jobs };
+        let first = task.adopted(first);
         Ok((task, first))
     }
 
@@ -354,7 +396,7 @@ impl LuaGeneration {
     ) -> Result<RawValue, CallError> {
         let (reply, rx) = oneshot::channel();
         let cancel = Arc::new(AtomicBool::new(false));
-        self.jobs
+        self.jobs_of(function)
             .send(Job::Call(CallJob {
                 function: function.index,
                 args,
@@ -377,6 +419,7 @@ impl LuaGeneration {
 
 fn evaluate(
     dir: &Path,
+    file_name: &str,
     limits: &LuaLimits,
     budget: &Arc<Budget>,
 ) -> Result<(Lua, Vec<Function>, RawValue), Vec<ConfigError>> {
@@ -390,7 +433,7 @@ fn evaluate(
         ))]);
     }
     budget.start(limits.load_instructions, None);
-    let file = dir.join(CONFIG_FILE);
+    let file = dir.join(file_name);
     let source = std::fs::read(&file).map_err(|e| {
         vec![ConfigError::whole_file(format!(
             "cannot read {}: {e}",
@@ -403,12 +446,13 @@ fn evaluate(
     }
     let value: Value = lua
         .load(&source[..])
-        .set_name(format!("@{CONFIG_FILE}"))
+        .set_name(format!("@{file_name}"))
         .set_mode(mlua::chunk::ChunkMode::Text)
         .eval()
         .map_err(|e| vec![ConfigError::from_lua_message(&lua_message(&e))])?;
     let mut collector = FunctionCollector {
         dir,
+        config_file: file_name,
         config_source: &source,
         sources: Default::default(),
         functions: Vec::new(),
@@ -535,7 +579,7 @@ package.cpath, package.loadlib = "", nil
 package.searchers[3], package.searchers[4] = nil, nil
 local function confined(file)
   if type(file) ~= "string" or not inside(file) then
-    error(("checkconfig --sandbox: '%s' is outside the master directory"):format(tostring(file)), 3)
+    error(("'%s' is outside the sandbox's directory"):format(tostring(file)), 3)
   end
 end
 function _G.loadfile(file, mode, ...) confined(file); return loadfile(file, mode, ...) end
@@ -629,6 +673,8 @@ fn to_raw_counted(
 /// function starts on, so a comment added above it would look like a change.
 struct FunctionCollector<'a> {
     dir: &'a Path,
+    /// The file evaluated (`master.lua`), and its text.
+    config_file: &'a str,
     config_source: &'a [u8],
     /// Lines of each source file read so far, by Lua chunk name.
     sources: std::collections::HashMap<String, Option<Vec<String>>>,
@@ -637,12 +683,14 @@ struct FunctionCollector<'a> {
 
 impl FunctionCollector<'_> {
     fn lines_of(&mut self, chunk: &str) -> Option<&Vec<String>> {
-        let (dir, config_source) = (self.dir, self.config_source);
+        let (dir, config_file, config_source) = (self.dir, self.config_file, self.config_source);
         self.sources
             .entry(chunk.to_string())
             .or_insert_with(|| {
                 let text = match chunk.strip_prefix('@')? {
-                    CONFIG_FILE => String::from_utf8_lossy(config_source).into_owned(),
+                    name if name == config_file => {
+                        String::from_utf8_lossy(config_source).into_owned()
+                    }
                     "moonbot.lua" => STDLIB_SOURCE.to_string(),
                     path => std::fs::read_to_string(dir.join(path)).ok()?,
                 };
@@ -682,6 +730,7 @@ impl FunctionCollector<'_> {
             index: self.functions.len() - 1,
             defined_at,
             code_hash,
+            home: None,
         }
     }
 }
@@ -834,6 +883,7 @@ impl Served {
                             info.line_defined.unwrap_or(0)
                         ),
                         code_hash: 0,
+                        home: None,
                     })
                 });
                 match raw {
@@ -939,14 +989,14 @@ mod tests {
         assert!(
             refused(
                 "return dofile('/etc/hostname')",
-                "outside the master directory"
+                "outside the sandbox's directory"
             )
             .is_err()
         );
         assert!(
             refused(
                 "return loadfile('/etc/hostname')",
-                "outside the master directory"
+                "outside the sandbox's directory"
             )
             .is_ok()
         );
@@ -977,7 +1027,7 @@ mod tests {
         )
         .unwrap();
         let errors = LuaGeneration::load_with(dir.path(), sandboxed).unwrap_err();
-        assert!(format!("{errors:?}").contains("outside the master directory"));
+        assert!(format!("{errors:?}").contains("outside the sandbox's directory"));
         assert!(LuaGeneration::load_with(dir.path(), SMALL).is_ok());
     }
 

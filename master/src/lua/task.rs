@@ -17,7 +17,7 @@
 //! started in, as long as that scope (a build) lives.
 
 use super::engine::{CallError, Job};
-use super::value::{LuaFn, RawValue};
+use super::value::{FnHome, LuaFn, RawValue};
 use std::sync::mpsc;
 use tokio::sync::oneshot;
 
@@ -71,7 +71,20 @@ impl LuaTask {
                 reply,
             })
             .map_err(|_| CallError::StateGone)?;
-        rx.await.map_err(|_| CallError::Stopped)
+        let resumed = rx.await.map_err(|_| CallError::Stopped)?;
+        Ok(self.adopted(resumed))
+    }
+
+    /// What the task asked for, its functions marked as living in the
+    /// task's Lua state (a pipeline's runs in its own).
+    pub(super) fn adopted(&self, resumed: Resumed) -> Resumed {
+        match resumed {
+            Resumed::Asked(mut request) => {
+                request.adopt(&FnHome(self.jobs.clone()));
+                Resumed::Asked(request)
+            }
+            other => other,
+        }
     }
 }
 

@@ -113,6 +113,31 @@ pub struct LuaFn {
     pub defined_at: String,
     /// Hash of the function's definition (see above).
     pub code_hash: u64,
+    /// The Lua state the function lives in when it is not the config's
+    /// own: a pipeline file's, or one a Lua step handed over. `None`: the
+    /// generation it is called through.
+    pub home: Option<FnHome>,
+}
+
+/// The way to a Lua state's thread; holding it keeps that state alive.
+#[derive(Clone)]
+pub struct FnHome(pub(super) std::sync::mpsc::Sender<super::engine::Job>);
+
+impl std::fmt::Debug for FnHome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FnHome")
+    }
+}
+
+impl RawValue {
+    /// Give every function in this value (without one) the home `home`.
+    pub(super) fn adopt(&mut self, home: &FnHome) {
+        match self {
+            RawValue::Function(f) if f.home.is_none() => f.home = Some(home.clone()),
+            RawValue::Table(entries) => entries.iter_mut().for_each(|(_, v)| v.adopt(home)),
+            _ => {}
+        }
+    }
 }
 
 impl PartialEq for LuaFn {

@@ -18,6 +18,7 @@ pub mod files;
 pub mod git;
 pub mod lua_step;
 pub mod master_shell;
+pub mod pipeline;
 pub mod properties;
 pub mod sequence;
 pub mod shell;
@@ -63,6 +64,8 @@ pub enum StepKind {
     Test(Box<test::TestStep>),
     /// `mb.steps.lua{…}`: a step written in Lua.
     Lua(lua_step::LuaStep),
+    /// `mb.steps.pipeline{…}`: steps from a file in the checkout.
+    Pipeline(Box<pipeline::PipelineStep>),
 }
 
 /// A step kind's part of a compiled step.
@@ -103,14 +106,16 @@ pub fn compile(tag: &str, f: &mut Fields<'_>, builder: &str) -> Option<Compiled>
         "step.list_directory" => files::compile(f, files::FilesOp::ListDirectory),
         "step.test" => test::compile(f, builder),
         "step.lua" => lua_step::compile(f, builder),
+        "step.pipeline" => pipeline::compile(f),
         _ => return None,
     })
 }
 
 /// Whether a step of kind `tag` halts the build when it fails unless
-/// master.lua says otherwise (`halt_on_failure`): Buildbot's `Compile` does.
+/// master.lua says otherwise (`halt_on_failure`): Buildbot's `Compile`
+/// does, and a pipeline that could not give the build its steps.
 pub fn halts_on_failure(tag: &str) -> bool {
-    tag == "step.compile"
+    tag == "step.compile" || tag == "step.pipeline"
 }
 
 /// Run one step of a build; returns its result (`crate::results`). An error is
@@ -133,5 +138,6 @@ pub async fn run<H: StepHost>(
         StepKind::Files(step) => files::run(step, ctx).await,
         StepKind::Test(step) => test::run(step, ctx).await,
         StepKind::Lua(step) => lua_step::run(step, ctx).await,
+        StepKind::Pipeline(step) => pipeline::run(step, ctx).await,
     }
 }
