@@ -323,6 +323,20 @@ steps.master_shell = constructor("step.master_shell")
 ---@type fun(args: moonbot.LuaStepArgs): moonbot.Step
 steps.lua = constructor("step.lua")
 
+---@class moonbot.TriggerArgs: moonbot.StepCommon
+---@field schedulers string[]|fun(props: table<string, any>): string[]  The triggerable schedulers to trigger.
+---@field wait_for_finish? boolean      Wait for the triggered builds; the step's result is the worst of theirs (default false).
+---@field set_properties? table<string, moonbot.Renderable>  Properties the triggered builds get.
+---@field copy_properties? string[]     Properties of this build the triggered builds get.
+---@field update_sourcestamp? boolean   Trigger this build's `got_revision` rather than its source stamp's revision (default true).
+---@field always_use_latest? boolean    Trigger without a revision: the branch's latest (default false).
+---@field unimportant_schedulers? string[]  Schedulers whose builds' results do not count in this step's.
+---@field stop_children? boolean        Stopping this build stops the triggered builds already running too (default false; those not started are always cancelled).
+
+--- Start builds through triggerable schedulers, and optionally wait for them (Buildbot's Trigger).
+---@type fun(args: moonbot.TriggerArgs): moonbot.Step
+steps.trigger = constructor("step.trigger")
+
 ---@class moonbot.PipelineArgs: moonbot.StepCommon
 ---@field file? moonbot.Renderable   The pipeline file, relative to `workdir` (default ".moonbot/pipeline.lua"). It returns a list of steps.
 ---@field workdir? moonbot.Renderable Relative to the builder's directory (default "build").
@@ -536,6 +550,17 @@ schedulers.nightly = constructor("scheduler.nightly")
 --- Builds the source stamps of each successful buildset of `upstream` (Buildbot's Dependent).
 ---@type fun(args: moonbot.DependentArgs): moonbot.Scheduler
 schedulers.dependent = constructor("scheduler.dependent")
+
+---@class moonbot.TriggerableArgs
+---@field name string
+---@field builders string[]
+---@field reason? string                   The buildset's reason (default: "The Triggerable scheduler named 'NAME' triggered this build").
+---@field properties? table<string, any>   Properties its builds get (a trigger's `set_properties` win).
+---@field priority? integer
+
+--- Builds when a build's `mb.steps.trigger` names it (Buildbot's Triggerable).
+---@type fun(args: moonbot.TriggerableArgs): moonbot.Scheduler
+schedulers.triggerable = constructor("scheduler.triggerable")
 
 M.schedulers = schedulers
 

@@ -114,6 +114,11 @@ impl Master {
         let masterid = data::masters::register(&db, &master_name).await?;
         let data = Data::new(db, Bus::new(), masterid);
         let reaped = data.reap_unfinished().await?;
+        // Children of builds that ended RETRY while waiting for them.
+        let orphans = data.cancel_orphaned_children().await?;
+        if !orphans.is_empty() {
+            info!(requests = ?orphans, "cancelled the triggered requests of builds that will run again");
+        }
         if reaped > 0 {
             warn!(
                 "{reaped} build(s) left unfinished by a previous run ended as RETRY; their requests are queued again"
@@ -303,6 +308,9 @@ fn start_service(config: &ServiceConfig, shared: Arc<Shared>) -> Box<dyn Service
             crate::config::SchedulerConfig::Dependent { name, .. } => {
                 Box::new(crate::schedulers::dependent::start(shared, name))
             }
+            crate::config::SchedulerConfig::Triggerable { .. } => Box::new(
+                crate::schedulers::triggerable::Triggerable::start(scheduler),
+            ),
         },
         ServiceConfig::ChangeSource(source) => match source {
             crate::config::ChangeSourceConfig::GitPoller(poller) => {

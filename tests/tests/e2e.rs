@@ -23,6 +23,8 @@ mod schedulers;
 mod timed;
 #[path = "e2e/transfers.rs"]
 mod transfers;
+#[path = "e2e/triggers.rs"]
+mod triggers;
 
 use moonbot_tests::{Backend, LONG, TestMaster, process_alive, run};
 use serde_json::{Value, json};

@@ -1,7 +1,7 @@
 //! `mb.schedulers.*{…}`: what turns requests or events into build requests.
 //! `force` builds on request; `single_branch` and `any_branch` build the
 //! changes their filter takes (Buildbot's `SingleBranchScheduler` and
-//! `AnyBranchScheduler`).
+//! `AnyBranchScheduler`); `triggerable` builds when a `trigger` step asks.
 
 use super::FILE;
 use super::change_filter::{ChangeFilter, compile_change_filter};
@@ -28,6 +28,15 @@ pub enum SchedulerConfig {
     Changes(Box<ChangeSchedulerConfig>),
     /// Builds on a schedule (`periodic`, `nightly`).
     Timed(Box<TimedSchedulerConfig>),
+    /// Builds when a build's `trigger` step names it.
+    Triggerable {
+        name: String,
+        builders: Vec<String>,
+        reason: Option<String>,
+        properties: BTreeMap<String, Value>,
+        priority: i64,
+        defined_at: String,
+    },
     /// Builds what `upstream`'s buildsets built, when one succeeds.
     Dependent {
         name: String,
@@ -122,6 +131,7 @@ impl SchedulerConfig {
             SchedulerConfig::Changes(c) => &c.name,
             SchedulerConfig::Timed(t) => &t.name,
             SchedulerConfig::Dependent { name, .. } => name,
+            SchedulerConfig::Triggerable { name, .. } => name,
         }
     }
 
@@ -131,6 +141,7 @@ impl SchedulerConfig {
             SchedulerConfig::Changes(c) => &c.builders,
             SchedulerConfig::Timed(t) => &t.builders,
             SchedulerConfig::Dependent { builders, .. } => builders,
+            SchedulerConfig::Triggerable { builders, .. } => builders,
         }
     }
 
@@ -140,6 +151,7 @@ impl SchedulerConfig {
             SchedulerConfig::Changes(c) => &c.defined_at,
             SchedulerConfig::Timed(t) => &t.defined_at,
             SchedulerConfig::Dependent { defined_at, .. } => defined_at,
+            SchedulerConfig::Triggerable { defined_at, .. } => defined_at,
         }
     }
 
@@ -150,6 +162,7 @@ impl SchedulerConfig {
             SchedulerConfig::Changes(c) => c.grouping.class_name(),
             SchedulerConfig::Timed(t) => t.timing.class_name(),
             SchedulerConfig::Dependent { .. } => "Dependent",
+            SchedulerConfig::Triggerable { .. } => "Triggerable",
         }
     }
 
@@ -161,6 +174,7 @@ impl SchedulerConfig {
             SchedulerConfig::Changes(c) => c.defined_at.clear(),
             SchedulerConfig::Timed(t) => t.defined_at.clear(),
             SchedulerConfig::Dependent { defined_at, .. } => defined_at.clear(),
+            SchedulerConfig::Triggerable { defined_at, .. } => defined_at.clear(),
         }
         s
     }
@@ -228,6 +242,19 @@ pub(super) fn compile_scheduler(
                 }),
                 _ => None,
             }
+        }
+        "scheduler.triggerable" => {
+            let reason = f.string("reason");
+            let properties = f.properties("properties");
+            let priority = f.integer("priority", -1_000_000, 1_000_000).unwrap_or(0);
+            name.map(|name| SchedulerConfig::Triggerable {
+                name,
+                builders,
+                reason,
+                properties,
+                priority,
+                defined_at: at,
+            })
         }
         "scheduler.periodic" | "scheduler.nightly" => {
             let timing = if kind == "scheduler.periodic" {

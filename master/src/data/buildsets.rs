@@ -94,6 +94,19 @@ pub struct NewBuildset {
     pub external_idstring: Option<String>,
     /// The changes it is made from (`buildset_changes`): a build's changes.
     pub changeids: Vec<i64>,
+    /// The build whose `trigger` step made it, and Buildbot's
+    /// `parent_relationship` (the triggering scheduler's name).
+    pub parent: Option<(i64, String)>,
+}
+
+/// A buildset a build triggered, as the triggering build follows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildBuildset {
+    pub bsid: i64,
+    pub complete: bool,
+    pub results: Option<i32>,
+    /// Its requests: (request id, builder id, complete).
+    pub requests: Vec<(i64, i64, bool)>,
 }
 
 fn request_fields(name: &str) -> Option<FieldKind<buildrequests::Column>> {
@@ -484,6 +497,111 @@ impl Data {
         Ok(true)
     }
 
+    /// The buildsets build `buildid` triggered, with their requests' state.
+    pub async fn child_buildsets(&self, buildid: i64) -> Result<Vec<ChildBuildset>, DataError> {
+        let sets = buildsets::Entity::find()
+            .filter(buildsets::Column::ParentBuildid.eq(buildid))
+            .order_by_asc(buildsets::Column::Id)
+            .all(&self.db)
+            .await?;
+        let ids: Vec<i64> = sets.iter().map(|s| s.id).collect();
+        let requests = if ids.is_empty() {
+            Vec::new()
+        } else {
+            buildrequests::Entity::find()
+                .filter(buildrequests::Column::Buildsetid.is_in(ids))
+                .order_by_asc(buildrequests::Column::Id)
+                .all(&self.db)
+                .await?
+        };
+        Ok(sets
+            .into_iter()
+            .map(|bs| ChildBuildset {
+                bsid: bs.id,
+                complete: bs.complete,
+                results: bs.results,
+                requests: requests
+                    .iter()
+                    .filter(|r| r.buildsetid == bs.id)
+                    .map(|r| (r.id, r.builderid, r.complete))
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// Cancel the requests not yet started of buildsets whose parent build
+    /// ended RETRY (its master stopped while it waited for them): the parent
+    /// runs again and triggers its own, so these would be orphans. Returns
+    /// the requests cancelled.
+    pub async fn cancel_orphaned_children(&self) -> Result<Vec<i64>, DataError> {
+        use crate::db::entities::builds;
+        let retried = Query::select()
+            .column(builds::Column::Id)
+            .from(builds::Entity)
+            .and_where(Expr::col(builds::Column::Results).eq(crate::results::RETRY))
+            .to_owned();
+        let sets: Vec<i64> = buildsets::Entity::find()
+            .filter(buildsets::Column::Complete.eq(false))
+            .filter(buildsets::Column::ParentBuildid.in_subquery(retried))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|bs| bs.id)
+            .collect();
+        if sets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pending = buildrequests::Entity::find()
+            .filter(buildrequests::Column::Buildsetid.is_in(sets))
+            .filter(buildrequests::Column::Complete.eq(false))
+            .filter(buildrequests::Column::Id.not_in_subquery(claimed_ids()))
+            .all(&self.db)
+            .await?;
+        let mut cancelled = Vec::new();
+        for br in pending {
+            if self.cancel_request(br.id).await? {
+                cancelled.push(br.id);
+            }
+        }
+        Ok(cancelled)
+    }
+
+    /// The builds of the buildsets build `buildid` triggered
+    /// (`/builds/N/triggered_builds`).
+    pub async fn triggered_builds(
+        &self,
+        buildid: i64,
+        q: ListQuery,
+    ) -> Result<Vec<Value>, DataError> {
+        let bsids: Vec<i64> = buildsets::Entity::find()
+            .filter(buildsets::Column::ParentBuildid.eq(buildid))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|bs| bs.id)
+            .collect();
+        Ok(self
+            .builds_of_buildsets(&bsids, q, false)
+            .await?
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect())
+    }
+
+    /// The build whose `trigger` step made the buildset of request `brid`.
+    pub async fn parent_of_request(&self, brid: i64) -> Result<Option<i64>, DataError> {
+        let Some(br) = buildrequests::Entity::find_by_id(brid)
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(buildsets::Entity::find_by_id(br.buildsetid)
+            .one(&self.db)
+            .await?
+            .and_then(|bs| bs.parent_buildid))
+    }
+
     /// Give a pending request (not complete, not claimed) another priority;
     /// false when it is not pending. The distributor orders by priority at
     /// its next pass.
@@ -543,6 +661,7 @@ impl Data {
                 consumes: None,
                 external_idstring: None,
                 changeids,
+                parent: None,
             }])
             .await?;
         let (bsid, brids) = added
@@ -701,12 +820,16 @@ pub(crate) fn push_buildsets(
                     buildsets::Column::SubmittedAt,
                     buildsets::Column::Complete,
                     buildsets::Column::ExternalIdstring,
+                    buildsets::Column::ParentBuildid,
+                    buildsets::Column::ParentRelationship,
                 ])
                 .values([
                     set.reason.as_str().into(),
                     submitted_at.into(),
                     false.into(),
                     set.external_idstring.clone().into(),
+                    set.parent.as_ref().map(|(b, _)| *b).into(),
+                    set.parent.as_ref().map(|(_, r)| r.clone()).into(),
                 ])?
                 .returning_all(),
         );
@@ -850,6 +973,17 @@ pub(crate) fn push_completion(
 ) -> Completion {
     use buildrequests::Column as R;
     use buildsets::Column as B;
+    let bsid = request.buildsetid;
+    // Lock the buildset's row first. On PostgreSQL two builds of one
+    // buildset ending at once would otherwise each see the other's request
+    // still open and neither complete the buildset; this way the second
+    // waits for the first to commit, and its later statements see it.
+    batch.push(
+        Query::update()
+            .table(buildsets::Entity)
+            .value(B::Complete, Expr::col(B::Complete))
+            .and_where(Expr::col(B::Id).eq(bsid)),
+    );
     let request_index = batch.push(
         Query::update()
             .table(buildrequests::Entity)
@@ -861,7 +995,6 @@ pub(crate) fn push_completion(
             .and_where(Expr::col(R::Id).eq(request.brid))
             .returning_all(),
     );
-    let bsid = request.buildsetid;
     let open = Query::select()
         .expr(Expr::val(1))
         .from(buildrequests::Entity)

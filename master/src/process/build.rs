@@ -18,6 +18,7 @@
 //! a stop only `always_run` steps run. A build that ends RETRY (worker lost,
 //! master stopping) gives its request back to the queue.
 
+use super::trigger;
 use crate::artifacts::{Incoming, Stored};
 use crate::config::builders::{StepCondition, compile_step};
 use crate::config::{BuilderConfig, LoadedConfig, StepConfig, WorkerConfig};
@@ -33,6 +34,7 @@ use crate::running_builds::{StopKind, StopSignal};
 use crate::secrets::{Redactor, Secrets};
 use crate::shared::Shared;
 use crate::steps::context::COLLECT_LIMIT;
+use crate::steps::trigger::{ChildOutcome, TriggerRequest, Triggered};
 use crate::steps::{
     self, BuildArtifacts, Collected, Properties, RemoteFailure, RemoteIo, StepContext, StepHost,
     Stream, TestCase, TestCounts,
@@ -276,6 +278,9 @@ async fn execute(ctx: &mut BuildContext<'_>) -> Result<(), DataError> {
         .await?;
     if completed.is_none() {
         data.unclaim_request(ctx.request.brid).await?;
+        // It runs again and triggers its own: the children it was waiting
+        // for that have not started would be orphans.
+        data.cancel_orphaned_children().await?;
     }
     info!(
         buildid,
@@ -460,6 +465,10 @@ async fn run_step(
         added: Added::default(),
         room,
         builder_what: format!("builder '{}'", ctx.builder.name),
+        shared: ctx.shared,
+        sourcestamps: &ctx.sourcestamps,
+        properties: &ctx.props,
+        stop: ctx.stop,
     };
     for note in &notes {
         host.header(note).await?;
@@ -601,6 +610,11 @@ impl StartedStep {
 /// The build's side of one step: its row and `stdio` log in the database, and
 /// the worker the build runs on.
 struct BuildStepHost<'c, 'a> {
+    shared: &'a Shared,
+    /// The build's source stamps and properties, as triggered builds get them.
+    sourcestamps: &'c [crate::db::entities::sourcestamps::Model],
+    properties: &'c Properties,
+    stop: &'a StopSignal,
     /// Steps this step added to the build, and how many more it may add.
     added: Added,
     room: usize,
@@ -750,6 +764,26 @@ impl StepHost for BuildStepHost<'_, '_> {
             .0
             .extend(compiled.into_iter().map(|s| (after_current, s)));
         Ok(Ok(names))
+    }
+
+    async fn trigger(
+        &mut self,
+        request: &TriggerRequest,
+    ) -> Result<Result<Triggered, String>, DataError> {
+        let parent = trigger::Parent {
+            buildid: self.buildid,
+            sourcestamps: self.sourcestamps,
+            properties: self.properties,
+        };
+        trigger::trigger(self.shared, &parent, request).await
+    }
+
+    async fn wait_triggered(
+        &mut self,
+        bsids: &[i64],
+        stop_children: bool,
+    ) -> Result<Option<Vec<ChildOutcome>>, DataError> {
+        trigger::wait(self.shared, self.buildid, bsids, self.stop, stop_children).await
     }
 
     async fn add_artifact(

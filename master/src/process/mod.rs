@@ -8,3 +8,4 @@ pub mod build;
 pub mod collapse;
 pub mod distributor;
 pub mod supersede;
+pub mod trigger;

@@ -100,7 +100,8 @@ pub async fn sync_rows(data: &Data, loaded: LoadedConfig) -> Result<RunningConfi
             crate::config::SchedulerConfig::Changes(_)
             | crate::config::SchedulerConfig::Timed(_) => by_changes.push(s.name()),
             crate::config::SchedulerConfig::Dependent { .. } => by_buildsets.push(s.name()),
-            crate::config::SchedulerConfig::Force { .. } => {}
+            crate::config::SchedulerConfig::Force { .. }
+            | crate::config::SchedulerConfig::Triggerable { .. } => {}
         }
     }
     data.start_positions(&by_changes, &by_buildsets).await?;

@@ -463,6 +463,7 @@ impl State {
                 .iter()
                 .filter_map(|c| c["changeid"].as_i64())
                 .collect(),
+            parent: None,
         })
     }
 }

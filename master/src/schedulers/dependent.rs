@@ -143,6 +143,7 @@ async fn follow(
                 consumes: None,
                 external_idstring: Some(mark),
                 changeids: Vec::new(),
+                parent: None,
             });
         }
         let made = step.buildsets.len();

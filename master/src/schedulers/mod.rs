@@ -11,3 +11,4 @@ pub mod force;
 pub mod force_params;
 pub mod timed;
 pub mod tree_stable;
+pub mod triggerable;

@@ -279,6 +279,7 @@ async fn fire(shared: &Shared, ids: &Ids, name: &str) -> Result<(), DataError> {
             .iter()
             .filter_map(|c| c["changeid"].as_i64())
             .collect(),
+        parent: None,
     });
     let added = data.schedule(step).await?;
     info!(scheduler = %name, buildsets = ?added.iter().map(|(bsid, _)| *bsid).collect::<Vec<_>>(), "scheduled run");

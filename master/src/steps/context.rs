@@ -7,6 +7,7 @@
 //! build (`process::build`) implements it with the data layer and the worker
 //! link, and the kinds stay plain functions of their model and this context.
 
+use super::trigger::{ChildOutcome, TriggerRequest, Triggered};
 use crate::artifacts::{ArtifactStore, Incoming, Outgoing, Stored};
 use crate::lua::{LuaScope, RawValue};
 pub use crate::render::Properties;
@@ -158,6 +159,22 @@ pub trait StepHost: Send {
         steps: &RawValue,
         at: &str,
     ) -> impl Future<Output = Result<Result<Vec<String>, String>, Self::Error>> + Send;
+
+    /// Make the buildset a `trigger` step asks of a triggerable scheduler,
+    /// this build its parent; the inner `Err` says why it could not.
+    fn trigger(
+        &mut self,
+        request: &TriggerRequest,
+    ) -> impl Future<Output = Result<Result<Triggered, String>, Self::Error>> + Send;
+
+    /// Wait until the buildsets `bsids` this build triggered are complete;
+    /// `None` when the build was stopped first (children not started are
+    /// cancelled, and running ones stopped with `stop_children`).
+    fn wait_triggered(
+        &mut self,
+        bsids: &[i64],
+        stop_children: bool,
+    ) -> impl Future<Output = Result<Option<Vec<ChildOutcome>>, Self::Error>> + Send;
 }
 
 /// Everything a step kind may use while it runs.

@@ -24,6 +24,7 @@ pub mod sequence;
 pub mod shell;
 pub mod test;
 pub mod transfer;
+pub mod trigger;
 pub mod warnings;
 
 pub use context::{
@@ -66,6 +67,8 @@ pub enum StepKind {
     Lua(lua_step::LuaStep),
     /// `mb.steps.pipeline{…}`: steps from a file in the checkout.
     Pipeline(Box<pipeline::PipelineStep>),
+    /// `mb.steps.trigger{…}`: builds through triggerable schedulers.
+    Trigger(Box<trigger::TriggerStep>),
 }
 
 /// A step kind's part of a compiled step.
@@ -107,6 +110,7 @@ pub fn compile(tag: &str, f: &mut Fields<'_>, builder: &str) -> Option<Compiled>
         "step.test" => test::compile(f, builder),
         "step.lua" => lua_step::compile(f, builder),
         "step.pipeline" => pipeline::compile(f),
+        "step.trigger" => trigger::compile(f, builder),
         _ => return None,
     })
 }
@@ -139,5 +143,6 @@ pub async fn run<H: StepHost>(
         StepKind::Test(step) => test::run(step, ctx).await,
         StepKind::Lua(step) => lua_step::run(step, ctx).await,
         StepKind::Pipeline(step) => pipeline::run(step, ctx).await,
+        StepKind::Trigger(step) => trigger::run(step, ctx).await,
     }
 }

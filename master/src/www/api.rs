@@ -219,6 +219,19 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             let total = items.len() as u64;
             Ok(envelope("changes", items, total))
         }
+        ["builds", b, "triggered_builds"] => {
+            let buildid = id(b, "build")?;
+            let exists = data
+                .list_builds(&ListQuery::default().with_eq("buildid", buildid), false)
+                .await?
+                .0;
+            if exists.is_empty() {
+                return Err(ApiError::not_found(format!("build {b}")));
+            }
+            let items = data.triggered_builds(buildid, q).await?;
+            let total = items.len() as u64;
+            Ok(envelope("builds", items, total))
+        }
         ["builds", b, "properties"] => {
             let buildid = id(b, "build")?;
             let (found, _) = data
@@ -539,7 +552,8 @@ fn force_schedulers(running: &crate::shared::RunningConfig) -> Vec<Value> {
         .filter_map(|s| match s {
             crate::config::SchedulerConfig::Changes(_)
             | crate::config::SchedulerConfig::Timed(_)
-            | crate::config::SchedulerConfig::Dependent { .. } => None,
+            | crate::config::SchedulerConfig::Dependent { .. }
+            | crate::config::SchedulerConfig::Triggerable { .. } => None,
             crate::config::SchedulerConfig::Force {
                 name,
                 builders,

@@ -163,6 +163,46 @@ async fn failed_tests_html(ctx: &Ctx<'_>, buildid: i64) -> Result<String, DataEr
     Ok(out)
 }
 
+/// The build that triggered this one, and the builds this one triggered,
+/// as rows of the facts table.
+async fn family_html(ctx: &Ctx<'_>, buildid: i64, brid: Option<i64>) -> Result<String, DataError> {
+    let data = &ctx.shared.data;
+    let mut out = String::new();
+    if let Some(parent) = match brid {
+        Some(brid) => data.parent_of_request(brid).await?,
+        None => None,
+    } {
+        out.push_str(&format!(
+            "<tr><th>triggered by</th><td id=\"parent\"><a href=\"/builds/{parent}\">build {parent}</a></td></tr>"
+        ));
+    }
+    let children = data.triggered_builds(buildid, ListQuery::default()).await?;
+    if !children.is_empty() {
+        let links: Vec<String> = children
+            .iter()
+            .map(|c| {
+                let state = crate::results::name(c["results"].as_i64().map_or(-1, |r| r as i32));
+                format!(
+                    "<a class=\"{}\" href=\"/builds/{}\">{} #{}</a>",
+                    if c["complete"] == true {
+                        state
+                    } else {
+                        "running"
+                    },
+                    c["buildid"],
+                    esc(&ctx.builder_name(c["builderid"].as_i64().unwrap_or(0))),
+                    c["number"]
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "<tr><th>triggered</th><td id=\"triggered\">{}</td></tr>",
+            links.join(" ")
+        ));
+    }
+    Ok(out)
+}
+
 /// The build's artifacts, with download links (a directory's files listed).
 async fn artifacts_html(ctx: &Ctx<'_>, buildid: i64) -> Result<String, DataError> {
     let (items, _) = ctx
@@ -357,6 +397,7 @@ pub(super) async fn build(ctx: &Ctx<'_>, buildid: i64) -> PageResult {
             requests.join(", ")
         )
     };
+    let family = family_html(ctx, buildid, b["buildrequestid"].as_i64()).await?;
     let artifacts = artifacts_html(ctx, buildid).await?;
     let tests = failed_tests_html(ctx, buildid).await?;
     let hidden_note = match (hidden, show_hidden) {
@@ -374,7 +415,7 @@ pub(super) async fn build(ctx: &Ctx<'_>, buildid: i64) -> PageResult {
 <table class=\"facts\"><tr><th>builder</th><td><a href=\"/builders/{builderid}\">{}</a></td></tr>\
 <tr><th>worker</th><td>{}</td></tr><tr><th>reason</th><td id=\"reason\">{}</td></tr>\
 <tr><th>owner</th><td>{}</td></tr><tr><th>started</th><td>{}</td></tr><tr><th>finished</th><td>{}</td></tr>\
-<tr><th>sources</th><td>{sources}</td></tr>{collapsed}</table>\n\
+<tr><th>sources</th><td>{sources}</td></tr>{collapsed}{family}</table>\n\
 <h2>Changes</h2>{changes}\n\
 <h2>Steps</h2><ol class=\"steps\" id=\"steps\">{step_rows}</ol>{hidden_note}\n\
 {tests}{artifacts}\

@@ -120,7 +120,8 @@ pub(super) async fn builder(ctx: &Ctx<'_>, builderid: i64) -> PageResult {
                 SchedulerConfig::Force { label, form, .. } => Some((s, label, form)),
                 SchedulerConfig::Changes(_)
                 | SchedulerConfig::Timed(_)
-                | SchedulerConfig::Dependent { .. } => None,
+                | SchedulerConfig::Dependent { .. }
+                | SchedulerConfig::Triggerable { .. } => None,
             })
             .map(|(s, label, form)| {
                 super::force_form::render(
