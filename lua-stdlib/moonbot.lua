@@ -74,6 +74,7 @@ M.worker = constructor("worker")
 ---@field do_step_if? boolean|fun(props: table<string, any>): boolean  Run the step only when true; otherwise it is SKIPPED.
 ---@field hide_step_if? boolean|fun(result: moonbot.Result, props: table<string, any>): boolean  Hide the finished step from the build page.
 ---@field decode_rc? table<integer, moonbot.Result>  Exit code → result (default: 0 SUCCESS, anything else FAILURE), e.g. `{ [0] = mb.results.SUCCESS, [5] = mb.results.WARNINGS }`.
+---@field locks? moonbot.LockAccess[]  Locks the step holds while it runs, besides its build's.
 
 ---@class moonbot.ShellArgs: moonbot.StepCommon
 ---@field command moonbot.Command      argv (no shell; elements may be renderables), a shell string, or a renderable giving either.
@@ -362,6 +363,7 @@ M.steps = steps
 ---@field properties? table<string, any> Properties every build of this builder gets.
 ---@field collapse_requests? moonbot.CollapseRequests  Merge compatible pending requests into one build (default: the master's `collapse_requests`).
 ---@field cancel_superseded? boolean  A request for a newer revision of a branch cancels this builder's older ones and stops their builds (default false).
+---@field locks? moonbot.LockAccess[]  Locks each build holds while it runs (`lock:access("exclusive")`).
 
 ---A request as a `collapse_requests` function sees it.
 ---@class moonbot.CollapsibleRequest
@@ -734,6 +736,46 @@ M.secrets = secrets
 ---@field log_horizon? moonbot.Duration    Delete the content of logs of builds that completed longer ago; the build stays.
 ---@field change_horizon? moonbot.Duration Delete changes older than this, with their files and properties.
 ---@field every? moonbot.Duration          Time between two passes (default "1h").
+
+---@class moonbot.LockAccess
+
+---@class moonbot.Lock
+local Lock = {}
+Lock.__index = Lock
+
+--- Use this lock in a builder's or step's `locks`: "counting" (up to `max_count` holders) or "exclusive" (alone).
+---@param mode "counting"|"exclusive"
+---@return moonbot.LockAccess
+function Lock:access(mode)
+  return { _kind = "lock_access", _where = where(2), lock = self, mode = mode }
+end
+
+---@class moonbot.MasterLockArgs
+---@field name string
+---@field max_count? integer   Holders at once in counting mode (default 1).
+
+---@class moonbot.WorkerLockArgs
+---@field name string
+---@field max_count? integer   Holders at once on each worker in counting mode (default 1).
+---@field max_count_for_worker? table<string, integer>  Another count on some workers.
+
+M.locks = {}
+
+--- A lock counted on the whole master (Buildbot's MasterLock).
+---@param args moonbot.MasterLockArgs
+---@return moonbot.Lock
+function M.locks.master(args)
+  local t = tagged("lock.master", args, 2)
+  return setmetatable(t, Lock)
+end
+
+--- A lock counted on each worker (Buildbot's WorkerLock).
+---@param args moonbot.WorkerLockArgs
+---@return moonbot.Lock
+function M.locks.worker(args)
+  local t = tagged("lock.worker", args, 2)
+  return setmetatable(t, Lock)
+end
 
 --- Buildbot's result codes, for `decode_rc`, `hide_step_if` and functions that read results.
 M.results = {

@@ -16,6 +16,7 @@ pub mod data;
 pub mod db;
 pub mod duration;
 pub mod janitor;
+pub mod locks;
 pub mod login_throttle;
 pub mod lua;
 pub mod mq;

@@ -143,6 +143,7 @@ impl Master {
             data,
             workers: WorkerRegistry::default(),
             builds: RunningBuilds::default(),
+            locks: Default::default(),
             accepting_builds: AtomicBool::new(true),
             idle_timeout,
             reloading: tokio::sync::Mutex::new(()),

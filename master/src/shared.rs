@@ -35,6 +35,8 @@ pub struct Shared {
     pub data: Data,
     pub workers: WorkerRegistry,
     pub builds: RunningBuilds,
+    /// The locks builds and steps hold and wait for.
+    pub locks: crate::locks::LockRegistry,
     /// False while the master is stopping: no new builds start.
     pub accepting_builds: AtomicBool,
     pub idle_timeout: Duration,

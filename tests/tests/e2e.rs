@@ -9,6 +9,8 @@ mod git_poller;
 mod git_step;
 #[path = "e2e/hooks.rs"]
 mod hooks;
+#[path = "e2e/locks.rs"]
+mod locks;
 #[path = "e2e/lua_steps.rs"]
 mod lua_steps;
 #[path = "e2e/pipelines.rs"]

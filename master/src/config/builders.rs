@@ -3,6 +3,7 @@
 //! The kind-specific part of each step is compiled by [`crate::steps`].
 
 use super::FILE;
+use super::locks::{LockAccess, compile_accesses};
 use crate::lua::fields::{MAX_LABEL_CHARS, tagged, valid_label};
 use crate::lua::{ConfigError, Fields, LuaFn, RawKey, RawValue};
 use crate::render::{self, Renderable};
@@ -25,6 +26,8 @@ pub struct BuilderConfig {
     /// A new request for a newer revision of a branch cancels this
     /// builder's older ones (and stops their builds).
     pub cancel_superseded: bool,
+    /// Locks every build of this builder holds while it runs.
+    pub locks: Vec<LockAccess>,
     pub defined_at: String,
 }
 
@@ -108,6 +111,8 @@ pub struct StepConfig {
     /// Exit code → result, for the step's commands (`None`: 0 is SUCCESS,
     /// anything else FAILURE).
     pub decode_rc: Option<BTreeMap<i64, i32>>,
+    /// Locks the step holds while it runs (besides its build's).
+    pub locks: Vec<LockAccess>,
     pub defined_at: String,
 }
 
@@ -175,6 +180,7 @@ pub(super) fn compile_builder(
     let properties = f.properties("properties");
     let collapse_requests = collapse_requests(&mut f);
     let cancel_superseded = f.boolean("cancel_superseded", false);
+    let locks = compile_accesses(&mut f, &what);
     let steps_raw = f.list_skipping_holes("steps").unwrap_or_default();
     if workernames.is_empty() && f.get("workernames").is_none() {
         f.error(format!("{what}: 'workernames' is required"));
@@ -203,6 +209,7 @@ pub(super) fn compile_builder(
         steps,
         collapse_requests,
         cancel_superseded,
+        locks,
         defined_at: at,
     })
 }
@@ -232,6 +239,7 @@ pub fn compile_step(
     let do_step_if = condition(&mut f, "do_step_if", true);
     let hide_step_if = condition(&mut f, "hide_step_if", false);
     let decode_rc = decode_rc(&mut f);
+    let locks = compile_accesses(&mut f, &format!("{builder}: step"));
     let Some(compiled) = steps::compile(kind, &mut f, builder) else {
         errors.push(ConfigError {
             location: at,
@@ -249,6 +257,7 @@ pub fn compile_step(
         do_step_if,
         hide_step_if,
         decode_rc,
+        locks,
         defined_at: at,
     })
 }

@@ -99,6 +99,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
     }
 
     check_references(&workers, &builders, &schedulers, errors);
+    let locks = super::locks::collect(&builders, errors);
     if !allow_master_shell {
         for b in &builders {
             for step in &b.steps {
@@ -133,6 +134,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
         properties,
         secrets,
         allow_master_shell,
+        locks,
     })
 }
 

@@ -17,6 +17,7 @@ pub mod compile;
 pub mod diff;
 pub mod force;
 pub mod janitor;
+pub mod locks;
 pub mod places;
 pub mod schedulers;
 pub mod secrets;
@@ -76,6 +77,8 @@ pub struct MasterConfig {
     pub secrets: Vec<crate::secrets::SecretProvider>,
     /// Whether builders may run `master_shell` steps (commands on the master).
     pub allow_master_shell: bool,
+    /// Every lock builders and steps name, by name.
+    pub locks: std::collections::BTreeMap<String, locks::LockDef>,
 }
 
 impl MasterConfig {

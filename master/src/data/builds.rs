@@ -59,6 +59,7 @@ fn build_json(b: &builds::Model) -> Value {
         "complete": b.complete_at.is_some(),
         "results": b.results,
         "state_string": b.state_string,
+        "locks_duration_s": b.locks_duration_s,
     })
 }
 
@@ -331,6 +332,42 @@ impl Data {
     /// The build is over. With `request`, that request is complete too (and
     /// its buildset, when it was the last open request), in the same
     /// transaction: one trip on SQLite.
+    /// What a running build shows (`waiting for lock X`), and seconds to add
+    /// to its time waiting for locks.
+    pub async fn update_build_state(
+        &self,
+        buildid: i64,
+        state: &str,
+        add_locks_s: i64,
+    ) -> Result<(), DataError> {
+        use builds::Column as C;
+        let mut batch = Batch::new(self);
+        let build = batch.push(
+            Query::update()
+                .table(builds::Entity)
+                .values([
+                    (C::StateString, state.into()),
+                    (
+                        C::LocksDurationS,
+                        Expr::col(C::LocksDurationS).add(add_locks_s),
+                    ),
+                ])
+                .and_where(Expr::col(C::Id).eq(buildid))
+                .returning_all(),
+        );
+        let mut rows = self.run_batch(batch).await?;
+        for b in rows.models::<builds::Model>(build)? {
+            self.bus.publish(
+                Topic::Build {
+                    id: buildid,
+                    event: BuildEvent::Update,
+                },
+                build_json(&b),
+            );
+        }
+        Ok(())
+    }
+
     pub async fn finish_build(
         &self,
         buildid: i64,

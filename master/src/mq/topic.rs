@@ -45,6 +45,8 @@ pub enum BuildRequestEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuildEvent {
     New,
+    /// Its state string or locks wait changed while it runs.
+    Update,
     Finished,
 }
 
@@ -122,6 +124,7 @@ impl Topic {
             },
             Topic::Build { event, .. } => match event {
                 BuildEvent::New => "new",
+                BuildEvent::Update => "update",
                 BuildEvent::Finished => "finished",
             },
             Topic::Step { event, .. } => match event {

@@ -21,12 +21,14 @@
 use super::trigger;
 use crate::artifacts::{Incoming, Stored};
 use crate::config::builders::{StepCondition, compile_step};
+use crate::config::locks::{LockAccess, LockKind};
 use crate::config::{BuilderConfig, LoadedConfig, StepConfig, WorkerConfig};
 use crate::data::artifacts::NewArtifact;
 use crate::data::buildsets::PendingRequest;
 use crate::data::logs::{LogStream, LogWriter};
 use crate::data::test_results::{NewTestResult, NewTestResultSet};
 use crate::data::{Data, DataError};
+use crate::locks::{LockGuard, LockKey, Want};
 use crate::lua::{LuaScope, RawKey, RawValue};
 use crate::render::{RenderContext, SourceStamp};
 use crate::results::{self, CANCELLED, EXCEPTION, FAILURE, RETRY, SKIPPED, SUCCESS, WARNINGS};
@@ -255,7 +257,22 @@ async fn execute(ctx: &mut BuildContext<'_>) -> Result<(), DataError> {
     data.add_build_properties(buildid, &props).await?;
     ctx.props = props;
 
-    let (mut build_results, failed_steps) = run_steps(ctx).await?;
+    let shared = ctx.shared;
+    let worker_name = ctx.lease.worker.name.clone();
+    let build_locks = take_locks(
+        shared,
+        buildid,
+        &worker_name,
+        &builder.locks,
+        ctx.stop,
+        None,
+    )
+    .await?;
+    let (mut build_results, failed_steps) = match build_locks {
+        Some(mut held) => run_steps(ctx, &mut held).await?,
+        // Stopped while it waited for its locks: no step ran.
+        None => (SUCCESS, Vec::new()),
+    };
     match ctx.stop.requested() {
         Some(StopKind::Shutdown) => build_results = RETRY,
         Some(StopKind::Cancel) => build_results = results::worst(build_results, CANCELLED),
@@ -347,7 +364,10 @@ impl<'a> StepPlan<'a> {
 struct Added(Vec<(bool, StepConfig)>);
 
 /// Run the steps; returns the build's result and the names of steps that hurt it.
-async fn run_steps(ctx: &mut BuildContext<'_>) -> Result<(i32, Vec<String>), DataError> {
+async fn run_steps<'s>(
+    ctx: &mut BuildContext<'s>,
+    build_locks: &mut LockGuard<'s>,
+) -> Result<(i32, Vec<String>), DataError> {
     let mut build_results = SUCCESS;
     let mut terminated = false;
     let mut failed = Vec::new();
@@ -368,7 +388,15 @@ async fn run_steps(ctx: &mut BuildContext<'_>) -> Result<(i32, Vec<String>), Dat
         }
         number += 1;
         let room = MAX_ADDED_STEPS - plan.added;
+        let step_locks = match step_locks(ctx, build_locks, step).await? {
+            Some(held) => held,
+            None => {
+                // Stopped while it waited: the stop ends the loop.
+                continue;
+            }
+        };
         let (result, added) = run_step(ctx, number, step, room).await?;
+        drop(step_locks);
         plan.insert(index, added);
         index += 1;
         let f = &step.flags;
@@ -410,6 +438,113 @@ async fn run_steps(ctx: &mut BuildContext<'_>) -> Result<(i32, Vec<String>), Dat
         }
     }
     Ok((build_results, failed))
+}
+
+/// Take `accesses` for build `buildid` on `worker`, its state showing what
+/// it waits for and the wait added to its `locks_duration_s`; `None` when
+/// the build was stopped first. `holding`: the build's own locks, which it
+/// lets go while it waits if keeping them could deadlock.
+async fn take_locks<'s>(
+    shared: &'s Shared,
+    buildid: i64,
+    worker: &str,
+    accesses: &[LockAccess],
+    stop: &StopSignal,
+    holding: Option<(&mut LockGuard<'s>, &[LockAccess])>,
+) -> Result<Option<LockGuard<'s>>, DataError> {
+    let wants_of = |accesses: &[LockAccess]| -> Vec<Want> {
+        let running = shared.running_config();
+        accesses
+            .iter()
+            .map(|a| {
+                // The running configuration's count: a reload applies to
+                // the next acquisition.
+                let def = running
+                    .loaded
+                    .config
+                    .locks
+                    .get(&a.lock.name)
+                    .unwrap_or(&a.lock);
+                Want {
+                    key: LockKey {
+                        name: a.lock.name.clone(),
+                        worker: (a.lock.kind == LockKind::Worker).then(|| worker.to_string()),
+                    },
+                    exclusive: a.exclusive,
+                    max_count: def.max_on(worker),
+                }
+            })
+            .collect()
+    };
+    if accesses.is_empty() {
+        return Ok(Some(shared.locks.none(buildid)));
+    }
+    let wants = wants_of(accesses);
+    // Waiting while holding the build's locks would close a cycle: let them
+    // go and wait for all of them together instead.
+    let (wants, rejoin) = match holding {
+        Some((held, own)) if !wants.is_empty() && shared.locks.would_deadlock(buildid, &wants) => {
+            let keys = held.keys().to_vec();
+            let mut all = wants;
+            all.extend(wants_of(own));
+            // The empty guard replaces the held one, whose drop releases it.
+            *held = shared.locks.split(held, &[]);
+            (all, Some((held, keys)))
+        }
+        _ => (wants, None),
+    };
+    let started = std::time::Instant::now();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let acquire = shared.locks.acquire(buildid, &wants, move |keys| {
+        let names: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        let _ = tx.send(format!("waiting for lock {}", names.join(", ")));
+    });
+    tokio::pin!(acquire);
+    let mut interrupt = stop.interrupt.clone();
+    let mut waited = false;
+    let mut guard = loop {
+        tokio::select! {
+            guard = &mut acquire => break Some(guard),
+            Some(text) = rx.recv() => {
+                waited = true;
+                shared.data.update_build_state(buildid, &text, 0).await?;
+            }
+            Ok(()) = interrupt.changed() => {
+                if stop.requested().is_some() {
+                    break None;
+                }
+            }
+        }
+    };
+    if waited {
+        let seconds = started.elapsed().as_secs_f64().round() as i64;
+        shared
+            .data
+            .update_build_state(buildid, "building", seconds)
+            .await?;
+    }
+    if let (Some(all), Some((held, keys))) = (guard.as_mut(), rejoin) {
+        *held = shared.locks.split(all, &keys);
+    }
+    Ok(guard)
+}
+
+/// Take a step's locks (`Some(guard)`; one without locks when it has
+/// none), or `None` when the build was stopped while it waited.
+async fn step_locks<'s>(
+    ctx: &BuildContext<'s>,
+    build_locks: &mut LockGuard<'s>,
+    step: &StepConfig,
+) -> Result<Option<LockGuard<'s>>, DataError> {
+    take_locks(
+        ctx.shared,
+        ctx.buildid,
+        &ctx.lease.worker.name,
+        &step.locks,
+        ctx.stop,
+        Some((build_locks, &ctx.builder.locks)),
+    )
+    .await
 }
 
 /// Run one step: `do_step_if` decides whether the kind runs (through a

@@ -20,6 +20,7 @@ pub struct Model {
     #[sea_orm(column_type = "Text")]
     pub state_string: String,
     pub results: Option<i32>,
+    pub locks_duration_s: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

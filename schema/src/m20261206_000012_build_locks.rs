@@ -1,0 +1,41 @@
+//! `builds.locks_duration_s`: the seconds a build waited for its locks
+//! (Buildbot's column of the same name), shown on the build and in the API.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub(crate) struct Migration;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(Builds::Table)
+                .add_column(
+                    ColumnDef::new(Builds::LocksDurationS)
+                        .big_integer()
+                        .not_null()
+                        .default(0),
+                )
+                .take(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(Builds::Table)
+                .drop_column(Builds::LocksDurationS)
+                .take(),
+        )
+        .await
+    }
+}
+
+#[derive(DeriveIden, Clone, Copy)]
+enum Builds {
+    Table,
+    LocksDurationS,
+}
