@@ -75,6 +75,12 @@ M.worker = constructor("worker")
 ---@field hide_step_if? boolean|fun(result: moonbot.Result, props: table<string, any>): boolean  Hide the finished step from the build page.
 ---@field decode_rc? table<integer, moonbot.Result>  Exit code → result (default: 0 SUCCESS, anything else FAILURE), e.g. `{ [0] = mb.results.SUCCESS, [5] = mb.results.WARNINGS }`.
 ---@field locks? moonbot.LockAccess[]  Locks the step holds while it runs, besides its build's.
+---@field retry? moonbot.StepRetry    Run the step again in the same build when it ends this way.
+
+---@class moonbot.StepRetry
+---@field on (string|{rc: integer[]})[]|{rc?: integer[]}  "worker_lost", "timeout", and `rc = { … }` exit codes.
+---@field max? integer   Attempts after the first (default 1).
+---@field delay? integer Seconds before each (default 0).
 
 ---@class moonbot.ShellArgs: moonbot.StepCommon
 ---@field command moonbot.Command      argv (no shell; elements may be renderables), a shell string, or a renderable giving either.
@@ -364,6 +370,26 @@ M.steps = steps
 ---@field collapse_requests? moonbot.CollapseRequests  Merge compatible pending requests into one build (default: the master's `collapse_requests`).
 ---@field cancel_superseded? boolean  A request for a newer revision of a branch cancels this builder's older ones and stops their builds (default false).
 ---@field locks? moonbot.LockAccess[]  Locks each build holds while it runs (`lock:access("exclusive")`).
+---@field priority? integer           Higher goes first when builders compete for workers (default 0).
+---@field workerbuilddir? string      The builder's directory on the worker (Buildbot's name; default `builddir`).
+---@field next_worker? fun(builder: {name: string}, workers: moonbot.WorkerChoice[], request: moonbot.RequestChoice): string?  The free worker a request goes to (nil: it waits).
+---@field next_build? fun(builder: {name: string}, requests: moonbot.RequestChoice[]): moonbot.RequestChoice?  The pending request built next (nil: none now).
+---@field can_start_build? fun(builder: {name: string}, worker: moonbot.WorkerChoice, request: moonbot.RequestChoice): boolean  A veto: false leaves the request pending.
+---@field max_retries? integer        Builds of a request that may end RETRY before it ends EXCEPTION (default: the master's `max_retries`, 5).
+
+---A worker as the builder's functions see it.
+---@class moonbot.WorkerChoice
+---@field name string
+---@field properties table<string, any>
+---@field running_builds integer
+
+---A pending build request as the builder's functions see it.
+---@class moonbot.RequestChoice
+---@field buildrequestid integer
+---@field buildsetid integer
+---@field builderid integer
+---@field priority integer
+---@field submitted_at number
 
 ---A request as a `collapse_requests` function sees it.
 ---@class moonbot.CollapsibleRequest
@@ -728,6 +754,8 @@ M.secrets = secrets
 ---@field properties? table<string, any>  Properties every build gets (the lowest layer, source "Global").
 ---@field secrets? moonbot.SecretsProvider[]  Where `mb.secret` and `%(secret:NAME)s` look, in order.
 ---@field allow_master_shell? boolean  Let builders run `mb.steps.master_shell` commands on the master (default false).
+---@field prioritize_builders? fun(builders: {name: string, priority: integer, tags: string[]}[]): (string|{name: string})[]  The order builders get free workers in; a builder left out waits.
+---@field max_retries? integer        Builds of a request that may end RETRY before it ends EXCEPTION (default 5).
 
 ---@alias moonbot.Duration integer|string Seconds, or a number with one unit: "90s", "30m", "24h", "180d".
 

@@ -1,6 +1,8 @@
 //! End-to-end: real master and worker processes over real QUIC with real
 //! certificates, driven through the CLI and the REST API, on SQLite and PostgreSQL.
 
+#[path = "e2e/choices.rs"]
+mod choices;
 #[path = "e2e/forged_frames.rs"]
 mod forged_frames;
 #[path = "e2e/git_poller.rs"]

@@ -28,6 +28,17 @@ pub struct BuilderConfig {
     pub cancel_superseded: bool,
     /// Locks every build of this builder holds while it runs.
     pub locks: Vec<LockAccess>,
+    /// Higher goes first when builders compete for workers.
+    pub priority: i64,
+    /// Which free worker a request goes to (Buildbot's `nextWorker`).
+    pub next_worker: Option<LuaFn>,
+    /// Which pending request is built next (Buildbot's `nextBuild`).
+    pub next_build: Option<LuaFn>,
+    /// A veto on starting a request on a worker (Buildbot's `canStartBuild`).
+    pub can_start_build: Option<LuaFn>,
+    /// Builds of a request that ended RETRY before it ends EXCEPTION
+    /// (`None`: the master's `max_retries`).
+    pub max_retries: Option<u32>,
     pub defined_at: String,
 }
 
@@ -113,7 +124,20 @@ pub struct StepConfig {
     pub decode_rc: Option<BTreeMap<i64, i32>>,
     /// Locks the step holds while it runs (besides its build's).
     pub locks: Vec<LockAccess>,
+    /// Run the step again in the same build when it fails this way.
+    pub retry: Option<StepRetry>,
     pub defined_at: String,
+}
+
+/// `retry = { on = { "worker_lost", "timeout", rc = { 128, 137 } }, max = 2, delay = 10 }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRetry {
+    pub worker_lost: bool,
+    pub timeout: bool,
+    pub rcs: Vec<i64>,
+    /// Attempts after the first.
+    pub max: u32,
+    pub delay_s: u64,
 }
 
 /// `do_step_if` / `hide_step_if`: a fixed answer or a Lua function.
@@ -181,6 +205,12 @@ pub(super) fn compile_builder(
     let collapse_requests = collapse_requests(&mut f);
     let cancel_superseded = f.boolean("cancel_superseded", false);
     let locks = compile_accesses(&mut f, &what);
+    let priority = f.integer("priority", -1_000_000, 1_000_000).unwrap_or(0);
+    let next_worker = function(&mut f, "next_worker");
+    let next_build = function(&mut f, "next_build");
+    let can_start_build = function(&mut f, "can_start_build");
+    let max_retries = f.integer("max_retries", 0, 1000).map(|n| n as u32);
+    let workerbuilddir = f.string("workerbuilddir");
     let steps_raw = f.list_skipping_holes("steps").unwrap_or_default();
     if workernames.is_empty() && f.get("workernames").is_none() {
         f.error(format!("{what}: 'workernames' is required"));
@@ -202,7 +232,9 @@ pub(super) fn compile_builder(
     Some(BuilderConfig {
         name: name?,
         workernames,
-        builddir,
+        // Buildbot's worker-side name wins; moonbot has no master-side
+        // builder directory, so `builddir` means the same without it.
+        builddir: workerbuilddir.unwrap_or(builddir),
         description,
         tags,
         properties,
@@ -210,6 +242,11 @@ pub(super) fn compile_builder(
         collapse_requests,
         cancel_superseded,
         locks,
+        priority,
+        next_worker,
+        next_build,
+        can_start_build,
+        max_retries,
         defined_at: at,
     })
 }
@@ -240,6 +277,7 @@ pub fn compile_step(
     let hide_step_if = condition(&mut f, "hide_step_if", false);
     let decode_rc = decode_rc(&mut f);
     let locks = compile_accesses(&mut f, &format!("{builder}: step"));
+    let retry = step_retry(&mut f);
     let Some(compiled) = steps::compile(kind, &mut f, builder) else {
         errors.push(ConfigError {
             location: at,
@@ -258,6 +296,7 @@ pub fn compile_step(
         hide_step_if,
         decode_rc,
         locks,
+        retry,
         defined_at: at,
     })
 }
@@ -278,6 +317,71 @@ fn condition(f: &mut Fields<'_>, key: &'static str, default: bool) -> StepCondit
             StepCondition::Fixed(default)
         }
     }
+}
+
+/// An optional Lua function field.
+fn function(f: &mut Fields<'_>, key: &'static str) -> Option<LuaFn> {
+    match f.get(key)? {
+        RawValue::Function(function) => Some(function.clone()),
+        other => {
+            let msg = format!(
+                "{}: '{key}' must be a function, not a {}",
+                f.what,
+                other.type_name()
+            );
+            f.error(msg);
+            None
+        }
+    }
+}
+
+/// A step's `retry = { on = { … }, max = N, delay = S }`.
+fn step_retry(f: &mut Fields<'_>) -> Option<StepRetry> {
+    let RawValue::Table(entries) = f.get("retry")? else {
+        let msg = format!(
+            "{}: 'retry' must be a table {{ on = {{ … }}, max = N, delay = S }}",
+            f.what
+        );
+        f.error(msg);
+        return None;
+    };
+    let mut r = Fields::new(format!("{}: retry", f.what), f.at.clone(), entries);
+    let mut retry = StepRetry {
+        worker_lost: false,
+        timeout: false,
+        rcs: Vec::new(),
+        max: r.integer("max", 1, 100).unwrap_or(1) as u32,
+        delay_s: r.integer("delay", 0, 86400).unwrap_or(0) as u64,
+    };
+    match r.get("on") {
+        Some(RawValue::Table(on)) => {
+            for (k, v) in on {
+                match (k, v) {
+                    (RawKey::Int(_), RawValue::Str(s)) if s == "worker_lost" => retry.worker_lost = true,
+                    (RawKey::Int(_), RawValue::Str(s)) if s == "timeout" => retry.timeout = true,
+                    (RawKey::Str(key), RawValue::Table(codes)) if key == "rc" => {
+                        for (_, code) in codes {
+                            match code {
+                                RawValue::Int(n) => retry.rcs.push(*n),
+                                _ => r.error("retry: 'rc' lists exit codes".into()),
+                            }
+                        }
+                    }
+                    _ => r.error(format!(
+                        "retry: 'on' lists \"worker_lost\", \"timeout\" and rc = {{ codes }}, not {k} = {}",
+                        v.type_name()
+                    )),
+                }
+            }
+        }
+        _ => r.error("retry: 'on' (what to retry on) is required".into()),
+    }
+    let mut errors = Vec::new();
+    r.finish(&mut errors);
+    for e in errors {
+        f.error_at(e.location, e.message);
+    }
+    Some(retry)
 }
 
 /// `decode_rc = { [0] = mb.results.SUCCESS, [5] = mb.results.WARNINGS }`.

@@ -55,6 +55,19 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
     let properties = top.properties("properties");
     let secrets_raw = top.list("secrets").unwrap_or_default();
     let allow_master_shell = top.boolean("allow_master_shell", false);
+    let prioritize_builders = match top.get("prioritize_builders") {
+        None => None,
+        Some(RawValue::Function(f)) => Some(f.clone()),
+        Some(other) => {
+            let msg = format!(
+                "'prioritize_builders' must be a function of the builders, not a {}",
+                other.type_name()
+            );
+            top.error(msg);
+            None
+        }
+    };
+    let max_retries = top.integer("max_retries", 0, 1000).unwrap_or(5) as u32;
     top.finish(errors);
     let secrets = super::secrets::compile_secrets(secrets_raw, errors);
 
@@ -135,6 +148,8 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
         secrets,
         allow_master_shell,
         locks,
+        prioritize_builders,
+        max_retries,
     })
 }
 

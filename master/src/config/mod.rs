@@ -79,6 +79,11 @@ pub struct MasterConfig {
     pub allow_master_shell: bool,
     /// Every lock builders and steps name, by name.
     pub locks: std::collections::BTreeMap<String, locks::LockDef>,
+    /// The order builders get free workers in (Buildbot's
+    /// `prioritizeBuilders`): a function of the builders.
+    pub prioritize_builders: Option<crate::lua::LuaFn>,
+    /// Builds of a request that ended RETRY before it ends EXCEPTION.
+    pub max_retries: u32,
 }
 
 impl MasterConfig {

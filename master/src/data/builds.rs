@@ -332,6 +332,16 @@ impl Data {
     /// The build is over. With `request`, that request is complete too (and
     /// its buildset, when it was the last open request), in the same
     /// transaction: one trip on SQLite.
+    /// How many builds of request `brid` ended RETRY.
+    pub async fn retried_builds(&self, brid: i64) -> Result<u64, DataError> {
+        use sea_orm::PaginatorTrait;
+        Ok(builds::Entity::find()
+            .filter(builds::Column::Buildrequestid.eq(brid))
+            .filter(builds::Column::Results.eq(crate::results::RETRY))
+            .count(&self.db)
+            .await?)
+    }
+
     /// What a running build shows (`waiting for lock X`), and seconds to add
     /// to its time waiting for locks.
     pub async fn update_build_state(

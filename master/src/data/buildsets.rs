@@ -38,6 +38,19 @@ pub struct PendingRequest {
     claim: Option<buildrequest_claims::Model>,
 }
 
+impl PendingRequest {
+    /// The request as a builder's Lua functions see it (Buildbot's fields).
+    pub fn describe(&self) -> Value {
+        json!({
+            "buildrequestid": self.brid,
+            "buildsetid": self.buildsetid,
+            "builderid": self.builderid,
+            "priority": self.row.priority,
+            "submitted_at": self.submitted_at,
+        })
+    }
+}
+
 impl From<buildrequests::Model> for PendingRequest {
     fn from(row: buildrequests::Model) -> Self {
         PendingRequest {

@@ -20,7 +20,7 @@
 
 use super::trigger;
 use crate::artifacts::{Incoming, Stored};
-use crate::config::builders::{StepCondition, compile_step};
+use crate::config::builders::{StepCondition, StepRetry, compile_step};
 use crate::config::locks::{LockAccess, LockKind};
 use crate::config::{BuilderConfig, LoadedConfig, StepConfig, WorkerConfig};
 use crate::data::artifacts::NewArtifact;
@@ -278,7 +278,22 @@ async fn execute(ctx: &mut BuildContext<'_>) -> Result<(), DataError> {
         Some(StopKind::Cancel) => build_results = results::worst(build_results, CANCELLED),
         None => {}
     }
+    // A request that keeps ending RETRY (not because this master stops)
+    // ends EXCEPTION instead of looping forever, as Buildbot's does.
+    let mut state_note = None;
+    if build_results == RETRY && ctx.stop.requested().is_none() {
+        let limit = builder.max_retries.unwrap_or(ctx.loaded.config.max_retries);
+        let before = data.retried_builds(ctx.request.brid).await?;
+        if before + 1 > u64::from(limit) {
+            build_results = EXCEPTION;
+            state_note = Some(format!(
+                "exception: the request ended RETRY {} times (max_retries = {limit})",
+                before + 1
+            ));
+        }
+    }
     let state = match build_results {
+        _ if state_note.is_some() => state_note.unwrap_or_default(),
         SUCCESS => "build successful".to_string(),
         RETRY => "retry".to_string(),
         // Who stopped it and why shows on the build (`stop`'s reason, a
@@ -395,7 +410,33 @@ async fn run_steps<'s>(
                 continue;
             }
         };
-        let (result, added) = run_step(ctx, number, step, room).await?;
+        let (mut result, mut added, mut outcome) = run_step(ctx, number, step, room).await?;
+        // `retry`: the step runs again in this build (a new step row).
+        let mut attempt = 0;
+        while let Some(retry) = &step.retry
+            && attempt < retry.max
+            && ctx.stop.requested().is_none()
+            && retries_on(retry, result, outcome.as_ref())
+        {
+            attempt += 1;
+            if retry.delay_s > 0 {
+                let mut interrupt = ctx.stop.interrupt.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(retry.delay_s)) => {}
+                    _ = interrupt.changed() => {}
+                }
+                if ctx.stop.requested().is_some() {
+                    break;
+                }
+            }
+            // What the failed attempt added goes with it (replaced below).
+            let again = StepConfig {
+                name: format!("{} (retry {attempt})", step.name),
+                ..step.clone()
+            };
+            number += 1;
+            (result, added, outcome) = run_step(ctx, number, &again, room).await?;
+        }
         drop(step_locks);
         plan.insert(index, added);
         index += 1;
@@ -438,6 +479,28 @@ async fn run_steps<'s>(
         }
     }
     Ok((build_results, failed))
+}
+
+/// Whether a step's `retry` covers how it ended: the worker lost (RETRY),
+/// its command timed out, or an exit code it lists.
+fn retries_on(retry: &StepRetry, result: i32, outcome: Option<&CommandOutcome>) -> bool {
+    if result == SUCCESS || result == SKIPPED || result == CANCELLED {
+        return false;
+    }
+    if retry.worker_lost && result == RETRY {
+        return true;
+    }
+    let Some(outcome) = outcome else {
+        return false;
+    };
+    (retry.timeout
+        && outcome
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.starts_with("command timed out")))
+        || outcome
+            .rc
+            .is_some_and(|rc| retry.rcs.contains(&i64::from(rc)))
 }
 
 /// Take `accesses` for build `buildid` on `worker`, its state showing what
@@ -555,7 +618,7 @@ async fn run_step(
     number: i32,
     step: &StepConfig,
     room: usize,
-) -> Result<(i32, Added), DataError> {
+) -> Result<(i32, Added, Option<CommandOutcome>), DataError> {
     let render = RenderContext {
         properties: &ctx.props,
         sources: &ctx.sources,
@@ -601,6 +664,7 @@ async fn run_step(
         room,
         builder_what: format!("builder '{}'", ctx.builder.name),
         shared: ctx.shared,
+        last_outcome: None,
         sourcestamps: &ctx.sourcestamps,
         properties: &ctx.props,
         stop: ctx.stop,
@@ -663,6 +727,7 @@ async fn run_step(
     }
     let set_properties = std::mem::take(&mut host.set_properties);
     let added = std::mem::take(&mut host.added);
+    let last_outcome = host.last_outcome.take();
     let done = done.or(host.summary.take()).unwrap_or(started.description);
     let state = match result {
         SUCCESS => done,
@@ -682,7 +747,7 @@ async fn run_step(
     for (name, value) in set_properties {
         ctx.props.insert(name, (value, step.name.clone()));
     }
-    Ok((result, added))
+    Ok((result, added, last_outcome))
 }
 
 /// `do_step_if` (with `result` None) or `hide_step_if` (with the step's
@@ -746,6 +811,8 @@ impl StartedStep {
 /// the worker the build runs on.
 struct BuildStepHost<'c, 'a> {
     shared: &'a Shared,
+    /// The last command's outcome (what a step's `retry` looks at).
+    last_outcome: Option<CommandOutcome>,
     /// The build's source stamps and properties, as triggered builds get them.
     sourcestamps: &'c [crate::db::entities::sourcestamps::Model],
     properties: &'c Properties,
@@ -1017,6 +1084,9 @@ impl StepHost for BuildStepHost<'_, '_> {
         let outcome = remote::run(self.link, command, outgoing, interrupt, &mut sink).await;
         if let (Ok(outcome), Some(collect)) = (&outcome, sink.collect) {
             collect.rc = outcome.rc;
+        }
+        if let Ok(outcome) = &outcome {
+            self.last_outcome = Some(outcome.clone());
         }
         outcome.map_err(|e| match e {
             RemoteError::ConnectionLost(why) => RemoteFailure::ConnectionLost(why),

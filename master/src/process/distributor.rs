@@ -10,8 +10,9 @@
 //! while it works are covered by its next look, not one look each. The claim is
 //! the database's, so a second master could not run it twice.
 
-use super::{build, collapse};
+use super::{build, choices, collapse};
 use crate::config::BuilderConfig;
+use crate::data::buildsets::PendingRequest;
 use crate::mq::topic::{BuildRequestEvent, WorkerEvent};
 use crate::mq::{Event, Topic};
 use crate::services::{Service, ServiceConfig, Stopping};
@@ -158,6 +159,7 @@ async fn distribute(shared: &Arc<Shared>) -> Result<(), crate::data::DataError> 
         n.saturating_add(shared.workers.free_slots(name, max_of(name)))
     });
     let page_size = free.clamp(1, PAGE) as u64;
+    let ranks = choices::builder_ranks(&running.loaded.lua, config, &ready).await;
     let mut offset = 0;
     loop {
         let page = shared
@@ -174,17 +176,56 @@ async fn distribute(shared: &Arc<Shared>) -> Result<(), crate::data::DataError> 
             *pending_of.entry(r.builderid).or_default() += 1;
         }
         let mut taken: HashSet<i64> = HashSet::new();
-        for request in page {
-            if taken.contains(&request.brid) {
+        // Builders in their order (priority, or prioritize_builders); a
+        // builder left out waits for the next pass.
+        let mut page = page;
+        page.retain(|r| ranks.get(&r.builderid).copied().flatten().is_some());
+        page.sort_by_key(|r| ranks.get(&r.builderid).copied().flatten());
+        let mut passed: HashSet<i64> = HashSet::new();
+        for request in &page {
+            if taken.contains(&request.brid) || passed.contains(&request.builderid) {
                 continue;
             }
             let Some(&builder) = ready.get(&request.builderid) else {
                 continue;
             };
-            let mut candidates: Vec<&String> = builder.workernames.iter().collect();
-            candidates.sort_by_key(|name| shared.workers.running(name));
+            let lua = &running.loaded.lua;
+            let request = if builder.next_build.is_some() {
+                // The function chooses among all of the builder's pending
+                // requests, not only this page's.
+                let all = shared
+                    .data
+                    .pending_requests(&[request.builderid], 0, PAGE as u64)
+                    .await?;
+                let waiting: Vec<&PendingRequest> =
+                    all.iter().filter(|r| !taken.contains(&r.brid)).collect();
+                if waiting.is_empty() {
+                    continue;
+                }
+                match choices::next_build(lua, builder, &waiting).await {
+                    Some(i) => waiting[i].clone(),
+                    None => {
+                        passed.insert(request.builderid);
+                        continue;
+                    }
+                }
+            } else {
+                request.clone()
+            };
+            let mut free: Vec<(String, usize)> = builder
+                .workernames
+                .iter()
+                .filter(|name| shared.workers.free_slots(name, max_of(name)) > 0)
+                .map(|name| (name.clone(), shared.workers.running(name)))
+                .collect();
+            free.sort_by_key(|(_, running)| *running);
+            let candidates = if builder.next_worker.is_some() || builder.can_start_build.is_some() {
+                choices::workers_for(lua, config, builder, &request, free).await
+            } else {
+                free.into_iter().map(|(name, _)| name).collect()
+            };
             let Some(lease) = candidates
-                .into_iter()
+                .iter()
                 .find_map(|name| shared.workers.reserve(name, max_of(name)))
             else {
                 continue;

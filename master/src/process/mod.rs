@@ -5,6 +5,7 @@
 //! `cancel_superseded` is [`supersede`].
 
 pub mod build;
+pub mod choices;
 pub mod collapse;
 pub mod distributor;
 pub mod supersede;
