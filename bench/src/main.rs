@@ -16,6 +16,7 @@ mod procfs;
 mod scenarios;
 mod swarm;
 mod transfers;
+mod triggers;
 
 use clap::{Parser, Subcommand};
 use figures::Figures;
@@ -29,7 +30,7 @@ struct Cli {
     #[command(flatten)]
     sizes: Sizes,
     /// Run only these scenarios (comma-separated): idle, builds, log, reconfig,
-    /// workers, login, hooks, poller, and history and transfers (minutes
+    /// workers, login, hooks, poller, triggers, and history and transfers (minutes
     /// long: only when named here).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -98,6 +99,7 @@ const SCENARIOS: &[&str] = &[
     "poller",
     "history",
     "transfers",
+    "triggers",
 ];
 /// Scenarios that run only when `--only` names them.
 const ON_REQUEST: &[&str] = &["history", "transfers"];
@@ -153,6 +155,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wanted("poller") {
         changes::poller(cli.sizes.branches, &mut figures)?;
+    }
+    if wanted("triggers") {
+        triggers::fan_out(100, &mut figures)?;
     }
     if wanted("transfers") {
         transfers::transfers(&cli.sizes, &mut figures)?;

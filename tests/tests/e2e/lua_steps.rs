@@ -39,6 +39,14 @@ return {
       end },
       mb.steps.shell { name = "configured-last", command = "echo configured" },
     } },
+    mb.builder { name = "moves", workernames = { "w1" }, steps = {
+      mb.steps.lua { name = "moves", run = function(step)
+        assert(step:download { s = "from the master\n", workerdest = "got.txt" } == mb.results.SUCCESS)
+        local _, out = step:shell { command = "cat got.txt", collect_stdout = true }
+        step:set_property("got", out)
+        return step:upload { workersrc = "got.txt", masterdest = "back.txt" }
+      end },
+    } },
     mb.builder { name = "raises", workernames = { "w1" }, steps = {
       mb.steps.lua { name = "raises", run = function(step)
         local function inner() error("deliberate failure") end
@@ -75,7 +83,7 @@ return {
     } },
   },
   schedulers = { mb.schedulers.force { name = "force",
-    builders = { "lua", "raises", "loops", "hoards", "huge", "typo", "waits" } } },
+    builders = { "lua", "moves", "raises", "loops", "hoards", "huge", "typo", "waits" } } },
 }
 "#;
 
@@ -153,6 +161,20 @@ fn lua_steps_run_commands_add_steps_and_stay_in_budget(backend: &Backend) {
     assert!(log_of(&m, step(&steps, "adds"), "stdio").contains("added step 'added-now'"));
     // A step's WARNINGS count only with warn_on_warnings, as Buildbot's.
     assert_eq!(build["results"], 0, "{build}");
+
+    // Transfers from Lua: a download, then an upload kept as an artifact.
+    let (build, _) = run_build(&m, "moves");
+    assert_eq!(build["results"], 0, "{build}");
+    let buildid = build["buildid"].as_i64().unwrap();
+    let props = &m.get(&format!("/api/v2/builds/{buildid}/properties"))["properties"][0];
+    assert_eq!(props["got"], json!(["from the master\n", "moves"]));
+    let artifacts = m.get(&format!("/api/v2/builds/{buildid}/artifacts"))["artifacts"].clone();
+    assert_eq!(artifacts[0]["name"], "back.txt", "{artifacts}");
+    let id = artifacts[0]["artifactid"].as_i64().unwrap();
+    assert_eq!(
+        m.get_bytes(&format!("/api/v2/artifacts/{id}/raw")),
+        b"from the master\n"
+    );
 
     // An error: EXCEPTION, the traceback in err.text, the build stops.
     let (build, steps) = run_build(&m, "raises");

@@ -26,6 +26,7 @@ steps[#steps + 1] = mb.steps.shell { name = "conditional", command = "echo condi
   do_step_if = function(props) return props.from_repo == "hello" end }
 steps[#steps + 1] = mb.steps.shell { name = "skipped", command = "echo never",
   do_step_if = function(props) return props.from_repo ~= "hello" end }
+steps[#steps + 1] = mb.steps.trigger { name = "sub-builds", schedulers = { "sub" }, wait_for_finish = true }
 return steps
 "#;
 
@@ -68,6 +69,7 @@ fn config(origin: &Path) -> String {
       mb.steps.pipeline {},
       mb.steps.shell { name = "configured-after", command = "echo after the pipeline" },
     } },
+    mb.builder { name = "sub", workernames = { "w1" }, steps = { mb.steps.shell { command = "echo sub-build" } } },
 "#,
     );
     for (file, _, _) in HOSTILE {
@@ -96,7 +98,8 @@ return {{
   workers = {{ mb.worker {{ name = "w1", max_builds = 2 }} }},
   builders = {{
 {builders}  }},
-  schedulers = {{ mb.schedulers.force {{ name = "force", builders = {{ {} }} }} }},
+  schedulers = {{ mb.schedulers.force {{ name = "force", builders = {{ {} }} }},
+    mb.schedulers.triggerable {{ name = "sub", builders = {{ "sub" }} }} }},
 }}
 "#,
         names.join(", ")
@@ -160,6 +163,7 @@ fn a_pipeline_file_from_the_checkout_adds_sandboxed_steps(backend: &Backend) {
             "lua-from-repo",
             "conditional",
             "skipped",
+            "sub-builds",
             "configured-after"
         ],
         "{steps:?}"
@@ -168,7 +172,7 @@ fn a_pipeline_file_from_the_checkout_adds_sandboxed_steps(backend: &Backend) {
     let by = |name: &str| steps.iter().find(|s| s["name"] == name).unwrap().clone();
     assert_eq!(
         by("pipeline")["state_string"],
-        "6 steps from .moonbot/pipeline.lua"
+        "7 steps from .moonbot/pipeline.lua"
     );
     assert!(stdio(&m, &by("gen-2")).contains("\ngenerated 2 from-helpers\n"));
     // Functions from the file ran in its state: a Lua step, do_step_if.
@@ -177,6 +181,10 @@ fn a_pipeline_file_from_the_checkout_adds_sandboxed_steps(backend: &Backend) {
     assert_eq!(props["from_repo"][0], "hello");
     assert!(stdio(&m, &by("conditional")).contains("\nconditional ran\n"));
     assert_eq!(by("skipped")["results"], 3);
+    // A sub-build on another builder, through a trigger the file returned.
+    let children = m.get(&format!("/api/v2/builds/{buildid}/triggered_builds"))["builds"].clone();
+    assert_eq!(children.as_array().unwrap().len(), 1, "{children}");
+    assert_eq!(children[0]["results"], 0, "{children}");
 
     // Each hostile file: the pipeline step fails with the file and line,
     // the build halts, nothing escapes the sandbox.
