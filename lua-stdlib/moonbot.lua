@@ -13,6 +13,9 @@ local M = {}
 -- library): "file:line" of the function `level` calls up, like debug.getinfo.
 local position = __moonbot_position
 __moonbot_position = nil
+-- `add_steps(after_current, list)`, for `mb.build` outside a Lua step.
+local add_steps_now = __moonbot_add_steps
+__moonbot_add_steps = nil
 
 local function where(level)
   return position(level + 1)
@@ -847,13 +850,13 @@ local yield = coroutine.yield
 
 -- Ask the master for something and wait for the answer; an error in the
 -- answer is raised at the caller of the step method.
-local function ask(request)
+local function ask(request, level)
   local answer = yield(request)
   if type(answer) ~= "table" then
-    error("a Lua step's requests go through its step methods", 3)
+    error("a Lua step's requests go through its step methods", level or 3)
   end
   if answer.error then
-    error(answer.error, 3)
+    error(answer.error, level or 3)
   end
   return answer
 end
@@ -933,21 +936,41 @@ function LuaStep:download(args)
   return ask({ op = "download", args = named_args("step:download", args), where = where(2) }).result
 end
 
+-- The coroutines of running Lua steps (their requests go to the master by
+-- yielding; elsewhere, additions are recorded for the call's build).
+local step_threads = setmetatable({}, { __mode = "k" })
+
+local function add_steps(after, method, list)
+  local copy = named_args(method, list)
+  if step_threads[coroutine.running()] then
+    ask({ op = "add_steps", after = after, steps = copy, where = where(3) }, 4)
+  else
+    local refused = add_steps_now(after == "current", copy)
+    if refused then error(refused, 3) end
+  end
+end
+
 --- Add steps to run right after the current one (in the order given).
 ---@param list moonbot.Step[]
 function LuaBuild:add_steps_after_current(list)
-  ask({ op = "add_steps", after = "current", steps = named_args("add_steps_after_current", list), where = where(2) })
+  add_steps("current", "add_steps_after_current", list)
 end
 
 --- Add steps to run after the build's last one.
 ---@param list moonbot.Step[]
 function LuaBuild:add_steps_after_last(list)
-  ask({ op = "add_steps", after = "last", steps = named_args("add_steps_after_last", list), where = where(2) })
+  add_steps("last", "add_steps_after_last", list)
 end
+
+--- The running build, for functions it calls (a renderable, `do_step_if`):
+--- `mb.build:add_steps_after_current{ … }` adds steps after the step whose
+--- function it is. A Lua step has its own as `step.build`.
+M.build = setmetatable({}, LuaBuild)
 
 -- The master runs each Lua step as a coroutine of this function (it takes
 -- it out of the module before master.lua runs).
 function M._step_runner(run, info)
+  step_threads[coroutine.running()] = true
   local build = setmetatable({}, LuaBuild)
   local step = setmetatable({ name = info.name, build = build, _properties = info.properties or {} }, LuaStep)
   return run(step)

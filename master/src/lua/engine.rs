@@ -197,8 +197,19 @@ pub(super) struct CallJob {
     /// Set when the caller stops waiting (the build was stopped): the call
     /// is interrupted at its next hook.
     cancel: Arc<AtomicBool>,
-    reply: oneshot::Sender<Result<RawValue, String>>,
+    /// Whether the function may add steps to the build (`mb.build:add_steps_*`).
+    in_build: bool,
+    reply: oneshot::Sender<Result<(RawValue, Vec<AddedSteps>), String>>,
 }
+
+/// Steps a build-time function added to its build: after the current step
+/// (`true`) or after the last, and the list of step tables.
+pub type AddedSteps = (bool, RawValue);
+
+/// Where `mb.build:add_steps_*` called outside a Lua step puts what it
+/// adds: a list while a build-time call that allows it runs, else `None`.
+#[derive(Default)]
+struct Additions(Option<Vec<(bool, Value)>>);
 
 /// Sets a call's cancel flag if the waiting future is dropped before the
 /// answer came (`None` once it came).
@@ -394,6 +405,25 @@ impl LuaGeneration {
         function: &LuaFn,
         args: Vec<serde_json::Value>,
     ) -> Result<RawValue, CallError> {
+        self.call_inner(function, args, false).await.map(|(v, _)| v)
+    }
+
+    /// [`LuaGeneration::call_with`] for a build's step (a renderable, a
+    /// `do_step_if`): also gives the steps it added with `mb.build:add_steps_*`.
+    pub async fn call_in_build(
+        &self,
+        function: &LuaFn,
+        args: Vec<serde_json::Value>,
+    ) -> Result<(RawValue, Vec<AddedSteps>), CallError> {
+        self.call_inner(function, args, true).await
+    }
+
+    async fn call_inner(
+        &self,
+        function: &LuaFn,
+        args: Vec<serde_json::Value>,
+        in_build: bool,
+    ) -> Result<(RawValue, Vec<AddedSteps>), CallError> {
         let (reply, rx) = oneshot::channel();
         let cancel = Arc::new(AtomicBool::new(false));
         self.jobs_of(function)
@@ -401,6 +431,7 @@ impl LuaGeneration {
                 function: function.index,
                 args,
                 cancel: cancel.clone(),
+                in_build,
                 reply,
             }))
             .map_err(|_| CallError::StateGone)?;
@@ -509,6 +540,22 @@ fn setup(lua: &Lua, dir: &Path) -> mlua::Result<()> {
             .unwrap_or_else(|| "?".into()))
     })?;
     lua.globals().set("__moonbot_position", position)?;
+    // `mb.build:add_steps_*` outside a Lua step: recorded for the build while
+    // a build-time call runs, an error anywhere else.
+    // It answers why it refused (the module raises that at the caller).
+    let add_steps = lua.create_function(|lua, (after_current, list): (bool, Value)| {
+        Ok(match lua.app_data_mut::<Additions>() {
+            Some(mut additions) if additions.0.is_some() => {
+                additions
+                    .0
+                    .get_or_insert_with(Vec::new)
+                    .push((after_current, list));
+                None
+            }
+            _ => Some("mb.build:add_steps_* works only while a build runs its steps"),
+        })
+    })?;
+    lua.globals().set("__moonbot_add_steps", add_steps)?;
     let module: Table = lua.load(STDLIB_SOURCE).set_name("@moonbot.lua").eval()?;
     // The Lua step runner leaves the module for the registry.
     let runner: Function = module.get("_step_runner")?;
@@ -770,7 +817,29 @@ impl Served {
             Job::Call(job) => {
                 self.budget
                     .start(limits.call_instructions, Some(job.cancel.clone()));
+                if job.in_build {
+                    self.lua.set_app_data(Additions(Some(Vec::new())));
+                }
                 let result = self.call_function(job.function, &job.args);
+                let added = self
+                    .lua
+                    .remove_app_data::<Additions>()
+                    .and_then(|a| a.0)
+                    .unwrap_or_default();
+                let result = result.and_then(|value| {
+                    let mut steps = Vec::with_capacity(added.len());
+                    for (after_current, list) in added {
+                        let raw = to_raw(&list, &mut |_| {
+                            Err(
+                                "steps added from a renderable function cannot hold functions \
+                                 (add those from a Lua step)"
+                                    .into(),
+                            )
+                        })?;
+                        steps.push((after_current, raw));
+                    }
+                    Ok((value, steps))
+                });
                 let _ = job.reply.send(result);
             }
             Job::StartTask(start) => {
@@ -1134,6 +1203,45 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn functions_add_steps_only_while_a_build_runs_them() {
+        let dir = master_dir(
+            "local mb = require 'moonbot'\n\
+             return { add = function(p) mb.build:add_steps_after_last { mb.steps.shell { command = 'x' } } return 1 end,\n\
+             fn_in = function(p) mb.build:add_steps_after_current { mb.steps.shell { command = function() end } } end }\n",
+        );
+        let (lua, raw) = LuaGeneration::load_with(dir.path(), SMALL).unwrap();
+        let f = functions(&raw);
+        let (value, added) = lua
+            .call_in_build(&f["add"], vec![serde_json::json!({})])
+            .await
+            .unwrap();
+        assert_eq!(value, RawValue::Int(1));
+        assert_eq!(added.len(), 1);
+        assert!(!added[0].0, "after the last");
+        assert!(format!("{:?}", added[0].1).contains("step.shell"));
+        // Outside a build's steps (a scheduler's function …): an error.
+        let refused = lua
+            .call_with(&f["add"], vec![serde_json::json!({})])
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains(
+                "master.lua:2: mb.build:add_steps_* works only while a build runs its steps"
+            ),
+            "{refused}"
+        );
+        // Functions cannot leave a plain call inside added steps.
+        let refused = lua
+            .call_in_build(&f["fn_in"], vec![serde_json::json!({})])
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("cannot hold functions"),
+            "{refused}"
+        );
     }
 
     #[tokio::test]

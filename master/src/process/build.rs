@@ -619,6 +619,7 @@ async fn run_step(
     step: &StepConfig,
     room: usize,
 ) -> Result<(i32, Added, Option<CommandOutcome>), DataError> {
+    let added_by_functions = std::sync::Mutex::new(Vec::new());
     let render = RenderContext {
         properties: &ctx.props,
         sources: &ctx.sources,
@@ -627,6 +628,7 @@ async fn run_step(
         secrets: &ctx.secrets,
         lua: &ctx.loaded.lua,
         redactor: &ctx.redactor,
+        added_steps: Some(&added_by_functions),
     };
     let run_it = condition(&render, &step.do_step_if, None).await;
     let mut notes = Vec::new();
@@ -718,6 +720,21 @@ async fn run_step(
         },
         None => None,
     };
+    // Steps the step's functions added (`mb.build:add_steps_*` in a
+    // renderable, `do_step_if` …), checked as master.lua's are.
+    let by_functions =
+        std::mem::take(&mut *added_by_functions.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut result = result;
+    for (after_current, list) in by_functions {
+        if let Err(why) = host
+            .add_steps(after_current, &list, &step.defined_at)
+            .await?
+        {
+            host.header(&format!("steps added by a function were refused: {why}"))
+                .await?;
+            result = results::worst(result, EXCEPTION);
+        }
+    }
     let Some(started) = host.started.take() else {
         unreachable!("begin() records the started step");
     };
@@ -764,7 +781,7 @@ async fn condition(
     };
     let mut args: Vec<Value> = result.into_iter().map(Value::from).collect();
     args.push(render.properties_json());
-    let answer = render.lua.call_with(f, args).await?;
+    let answer = render.call_lua(f, args).await?;
     Ok(!matches!(
         answer,
         crate::lua::RawValue::Nil | crate::lua::RawValue::Bool(false)

@@ -20,6 +20,7 @@ pub mod interpolate;
 
 pub use interpolate::{Key, LookupError, SourceAttr, Template, TemplateError, WorkerAttr};
 
+use crate::lua::engine::AddedSteps;
 use crate::lua::{CallError, ConfigError, Fields, LuaFn, LuaGeneration, RawKey, RawValue};
 use crate::secrets::{Redactor, SecretError, Secrets};
 use moonbot_worker::protocol::WorkerInfo;
@@ -276,6 +277,25 @@ pub struct RenderContext<'a> {
     pub lua: &'a LuaGeneration,
     /// Every secret a rendering used is added here.
     pub redactor: &'a Redactor,
+    /// Steps the build's functions add (`mb.build:add_steps_*`); `None`:
+    /// rendering outside a build's steps, where adding is an error.
+    pub added_steps: Option<&'a std::sync::Mutex<Vec<AddedSteps>>>,
+}
+
+impl RenderContext<'_> {
+    /// Call a Lua function of the build, keeping the steps it adds.
+    pub async fn call_lua(&self, f: &LuaFn, args: Vec<Value>) -> Result<RawValue, CallError> {
+        match self.added_steps {
+            Some(sink) => {
+                let (value, added) = self.lua.call_in_build(f, args).await?;
+                if !added.is_empty() {
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).extend(added);
+                }
+                Ok(value)
+            }
+            None => self.lua.call_with(f, args).await,
+        }
+    }
 }
 
 impl RenderContext<'_> {
@@ -351,7 +371,7 @@ impl RenderContext<'_> {
                     Value::String(template.render(&mut |key| self.lookup(key, &kw_values))?)
                 }
                 Renderable::Lua(f) => {
-                    let returned = self.lua.call(f, self.properties_json()).await?;
+                    let returned = self.call_lua(f, vec![self.properties_json()]).await?;
                     let again = Renderable::compile(
                         &returned,
                         &format!("the function defined at {}", f.defined_at),

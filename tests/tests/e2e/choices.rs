@@ -18,6 +18,7 @@ return {
     mb.worker { name = "w1", max_builds = 4, properties = { fast = false } },
     mb.worker { name = "w2", max_builds = 4, properties = { fast = true } },
     mb.worker { name = "w3", max_builds = 1 },
+    mb.worker { name = "w4", max_builds = 1 },
   },
   builders = {
     mb.builder { name = "picky", workernames = { "w1", "w2" },
@@ -39,11 +40,15 @@ return {
     mb.builder { name = "rc-retry", workernames = { "w1" }, steps = {
       mb.steps.shell { name = "killed", retry = { on = { rc = { 137 } }, max = 1, delay = 1 },
         command = "if [ -e m2 ]; then echo fine; else touch m2; exit 137; fi" } } },
+    mb.builder { name = "low", workernames = { "w4" }, steps = { mb.steps.shell { command = "echo low" } } },
+    mb.builder { name = "high", workernames = { "w4" }, priority = 10, steps = { mb.steps.shell { command = "echo high" } } },
+    mb.builder { name = "elsewhere", workernames = { "w1" }, workerbuilddir = "custom-dir",
+      steps = { mb.steps.shell { command = "pwd" } } },
     mb.builder { name = "loops", workernames = { "w1" }, max_retries = 2, steps = {
       mb.steps.shell { command = "exit 3", decode_rc = { [3] = mb.results.RETRY } } } },
   },
   schedulers = { mb.schedulers.force { name = "force",
-    builders = { "picky", "vetoed", "newest-first", "retrying", "rc-retry", "loops" } } },
+    builders = { "picky", "vetoed", "newest-first", "retrying", "rc-retry", "loops", "low", "high", "elsewhere" } } },
 }
 "#;
 
@@ -90,6 +95,24 @@ fn builders_choose_workers_and_requests_and_steps_retry(backend: &Backend) {
         [3, 2, 1],
         "the newest request was built first: {builds:?}"
     );
+
+    // Builder priority: with w4 away, a request for each; the higher first.
+    let low = m.force(m.builderid("low"));
+    let high = m.force(m.builderid("high"));
+    let mut w4 = m.make_worker("w4", &m.dir.clone());
+    w4.start();
+    let low = m.wait_request_done(low, LONG);
+    let high = m.wait_request_done(high, LONG);
+    assert!(
+        high["buildid"].as_i64() < low["buildid"].as_i64(),
+        "the higher-priority builder went first: {high} {low}"
+    );
+
+    // workerbuilddir: the builder's directory on the worker.
+    let build = m.wait_request_done(m.force(m.builderid("elsewhere")), LONG);
+    let step = &m.steps(build["buildid"].as_i64().unwrap())[0];
+    let out = m.stdio_of(step["stepid"].as_i64().unwrap());
+    assert!(out.contains("/custom-dir/build\n"), "{out}");
 
     // A step retried after its worker was killed, in the same build.
     let brid = m.force(m.builderid("retrying"));

@@ -38,6 +38,10 @@ return {
         step.build:add_steps_after_last { mb.steps.shell { name = "after", command = "echo last" } }
       end },
       mb.steps.shell { name = "configured-last", command = "echo configured" },
+      mb.steps.shell { name = "by-renderable", command = function(props)
+        mb.build:add_steps_after_current { mb.steps.shell { name = "from-renderable", command = "echo rendered in" } }
+        return "echo adding"
+      end },
     } },
     mb.builder { name = "moves", workernames = { "w1" }, steps = {
       mb.steps.lua { name = "moves", run = function(step)
@@ -154,10 +158,13 @@ fn lua_steps_run_commands_add_steps_and_stay_in_budget(backend: &Backend) {
             "added-now",
             "added-lua",
             "configured-last",
+            "by-renderable",
+            "from-renderable",
             "after_1"
         ]
     );
     assert!(log_of(&m, step(&steps, "after_1"), "stdio").contains("\nlast\n"));
+    assert!(log_of(&m, step(&steps, "from-renderable"), "stdio").contains("\nrendered in\n"));
     assert!(log_of(&m, step(&steps, "adds"), "stdio").contains("added step 'added-now'"));
     // A step's WARNINGS count only with warn_on_warnings, as Buildbot's.
     assert_eq!(build["results"], 0, "{build}");
