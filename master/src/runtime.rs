@@ -16,7 +16,7 @@ use crate::mq::Bus;
 use crate::process::distributor::Distributor;
 use crate::reconfig::{self, Trigger};
 use crate::running_builds::{RunningBuilds, StopKind};
-use crate::schedulers::force::ForceScheduler;
+use crate::schedulers::OnDemand;
 use crate::services::{self, Service, ServiceConfig, ServiceManager};
 use crate::shared::{ConfigSlot, Shared};
 use crate::worker_registry::WorkerRegistry;
@@ -297,8 +297,9 @@ fn start_service(config: &ServiceConfig, shared: Arc<Shared>) -> Box<dyn Service
     match config {
         ServiceConfig::Distributor => Box::new(Distributor::start(shared)),
         ServiceConfig::Scheduler(scheduler) => match scheduler {
-            crate::config::SchedulerConfig::Force { .. } => {
-                Box::new(ForceScheduler::start(scheduler))
+            crate::config::SchedulerConfig::Force { .. }
+            | crate::config::SchedulerConfig::Triggerable { .. } => {
+                Box::new(OnDemand::start(scheduler))
             }
             crate::config::SchedulerConfig::Changes(changes) => {
                 Box::new(crate::schedulers::changes::start(shared, changes))
@@ -309,9 +310,6 @@ fn start_service(config: &ServiceConfig, shared: Arc<Shared>) -> Box<dyn Service
             crate::config::SchedulerConfig::Dependent { name, .. } => {
                 Box::new(crate::schedulers::dependent::start(shared, name))
             }
-            crate::config::SchedulerConfig::Triggerable { .. } => Box::new(
-                crate::schedulers::triggerable::Triggerable::start(scheduler),
-            ),
         },
         ServiceConfig::ChangeSource(source) => match source {
             crate::config::ChangeSourceConfig::GitPoller(poller) => {

@@ -461,6 +461,20 @@ impl TestMaster {
         String::from_utf8(self.get_bytes(&format!("/api/v2/logs/{logid}/raw"))).unwrap()
     }
 
+    /// The whole log `name` of a step (panics when the step has none).
+    pub fn log_of(&self, stepid: i64, name: &str) -> String {
+        let logs = self.get(&format!("/api/v2/steps/{stepid}/logs"))["logs"].clone();
+        let logid = logs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or_else(|| panic!("no log {name} of step {stepid}: {logs}"))["logid"]
+            .as_i64()
+            .unwrap();
+        String::from_utf8(self.get_bytes(&format!("/api/v2/logs/{logid}/raw"))).unwrap()
+    }
+
     /// Send a signal to the master process (e.g. `SIGHUP` to reload).
     pub fn signal(&self, sig: i32) {
         let pid = self.child.as_ref().expect("master running").id() as i32;

@@ -2,14 +2,13 @@
 //!
 //! It has nothing long-lived: forcing reads the scheduler's builders from the
 //! running configuration at each request. It is a service all the same, as
-//! every scheduler is ([`ForceScheduler`]), so the services manager starts,
+//! every scheduler is ([`super::OnDemand`]), so the services manager starts,
 //! reconfigures and stops schedulers uniformly and logs each.
 
 use super::force_params::{self, FieldError};
 use crate::config::SchedulerConfig;
 use crate::data::buildsets::NewBuildset;
 use crate::data::changes::NewChange;
-use crate::services::{Service, ServiceConfig, Stopping};
 use crate::shared::Shared;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -125,31 +124,4 @@ pub async fn force(
         .ok_or(ForceError::Data(crate::data::DataError::Unexpected(
             "returned no new buildset row",
         )))
-}
-
-/// A force scheduler's service. Forcing goes through [`force`] with the
-/// running configuration, so a reconfigured scheduler's new builders and label
-/// take effect at the next request; there is no timer or queue to keep.
-pub struct ForceScheduler {
-    name: String,
-}
-
-impl ForceScheduler {
-    pub fn start(config: &SchedulerConfig) -> ForceScheduler {
-        ForceScheduler {
-            name: config.name().to_string(),
-        }
-    }
-}
-
-impl Service for ForceScheduler {
-    fn reconfigure(&mut self, config: &ServiceConfig) {
-        if let ServiceConfig::Scheduler(s) = config {
-            tracing::debug!(scheduler = %self.name, builders = ?s.builder_names(), "force scheduler reconfigured");
-        }
-    }
-
-    fn stop(self: Box<Self>) -> Stopping {
-        Box::pin(async {})
-    }
 }

@@ -94,17 +94,7 @@ return {
 moonbot_tests::on_both_databases!(lua_steps_run_commands_add_steps_and_stay_in_budget);
 
 fn log_of(m: &TestMaster, step: &Value, name: &str) -> String {
-    let stepid = step["stepid"].as_i64().unwrap();
-    let logs = m.get(&format!("/api/v2/steps/{stepid}/logs"))["logs"].clone();
-    let logid = logs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == name)
-        .unwrap_or_else(|| panic!("no log {name} of {step}: {logs}"))["logid"]
-        .as_i64()
-        .unwrap();
-    String::from_utf8(m.get_bytes(&format!("/api/v2/logs/{logid}/raw"))).unwrap()
+    m.log_of(step["stepid"].as_i64().unwrap(), name)
 }
 
 fn run_build(m: &TestMaster, builder: &str) -> (Value, Vec<Value>) {

@@ -261,19 +261,8 @@ fn steps_set_properties_run_sequences_and_run_on_the_master(backend: &Backend) {
             .cloned()
             .unwrap_or_else(|| panic!("no step {name} in {steps:?}"))
     };
-    let log_named = |step: &str, log: &str| {
-        let stepid = by_name(step)["stepid"].as_i64().unwrap();
-        let logs = m.get(&format!("/api/v2/steps/{stepid}/logs"))["logs"].clone();
-        let logid = logs
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["name"] == log)
-            .unwrap_or_else(|| panic!("no log {log} of {step}: {logs}"))["logid"]
-            .as_i64()
-            .unwrap();
-        String::from_utf8(m.get_bytes(&format!("/api/v2/logs/{logid}/raw"))).unwrap()
-    };
+    let log_named =
+        |step: &str, log: &str| m.log_of(by_name(step)["stepid"].as_i64().unwrap(), log);
 
     // Each property with the step that set it as its source.
     let props = &m.get(&format!("/api/v2/builds/{buildid}/properties"))["properties"][0];
