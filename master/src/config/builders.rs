@@ -126,6 +126,10 @@ pub struct StepConfig {
     pub locks: Vec<LockAccess>,
     /// Run the step again in the same build when it fails this way.
     pub retry: Option<StepRetry>,
+    /// It came from the repository being built (a pipeline file, or a step
+    /// such a step added): it may not run commands on the master, read the
+    /// master's files or use secrets.
+    pub from_repository: bool,
     pub defined_at: String,
 }
 
@@ -297,6 +301,7 @@ pub fn compile_step(
         decode_rc,
         locks,
         retry,
+        from_repository: false,
         defined_at: at,
     })
 }

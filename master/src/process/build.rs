@@ -35,7 +35,9 @@ use crate::results::{self, CANCELLED, EXCEPTION, FAILURE, RETRY, SKIPPED, SUCCES
 use crate::running_builds::{StopKind, StopSignal};
 use crate::secrets::{Redactor, Secrets};
 use crate::shared::Shared;
+use crate::steps::StepKind;
 use crate::steps::context::COLLECT_LIMIT;
+use crate::steps::transfer::DownloadSource;
 use crate::steps::trigger::{ChildOutcome, TriggerRequest, Triggered};
 use crate::steps::{
     self, BuildArtifacts, Collected, Properties, RemoteFailure, RemoteIo, StepContext, StepHost,
@@ -620,12 +622,18 @@ async fn run_step(
     room: usize,
 ) -> Result<(i32, Added, Option<CommandOutcome>), DataError> {
     let added_by_functions = std::sync::Mutex::new(Vec::new());
+    // A step from the repository renders without the master's secrets.
+    let no_secrets = Secrets::new(&[], &ctx.shared.dir);
     let render = RenderContext {
         properties: &ctx.props,
         sources: &ctx.sources,
         worker_name: &ctx.lease.worker.name,
         worker: &ctx.lease.worker.info,
-        secrets: &ctx.secrets,
+        secrets: if step.from_repository {
+            &no_secrets
+        } else {
+            &ctx.secrets
+        },
         lua: &ctx.loaded.lua,
         redactor: &ctx.redactor,
         added_steps: Some(&added_by_functions),
@@ -685,6 +693,7 @@ async fn run_step(
                 stop: ctx.stop,
                 artifacts: &artifacts,
                 lua_scope: &ctx.lua_scope,
+                from_repository: step.from_repository,
                 host: &mut host,
             };
             steps::run(&step.kind, &mut step_ctx).await?
@@ -727,7 +736,7 @@ async fn run_step(
     let mut result = result;
     for (after_current, list) in by_functions {
         if let Err(why) = host
-            .add_steps(after_current, &list, &step.defined_at)
+            .add_steps(after_current, &list, &step.defined_at, false)
             .await?
         {
             host.header(&format!("steps added by a function were refused: {why}"))
@@ -944,7 +953,10 @@ impl StepHost for BuildStepHost<'_, '_> {
         after_current: bool,
         steps: &RawValue,
         at: &str,
+        from_repository: bool,
     ) -> Result<Result<Vec<String>, String>, DataError> {
+        // What the repository's steps add is the repository's too.
+        let from_repository = from_repository || self.step.from_repository;
         let RawValue::Table(entries) = steps else {
             return Ok(Err("expects a list of steps".into()));
         };
@@ -970,6 +982,44 @@ impl StepHost for BuildStepHost<'_, '_> {
         if !errors.is_empty() {
             let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
             return Ok(Err(text.join("; ")));
+        }
+        let allow_master_shell = self
+            .shared
+            .running_config()
+            .loaded
+            .config
+            .allow_master_shell;
+        for step in &mut compiled {
+            step.from_repository = from_repository;
+            let on_master = match &step.kind {
+                StepKind::MasterShell(_) => Some("runs commands on the master"),
+                StepKind::Download(d)
+                    if matches!(
+                        d.source,
+                        DownloadSource::File(_) | DownloadSource::Directory { .. }
+                    ) =>
+                {
+                    Some("reads the master's files")
+                }
+                _ => None,
+            };
+            match on_master {
+                Some(what) if from_repository => {
+                    return Ok(Err(format!(
+                        "step '{}' {what}: refused for a step from the repository",
+                        step.name
+                    )));
+                }
+                Some(what)
+                    if matches!(step.kind, StepKind::MasterShell(_)) && !allow_master_shell =>
+                {
+                    return Ok(Err(format!(
+                        "step '{}' {what}: refused unless master.lua sets allow_master_shell = true",
+                        step.name
+                    )));
+                }
+                _ => {}
+            }
         }
         let names = compiled.iter().map(|s| s.name.clone()).collect();
         let lines: Vec<String> = compiled

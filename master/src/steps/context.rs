@@ -158,6 +158,7 @@ pub trait StepHost: Send {
         after_current: bool,
         steps: &RawValue,
         at: &str,
+        from_repository: bool,
     ) -> impl Future<Output = Result<Result<Vec<String>, String>, Self::Error>> + Send;
 
     /// Make the buildset a `trigger` step asks of a triggerable scheduler,
@@ -195,6 +196,9 @@ pub struct StepContext<'a, H> {
     pub artifacts: &'a BuildArtifacts,
     /// What keeps the Lua functions the build's Lua steps hand over.
     pub lua_scope: &'a LuaScope,
+    /// The step came from the repository being built: no commands on the
+    /// master, no master files, no secrets.
+    pub from_repository: bool,
     pub host: &'a mut H,
 }
 

@@ -219,7 +219,7 @@ async fn carry_out<H: StepHost>(
         "add_steps" => {
             let after_current = text("after").as_deref() == Some("current");
             let steps = request.get("steps").unwrap_or(&RawValue::Nil);
-            match ctx.host.add_steps(after_current, steps, &at).await? {
+            match ctx.host.add_steps(after_current, steps, &at, false).await? {
                 Ok(names) => json!({ "names": names }),
                 Err(e) => refuse(&e),
             }
@@ -328,6 +328,18 @@ async fn transfer<H: StepHost>(
     };
     if let Some(refused) = field_errors(f) {
         return Ok((refused, SUCCESS));
+    }
+    if ctx.from_repository
+        && let Some(StepKind::Download(step)) = &compiled.kind
+        && matches!(
+            step.source,
+            transfer::DownloadSource::File(_) | transfer::DownloadSource::Directory { .. }
+        )
+    {
+        return Ok((
+            refuse("a step from the repository cannot read the master's files"),
+            SUCCESS,
+        ));
     }
     ctx.host.use_log("stdio").await?;
     let result = match compiled.kind {

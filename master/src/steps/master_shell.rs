@@ -65,6 +65,11 @@ pub async fn run<H: StepHost>(
     step: &MasterShellStep,
     ctx: &mut StepContext<'_, H>,
 ) -> Result<i32, H::Error> {
+    if ctx.from_repository {
+        return ctx
+            .cannot_start("a step from the repository cannot run commands on the master")
+            .await;
+    }
     let (line, workdir, env) = match shell::render_parts(&step.shell, ctx.render).await {
         Ok(parts) => parts,
         Err(e) => {

@@ -225,7 +225,7 @@ pub async fn run<H: StepHost>(
             return Ok(EXCEPTION);
         }
     };
-    match ctx.host.add_steps(true, &steps, &file).await? {
+    match ctx.host.add_steps(true, &steps, &file, true).await? {
         Ok(names) => {
             ctx.host.set_summary(&format!(
                 "{} step{} from {file}",

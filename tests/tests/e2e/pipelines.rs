@@ -12,6 +12,8 @@ use std::path::Path;
 
 moonbot_tests::on_both_databases!(a_pipeline_file_from_the_checkout_adds_sandboxed_steps);
 
+const SECRET: &str = "s3cret-v4lue-271828";
+
 const PIPELINE: &str = r#"local mb = require "moonbot"
 local helpers = require "helpers"
 local steps = {}
@@ -60,6 +62,22 @@ const HOSTILE: &[(&str, &str, &str)] = &[
         "expected",
     ),
     ("notsteps.lua", "return { 'not a step' }", "expected a step"),
+    (
+        "onmaster.lua",
+        "local mb = require 'moonbot' return { mb.steps.master_shell { command = 'touch @TMP@/pwned' } }",
+        "runs commands on the master: refused for a step from the repository",
+    ),
+    (
+        "readmaster.lua",
+        "local mb = require 'moonbot' return { mb.steps.file_download { mastersrc = 'master.lua', workerdest = 'stolen' } }",
+        "reads the master's files: refused for a step from the repository",
+    ),
+    (
+        "sneaky.lua",
+        "local mb = require 'moonbot' return { mb.steps.lua { run = function(step) \
+         step.build:add_steps_after_current { mb.steps.master_shell { command = 'touch @TMP@/pwned' } } end } }",
+        "",
+    ),
 ];
 
 fn config(origin: &Path) -> String {
@@ -70,6 +88,11 @@ fn config(origin: &Path) -> String {
       mb.steps.shell { name = "configured-after", command = "echo after the pipeline" },
     } },
     mb.builder { name = "sub", workernames = { "w1" }, steps = { mb.steps.shell { command = "echo sub-build" } } },
+    mb.builder { name = "secretive", workernames = { "w1" }, steps = {
+      mb.steps.git { repourl = "@ORIGIN@", branch = "main" },
+      mb.steps.shell { name = "trusted", command = mb.interpolate("echo token=%(secret:token)s") },
+      mb.steps.pipeline { file = ".moonbot/secret.lua" },
+    } },
 "#,
     );
     for (file, _, _) in HOSTILE {
@@ -85,6 +108,7 @@ fn config(origin: &Path) -> String {
     }
     let names: Vec<String> = std::iter::once("piped")
         .chain(HOSTILE.iter().map(|(f, _, _)| f.trim_end_matches(".lua")))
+        .chain(["secretive"])
         .map(|n| format!("{n:?}"))
         .collect();
     format!(
@@ -95,6 +119,7 @@ return {{
   www = {{ port = 0, bind = "127.0.0.1" }},
   protocols = {{ quic = {{ port = @QUIC_PORT@, bind = "127.0.0.1", idle_timeout = 3 }} }},
   db = {{ url = "@DB@" }},
+  secrets = {{ mb.secrets.files {{ dir = "secrets" }} }},
   workers = {{ mb.worker {{ name = "w1", max_builds = 2 }} }},
   builders = {{
 {builders}  }},
@@ -139,6 +164,11 @@ fn a_pipeline_file_from_the_checkout_adds_sandboxed_steps(backend: &Backend) {
     )
     .unwrap();
     let tmp = root.path().to_str().unwrap();
+    std::fs::write(
+        work.join(".moonbot/secret.lua"),
+        "local mb = require 'moonbot'\nreturn { mb.steps.shell { name = 'leak', command = mb.interpolate('echo %(secret:token)s') } }\n",
+    )
+    .unwrap();
     for (file, text, _) in HOSTILE {
         std::fs::write(work.join(".moonbot").join(file), text.replace("@TMP@", tmp)).unwrap();
     }
@@ -146,7 +176,19 @@ fn a_pipeline_file_from_the_checkout_adds_sandboxed_steps(backend: &Backend) {
     git(&work, &["commit", "-q", "-m", "pipelines"]);
     git(&work, &["push", "-q", origin.to_str().unwrap(), "main"]);
 
-    let (m, _w) = TestMaster::started_with_worker(backend, &config(&origin), "w1");
+    let mut m = TestMaster::create(backend, &config(&origin));
+    let secrets = Path::new(m.path()).join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("token"), SECRET).unwrap();
+    std::fs::set_permissions(
+        secrets.join("token"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    m.start();
+    let mut w = m.make_worker("w1", &m.dir.clone());
+    w.start();
+    m.wait_connected("w1");
 
     // The pipeline's steps run after it, before the configured rest.
     let build = m.wait_request_done(m.force(m.builderid("piped")), LONG);
@@ -191,8 +233,21 @@ fn a_pipeline_file_from_the_checkout_adds_sandboxed_steps(backend: &Backend) {
     for (file, _, expected) in HOSTILE {
         let name = file.trim_end_matches(".lua");
         let build = m.wait_request_done(m.force(m.builderid(name)), LONG);
-        assert_eq!(build["results"], 2, "{file}: {build}");
         let steps = m.steps(build["buildid"].as_i64().unwrap());
+        if *file == "sneaky.lua" {
+            // A Lua step from the file tries to add a command on the
+            // master: that step fails, and the build with it.
+            assert_eq!(build["results"], 4, "{file}: {build}");
+            let lua = steps.iter().find(|s| s["name"] == "lua").unwrap();
+            assert_eq!(lua["results"], 4, "{lua}");
+            let err = m.log_of(lua["stepid"].as_i64().unwrap(), "err.text");
+            assert!(
+                err.contains("runs commands on the master: refused for a step from the repository"),
+                "{err}"
+            );
+            continue;
+        }
+        assert_eq!(build["results"], 2, "{file}: {build}");
         let pipeline = steps.iter().find(|s| s["name"] == "pipeline").unwrap();
         assert_eq!(pipeline["results"], 2, "{file}: {pipeline}");
         let log = stdio(&m, pipeline);
@@ -200,7 +255,9 @@ fn a_pipeline_file_from_the_checkout_adds_sandboxed_steps(backend: &Backend) {
         // and the allocation Lua refused (its error has no place).
         let place = match *file {
             "syntax.lua" => format!(".moonbot/{file}:2:"),
-            "notsteps.lua" | "big.lua" => format!(".moonbot/{file}: "),
+            "notsteps.lua" | "big.lua" | "onmaster.lua" | "readmaster.lua" => {
+                format!(".moonbot/{file}: ")
+            }
             _ => format!(".moonbot/{file}:1:"),
         };
         assert!(log.contains(&place), "{file}: {log}");
@@ -211,6 +268,18 @@ fn a_pipeline_file_from_the_checkout_adds_sandboxed_steps(backend: &Backend) {
         );
     }
     assert!(!root.path().join("pwned").exists());
+
+    // The master's secrets: a step of master.lua uses one, a step from the
+    // repository cannot.
+    let build = m.wait_request_done(m.force(m.builderid("secretive")), LONG);
+    let steps = m.steps(build["buildid"].as_i64().unwrap());
+    let by = |name: &str| steps.iter().find(|s| s["name"] == name).unwrap().clone();
+    assert_eq!(by("trusted")["results"], 0, "{steps:?}");
+    let leak = by("leak");
+    assert_eq!(leak["results"], 4, "{leak}");
+    let log = stdio(&m, &leak);
+    assert!(log.contains("secret"), "{log}");
+    assert!(!log.contains(SECRET), "{log}");
 
     // The master is unaffected.
     let build = m.wait_request_done(m.force(m.builderid("piped")), LONG);
