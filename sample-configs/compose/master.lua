@@ -32,7 +32,7 @@ return {
       name = "ci",
       workernames = { "linux-1", "linux-2" },
       -- The larger worker when it is free.
-      next_worker = function(builder, workers, request)
+      next_worker = function(_builder, workers, _request)
         for _, w in ipairs(workers) do
           if w.properties.big then return w.name end
         end
@@ -45,7 +45,7 @@ return {
         mb.steps.lua { name = "changelog", run = function(step)
           local rc, out = step:shell { command = { "git", "log", "--oneline", "-10" }, collect_stdout = true }
           if rc ~= 0 then return mb.results.WARNINGS end
-          step:add_log("changelog"):write(out)
+          step:add_log("changelog"):write(out or "")
           step:set_summary("last 10 commits")
         end },
         mb.steps.trigger { schedulers = { "tests" }, wait_for_finish = true,
