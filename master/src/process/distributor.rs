@@ -158,7 +158,10 @@ async fn distribute(shared: &Arc<Shared>) -> Result<(), crate::data::DataError> 
     let free = workers.iter().fold(0usize, |n, name| {
         n.saturating_add(shared.workers.free_slots(name, max_of(name)))
     });
-    let page_size = free.clamp(1, PAGE) as u64;
+    // Builders in an order of their own (priorities, prioritize_builders)
+    // are ordered over a full page, not only as many requests as slots.
+    let ordered = config.prioritize_builders.is_some() || ready.values().any(|b| b.priority != 0);
+    let page_size = if ordered { PAGE } else { free.clamp(1, PAGE) } as u64;
     let ranks = choices::builder_ranks(&running.loaded.lua, config, &ready).await;
     let mut offset = 0;
     loop {

@@ -247,7 +247,7 @@ fn valid_log_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 200 && name != ERROR_LOG
 }
 
-/// The entries of a method's argument table, read with `what`'s name.
+/// The entries of a method's argument table (none when it is no table).
 fn entries(args: &RawValue) -> &[(RawKey, RawValue)] {
     match args {
         RawValue::Table(entries) => entries,

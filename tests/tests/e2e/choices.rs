@@ -159,3 +159,49 @@ fn builders_choose_workers_and_requests_and_steps_retry(backend: &Backend) {
     let request = &m.get(&format!("/api/v2/buildrequests/{brid}"))["buildrequests"][0];
     assert_eq!(request["results"], 4, "{request}");
 }
+
+const PRIORITIZED: &str = r#"
+local mb = require "moonbot"
+local function echo(name)
+  return mb.builder { name = name, workernames = { "w9" }, steps = { mb.steps.shell { command = "echo " .. name } } }
+end
+return {
+  title = "prioritized",
+  www = { port = 0, bind = "127.0.0.1" },
+  protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1", idle_timeout = 3 } },
+  db = { url = "@DB@" },
+  workers = { mb.worker { name = "w9", max_builds = 1 } },
+  -- Reverse order of names; "left-out" never gets a worker.
+  prioritize_builders = function(builders)
+    local names = {}
+    for _, b in ipairs(builders) do
+      if b.name ~= "left-out" then names[#names + 1] = b.name end
+    end
+    table.sort(names, function(a, b) return a > b end)
+    return names
+  end,
+  builders = { echo("alpha"), echo("beta"), echo("left-out") },
+  schedulers = { mb.schedulers.force { name = "force", builders = { "alpha", "beta", "left-out" } } },
+}
+"#;
+
+moonbot_tests::on_both_databases!(prioritize_builders_orders_builders_and_leaves_some_out);
+
+fn prioritize_builders_orders_builders_and_leaves_some_out(backend: &Backend) {
+    let mut m = TestMaster::create(backend, PRIORITIZED);
+    m.start();
+    let left_out = m.force(m.builderid("left-out"));
+    let alpha = m.force(m.builderid("alpha"));
+    let beta = m.force(m.builderid("beta"));
+    let mut w9 = m.make_worker("w9", &m.dir.clone());
+    w9.start();
+    let alpha = m.wait_request_done(alpha, LONG);
+    let beta = m.wait_request_done(beta, LONG);
+    assert!(
+        beta["buildid"].as_i64() < alpha["buildid"].as_i64(),
+        "beta before alpha, as the function orders them: {beta} {alpha}"
+    );
+    let request = &m.get(&format!("/api/v2/buildrequests/{left_out}"))["buildrequests"][0];
+    assert_eq!(request["complete"], false, "{request}");
+    assert!(m.builds_of(left_out).is_empty());
+}

@@ -48,12 +48,22 @@ return {{
     mb.builder {{ name = "waiter", workernames = {{ "w1" }}, steps = {{
       mb.steps.trigger {{ schedulers = {{ "pending" }}, wait_for_finish = true }},
     }} }},
+    mb.builder {{ name = "stamped", workernames = {{ "w1" }}, steps = {{
+      mb.steps.set_property {{ property = "got_revision", value = "abc123" }},
+      mb.steps.trigger {{ name = "updated", schedulers = {{ "stamp" }}, wait_for_finish = true }},
+      mb.steps.trigger {{ name = "as-forced", schedulers = {{ "stamp" }}, wait_for_finish = true, update_sourcestamp = false }},
+      mb.steps.trigger {{ name = "latest", schedulers = {{ "stamp" }}, wait_for_finish = true, always_use_latest = true }},
+    }} }},
+    mb.builder {{ name = "stamp-child", workernames = {{ "w1" }}, steps = {{
+      mb.steps.shell {{ name = "show", command = mb.interpolate("echo revision=%(prop:revision:-none)s branch=%(prop:branch:-none)s") }} }} }},
     mb.builder {{ name = "failing", workernames = {{ "w1" }}, steps = {{ mb.steps.shell {{ command = "exit 1" }} }} }},
     mb.builder {{ name = "slow-run", workernames = {{ "w1" }}, steps = {{ mb.steps.shell {{ command = "echo started; sleep 300" }} }} }},
     mb.builder {{ name = "never-runs", workernames = {{ "absent" }}, steps = {{ mb.steps.shell {{ command = "true" }} }} }},
 {children}  }},
   schedulers = {{
     mb.schedulers.force {{ name = "force", builders = {{ "parent", "strict", "stopper", "waiter" }} }},
+    mb.schedulers.force {{ name = "force-stamped", builders = {{ "stamped" }}, codebases = {{ "" }} }},
+    mb.schedulers.triggerable {{ name = "stamp", builders = {{ "stamp-child" }} }},
     mb.schedulers.triggerable {{ name = "fan", builders = {{ {names} }} }},
     mb.schedulers.triggerable {{ name = "flaky", builders = {{ "failing" }} }},
     mb.schedulers.triggerable {{ name = "slow", builders = {{ "slow-run", "never-runs" }} }},
@@ -152,6 +162,40 @@ fn triggers_fan_out_wait_through_a_reload_and_stop_with_the_parent(backend: &Bac
     // Without unimportant_schedulers, a child's failure is the parent's.
     let strict = m.wait_request_done(m.force(m.builderid("strict")), LONG);
     assert_eq!(strict["results"], 2, "{strict}");
+
+    // Source stamps handed down: got_revision (the default), the forced
+    // revision (update_sourcestamp = false), none (always_use_latest).
+    let (status, answer) = m.rpc(
+        "/api/v2/forceschedulers/force-stamped",
+        "force",
+        json!({"builderid": m.builderid("stamped"), "reason": "stamps", "revision": "r1", "branch": "main"}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let brid = answer["result"][1][m.builderid("stamped").to_string()]
+        .as_i64()
+        .unwrap();
+    let stamped = m.wait_request_done(brid, LONG);
+    assert_eq!(stamped["results"], 0, "{stamped}");
+    let mut seen: Vec<String> = triggered(&m, stamped["buildid"].as_i64().unwrap())
+        .iter()
+        .map(|c| {
+            let step = step_named(&m, c["buildid"].as_i64().unwrap(), "show");
+            m.stdio_of(step["stepid"].as_i64().unwrap())
+                .lines()
+                .find(|l| l.starts_with("revision="))
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "revision=abc123 branch=main",
+            "revision=none branch=main",
+            "revision=r1 branch=main"
+        ]
+    );
 
     // Stopping the parent: the child not started is cancelled, the running
     // one stopped (stop_children).
