@@ -408,7 +408,10 @@ async fn run_steps<'s>(
         let step_locks = match step_locks(ctx, build_locks, step).await? {
             Some(held) => held,
             None => {
-                // Stopped while it waited: the stop ends the loop.
+                // Stopped while it waited for its locks: it does not run
+                // (not even an always_run step, which would wait again).
+                number -= 1;
+                index += 1;
                 continue;
             }
         };
@@ -569,6 +572,9 @@ async fn take_locks<'s>(
     let mut waited = false;
     let mut guard = loop {
         tokio::select! {
+            // Locks that are free are taken even by a stopping build (its
+            // always_run steps); only a wait is cut short.
+            biased;
             guard = &mut acquire => break Some(guard),
             Some(text) = rx.recv() => {
                 waited = true;

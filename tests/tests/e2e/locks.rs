@@ -99,6 +99,22 @@ fn locks_keep_builds_apart_admit_their_count_and_never_deadlock(backend: &Backen
     let (_, page) = m.get_status(&format!("/builds/{buildid}"));
     assert!(page.contains("waiting for lock db"), "{page}");
     assert!(m.steps(buildid).is_empty(), "no step runs before its locks");
+    // A build stopped while it waits for its lock ends CANCELLED, no step run.
+    let stopped = m.force(m.builderid("two"));
+    let waiter = m.wait_for("the second waiting build", LONG, || {
+        m.builds_of(stopped)
+            .pop()
+            .filter(|b| b["state_string"] == "waiting for lock db")
+    });
+    let waiter_id = waiter["buildid"].as_i64().unwrap();
+    let (status, answer) = m.rpc(
+        &format!("/api/v2/builds/{waiter_id}"),
+        "stop",
+        serde_json::json!({"reason": "not needed"}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(m.wait_request_done(stopped, LONG)["results"], 6);
+    assert!(m.steps(waiter_id).is_empty());
     std::thread::sleep(std::time::Duration::from_millis(1100));
     std::fs::write(tmp.path().join("release"), "").unwrap();
     let done = m.wait_request_done(waiting, LONG);
