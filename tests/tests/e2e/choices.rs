@@ -44,11 +44,14 @@ return {
     mb.builder { name = "high", workernames = { "w4" }, priority = 10, steps = { mb.steps.shell { command = "echo high" } } },
     mb.builder { name = "elsewhere", workernames = { "w1" }, workerbuilddir = "custom-dir",
       steps = { mb.steps.shell { command = "pwd" } } },
+    mb.builder { name = "slow-once", workernames = { "w1" }, steps = {
+      mb.steps.shell { name = "stalls", timeout = 1, retry = { on = { "timeout" }, max = 1 },
+        command = "if [ -e m3 ]; then echo quick; else touch m3; sleep 30; fi" } } },
     mb.builder { name = "loops", workernames = { "w1" }, max_retries = 2, steps = {
       mb.steps.shell { command = "exit 3", decode_rc = { [3] = mb.results.RETRY } } } },
   },
   schedulers = { mb.schedulers.force { name = "force",
-    builders = { "picky", "vetoed", "newest-first", "retrying", "rc-retry", "loops", "low", "high", "elsewhere" } } },
+    builders = { "picky", "vetoed", "newest-first", "retrying", "rc-retry", "loops", "low", "high", "elsewhere", "slow-once" } } },
 }
 "#;
 
@@ -145,6 +148,22 @@ fn builders_choose_workers_and_requests_and_steps_retry(backend: &Backend) {
     assert_eq!(steps.len(), 2);
     assert_eq!(steps[0]["results"], 2);
     assert_eq!(steps[1]["results"], 0);
+
+    // On a timeout (a second without output).
+    let done = m.wait_request_done(m.force(m.builderid("slow-once")), LONG);
+    assert_eq!(done["results"], 0, "{done}");
+    let steps = m.steps(done["buildid"].as_i64().unwrap());
+    let names: Vec<&str> = steps.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["stalls", "stalls (retry 1)"]);
+    assert_eq!(steps[0]["results"], 2, "{steps:?}");
+    assert!(
+        m.stdio_of(steps[0]["stepid"].as_i64().unwrap())
+            .contains("timed out")
+    );
+    assert!(
+        m.stdio_of(steps[1]["stepid"].as_i64().unwrap())
+            .contains("\nquick\n")
+    );
 
     // max_retries = 2: two builds end RETRY, the third ends the request EXCEPTION.
     let brid = m.force(m.builderid("loops"));
