@@ -115,7 +115,7 @@ impl Master {
         let data = Data::new(db, Bus::new(), masterid);
         let reaped = data.reap_unfinished().await?;
         // Children of builds that ended RETRY while waiting for them.
-        let orphans = data.cancel_orphaned_children().await?;
+        let orphans = data.cancel_orphaned_children(None).await?;
         if !orphans.is_empty() {
             info!(requests = ?orphans, "cancelled the triggered requests of builds that will run again");
         }

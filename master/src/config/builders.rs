@@ -224,12 +224,7 @@ pub(super) fn compile_builder(
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
     for raw_step in steps_raw {
         if let Some(mut step) = compile_step(raw_step, &what, &at, errors) {
-            // Buildbot's rule: a repeated step name gets a numeric suffix.
-            let count = names.entry(step.name.clone()).or_insert(0);
-            *count += 1;
-            if *count > 1 {
-                step.name = format!("{}_{}", step.name, *count - 1);
-            }
+            step.name = unique_step_name(&mut names, &step.name);
             steps.push(step);
         }
     }
@@ -253,6 +248,19 @@ pub(super) fn compile_builder(
         max_retries,
         defined_at: at,
     })
+}
+
+/// Buildbot's rule for a build's step names: a repeated one gets `_1`,
+/// `_2` … (`names` counts those taken so far). For master.lua's steps and
+/// those a build adds at run time.
+pub fn unique_step_name(names: &mut BTreeMap<String, usize>, name: &str) -> String {
+    let count = names.entry(name.to_string()).or_insert(0);
+    *count += 1;
+    if *count > 1 {
+        format!("{name}_{}", *count - 1)
+    } else {
+        name.to_string()
+    }
 }
 
 /// The parts every step has; the kind-specific fields go to [`steps::compile`].

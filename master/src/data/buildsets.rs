@@ -22,7 +22,7 @@ use sea_orm::Order;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A build request waiting for a worker, as [`Data::pending_requests`] read it;
 /// once [`Data::claim_request`] succeeds it carries this master's claim too.
@@ -544,21 +544,36 @@ impl Data {
 
     /// Cancel the requests not yet started of buildsets whose parent build
     /// ended RETRY (its master stopped while it waited for them): the parent
-    /// runs again and triggers its own, so these would be orphans. Returns
-    /// the requests cancelled.
-    pub async fn cancel_orphaned_children(&self) -> Result<Vec<i64>, DataError> {
+    /// runs again and triggers its own, so these would be orphans. `parent`:
+    /// only that build's (when it ends RETRY); `None`: every build's (at
+    /// start). Only the open triggered buildsets and their parents' rows are
+    /// read. Returns the requests cancelled.
+    pub async fn cancel_orphaned_children(
+        &self,
+        parent: Option<i64>,
+    ) -> Result<Vec<i64>, DataError> {
         use crate::db::entities::builds;
-        let retried = Query::select()
-            .column(builds::Column::Id)
-            .from(builds::Entity)
-            .and_where(Expr::col(builds::Column::Results).eq(crate::results::RETRY))
-            .to_owned();
-        let sets: Vec<i64> = buildsets::Entity::find()
-            .filter(buildsets::Column::Complete.eq(false))
-            .filter(buildsets::Column::ParentBuildid.in_subquery(retried))
+        let mut open = buildsets::Entity::find().filter(buildsets::Column::Complete.eq(false));
+        open = match parent {
+            Some(buildid) => open.filter(buildsets::Column::ParentBuildid.eq(buildid)),
+            None => open.filter(buildsets::Column::ParentBuildid.is_not_null()),
+        };
+        let open = open.all(&self.db).await?;
+        let parents: BTreeSet<i64> = open.iter().filter_map(|bs| bs.parent_buildid).collect();
+        if parents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let retried: BTreeSet<i64> = builds::Entity::find()
+            .filter(builds::Column::Id.is_in(parents))
+            .filter(builds::Column::Results.eq(crate::results::RETRY))
             .all(&self.db)
             .await?
             .into_iter()
+            .map(|b| b.id)
+            .collect();
+        let sets: Vec<i64> = open
+            .into_iter()
+            .filter(|bs| bs.parent_buildid.is_some_and(|p| retried.contains(&p)))
             .map(|bs| bs.id)
             .collect();
         if sets.is_empty() {

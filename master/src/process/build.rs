@@ -20,7 +20,7 @@
 
 use super::trigger;
 use crate::artifacts::{Incoming, Stored};
-use crate::config::builders::{StepCondition, StepRetry, compile_step};
+use crate::config::builders::{StepCondition, StepRetry, compile_step, unique_step_name};
 use crate::config::locks::{LockAccess, LockKind};
 use crate::config::{BuilderConfig, LoadedConfig, StepConfig, WorkerConfig};
 use crate::data::artifacts::NewArtifact;
@@ -314,7 +314,7 @@ async fn execute(ctx: &mut BuildContext<'_>) -> Result<(), DataError> {
         data.unclaim_request(ctx.request.brid).await?;
         // It runs again and triggers its own: the children it was waiting
         // for that have not started would be orphans.
-        data.cancel_orphaned_children().await?;
+        data.cancel_orphaned_children(Some(buildid)).await?;
     }
     info!(
         buildid,
@@ -359,11 +359,7 @@ impl<'a> StepPlan<'a> {
     fn insert(&mut self, current: usize, added: Added) {
         let mut at = current + 1;
         for (after_current, mut step) in added.0 {
-            let count = self.names.entry(step.name.clone()).or_insert(0);
-            *count += 1;
-            if *count > 1 {
-                step.name = format!("{}_{}", step.name, *count - 1);
-            }
+            step.name = unique_step_name(&mut self.names, &step.name);
             self.added += 1;
             if after_current {
                 self.steps.insert(at, Cow::Owned(step));
@@ -486,26 +482,38 @@ async fn run_steps<'s>(
     Ok((build_results, failed))
 }
 
+/// How a step's last command ended, as its `retry` reads it.
+struct LastCommand {
+    rc: Option<i32>,
+    timed_out: bool,
+}
+
+impl LastCommand {
+    fn of(outcome: &CommandOutcome) -> LastCommand {
+        LastCommand {
+            rc: outcome.rc,
+            timed_out: outcome
+                .failure
+                .as_deref()
+                .is_some_and(|f| f.starts_with("command timed out")),
+        }
+    }
+}
+
 /// Whether a step's `retry` covers how it ended: the worker lost (RETRY),
 /// its command timed out, or an exit code it lists.
-fn retries_on(retry: &StepRetry, result: i32, outcome: Option<&CommandOutcome>) -> bool {
+fn retries_on(retry: &StepRetry, result: i32, last: Option<&LastCommand>) -> bool {
     if result == SUCCESS || result == SKIPPED || result == CANCELLED {
         return false;
     }
     if retry.worker_lost && result == RETRY {
         return true;
     }
-    let Some(outcome) = outcome else {
+    let Some(last) = last else {
         return false;
     };
-    (retry.timeout
-        && outcome
-            .failure
-            .as_deref()
-            .is_some_and(|f| f.starts_with("command timed out")))
-        || outcome
-            .rc
-            .is_some_and(|rc| retry.rcs.contains(&i64::from(rc)))
+    (retry.timeout && last.timed_out)
+        || last.rc.is_some_and(|rc| retry.rcs.contains(&i64::from(rc)))
 }
 
 /// Take `accesses` for build `buildid` on `worker`, its state showing what
@@ -626,7 +634,7 @@ async fn run_step(
     number: i32,
     step: &StepConfig,
     room: usize,
-) -> Result<(i32, Added, Option<CommandOutcome>), DataError> {
+) -> Result<(i32, Added, Option<LastCommand>), DataError> {
     let added_by_functions = std::sync::Mutex::new(Vec::new());
     // A step from the repository renders without the master's secrets.
     let no_secrets = Secrets::new(&[], &ctx.shared.dir);
@@ -680,7 +688,7 @@ async fn run_step(
         room,
         builder_what: format!("builder '{}'", ctx.builder.name),
         shared: ctx.shared,
-        last_outcome: None,
+        last_command: None,
         sourcestamps: &ctx.sourcestamps,
         properties: &ctx.props,
         stop: ctx.stop,
@@ -759,7 +767,7 @@ async fn run_step(
     }
     let set_properties = std::mem::take(&mut host.set_properties);
     let added = std::mem::take(&mut host.added);
-    let last_outcome = host.last_outcome.take();
+    let last_command = host.last_command.take();
     let done = done.or(host.summary.take()).unwrap_or(started.description);
     let state = match result {
         SUCCESS => done,
@@ -779,7 +787,7 @@ async fn run_step(
     for (name, value) in set_properties {
         ctx.props.insert(name, (value, step.name.clone()));
     }
-    Ok((result, added, last_outcome))
+    Ok((result, added, last_command))
 }
 
 /// `do_step_if` (with `result` None) or `hide_step_if` (with the step's
@@ -843,8 +851,8 @@ impl StartedStep {
 /// the worker the build runs on.
 struct BuildStepHost<'c, 'a> {
     shared: &'a Shared,
-    /// The last command's outcome (what a step's `retry` looks at).
-    last_outcome: Option<CommandOutcome>,
+    /// How the last command ended (what a step's `retry` looks at).
+    last_command: Option<LastCommand>,
     /// The build's source stamps and properties, as triggered builds get them.
     sourcestamps: &'c [crate::db::entities::sourcestamps::Model],
     properties: &'c Properties,
@@ -1159,7 +1167,7 @@ impl StepHost for BuildStepHost<'_, '_> {
             collect.rc = outcome.rc;
         }
         if let Ok(outcome) = &outcome {
-            self.last_outcome = Some(outcome.clone());
+            self.last_command = Some(LastCommand::of(outcome));
         }
         outcome.map_err(|e| match e {
             RemoteError::ConnectionLost(why) => RemoteFailure::ConnectionLost(why),
