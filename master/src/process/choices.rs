@@ -13,6 +13,15 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use tracing::warn;
 
+/// What a function returned for one thing: the value itself, or the `key`
+/// field of the table it returned (a builder, a worker, a request as given).
+fn chosen<'v>(value: &'v RawValue, key: &str) -> &'v RawValue {
+    match value {
+        RawValue::Table(_) => value.get(key).unwrap_or(&RawValue::Nil),
+        other => other,
+    }
+}
+
 /// Each ready builder's rank (lower goes first): `prioritize_builders`'
 /// order, else by `priority` (higher first). A builder the function leaves
 /// out gets no build this pass (`None`).
@@ -30,14 +39,7 @@ pub async fn builder_ranks(
             Ok(RawValue::Table(order)) => {
                 let mut rank: HashMap<&str, i64> = HashMap::new();
                 for (i, (_, item)) in order.iter().enumerate() {
-                    let name = match item {
-                        RawValue::Str(name) => Some(name.as_str()),
-                        table => match table.get("name") {
-                            Some(RawValue::Str(name)) => Some(name.as_str()),
-                            _ => None,
-                        },
-                    };
-                    if let Some(name) = name {
+                    if let RawValue::Str(name) = chosen(item, "name") {
                         rank.entry(name).or_insert(i as i64);
                     }
                 }
@@ -74,15 +76,11 @@ pub async fn next_build(
     let args = vec![json!({ "name": builder.name }), Value::Array(listed)];
     match lua.call_with(function, args).await {
         Ok(RawValue::Nil) => None,
-        Ok(chosen) => {
-            let brid = match &chosen {
-                RawValue::Int(brid) => Some(*brid),
-                other => match other.get("buildrequestid") {
-                    Some(RawValue::Int(brid)) => Some(*brid),
-                    _ => None,
-                },
+        Ok(answer) => {
+            let found = match chosen(&answer, "buildrequestid") {
+                RawValue::Int(brid) => requests.iter().position(|r| r.brid == *brid),
+                _ => None,
             };
-            let found = brid.and_then(|brid| requests.iter().position(|r| r.brid == brid));
             if found.is_none() {
                 warn!(builder = %builder.name, "next_build returned none of the requests it was given; building the first");
                 return Some(0);
@@ -128,22 +126,13 @@ pub async fn workers_for(
         ];
         candidates = match lua.call_with(function, args).await {
             Ok(RawValue::Nil) => Vec::new(),
-            Ok(chosen) => {
-                let name = match &chosen {
-                    RawValue::Str(name) => Some(name.clone()),
-                    other => match other.get("name") {
-                        Some(RawValue::Str(name)) => Some(name.clone()),
-                        _ => None,
-                    },
-                };
-                match name {
-                    Some(name) if candidates.contains(&name) => vec![name],
-                    _ => {
-                        warn!(builder = %builder.name, "next_worker returned none of the free workers; the request waits");
-                        Vec::new()
-                    }
+            Ok(answer) => match chosen(&answer, "name") {
+                RawValue::Str(name) if candidates.contains(name) => vec![name.clone()],
+                _ => {
+                    warn!(builder = %builder.name, "next_worker returned none of the free workers; the request waits");
+                    Vec::new()
                 }
-            }
+            },
             Err(e) => {
                 warn!(builder = %builder.name, "next_worker failed: {e}; any free worker");
                 candidates
