@@ -1,5 +1,5 @@
 //! Listing queries in the shape of Buildbot's data API: `field=value`,
-//! `field__gt=value` (and `__ne`, `__lt`, `__le`, `__ge`), `order=-field`,
+//! `field__gt=value` (and `__ne`, `__lt`, `__le`, `__ge`, `__contains`), `order=-field`,
 //! `limit`, `offset`. Each collection says which fields exist and their types;
 //! an unknown field or a malformed value is an error for the client, not a crash.
 
@@ -18,6 +18,8 @@ pub enum Op {
     Le,
     Gt,
     Ge,
+    /// The text holds the value (`__contains`), or for a number, equals it.
+    Contains,
 }
 
 /// `field op value[,value…]` (several values of an `eq` filter mean "any of").
@@ -147,6 +149,7 @@ impl ListQuery {
                         Some((f, "gt")) => (f, Op::Gt),
                         Some((f, "ge")) => (f, Op::Ge),
                         Some((f, "eq")) => (f, Op::Eq),
+                        Some((f, "contains")) => (f, Op::Contains),
                         Some((_, other)) => {
                             return Err(QueryError::UnknownOperator(other.to_string()));
                         }
@@ -236,6 +239,10 @@ fn condition<C: ColumnTrait>(col: C, op: Op, v: sea_orm::Value) -> SimpleExpr {
         Op::Le => col.lte(v),
         Op::Gt => col.gt(v),
         Op::Ge => col.gte(v),
+        Op::Contains => match v {
+            sea_orm::Value::String(Some(text)) => col.contains(text.as_str()),
+            other => col.eq(other),
+        },
     }
 }
 
