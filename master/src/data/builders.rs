@@ -86,6 +86,9 @@ impl Data {
             "builderid": row.id,
             "name": row.name,
             "description": row.description,
+            "description_format": null,
+            "description_html": null,
+            "projectid": null,
             "tags": tags,
             "masterids": [self.masterid],
         })

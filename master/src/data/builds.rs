@@ -428,6 +428,10 @@ impl Data {
             fetch_page(&self.db, select, q, (builds::Column::Id, Order::Asc)).await?;
         let mut out: Vec<Value> = rows.iter().map(build_json).collect();
         mark_cut(&mut out, &["state_string"], q);
+        // Buildbot's shape without `property=`: no properties.
+        for j in &mut out {
+            j["properties"] = json!({});
+        }
         if with_properties && !rows.is_empty() {
             // The whole page's properties in one query, not one per build.
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();

@@ -960,6 +960,9 @@ fn buildset_json(bs: &buildsets::Model) -> Value {
         "results": bs.results,
         "parent_buildid": bs.parent_buildid,
         "parent_relationship": bs.parent_relationship,
+        // A rebuild is a new buildset for the request; which build it
+        // rebuilt is in its reason, not stored apart.
+        "rebuilt_buildid": null,
         "sourcestamps": [],
     })
 }
@@ -979,6 +982,8 @@ fn request_json(br: &buildrequests::Model, claim: Option<&buildrequest_claims::M
         "complete_at": br.complete_at,
         "waited_for": br.waited_for,
         "collapsed_into_buildid": br.collapsed_into,
+        // Buildbot's shape: shown only when asked for (its `property=`).
+        "properties": null,
     })
 }
 

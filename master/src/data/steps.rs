@@ -36,6 +36,9 @@ fn step_json(s: &steps::Model) -> Value {
         "name": s.name,
         "buildid": s.buildid,
         "started_at": s.started_at,
+        // A step's row is written once its locks are held (a step without
+        // locks holds them at once), so this is when it started.
+        "locks_acquired_at": s.started_at,
         "complete_at": s.complete_at,
         "complete": s.complete_at.is_some(),
         "results": s.results,

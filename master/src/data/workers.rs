@@ -238,6 +238,11 @@ fn worker_with_connections(row: &workers::Model, conns: &[connected_workers::Mod
         "name": row.name,
         "workerinfo": info,
         "paused": row.paused,
+        // moonbot's pause takes no reason.
+        "pause_reason": null,
+        // The builders each master runs it for: the API fills this in from
+        // the running configuration.
+        "configured_on": [],
         "graceful": conns.iter().any(|c| c.graceful),
         "connected_to": conns
             .iter()

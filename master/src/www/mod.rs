@@ -13,6 +13,7 @@ mod connections;
 mod hooks;
 mod pages;
 mod paths;
+mod sse;
 mod ws;
 
 use crate::shared::Shared;
@@ -289,6 +290,8 @@ pub async fn serve(
                     api::dispatch(&shared, &request).await
                 } else if request.path.starts_with("/change_hook/") {
                     hooks::dispatch(&shared, &request).await
+                } else if request.path.starts_with("/sse/") {
+                    sse::dispatch(&shared, &request).await
                 } else {
                     pages::dispatch(&shared, &request).await
                 }

@@ -226,7 +226,11 @@ fn a_hostile_worker_cannot_write_where_it_was_not_asked(backend: &Backend) {
     // A stream the worker opens itself carries nothing anywhere.
     w.unasked(&[Frame::Data(b"unasked".to_vec())]);
     // The master is still up and serving, and still runs builds.
-    assert_eq!(m.get("/api/v2")["api_version"], 2);
+    assert!(
+        m.get("/api/v2")["rootlinks"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+    );
     let (_, result, log, _) = forge(
         &m,
         &w,

@@ -1,8 +1,20 @@
-//! `/api/v2/…`: Buildbot's data API shape. Lists come as
-//! `{"<collection>": [...], "meta": {"total": N}}`, `total` being the items
-//! in the answer (what Buildbot 4.3 answers for a list it pages in the
-//! database); a single object as a list of one. Control actions are JSON-RPC 2.0 POSTs (`force`, `stop`, `rebuild`,
-//! `cancel`, `reload`), allowed by the rules of [`super::auth`].
+//! `/api/v2/…`: Buildbot's data API. Every path of Buildbot 4.3's data API
+//! answers (the table in [`routes`], matched by [`router`]), in Buildbot's
+//! shapes ([`spec`]): lists come as `{"<plural>": [...], "meta": {"total":
+//! N}}`, `total` being the items in the answer (what Buildbot 4.3 answers
+//! for a list it pages in the database); a single object as a list of one.
+//! Every GET takes `field=`, filters (`__eq/ne/lt/le/gt/ge/contains`),
+//! `order`, `limit`, `offset`, and on builds `property=`.
+//!
+//! Control actions are JSON-RPC 2.0 POSTs to the object's path, with the
+//! methods its route lists (Buildbot's: `force`, `stop`, `rebuild`, `cancel`,
+//! `set_priority`, a worker's `stop`, `kill`, `pause`, `unpause`, a
+//! scheduler's `enable`; moonbot's `reload`, `diff` and `add`), allowed by
+//! the rules of [`super::auth`].
+
+mod router;
+mod routes;
+pub(crate) mod spec;
 
 use super::Request;
 use super::actions::{self, Action, ActionError, ActionKind, Outcome};
@@ -12,6 +24,7 @@ use crate::data::changes::NewChange;
 use crate::data::query::ListQuery;
 use crate::schedulers::force::{ForceError, ForceRequest};
 use crate::shared::Shared;
+use router::{Answer, Kind};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use warp::http::{Method, StatusCode};
@@ -72,20 +85,12 @@ fn envelope(collection: &str, items: Vec<Value>, total: u64) -> Response {
     )
 }
 
-fn one(collection: &str, items: Vec<Value>, what: &str) -> Result<Response, ApiError> {
-    if items.is_empty() {
-        return Err(ApiError::not_found(format!("{what} not found")));
-    }
-    Ok(envelope(collection, items, 1))
-}
-
 fn id(segment: &str, what: &str) -> Result<i64, ApiError> {
     segment
         .parse()
         .map_err(|_| ApiError::bad_request(format!("'{segment}' is not a valid {what} id")))
 }
 
-/// Route one request.
 /// Files listed for one directory artifact, at most.
 const MAX_LISTED_FILES: usize = 10_000;
 
@@ -168,8 +173,6 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
     let params = request
         .params()
         .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?;
-    let q = ListQuery::parse(&params).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let with_props = params.iter().any(|(k, _)| k == "property");
 
     if request.method == Method::POST {
         return control(shared, request, rest).await;
@@ -180,370 +183,194 @@ async fn route(shared: &Arc<Shared>, request: &Request) -> Result<Response, ApiE
             format!("{} is not supported", request.method),
         ));
     }
-
-    let data = &shared.data;
-    let running = shared.running_config();
-    match rest {
-        [] => Ok(json_reply(
-            StatusCode::OK,
-            &json!({"api_version": 2, "collections": ["builders", "builds", "buildrequests", "buildsets", "changes", "sourcestamps", "steps", "logs", "workers", "schedulers", "changesources", "forceschedulers", "masters", "config", "artifacts", "test_result_sets"]}),
+    // An artifact's files: a path of any depth after `raw`.
+    if let ["artifacts", a, "raw", sub @ ..] = rest {
+        let artifact = artifact_row(shared, a).await?;
+        let sub = (!sub.is_empty()).then(|| sub.join("/"));
+        let file = artifact_store(shared)
+            .file(&artifact.path, sub.as_deref())
+            .ok_or_else(|| {
+                ApiError::not_found(format!("artifact {a} has no such file (expired?)"))
+            })?;
+        return serve_file(&file).await;
+    }
+    let (route, args) = router::find(routes::ROUTES, rest)
+        .ok_or_else(|| ApiError::not_found(format!("no API endpoint at {path}")))?;
+    let entity = spec::entity(route.entity);
+    let options = Options::parse(&params, entity)?;
+    let call = Call {
+        shared,
+        args,
+        q: ListQuery::parse(&params).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        with_props: options.properties.is_some(),
+        route_kind: route.kind,
+    };
+    let plural = entity.and_then(|e| e.plural).unwrap_or(route.entity);
+    match (route.handler)(&call).await? {
+        Answer::Raw(response) => Ok(response),
+        Answer::One(None) => Err(ApiError::not_found(format!("nothing at {path}"))),
+        Answer::One(Some(item)) => Ok(envelope(plural, vec![options.shape(item)], 1)),
+        Answer::List(items, total) => Ok(envelope(
+            plural,
+            items.into_iter().map(|i| options.shape(i)).collect(),
+            total,
         )),
-        ["builders"] => {
-            let (items, total) = data.list_builders(&q, &running.builder_ids).await?;
-            Ok(envelope("builders", items, total))
-        }
-        ["builders", b] => {
-            let q = q.with_eq("builderid", id(b, "builder")?).whole();
-            let (items, _) = data.list_builders(&q, &running.builder_ids).await?;
-            one("builders", items, &format!("builder {b}"))
-        }
-        ["builders", b, "builds"] => {
-            let q = q.with_eq("builderid", id(b, "builder")?);
-            let (items, total) = data.list_builds(&q, with_props).await?;
-            Ok(envelope("builds", items, total))
-        }
-        ["builds"] => {
-            let (items, total) = data.list_builds(&q, with_props).await?;
-            Ok(envelope("builds", items, total))
-        }
-        ["builds", b] => {
-            let q = q.with_eq("buildid", id(b, "build")?).whole();
-            let (items, _) = data.list_builds(&q, with_props).await?;
-            one("builds", items, &format!("build {b}"))
-        }
-        ["builds", b, "changes"] => {
-            let items = data
-                .changes_of_build(id(b, "build")?, q)
-                .await?
-                .ok_or_else(|| ApiError::not_found(format!("build {b}")))?;
-            let total = items.len() as u64;
-            Ok(envelope("changes", items, total))
-        }
-        ["builds", b, "triggered_builds"] => {
-            let buildid = id(b, "build")?;
-            let exists = data
-                .list_builds(&ListQuery::default().with_eq("buildid", buildid), false)
-                .await?
-                .0;
-            if exists.is_empty() {
-                return Err(ApiError::not_found(format!("build {b}")));
-            }
-            let items = data.triggered_builds(buildid, q).await?;
-            let total = items.len() as u64;
-            Ok(envelope("builds", items, total))
-        }
-        ["builds", b, "properties"] => {
-            let buildid = id(b, "build")?;
-            let (found, _) = data
-                .list_builds(&ListQuery::default().with_eq("buildid", buildid), false)
-                .await?;
-            if found.is_empty() {
-                return Err(ApiError::not_found(format!("build {b} not found")));
-            }
-            let props = data.build_properties(buildid).await?;
-            Ok(envelope("properties", vec![props], 1))
-        }
-        ["builds", b, "steps"] => {
-            let q = q.with_eq("buildid", id(b, "build")?);
-            let (items, total) = data.list_steps(&q).await?;
-            Ok(envelope("steps", items, total))
-        }
-        ["steps", s] => {
-            let q = q.with_eq("stepid", id(s, "step")?).whole();
-            let (items, _) = data.list_steps(&q).await?;
-            one("steps", items, &format!("step {s}"))
-        }
-        ["steps", s, "logs"] => {
-            let q = q.with_eq("stepid", id(s, "step")?);
-            let (items, total) = data.list_logs(&q).await?;
-            Ok(envelope("logs", items, total))
-        }
-        ["logs", l] => {
-            let q = q.with_eq("logid", id(l, "log")?).whole();
-            let (items, _) = data.list_logs(&q).await?;
-            one("logs", items, &format!("log {l}"))
-        }
-        ["logs", l, "raw"] => {
-            let (slug, pieces) = data.log_raw(id(l, "log")?).await?;
-            let body = futures_util::stream::unfold(pieces, |mut pieces| async move {
-                pieces.recv().await.map(|piece| (piece, pieces))
-            });
-            let reply = warp::reply::with_header(
-                warp::reply::stream(body),
-                "content-type",
-                "text/plain; charset=utf-8",
-            );
-            let reply = warp::reply::with_header(
-                reply,
-                "content-disposition",
-                format!("attachment; filename=\"{slug}.txt\""),
-            );
-            Ok(reply.into_response())
-        }
-        ["builds", b, "artifacts"] => {
-            let q = q.with_eq("buildid", id(b, "build")?);
-            let (items, total) = data.list_artifacts(&q).await?;
-            Ok(envelope("artifacts", items, total))
-        }
-        ["artifacts"] => {
-            let (items, total) = data.list_artifacts(&q).await?;
-            Ok(envelope("artifacts", items, total))
-        }
-        ["artifacts", a] => {
-            let q = q.with_eq("artifactid", id(a, "artifact")?).whole();
-            let (items, _) = data.list_artifacts(&q).await?;
-            one("artifacts", items, &format!("artifact {a}"))
-        }
-        ["artifacts", a, "files"] => {
-            let artifact = artifact_row(shared, a).await?;
-            let items: Vec<Value> = artifact_store(shared)
-                .list(&artifact.path, MAX_LISTED_FILES)
-                .into_iter()
-                .map(|(name, size)| {
-                    json!({"name": name, "size": size,
-                           "url": format!("/api/v2/artifacts/{}/raw/{}", artifact.id, super::paths::segment(&name))})
-                })
-                .collect();
-            let total = items.len() as u64;
-            Ok(envelope("files", items, total))
-        }
-        ["artifacts", a, "raw", sub @ ..] => {
-            let artifact = artifact_row(shared, a).await?;
-            let sub = (!sub.is_empty()).then(|| sub.join("/"));
-            let file = artifact_store(shared)
-                .file(&artifact.path, sub.as_deref())
-                .ok_or_else(|| {
-                    ApiError::not_found(format!("artifact {a} has no such file (expired?)"))
-                })?;
-            serve_file(&file).await
-        }
-        ["test_result_sets"] => {
-            let (items, total) = data.list_test_result_sets(&q).await?;
-            Ok(envelope("test_result_sets", items, total))
-        }
-        ["test_result_sets", t] => {
-            let q = q
-                .with_eq("test_result_setid", id(t, "test result set")?)
-                .whole();
-            let (items, _) = data.list_test_result_sets(&q).await?;
-            one("test_result_sets", items, &format!("test result set {t}"))
-        }
-        ["test_result_sets", t, "results"] => {
-            let q = q.with_eq("test_result_setid", id(t, "test result set")?);
-            let (items, total) = data.list_test_results(&q).await?;
-            Ok(envelope("test_results", items, total))
-        }
-        ["builds", b, "test_result_sets"] => {
-            let q = q.with_eq("buildid", id(b, "build")?);
-            let (items, total) = data.list_test_result_sets(&q).await?;
-            Ok(envelope("test_result_sets", items, total))
-        }
-        ["steps", s, "test_result_sets"] => {
-            let q = q.with_eq("stepid", id(s, "step")?);
-            let (items, total) = data.list_test_result_sets(&q).await?;
-            Ok(envelope("test_result_sets", items, total))
-        }
-        ["logs", l, "contents"] => {
-            let logid = id(l, "log")?;
-            let offset = q.offset.unwrap_or(0) as i64;
-            let limit = q.limit.map(|l| l as i64);
-            let (firstline, content) = data.log_lines(logid, offset, limit).await?;
-            Ok(envelope(
-                "logchunks",
-                vec![json!({"logid": logid, "firstline": firstline, "content": content})],
-                1,
-            ))
-        }
-        ["workers"] => {
-            let (items, total) = data.list_workers(&q, &running.worker_ids).await?;
-            Ok(envelope("workers", items, total))
-        }
-        ["workers", w] => {
-            let q = q.with_eq("workerid", id(w, "worker")?).whole();
-            let (items, _) = data.list_workers(&q, &running.worker_ids).await?;
-            one("workers", items, &format!("worker {w}"))
-        }
-        ["buildrequests"] => {
-            let (items, total) = data.list_buildrequests(&q).await?;
-            Ok(envelope("buildrequests", items, total))
-        }
-        ["buildrequests", r] => {
-            let q = q.with_eq("buildrequestid", id(r, "build request")?).whole();
-            let (items, _) = data.list_buildrequests(&q).await?;
-            one("buildrequests", items, &format!("build request {r}"))
-        }
-        ["buildrequests", r, "builds"] => {
-            let q = q.with_eq("buildrequestid", id(r, "build request")?);
-            let (items, total) = data.list_builds(&q, with_props).await?;
-            Ok(envelope("builds", items, total))
-        }
-        ["buildsets"] => {
-            let (items, total) = data.list_buildsets(&q).await?;
-            Ok(envelope("buildsets", items, total))
-        }
-        ["buildsets", s] => {
-            let q = q.with_eq("bsid", id(s, "buildset")?).whole();
-            let (items, _) = data.list_buildsets(&q).await?;
-            one("buildsets", items, &format!("buildset {s}"))
-        }
-        ["buildsets", s, "sourcestamps"] => {
-            let items = data.buildset_sourcestamps(id(s, "buildset")?).await?;
-            let total = items.len() as u64;
-            Ok(envelope("sourcestamps", items, total))
-        }
-        ["buildsets", s, "properties"] => {
-            let bsid = id(s, "buildset")?;
-            let q = ListQuery::default().with_eq("bsid", bsid).whole();
-            if data.list_buildsets(&q).await?.0.is_empty() {
-                return Err(ApiError::not_found(format!("buildset {s} not found")));
-            }
-            // Buildbot's shape: one object, name → [value, source].
-            let props: serde_json::Map<String, Value> = data
-                .buildset_properties(bsid)
-                .await?
-                .into_iter()
-                .map(|(name, (value, source))| (name, json!([value, source])))
-                .collect();
-            Ok(envelope("properties", vec![Value::Object(props)], 1))
-        }
-        ["schedulers"] => {
-            let (items, total) = data
-                .list_schedulers(&q, &running_schedulers(&running))
-                .await?;
-            Ok(envelope("schedulers", items, total))
-        }
-        ["schedulers", n] => {
-            let q = q.with_eq("schedulerid", id(n, "scheduler")?).whole();
-            let (items, _) = data
-                .list_schedulers(&q, &running_schedulers(&running))
-                .await?;
-            one("schedulers", items, &format!("scheduler {n}"))
-        }
-        ["changesources"] => {
-            let names = running_sources(&running);
-            let (items, total) = data.list_changesources(&q, &names).await?;
-            Ok(envelope("changesources", items, total))
-        }
-        ["changesources", n] => {
-            let q = q.with_eq("changesourceid", id(n, "change source")?).whole();
-            let (items, _) = data
-                .list_changesources(&q, &running_sources(&running))
-                .await?;
-            one("changesources", items, &format!("change source {n}"))
-        }
-        ["forceschedulers"] => {
-            let items = force_schedulers(&running);
-            let total = items.len() as u64;
-            Ok(envelope("forceschedulers", items, total))
-        }
-        ["forceschedulers", name] => {
-            let items: Vec<Value> = force_schedulers(&running)
-                .into_iter()
-                .filter(|s| s["name"] == *name)
-                .collect();
-            one("forceschedulers", items, &format!("force scheduler {name}"))
-        }
-        ["config"] => {
-            let (last, _) = data
-                .list_reloads(&ListQuery {
-                    limit: Some(1),
-                    ..Default::default()
-                })
-                .await?;
-            let cfg = &running.loaded.config;
-            let files: Vec<String> = running
-                .loaded
-                .lua
-                .files
-                .iter()
-                .map(|f| {
-                    f.strip_prefix(&shared.dir)
-                        .unwrap_or(f)
-                        .display()
-                        .to_string()
-                })
-                .collect();
-            let item = json!({
-                "title": cfg.title,
-                "summary": cfg.summary(),
-                "workers": cfg.workers.iter().map(|w| &w.name).collect::<Vec<_>>(),
-                "builders": cfg.builders.iter().map(|b| &b.name).collect::<Vec<_>>(),
-                "schedulers": cfg.schedulers.iter().map(|s| s.name()).collect::<Vec<_>>(),
-                "files": files,
-                "watch": cfg.reconfig.watch,
-                "last_reload": last.into_iter().next(),
-            });
-            Ok(envelope("config", vec![item], 1))
-        }
-        ["config", "reloads"] => {
-            let (items, total) = data.list_reloads(&q).await?;
-            Ok(envelope("reloads", items, total))
-        }
-        ["changes"] => {
-            let (items, total) = data.list_changes(&q).await?;
-            Ok(envelope("changes", items, total))
-        }
-        ["changes", c] => {
-            let q = q.with_eq("changeid", id(c, "change")?).whole();
-            let (items, _) = data.list_changes(&q).await?;
-            one("changes", items, &format!("change {c}"))
-        }
-        ["changes", c, "builds"] => {
-            let whole = ListQuery::default().with_eq("changeid", id(c, "change")?);
-            let (found, _) = data.list_changes(&whole).await?;
-            let change = found
-                .first()
-                .ok_or_else(|| ApiError::not_found(format!("change {c}")))?;
-            let ssids: Vec<i64> = change["sourcestamp"]["ssid"].as_i64().into_iter().collect();
-            let items = data.builds_of_sourcestamps(&ssids, q, with_props).await?;
-            let total = items.len() as u64;
-            Ok(envelope("builds", items, total))
-        }
-        ["sourcestamps"] => {
-            let (items, total) = data.list_sourcestamps(&q).await?;
-            Ok(envelope("sourcestamps", items, total))
-        }
-        ["sourcestamps", s] => {
-            let q = q.with_eq("ssid", id(s, "source stamp")?).whole();
-            let (items, _) = data.list_sourcestamps(&q).await?;
-            one("sourcestamps", items, &format!("source stamp {s}"))
-        }
-        ["sourcestamps", s, "changes"] => {
-            let q = q.with_eq("sourcestampid", id(s, "source stamp")?);
-            let (items, total) = data.list_changes(&q).await?;
-            Ok(envelope("changes", items, total))
-        }
-        ["janitor_passes"] => {
-            let (items, total) = data.list_janitor_passes(&q).await?;
-            Ok(envelope("janitor_passes", items, total))
-        }
-        ["masters"] => {
-            let items = data.masters_json().await?;
-            let total = items.len() as u64;
-            Ok(envelope("masters", items, total))
-        }
-        _ => Err(ApiError::not_found(format!("no API endpoint at {path}"))),
     }
 }
 
-/// The names of the schedulers the running configuration lists.
-fn running_schedulers(running: &crate::shared::RunningConfig) -> Vec<&str> {
-    running
+/// What every GET takes besides filters and paging: `field=` (only these
+/// fields of each item) and, on builds, `property=` (the named properties,
+/// or `*` for all).
+struct Options {
+    fields: Option<Vec<String>>,
+    properties: Option<Vec<String>>,
+}
+
+impl Options {
+    fn parse(
+        params: &[(String, String)],
+        entity: Option<&spec::EntityType>,
+    ) -> Result<Options, ApiError> {
+        let mut options = Options {
+            fields: None,
+            properties: None,
+        };
+        for (key, value) in params {
+            let values = value
+                .split(',')
+                .filter(|v| !v.is_empty())
+                .map(str::to_string);
+            match key.as_str() {
+                "field" => options.fields.get_or_insert_with(Vec::new).extend(values),
+                "property" => options
+                    .properties
+                    .get_or_insert_with(Vec::new)
+                    .extend(values),
+                _ => {}
+            }
+        }
+        if let (Some(fields), Some(entity)) = (&options.fields, entity)
+            && !entity.fields.is_empty()
+            && let Some(unknown) = fields
+                .iter()
+                .find(|f| !entity.fields.iter().any(|(n, _)| n == f))
+        {
+            return Err(ApiError::bad_request(format!(
+                "no such field '{}'",
+                unknown.escape_debug()
+            )));
+        }
+        Ok(options)
+    }
+
+    /// One item as asked: only the named properties, only the named fields.
+    fn shape(&self, mut item: Value) -> Value {
+        if let Some(names) = &self.properties
+            && !names.iter().any(|n| n == "*")
+            && let Some(props) = item.get_mut("properties").and_then(Value::as_object_mut)
+        {
+            props.retain(|name, _| names.contains(name));
+        }
+        if let (Some(fields), Some(object)) = (&self.fields, item.as_object_mut()) {
+            object.retain(|name, _| fields.contains(name));
+        }
+        item
+    }
+}
+
+/// What a route's handler gets: the master, the path's captures and the
+/// listing query.
+pub(crate) struct Call<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub args: router::Args,
+    pub q: ListQuery,
+    /// Whether builds carry their properties (`property=`).
+    pub with_props: bool,
+    pub route_kind: Kind,
+}
+
+/// A log's text, streamed: as a download (`raw`), or shown in the browser
+/// (`raw_inline`; plain text, so nothing in it runs).
+fn log_text(
+    slug: String,
+    pieces: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, DataError>>,
+    download: bool,
+) -> Response {
+    let body = futures_util::stream::unfold(pieces, |mut pieces| async move {
+        pieces.recv().await.map(|piece| (piece, pieces))
+    });
+    let mut response = warp::reply::with_header(
+        warp::reply::stream(body),
+        "content-type",
+        "text/plain; charset=utf-8",
+    )
+    .into_response();
+    if download {
+        let disposition = format!("attachment; filename=\"{slug}.txt\"");
+        if let Ok(value) = warp::http::HeaderValue::from_str(&disposition) {
+            response
+                .headers_mut()
+                .insert(warp::http::header::CONTENT_DISPOSITION, value);
+        }
+    }
+    response
+}
+
+/// The files of a directory artifact, each with its download URL.
+async fn artifact_files(shared: &Arc<Shared>, artifactid: i64) -> Result<Vec<Value>, ApiError> {
+    let artifact = artifact_row(shared, &artifactid.to_string()).await?;
+    Ok(artifact_store(shared)
+        .list(&artifact.path, MAX_LISTED_FILES)
+        .into_iter()
+        .map(|(name, size)| {
+            json!({"name": name, "size": size,
+                   "url": format!("/api/v2/artifacts/{}/raw/{}", artifact.id, super::paths::segment(&name))})
+        })
+        .collect())
+}
+
+/// `/config`: the running configuration in brief, and its last reload.
+async fn config_json(shared: &Arc<Shared>) -> Result<Value, ApiError> {
+    let (last, _) = shared
+        .data
+        .list_reloads(&ListQuery {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await?;
+    let running = shared.running_config();
+    let cfg = &running.loaded.config;
+    let files: Vec<String> = running
         .loaded
-        .config
-        .schedulers
+        .lua
+        .files
         .iter()
-        .map(|s| s.name())
-        .collect()
+        .map(|f| {
+            f.strip_prefix(&shared.dir)
+                .unwrap_or(f)
+                .display()
+                .to_string()
+        })
+        .collect();
+    Ok(json!({
+        "title": cfg.title,
+        "summary": cfg.summary(),
+        "workers": cfg.workers.iter().map(|w| &w.name).collect::<Vec<_>>(),
+        "builders": cfg.builders.iter().map(|b| &b.name).collect::<Vec<_>>(),
+        "schedulers": cfg.schedulers.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        "files": files,
+        "watch": cfg.reconfig.watch,
+        "last_reload": last.into_iter().next(),
+    }))
 }
 
-/// The names of the change sources the running configuration lists.
-fn running_sources(running: &crate::shared::RunningConfig) -> Vec<&str> {
-    let config = &running.loaded.config;
-    config.change_sources.iter().map(|s| s.name()).collect()
-}
-
-fn force_schedulers(running: &crate::shared::RunningConfig) -> Vec<Value> {
+fn force_schedulers(shared: &Shared, running: &crate::shared::RunningConfig) -> Vec<Value> {
+    let enabled = |name: &str| {
+        running
+            .scheduler_ids
+            .get(name)
+            .is_none_or(|id| !shared.data.scheduler_disabled(*id))
+    };
     running
         .loaded
         .config
@@ -565,7 +392,7 @@ fn force_schedulers(running: &crate::shared::RunningConfig) -> Vec<Value> {
                 "label": label,
                 "button_name": form.button_name,
                 "builder_names": builders,
-                "enabled": true,
+                "enabled": enabled(name),
                 "all_fields": crate::schedulers::force_params::describe(form),
             })),
         })
@@ -623,57 +450,65 @@ async fn control(
     let call = RpcCall {
         params: body.get("params").cloned().unwrap_or_else(|| json!({})),
     };
-    let kind = match (rest, method) {
-        (["forceschedulers", _], "force") => ActionKind::Force,
-        (["builds", _], "stop") => ActionKind::Stop,
-        (["builds", _], "rebuild") => ActionKind::Rebuild,
-        (["buildrequests", _], "cancel") => ActionKind::Cancel,
-        (["buildrequests", _], "set_priority") => ActionKind::SetPriority,
-        (["config"], "reload") => ActionKind::Reload,
-        (["config"], "diff") => ActionKind::Diff,
-        (["workers", _], "pause") => ActionKind::Pause,
-        (["workers", _], "unpause") => ActionKind::Unpause,
-        (["changes"], "add") => ActionKind::SendChange,
-        (
-            ["forceschedulers", _]
-            | ["builds", _]
-            | ["buildrequests", _]
-            | ["workers", _]
-            | ["changes"]
-            | ["config"],
-            _,
-        ) => {
-            let known = match rest[0] {
-                "forceschedulers" => "'force'",
-                "builds" => "'stop' and 'rebuild'",
-                "buildrequests" => "'cancel' and 'set_priority'",
-                "workers" => "'pause' and 'unpause'",
-                "changes" => "'add'",
-                _ => "'reload' and 'diff'",
-            };
-            return Ok(rpc_answer(
-                rpc_id,
-                Err(RpcError {
-                    code: -32601,
-                    message: format!("unknown method '{method}' ({} know {known})", rest[0]),
-                }),
-            ));
-        }
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("POST is not supported on {}", request.path),
-            ));
-        }
+    let Some((route, args)) = router::find(routes::ROUTES, rest) else {
+        return Err(ApiError::not_found(format!(
+            "no API endpoint at {}",
+            request.path
+        )));
+    };
+    if route.actions.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("POST is not supported on {}", request.path),
+        ));
+    }
+    let Some(kind) = route
+        .actions
+        .contains(&method)
+        .then(|| action_kind(route.entity, method))
+        .flatten()
+    else {
+        let message = format!(
+            "unknown method '{}' ({} takes {})",
+            method.escape_debug(),
+            route.pattern,
+            route.actions.join(", ")
+        );
+        return Ok(rpc_answer(
+            rpc_id,
+            Err(RpcError {
+                code: -32601,
+                message,
+            }),
+        ));
     };
     let identity = request.identity(shared);
     let authorized = actions::authorize(shared, &identity, kind, None)?;
-    let target = match rest {
-        ["builds", b] => Some(id(b, "build")?),
-        ["buildrequests", r] => Some(id(r, "build request")?),
-        _ => None,
+    let target = Call {
+        shared,
+        args,
+        q: ListQuery::default(),
+        with_props: false,
+        route_kind: route.kind,
     };
-    let action = match parse_action(kind, rest, target, &call, authorized.user.as_deref()) {
+    let target = match route.entity {
+        "build" => Target::Id(routes::build_id(&target).await?.unwrap_or(0)),
+        "buildrequest" => Target::Id(target.args.num("buildrequestid").unwrap_or(0)),
+        "scheduler" => Target::Id(target.args.num("schedulerid").unwrap_or(0)),
+        "worker" => match routes::worker_name(&target, &shared.running_config())? {
+            Some((name, _)) => Target::Name(name),
+            None => Target::None,
+        },
+        "forcescheduler" => Target::Name(
+            target
+                .args
+                .text("schedulername")
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        _ => Target::None,
+    };
+    let action = match parse_action(kind, target, &call, authorized.user.as_deref()) {
         Ok(action) => action,
         Err(e) => return Ok(rpc_answer(rpc_id, Err(e))),
     };
@@ -685,15 +520,54 @@ async fn control(
 }
 
 /// The action a JSON-RPC call asks for, with its parameters read.
+/// What a control call's path names.
+enum Target {
+    Id(i64),
+    Name(String),
+    None,
+}
+
+/// The action an entity's JSON-RPC method is (the route lists the methods
+/// it takes).
+fn action_kind(entity: &str, method: &str) -> Option<ActionKind> {
+    Some(match (entity, method) {
+        ("forcescheduler", "force") => ActionKind::Force,
+        ("build", "stop") => ActionKind::Stop,
+        ("build", "rebuild") => ActionKind::Rebuild,
+        ("buildrequest", "cancel") => ActionKind::Cancel,
+        ("buildrequest", "set_priority") => ActionKind::SetPriority,
+        ("worker", "pause") => ActionKind::Pause,
+        ("worker", "unpause") => ActionKind::Unpause,
+        ("worker", "stop") => ActionKind::StopWorker,
+        ("worker", "kill") => ActionKind::KillWorker,
+        ("scheduler", "enable") => ActionKind::EnableScheduler,
+        ("config", "reload") => ActionKind::Reload,
+        ("config", "diff") => ActionKind::Diff,
+        ("change", "add") => ActionKind::SendChange,
+        _ => return None,
+    })
+}
+
 fn parse_action(
     kind: ActionKind,
-    rest: &[&str],
-    target: Option<i64>,
+    target: Target,
     call: &RpcCall,
     user: Option<&str>,
 ) -> Result<Action, RpcError> {
     let params = &call.params;
-    let target = || target.ok_or_else(|| invalid_params("no id in the path"));
+    let id = match &target {
+        Target::Id(id) => Some(*id),
+        _ => None,
+    };
+    let name = match target {
+        Target::Name(name) => Some(name),
+        _ => None,
+    };
+    let target = || id.ok_or_else(|| invalid_params("no id in the path"));
+    let name = || {
+        name.clone()
+            .ok_or_else(|| invalid_params("no name in the path"))
+    };
     Ok(match kind {
         ActionKind::SendChange => Action::SendChange {
             change: change_param(params)?,
@@ -717,7 +591,7 @@ fn parse_action(
             fields.remove("builderid");
             fields.remove("properties");
             Action::Force {
-                scheduler: rest[1].to_string(),
+                scheduler: name()?,
                 request: ForceRequest {
                     builderid: int_param(params, "builderid")?,
                     fields,
@@ -742,11 +616,22 @@ fn parse_action(
                     invalid_params("'priority' must be an integer from -1000000 to 1000000")
                 })?,
         },
-        ActionKind::Pause => Action::Pause {
-            worker: rest[1].to_string(),
+        ActionKind::Pause => Action::Pause { worker: name()? },
+        ActionKind::Unpause => Action::Unpause { worker: name()? },
+        ActionKind::StopWorker => Action::StopWorker {
+            worker: name()?,
+            kill: false,
         },
-        ActionKind::Unpause => Action::Unpause {
-            worker: rest[1].to_string(),
+        ActionKind::KillWorker => Action::StopWorker {
+            worker: name()?,
+            kill: true,
+        },
+        ActionKind::EnableScheduler => Action::EnableScheduler {
+            schedulerid: target()?,
+            enabled: match params.get("enabled") {
+                Some(Value::Bool(b)) => *b,
+                _ => return Err(invalid_params("'enabled' must be true or false")),
+            },
         },
         ActionKind::Reload => Action::Reload,
         ActionKind::Diff => Action::Diff,
@@ -766,7 +651,8 @@ fn outcome_json(outcome: Outcome) -> Value {
         }
         Outcome::Rebuilt(r) => json!([r.bsid, r.brid]),
         Outcome::Stopped | Outcome::Cancelled | Outcome::PrioritySet => Value::Null,
-        Outcome::Worker(v) | Outcome::Reloaded(v) | Outcome::Diff(v) => v,
+        Outcome::WorkerStopping => Value::Null,
+        Outcome::Worker(v) | Outcome::Scheduler(v) | Outcome::Reloaded(v) | Outcome::Diff(v) => v,
         Outcome::ChangeAdded(changeid) => json!(changeid),
     }
 }
