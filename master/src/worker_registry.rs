@@ -28,10 +28,25 @@ pub struct ConnectedWorker {
     /// Set when a reconfig removed this worker: its connection task tells the
     /// worker and closes the connection.
     retire: Arc<tokio::sync::Notify>,
+    /// Set by the API's worker `stop` and `kill`: its connection task lets
+    /// the worker go (after its running builds, or now) and tells it to exit.
+    stop: Arc<tokio::sync::watch::Sender<StopRequest>>,
     /// When the worker was last heard on this connection (any control frame),
     /// in milliseconds since the registry's epoch.
     heard_ms: Arc<AtomicU64>,
     epoch: Instant,
+}
+
+/// What the API asked of a worker's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StopRequest {
+    #[default]
+    None,
+    /// Buildbot's `stop`: no new builds; once the running ones end, the
+    /// worker is told to exit.
+    Graceful,
+    /// Buildbot's `kill`: the worker is told to exit now.
+    Now,
 }
 
 /// A second connection for a worker whose connection is alive: a copied
@@ -68,6 +83,27 @@ impl ConnectedWorker {
     /// Resolves once [`Self::retire`] has been called.
     pub async fn retired(&self) {
         self.retire.notified().await
+    }
+
+    /// Let the worker go once its running builds end, and tell it to exit.
+    pub fn stop_gracefully(&self) {
+        self.stop.send_if_modified(|s| {
+            let changed = *s == StopRequest::None;
+            if changed {
+                *s = StopRequest::Graceful;
+            }
+            changed
+        });
+    }
+
+    /// Let the worker go now, and tell it to exit.
+    pub fn kill(&self) {
+        self.stop.send_replace(StopRequest::Now);
+    }
+
+    /// What the API asked of this connection; changes on each request.
+    pub fn stop_requests(&self) -> tokio::sync::watch::Receiver<StopRequest> {
+        self.stop.subscribe()
     }
 }
 
@@ -161,6 +197,7 @@ impl WorkerRegistry {
             connection_id: self.next_connection.fetch_add(1, Ordering::SeqCst),
             running: slot.running.clone(),
             retire: Arc::new(tokio::sync::Notify::new()),
+            stop: Arc::new(tokio::sync::watch::channel(StopRequest::None).0),
             heard_ms: Default::default(),
             epoch: self.epoch,
         };

@@ -3,6 +3,8 @@
 
 #[path = "e2e/choices.rs"]
 mod choices;
+#[path = "e2e/data_api.rs"]
+mod data_api;
 #[path = "e2e/forged_frames.rs"]
 mod forged_frames;
 #[path = "e2e/git_poller.rs"]

@@ -463,6 +463,7 @@ async fn serve(
             ending = &mut control => {
                 close_if_open(&conn, b"control stream ended");
                 return match ending {
+                    ControlEnd::Exit => SessionEnd::Shutdown,
                     ControlEnd::Shutdown(_) if draining => {
                         tracing::info!("graceful stop: the master says no build is left");
                         SessionEnd::Shutdown
@@ -539,6 +540,8 @@ fn renewal(dir: &WorkerDir, renew_after: &AtomicI64) -> Option<String> {
 enum ControlEnd {
     /// The master sent `Shutdown`.
     Shutdown(String),
+    /// The master sent `Shutdown` telling the worker to exit.
+    Exit,
     /// The stream or connection ended.
     Lost(String),
 }
@@ -576,7 +579,14 @@ async fn watch_control_stream(
                 Ok(MasterMessage::Refused { reason }) => {
                     tracing::error!("the master refused: {reason}")
                 }
-                Ok(MasterMessage::Shutdown { reason }) => {
+                Ok(MasterMessage::Shutdown { reason, exit: true }) => {
+                    tracing::warn!("the master stopped this worker: {reason}; exiting");
+                    return ControlEnd::Exit;
+                }
+                Ok(MasterMessage::Shutdown {
+                    reason,
+                    exit: false,
+                }) => {
                     tracing::warn!("the master is dropping this worker: {reason}");
                     return ControlEnd::Shutdown(format!(
                         "the master shut the connection down: {reason}"

@@ -326,7 +326,14 @@ pub enum MasterMessage {
     /// Echo of a keep-alive.
     KeepAlive,
     /// The master is dropping this worker (e.g. a reconfig removed it).
-    Shutdown { reason: String },
+    Shutdown {
+        reason: String,
+        /// The worker should exit instead of reconnecting: an admin stopped
+        /// or killed it (Buildbot's worker `stop` and `kill`). Absent from
+        /// older masters: false.
+        #[serde(default)]
+        exit: bool,
+    },
     /// Answer to [`WorkerMessage::Enroll`]: the worker is enrolled.
     Enrolled {
         /// The worker's certificate, PEM.

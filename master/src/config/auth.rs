@@ -27,6 +27,8 @@ pub const ACTIONS: &[&str] = &[
     "set_priority",
     "reload",
     "pause",
+    "stop_worker",
+    "enable_scheduler",
     "sendchange",
 ];
 

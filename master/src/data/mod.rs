@@ -67,6 +67,9 @@ pub struct Data {
     /// hands the lock over as soon as it is free: a burst of webhooks went
     /// from 1,500 to over 2,000 stored a second with the CPU half idle before.
     write_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The ids of the disabled schedulers among the configured ones (read by
+    /// [`Data::sync_schedulers`], kept by [`Data::set_scheduler_enabled`]).
+    disabled_schedulers: std::sync::Arc<std::sync::RwLock<std::collections::BTreeSet<i64>>>,
 }
 
 impl Data {
@@ -76,6 +79,7 @@ impl Data {
             bus,
             masterid,
             write_gate: Default::default(),
+            disabled_schedulers: Default::default(),
         }
     }
 }

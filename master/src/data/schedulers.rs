@@ -75,13 +75,77 @@ impl Data {
             .exec_without_returning(&self.db)
             .await?;
         }
-        Ok(schedulers::Entity::find()
+        let rows = schedulers::Entity::find()
             .filter(schedulers::Column::Name.is_in(names.iter().copied()))
             .all(&self.db)
+            .await?;
+        *self
+            .disabled_schedulers
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) =
+            rows.iter().filter(|s| !s.enabled).map(|s| s.id).collect();
+        Ok(rows.into_iter().map(|s| (s.name, s.id)).collect())
+    }
+
+    /// Whether a scheduler was disabled (the API's `enable` with `enabled =
+    /// false`): it then builds nothing, as in Buildbot.
+    pub fn scheduler_disabled(&self, schedulerid: i64) -> bool {
+        self.disabled_schedulers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&schedulerid)
+    }
+
+    /// Enable or disable a scheduler, stored so it lasts across restarts;
+    /// returns it as the API shows it (`None`: no such scheduler).
+    pub async fn set_scheduler_enabled(
+        &self,
+        schedulerid: i64,
+        enabled: bool,
+    ) -> Result<Option<Value>, DataError> {
+        let updated = schedulers::Entity::update_many()
+            .col_expr(
+                schedulers::Column::Enabled,
+                sea_orm::sea_query::Expr::value(enabled),
+            )
+            .filter(schedulers::Column::Id.eq(schedulerid))
+            .exec(&self.db)
+            .await?;
+        if updated.rows_affected == 0 {
+            return Ok(None);
+        }
+        {
+            let mut disabled = self
+                .disabled_schedulers
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            if enabled {
+                disabled.remove(&schedulerid);
+            } else {
+                disabled.insert(schedulerid);
+            }
+        }
+        let q = ListQuery::default().with_eq("schedulerid", schedulerid);
+        let row = schedulers::Entity::find_by_id(schedulerid)
+            .one(&self.db)
+            .await?;
+        let running: Vec<&str> = row.iter().map(|r| r.name.as_str()).collect();
+        let shown = self
+            .list_schedulers(&q, &running)
             .await?
+            .0
             .into_iter()
-            .map(|s| (s.name, s.id))
-            .collect())
+            .next();
+        if let Some(shown) = &shown {
+            self.bus.publish(
+                crate::mq::Topic::Scheduler {
+                    id: schedulerid,
+                    event: crate::mq::topic::SchedulerEvent::Updated,
+                },
+                shown.clone(),
+            );
+        }
+        Ok(shown)
     }
 
     /// Give the schedulers that read changes (`by_changes`) or buildsets
@@ -190,7 +254,14 @@ impl Data {
 
     /// Commit a scheduler's step; returns each new buildset's id and
     /// builderid → request id.
-    pub async fn schedule(&self, step: SchedulerStep) -> Result<Vec<BuildsetIds>, DataError> {
+    ///
+    /// A disabled scheduler's step keeps only its new position: what it read
+    /// while disabled is not built, later or ever (Buildbot's behaviour).
+    pub async fn schedule(&self, mut step: SchedulerStep) -> Result<Vec<BuildsetIds>, DataError> {
+        if self.scheduler_disabled(step.schedulerid) {
+            step.classify.clear();
+            step.buildsets.clear();
+        }
         let mut batch = Batch::new(self);
         if !step.classify.is_empty() {
             use scheduler_changes::Column as C;

@@ -16,6 +16,13 @@ pub enum Topic {
     Worker { id: i64, event: WorkerEvent },
     ConfigReload { id: i64, event: ConfigReloadEvent },
     Change { id: i64, event: ChangeEvent },
+    Scheduler { id: i64, event: SchedulerEvent },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedulerEvent {
+    /// Enabled or disabled.
+    Updated,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +95,7 @@ impl Topic {
             Topic::Worker { .. } => "workers",
             Topic::ConfigReload { .. } => "config_reloads",
             Topic::Change { .. } => "changes",
+            Topic::Scheduler { .. } => "schedulers",
         }
     }
 
@@ -102,7 +110,8 @@ impl Topic {
             | Topic::Log { id, .. }
             | Topic::Worker { id, .. }
             | Topic::ConfigReload { id, .. }
-            | Topic::Change { id, .. } => id,
+            | Topic::Change { id, .. }
+            | Topic::Scheduler { id, .. } => id,
         }
     }
 
@@ -146,6 +155,9 @@ impl Topic {
             },
             Topic::Change { event, .. } => match event {
                 ChangeEvent::New => "new",
+            },
+            Topic::Scheduler { event, .. } => match event {
+                SchedulerEvent::Updated => "updated",
             },
         }
     }

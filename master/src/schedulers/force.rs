@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 pub enum ForceError {
     #[error("no force scheduler named '{0}'")]
     UnknownScheduler(String),
+    #[error("scheduler '{0}' is disabled")]
+    Disabled(String),
     #[error("scheduler '{scheduler}' cannot build builder {builderid}")]
     NotAllowed { scheduler: String, builderid: i64 },
     /// A value the scheduler's form refused (naming the field).
@@ -59,6 +61,11 @@ pub async fn force(
     else {
         return Err(ForceError::UnknownScheduler(scheduler_name.to_string()));
     };
+    if let Some(id) = running.scheduler_ids.get(scheduler_name)
+        && shared.data.scheduler_disabled(*id)
+    {
+        return Err(ForceError::Disabled(scheduler_name.to_string()));
+    }
     let allowed = super::buildset::builder_ids(&running, builders);
     let chosen = match request.builderid {
         Some(id) if allowed.contains(&id) => vec![id],

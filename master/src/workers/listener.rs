@@ -10,6 +10,7 @@
 
 use super::last_word::last_word;
 use crate::shared::Shared;
+use crate::worker_registry::StopRequest;
 use moonbot_worker::protocol::{Frame, MasterMessage, PROTOCOL_VERSION, WorkerMessage};
 use moonbot_worker::transport::{FrameReader, write_frame};
 use std::net::SocketAddr;
@@ -156,8 +157,23 @@ async fn shut_down(
 ) -> String {
     let message = MasterMessage::Shutdown {
         reason: reason.clone(),
+        exit: false,
     };
     last_word(conn, send, &message, code, &reason).await;
+    reason
+}
+
+/// Let the worker go and tell it to exit (the API's worker `stop` or `kill`).
+async fn stop_worker(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    reason: String,
+) -> String {
+    let message = MasterMessage::Shutdown {
+        reason: reason.clone(),
+        exit: true,
+    };
+    last_word(conn, send, &message, 5, &reason).await;
     reason
 }
 
@@ -326,6 +342,9 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
     let mut remote = addr;
     let mut graceful = false;
     let mut freed = shared.workers.slots_freed();
+    let mut stop_requests = worker.stop_requests();
+    // The API's worker `stop`: once no build is left, the worker exits.
+    let mut exit_when_idle = false;
     let reason = loop {
         tokio::select! {
             frame = reader.next() => match frame {
@@ -379,7 +398,30 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
             _ = freed.changed(), if graceful => {
                 if worker.running() == 0 {
                     let reason = "graceful stop: no build left on this worker".to_string();
+                    if exit_when_idle {
+                        break stop_worker(&conn, &mut send, reason).await;
+                    }
                     break shut_down(&conn, &mut send, 3, reason).await;
+                }
+            }
+            Ok(()) = stop_requests.changed() => {
+                let request = *stop_requests.borrow_and_update();
+                match request {
+                    StopRequest::Now => {
+                        let reason = "killed from the API".to_string();
+                        break stop_worker(&conn, &mut send, reason).await;
+                    }
+                    StopRequest::Graceful => {
+                        info!(worker = %name, running = worker.running(), "stop from the API: no new builds; the worker exits after its running ones");
+                        shared.workers.set_graceful(&name, worker.connection_id);
+                        graceful = true;
+                        exit_when_idle = true;
+                        freed.mark_changed();
+                        if let Err(e) = shared.data.worker_graceful(workerid).await {
+                            warn!(worker = %name, "could not record the graceful stop: {e}");
+                        }
+                    }
+                    StopRequest::None => {}
                 }
             }
             _ = worker.retired() => {

@@ -31,6 +31,12 @@ pub(super) enum ActionKind {
     SetPriority,
     Pause,
     Unpause,
+    /// A worker's `stop`: no new builds, then it is let go.
+    StopWorker,
+    /// A worker's `kill`: let go now; its running builds are lost to it.
+    KillWorker,
+    /// A scheduler's `enable` (with `enabled = false`, disable).
+    EnableScheduler,
     Reload,
     /// What a reload would change (`moonbot checkconfig --diff`); nothing is applied.
     Diff,
@@ -41,7 +47,7 @@ pub(super) enum ActionKind {
 impl ActionKind {
     /// Every kind.
     #[cfg(test)]
-    const ALL: [ActionKind; 10] = [
+    const ALL: [ActionKind; 13] = [
         ActionKind::Force,
         ActionKind::Stop,
         ActionKind::Rebuild,
@@ -49,6 +55,9 @@ impl ActionKind {
         ActionKind::SetPriority,
         ActionKind::Pause,
         ActionKind::Unpause,
+        ActionKind::StopWorker,
+        ActionKind::KillWorker,
+        ActionKind::EnableScheduler,
         ActionKind::Reload,
         ActionKind::Diff,
         ActionKind::SendChange,
@@ -65,6 +74,8 @@ impl ActionKind {
             ActionKind::Cancel => "cancel",
             ActionKind::SetPriority => "set_priority",
             ActionKind::Pause | ActionKind::Unpause => "pause",
+            ActionKind::StopWorker | ActionKind::KillWorker => "stop_worker",
+            ActionKind::EnableScheduler => "enable_scheduler",
             ActionKind::Reload | ActionKind::Diff => "reload",
             ActionKind::SendChange => "sendchange",
         }
@@ -104,6 +115,16 @@ pub(super) enum Action {
     Unpause {
         worker: String,
     },
+    /// Let a worker go: after its running builds (`kill = false`), or now.
+    StopWorker {
+        worker: String,
+        kill: bool,
+    },
+    /// Enable or disable a scheduler (stored: it lasts across restarts).
+    EnableScheduler {
+        schedulerid: i64,
+        enabled: bool,
+    },
     /// Load master.lua again and apply it.
     Reload,
     /// What a reload would change, or its errors; nothing applied or recorded.
@@ -124,6 +145,9 @@ impl Action {
             Action::SetPriority { .. } => ActionKind::SetPriority,
             Action::Pause { .. } => ActionKind::Pause,
             Action::Unpause { .. } => ActionKind::Unpause,
+            Action::StopWorker { kill: false, .. } => ActionKind::StopWorker,
+            Action::StopWorker { kill: true, .. } => ActionKind::KillWorker,
+            Action::EnableScheduler { .. } => ActionKind::EnableScheduler,
             Action::Reload => ActionKind::Reload,
             Action::Diff => ActionKind::Diff,
             Action::SendChange { .. } => ActionKind::SendChange,
@@ -176,6 +200,10 @@ pub(super) enum Outcome {
     PrioritySet,
     /// The worker as the API shows it after a pause or unpause.
     Worker(Value),
+    /// The worker is being let go.
+    WorkerStopping,
+    /// The scheduler as the API shows it after `enable`.
+    Scheduler(Value),
     /// The stored outcome of the reload (`/api/v2/config/reloads` shape).
     Reloaded(Value),
     /// `{"success", "errors", "changes"}` of a dry run.
@@ -207,6 +235,10 @@ pub(super) enum ActionError {
     NotPending(i64),
     #[error("worker '{0}' is not in this master's configuration")]
     NoWorker(String),
+    #[error("worker '{0}' is not connected to this master")]
+    NotConnected(String),
+    #[error("scheduler {0} not found")]
+    NoScheduler(i64),
     #[error(transparent)]
     Force(#[from] ForceError),
     /// The reload ran but its outcome could not be recorded.
@@ -255,6 +287,31 @@ pub(super) async fn perform(
         }
         Action::Pause { worker } => set_worker_paused(shared, &worker, true).await,
         Action::Unpause { worker } => set_worker_paused(shared, &worker, false).await,
+        Action::StopWorker { worker, kill } => {
+            let connected = shared
+                .workers
+                .get(&worker)
+                .ok_or_else(|| ActionError::NotConnected(worker.clone()))?;
+            tracing::info!(worker = %worker, user = ?user, "worker {} from the API", if kill { "killed" } else { "asked to stop" });
+            if kill {
+                connected.kill();
+            } else {
+                connected.stop_gracefully();
+            }
+            Ok(Outcome::WorkerStopping)
+        }
+        Action::EnableScheduler {
+            schedulerid,
+            enabled,
+        } => {
+            let shown = shared
+                .data
+                .set_scheduler_enabled(schedulerid, enabled)
+                .await?
+                .ok_or(ActionError::NoScheduler(schedulerid))?;
+            tracing::info!(schedulerid, enabled, user = ?user, "scheduler {}", if enabled { "enabled" } else { "disabled" });
+            Ok(Outcome::Scheduler(shown))
+        }
         Action::Reload => reconfig::reload(shared, Trigger::Api)
             .await
             .map(Outcome::Reloaded)
