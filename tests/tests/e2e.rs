@@ -1361,7 +1361,8 @@ fn builds_pass_and_fail_as_buildbot_would(backend: &Backend) {
             "/api/v2/builds?limit=9223372036854775807&offset=9223372036854775807",
             200,
         ),
-        ("/api/v2/builds/xyz", 400),
+        // No pattern takes a build id that is not a number: 404, as in Buildbot.
+        ("/api/v2/builds/xyz", 404),
         ("/api/v2/builds/999999", 404),
         ("/api/v2/builds/999999/properties", 404),
         ("/api/v2/nothing", 404),
