@@ -833,6 +833,27 @@ fn a_developer_watches_forces_and_stops_builds_in_the_browser() {
         1
     );
 
+    // The schedulers page: disable the force scheduler, and enable it again.
+    b.goto(&format!("{}/schedulers", m.www));
+    assert_eq!(b.text("#schedulers tr.enabled td:nth-child(1)"), "force");
+    b.click("#schedulers tr.enabled button.disable");
+    b.wait_js(
+        "the scheduler to show disabled",
+        "document.querySelector('#schedulers tr.disabled button.enable') !== null",
+    );
+    assert_eq!(
+        m.get("/api/v2/schedulers")["schedulers"][0]["enabled"],
+        false
+    );
+    b.click("#schedulers tr.disabled button.enable");
+    b.wait_js(
+        "the scheduler to show enabled",
+        "document.querySelector('#schedulers tr.enabled button.disable') !== null",
+    );
+    // A connected worker's page offers the stop and kill buttons.
+    b.goto(&format!("{}/workers/1", m.www));
+    assert!(b.js("return document.querySelector('button.stop') !== null && document.querySelector('button.kill') !== null;") == true);
+
     // Nothing that was injected ran.
     assert_eq!(b.js("return typeof window.pwned;"), "undefined");
     b.goto(&format!("{}/builders", m.www));

@@ -288,6 +288,7 @@ pub(super) async fn perform(
         Action::Pause { worker } => set_worker_paused(shared, &worker, true).await,
         Action::Unpause { worker } => set_worker_paused(shared, &worker, false).await,
         Action::StopWorker { worker, kill } => {
+            let (worker, _) = configured_worker(shared, &worker)?;
             let connected = shared
                 .workers
                 .get(&worker)
@@ -343,14 +344,7 @@ async fn set_worker_paused(
     worker: &str,
     paused: bool,
 ) -> Result<Outcome, ActionError> {
-    let running = shared.running_config();
-    let found = running
-        .worker_ids
-        .iter()
-        .find(|(name, id)| name.as_str() == worker || id.to_string() == worker)
-        .map(|(name, id)| (name.clone(), *id));
-    drop(running);
-    let (name, workerid) = found.ok_or_else(|| ActionError::NoWorker(worker.to_string()))?;
+    let (name, workerid) = configured_worker(shared, worker)?;
     // The registry first: storing publishes `workers/N/state_updated`, on
     // which the distributor looks for builds an unpaused worker can take.
     let before = shared.workers.set_paused(&name, paused);
@@ -363,6 +357,17 @@ async fn set_worker_paused(
     };
     tracing::info!(worker = %name, "worker {}", if paused { "paused" } else { "unpaused" });
     Ok(Outcome::Worker(shown.unwrap_or(Value::Null)))
+}
+
+/// A configured worker's name and id, from its name or id.
+fn configured_worker(shared: &Shared, worker: &str) -> Result<(String, i64), ActionError> {
+    let running = shared.running_config();
+    running
+        .worker_ids
+        .iter()
+        .find(|(name, id)| name.as_str() == worker || id.to_string() == worker)
+        .map(|(name, id)| (name.clone(), *id))
+        .ok_or_else(|| ActionError::NoWorker(worker.to_string()))
 }
 
 /// A new request for the builder of `buildid`, with its properties.

@@ -1,5 +1,6 @@
 //! What the pages' forms post: log in and out, and the control actions (force,
-//! stop, rebuild, cancel, pause, unpause, reload), each parsed into a
+//! stop, rebuild, cancel, pause, unpause, a worker's stop and kill, a
+//! scheduler's enable and disable, reload), each parsed into a
 //! [`crate::www::actions::Action`] and authorized with the form's CSRF token.
 //! Each answers with a redirect to the page to look at next, so the browser's
 //! back button and reload behave.
@@ -158,6 +159,32 @@ pub(super) async fn post(ctx: &Ctx<'_>, segments: &[&str]) -> PageResult {
             let authorized = allow(ctx, kind, &form)?;
             perform(ctx, authorized, action).await?;
             Ok(see_other(&format!("/workers/{workerid}")))
+        }
+        ["workers", w, verb @ ("stop" | "kill")] => {
+            let workerid = id(w, "worker")?;
+            let kill = *verb == "kill";
+            let kind = if kill {
+                ActionKind::KillWorker
+            } else {
+                ActionKind::StopWorker
+            };
+            let authorized = allow(ctx, kind, &form)?;
+            let action = Action::StopWorker {
+                worker: w.to_string(),
+                kill,
+            };
+            perform(ctx, authorized, action).await?;
+            Ok(see_other(&format!("/workers/{workerid}")))
+        }
+        ["schedulers", s, verb @ ("enable" | "disable")] => {
+            let schedulerid = id(s, "scheduler")?;
+            let authorized = allow(ctx, ActionKind::EnableScheduler, &form)?;
+            let action = Action::EnableScheduler {
+                schedulerid,
+                enabled: *verb == "enable",
+            };
+            perform(ctx, authorized, action).await?;
+            Ok(see_other("/schedulers"))
         }
         ["buildrequests", r, "cancel"] => {
             let brid = id(r, "build request")?;

@@ -59,6 +59,7 @@ const NAV: &[(&str, &str)] = &[
     ("changes", "/changes"),
     ("grid", "/grid"),
     ("workers", "/workers"),
+    ("schedulers", "/schedulers"),
 ];
 
 /// The whole page around `body`.

@@ -16,6 +16,7 @@ mod home;
 mod html;
 mod janitor;
 mod logs;
+mod schedulers;
 mod views;
 mod workers;
 
@@ -228,6 +229,7 @@ async fn route(ctx: &Ctx<'_>) -> PageResult {
         ["changes", c] => changes::change(ctx, id(c, "change")?).await,
         ["grid"] => views::grid(ctx).await,
         ["janitor"] => janitor::page(ctx).await,
+        ["schedulers"] => schedulers::list(ctx).await,
         ["badges", file] => badge::badge(ctx, file).await,
         ["login"] => forms::login_page(ctx, None).await,
         ["static", "moonbot.js"] => Ok(asset(SCRIPT, "text/javascript; charset=utf-8")),

@@ -87,6 +87,26 @@ pub(super) async fn worker(ctx: &Ctx<'_>, workerid: i64) -> PageResult {
     } else {
         String::new()
     };
+    let connected = w["connected_to"].as_array().is_some_and(|c| !c.is_empty());
+    let control = if connected && ctx.may("stop_worker") {
+        format!(
+            "{control}{}{}",
+            super::html::button(
+                &format!("/workers/{workerid}/stop"),
+                &ctx.csrf,
+                "Stop after its builds",
+                "stop"
+            ),
+            super::html::button(
+                &format!("/workers/{workerid}/kill"),
+                &ctx.csrf,
+                "Kill",
+                "kill"
+            ),
+        )
+    } else {
+        control
+    };
     let q = ListQuery {
         order: vec![("buildid".into(), true)],
         limit: Some(30),
