@@ -621,6 +621,56 @@ changes.git_poller = constructor("changes.git_poller")
 
 M.changes = changes
 
+---@alias moonbot.ReportMode "all"|"failing"|"passing"|"warnings"|"exception"|"cancelled"|"problem"|"change"
+
+---@class moonbot.BuildStatusArgs
+---@field mode? moonbot.ReportMode[]  Which finished builds to report (default { "all" }); "problem": failed after a build of the same builder and branch that did not; "change": a result other than that build's.
+---@field builders? string[]          Only these builders (default: all).
+---@field tags? string[]              Only builders with one of these tags.
+---@field branches? string[]          Only builds of these branches.
+
+---@class moonbot.BuildStartEndArgs
+---@field builders? string[]          Only these builders (default: all).
+---@field tags? string[]              Only builders with one of these tags.
+---@field branches? string[]          Only builds of these branches.
+
+---@class moonbot.Generator
+
+local generators = {}
+
+--- Reports a finished build whose result is one of `mode` (Buildbot's BuildStatusGenerator).
+---@type fun(args: moonbot.BuildStatusArgs): moonbot.Generator
+generators.build_status = constructor("generators.build_status")
+
+--- Reports every build when it starts and when it ends (Buildbot's BuildStartEndStatusGenerator).
+---@type fun(args: moonbot.BuildStartEndArgs): moonbot.Generator
+generators.build_start_end = constructor("generators.build_start_end")
+
+M.generators = generators
+
+---@class moonbot.HttpPushArgs
+---@field url string                  Where each report is POSTed.
+---@field name? string                Unique among reporters (default: the url).
+---@field generators? moonbot.Generator[] What to report (default: every build's start and end).
+---@field user? string                Basic auth user (with `password`).
+---@field password? string            Basic auth password (read it from a file or the environment in master.lua).
+---@field token? string               Sent as `Authorization: Bearer <token>`.
+---@field hmac_secret? string         Signs the body: `X-Hub-Signature-256: sha256=<hex>`.
+---@field headers? table<string, string> More headers to send.
+---@field format_fn? fun(build: table): (table|string) The body from the build (default: the build as JSON).
+---@field max_attempts? integer       Tries before a message that keeps failing is given up (default 10).
+---@field timeout? integer|string     Seconds one request may take (default 10).
+
+---@class moonbot.Reporter
+
+local reporters = {}
+
+--- POSTs each reported build as JSON (Buildbot's HttpStatusPush).
+---@type fun(args: moonbot.HttpPushArgs): moonbot.Reporter
+reporters.http_push = constructor("reporters.http_push")
+
+M.reporters = reporters
+
 ---A template rendered when its step runs (Buildbot's `Interpolate`).
 ---@class moonbot.Interpolate
 ---@field template string
@@ -750,6 +800,7 @@ M.secrets = secrets
 ---@field builders? moonbot.Builder[]
 ---@field schedulers? moonbot.Scheduler[]
 ---@field change_sources? moonbot.ChangeSource[]  Pollers; webhooks are `www.change_hooks`.
+---@field reporters? moonbot.Reporter[]  Who is told about builds (`mb.reporters.*`).
 ---@field auth? table                  Users, API tokens and who may do what (see the README).
 ---@field janitor? moonbot.JanitorArgs How long history is kept (no section: all of it).
 ---@field artifacts? moonbot.ArtifactsArgs Where uploads are kept on the master, and for how long.

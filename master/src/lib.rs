@@ -24,6 +24,7 @@ pub mod pki;
 pub mod process;
 pub mod reconfig;
 pub mod render;
+pub mod reporters;
 pub mod results;
 pub mod running_builds;
 pub mod runtime;

@@ -321,6 +321,7 @@ fn start_service(config: &ServiceConfig, shared: Arc<Shared>) -> Box<dyn Service
         }
         ServiceConfig::ArtifactExpiry(_) => Box::new(crate::janitor::expire_artifacts(shared)),
         ServiceConfig::Superseder => Box::new(crate::process::supersede::start(shared)),
+        ServiceConfig::Reporter(reporter) => Box::new(crate::reporters::start(shared, reporter)),
     }
 }
 

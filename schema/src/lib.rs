@@ -20,6 +20,7 @@ mod m20261205_000009_scheduler_changes;
 mod m20261206_000010_collapsed_requests;
 mod m20261206_000011_artifacts_test_results;
 mod m20261206_000012_build_locks;
+mod m20261206_000013_reports;
 
 /// All migrations, oldest first. Append new ones; never edit one that has shipped.
 pub struct Migrator;
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000010_collapsed_requests::Migration),
             Box::new(m20261206_000011_artifacts_test_results::Migration),
             Box::new(m20261206_000012_build_locks::Migration),
+            Box::new(m20261206_000013_reports::Migration),
         ]
     }
 }

@@ -23,6 +23,8 @@ mod pipelines;
 mod platforms;
 #[path = "e2e/renderables.rs"]
 mod renderables;
+#[path = "e2e/reporters.rs"]
+mod reporters;
 #[path = "e2e/schedulers.rs"]
 mod schedulers;
 #[path = "e2e/timed.rs"]

@@ -11,6 +11,7 @@ use super::auth::compile_auth;
 use super::builders::compile_builder;
 use super::change_sources::compile_change_source;
 use super::janitor::compile_janitor;
+use super::reporters::{ReporterConfig, compile_reporter};
 use super::schedulers::compile_scheduler;
 use super::settings::{compile_db, compile_quic, compile_reconfig, compile_www};
 use super::workers::compile_worker;
@@ -51,6 +52,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
     let builders_raw = top.list("builders").unwrap_or_default();
     let schedulers_raw = top.list("schedulers").unwrap_or_default();
     let change_sources_raw = top.list("change_sources").unwrap_or_default();
+    let reporters_raw = top.list("reporters").unwrap_or_default();
     let collapse_requests = super::builders::collapse_requests(&mut top).unwrap_or_default();
     let properties = top.properties("properties");
     let secrets_raw = top.list("secrets").unwrap_or_default();
@@ -111,6 +113,36 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
         }
     }
 
+    let reporters: Vec<ReporterConfig> = reporters_raw
+        .iter()
+        .filter_map(|r| compile_reporter(r, errors))
+        .collect();
+    let mut seen = BTreeMap::new();
+    for r in &reporters {
+        if let Some(first) = seen.insert(r.name.as_str(), r.defined_at.as_str()) {
+            errors.push(ConfigError {
+                location: r.defined_at.clone(),
+                message: format!(
+                    "duplicate reporter '{}' (first defined at {first}); give one a 'name'",
+                    r.name
+                ),
+            });
+        }
+        for g in &r.generators {
+            for b in &g.builders {
+                if !builders.iter().any(|x| &x.name == b) {
+                    errors.push(ConfigError {
+                        location: r.defined_at.clone(),
+                        message: format!(
+                            "reporter '{}': a generator names unknown builder '{b}'",
+                            r.name
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
     check_references(&workers, &builders, &schedulers, errors);
     let locks = super::locks::collect(&builders, errors);
     if !allow_master_shell {
@@ -139,6 +171,7 @@ fn compile_top(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<MasterCo
         builders,
         schedulers,
         change_sources,
+        reporters,
         reconfig: reconfig?,
         auth: auth?,
         janitor: janitor?,
@@ -539,6 +572,47 @@ return {
         assert!(
             !all.contains("hunter2"),
             "an error quoted the password field: {all}"
+        );
+    }
+
+    #[test]
+    fn reporters_are_checked() {
+        let reporters = |text: &str| {
+            errors_in(
+                "reporters",
+                &format!("{{ (function() local mb = require('moonbot'); return {text} end)() }}"),
+            )
+        };
+        assert_eq!(
+            reporters(
+                r#"mb.reporters.http_push { url = "http://x", token = "t",
+                    generators = { mb.generators.build_status { mode = { "problem", "change" } } } }"#
+            ),
+            Vec::<String>::new()
+        );
+        let errors = reporters(r#"mb.reporters.http_push { url = "http://x", tokn = "t" }"#);
+        assert!(errors.iter().any(|e| e.contains("tokn")), "{errors:?}");
+        let errors = reporters(
+            r#"mb.reporters.http_push { url = "http://x",
+                generators = { mb.generators.build_status { mode = { "sometimes" } } } }"#,
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("unknown mode 'sometimes'")),
+            "{errors:?}"
+        );
+        let errors =
+            reporters(r#"mb.reporters.http_push { url = "http://x", user = "u", token = "t" }"#);
+        assert!(errors.iter().any(|e| e.contains("not a mix")), "{errors:?}");
+        let errors = reporters(r#"mb.reporters.http_push { name = "r" }"#);
+        assert!(errors.iter().any(|e| e.contains("url")), "{errors:?}");
+        let errors = reporters(
+            r#"mb.reporters.http_push { url = "http://x" }, mb.reporters.http_push { url = "http://x" }"#,
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("duplicate reporter")),
+            "{errors:?}"
         );
     }
 }

@@ -60,6 +60,8 @@ pub struct ConfigDiff {
     pub schedulers: Changes,
     #[serde(default)]
     pub change_sources: Changes,
+    #[serde(default)]
+    pub reporters: Changes,
     /// Top-level settings that changed and apply at once (`title`, `reconfig` …).
     pub settings: Vec<String>,
 }
@@ -70,6 +72,7 @@ impl ConfigDiff {
             && self.builders.is_empty()
             && self.schedulers.is_empty()
             && self.change_sources.is_empty()
+            && self.reporters.is_empty()
             && self.settings.is_empty()
     }
 
@@ -82,6 +85,7 @@ impl ConfigDiff {
             ("builder", &self.builders),
             ("scheduler", &self.schedulers),
             ("change source", &self.change_sources),
+            ("reporter", &self.reporters),
         ] {
             for (mark, names) in [
                 ('+', &changes.added),
@@ -102,6 +106,7 @@ impl ConfigDiff {
             &self.builders,
             &self.schedulers,
             &self.change_sources,
+            &self.reporters,
         ];
         let added: usize = kinds.iter().map(|c| c.added.len()).sum();
         let removed: usize = kinds.iter().map(|c| c.removed.len()).sum();
@@ -119,6 +124,7 @@ pub fn diff(old: Option<&MasterConfig>, new: &MasterConfig) -> ConfigDiff {
             builders: Changes::between(&[], &new.builders, |b| &b.name, |_, _| true),
             schedulers: Changes::between(&[], &new.schedulers, |s| s.name(), |_, _| true),
             change_sources: Changes::between(&[], &new.change_sources, |s| s.name(), |_, _| true),
+            reporters: Changes::between(&[], &new.reporters, |r| &r.name, |_, _| true),
             settings: Vec::new(),
         };
     };
@@ -157,6 +163,12 @@ pub fn diff(old: Option<&MasterConfig>, new: &MasterConfig) -> ConfigDiff {
             &old.change_sources,
             &new.change_sources,
             |s| s.name(),
+            |a, b| a.unplaced() == b.unplaced(),
+        ),
+        reporters: Changes::between(
+            &old.reporters,
+            &new.reporters,
+            |r| &r.name,
             |a, b| a.unplaced() == b.unplaced(),
         ),
         settings,

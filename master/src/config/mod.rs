@@ -19,6 +19,7 @@ pub mod force;
 pub mod janitor;
 pub mod locks;
 pub mod places;
+pub mod reporters;
 pub mod schedulers;
 pub mod secrets;
 pub mod settings;
@@ -32,6 +33,7 @@ pub use change_filter::{ChangeFilter, Matcher};
 pub use change_sources::{BranchSelection, ChangeSourceConfig, GitCredentials, GitPollerConfig};
 pub use force::{CodebaseParam, ForceForm, ForceParam, ParamKind};
 pub use janitor::JanitorConfig;
+pub use reporters::ReporterConfig;
 pub use schedulers::{
     ChangeSchedulerConfig, CodebaseDefaults, Grouping, SchedulerConfig, TimedSchedulerConfig,
 };
@@ -61,6 +63,8 @@ pub struct MasterConfig {
     pub schedulers: Vec<SchedulerConfig>,
     /// Pollers (`change_sources = {…}`); webhooks are `www.change_hooks`.
     pub change_sources: Vec<ChangeSourceConfig>,
+    /// Who is told about builds (`reporters = {…}`).
+    pub reporters: Vec<ReporterConfig>,
     pub reconfig: ReconfigConfig,
     /// Users, API tokens and who may do what; `None` (no `auth` section) lets
     /// only clients on this machine (loopback) use control actions.
@@ -114,11 +118,12 @@ impl MasterConfig {
     /// One line for `checkconfig` and the log.
     pub fn summary(&self) -> String {
         format!(
-            "{} worker(s), {} builder(s), {} scheduler(s), {} change source(s)",
+            "{} worker(s), {} builder(s), {} scheduler(s), {} change source(s), {} reporter(s)",
             self.workers.len(),
             self.builders.len(),
             self.schedulers.len(),
-            self.change_sources.len()
+            self.change_sources.len(),
+            self.reporters.len()
         )
     }
 }

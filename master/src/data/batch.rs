@@ -37,6 +37,9 @@ use std::sync::Arc;
 pub(crate) struct Batch {
     backend: DbBackend,
     statements: Vec<Statement>,
+    /// Some reporter is configured: events are recorded for it
+    /// (`push_report_event`).
+    pub(super) reporting: bool,
 }
 
 /// Which statement of a batch, to find its rows in [`BatchRows`].
@@ -48,6 +51,7 @@ impl Batch {
         Batch {
             backend: data.db.get_database_backend(),
             statements: Vec::new(),
+            reporting: data.reporting.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

@@ -152,6 +152,10 @@ impl Data {
         let (mut rows, build, props, stamps, completions) = loop {
             let mut batch = Batch::new(self);
             let build = batch.push(&insert);
+            batch.push_report_event(
+                super::reports::ReportEvent::BuildStarted,
+                batch.last_id("builds"),
+            );
             let props = batch.push(&properties);
             let stamps = batch.push(&stamps);
             let completions = push_collapse(&mut batch, collapsed);
@@ -399,6 +403,7 @@ impl Data {
                 .and_where(Expr::col(C::Id).eq(buildid))
                 .returning_all(),
         );
+        batch.push_report_event(super::reports::ReportEvent::BuildFinished, buildid);
         let completion = request.map(|r| (push_completion(&mut batch, r, results, at), r));
         let mut rows = self.run_batch(batch).await?;
         for b in rows.models::<builds::Model>(build)? {

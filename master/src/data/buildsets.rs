@@ -862,6 +862,7 @@ pub(crate) fn push_buildsets(
                 .returning_all(),
         );
         let bsid = batch.last_id("buildsets");
+        batch.push_report_event(super::reports::ReportEvent::BuildsetNew, bsid.clone());
         if !set.properties.is_empty() {
             let mut insert = Query::insert();
             insert.into_table(buildset_properties::Entity).columns([

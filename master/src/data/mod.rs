@@ -18,6 +18,7 @@ pub mod janitor;
 pub mod logs;
 pub mod masters;
 pub mod query;
+pub mod reports;
 pub mod schedulers;
 pub mod sessions;
 pub mod state;
@@ -70,6 +71,8 @@ pub struct Data {
     /// The ids of the disabled schedulers among the configured ones (read by
     /// [`Data::sync_schedulers`], kept by [`Data::set_scheduler_enabled`]).
     disabled_schedulers: std::sync::Arc<std::sync::RwLock<std::collections::BTreeSet<i64>>>,
+    /// Some reporter is configured: events are recorded for reporters.
+    reporting: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Data {
@@ -80,6 +83,7 @@ impl Data {
             masterid,
             write_gate: Default::default(),
             disabled_schedulers: Default::default(),
+            reporting: Default::default(),
         }
     }
 }

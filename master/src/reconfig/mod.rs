@@ -107,6 +107,8 @@ pub async fn sync_rows(data: &Data, loaded: LoadedConfig) -> Result<RunningConfi
     data.start_positions(&by_changes, &by_buildsets).await?;
     let source_names: Vec<&str> = cfg.change_sources.iter().map(|s| s.name()).collect();
     data.sync_changesources(&source_names).await?;
+    // Events are recorded for reporters only while some reporter is configured.
+    data.set_reporting(!cfg.reporters.is_empty());
     Ok(RunningConfig {
         loaded,
         builder_ids,

@@ -11,7 +11,9 @@
 //! what a kind does is its own module's business, and which function starts
 //! which kind is the [`Starter`] that `runtime` gives the manager.
 
-use crate::config::{ChangeSourceConfig, JanitorConfig, MasterConfig, SchedulerConfig};
+use crate::config::{
+    ChangeSourceConfig, JanitorConfig, MasterConfig, ReporterConfig, SchedulerConfig,
+};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -46,6 +48,8 @@ pub enum ServiceConfig {
     ArtifactExpiry(crate::config::artifacts::ArtifactsConfig),
     /// Builders' `cancel_superseded` (one per master, while a builder has it).
     Superseder,
+    /// One reporter of master.lua.
+    Reporter(ReporterConfig),
 }
 
 impl ServiceConfig {
@@ -75,6 +79,10 @@ impl ServiceConfig {
                 kind: "superseder",
                 name: "builders".into(),
             },
+            ServiceConfig::Reporter(r) => ServiceId {
+                kind: "reporter",
+                name: r.name.clone(),
+            },
         }
     }
 
@@ -93,6 +101,9 @@ impl ServiceConfig {
             (ServiceConfig::ArtifactExpiry(a), ServiceConfig::ArtifactExpiry(b)) => a == b,
             // It reads the builders from the running configuration.
             (ServiceConfig::Superseder, ServiceConfig::Superseder) => true,
+            (ServiceConfig::Reporter(a), ServiceConfig::Reporter(b)) => {
+                a.unplaced() == b.unplaced()
+            }
             _ => false,
         }
     }
@@ -120,6 +131,13 @@ pub fn wanted(config: &MasterConfig) -> Vec<ServiceConfig> {
     if config.builders.iter().any(|b| b.cancel_superseded) {
         services.push(ServiceConfig::Superseder);
     }
+    services.extend(
+        config
+            .reporters
+            .iter()
+            .cloned()
+            .map(ServiceConfig::Reporter),
+    );
     services
 }
 

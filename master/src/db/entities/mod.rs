@@ -24,6 +24,8 @@ pub mod logs;
 pub mod masters;
 pub mod object_state;
 pub mod objects;
+pub mod report_deliveries;
+pub mod report_events;
 pub mod revoked_sessions;
 pub mod scheduler_changes;
 pub mod schedulers;

@@ -215,6 +215,8 @@ pub(crate) static ROUTES: &[Route] = &[
     r("janitor_passes", C, "janitor_pass", NONE, h!(janitor_pass_list)),
     r("config", S, "config", &["reload", "diff"], h!(config_one)),
     r("config/reloads", C, "reload", NONE, h!(reload_list)),
+    r("reporters", C, "reporter", NONE, h!(reporter_list)),
+    r("reporters/s:reportername", S, "reporter", NONE, h!(reporter_one)),
 ];
 
 /// How many of [`ROUTES`] are Buildbot's (the rest are moonbot's own).
@@ -950,6 +952,36 @@ async fn janitor_pass_list(c: &Call<'_>) -> Result<Answer, ApiError> {
 
 async fn config_one(c: &Call<'_>) -> Result<Answer, ApiError> {
     Ok(Answer::One(Some(super::config_json(c.shared).await?)))
+}
+
+/// The configured reporters, each with its queue and record.
+async fn reporters(c: &Call<'_>, only: Option<&str>) -> Result<Vec<Value>, ApiError> {
+    let configured: Vec<(String, &'static str)> = c
+        .shared
+        .running_config()
+        .loaded
+        .config
+        .reporters
+        .iter()
+        .filter(|r| only.is_none_or(|n| n == r.name))
+        .map(|r| (r.name.clone(), r.class_name()))
+        .collect();
+    let mut out = Vec::new();
+    for (name, kind) in configured {
+        let mut item = c.shared.data.reporter_record(&name).await?;
+        item["name"] = name.into();
+        item["kind"] = kind.into();
+        out.push(item);
+    }
+    Ok(out)
+}
+
+async fn reporter_list(c: &Call<'_>) -> Result<Answer, ApiError> {
+    Ok(all(reporters(c, None).await?))
+}
+
+async fn reporter_one(c: &Call<'_>) -> Result<Answer, ApiError> {
+    Ok(one(reporters(c, c.args.text("reportername")).await?))
 }
 
 async fn reload_list(c: &Call<'_>) -> Result<Answer, ApiError> {

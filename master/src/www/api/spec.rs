@@ -126,5 +126,6 @@ pub(crate) static ENTITY_TYPES: &[EntityType] = &[
     EntityType { name: "artifact_file", plural: Some("files"), fields: &[("name", FieldType::String), ("size", FieldType::Integer), ("url", FieldType::String)] },
     EntityType { name: "janitor_pass", plural: Some("janitor_passes"), fields: &[("passid", FieldType::Integer), ("masterid", FieldType::Integer), ("started_at", FieldType::DateTime), ("complete", FieldType::Boolean)] },
     EntityType { name: "config", plural: Some("config"), fields: &[("title", FieldType::String), ("files", FieldType::List(&FieldType::String)), ("last_reload", FieldType::Nullable(&FieldType::JsonObject))] },
+    EntityType { name: "reporter", plural: Some("reporters"), fields: &[("name", FieldType::String), ("kind", FieldType::String), ("queued", FieldType::Integer), ("delivered", FieldType::Integer), ("failed", FieldType::Integer), ("dropped", FieldType::Integer), ("last_success_at", FieldType::Nullable(&FieldType::DateTime)), ("last_error", FieldType::Nullable(&FieldType::JsonObject))] },
     EntityType { name: "reload", plural: Some("reloads"), fields: &[("reloadid", FieldType::Integer), ("masterid", FieldType::Integer), ("success", FieldType::Boolean), ("trigger", FieldType::String), ("started_at", FieldType::DateTime)] },
 ];

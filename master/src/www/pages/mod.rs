@@ -16,6 +16,7 @@ mod home;
 mod html;
 mod janitor;
 mod logs;
+mod reporters;
 mod schedulers;
 mod views;
 mod workers;
@@ -230,6 +231,7 @@ async fn route(ctx: &Ctx<'_>) -> PageResult {
         ["grid"] => views::grid(ctx).await,
         ["janitor"] => janitor::page(ctx).await,
         ["schedulers"] => schedulers::list(ctx).await,
+        ["reporters"] => reporters::list(ctx).await,
         ["badges", file] => badge::badge(ctx, file).await,
         ["login"] => forms::login_page(ctx, None).await,
         ["static", "moonbot.js"] => Ok(asset(SCRIPT, "text/javascript; charset=utf-8")),

@@ -1,0 +1,285 @@
+//! `reporters = { mb.reporters.http_push{…} }`: who is told about builds, and
+//! which builds (each reporter's `generators`, Buildbot's report generators).
+
+use super::FILE;
+use crate::lua::fields::tagged;
+use crate::lua::{ConfigError, Fields, LuaFn, RawValue};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A reporter of master.lua.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReporterConfig {
+    /// Unique among reporters; its queue and record are kept under it.
+    pub name: String,
+    pub kind: ReporterKind,
+    pub generators: Vec<GeneratorConfig>,
+    pub defined_at: String,
+}
+
+/// How a reporter delivers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReporterKind {
+    HttpPush(HttpPushConfig),
+}
+
+impl ReporterConfig {
+    /// Buildbot's class name (the API's `kind`).
+    pub fn class_name(&self) -> &'static str {
+        match self.kind {
+            ReporterKind::HttpPush(_) => "HttpStatusPush",
+        }
+    }
+
+    /// The same reporter placed elsewhere in master.lua compares equal.
+    pub fn unplaced(&self) -> ReporterConfig {
+        let mut r = self.clone();
+        r.defined_at.clear();
+        r
+    }
+}
+
+/// `mb.reporters.http_push{…}`, Buildbot's `HttpStatusPush`: a JSON POST
+/// of each reported build.
+#[derive(Clone, PartialEq)]
+pub struct HttpPushConfig {
+    pub url: String,
+    pub auth: Option<HttpAuth>,
+    /// Signs the body: `X-Hub-Signature-256: sha256=<HMAC-SHA256 hex>`.
+    pub hmac_secret: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    /// A Lua function of the build returning the body (a table or a string);
+    /// the build as the API shows it when absent.
+    pub format_fn: Option<LuaFn>,
+    /// Tries before a message that keeps failing (5xx, timeouts) is given up.
+    pub max_attempts: u32,
+    /// Seconds one request may take.
+    pub timeout_s: u64,
+}
+
+/// Credentials an HTTP reporter sends.
+#[derive(Clone, PartialEq)]
+pub enum HttpAuth {
+    Basic { user: String, password: String },
+    Bearer(String),
+}
+
+impl fmt::Debug for HttpPushConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpPushConfig")
+            .field("url", &self.url)
+            .field("auth", &self.auth.as_ref().map(|_| "<redacted>"))
+            .field(
+                "hmac_secret",
+                &self.hmac_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("format_fn", &self.format_fn.is_some())
+            .field("max_attempts", &self.max_attempts)
+            .field("timeout_s", &self.timeout_s)
+            .finish()
+    }
+}
+
+impl fmt::Debug for HttpAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Which builds a reporter reports, and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratorConfig {
+    pub kind: GeneratorKind,
+    /// Only these builders (all when empty).
+    pub builders: Vec<String>,
+    /// Only builders with one of these tags (all when empty).
+    pub tags: Vec<String>,
+    /// Only builds of these branches (all when empty).
+    pub branches: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GeneratorKind {
+    /// `mb.generators.build_status`: a finished build, if its result is one
+    /// of the modes.
+    BuildStatus(Vec<Mode>),
+    /// `mb.generators.build_start_end`: every build, when it starts and when
+    /// it ends.
+    BuildStartEnd,
+}
+
+/// Buildbot's `mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every finished build.
+    All,
+    Failing,
+    Passing,
+    Warnings,
+    Exception,
+    Cancelled,
+    /// A failure after a build of the same builder and branch that did not fail.
+    Problem,
+    /// A result other than the previous build's of the same builder and branch.
+    Change,
+}
+
+const MODES: &[(&str, Mode)] = &[
+    ("all", Mode::All),
+    ("failing", Mode::Failing),
+    ("passing", Mode::Passing),
+    ("warnings", Mode::Warnings),
+    ("exception", Mode::Exception),
+    ("cancelled", Mode::Cancelled),
+    ("problem", Mode::Problem),
+    ("change", Mode::Change),
+];
+
+/// Buildbot's default for a failed delivery: try for a while, then give up.
+const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+const DEFAULT_TIMEOUT_S: u64 = 10;
+
+pub(super) fn compile_reporter(
+    raw: &RawValue,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ReporterConfig> {
+    let (kind, at, entries) = tagged(
+        raw,
+        "a reporter (mb.reporters.*{…})",
+        "reporters",
+        FILE,
+        errors,
+    )?;
+    let mut f = Fields::new("reporter", at.clone(), entries);
+    let name = f.string("name");
+    let generators = match f.list("generators") {
+        Some(list) => list
+            .iter()
+            .filter_map(|g| compile_generator(g, errors))
+            .collect(),
+        None => vec![GeneratorConfig {
+            kind: GeneratorKind::BuildStartEnd,
+            builders: Vec::new(),
+            tags: Vec::new(),
+            branches: Vec::new(),
+        }],
+    };
+    let reporter = match kind {
+        "reporters.http_push" => {
+            let url = f.required_string("url");
+            let auth = match (f.string("user"), f.string("password"), f.string("token")) {
+                (Some(user), Some(password), None) => Some(HttpAuth::Basic { user, password }),
+                (None, None, Some(token)) => Some(HttpAuth::Bearer(token)),
+                (None, None, None) => None,
+                _ => {
+                    f.error("http_push: give 'user' and 'password' (basic auth) or 'token' (bearer), not a mix".into());
+                    None
+                }
+            };
+            let hmac_secret = f.string("hmac_secret");
+            let mut headers = BTreeMap::new();
+            for (name, value) in f.properties("headers") {
+                match value {
+                    serde_json::Value::String(v) => {
+                        headers.insert(name, v);
+                    }
+                    other => f.error(format!(
+                        "http_push: header '{name}' must be a string, not {other}"
+                    )),
+                }
+            }
+            let format_fn = match f.get("format_fn") {
+                None => None,
+                Some(RawValue::Function(func)) => Some(func.clone()),
+                Some(other) => {
+                    f.error(format!(
+                        "http_push: 'format_fn' must be a function of the build, not a {}",
+                        other.type_name()
+                    ));
+                    None
+                }
+            };
+            let max_attempts = f
+                .integer("max_attempts", 1, 1000)
+                .unwrap_or(DEFAULT_MAX_ATTEMPTS as i64) as u32;
+            let timeout_s = f.duration_s("timeout").unwrap_or(DEFAULT_TIMEOUT_S);
+            url.map(|url| {
+                ReporterKind::HttpPush(HttpPushConfig {
+                    url,
+                    auth,
+                    hmac_secret,
+                    headers,
+                    format_fn,
+                    max_attempts,
+                    timeout_s,
+                })
+            })
+        }
+        other => {
+            f.error(format!(
+                "reporters: expected a reporter (mb.reporters.*{{…}}), got a {other}"
+            ));
+            None
+        }
+    };
+    let url_name = match &reporter {
+        Some(ReporterKind::HttpPush(p)) => p.url.clone(),
+        None => String::new(),
+    };
+    f.finish(errors);
+    Some(ReporterConfig {
+        name: name.unwrap_or(url_name),
+        kind: reporter?,
+        generators,
+        defined_at: at,
+    })
+}
+
+fn compile_generator(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<GeneratorConfig> {
+    let (kind, at, entries) = tagged(
+        raw,
+        "a generator (mb.generators.*{…})",
+        "generators",
+        FILE,
+        errors,
+    )?;
+    let mut f = Fields::new("generator", at, entries);
+    let builders = f.string_list("builders");
+    let tags = f.string_list("tags");
+    let branches = f.string_list("branches");
+    let kind = match kind {
+        "generators.build_status" => {
+            let mut names = f.string_list("mode");
+            if names.is_empty() {
+                names.push("all".into());
+            }
+            let mut modes = Vec::new();
+            for name in names {
+                match MODES.iter().find(|(n, _)| *n == name) {
+                    Some((_, m)) => modes.push(*m),
+                    None => f.error(format!(
+                        "build_status: unknown mode '{}' (modes: {})",
+                        name.escape_debug(),
+                        MODES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    )),
+                }
+            }
+            Some(GeneratorKind::BuildStatus(modes))
+        }
+        "generators.build_start_end" => Some(GeneratorKind::BuildStartEnd),
+        other => {
+            f.error(format!(
+                "generators: expected a generator (mb.generators.*{{…}}), got a {other}"
+            ));
+            None
+        }
+    };
+    f.finish(errors);
+    Some(GeneratorConfig {
+        kind: kind?,
+        builders,
+        tags,
+        branches,
+    })
+}

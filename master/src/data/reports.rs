@@ -1,0 +1,345 @@
+//! The reporters' outbox (see migration 13).
+//!
+//! - [`Data::push_report_event`] adds a `report_events` row to the batch
+//!   that stores the event itself (a buildset's requests, a build's start or
+//!   end), so the two commit together: an event a reporter must see is never
+//!   lost to a crash between them. Nothing is added while no reporter is
+//!   configured ([`Data::set_reporting`]).
+//! - A reporter reads the events after its position
+//!   ([`Data::report_events_after`]), and stores what it makes of them with
+//!   its new position in one batch ([`Data::queue_deliveries`]): a restart
+//!   neither repeats nor skips an event.
+//! - It delivers what is due ([`Data::due_deliveries`]: pending, its time
+//!   come, and no earlier pending delivery with the same order key, so one
+//!   commit's statuses go out in order) and records each attempt
+//!   ([`Data::record_attempt`]).
+
+use super::batch::Batch;
+use super::state::push_set_state;
+use super::{Data, DataError, now};
+use crate::db::entities::{report_deliveries, report_events};
+use sea_orm::sea_query::SimpleExpr;
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect};
+use serde_json::{Value, json};
+use std::sync::atomic::Ordering;
+
+/// What happened, as a reporter reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportEvent {
+    /// A buildset's build requests were queued (`objectid`: the buildset).
+    BuildsetNew,
+    BuildStarted,
+    BuildFinished,
+}
+
+impl ReportEvent {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReportEvent::BuildsetNew => "buildset_new",
+            ReportEvent::BuildStarted => "build_started",
+            ReportEvent::BuildFinished => "build_finished",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ReportEvent> {
+        [
+            ReportEvent::BuildsetNew,
+            ReportEvent::BuildStarted,
+            ReportEvent::BuildFinished,
+        ]
+        .into_iter()
+        .find(|e| e.name() == name)
+    }
+}
+
+/// A request a reporter made of an event, to be queued.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    pub eventid: i64,
+    pub order_key: String,
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// How one attempt at a delivery ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    Delivered {
+        status: u16,
+    },
+    /// Try again at `retry_at` (a 5xx, a 429, a timeout, no connection).
+    Retry {
+        status: Option<u16>,
+        error: String,
+        retry_at: f64,
+    },
+    /// Given up: refused (a 4xx), or out of attempts.
+    Failed {
+        status: Option<u16>,
+        error: String,
+    },
+}
+
+/// The object state key of a reporter's position in `report_events`.
+pub const LAST_EVENT_SEEN: &str = "last_eventid";
+/// The object class reporters' state is kept under.
+pub const REPORTER_STATE: &str = "reporter";
+
+impl Batch {
+    /// Add the reporters' record of an event (`objectid`: the buildset's or
+    /// build's id, or an expression of it) to the batch that stores the
+    /// event; nothing while no reporter is configured.
+    pub(crate) fn push_report_event(
+        &mut self,
+        event: ReportEvent,
+        objectid: impl Into<SimpleExpr>,
+    ) {
+        if !self.reporting {
+            return;
+        }
+        use report_events::Column as C;
+        let insert = Query::insert()
+            .into_table(report_events::Entity)
+            .columns([C::Kind, C::Objectid, C::At])
+            .values_panic([event.name().into(), objectid.into(), now().into()])
+            .to_owned();
+        self.push(&insert);
+    }
+}
+
+impl Data {
+    /// Whether events are written for reporters (some reporter is configured).
+    pub fn set_reporting(&self, on: bool) {
+        self.reporting.store(on, Ordering::Relaxed);
+    }
+
+    /// The newest event's id (0 when none): where a new reporter starts.
+    pub async fn newest_report_event(&self) -> Result<i64, DataError> {
+        Ok(report_events::Entity::find()
+            .order_by_desc(report_events::Column::Id)
+            .one(&self.db)
+            .await?
+            .map_or(0, |e| e.id))
+    }
+
+    /// Events after `after`, oldest first, at most `limit`.
+    pub async fn report_events_after(
+        &self,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<report_events::Model>, DataError> {
+        Ok(report_events::Entity::find()
+            .filter(report_events::Column::Id.gt(after))
+            .order_by_asc(report_events::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Queue `deliveries` and move the reporter (`objectid`) to `position`,
+    /// in one transaction.
+    pub async fn queue_deliveries(
+        &self,
+        reporter: &str,
+        objectid: i64,
+        position: i64,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<(), DataError> {
+        use report_deliveries::Column as C;
+        let mut batch = Batch::new(self);
+        let at = now();
+        for d in deliveries {
+            let headers = serde_json::to_string(&d.headers).unwrap_or_else(|_| "[]".into());
+            let insert = Query::insert()
+                .into_table(report_deliveries::Entity)
+                .columns([
+                    C::Reporter,
+                    C::Eventid,
+                    C::OrderKey,
+                    C::Method,
+                    C::Url,
+                    C::HeadersJson,
+                    C::Body,
+                    C::State,
+                    C::Attempts,
+                    C::NextAttemptAt,
+                    C::CreatedAt,
+                ])
+                .values([
+                    reporter.into(),
+                    d.eventid.into(),
+                    d.order_key.into(),
+                    d.method.into(),
+                    d.url.into(),
+                    headers.into(),
+                    d.body.into(),
+                    "pending".into(),
+                    0.into(),
+                    at.into(),
+                    at.into(),
+                ])?
+                .to_owned();
+            batch.push(&insert);
+        }
+        push_set_state(&mut batch, objectid, LAST_EVENT_SEEN, &json!(position))?;
+        self.run_batch(batch).await?;
+        Ok(())
+    }
+
+    /// The reporter's deliveries that may go now, oldest first: pending,
+    /// due, and not behind an earlier pending one with the same order key.
+    pub async fn due_deliveries(
+        &self,
+        reporter: &str,
+        limit: u64,
+    ) -> Result<Vec<report_deliveries::Model>, DataError> {
+        use report_deliveries::Column as C;
+        let earlier = Alias::new("earlier");
+        let blocked = Query::select()
+            .expr(Expr::val(1))
+            .from_as(report_deliveries::Entity, earlier.clone())
+            .and_where(Expr::col((earlier.clone(), C::Reporter)).eq(reporter))
+            .and_where(Expr::col((earlier.clone(), C::State)).eq("pending"))
+            .and_where(
+                Expr::col((earlier.clone(), C::OrderKey))
+                    .equals((report_deliveries::Entity, C::OrderKey)),
+            )
+            .and_where(
+                Expr::col((earlier, C::Id)).lt(Expr::col((report_deliveries::Entity, C::Id))),
+            )
+            .to_owned();
+        let select = report_deliveries::Entity::find()
+            .filter(C::Reporter.eq(reporter))
+            .filter(C::State.eq("pending"))
+            .filter(C::NextAttemptAt.lte(now()))
+            .filter(Expr::exists(blocked).not())
+            .order_by_asc(C::Id)
+            .limit(limit);
+        Ok(select.all(&self.db).await?)
+    }
+
+    /// When the reporter's next pending delivery is due, if any is pending.
+    pub async fn next_delivery_at(&self, reporter: &str) -> Result<Option<f64>, DataError> {
+        use report_deliveries::Column as C;
+        #[derive(FromQueryResult)]
+        struct Next {
+            at: Option<f64>,
+        }
+        let next = report_deliveries::Entity::find()
+            .select_only()
+            .column_as(C::NextAttemptAt.min(), "at")
+            .filter(C::Reporter.eq(reporter))
+            .filter(C::State.eq("pending"))
+            .into_model::<Next>()
+            .one(&self.db)
+            .await?;
+        Ok(next.and_then(|n| n.at))
+    }
+
+    /// Record how an attempt at delivery `id` ended.
+    pub async fn record_attempt(&self, id: i64, attempt: &Attempt) -> Result<(), DataError> {
+        use report_deliveries::Column as C;
+        let at = now();
+        let (state, status, error, next, done) = match attempt {
+            Attempt::Delivered { status } => ("delivered", Some(*status), None, at, Some(at)),
+            Attempt::Retry {
+                status,
+                error,
+                retry_at,
+            } => ("pending", *status, Some(error.clone()), *retry_at, None),
+            Attempt::Failed { status, error } => {
+                ("failed", *status, Some(error.clone()), at, Some(at))
+            }
+        };
+        let mut update = Query::update();
+        update
+            .table(report_deliveries::Entity)
+            .value(C::State, state)
+            .value(C::Attempts, Expr::col(C::Attempts).add(1))
+            .value(C::NextAttemptAt, next)
+            .value(C::LastStatus, status.map(i32::from))
+            .value(C::DoneAt, done)
+            .and_where(Expr::col(C::Id).eq(id));
+        if let Some(error) = error {
+            update.value(C::LastError, error);
+        }
+        let mut batch = Batch::new(self);
+        batch.push(&update);
+        self.run_batch(batch).await?;
+        Ok(())
+    }
+
+    /// A removed reporter's queue: its pending deliveries become `dropped`.
+    /// Returns how many.
+    pub async fn drop_deliveries(&self, reporter: &str) -> Result<u64, DataError> {
+        use report_deliveries::Column as C;
+        let done = report_deliveries::Entity::update_many()
+            .col_expr(C::State, Expr::value("dropped"))
+            .col_expr(C::DoneAt, Expr::value(now()))
+            .filter(C::Reporter.eq(reporter))
+            .filter(C::State.eq("pending"))
+            .exec(&self.db)
+            .await?;
+        Ok(done.rows_affected)
+    }
+
+    /// What `/api/v2/reporters` shows of each reporter: its queue, its last
+    /// success and its last error.
+    pub async fn reporter_record(&self, reporter: &str) -> Result<Value, DataError> {
+        use report_deliveries::Column as C;
+        let count = |state: &'static str| {
+            report_deliveries::Entity::find()
+                .filter(C::Reporter.eq(reporter))
+                .filter(C::State.eq(state))
+                .count(&self.db)
+        };
+        use sea_orm::PaginatorTrait;
+        let queued = count("pending").await?;
+        let delivered = count("delivered").await?;
+        let failed = count("failed").await?;
+        let dropped = count("dropped").await?;
+        let last_success = report_deliveries::Entity::find()
+            .filter(C::Reporter.eq(reporter))
+            .filter(C::State.eq("delivered"))
+            .order_by_desc(C::Id)
+            .one(&self.db)
+            .await?;
+        let last_error = report_deliveries::Entity::find()
+            .filter(C::Reporter.eq(reporter))
+            .filter(C::LastError.is_not_null())
+            .order_by_desc(C::Id)
+            .one(&self.db)
+            .await?;
+        Ok(json!({
+            "queued": queued,
+            "delivered": delivered,
+            "failed": failed,
+            "dropped": dropped,
+            "last_success_at": last_success.and_then(|d| d.done_at),
+            "last_error": last_error.map(|d| json!({
+                "deliveryid": d.id,
+                "status": d.last_status,
+                "error": d.last_error,
+                "state": d.state,
+                "attempts": d.attempts,
+            })),
+        }))
+    }
+
+    /// A reporter's deliveries, newest first (its page).
+    pub async fn reporter_deliveries(
+        &self,
+        reporter: &str,
+        limit: u64,
+    ) -> Result<Vec<report_deliveries::Model>, DataError> {
+        Ok(report_deliveries::Entity::find()
+            .filter(report_deliveries::Column::Reporter.eq(reporter))
+            .order_by_desc(report_deliveries::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+}

@@ -1,0 +1,178 @@
+//! Which events a reporter reports (its `generators`, Buildbot's report
+//! generators), and the build each report describes.
+//!
+//! - `build_start_end`: every build of the generator's builders, tags and
+//!   branches, when it starts and when it ends.
+//! - `build_status`: a finished build whose result is one of the `mode`s:
+//!   `failing`, `passing`, `warnings`, `exception`, `cancelled`, `all`;
+//!   `problem` (it failed, and the previous build of its builder and branch
+//!   did not) and `change` (its result differs from that previous build's).
+
+use crate::config::ReporterConfig;
+use crate::config::reporters::{GeneratorConfig, GeneratorKind, Mode};
+use crate::data::DataError;
+use crate::data::query::{Filter, ListQuery, Op};
+use crate::data::reports::ReportEvent;
+use crate::results::{CANCELLED, EXCEPTION, FAILURE, SUCCESS, WARNINGS};
+use crate::shared::Shared;
+use serde_json::{Value, json};
+
+/// One message to send: a build, as it is at the event.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// `started` or `finished`.
+    pub event: &'static str,
+    /// The build as the API shows it, with its properties, its builder
+    /// (`builder`: id, name, tags) and its page (`url`).
+    pub build: Value,
+}
+
+/// The reports `config`'s generators make of one event (at most one per
+/// event: two generators that both match send one message).
+pub async fn reports(
+    shared: &Shared,
+    config: &ReporterConfig,
+    kind: ReportEvent,
+    objectid: i64,
+) -> Result<Vec<Report>, DataError> {
+    let event = match kind {
+        ReportEvent::BuildStarted => "started",
+        ReportEvent::BuildFinished => "finished",
+        // Queued requests are what commit statuses report; no generator
+        // here reports them.
+        ReportEvent::BuildsetNew => return Ok(Vec::new()),
+    };
+    let Some(build) = build_of(shared, objectid).await? else {
+        return Ok(Vec::new());
+    };
+    let mut wanted = false;
+    for g in &config.generators {
+        if !selects(g, &build) {
+            continue;
+        }
+        wanted = match &g.kind {
+            GeneratorKind::BuildStartEnd => true,
+            GeneratorKind::BuildStatus(modes) => {
+                event == "finished" && status_wanted(shared, modes, &build).await?
+            }
+        };
+        if wanted {
+            break;
+        }
+    }
+    Ok(if wanted {
+        vec![Report { event, build }]
+    } else {
+        Vec::new()
+    })
+}
+
+/// The build with its properties, builder and URL.
+async fn build_of(shared: &Shared, buildid: i64) -> Result<Option<Value>, DataError> {
+    let q = ListQuery::default().with_eq("buildid", buildid).whole();
+    let Some(mut build) = shared
+        .data
+        .list_builds(&q, true)
+        .await?
+        .0
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    let running = shared.running_config();
+    let builderid = build["builderid"].as_i64().unwrap_or(0);
+    let name = running
+        .builder_ids
+        .iter()
+        .find(|(_, id)| **id == builderid)
+        .map(|(n, _)| n.clone())
+        .unwrap_or_default();
+    let tags = running
+        .loaded
+        .config
+        .builder(&name)
+        .map(|b| b.tags.clone())
+        .unwrap_or_default();
+    build["builder"] = json!({"builderid": builderid, "name": name, "tags": tags});
+    let base = running
+        .loaded
+        .config
+        .buildbot_url
+        .clone()
+        .unwrap_or_default();
+    build["url"] = format!("{}/builds/{buildid}", base.trim_end_matches('/')).into();
+    Ok(Some(build))
+}
+
+/// The build's branch (its `branch` property), if any.
+fn branch(build: &Value) -> Option<&str> {
+    build["properties"]["branch"][0].as_str()
+}
+
+/// Whether a generator's builders, tags and branches take the build.
+fn selects(g: &GeneratorConfig, build: &Value) -> bool {
+    let builder = build["builder"]["name"].as_str().unwrap_or_default();
+    let tags: Vec<&str> = build["builder"]["tags"]
+        .as_array()
+        .map(|t| t.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    (g.builders.is_empty() || g.builders.iter().any(|b| b == builder))
+        && (g.tags.is_empty() || g.tags.iter().any(|t| tags.contains(&t.as_str())))
+        && (g.branches.is_empty()
+            || branch(build).is_some_and(|b| g.branches.iter().any(|x| x == b)))
+}
+
+/// Whether a finished build's result is one `modes` report.
+async fn status_wanted(shared: &Shared, modes: &[Mode], build: &Value) -> Result<bool, DataError> {
+    let result = build["results"].as_i64().map(|r| r as i32);
+    let failed = result == Some(FAILURE);
+    let mut previous = None;
+    for mode in modes {
+        let hit = match mode {
+            Mode::All => true,
+            Mode::Failing => failed,
+            Mode::Passing => result == Some(SUCCESS),
+            Mode::Warnings => result == Some(WARNINGS),
+            Mode::Exception => result == Some(EXCEPTION),
+            Mode::Cancelled => result == Some(CANCELLED),
+            Mode::Problem | Mode::Change => {
+                if previous.is_none() {
+                    previous = Some(previous_result(shared, build).await?);
+                }
+                let before = previous.flatten();
+                match mode {
+                    Mode::Problem => failed && before.is_some_and(|b| b != FAILURE),
+                    _ => before.is_some_and(|b| Some(b) != result),
+                }
+            }
+        };
+        if hit {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The result of the last finished build before `build` of its builder and
+/// branch (`None`: there is none).
+async fn previous_result(shared: &Shared, build: &Value) -> Result<Option<i32>, DataError> {
+    let mut q = ListQuery {
+        order: vec![("buildid".into(), true)],
+        limit: Some(50),
+        ..Default::default()
+    }
+    .with_eq("builderid", build["builderid"].as_i64().unwrap_or(0))
+    .with_eq("complete", "true");
+    q.filters.push(Filter {
+        field: "buildid".into(),
+        op: Op::Lt,
+        values: vec![build["buildid"].to_string()],
+    });
+    let (builds, _) = shared.data.list_builds(&q, true).await?;
+    Ok(builds
+        .iter()
+        .find(|b| branch(b) == branch(build))
+        .and_then(|b| b["results"].as_i64())
+        .map(|r| r as i32))
+}

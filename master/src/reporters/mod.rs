@@ -1,0 +1,185 @@
+//! Reporters: telling people and systems what builds did, without a build
+//! ever waiting for them and without losing a message.
+//!
+//! A reporter is a service (one task per reporter of master.lua). It reads
+//! the `report_events` that builds and buildsets stored with their own
+//! rows, in order from its position, asks its generators
+//! ([`generators`]) which of them to report, renders each into requests
+//! (its transport: [`http_push`]) and queues them with its new position in
+//! one transaction. Then it delivers what is due ([`delivery`]), retrying
+//! with backoff on 5xx answers, timeouts and 429 (honouring `Retry-After`),
+//! giving up on a 4xx or after `max_attempts`, and recording each attempt.
+//! A restart resumes from the stored position and the stored queue; a
+//! removed reporter's queue is dropped, with a log line saying how much.
+
+pub mod delivery;
+pub mod generators;
+pub mod http_push;
+
+use crate::config::ReporterConfig;
+use crate::config::reporters::ReporterKind;
+use crate::data::DataError;
+use crate::data::reports::{LAST_EVENT_SEEN, REPORTER_STATE, ReportEvent};
+use crate::services::{TaskService, TaskSignals};
+use crate::shared::Shared;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Events read per step.
+const EVENTS_PER_STEP: u64 = 100;
+/// Deliveries attempted per turn.
+const DELIVERIES_PER_TURN: u64 = 50;
+/// The longest wait between turns (a safety net; events wake it sooner).
+const IDLE_WAIT: Duration = Duration::from_secs(5);
+
+pub fn start(shared: Arc<Shared>, config: &ReporterConfig) -> TaskService {
+    let name = config.name.clone();
+    TaskService::spawn("reporter", &config.name, move |signals| {
+        run(shared, name, signals)
+    })
+}
+
+fn config_of(shared: &Shared, name: &str) -> Option<ReporterConfig> {
+    let running = shared.running_config();
+    running
+        .loaded
+        .config
+        .reporters
+        .iter()
+        .find(|r| r.name == name)
+        .cloned()
+}
+
+async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): TaskSignals) {
+    let mut events = shared.data.bus.subscribe();
+    let mut position = loop {
+        match start_position(&shared, &name).await {
+            Ok(p) => break p,
+            Err(e) => {
+                warn!(reporter = %name, "could not read where the reporter stopped: {e}; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    };
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let Some(config) = config_of(&shared, &name) else {
+            break;
+        };
+        if let Err(e) = turn(&shared, &config, &mut position).await {
+            warn!(reporter = %name, "reporting failed: {e}; trying again");
+        }
+        let wait = match shared.data.next_delivery_at(&name).await {
+            Ok(Some(at)) => Duration::from_secs_f64(
+                (at - crate::data::now()).clamp(0.0, IDLE_WAIT.as_secs_f64()),
+            ),
+            _ => IDLE_WAIT,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            event = events.recv() => {
+                // Only what may have stored a report event wakes it early.
+                if let Ok(e) = event
+                    && !(e.key.starts_with("builds/") || e.key.starts_with("buildsets/"))
+                {
+                    continue;
+                }
+            }
+            _ = settings.changed() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    // Removed from master.lua (not the master stopping): its queue goes.
+    if config_of(&shared, &name).is_none() {
+        match shared.data.drop_deliveries(&name).await {
+            Ok(0) => info!(reporter = %name, "reporter removed"),
+            Ok(n) => {
+                warn!(reporter = %name, dropped = n, "reporter removed: its {n} undelivered message(s) are dropped")
+            }
+            Err(e) => warn!(reporter = %name, "reporter removed; could not drop its queue: {e}"),
+        }
+    }
+}
+
+/// Where the reporter reads from: its stored position, or (a new reporter)
+/// the newest event, so it reports what comes after it, not the history.
+async fn start_position(shared: &Shared, name: &str) -> Result<(i64, i64), DataError> {
+    let data = &shared.data;
+    let objectid = data.object_id(name, REPORTER_STATE).await?;
+    let position = match data.object_state(objectid, LAST_EVENT_SEEN).await? {
+        Some(v) => v.as_i64().unwrap_or(0),
+        None => {
+            let newest = data.newest_report_event().await?;
+            data.set_object_state(objectid, LAST_EVENT_SEEN, &newest.into())
+                .await?;
+            newest
+        }
+    };
+    Ok((objectid, position))
+}
+
+/// One turn: queue what the new events call for, then deliver what is due.
+async fn turn(
+    shared: &Shared,
+    config: &ReporterConfig,
+    (objectid, position): &mut (i64, i64),
+) -> Result<(), DataError> {
+    loop {
+        let events = shared
+            .data
+            .report_events_after(*position, EVENTS_PER_STEP)
+            .await?;
+        let Some(last) = events.last().map(|e| e.id) else {
+            break;
+        };
+        let mut queued = Vec::new();
+        for event in &events {
+            let Some(kind) = ReportEvent::parse(&event.kind) else {
+                continue;
+            };
+            for report in generators::reports(shared, config, kind, event.objectid).await? {
+                match &config.kind {
+                    ReporterKind::HttpPush(push) => {
+                        match http_push::request(shared, push, &report, event.id).await {
+                            Ok(request) => queued.push(request),
+                            Err(e) => {
+                                warn!(reporter = %config.name, "could not render a message: {e}")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        shared
+            .data
+            .queue_deliveries(&config.name, *objectid, last, queued)
+            .await?;
+        *position = last;
+        if (events.len() as u64) < EVENTS_PER_STEP {
+            break;
+        }
+    }
+    let (max_attempts, timeout, extra) = match &config.kind {
+        ReporterKind::HttpPush(p) => (
+            p.max_attempts,
+            Duration::from_secs(p.timeout_s),
+            http_push::secret_headers(p),
+        ),
+    };
+    for d in shared
+        .data
+        .due_deliveries(&config.name, DELIVERIES_PER_TURN)
+        .await?
+    {
+        let attempt = delivery::attempt(&d, extra.clone(), max_attempts, timeout).await;
+        delivery::log(&config.name, &d, &attempt);
+        shared.data.record_attempt(d.id, &attempt).await?;
+    }
+    Ok(())
+}

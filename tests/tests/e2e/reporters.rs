@@ -1,0 +1,364 @@
+//! Issue 18 (the outbox and `http_push`): real builds reported to a local
+//! HTTP receiver that stands in for the services on the internet and
+//! checks the requests: method, path, headers, auth, signature and JSON.
+//! - `build_start_end` posts each build's start and end, in that order;
+//! - `problem` and `change` across pass → fail → fail → pass;
+//! - a receiver that fails three times (503) then answers gets the message once;
+//! - a 4xx is not retried: recorded, shown in the API and the page, logged once;
+//! - a receiver down across a master restart gets the message after it;
+//! - a removed reporter's queue is dropped, and says so;
+//! - the token and the HMAC secret never appear in the log or the API.
+
+use moonbot_tests::{Backend, LONG, TestMaster, run};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::{Arc, Mutex};
+
+const TOKEN: &str = "s3cr3t-T0KEN";
+const HMAC: &str = "hm4c-SECRET";
+
+const CONFIG: &str = r#"
+local mb = require "moonbot"
+return {
+  title = "reporters",
+  buildbot_url = "http://ci.example.org",
+  www = { port = 0, bind = "127.0.0.1" },
+  protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1" } },
+  db = { url = "@DB@" },
+  workers = { mb.worker { name = "w1" } },
+  builders = {
+    mb.builder { name = "flip", workernames = { "w1" }, tags = { "main" },
+      steps = { mb.steps.shell { name = "run", command = mb.interpolate("exit %(prop:code:-0)s") } } },
+  },
+  schedulers = { mb.schedulers.force { name = "force", builders = { "flip" } } },
+  reporters = {
+    mb.reporters.http_push { name = "all", url = "@RECV@/all", token = "@TOKEN@", hmac_secret = "@HMAC@",
+      headers = { ["X-Team"] = "ci" },
+      generators = { mb.generators.build_start_end { builders = { "flip" } } } },
+    mb.reporters.http_push { name = "problems", url = "@RECV@/problems",
+      generators = { mb.generators.build_status { mode = { "problem" } } } },
+    mb.reporters.http_push { name = "changes", url = "@RECV@/changes",
+      generators = { mb.generators.build_status { mode = { "change" }, tags = { "main" } } } },
+    mb.reporters.http_push { name = "flaky", url = "@RECV@/flaky", max_attempts = 5,
+      format_fn = function(build) return { text = build.builder.name .. " #" .. build.number .. " " .. build.event } end,
+      generators = { mb.generators.build_status { mode = { "failing" } } } },
+    mb.reporters.http_push { name = "refused", url = "@RECV@/refused", user = "bot", password = "@TOKEN@",
+      generators = { mb.generators.build_status { mode = { "passing" } } } },
+    @LATER@
+  },
+}
+"#;
+
+const LATER: &str = r#"mb.reporters.http_push { name = "later", url = "@RECV@/later",
+      generators = { mb.generators.build_status { mode = { "all" } } } },"#;
+
+moonbot_tests::on_both_databases!(builds_are_reported_once_in_order_and_nothing_is_lost);
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    method: String,
+    path: String,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+impl Received {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// A local HTTP receiver: records every request; answers each path with the
+/// statuses queued for it (then 200).
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Received>>>,
+    answers: Arc<Mutex<BTreeMap<String, VecDeque<u16>>>>,
+}
+
+impl Receiver {
+    fn start() -> (Receiver, String) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let receiver = Receiver::default();
+        let r = receiver.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let r = r.clone();
+                std::thread::spawn(move || r.serve(stream));
+            }
+        });
+        (receiver, url)
+    }
+
+    fn serve(&self, mut stream: std::net::TcpStream) {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let mut parts = line.split_whitespace();
+            let (method, path) = (
+                parts.next().unwrap_or("").to_string(),
+                parts.next().unwrap_or("").to_string(),
+            );
+            let mut headers = BTreeMap::new();
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                let h = h.trim_end();
+                if h.is_empty() {
+                    break;
+                }
+                let (k, v) = h.split_once(':').unwrap();
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+            let len: usize = headers
+                .get("content-length")
+                .map_or(0, |l| l.parse().unwrap());
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let status = self
+                .answers
+                .lock()
+                .unwrap()
+                .get_mut(&path)
+                .and_then(VecDeque::pop_front)
+                .unwrap_or(200);
+            self.got.lock().unwrap().push(Received {
+                method,
+                path,
+                headers,
+                body: String::from_utf8(body).unwrap(),
+            });
+            let text = if status == 200 { "ok" } else { "nope" };
+            write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{text}",
+                text.len()
+            )
+            .unwrap();
+        }
+    }
+
+    fn answer(&self, path: &str, statuses: &[u16]) {
+        self.answers
+            .lock()
+            .unwrap()
+            .insert(path.into(), statuses.iter().copied().collect());
+    }
+
+    fn at(&self, path: &str) -> Vec<Received> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+}
+
+fn config(url: &str, later: bool) -> String {
+    CONFIG
+        .replace("@LATER@", if later { LATER } else { "" })
+        .replace("@RECV@", url)
+        .replace("@TOKEN@", TOKEN)
+        .replace("@HMAC@", HMAC)
+}
+
+fn force(m: &TestMaster, builderid: i64, code: i64) -> Value {
+    let (status, answer) = m.rpc(
+        "/api/v2/forceschedulers/force",
+        "force",
+        json!({"builderid": builderid, "properties": {"code": code.to_string()}}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let brid = answer["result"][1][builderid.to_string()].as_i64().unwrap();
+    m.wait_request_done(brid, LONG)
+}
+
+fn reporter(m: &TestMaster, name: &str) -> Value {
+    m.get(&format!("/api/v2/reporters/{name}"))["reporters"][0].clone()
+}
+
+fn builds_are_reported_once_in_order_and_nothing_is_lost(backend: &Backend) {
+    let (recv, url) = Receiver::start();
+    recv.answer("/flaky", &[503, 503, 503]);
+    recv.answer("/refused", &[401, 401, 401]);
+    let (mut m, _w1) = TestMaster::started_with_worker(backend, &config(&url, false), "w1");
+    let flip = m.builderid("flip");
+
+    // pass → fail → fail → pass.
+    let builds: Vec<Value> = [0, 1, 1, 0]
+        .iter()
+        .map(|&code| force(&m, flip, code))
+        .collect();
+    let ids: Vec<i64> = builds
+        .iter()
+        .map(|b| b["buildid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        builds
+            .iter()
+            .map(|b| b["results"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [0, 2, 2, 0]
+    );
+
+    // build_start_end: each build's start, then its end, as the receiver got them.
+    m.wait_for("every start and end", LONG, || {
+        (recv.at("/all").len() >= 8).then_some(())
+    });
+    let all = recv.at("/all");
+    assert_eq!(all.len(), 8, "{all:?}");
+    for (i, id) in ids.iter().enumerate() {
+        let (start, end) = (all[2 * i].json(), all[2 * i + 1].json());
+        assert_eq!(
+            (&start["buildid"], &start["event"]),
+            (&json!(id), &json!("started"))
+        );
+        assert_eq!(
+            (&end["buildid"], &end["event"]),
+            (&json!(id), &json!("finished"))
+        );
+        assert_eq!(end["results"], builds[i]["results"]);
+        assert_eq!(end["builder"]["name"], "flip");
+        assert_eq!(end["url"], format!("http://ci.example.org/builds/{id}"));
+        assert_eq!(
+            end["properties"]["code"][0],
+            if i % 3 == 0 { "0" } else { "1" }
+        );
+    }
+    let first = &all[0];
+    assert_eq!(first.method, "POST");
+    assert_eq!(first.headers["authorization"], format!("Bearer {TOKEN}"));
+    assert_eq!(first.headers["content-type"], "application/json");
+    assert_eq!(first.headers["x-team"], "ci");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, HMAC.as_bytes());
+    let mac = hex::encode(ring::hmac::sign(&key, first.body.as_bytes()));
+    assert_eq!(
+        first.headers["x-hub-signature-256"],
+        format!("sha256={mac}")
+    );
+
+    // problem: the first failure after a pass; change: each change of result.
+    m.wait_for("the change reports", LONG, || {
+        (recv.at("/changes").len() >= 2).then_some(())
+    });
+    let problems: Vec<Value> = recv.at("/problems").iter().map(Received::json).collect();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0]["buildid"], ids[1]);
+    let changes: Vec<Value> = recv.at("/changes").iter().map(Received::json).collect();
+    assert_eq!(
+        changes
+            .iter()
+            .map(|c| c["buildid"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [ids[1], ids[3]]
+    );
+
+    // Three 503s, then 200: each failing build's message arrives once (the
+    // two are retried apart: only one build's messages wait for each
+    // other); the body is format_fn's.
+    m.wait_for("the flaky receiver's messages", LONG, || {
+        (reporter(&m, "flaky")["delivered"] == 2).then_some(())
+    });
+    let flaky = recv.at("/flaky");
+    assert_eq!(
+        flaky.len(),
+        5,
+        "three failures, then each message once: {flaky:?}"
+    );
+    let mut answered: Vec<Value> = flaky[3..].iter().map(Received::json).collect();
+    answered.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        answered,
+        [1, 2].map(|i| json!({"text": format!("flip #{} finished", builds[i]["number"])}))
+    );
+    let record = reporter(&m, "flaky");
+    assert_eq!(
+        (record["queued"].as_i64(), record["failed"].as_i64()),
+        (Some(0), Some(0)),
+        "{record}"
+    );
+
+    // A 401 is not retried: failed at once, both messages, and shown.
+    m.wait_for("the refused messages", LONG, || {
+        (reporter(&m, "refused")["failed"] == 2).then_some(())
+    });
+    assert_eq!(recv.at("/refused").len(), 2, "not retried");
+    let refused = reporter(&m, "refused");
+    assert_eq!(refused["last_error"]["status"], 401, "{refused}");
+    assert_eq!(refused["kind"], "HttpStatusPush");
+    let page = m.get_status("/reporters").1;
+    assert!(page.contains("HTTP 401"), "{page}");
+    assert_eq!(
+        m.log().matches("delivery given up").count(),
+        2,
+        "logged once each"
+    );
+
+    // A receiver down across a restart: the message waits in the queue.
+    // (A restart with a new reporter; the worker finds the master again on
+    // its pinned port.)
+    m.pin_quic_port(&config(&url, true));
+    m.stop(true);
+    m.start();
+    m.wait_connected("w1");
+    m.wait_for("the new reporter", LONG, || {
+        m.get("/api/v2/reporters")["reporters"]
+            .as_array()?
+            .iter()
+            .any(|r| r["name"] == "later")
+            .then_some(())
+    });
+    recv.answer("/later", &[503; 1000]);
+    let build = force(&m, flip, 0);
+    m.wait_for("a failed try", LONG, || {
+        (!recv.at("/later").is_empty()).then_some(())
+    });
+    m.stop(true);
+    recv.answer("/later", &[]);
+    m.start();
+    m.wait_connected("w1");
+    m.wait_for("the message after the restart", LONG, || {
+        (reporter(&m, "later")["delivered"] == 1).then_some(())
+    });
+    let later = recv.at("/later");
+    assert_eq!(later.last().unwrap().json()["buildid"], build["buildid"]);
+    assert!(
+        later
+            .iter()
+            .all(|r| r.json()["buildid"] == build["buildid"]),
+        "nothing else, nothing twice"
+    );
+
+    // A removed reporter's queue is dropped, visibly.
+    recv.answer("/later", &[503; 1000]);
+    force(&m, flip, 0);
+    let tries = recv.at("/later").len();
+    m.wait_for("a failed try", LONG, || {
+        (recv.at("/later").len() > tries).then_some(())
+    });
+    m.write_config(&config(&url, false));
+    run("moonbot", &["reconfig", m.path()]);
+    m.wait_for("the queue dropped", LONG, || {
+        m.log()
+            .contains("undelivered message(s) are dropped")
+            .then_some(())
+    });
+    assert_eq!(m.get_status("/api/v2/reporters/later").0, 404);
+
+    // No secret in the log or the API.
+    let log = m.log();
+    let api = m.get("/api/v2/reporters").to_string() + &m.get("/api/v2/config").to_string();
+    for secret in [TOKEN, HMAC] {
+        assert!(!log.contains(secret), "{secret} is in the log");
+        assert!(!api.contains(secret), "{secret} is in the API");
+    }
+}
