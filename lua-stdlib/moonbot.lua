@@ -661,6 +661,15 @@ M.generators = generators
 ---@field max_attempts? integer       Tries before a message that keeps failing is given up (default 10).
 ---@field timeout? integer|string     Seconds one request may take (default 10).
 
+---@class moonbot.StatusArgs
+---@field token string                A token of the forge's API that may set commit statuses.
+---@field base_url? string            The API's root (GitHub: https://api.github.com, or https://HOST/api/v3 for Enterprise; GitLab: https://gitlab.com; Bitbucket: https://api.bitbucket.org; Gitea: required, its root URL).
+---@field context? string             The status's name; `%(prop:NAME)s` is filled from the build (default "moonbot/%(prop:buildername)s").
+---@field name? string                Unique among reporters (default: "<forge>_status").
+---@field generators? moonbot.Generator[] Whose statuses to set: their builders, tags and branches (default: every build).
+---@field max_attempts? integer       Tries before a status that keeps failing is given up (default 10).
+---@field timeout? integer|string     Seconds one request may take (default 10).
+
 ---@class moonbot.Reporter
 
 local reporters = {}
@@ -668,6 +677,22 @@ local reporters = {}
 --- POSTs each reported build as JSON (Buildbot's HttpStatusPush).
 ---@type fun(args: moonbot.HttpPushArgs): moonbot.Reporter
 reporters.http_push = constructor("reporters.http_push")
+
+--- Sets a GitHub commit status for each commit a build builds: pending when queued, then the result (Buildbot's GitHubStatusPush).
+---@type fun(args: moonbot.StatusArgs): moonbot.Reporter
+reporters.github_status = constructor("reporters.github_status")
+
+--- Sets a GitLab commit status: pending when queued, running, then the result (Buildbot's GitLabStatusPush).
+---@type fun(args: moonbot.StatusArgs): moonbot.Reporter
+reporters.gitlab_status = constructor("reporters.gitlab_status")
+
+--- Sets a Gitea commit status: pending when queued, then the result (Buildbot's GiteaStatusPush).
+---@type fun(args: moonbot.StatusArgs): moonbot.Reporter
+reporters.gitea_status = constructor("reporters.gitea_status")
+
+--- Sets a Bitbucket Cloud build status: INPROGRESS when queued, then the result (Buildbot's BitbucketStatusPush).
+---@type fun(args: moonbot.StatusArgs): moonbot.Reporter
+reporters.bitbucket_status = constructor("reporters.bitbucket_status")
 
 M.reporters = reporters
 

@@ -21,13 +21,55 @@ pub struct ReporterConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReporterKind {
     HttpPush(HttpPushConfig),
+    CommitStatus(StatusConfig),
+}
+
+/// `mb.reporters.github_status{…}` (and GitLab's, Gitea's, Bitbucket's):
+/// a commit status for each commit a build builds.
+#[derive(Clone, PartialEq)]
+pub struct StatusConfig {
+    pub forge: Forge,
+    pub token: String,
+    /// The forge's API root (`https://api.github.com`, a GitHub Enterprise's
+    /// `https://HOST/api/v3`, `https://gitlab.com`, a Gitea's root).
+    pub base_url: String,
+    /// `%(prop:NAME)s` filled from the build; default `moonbot/%(prop:buildername)s`.
+    pub context: String,
+    pub max_attempts: u32,
+    pub timeout_s: u64,
+}
+
+/// Which forge's status API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forge {
+    GitHub,
+    GitLab,
+    Gitea,
+    BitbucketCloud,
+}
+
+impl fmt::Debug for StatusConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StatusConfig")
+            .field("forge", &self.forge)
+            .field("token", &"<redacted>")
+            .field("base_url", &self.base_url)
+            .field("context", &self.context)
+            .finish()
+    }
 }
 
 impl ReporterConfig {
     /// Buildbot's class name (the API's `kind`).
     pub fn class_name(&self) -> &'static str {
-        match self.kind {
+        match &self.kind {
             ReporterKind::HttpPush(_) => "HttpStatusPush",
+            ReporterKind::CommitStatus(s) => match s.forge {
+                Forge::GitHub => "GitHubStatusPush",
+                Forge::GitLab => "GitLabStatusPush",
+                Forge::Gitea => "GiteaStatusPush",
+                Forge::BitbucketCloud => "BitbucketStatusPush",
+            },
         }
     }
 
@@ -216,6 +258,46 @@ pub(super) fn compile_reporter(
                 })
             })
         }
+        status @ ("reporters.github_status"
+        | "reporters.gitlab_status"
+        | "reporters.gitea_status"
+        | "reporters.bitbucket_status") => {
+            let (forge, default_base) = match status {
+                "reporters.github_status" => (Forge::GitHub, Some("https://api.github.com")),
+                "reporters.gitlab_status" => (Forge::GitLab, Some("https://gitlab.com")),
+                "reporters.bitbucket_status" => {
+                    (Forge::BitbucketCloud, Some("https://api.bitbucket.org"))
+                }
+                _ => (Forge::Gitea, None),
+            };
+            let token = f.required_string("token");
+            let base_url = match (f.string("base_url"), default_base) {
+                (Some(url), _) => Some(url),
+                (None, Some(url)) => Some(url.to_string()),
+                (None, None) => {
+                    f.error("gitea_status: 'base_url' is required (the Gitea's root URL)".into());
+                    None
+                }
+            };
+            let context = f
+                .string("context")
+                .unwrap_or_else(|| "moonbot/%(prop:buildername)s".into());
+            let max_attempts = f
+                .integer("max_attempts", 1, 1000)
+                .unwrap_or(DEFAULT_MAX_ATTEMPTS as i64) as u32;
+            let timeout_s = f.duration_s("timeout").unwrap_or(DEFAULT_TIMEOUT_S);
+            match (token, base_url) {
+                (Some(token), Some(base_url)) => Some(ReporterKind::CommitStatus(StatusConfig {
+                    forge,
+                    token,
+                    base_url,
+                    context,
+                    max_attempts,
+                    timeout_s,
+                })),
+                _ => None,
+            }
+        }
         other => {
             f.error(format!(
                 "reporters: expected a reporter (mb.reporters.*{{…}}), got a {other}"
@@ -225,6 +307,7 @@ pub(super) fn compile_reporter(
     };
     let url_name = match &reporter {
         Some(ReporterKind::HttpPush(p)) => p.url.clone(),
+        Some(ReporterKind::CommitStatus(s)) => format!("{:?}", s.forge).to_lowercase() + "_status",
         None => String::new(),
     };
     f.finish(errors);

@@ -329,6 +329,29 @@ impl Data {
         }))
     }
 
+    /// The `state` of the last delivery of each order key (commit statuses'
+    /// last state per commit and context), from the reporter's last 1,000.
+    pub async fn last_states(
+        &self,
+        reporter: &str,
+    ) -> Result<std::collections::HashMap<String, String>, DataError> {
+        let mut out = std::collections::HashMap::new();
+        for d in self
+            .reporter_deliveries(reporter, 1000)
+            .await?
+            .into_iter()
+            .rev()
+        {
+            let state = serde_json::from_str::<Value>(&d.body)
+                .ok()
+                .and_then(|b| b["state"].as_str().map(str::to_string));
+            if let Some(state) = state {
+                out.insert(d.order_key, state);
+            }
+        }
+        Ok(out)
+    }
+
     /// A reporter's deliveries, newest first (its page).
     pub async fn reporter_deliveries(
         &self,

@@ -17,29 +17,47 @@ use crate::results::{CANCELLED, EXCEPTION, FAILURE, SUCCESS, WARNINGS};
 use crate::shared::Shared;
 use serde_json::{Value, json};
 
-/// One message to send: a build, as it is at the event.
+/// One message to send: a build (or a queued request), as it is at the event.
 #[derive(Debug, Clone)]
 pub struct Report {
-    /// `started` or `finished`.
+    /// `queued`, `started` or `finished`.
     pub event: &'static str,
     /// The build as the API shows it, with its properties, its builder
-    /// (`builder`: id, name, tags) and its page (`url`).
+    /// (`builder`: id, name, tags) and its page (`url`); for `queued`, the
+    /// request's `buildrequestid`, `buildsetid`, builder, properties and its
+    /// builder's page.
     pub build: Value,
+    /// What it builds (repository, revision, branch, codebase).
+    pub sourcestamps: Vec<Value>,
+}
+
+/// How a reporter kind uses its generators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// Messages (`http_push`): what the generators select, modes included.
+    Messages,
+    /// Commit statuses: every state of a selected builder's requests and
+    /// builds (queued, started, finished), the generators' `builders`,
+    /// `tags` and `branches` filtering; modes do not apply (a status must
+    /// reach its end).
+    Statuses,
 }
 
 /// The reports `config`'s generators make of one event (at most one per
-/// event: two generators that both match send one message).
+/// build: two generators that both match send one message).
 pub async fn reports(
     shared: &Shared,
     config: &ReporterConfig,
     kind: ReportEvent,
     objectid: i64,
+    usage: Use,
 ) -> Result<Vec<Report>, DataError> {
     let event = match kind {
         ReportEvent::BuildStarted => "started",
         ReportEvent::BuildFinished => "finished",
-        // Queued requests are what commit statuses report; no generator
-        // here reports them.
+        ReportEvent::BuildsetNew if usage == Use::Statuses => {
+            return queued(shared, config, objectid).await;
+        }
         ReportEvent::BuildsetNew => return Ok(Vec::new()),
     };
     let Some(build) = build_of(shared, objectid).await? else {
@@ -50,9 +68,9 @@ pub async fn reports(
         if !selects(g, &build) {
             continue;
         }
-        wanted = match &g.kind {
-            GeneratorKind::BuildStartEnd => true,
-            GeneratorKind::BuildStatus(modes) => {
+        wanted = match (&g.kind, usage) {
+            (_, Use::Statuses) | (GeneratorKind::BuildStartEnd, _) => true,
+            (GeneratorKind::BuildStatus(modes), Use::Messages) => {
                 event == "finished" && status_wanted(shared, modes, &build).await?
             }
         };
@@ -60,11 +78,89 @@ pub async fn reports(
             break;
         }
     }
-    Ok(if wanted {
-        vec![Report { event, build }]
-    } else {
-        Vec::new()
-    })
+    if !wanted {
+        return Ok(Vec::new());
+    }
+    let sourcestamps = shared
+        .data
+        .build_sourcestamps(&build)
+        .await?
+        .unwrap_or_default();
+    Ok(vec![Report {
+        event,
+        build,
+        sourcestamps,
+    }])
+}
+
+/// A new buildset's requests, one report each (for the generators'
+/// builders): what a commit status shows as pending.
+async fn queued(
+    shared: &Shared,
+    config: &ReporterConfig,
+    bsid: i64,
+) -> Result<Vec<Report>, DataError> {
+    let q = ListQuery::default().with_eq("buildsetid", bsid);
+    let (requests, _) = shared.data.list_buildrequests(&q).await?;
+    let sourcestamps = shared.data.buildset_sourcestamps(bsid).await?;
+    let properties: serde_json::Map<String, Value> = shared
+        .data
+        .buildset_properties(bsid)
+        .await?
+        .into_iter()
+        .map(|(name, (value, source))| (name, json!([value, source])))
+        .collect();
+    let mut out = Vec::new();
+    for r in requests {
+        let builderid = r["builderid"].as_i64().unwrap_or(0);
+        let mut item = json!({
+            "buildrequestid": r["buildrequestid"],
+            "buildsetid": bsid,
+            "builderid": builderid,
+            "number": null,
+            "results": null,
+            "properties": properties,
+        });
+        describe_builder(
+            shared,
+            &mut item,
+            builderid,
+            &format!("builders/{builderid}"),
+        );
+        if config.generators.iter().any(|g| selects(g, &item)) {
+            out.push(Report {
+                event: "queued",
+                build: item,
+                sourcestamps: sourcestamps.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Add `builder` (id, name, tags) and `url` (`page` under `buildbot_url`).
+fn describe_builder(shared: &Shared, item: &mut Value, builderid: i64, page: &str) {
+    let running = shared.running_config();
+    let name = running
+        .builder_ids
+        .iter()
+        .find(|(_, id)| **id == builderid)
+        .map(|(n, _)| n.clone())
+        .unwrap_or_default();
+    let tags = running
+        .loaded
+        .config
+        .builder(&name)
+        .map(|b| b.tags.clone())
+        .unwrap_or_default();
+    item["builder"] = json!({"builderid": builderid, "name": name, "tags": tags});
+    let base = running
+        .loaded
+        .config
+        .buildbot_url
+        .clone()
+        .unwrap_or_default();
+    item["url"] = format!("{}/{page}", base.trim_end_matches('/')).into();
 }
 
 /// The build with its properties, builder and URL.
@@ -80,28 +176,8 @@ async fn build_of(shared: &Shared, buildid: i64) -> Result<Option<Value>, DataEr
     else {
         return Ok(None);
     };
-    let running = shared.running_config();
     let builderid = build["builderid"].as_i64().unwrap_or(0);
-    let name = running
-        .builder_ids
-        .iter()
-        .find(|(_, id)| **id == builderid)
-        .map(|(n, _)| n.clone())
-        .unwrap_or_default();
-    let tags = running
-        .loaded
-        .config
-        .builder(&name)
-        .map(|b| b.tags.clone())
-        .unwrap_or_default();
-    build["builder"] = json!({"builderid": builderid, "name": name, "tags": tags});
-    let base = running
-        .loaded
-        .config
-        .buildbot_url
-        .clone()
-        .unwrap_or_default();
-    build["url"] = format!("{}/builds/{buildid}", base.trim_end_matches('/')).into();
+    describe_builder(shared, &mut build, builderid, &format!("builds/{buildid}"));
     Ok(Some(build))
 }
 

@@ -12,6 +12,7 @@
 //! A restart resumes from the stored position and the stored queue; a
 //! removed reporter's queue is dropped, with a log line saying how much.
 
+pub mod commit_status;
 pub mod delivery;
 pub mod generators;
 pub mod http_push;
@@ -53,6 +54,15 @@ fn config_of(shared: &Shared, name: &str) -> Option<ReporterConfig> {
 
 async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): TaskSignals) {
     let mut events = shared.data.bus.subscribe();
+    // The last state queued per commit and context (GitLab refuses some
+    // repeats); what the queue holds is read once at start.
+    let mut last_states = match shared.data.last_states(&name).await {
+        Ok(states) => states,
+        Err(e) => {
+            warn!(reporter = %name, "could not read the statuses already queued: {e}");
+            Default::default()
+        }
+    };
     let mut position = loop {
         match start_position(&shared, &name).await {
             Ok(p) => break p,
@@ -72,7 +82,7 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
         let Some(config) = config_of(&shared, &name) else {
             break;
         };
-        if let Err(e) = turn(&shared, &config, &mut position).await {
+        if let Err(e) = turn(&shared, &config, &mut position, &mut last_states).await {
             warn!(reporter = %name, "reporting failed: {e}; trying again");
         }
         let wait = match shared.data.next_delivery_at(&name).await {
@@ -129,6 +139,7 @@ async fn turn(
     shared: &Shared,
     config: &ReporterConfig,
     (objectid, position): &mut (i64, i64),
+    last_states: &mut std::collections::HashMap<String, String>,
 ) -> Result<(), DataError> {
     loop {
         let events = shared
@@ -143,7 +154,11 @@ async fn turn(
             let Some(kind) = ReportEvent::parse(&event.kind) else {
                 continue;
             };
-            for report in generators::reports(shared, config, kind, event.objectid).await? {
+            let usage = match &config.kind {
+                ReporterKind::HttpPush(_) => generators::Use::Messages,
+                ReporterKind::CommitStatus(_) => generators::Use::Statuses,
+            };
+            for report in generators::reports(shared, config, kind, event.objectid, usage).await? {
                 match &config.kind {
                     ReporterKind::HttpPush(push) => {
                         match http_push::request(shared, push, &report, event.id).await {
@@ -151,6 +166,16 @@ async fn turn(
                             Err(e) => {
                                 warn!(reporter = %config.name, "could not render a message: {e}")
                             }
+                        }
+                    }
+                    ReporterKind::CommitStatus(status) => {
+                        let known = last_states.clone();
+                        let mut last = |key: &str| known.get(key).cloned();
+                        for (request, state) in
+                            commit_status::requests(status, &report, event.id, &mut last)
+                        {
+                            last_states.insert(request.order_key.clone(), state);
+                            queued.push(request);
                         }
                     }
                 }
@@ -170,6 +195,11 @@ async fn turn(
             p.max_attempts,
             Duration::from_secs(p.timeout_s),
             http_push::secret_headers(p),
+        ),
+        ReporterKind::CommitStatus(s) => (
+            s.max_attempts,
+            Duration::from_secs(s.timeout_s),
+            commit_status::secret_headers(s),
         ),
     };
     for d in shared

@@ -362,3 +362,116 @@ fn builds_are_reported_once_in_order_and_nothing_is_lost(backend: &Backend) {
         assert!(!api.contains(secret), "{secret} is in the API");
     }
 }
+
+const STATUS_CONFIG: &str = r#"
+local mb = require "moonbot"
+return {
+  title = "statuses",
+  buildbot_url = "http://ci.example.org/",
+  www = { port = 0, bind = "127.0.0.1" },
+  protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1" } },
+  db = { url = "@DB@" },
+  workers = { mb.worker { name = "w1" } },
+  builders = {
+    mb.builder { name = "test", workernames = { "w1" },
+      steps = { mb.steps.shell { command = mb.interpolate("exit %(prop:code:-0)s") } } },
+  },
+  schedulers = { mb.schedulers.any_branch { name = "on-push", builders = { "test" } } },
+  reporters = {
+    mb.reporters.github_status { token = "@TOKEN@", base_url = "@RECV@/gh" },
+    mb.reporters.gitlab_status { token = "@TOKEN@", base_url = "@RECV@/gl", context = "ci/%(prop:buildername)s" },
+    mb.reporters.gitea_status { token = "@TOKEN@", base_url = "@RECV@/gt" },
+    mb.reporters.bitbucket_status { token = "@TOKEN@", base_url = "@RECV@/bb" },
+  },
+}
+"#;
+
+moonbot_tests::on_both_databases!(commit_statuses_go_pending_running_and_done_in_order);
+
+/// A push to each forge's repository: its status API gets pending when the
+/// request is queued, then running (GitLab; pending "Build started"
+/// elsewhere), then the result, in that order, with the token in the
+/// forge's header and the build's page as the link.
+fn commit_statuses_go_pending_running_and_done_in_order(backend: &Backend) {
+    let (recv, url) = Receiver::start();
+    let lua = STATUS_CONFIG
+        .replace("@RECV@", &url)
+        .replace("@TOKEN@", TOKEN);
+    let (m, _w1) = TestMaster::started_with_worker(backend, &lua, "w1");
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let push = |repository: &str, code: &str| {
+        let (status, answer) = m.rpc(
+            "/api/v2/changes",
+            "add",
+            json!({"author": "ann", "repository": repository, "branch": "main", "revision": sha,
+                   "properties": {"code": code}}),
+        );
+        assert_eq!(status, 200, "{answer}");
+    };
+    push("https://github.com/octo/hello.git", "0");
+    push("git@gitlab.example.org:group/sub/proj.git", "1");
+    push("https://gitea.example.org/ann/tool", "0");
+    push("https://bitbucket.org/team/app.git", "0");
+    let done = |path: &str, n: usize| {
+        m.wait_for(&format!("{n} statuses at {path}"), LONG, || {
+            (recv.at(path).len() >= n).then_some(())
+        })
+    };
+    let gh = format!("/gh/repos/octo/hello/statuses/{sha}");
+    let gl = format!("/gl/api/v4/projects/group%2Fsub%2Fproj/statuses/{sha}");
+    let gt = format!("/gt/api/v1/repos/ann/tool/statuses/{sha}");
+    let bb = format!("/bb/2.0/repositories/team/app/commit/{sha}/statuses/build");
+    for path in [&gh, &gl, &gt, &bb] {
+        done(path, 3);
+    }
+    let states = |path: &str, field: &str| -> Vec<String> {
+        recv.at(path)
+            .iter()
+            .map(|r| r.json()[field].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(states(&gh, "state"), ["pending", "pending", "success"]);
+    assert_eq!(
+        states(&gh, "description"),
+        ["Build queued", "Build started", "Build done: success"]
+    );
+    assert_eq!(states(&gl, "state"), ["pending", "running", "failed"]);
+    assert_eq!(states(&gt, "state"), ["pending", "pending", "success"]);
+    assert_eq!(
+        states(&bb, "state"),
+        ["INPROGRESS", "INPROGRESS", "SUCCESSFUL"]
+    );
+
+    let github = recv.at(&gh);
+    assert_eq!(github[0].method, "POST");
+    assert_eq!(
+        github[0].headers["authorization"],
+        format!("Bearer {TOKEN}")
+    );
+    assert_eq!(github[0].headers["accept"], "application/vnd.github+json");
+    let body = github[2].json();
+    assert_eq!(body["context"], "moonbot/test");
+    let build = &m.get("/api/v2/builds?order=buildid&limit=1")["builds"][0];
+    assert_eq!(
+        body["target_url"],
+        format!("http://ci.example.org/builds/{}", build["buildid"])
+    );
+    let gitlab = recv.at(&gl);
+    assert_eq!(gitlab[0].headers["private-token"], TOKEN);
+    assert_eq!(gitlab[1].json()["name"], "ci/test");
+    assert_eq!(gitlab[1].json()["ref"], "main");
+    assert_eq!(
+        recv.at(&gt)[0].headers["authorization"],
+        format!("token {TOKEN}")
+    );
+    let bitbucket = recv.at(&bb)[2].json();
+    assert_eq!(
+        (&bitbucket["key"], &bitbucket["name"]),
+        (&json!("moonbot/test"), &json!("moonbot/test"))
+    );
+    assert_eq!(
+        recv.at(&bb)[0].headers["authorization"],
+        format!("Bearer {TOKEN}")
+    );
+    assert!(!m.log().contains(TOKEN));
+}
