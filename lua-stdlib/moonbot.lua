@@ -670,6 +670,28 @@ M.generators = generators
 ---@field max_attempts? integer       Tries before a status that keeps failing is given up (default 10).
 ---@field timeout? integer|string     Seconds one request may take (default 10).
 
+---@class moonbot.ChatArgs
+---@field name? string                Unique among reporters (default: the kind).
+---@field generators? moonbot.Generator[] What to report (default: every finished build).
+---@field format_fn? fun(build: table): string The text from the build (default: "<builder> #<number> <result> on <branch>: <url>").
+---@field max_attempts? integer       Tries before a message that keeps failing is given up (default 10).
+---@field timeout? integer|string     Seconds one request may take (default 10).
+
+---@class moonbot.WebhookChatArgs: moonbot.ChatArgs
+---@field webhook string              The incoming webhook's URL (it is the credential: keep it out of version control).
+
+---@class moonbot.MatrixArgs: moonbot.ChatArgs
+---@field homeserver string           The homeserver's URL (https://matrix.example.org).
+---@field room string                 The room id (!abc:example.org).
+---@field token string                The bot account's access token.
+
+---@class moonbot.ZulipArgs: moonbot.ChatArgs
+---@field site string                 The Zulip's URL (https://example.zulipchat.com).
+---@field stream string               The stream (channel) to post to.
+---@field topic? string               The topic (default "builds").
+---@field email string                The bot's e-mail.
+---@field api_key string              The bot's API key.
+
 ---@class moonbot.Reporter
 
 local reporters = {}
@@ -693,6 +715,22 @@ reporters.gitea_status = constructor("reporters.gitea_status")
 --- Sets a Bitbucket Cloud build status: INPROGRESS when queued, then the result (Buildbot's BitbucketStatusPush).
 ---@type fun(args: moonbot.StatusArgs): moonbot.Reporter
 reporters.bitbucket_status = constructor("reporters.bitbucket_status")
+
+--- Posts a line per reported build to a Slack-compatible incoming webhook (Slack, Mattermost, Rocket.Chat).
+---@type fun(args: moonbot.WebhookChatArgs): moonbot.Reporter
+reporters.slack = constructor("reporters.slack")
+
+--- Posts a line per reported build to a Discord webhook.
+---@type fun(args: moonbot.WebhookChatArgs): moonbot.Reporter
+reporters.discord = constructor("reporters.discord")
+
+--- Sends a room message per reported build through Matrix's client-server API.
+---@type fun(args: moonbot.MatrixArgs): moonbot.Reporter
+reporters.matrix = constructor("reporters.matrix")
+
+--- Posts a stream message per reported build to Zulip.
+---@type fun(args: moonbot.ZulipArgs): moonbot.Reporter
+reporters.zulip = constructor("reporters.zulip")
 
 M.reporters = reporters
 

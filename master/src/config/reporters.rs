@@ -22,6 +22,56 @@ pub struct ReporterConfig {
 pub enum ReporterKind {
     HttpPush(HttpPushConfig),
     CommitStatus(StatusConfig),
+    Chat(ChatConfig),
+}
+
+/// `mb.reporters.slack{…}`, `discord`, `matrix`, `zulip`: a line in a channel.
+#[derive(Clone, PartialEq)]
+pub struct ChatConfig {
+    pub service: ChatService,
+    /// A Lua function of the build returning the text.
+    pub format_fn: Option<LuaFn>,
+    pub max_attempts: u32,
+    pub timeout_s: u64,
+}
+
+/// Where a chat message goes, with its credentials.
+#[derive(Clone, PartialEq)]
+pub enum ChatService {
+    /// A Slack-compatible incoming webhook (Mattermost, Rocket.Chat).
+    Slack {
+        webhook: String,
+    },
+    Discord {
+        webhook: String,
+    },
+    Matrix {
+        homeserver: String,
+        room: String,
+        token: String,
+    },
+    Zulip {
+        site: String,
+        stream: String,
+        topic: String,
+        email: String,
+        api_key: String,
+    },
+}
+
+impl fmt::Debug for ChatConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let service = match &self.service {
+            ChatService::Slack { .. } => "slack",
+            ChatService::Discord { .. } => "discord",
+            ChatService::Matrix { .. } => "matrix",
+            ChatService::Zulip { .. } => "zulip",
+        };
+        f.debug_struct("ChatConfig")
+            .field("service", &service)
+            .field("format_fn", &self.format_fn.is_some())
+            .finish()
+    }
 }
 
 /// `mb.reporters.github_status{…}` (and GitLab's, Gitea's, Bitbucket's):
@@ -69,6 +119,12 @@ impl ReporterConfig {
                 Forge::GitLab => "GitLabStatusPush",
                 Forge::Gitea => "GiteaStatusPush",
                 Forge::BitbucketCloud => "BitbucketStatusPush",
+            },
+            ReporterKind::Chat(c) => match c.service {
+                ChatService::Slack { .. } => "SlackStatusPush",
+                ChatService::Discord { .. } => "DiscordStatusPush",
+                ChatService::Matrix { .. } => "MatrixStatusPush",
+                ChatService::Zulip { .. } => "ZulipStatusPush",
             },
         }
     }
@@ -195,18 +251,11 @@ pub(super) fn compile_reporter(
     )?;
     let mut f = Fields::new("reporter", at.clone(), entries);
     let name = f.string("name");
-    let generators = match f.list("generators") {
-        Some(list) => list
-            .iter()
+    let generators: Option<Vec<GeneratorConfig>> = f.list("generators").map(|list| {
+        list.iter()
             .filter_map(|g| compile_generator(g, errors))
-            .collect(),
-        None => vec![GeneratorConfig {
-            kind: GeneratorKind::BuildStartEnd,
-            builders: Vec::new(),
-            tags: Vec::new(),
-            branches: Vec::new(),
-        }],
-    };
+            .collect()
+    });
     let reporter = match kind {
         "reporters.http_push" => {
             let url = f.required_string("url");
@@ -298,6 +347,69 @@ pub(super) fn compile_reporter(
                 _ => None,
             }
         }
+        chat @ ("reporters.slack" | "reporters.discord" | "reporters.matrix"
+        | "reporters.zulip") => {
+            let service = match chat {
+                "reporters.slack" => f
+                    .required_string("webhook")
+                    .map(|webhook| ChatService::Slack { webhook }),
+                "reporters.discord" => f
+                    .required_string("webhook")
+                    .map(|webhook| ChatService::Discord { webhook }),
+                "reporters.matrix" => match (
+                    f.required_string("homeserver"),
+                    f.required_string("room"),
+                    f.required_string("token"),
+                ) {
+                    (Some(homeserver), Some(room), Some(token)) => Some(ChatService::Matrix {
+                        homeserver,
+                        room,
+                        token,
+                    }),
+                    _ => None,
+                },
+                _ => match (
+                    f.required_string("site"),
+                    f.required_string("stream"),
+                    f.required_string("email"),
+                    f.required_string("api_key"),
+                ) {
+                    (Some(site), Some(stream), Some(email), Some(api_key)) => {
+                        Some(ChatService::Zulip {
+                            site,
+                            stream,
+                            topic: f.string("topic").unwrap_or_else(|| "builds".into()),
+                            email,
+                            api_key,
+                        })
+                    }
+                    _ => None,
+                },
+            };
+            let format_fn = match f.get("format_fn") {
+                None => None,
+                Some(RawValue::Function(func)) => Some(func.clone()),
+                Some(other) => {
+                    f.error(format!(
+                        "'format_fn' must be a function of the build, not a {}",
+                        other.type_name()
+                    ));
+                    None
+                }
+            };
+            let max_attempts = f
+                .integer("max_attempts", 1, 1000)
+                .unwrap_or(DEFAULT_MAX_ATTEMPTS as i64) as u32;
+            let timeout_s = f.duration_s("timeout").unwrap_or(DEFAULT_TIMEOUT_S);
+            service.map(|service| {
+                ReporterKind::Chat(ChatConfig {
+                    service,
+                    format_fn,
+                    max_attempts,
+                    timeout_s,
+                })
+            })
+        }
         other => {
             f.error(format!(
                 "reporters: expected a reporter (mb.reporters.*{{…}}), got a {other}"
@@ -305,9 +417,24 @@ pub(super) fn compile_reporter(
             None
         }
     };
+    // Each kind's default: http_push every build's start and end; chat every
+    // finished build; statuses every state of every build.
+    let generators = generators.unwrap_or_else(|| {
+        let kind = match &reporter {
+            Some(ReporterKind::Chat(_)) => GeneratorKind::BuildStatus(vec![Mode::All]),
+            _ => GeneratorKind::BuildStartEnd,
+        };
+        vec![GeneratorConfig {
+            kind,
+            builders: Vec::new(),
+            tags: Vec::new(),
+            branches: Vec::new(),
+        }]
+    });
     let url_name = match &reporter {
         Some(ReporterKind::HttpPush(p)) => p.url.clone(),
         Some(ReporterKind::CommitStatus(s)) => format!("{:?}", s.forge).to_lowercase() + "_status",
+        Some(ReporterKind::Chat(_)) => kind.trim_start_matches("reporters.").to_string(),
         None => String::new(),
     };
     f.finish(errors);

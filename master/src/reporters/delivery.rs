@@ -17,14 +17,16 @@ const MAX_BACKOFF_S: f64 = 600.0;
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER_S: f64 = 3600.0;
 
-/// Send `d` (with `extra` headers: the secrets, never stored) and say how it went.
+/// Send `d` to `url` (with `extra` headers: the secrets, never stored) and
+/// say how it went.
 pub async fn attempt(
     d: &report_deliveries::Model,
+    url: &str,
     extra: Vec<(String, String)>,
     max_attempts: u32,
     timeout: Duration,
 ) -> Attempt {
-    let (method, url, body) = (d.method.clone(), d.url.clone(), d.body.clone());
+    let (method, url, body) = (d.method.clone(), url.to_string(), d.body.clone());
     let mut headers: Vec<(String, String)> =
         serde_json::from_str(&d.headers_json).unwrap_or_default();
     headers.extend(extra);

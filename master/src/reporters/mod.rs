@@ -12,6 +12,7 @@
 //! A restart resumes from the stored position and the stored queue; a
 //! removed reporter's queue is dropped, with a log line saying how much.
 
+pub mod chat;
 pub mod commit_status;
 pub mod delivery;
 pub mod generators;
@@ -157,11 +158,20 @@ async fn turn(
             let usage = match &config.kind {
                 ReporterKind::HttpPush(_) => generators::Use::Messages,
                 ReporterKind::CommitStatus(_) => generators::Use::Statuses,
+                ReporterKind::Chat(_) => generators::Use::Messages,
             };
             for report in generators::reports(shared, config, kind, event.objectid, usage).await? {
                 match &config.kind {
                     ReporterKind::HttpPush(push) => {
                         match http_push::request(shared, push, &report, event.id).await {
+                            Ok(request) => queued.push(request),
+                            Err(e) => {
+                                warn!(reporter = %config.name, "could not render a message: {e}")
+                            }
+                        }
+                    }
+                    ReporterKind::Chat(chat) => {
+                        match chat::request(shared, chat, &report, event.id, queued.len()).await {
                             Ok(request) => queued.push(request),
                             Err(e) => {
                                 warn!(reporter = %config.name, "could not render a message: {e}")
@@ -190,24 +200,24 @@ async fn turn(
             break;
         }
     }
-    let (max_attempts, timeout, extra) = match &config.kind {
-        ReporterKind::HttpPush(p) => (
-            p.max_attempts,
-            Duration::from_secs(p.timeout_s),
-            http_push::secret_headers(p),
-        ),
-        ReporterKind::CommitStatus(s) => (
-            s.max_attempts,
-            Duration::from_secs(s.timeout_s),
-            commit_status::secret_headers(s),
-        ),
+    let (max_attempts, timeout) = match &config.kind {
+        ReporterKind::HttpPush(p) => (p.max_attempts, p.timeout_s),
+        ReporterKind::CommitStatus(s) => (s.max_attempts, s.timeout_s),
+        ReporterKind::Chat(c) => (c.max_attempts, c.timeout_s),
     };
+    let timeout = Duration::from_secs(timeout);
     for d in shared
         .data
         .due_deliveries(&config.name, DELIVERIES_PER_TURN)
         .await?
     {
-        let attempt = delivery::attempt(&d, extra.clone(), max_attempts, timeout).await;
+        // Secrets (credentials, a webhook's URL) are added now, never stored.
+        let (url, extra) = match &config.kind {
+            ReporterKind::HttpPush(p) => (d.url.clone(), http_push::secret_headers(p)),
+            ReporterKind::CommitStatus(s) => (d.url.clone(), commit_status::secret_headers(s)),
+            ReporterKind::Chat(c) => chat::secret_parts(c, &d.url),
+        };
+        let attempt = delivery::attempt(&d, &url, extra, max_attempts, timeout).await;
         delivery::log(&config.name, &d, &attempt);
         shared.data.record_attempt(d.id, &attempt).await?;
     }

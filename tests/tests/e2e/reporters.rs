@@ -475,3 +475,85 @@ fn commit_statuses_go_pending_running_and_done_in_order(backend: &Backend) {
     );
     assert!(!m.log().contains(TOKEN));
 }
+
+const CHAT_CONFIG: &str = r#"
+local mb = require "moonbot"
+return {
+  title = "chat",
+  buildbot_url = "http://ci.example.org",
+  www = { port = 0, bind = "127.0.0.1" },
+  protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1" } },
+  db = { url = "@DB@" },
+  workers = { mb.worker { name = "w1" } },
+  builders = { mb.builder { name = "docs", workernames = { "w1" }, steps = { mb.steps.shell { command = "exit 2" } } } },
+  schedulers = { mb.schedulers.force { name = "force", builders = { "docs" } } },
+  reporters = {
+    mb.reporters.slack { webhook = "@RECV@/slack/T000/B000/@TOKEN@" },
+    mb.reporters.discord { webhook = "@RECV@/discord/api/webhooks/1/@TOKEN@",
+      format_fn = function(b) return "**" .. b.builder.name .. "** " .. b.results end },
+    mb.reporters.matrix { homeserver = "@RECV@/mx", room = "!room:example.org", token = "@TOKEN@" },
+    mb.reporters.zulip { site = "@RECV@/zulip", stream = "ci", email = "bot@example.org", api_key = "@TOKEN@" },
+  },
+}
+"#;
+
+moonbot_tests::on_both_databases!(chat_services_get_a_line_per_build);
+
+/// Slack's and Discord's webhooks, Matrix's room message and Zulip's stream
+/// message, each as its service documents it.
+fn chat_services_get_a_line_per_build(backend: &Backend) {
+    let (recv, url) = Receiver::start();
+    let lua = CHAT_CONFIG
+        .replace("@RECV@", &url)
+        .replace("@TOKEN@", TOKEN);
+    let (m, _w1) = TestMaster::started_with_worker(backend, &lua, "w1");
+    let build = force(&m, m.builderid("docs"), 0);
+    let line = format!(
+        "docs #1 failure: http://ci.example.org/builds/{}",
+        build["buildid"]
+    );
+    m.wait_for("four messages", LONG, || {
+        (recv.got.lock().unwrap().len() >= 4).then_some(())
+    });
+
+    let slack = &recv.at(&format!("/slack/T000/B000/{TOKEN}"))[0];
+    assert_eq!(slack.method, "POST");
+    assert_eq!(slack.json(), json!({"text": line}));
+    let discord = &recv.at(&format!("/discord/api/webhooks/1/{TOKEN}"))[0];
+    assert_eq!(discord.json(), json!({"content": "**docs** 2"}));
+    let matrix = recv
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| r.path.starts_with("/mx/"))
+        .cloned()
+        .unwrap();
+    assert_eq!(matrix.method, "PUT");
+    assert!(
+        matrix.path.starts_with(
+            "/mx/_matrix/client/v3/rooms/%21room%3Aexample.org/send/m.room.message/moonbot-"
+        ),
+        "{}",
+        matrix.path
+    );
+    assert_eq!(matrix.headers["authorization"], format!("Bearer {TOKEN}"));
+    assert_eq!(matrix.json(), json!({"msgtype": "m.text", "body": line}));
+    let zulip = &recv.at("/zulip/api/v1/messages")[0];
+    assert_eq!(
+        zulip.headers["content-type"],
+        "application/x-www-form-urlencoded"
+    );
+    use base64::Engine;
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("bot@example.org:{TOKEN}"));
+    assert_eq!(zulip.headers["authorization"], format!("Basic {basic}"));
+    let form: BTreeMap<String, String> = serde_urlencoded::from_str(&zulip.body).unwrap();
+    assert_eq!(form["type"], "stream");
+    assert_eq!(form["to"], "ci");
+    assert_eq!(form["topic"], "builds");
+    assert_eq!(form["content"], line);
+    // The webhook URLs and tokens are credentials: not in the log or the API.
+    assert!(!m.log().contains(TOKEN));
+    assert!(!m.get("/api/v2/reporters").to_string().contains(TOKEN));
+}
