@@ -692,6 +692,26 @@ M.generators = generators
 ---@field email string                The bot's e-mail.
 ---@field api_key string              The bot's API key.
 
+---@class moonbot.SmtpArgs
+---@field host string                 The mail relay.
+---@field port? integer               Default 587 (starttls), 465 (tls), 25 (none).
+---@field tls? "none"|"starttls"|"tls" Default "starttls".
+---@field user? string
+---@field password? string            Read it from a file or the environment in master.lua.
+
+---@class moonbot.MailArgs
+---@field from string                 The sender ("CI <ci@example.org>").
+---@field smtp moonbot.SmtpArgs
+---@field name? string                Unique among reporters (default "mail").
+---@field extra_recipients? string[]  Always mailed.
+---@field send_to_interested_users? boolean Mail the authors of the build's changes (default true).
+---@field lookup? string|fun(name: string): string An author without an address: a domain (name@domain) or a function.
+---@field extra_headers? table<string, string>
+---@field generators? moonbot.Generator[] What to report (default: failing, passing and warnings builds).
+---@field format_fn? fun(build: table): { subject: string, body: string } The message (default: builder, result, branch; link, changes, failing steps and the failed log's last lines).
+---@field max_attempts? integer       Tries before a mail that keeps failing is given up (default 10).
+---@field timeout? integer|string     Seconds one SMTP exchange may take (default 10).
+
 ---@class moonbot.Reporter
 
 local reporters = {}
@@ -719,6 +739,10 @@ reporters.bitbucket_status = constructor("reporters.bitbucket_status")
 --- Posts a line per reported build to a Slack-compatible incoming webhook (Slack, Mattermost, Rocket.Chat).
 ---@type fun(args: moonbot.WebhookChatArgs): moonbot.Reporter
 reporters.slack = constructor("reporters.slack")
+
+--- Mails reported builds to the authors of their changes and to fixed addresses (Buildbot's MailNotifier).
+---@type fun(args: moonbot.MailArgs): moonbot.Reporter
+reporters.mail = constructor("reporters.mail")
 
 --- Posts a line per reported build to a Discord webhook.
 ---@type fun(args: moonbot.WebhookChatArgs): moonbot.Reporter

@@ -23,6 +23,67 @@ pub enum ReporterKind {
     HttpPush(HttpPushConfig),
     CommitStatus(StatusConfig),
     Chat(ChatConfig),
+    Mail(MailConfig),
+}
+
+/// `mb.reporters.mail{…}`, Buildbot's `MailNotifier`.
+#[derive(Clone, PartialEq)]
+pub struct MailConfig {
+    pub from: String,
+    pub extra_recipients: Vec<String>,
+    /// Mail the authors of the build's changes too.
+    pub send_to_interested_users: bool,
+    /// An author without an address: name → address.
+    pub lookup: Option<Lookup>,
+    pub extra_headers: BTreeMap<String, String>,
+    pub smtp: SmtpConfig,
+    /// A Lua function of the build returning `{ subject = …, body = … }`.
+    pub format_fn: Option<LuaFn>,
+    pub max_attempts: u32,
+    pub timeout_s: u64,
+}
+
+/// How an author's name becomes an address.
+#[derive(Clone, PartialEq)]
+pub enum Lookup {
+    /// `name@domain`.
+    Domain(String),
+    Function(LuaFn),
+}
+
+/// The mail relay.
+#[derive(Clone, PartialEq)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain SMTP (a relay on this machine).
+    None,
+    StartTls,
+    /// SMTPS: TLS from the first byte.
+    Tls,
+}
+
+impl fmt::Debug for MailConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MailConfig")
+            .field("from", &self.from)
+            .field("extra_recipients", &self.extra_recipients)
+            .field("smtp_host", &self.smtp.host)
+            .field("smtp_port", &self.smtp.port)
+            .field("smtp_tls", &self.smtp.tls)
+            .field(
+                "smtp_password",
+                &self.smtp.password.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// `mb.reporters.slack{…}`, `discord`, `matrix`, `zulip`: a line in a channel.
@@ -120,6 +181,7 @@ impl ReporterConfig {
                 Forge::Gitea => "GiteaStatusPush",
                 Forge::BitbucketCloud => "BitbucketStatusPush",
             },
+            ReporterKind::Mail(_) => "MailNotifier",
             ReporterKind::Chat(c) => match c.service {
                 ChatService::Slack { .. } => "SlackStatusPush",
                 ChatService::Discord { .. } => "DiscordStatusPush",
@@ -347,6 +409,7 @@ pub(super) fn compile_reporter(
                 _ => None,
             }
         }
+        "reporters.mail" => compile_mail(&mut f).map(ReporterKind::Mail),
         chat @ ("reporters.slack" | "reporters.discord" | "reporters.matrix"
         | "reporters.zulip") => {
             let service = match chat {
@@ -422,6 +485,10 @@ pub(super) fn compile_reporter(
     let generators = generators.unwrap_or_else(|| {
         let kind = match &reporter {
             Some(ReporterKind::Chat(_)) => GeneratorKind::BuildStatus(vec![Mode::All]),
+            // Buildbot's MailNotifier default.
+            Some(ReporterKind::Mail(_)) => {
+                GeneratorKind::BuildStatus(vec![Mode::Failing, Mode::Passing, Mode::Warnings])
+            }
             _ => GeneratorKind::BuildStartEnd,
         };
         vec![GeneratorConfig {
@@ -434,7 +501,9 @@ pub(super) fn compile_reporter(
     let url_name = match &reporter {
         Some(ReporterKind::HttpPush(p)) => p.url.clone(),
         Some(ReporterKind::CommitStatus(s)) => format!("{:?}", s.forge).to_lowercase() + "_status",
-        Some(ReporterKind::Chat(_)) => kind.trim_start_matches("reporters.").to_string(),
+        Some(ReporterKind::Chat(_) | ReporterKind::Mail(_)) => {
+            kind.trim_start_matches("reporters.").to_string()
+        }
         None => String::new(),
     };
     f.finish(errors);
@@ -491,5 +560,113 @@ fn compile_generator(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<Ge
         builders,
         tags,
         branches,
+    })
+}
+
+/// `mb.reporters.mail{…}`'s fields.
+fn compile_mail(f: &mut Fields<'_>) -> Option<MailConfig> {
+    let from = f.required_string("from");
+    let extra_recipients = f.string_list("extra_recipients");
+    let send_to_interested_users = f.boolean("send_to_interested_users", true);
+    let lookup = match f.get("lookup") {
+        None => None,
+        Some(RawValue::Str(domain)) => Some(Lookup::Domain(domain.clone())),
+        Some(RawValue::Function(func)) => Some(Lookup::Function(func.clone())),
+        Some(other) => {
+            f.error(format!(
+                "mail: 'lookup' must be a domain or a function of the name, not a {}",
+                other.type_name()
+            ));
+            None
+        }
+    };
+    let mut extra_headers = BTreeMap::new();
+    for (name, value) in f.properties("extra_headers") {
+        match value {
+            serde_json::Value::String(v) => {
+                extra_headers.insert(name, v);
+            }
+            other => f.error(format!(
+                "mail: header '{name}' must be a string, not {other}"
+            )),
+        }
+    }
+    let format_fn = match f.get("format_fn") {
+        None => None,
+        Some(RawValue::Function(func)) => Some(func.clone()),
+        Some(other) => {
+            f.error(format!(
+                "'format_fn' must be a function of the build, not a {}",
+                other.type_name()
+            ));
+            None
+        }
+    };
+    let max_attempts = f
+        .integer("max_attempts", 1, 1000)
+        .unwrap_or(DEFAULT_MAX_ATTEMPTS as i64) as u32;
+    let timeout_s = f.duration_s("timeout").unwrap_or(DEFAULT_TIMEOUT_S);
+    let smtp = match f.get("smtp") {
+        Some(RawValue::Table(entries)) => {
+            let mut s = Fields::new("mail: smtp", f.at.clone(), entries);
+            let host = s.required_string("host");
+            let tls = match s.string("tls").as_deref() {
+                None | Some("starttls") => Some(SmtpTls::StartTls),
+                Some("tls") => Some(SmtpTls::Tls),
+                Some("none") => Some(SmtpTls::None),
+                Some(other) => {
+                    s.error(format!(
+                        "mail: smtp.tls must be \"none\", \"starttls\" or \"tls\", not '{}'",
+                        other.escape_debug()
+                    ));
+                    None
+                }
+            };
+            let default_port = match tls {
+                Some(SmtpTls::Tls) => 465,
+                Some(SmtpTls::StartTls) => 587,
+                _ => 25,
+            };
+            let port = s.integer("port", 1, 65535).unwrap_or(default_port) as u16;
+            let user = s.string("user");
+            let password = s.string("password");
+            let mut nested = Vec::new();
+            s.finish(&mut nested);
+            for e in nested {
+                f.error(e.message);
+            }
+            match (host, tls) {
+                (Some(host), Some(tls)) => Some(SmtpConfig {
+                    host,
+                    port,
+                    tls,
+                    user,
+                    password,
+                }),
+                _ => None,
+            }
+        }
+        None => {
+            f.error("mail: 'smtp = { host = … }' is required".into());
+            None
+        }
+        Some(other) => {
+            f.error(format!(
+                "mail: 'smtp' must be a table, not a {}",
+                other.type_name()
+            ));
+            None
+        }
+    };
+    Some(MailConfig {
+        from: from?,
+        extra_recipients,
+        send_to_interested_users,
+        lookup,
+        extra_headers,
+        smtp: smtp?,
+        format_fn,
+        max_attempts,
+        timeout_s,
     })
 }

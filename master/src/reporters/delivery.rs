@@ -50,7 +50,7 @@ pub async fn attempt(
     })
     .await;
     let tries = d.attempts as u32 + 1;
-    let backoff = || (FIRST_BACKOFF_S * 2f64.powi(d.attempts)).min(MAX_BACKOFF_S);
+    let backoff = || backoff_s(d.attempts);
     match sent {
         Ok(Ok(status)) => Attempt::Delivered { status },
         Ok(Err((status, retry_after, text))) => {
@@ -91,6 +91,11 @@ pub async fn attempt(
             retry_at: crate::data::now() + backoff(),
         },
     }
+}
+
+/// Seconds to wait after `attempts` failed tries: 1, 2, 4 … up to 10 minutes.
+pub fn backoff_s(attempts: i32) -> f64 {
+    (FIRST_BACKOFF_S * 2f64.powi(attempts)).min(MAX_BACKOFF_S)
 }
 
 /// The first line of an answer's body, short (it goes in the log and the API).

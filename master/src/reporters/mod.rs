@@ -17,6 +17,7 @@ pub mod commit_status;
 pub mod delivery;
 pub mod generators;
 pub mod http_push;
+pub mod mail;
 
 use crate::config::ReporterConfig;
 use crate::config::reporters::ReporterKind;
@@ -158,7 +159,7 @@ async fn turn(
             let usage = match &config.kind {
                 ReporterKind::HttpPush(_) => generators::Use::Messages,
                 ReporterKind::CommitStatus(_) => generators::Use::Statuses,
-                ReporterKind::Chat(_) => generators::Use::Messages,
+                ReporterKind::Chat(_) | ReporterKind::Mail(_) => generators::Use::Messages,
             };
             for report in generators::reports(shared, config, kind, event.objectid, usage).await? {
                 match &config.kind {
@@ -167,6 +168,15 @@ async fn turn(
                             Ok(request) => queued.push(request),
                             Err(e) => {
                                 warn!(reporter = %config.name, "could not render a message: {e}")
+                            }
+                        }
+                    }
+                    ReporterKind::Mail(mail) => {
+                        match mail::request(shared, mail, &report, event.id).await {
+                            Ok(Some(request)) => queued.push(request),
+                            Ok(None) => {}
+                            Err(e) => {
+                                warn!(reporter = %config.name, "could not render a mail: {e}")
                             }
                         }
                     }
@@ -204,6 +214,7 @@ async fn turn(
         ReporterKind::HttpPush(p) => (p.max_attempts, p.timeout_s),
         ReporterKind::CommitStatus(s) => (s.max_attempts, s.timeout_s),
         ReporterKind::Chat(c) => (c.max_attempts, c.timeout_s),
+        ReporterKind::Mail(m) => (m.max_attempts, m.timeout_s),
     };
     let timeout = Duration::from_secs(timeout);
     for d in shared
@@ -216,8 +227,12 @@ async fn turn(
             ReporterKind::HttpPush(p) => (d.url.clone(), http_push::secret_headers(p)),
             ReporterKind::CommitStatus(s) => (d.url.clone(), commit_status::secret_headers(s)),
             ReporterKind::Chat(c) => chat::secret_parts(c, &d.url),
+            ReporterKind::Mail(_) => (d.url.clone(), Vec::new()),
         };
-        let attempt = delivery::attempt(&d, &url, extra, max_attempts, timeout).await;
+        let attempt = match &config.kind {
+            ReporterKind::Mail(m) => mail::send(m, &d, max_attempts).await,
+            _ => delivery::attempt(&d, &url, extra, max_attempts, timeout).await,
+        };
         delivery::log(&config.name, &d, &attempt);
         shared.data.record_attempt(d.id, &attempt).await?;
     }

@@ -557,3 +557,165 @@ fn chat_services_get_a_line_per_build(backend: &Backend) {
     assert!(!m.log().contains(TOKEN));
     assert!(!m.get("/api/v2/reporters").to_string().contains(TOKEN));
 }
+
+const MAIL_CONFIG: &str = r#"
+local mb = require "moonbot"
+return {
+  title = "mail",
+  buildbot_url = "http://ci.example.org",
+  www = { port = 0, bind = "127.0.0.1" },
+  protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1" } },
+  db = { url = "@DB@" },
+  workers = { mb.worker { name = "w1" } },
+  builders = { mb.builder { name = "mailer", workernames = { "w1" }, steps = {
+    mb.steps.shell { name = "unit", command = "echo 'test_parse ... FAILED'; exit 1" } } } },
+  schedulers = { mb.schedulers.any_branch { name = "on-push", builders = { "mailer" } } },
+  reporters = {
+    mb.reporters.mail { from = "CI <ci@example.org>", extra_recipients = { "team@example.org" },
+      lookup = "example.org", extra_headers = { ["X-CI"] = "moonbot" },
+      smtp = { host = "127.0.0.1", port = @SMTP@, tls = "none", user = "ci", password = "@TOKEN@" },
+      generators = { mb.generators.build_status { mode = { "failing" } } } },
+  },
+}
+"#;
+
+/// What the SMTP receiver got.
+type Mails = Arc<Mutex<Vec<Mail>>>;
+
+/// One mail as the SMTP receiver got it.
+#[derive(Debug, Clone, Default)]
+struct Mail {
+    /// `user password` from AUTH PLAIN.
+    auth: String,
+    from: String,
+    to: Vec<String>,
+    data: String,
+}
+
+/// A local SMTP receiver (no TLS; AUTH PLAIN): answers the first
+/// `refuse` MAIL commands 451 (try later), then takes every mail.
+fn smtp_receiver(refuse: usize) -> (u16, Mails, Arc<Mutex<usize>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mails = Arc::new(Mutex::new(Vec::new()));
+    let refusals = Arc::new(Mutex::new(0usize));
+    let (m, r) = (mails.clone(), refusals.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let _ = write!(stream, "220 localhost ESMTP test\r\n");
+            let mut mail = Mail::default();
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                let cmd = line.trim_end().to_string();
+                line.clear();
+                let upper = cmd.to_ascii_uppercase();
+                let answer = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                    "250-localhost\r\n250 AUTH PLAIN LOGIN".to_string()
+                } else if upper.starts_with("AUTH PLAIN ") {
+                    use base64::Engine;
+                    let decoded = base64::engine::general_purpose::STANDARD
+                        .decode(cmd[11..].trim())
+                        .unwrap_or_default();
+                    mail.auth = String::from_utf8_lossy(&decoded)
+                        .replace('\0', " ")
+                        .trim()
+                        .to_string();
+                    "235 2.7.0 accepted".to_string()
+                } else if upper.starts_with("MAIL FROM:") {
+                    let mut refused = r.lock().unwrap();
+                    if *refused < refuse {
+                        *refused += 1;
+                        "451 4.3.0 try again later".to_string()
+                    } else {
+                        mail.from = cmd[10..].trim().to_string();
+                        "250 OK".to_string()
+                    }
+                } else if upper.starts_with("RCPT TO:") {
+                    mail.to.push(cmd[8..].trim().to_string());
+                    "250 OK".to_string()
+                } else if upper == "DATA" {
+                    let _ = write!(stream, "354 go ahead\r\n");
+                    let mut data = String::new();
+                    loop {
+                        let mut l = String::new();
+                        if reader.read_line(&mut l).unwrap_or(0) == 0 || l == ".\r\n" {
+                            break;
+                        }
+                        data.push_str(&l);
+                    }
+                    mail.data = data;
+                    m.lock().unwrap().push(std::mem::take(&mut mail));
+                    "250 queued".to_string()
+                } else if upper == "QUIT" {
+                    let _ = write!(stream, "221 bye\r\n");
+                    break;
+                } else {
+                    "250 OK".to_string()
+                };
+                let _ = write!(stream, "{answer}\r\n");
+            }
+        }
+    });
+    (port, mails, refusals)
+}
+
+moonbot_tests::on_both_databases!(a_failing_build_is_mailed_to_its_authors);
+
+/// A push by `bob` that fails: one mail, after a 451, to bob (through
+/// `lookup`) and the team, with Buildbot's subject and a body holding the
+/// link, the change, the failing step and its log's last lines.
+fn a_failing_build_is_mailed_to_its_authors(backend: &Backend) {
+    let (port, mails, refusals) = smtp_receiver(1);
+    let lua = MAIL_CONFIG
+        .replace("@SMTP@", &port.to_string())
+        .replace("@TOKEN@", TOKEN);
+    let (m, _w1) = TestMaster::started_with_worker(backend, &lua, "w1");
+    let (status, answer) = m.rpc(
+        "/api/v2/changes",
+        "add",
+        json!({"author": "bob", "repository": "https://git.example.org/app", "branch": "main",
+               "revision": "abcdef1234567890", "comments": "Parse the new format\n\nDetails."}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    m.wait_for("the mail", LONG, || {
+        (!mails.lock().unwrap().is_empty()).then_some(())
+    });
+    assert_eq!(
+        *refusals.lock().unwrap(),
+        1,
+        "the first try was told to come back"
+    );
+    let mail = mails.lock().unwrap()[0].clone();
+    assert_eq!(mail.from, "<ci@example.org>");
+    assert_eq!(mail.auth, format!("ci {TOKEN}"));
+    let mut to = mail.to.clone();
+    to.sort();
+    assert_eq!(to, ["<bob@example.org>", "<team@example.org>"]);
+    let data = mail.data.replace("\r\n", "\n");
+    let build = &m.get("/api/v2/builds")["builds"][0];
+    assert!(
+        data.contains("Subject: [moonbot] mailer #1 failure on main\n"),
+        "{data}"
+    );
+    assert!(data.contains("X-CI: moonbot\n"), "{data}");
+    assert!(
+        data.contains(&format!(
+            "http://ci.example.org/builds/{}",
+            build["buildid"]
+        )),
+        "{data}"
+    );
+    assert!(
+        data.contains("abcdef123456 by bob: Parse the new format"),
+        "{data}"
+    );
+    assert!(data.contains("Failing steps:\n  unit: failure"), "{data}");
+    assert!(data.contains("  test_parse ... FAILED\n"), "{data}");
+    m.wait_for("the record", LONG, || {
+        (reporter(&m, "mail")["delivered"] == 1).then_some(())
+    });
+    assert_eq!(mails.lock().unwrap().len(), 1, "once");
+    assert!(!m.log().contains(TOKEN));
+}

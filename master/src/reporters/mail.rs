@@ -1,0 +1,322 @@
+//! `mb.reporters.mail`: a mail per reported build (Buildbot's
+//! `MailNotifier`), to `extra_recipients` and, with
+//! `send_to_interested_users`, the authors of the build's changes (an
+//! author without an address gets one from `lookup`: a domain, or a Lua
+//! function of the name). The subject names the builder, the result and the
+//! branch; the body has the link, the reason, the changes, the failing
+//! steps and the last lines of the first failing step's log. A
+//! `format_fn` may return `{ subject = …, body = … }` instead.
+//!
+//! The message is built with lettre when the report is queued and stored
+//! whole (its envelope in the row's headers); it is sent through SMTP (no
+//! TLS, STARTTLS or TLS; user and password added at send time) with
+//! lettre. A transient SMTP answer (4xx) or a connection failure is tried
+//! again; a permanent one (5xx) is given up.
+
+use super::generators::Report;
+use crate::config::reporters::{Lookup, MailConfig, SmtpTls};
+use crate::data::DataError;
+use crate::data::query::ListQuery;
+use crate::data::reports::{Attempt, NewDelivery};
+use crate::lua::RawValue;
+use crate::results;
+use crate::shared::Shared;
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{Address, Message, SmtpTransport, Transport};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Lines of the failing step's log in the body.
+const LOG_TAIL_LINES: i64 = 40;
+
+/// The mail that reports `report`, or `None` when it has no recipient.
+pub async fn request(
+    shared: &Shared,
+    config: &MailConfig,
+    report: &Report,
+    eventid: i64,
+) -> Result<Option<NewDelivery>, String> {
+    let build = &report.build;
+    let mut recipients: Vec<Mailbox> = Vec::new();
+    for r in &config.extra_recipients {
+        recipients.push(
+            r.parse()
+                .map_err(|e| format!("extra_recipients: '{r}': {e}"))?,
+        );
+    }
+    let buildid = build["buildid"].as_i64().unwrap_or(0);
+    let changes = shared
+        .data
+        .changes_of_build(buildid, ListQuery::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    if config.send_to_interested_users {
+        for c in &changes {
+            let author = c["author"].as_str().unwrap_or_default();
+            if let Some(mailbox) = address_of(shared, config, author).await
+                && !recipients.iter().any(|r| r.email == mailbox.email)
+            {
+                recipients.push(mailbox);
+            }
+        }
+    }
+    if recipients.is_empty() {
+        return Ok(None);
+    }
+    let (subject, body) = match &config.format_fn {
+        Some(function) => {
+            let mut arg = build.clone();
+            arg["event"] = report.event.into();
+            arg["changes"] = Value::Array(changes.clone());
+            let lua = shared.running_config().loaded.lua.clone();
+            let value = lua
+                .call(function, arg)
+                .await
+                .map_err(|e| format!("format_fn failed: {e}"))?;
+            let RawValue::Table(_) = &value else {
+                return Err(format!(
+                    "format_fn must return {{ subject = …, body = … }}, not a {}",
+                    value.type_name()
+                ));
+            };
+            let v = value.to_json().map_err(|e| e.to_string())?;
+            (
+                v["subject"].as_str().unwrap_or_default().to_string(),
+                v["body"].as_str().unwrap_or_default().to_string(),
+            )
+        }
+        None => default_message(shared, report, &changes)
+            .await
+            .map_err(|e| e.to_string())?,
+    };
+    let from: Mailbox = config
+        .from
+        .parse()
+        .map_err(|e| format!("from: '{}': {e}", config.from))?;
+    let mut message = Message::builder().from(from).subject(subject);
+    for r in &recipients {
+        message = message.to(r.clone());
+    }
+    let mut message = message
+        .header(ContentType::TEXT_PLAIN)
+        .body(body)
+        .map_err(|e| e.to_string())?;
+    for (name, value) in &config.extra_headers {
+        message
+            .headers_mut()
+            .insert_raw(lettre::message::header::HeaderValue::new(
+                lettre::message::header::HeaderName::new_from_ascii(name.clone())
+                    .map_err(|e| format!("extra_headers: '{name}': {e}"))?,
+                value.clone(),
+            ));
+    }
+    let envelope: Vec<(String, String)> =
+        std::iter::once(("from".to_string(), config.from.clone()))
+            .chain(
+                recipients
+                    .iter()
+                    .map(|r| ("to".to_string(), r.email.to_string())),
+            )
+            .collect();
+    Ok(Some(NewDelivery {
+        eventid,
+        order_key: format!("mail:{buildid}"),
+        method: "SMTP".into(),
+        url: format!("smtp://{}:{}", config.smtp.host, config.smtp.port),
+        headers: envelope,
+        body: String::from_utf8_lossy(&message.formatted()).into_owned(),
+    }))
+}
+
+/// An author's address: `Name <a@b>` as it is, a bare address, or the name
+/// through `lookup`.
+async fn address_of(shared: &Shared, config: &MailConfig, author: &str) -> Option<Mailbox> {
+    if let Ok(mailbox) = author.parse::<Mailbox>() {
+        return Some(mailbox);
+    }
+    let name = author.trim();
+    let address = match config.lookup.as_ref()? {
+        Lookup::Domain(domain) => format!("{name}@{domain}"),
+        Lookup::Function(function) => {
+            let lua = shared.running_config().loaded.lua.clone();
+            match lua.call(function, name.into()).await {
+                Ok(RawValue::Str(a)) => a,
+                _ => return None,
+            }
+        }
+    };
+    address
+        .parse::<Address>()
+        .ok()
+        .map(|a| Mailbox::new(None, a))
+}
+
+/// Buildbot's default message, more or less: what, where, why, and what
+/// failed, with its log's last lines.
+async fn default_message(
+    shared: &Shared,
+    report: &Report,
+    changes: &[Value],
+) -> Result<(String, String), DataError> {
+    let b = &report.build;
+    let builder = b["builder"]["name"].as_str().unwrap_or_default();
+    let result = match report.event {
+        "finished" => results::name(b["results"].as_i64().unwrap_or(0) as i32),
+        other => other,
+    };
+    let branch = b["properties"]["branch"][0]
+        .as_str()
+        .filter(|s| !s.is_empty());
+    let subject = format!(
+        "[moonbot] {builder} #{} {result}{}",
+        b["number"],
+        branch.map(|br| format!(" on {br}")).unwrap_or_default()
+    );
+    let mut body = format!(
+        "Build {} of builder {builder}: {result}.\n\n",
+        b["url"].as_str().unwrap_or_default()
+    );
+    if let Some(reason) = b["properties"]["reason"][0].as_str() {
+        body.push_str(&format!("Reason: {reason}\n"));
+    }
+    if let Some(worker) = b["properties"]["workername"][0].as_str() {
+        body.push_str(&format!("Worker: {worker}\n"));
+    }
+    if !changes.is_empty() {
+        body.push_str("\nChanges:\n");
+        for c in changes {
+            body.push_str(&format!(
+                "  {} by {}: {}\n",
+                c["revision"]
+                    .as_str()
+                    .map(|r| &r[..r.len().min(12)])
+                    .unwrap_or("-"),
+                c["author"].as_str().unwrap_or_default(),
+                c["comments"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    let buildid = b["buildid"].as_i64().unwrap_or(0);
+    let (steps, _) = shared
+        .data
+        .list_steps(&ListQuery::default().with_eq("buildid", buildid))
+        .await?;
+    let failed: Vec<&Value> = steps
+        .iter()
+        .filter(|s| {
+            s["results"]
+                .as_i64()
+                .is_some_and(|r| r as i32 == results::FAILURE || r as i32 == results::EXCEPTION)
+        })
+        .collect();
+    if !failed.is_empty() {
+        body.push_str("\nFailing steps:\n");
+        for s in &failed {
+            body.push_str(&format!(
+                "  {}: {}\n",
+                s["name"].as_str().unwrap_or_default(),
+                results::name(s["results"].as_i64().unwrap_or(0) as i32)
+            ));
+        }
+        let stepid = failed[0]["stepid"].as_i64().unwrap_or(0);
+        let (logs, _) = shared
+            .data
+            .list_logs(&ListQuery::default().with_eq("stepid", stepid))
+            .await?;
+        if let Some(log) = logs.first() {
+            let lines = log["num_lines"].as_i64().unwrap_or(0);
+            let offset = (lines - LOG_TAIL_LINES).max(0);
+            let (_, text) = shared
+                .data
+                .log_lines(
+                    log["logid"].as_i64().unwrap_or(0),
+                    offset,
+                    Some(LOG_TAIL_LINES),
+                )
+                .await?;
+            body.push_str(&format!(
+                "\nThe last lines of {} ({}):\n",
+                failed[0]["name"].as_str().unwrap_or_default(),
+                log["name"].as_str().unwrap_or_default()
+            ));
+            for line in text.lines() {
+                // Each stored line starts with its stream: o, e or h.
+                body.push_str("  ");
+                body.push_str(line.get(1..).unwrap_or_default());
+                body.push('\n');
+            }
+        }
+    }
+    Ok((subject, body))
+}
+
+/// Send one queued mail through the reporter's SMTP server.
+pub async fn send(
+    config: &MailConfig,
+    d: &crate::db::entities::report_deliveries::Model,
+    max_attempts: u32,
+) -> Attempt {
+    let envelope: Vec<(String, String)> = serde_json::from_str(&d.headers_json).unwrap_or_default();
+    let smtp = config.smtp.clone();
+    let timeout = Duration::from_secs(config.timeout_s);
+    let raw = d.body.clone();
+    // Err((permanent, why)).
+    let sent = tokio::task::spawn_blocking(move || -> Result<(), (bool, String)> {
+        let smtp_err = |e: lettre::transport::smtp::Error| (e.is_permanent(), format!("SMTP: {e}"));
+        let builder = match smtp.tls {
+            SmtpTls::None => SmtpTransport::builder_dangerous(&smtp.host),
+            SmtpTls::StartTls => SmtpTransport::starttls_relay(&smtp.host).map_err(smtp_err)?,
+            SmtpTls::Tls => SmtpTransport::relay(&smtp.host).map_err(smtp_err)?,
+        };
+        let mut builder = builder.port(smtp.port).timeout(Some(timeout));
+        if let (Some(user), Some(password)) = (&smtp.user, &smtp.password) {
+            builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+        }
+        let from = envelope
+            .iter()
+            .find(|(k, _)| k == "from")
+            .and_then(|(_, v)| v.parse::<Mailbox>().ok());
+        let to: Vec<Address> = envelope
+            .iter()
+            .filter(|(k, _)| k == "to")
+            .filter_map(|(_, v)| v.parse().ok())
+            .collect();
+        let envelope = lettre::address::Envelope::new(from.map(|m| m.email), to)
+            .map_err(|e| (true, format!("the envelope: {e}")))?;
+        builder
+            .build()
+            .send_raw(&envelope, raw.as_bytes())
+            .map(|_| ())
+            .map_err(smtp_err)
+    })
+    .await;
+    let tries = d.attempts as u32 + 1;
+    match sent {
+        Ok(Ok(())) => Attempt::Delivered { status: 250 },
+        Ok(Err((true, error))) => Attempt::Failed {
+            status: None,
+            error,
+        },
+        Ok(Err((false, error))) if tries < max_attempts => Attempt::Retry {
+            status: None,
+            error,
+            retry_at: crate::data::now() + super::delivery::backoff_s(d.attempts),
+        },
+        Ok(Err((false, error))) => Attempt::Failed {
+            status: None,
+            error: format!("{error} (gave up after {tries} attempts)"),
+        },
+        Err(e) => Attempt::Retry {
+            status: None,
+            error: format!("the sending thread failed: {e}"),
+            retry_at: crate::data::now() + super::delivery::backoff_s(d.attempts),
+        },
+    }
+}
