@@ -712,6 +712,15 @@ M.generators = generators
 ---@field max_attempts? integer       Tries before a mail that keeps failing is given up (default 10).
 ---@field timeout? integer|string     Seconds one SMTP exchange may take (default 10).
 
+---@class moonbot.GitHubCommentArgs
+---@field token string                A GitHub token that may comment on the repository's pull requests.
+---@field base_url? string            Default https://api.github.com (Enterprise: https://HOST/api/v3).
+---@field name? string                Unique among reporters (default "github_comment").
+---@field generators? moonbot.Generator[] What to report (default: every finished build).
+---@field format_fn? fun(build: table): string|nil The comment (nil: none; default "Build <builder> #<number> <result>: <url>").
+---@field max_attempts? integer       Tries before a comment that keeps failing is given up (default 10).
+---@field timeout? integer|string     Seconds one request may take (default 10).
+
 ---@class moonbot.Reporter
 
 local reporters = {}
@@ -739,6 +748,10 @@ reporters.bitbucket_status = constructor("reporters.bitbucket_status")
 --- Posts a line per reported build to a Slack-compatible incoming webhook (Slack, Mattermost, Rocket.Chat).
 ---@type fun(args: moonbot.WebhookChatArgs): moonbot.Reporter
 reporters.slack = constructor("reporters.slack")
+
+--- Comments on the pull request a build builds (its `github.number` property), with the result and the link (Buildbot's GitHubCommentPush).
+---@type fun(args: moonbot.GitHubCommentArgs): moonbot.Reporter
+reporters.github_comment = constructor("reporters.github_comment")
 
 --- Mails reported builds to the authors of their changes and to fixed addresses (Buildbot's MailNotifier).
 ---@type fun(args: moonbot.MailArgs): moonbot.Reporter

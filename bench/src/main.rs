@@ -13,6 +13,7 @@ mod changes;
 mod figures;
 mod history;
 mod procfs;
+mod reported;
 mod scenarios;
 mod swarm;
 mod transfers;
@@ -100,9 +101,10 @@ const SCENARIOS: &[&str] = &[
     "history",
     "transfers",
     "triggers",
+    "reported",
 ];
 /// Scenarios that run only when `--only` names them.
-const ON_REQUEST: &[&str] = &["history", "transfers"];
+const ON_REQUEST: &[&str] = &["history", "transfers", "reported"];
 
 fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
@@ -158,6 +160,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wanted("triggers") {
         triggers::fan_out(100, &mut figures)?;
+    }
+    if wanted("reported") {
+        reported::reported(&cli.sizes, &mut figures)?;
     }
     if wanted("transfers") {
         transfers::transfers(&cli.sizes, &mut figures)?;

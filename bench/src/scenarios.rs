@@ -67,13 +67,21 @@ fn master_lua(builders: &[Builder], workers: &[(&str, Option<u32>)]) -> String {
     lua
 }
 
-fn start_master(lua: &str) -> TestMaster {
+/// [`master_lua`] for `count` builders running `command` on worker `w1`
+/// (4 builds at once), with `extra` (sections such as `reporters`) added.
+pub(crate) fn builders_lua(count: usize, command: &str, extra: &str) -> String {
+    let lua = master_lua(&builders(count, command), &[("w1", Some(4))]);
+    let end = lua.rfind("}\n").unwrap_or(lua.len());
+    format!("{}{extra}}}\n", &lua[..end])
+}
+
+pub(crate) fn start_master(lua: &str) -> TestMaster {
     let mut m = TestMaster::create(&Backend::Sqlite, lua);
     m.start();
     m
 }
 
-fn start_worker(m: &TestMaster, name: &str) -> TestWorker {
+pub(crate) fn start_worker(m: &TestMaster, name: &str) -> TestWorker {
     let mut w = m.make_worker(name, &m.dir.clone());
     w.start();
     m.wait_connected(name);
@@ -171,7 +179,7 @@ pub(crate) fn builds(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()>
 /// Force `n` builds round-robin over `ids` from 4 client threads and wait
 /// for all of them; the seconds from the first force to the last request's
 /// `complete_at`, and the seconds the forcing took.
-fn force_all(m: &TestMaster, ids: &[i64], n: usize) -> anyhow::Result<(f64, f64)> {
+pub(crate) fn force_all(m: &TestMaster, ids: &[i64], n: usize) -> anyhow::Result<(f64, f64)> {
     let started = Instant::now();
     let started_at = unix_seconds()?;
     std::thread::scope(|s| {

@@ -169,6 +169,21 @@ async fn sweep(
             }
             counted(tally, batch).await?;
         }
+        // What reporters did with builds that old.
+        let mut forgotten = 0;
+        while !stopping() {
+            let batch = data.forget_report_batch(before).await?;
+            if batch == 0 {
+                break;
+            }
+            forgotten += batch;
+        }
+        if forgotten > 0 {
+            tracing::info!(
+                forgotten,
+                "janitor: reporters' records past the build horizon forgotten"
+            );
+        }
     }
     if let Some(horizon) = config.change_horizon_s {
         let before = started - horizon as f64;

@@ -24,6 +24,28 @@ pub enum ReporterKind {
     CommitStatus(StatusConfig),
     Chat(ChatConfig),
     Mail(MailConfig),
+    GitHubComment(CommentConfig),
+}
+
+/// `mb.reporters.github_comment{…}`: a comment on the built pull request.
+#[derive(Clone, PartialEq)]
+pub struct CommentConfig {
+    pub token: String,
+    pub base_url: String,
+    /// A Lua function of the build returning the text (nil: no comment).
+    pub format_fn: Option<LuaFn>,
+    pub max_attempts: u32,
+    pub timeout_s: u64,
+}
+
+impl fmt::Debug for CommentConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommentConfig")
+            .field("token", &"<redacted>")
+            .field("base_url", &self.base_url)
+            .field("format_fn", &self.format_fn.is_some())
+            .finish()
+    }
 }
 
 /// `mb.reporters.mail{…}`, Buildbot's `MailNotifier`.
@@ -182,6 +204,7 @@ impl ReporterConfig {
                 Forge::BitbucketCloud => "BitbucketStatusPush",
             },
             ReporterKind::Mail(_) => "MailNotifier",
+            ReporterKind::GitHubComment(_) => "GitHubCommentPush",
             ReporterKind::Chat(c) => match c.service {
                 ChatService::Slack { .. } => "SlackStatusPush",
                 ChatService::Discord { .. } => "DiscordStatusPush",
@@ -410,6 +433,36 @@ pub(super) fn compile_reporter(
             }
         }
         "reporters.mail" => compile_mail(&mut f).map(ReporterKind::Mail),
+        "reporters.github_comment" => {
+            let token = f.required_string("token");
+            let base_url = f
+                .string("base_url")
+                .unwrap_or_else(|| "https://api.github.com".into());
+            let format_fn = match f.get("format_fn") {
+                None => None,
+                Some(RawValue::Function(func)) => Some(func.clone()),
+                Some(other) => {
+                    f.error(format!(
+                        "'format_fn' must be a function of the build, not a {}",
+                        other.type_name()
+                    ));
+                    None
+                }
+            };
+            let max_attempts = f
+                .integer("max_attempts", 1, 1000)
+                .unwrap_or(DEFAULT_MAX_ATTEMPTS as i64) as u32;
+            let timeout_s = f.duration_s("timeout").unwrap_or(DEFAULT_TIMEOUT_S);
+            token.map(|token| {
+                ReporterKind::GitHubComment(CommentConfig {
+                    token,
+                    base_url,
+                    format_fn,
+                    max_attempts,
+                    timeout_s,
+                })
+            })
+        }
         chat @ ("reporters.slack" | "reporters.discord" | "reporters.matrix"
         | "reporters.zulip") => {
             let service = match chat {
@@ -484,7 +537,9 @@ pub(super) fn compile_reporter(
     // finished build; statuses every state of every build.
     let generators = generators.unwrap_or_else(|| {
         let kind = match &reporter {
-            Some(ReporterKind::Chat(_)) => GeneratorKind::BuildStatus(vec![Mode::All]),
+            Some(ReporterKind::Chat(_) | ReporterKind::GitHubComment(_)) => {
+                GeneratorKind::BuildStatus(vec![Mode::All])
+            }
             // Buildbot's MailNotifier default.
             Some(ReporterKind::Mail(_)) => {
                 GeneratorKind::BuildStatus(vec![Mode::Failing, Mode::Passing, Mode::Warnings])
@@ -501,7 +556,7 @@ pub(super) fn compile_reporter(
     let url_name = match &reporter {
         Some(ReporterKind::HttpPush(p)) => p.url.clone(),
         Some(ReporterKind::CommitStatus(s)) => format!("{:?}", s.forge).to_lowercase() + "_status",
-        Some(ReporterKind::Chat(_) | ReporterKind::Mail(_)) => {
+        Some(ReporterKind::Chat(_) | ReporterKind::Mail(_) | ReporterKind::GitHubComment(_)) => {
             kind.trim_start_matches("reporters.").to_string()
         }
         None => String::new(),

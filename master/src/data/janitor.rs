@@ -287,6 +287,50 @@ impl Data {
         self.unhurried_write(&delete).await
     }
 
+    /// One batch of the reporters' record from before `before` (the build
+    /// horizon): events, and deliveries that are done (delivered, given up
+    /// or dropped; a pending one stays whatever its age). Returns how many
+    /// rows went.
+    pub async fn forget_report_batch(&self, before: f64) -> Result<u64, DataError> {
+        use crate::db::entities::{report_deliveries, report_events};
+        let events = self
+            .ids(oldest(
+                report_events::Entity,
+                report_events::Column::Id,
+                report_events::Column::At,
+                before,
+                DELIVERY_BATCH,
+            ))
+            .await?;
+        let done = self
+            .ids(
+                oldest(
+                    report_deliveries::Entity,
+                    report_deliveries::Column::Id,
+                    report_deliveries::Column::CreatedAt,
+                    before,
+                    DELIVERY_BATCH,
+                )
+                .and_where(Expr::col(report_deliveries::Column::State).ne("pending"))
+                .to_owned(),
+            )
+            .await?;
+        let mut gone = 0;
+        if !events.is_empty() {
+            let delete = report_events::Entity::delete_many()
+                .filter(report_events::Column::Id.is_in(events))
+                .into_query();
+            gone += self.unhurried_write(&delete).await?;
+        }
+        if !done.is_empty() {
+            let delete = report_deliveries::Entity::delete_many()
+                .filter(report_deliveries::Column::Id.is_in(done))
+                .into_query();
+            gone += self.unhurried_write(&delete).await?;
+        }
+        Ok(gone)
+    }
+
     /// SQLite: hand the pages freed by deletions back to the file system
     /// (`PRAGMA incremental_vacuum`, a few MiB at a time), for a database
     /// created with `auto_vacuum = INCREMENTAL` (every database moonbot creates).

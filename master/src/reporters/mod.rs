@@ -16,6 +16,7 @@ pub mod chat;
 pub mod commit_status;
 pub mod delivery;
 pub mod generators;
+pub mod github_comment;
 pub mod http_push;
 pub mod mail;
 
@@ -159,7 +160,9 @@ async fn turn(
             let usage = match &config.kind {
                 ReporterKind::HttpPush(_) => generators::Use::Messages,
                 ReporterKind::CommitStatus(_) => generators::Use::Statuses,
-                ReporterKind::Chat(_) | ReporterKind::Mail(_) => generators::Use::Messages,
+                ReporterKind::Chat(_) | ReporterKind::Mail(_) | ReporterKind::GitHubComment(_) => {
+                    generators::Use::Messages
+                }
             };
             for report in generators::reports(shared, config, kind, event.objectid, usage).await? {
                 match &config.kind {
@@ -168,6 +171,15 @@ async fn turn(
                             Ok(request) => queued.push(request),
                             Err(e) => {
                                 warn!(reporter = %config.name, "could not render a message: {e}")
+                            }
+                        }
+                    }
+                    ReporterKind::GitHubComment(comment) => {
+                        match github_comment::request(shared, comment, &report, event.id).await {
+                            Ok(Some(request)) => queued.push(request),
+                            Ok(None) => {}
+                            Err(e) => {
+                                warn!(reporter = %config.name, "could not render a comment: {e}")
                             }
                         }
                     }
@@ -215,6 +227,7 @@ async fn turn(
         ReporterKind::CommitStatus(s) => (s.max_attempts, s.timeout_s),
         ReporterKind::Chat(c) => (c.max_attempts, c.timeout_s),
         ReporterKind::Mail(m) => (m.max_attempts, m.timeout_s),
+        ReporterKind::GitHubComment(c) => (c.max_attempts, c.timeout_s),
     };
     let timeout = Duration::from_secs(timeout);
     for d in shared
@@ -228,6 +241,7 @@ async fn turn(
             ReporterKind::CommitStatus(s) => (d.url.clone(), commit_status::secret_headers(s)),
             ReporterKind::Chat(c) => chat::secret_parts(c, &d.url),
             ReporterKind::Mail(_) => (d.url.clone(), Vec::new()),
+            ReporterKind::GitHubComment(c) => (d.url.clone(), github_comment::secret_headers(c)),
         };
         let attempt = match &config.kind {
             ReporterKind::Mail(m) => mail::send(m, &d, max_attempts).await,

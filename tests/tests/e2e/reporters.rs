@@ -382,6 +382,7 @@ return {
     mb.reporters.gitlab_status { token = "@TOKEN@", base_url = "@RECV@/gl", context = "ci/%(prop:buildername)s" },
     mb.reporters.gitea_status { token = "@TOKEN@", base_url = "@RECV@/gt" },
     mb.reporters.bitbucket_status { token = "@TOKEN@", base_url = "@RECV@/bb" },
+    mb.reporters.github_comment { token = "@TOKEN@", base_url = "@RECV@/gh" },
   },
 }
 "#;
@@ -472,6 +473,30 @@ fn commit_statuses_go_pending_running_and_done_in_order(backend: &Backend) {
     assert_eq!(
         recv.at(&bb)[0].headers["authorization"],
         format!("Bearer {TOKEN}")
+    );
+    // Those builds built no pull request: no comment. A pull request's
+    // build gets one, on the pull request.
+    assert!(
+        recv.got
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| !r.path.contains("/issues/"))
+    );
+    let (status, answer) = m.rpc(
+        "/api/v2/changes",
+        "add",
+        json!({"author": "ann", "repository": "https://github.com/octo/hello", "branch": "refs/pull/7/merge",
+               "revision": "fedcba9876543210fedcba9876543210fedcba98", "properties": {"github.number": 7}}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    done("/gh/repos/octo/hello/issues/7/comments", 1);
+    let comment = &recv.at("/gh/repos/octo/hello/issues/7/comments")[0];
+    assert_eq!(comment.headers["authorization"], format!("Bearer {TOKEN}"));
+    let pr_build = &m.get("/api/v2/builds?order=-buildid&limit=1")["builds"][0];
+    assert_eq!(
+        comment.json(),
+        json!({"body": format!("Build test #{} success: http://ci.example.org/builds/{}", pr_build["number"], pr_build["buildid"])})
     );
     assert!(!m.log().contains(TOKEN));
 }
