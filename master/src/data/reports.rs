@@ -12,7 +12,7 @@
 //! - It delivers what is due ([`Data::due_deliveries`]: pending, its time
 //!   come, and no earlier pending delivery with the same order key, so one
 //!   commit's statuses go out in order) and records each attempt
-//!   ([`Data::record_attempt`]).
+//!   ([`Data::record_attempts`], one write per turn).
 
 use super::batch::Batch;
 use super::state::push_set_state;
@@ -239,35 +239,16 @@ impl Data {
         Ok(next.and_then(|n| n.at))
     }
 
-    /// Record how an attempt at delivery `id` ended.
-    pub async fn record_attempt(&self, id: i64, attempt: &Attempt) -> Result<(), DataError> {
-        use report_deliveries::Column as C;
-        let at = now();
-        let (state, status, error, next, done) = match attempt {
-            Attempt::Delivered { status } => ("delivered", Some(*status), None, at, Some(at)),
-            Attempt::Retry {
-                status,
-                error,
-                retry_at,
-            } => ("pending", *status, Some(error.clone()), *retry_at, None),
-            Attempt::Failed { status, error } => {
-                ("failed", *status, Some(error.clone()), at, Some(at))
-            }
-        };
-        let mut update = Query::update();
-        update
-            .table(report_deliveries::Entity)
-            .value(C::State, state)
-            .value(C::Attempts, Expr::col(C::Attempts).add(1))
-            .value(C::NextAttemptAt, next)
-            .value(C::LastStatus, status.map(i32::from))
-            .value(C::DoneAt, done)
-            .and_where(Expr::col(C::Id).eq(id));
-        if let Some(error) = error {
-            update.value(C::LastError, error);
+    /// Record how attempts at deliveries ended (delivery id, attempt), in
+    /// one transaction.
+    pub async fn record_attempts(&self, attempts: &[(i64, Attempt)]) -> Result<(), DataError> {
+        if attempts.is_empty() {
+            return Ok(());
         }
         let mut batch = Batch::new(self);
-        batch.push(&update);
+        for (id, attempt) in attempts {
+            push_attempt(&mut batch, *id, attempt);
+        }
         self.run_batch(batch).await?;
         Ok(())
     }
@@ -365,4 +346,32 @@ impl Data {
             .all(&self.db)
             .await?)
     }
+}
+
+/// Add the record of one attempt at delivery `id` to `batch`.
+fn push_attempt(batch: &mut Batch, id: i64, attempt: &Attempt) {
+    use report_deliveries::Column as C;
+    let at = now();
+    let (state, status, error, next, done) = match attempt {
+        Attempt::Delivered { status } => ("delivered", Some(*status), None, at, Some(at)),
+        Attempt::Retry {
+            status,
+            error,
+            retry_at,
+        } => ("pending", *status, Some(error.clone()), *retry_at, None),
+        Attempt::Failed { status, error } => ("failed", *status, Some(error.clone()), at, Some(at)),
+    };
+    let mut update = Query::update();
+    update
+        .table(report_deliveries::Entity)
+        .value(C::State, state)
+        .value(C::Attempts, Expr::col(C::Attempts).add(1))
+        .value(C::NextAttemptAt, next)
+        .value(C::LastStatus, status.map(i32::from))
+        .value(C::DoneAt, done)
+        .and_where(Expr::col(C::Id).eq(id));
+    if let Some(error) = error {
+        update.value(C::LastError, error);
+    }
+    batch.push(&update);
 }

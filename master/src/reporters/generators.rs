@@ -51,6 +51,7 @@ pub async fn reports(
     kind: ReportEvent,
     objectid: i64,
     usage: Use,
+    sources: bool,
 ) -> Result<Vec<Report>, DataError> {
     let event = match kind {
         ReportEvent::BuildStarted => "started",
@@ -81,11 +82,15 @@ pub async fn reports(
     if !wanted {
         return Ok(Vec::new());
     }
-    let sourcestamps = shared
-        .data
-        .build_sourcestamps(&build)
-        .await?
-        .unwrap_or_default();
+    let sourcestamps = if sources {
+        shared
+            .data
+            .build_sourcestamps(&build)
+            .await?
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     Ok(vec![Report {
         event,
         build,

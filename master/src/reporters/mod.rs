@@ -28,6 +28,7 @@ use crate::services::{TaskService, TaskSignals};
 use crate::shared::Shared;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tracing::{info, warn};
 
 /// Events read per step.
@@ -94,19 +95,28 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
             ),
             _ => IDLE_WAIT,
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            event = events.recv() => {
-                // Only what may have stored a report event wakes it early.
-                if let Ok(e) = event
-                    && !(e.key.starts_with("builds/") || e.key.starts_with("buildsets/"))
-                {
-                    continue;
+        // Only what stores a report event wakes it early (a build's start or
+        // end, a new buildset), and a burst of them makes one turn.
+        let woken = async {
+            loop {
+                match events.recv().await {
+                    Ok(e) if stores_report_event(&e.key) => return,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => return,
+                    Err(RecvError::Closed) => std::future::pending::<()>().await,
                 }
             }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            () = woken => {}
             _ = settings.changed() => {}
             _ = shutdown.changed() => break,
         }
+        while !matches!(
+            events.try_recv(),
+            Err(TryRecvError::Empty | TryRecvError::Closed)
+        ) {}
     }
     // Removed from master.lua (not the master stopping): its queue goes.
     if config_of(&shared, &name).is_none() {
@@ -118,6 +128,12 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
             Err(e) => warn!(reporter = %name, "reporter removed; could not drop its queue: {e}"),
         }
     }
+}
+
+/// Whether an event's topic is one whose row stored a report event.
+fn stores_report_event(key: &str) -> bool {
+    (key.starts_with("builds/") && (key.ends_with("/new") || key.ends_with("/finished")))
+        || (key.starts_with("buildsets/") && key.ends_with("/new"))
 }
 
 /// Where the reporter reads from: its stored position, or (a new reporter)
@@ -164,7 +180,14 @@ async fn turn(
                     generators::Use::Messages
                 }
             };
-            for report in generators::reports(shared, config, kind, event.objectid, usage).await? {
+            // What a build builds is read only for those that name it.
+            let sources = matches!(
+                config.kind,
+                ReporterKind::CommitStatus(_) | ReporterKind::GitHubComment(_)
+            );
+            for report in
+                generators::reports(shared, config, kind, event.objectid, usage, sources).await?
+            {
                 match &config.kind {
                     ReporterKind::HttpPush(push) => {
                         match http_push::request(shared, push, &report, event.id).await {
@@ -230,11 +253,12 @@ async fn turn(
         ReporterKind::GitHubComment(c) => (c.max_attempts, c.timeout_s),
     };
     let timeout = Duration::from_secs(timeout);
-    for d in shared
+    let due = shared
         .data
         .due_deliveries(&config.name, DELIVERIES_PER_TURN)
-        .await?
-    {
+        .await?;
+    let mut attempts = Vec::with_capacity(due.len());
+    for d in due {
         // Secrets (credentials, a webhook's URL) are added now, never stored.
         let (url, extra) = match &config.kind {
             ReporterKind::HttpPush(p) => (d.url.clone(), http_push::secret_headers(p)),
@@ -248,7 +272,9 @@ async fn turn(
             _ => delivery::attempt(&d, &url, extra, max_attempts, timeout).await,
         };
         delivery::log(&config.name, &d, &attempt);
-        shared.data.record_attempt(d.id, &attempt).await?;
+        attempts.push((d.id, attempt));
     }
+    // One write for the turn's attempts.
+    shared.data.record_attempts(&attempts).await?;
     Ok(())
 }

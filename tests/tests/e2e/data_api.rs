@@ -38,6 +38,10 @@ return {
   schedulers = {
     mb.schedulers.force { name = "force", builders = { "unit", "long" } },
   },
+  reporters = {
+    -- Nothing listens there: its one try fails, and the API shows it.
+    mb.reporters.http_push { name = "hook", url = "http://127.0.0.1:9/none", max_attempts = 1 },
+  },
 }
 "#;
 
@@ -106,6 +110,7 @@ fn every_buildbot_path_answers_with_buildbots_fields(backend: &Backend) {
         ("masterid", master["masterid"].to_string()),
         ("schedulerid", scheduler["schedulerid"].to_string()),
         ("schedulername", "force".into()),
+        ("reportername", "hook".into()),
         ("projectname", "project".into()),
         ("codebasename", "codebase".into()),
         ("revision", "abc123".into()),
@@ -320,7 +325,7 @@ fn every_buildbot_path_answers_with_buildbots_fields(backend: &Backend) {
     m.wait_connected("w1");
 
     // Server-sent events: a handshake, then the events of the path listened to.
-    let events = sse_listen(&m, "builds/*/finished");
+    let (stream, events) = sse_listen(&m, "builds/*/finished");
     let brid = m.force(builderid);
     let done = m.wait_request_done(brid, LONG);
     let event = events.recv_timeout(LONG).expect("an event");
@@ -330,6 +335,24 @@ fn every_buildbot_path_answers_with_buildbots_fields(backend: &Backend) {
         "{event}"
     );
     assert_eq!(event["message"]["buildid"], done["buildid"]);
+    // The stream takes one more path, and lets the first go.
+    assert_eq!(
+        m.get_status(&format!("/sse/add/{stream}/buildrequests/*/complete")),
+        (200, "ok".into())
+    );
+    assert_eq!(
+        m.get_status(&format!("/sse/remove/{stream}/builds/*/finished")),
+        (200, "ok".into())
+    );
+    assert_eq!(m.get_status("/sse/add/no-such-stream/builds/*/new").0, 400);
+    let brid = m.force(builderid);
+    m.wait_request_done(brid, LONG);
+    let event = events.recv_timeout(LONG).expect("an event");
+    assert_eq!(
+        event["key"],
+        json!(["buildrequests", brid.to_string(), "complete"]),
+        "only the path added: {event}"
+    );
 
     // Worker controls by name: pause, then stop (after its running build;
     // the worker process exits), and kill.
@@ -375,8 +398,8 @@ fn every_buildbot_path_answers_with_buildbots_fields(backend: &Backend) {
     });
 }
 
-/// Listen at `/sse/listen/<path>`; the events arrive on the receiver.
-fn sse_listen(m: &TestMaster, path: &str) -> std::sync::mpsc::Receiver<Value> {
+/// Listen at `/sse/listen/<path>`; the stream's id, and the events as they arrive.
+fn sse_listen(m: &TestMaster, path: &str) -> (String, std::sync::mpsc::Receiver<Value>) {
     let addr = m.www.trim_start_matches("http://").to_string();
     let mut stream = std::net::TcpStream::connect(&addr).unwrap();
     write!(
@@ -390,7 +413,7 @@ fn sse_listen(m: &TestMaster, path: &str) -> std::sync::mpsc::Receiver<Value> {
     assert!(line.starts_with("HTTP/1.1 200"), "{line}");
     let mut handshake = false;
     // Headers, then the handshake event.
-    loop {
+    let id = loop {
         line.clear();
         reader.read_line(&mut line).unwrap();
         if line.starts_with("content-type:") || line.starts_with("Content-Type:") {
@@ -399,10 +422,10 @@ fn sse_listen(m: &TestMaster, path: &str) -> std::sync::mpsc::Receiver<Value> {
         if line.trim_end().ends_with("event: handshake") {
             handshake = true;
         }
-        if handshake && line.contains("data: ") {
-            break;
+        if handshake && let Some(id) = line.trim_end().split("data: ").nth(1) {
+            break id.to_string();
         }
-    }
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -420,5 +443,5 @@ fn sse_listen(m: &TestMaster, path: &str) -> std::sync::mpsc::Receiver<Value> {
             line.clear();
         }
     });
-    rx
+    (id, rx)
 }
