@@ -4,7 +4,9 @@
 //! token is not retried forever; or `max_attempts` used up).
 //!
 //! Requests go out with ureq (already the master's HTTP client for forge
-//! APIs) on a blocking thread, so a slow receiver holds no async thread.
+//! APIs) on a blocking thread, so a slow receiver holds no async thread,
+//! through one agent per reporter, which keeps its connections open for the
+//! next request.
 
 use crate::data::reports::Attempt;
 use crate::db::entities::report_deliveries;
@@ -20,6 +22,7 @@ const MAX_RETRY_AFTER_S: f64 = 3600.0;
 /// Send `d` to `url` (with `extra` headers: the secrets, never stored) and
 /// say how it went.
 pub async fn attempt(
+    agent: &ureq::Agent,
     d: &report_deliveries::Model,
     url: &str,
     extra: Vec<(String, String)>,
@@ -30,9 +33,9 @@ pub async fn attempt(
     let mut headers: Vec<(String, String)> =
         serde_json::from_str(&d.headers_json).unwrap_or_default();
     headers.extend(extra);
+    let agent = agent.clone();
     let sent = tokio::task::spawn_blocking(move || {
-        let agent = ureq::AgentBuilder::new().timeout(timeout).build();
-        let mut request = agent.request(&method, &url);
+        let mut request = agent.request(&method, &url).timeout(timeout);
         for (name, value) in &headers {
             request = request.set(name, value);
         }

@@ -61,7 +61,7 @@ pub async fn reports(
         }
         ReportEvent::BuildsetNew => return Ok(Vec::new()),
     };
-    let Some(build) = build_of(shared, objectid).await? else {
+    let Some(build) = build_at(shared, kind, objectid).await? else {
         return Ok(Vec::new());
     };
     let mut wanted = false;
@@ -169,6 +169,45 @@ fn describe_builder(shared: &Shared, item: &mut Value, builderid: i64, page: &st
 }
 
 /// The build with its properties, builder and URL.
+/// The builds as they were read for recent events, shared by the
+/// reporters: each reporter reads every event, and the first to ask reads
+/// the build for all of them (a build does not change between its start's
+/// event and its end's, and its end is read after it ended).
+type SeenBuilds = std::sync::Mutex<std::collections::VecDeque<((ReportEvent, i64), Value)>>;
+
+/// Builds kept in [`SeenBuilds`].
+const SEEN_BUILDS: usize = 512;
+
+fn seen_builds() -> &'static SeenBuilds {
+    static SEEN: std::sync::OnceLock<SeenBuilds> = std::sync::OnceLock::new();
+    SEEN.get_or_init(Default::default)
+}
+
+/// The build an event is about, read once for every reporter.
+async fn build_at(
+    shared: &Shared,
+    kind: ReportEvent,
+    buildid: i64,
+) -> Result<Option<Value>, DataError> {
+    let key = (kind, buildid);
+    let cached = {
+        let seen = seen_builds().lock().unwrap_or_else(|p| p.into_inner());
+        seen.iter().find(|(k, _)| *k == key).map(|(_, b)| b.clone())
+    };
+    if let Some(build) = cached {
+        return Ok(Some(build));
+    }
+    let Some(build) = build_of(shared, buildid).await? else {
+        return Ok(None);
+    };
+    let mut seen = seen_builds().lock().unwrap_or_else(|p| p.into_inner());
+    if seen.len() >= SEEN_BUILDS {
+        seen.pop_front();
+    }
+    seen.push_back((key, build.clone()));
+    Ok(Some(build))
+}
+
 async fn build_of(shared: &Shared, buildid: i64) -> Result<Option<Value>, DataError> {
     let q = ListQuery::default().with_eq("buildid", buildid).whole();
     let Some(mut build) = shared

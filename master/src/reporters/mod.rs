@@ -58,6 +58,8 @@ fn config_of(shared: &Shared, name: &str) -> Option<ReporterConfig> {
 
 async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): TaskSignals) {
     let mut events = shared.data.bus.subscribe();
+    // One HTTP agent for the reporter's life: its connections are reused.
+    let agent = ureq::AgentBuilder::new().build();
     // The last state queued per commit and context (GitLab refuses some
     // repeats); what the queue holds is read once at start.
     let mut last_states = match shared.data.last_states(&name).await {
@@ -86,7 +88,7 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
         let Some(config) = config_of(&shared, &name) else {
             break;
         };
-        if let Err(e) = turn(&shared, &config, &mut position, &mut last_states).await {
+        if let Err(e) = turn(&agent, &shared, &config, &mut position, &mut last_states).await {
             warn!(reporter = %name, "reporting failed: {e}; trying again");
         }
         let wait = match shared.data.next_delivery_at(&name).await {
@@ -155,6 +157,7 @@ async fn start_position(shared: &Shared, name: &str) -> Result<(i64, i64), DataE
 
 /// One turn: queue what the new events call for, then deliver what is due.
 async fn turn(
+    agent: &ureq::Agent,
     shared: &Shared,
     config: &ReporterConfig,
     (objectid, position): &mut (i64, i64),
@@ -269,7 +272,7 @@ async fn turn(
         };
         let attempt = match &config.kind {
             ReporterKind::Mail(m) => mail::send(m, &d, max_attempts).await,
-            _ => delivery::attempt(&d, &url, extra, max_attempts, timeout).await,
+            _ => delivery::attempt(agent, &d, &url, extra, max_attempts, timeout).await,
         };
         delivery::log(&config.name, &d, &attempt);
         attempts.push((d.id, attempt));
