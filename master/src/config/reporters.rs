@@ -365,21 +365,8 @@ pub(super) fn compile_reporter(
                     )),
                 }
             }
-            let format_fn = match f.get("format_fn") {
-                None => None,
-                Some(RawValue::Function(func)) => Some(func.clone()),
-                Some(other) => {
-                    f.error(format!(
-                        "http_push: 'format_fn' must be a function of the build, not a {}",
-                        other.type_name()
-                    ));
-                    None
-                }
-            };
-            let max_attempts = f
-                .integer("max_attempts", 1, 1000)
-                .unwrap_or(DEFAULT_MAX_ATTEMPTS as i64) as u32;
-            let timeout_s = f.duration_s("timeout").unwrap_or(DEFAULT_TIMEOUT_S);
+            let format_fn = format_fn(&mut f);
+            let (max_attempts, timeout_s) = delivery_limits(&mut f);
             url.map(|url| {
                 ReporterKind::HttpPush(HttpPushConfig {
                     url,
@@ -416,10 +403,7 @@ pub(super) fn compile_reporter(
             let context = f
                 .string("context")
                 .unwrap_or_else(|| "moonbot/%(prop:buildername)s".into());
-            let max_attempts = f
-                .integer("max_attempts", 1, 1000)
-                .unwrap_or(DEFAULT_MAX_ATTEMPTS as i64) as u32;
-            let timeout_s = f.duration_s("timeout").unwrap_or(DEFAULT_TIMEOUT_S);
+            let (max_attempts, timeout_s) = delivery_limits(&mut f);
             match (token, base_url) {
                 (Some(token), Some(base_url)) => Some(ReporterKind::CommitStatus(StatusConfig {
                     forge,
@@ -438,21 +422,8 @@ pub(super) fn compile_reporter(
             let base_url = f
                 .string("base_url")
                 .unwrap_or_else(|| "https://api.github.com".into());
-            let format_fn = match f.get("format_fn") {
-                None => None,
-                Some(RawValue::Function(func)) => Some(func.clone()),
-                Some(other) => {
-                    f.error(format!(
-                        "'format_fn' must be a function of the build, not a {}",
-                        other.type_name()
-                    ));
-                    None
-                }
-            };
-            let max_attempts = f
-                .integer("max_attempts", 1, 1000)
-                .unwrap_or(DEFAULT_MAX_ATTEMPTS as i64) as u32;
-            let timeout_s = f.duration_s("timeout").unwrap_or(DEFAULT_TIMEOUT_S);
+            let format_fn = format_fn(&mut f);
+            let (max_attempts, timeout_s) = delivery_limits(&mut f);
             token.map(|token| {
                 ReporterKind::GitHubComment(CommentConfig {
                     token,
@@ -502,21 +473,8 @@ pub(super) fn compile_reporter(
                     _ => None,
                 },
             };
-            let format_fn = match f.get("format_fn") {
-                None => None,
-                Some(RawValue::Function(func)) => Some(func.clone()),
-                Some(other) => {
-                    f.error(format!(
-                        "'format_fn' must be a function of the build, not a {}",
-                        other.type_name()
-                    ));
-                    None
-                }
-            };
-            let max_attempts = f
-                .integer("max_attempts", 1, 1000)
-                .unwrap_or(DEFAULT_MAX_ATTEMPTS as i64) as u32;
-            let timeout_s = f.duration_s("timeout").unwrap_or(DEFAULT_TIMEOUT_S);
+            let format_fn = format_fn(&mut f);
+            let (max_attempts, timeout_s) = delivery_limits(&mut f);
             service.map(|service| {
                 ReporterKind::Chat(ChatConfig {
                     service,
@@ -618,6 +576,32 @@ fn compile_generator(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<Ge
     })
 }
 
+/// A reporter's `format_fn`, if any.
+fn format_fn(f: &mut Fields<'_>) -> Option<LuaFn> {
+    match f.get("format_fn") {
+        None => None,
+        Some(RawValue::Function(func)) => Some(func.clone()),
+        Some(other) => {
+            f.error(format!(
+                "'format_fn' must be a function of the build, not a {}",
+                other.type_name()
+            ));
+            None
+        }
+    }
+}
+
+/// A reporter's `max_attempts` and `timeout` (seconds).
+fn delivery_limits(f: &mut Fields<'_>) -> (u32, u64) {
+    let max_attempts = f
+        .integer("max_attempts", 1, 1000)
+        .unwrap_or(DEFAULT_MAX_ATTEMPTS as i64) as u32;
+    (
+        max_attempts,
+        f.duration_s("timeout").unwrap_or(DEFAULT_TIMEOUT_S),
+    )
+}
+
 /// `mb.reporters.mail{…}`'s fields.
 fn compile_mail(f: &mut Fields<'_>) -> Option<MailConfig> {
     let from = f.required_string("from");
@@ -646,21 +630,8 @@ fn compile_mail(f: &mut Fields<'_>) -> Option<MailConfig> {
             )),
         }
     }
-    let format_fn = match f.get("format_fn") {
-        None => None,
-        Some(RawValue::Function(func)) => Some(func.clone()),
-        Some(other) => {
-            f.error(format!(
-                "'format_fn' must be a function of the build, not a {}",
-                other.type_name()
-            ));
-            None
-        }
-    };
-    let max_attempts = f
-        .integer("max_attempts", 1, 1000)
-        .unwrap_or(DEFAULT_MAX_ATTEMPTS as i64) as u32;
-    let timeout_s = f.duration_s("timeout").unwrap_or(DEFAULT_TIMEOUT_S);
+    let format_fn = format_fn(f);
+    let (max_attempts, timeout_s) = delivery_limits(f);
     let smtp = match f.get("smtp") {
         Some(RawValue::Table(entries)) => {
             let mut s = Fields::new("mail: smtp", f.at.clone(), entries);
