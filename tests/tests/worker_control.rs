@@ -121,7 +121,7 @@ fn a_paused_worker_gets_no_new_builds(backend: &Backend) {
         answer["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("'pause' and 'unpause'")
+            .contains("takes stop, kill, pause, unpause")
     );
 }
 

@@ -495,9 +495,15 @@ async fn control(
         "build" => Target::Id(routes::build_id(&target).await?.unwrap_or(0)),
         "buildrequest" => Target::Id(target.args.num("buildrequestid").unwrap_or(0)),
         "scheduler" => Target::Id(target.args.num("schedulerid").unwrap_or(0)),
-        "worker" => match routes::worker_name(&target, &shared.running_config())? {
-            Some((name, _)) => Target::Name(name),
-            None => Target::None,
+        // A worker not configured here is the action's error to answer
+        // (JSON-RPC, naming it), not a 404.
+        "worker" => match routes::worker_name(&target, &shared.running_config()) {
+            Ok(Some((name, _))) => Target::Name(name),
+            _ => match (target.args.text("name"), target.args.num("workerid")) {
+                (Some(name), _) => Target::Name(name.to_string()),
+                (None, Some(id)) => Target::Name(id.to_string()),
+                (None, None) => Target::None,
+            },
         },
         "forcescheduler" => Target::Name(
             target
