@@ -116,9 +116,11 @@ impl Data {
         self.reporting.store(on, Ordering::Relaxed);
     }
 
-    /// The newest event's id (0 when none): where a new reporter starts.
-    pub async fn newest_report_event(&self) -> Result<i64, DataError> {
+    /// The id of the newest event stored before `before` (0 when none):
+    /// where a new reporter started at `before` begins.
+    pub async fn newest_report_event(&self, before: f64) -> Result<i64, DataError> {
         Ok(report_events::Entity::find()
+            .filter(report_events::Column::At.lt(before))
             .order_by_desc(report_events::Column::Id)
             .one(&self.db)
             .await?

@@ -3,7 +3,9 @@
 //!
 //! A reporter is a service (one task per reporter of master.lua). It reads
 //! the `report_events` that builds and buildsets stored with their own
-//! rows, in order from its position, asks its generators
+//! rows, in order from its position (on PostgreSQL an id may commit after
+//! a higher one: a reporter reads up to the first missing id, and passes it
+//! only after [`GAP_WAIT`], as a rolled-back one), asks its generators
 //! ([`generators`]) which of them to report, renders each into requests
 //! (its transport: [`http_push`]) and queues them with its new position in
 //! one transaction. Then it delivers what is due ([`delivery`]), retrying
@@ -37,6 +39,10 @@ const EVENTS_PER_STEP: u64 = 100;
 const DELIVERIES_PER_TURN: u64 = 50;
 /// The longest wait between turns (a safety net; events wake it sooner).
 const IDLE_WAIT: Duration = Duration::from_secs(5);
+/// How long a missing event id is waited for before it counts as rolled back.
+const GAP_WAIT: Duration = Duration::from_secs(5);
+/// How soon a reporter waiting on a missing event id looks again.
+const GAP_RECHECK: Duration = Duration::from_millis(50);
 
 pub fn start(shared: Arc<Shared>, config: &ReporterConfig) -> TaskService {
     let name = config.name.clone();
@@ -57,6 +63,8 @@ fn config_of(shared: &Shared, name: &str) -> Option<ReporterConfig> {
 }
 
 async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): TaskSignals) {
+    // Events stored from now on are this reporter's (see `start_position`).
+    let started = crate::data::now();
     let mut events = shared.data.bus.subscribe();
     // One HTTP agent for the reporter's life: its connections are reused.
     let agent = ureq::AgentBuilder::new().build();
@@ -69,8 +77,10 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
             Default::default()
         }
     };
+    // The first missing event id after the position, and since when.
+    let mut gap: Option<(i64, std::time::Instant)> = None;
     let mut position = loop {
-        match start_position(&shared, &name).await {
+        match start_position(&shared, &name, started).await {
             Ok(p) => break p,
             Err(e) => {
                 warn!(reporter = %name, "could not read where the reporter stopped: {e}; trying again");
@@ -88,15 +98,28 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
         let Some(config) = config_of(&shared, &name) else {
             break;
         };
-        if let Err(e) = turn(&agent, &shared, &config, &mut position, &mut last_states).await {
+        if let Err(e) = turn(
+            &agent,
+            &shared,
+            &config,
+            &mut position,
+            &mut last_states,
+            &mut gap,
+        )
+        .await
+        {
             warn!(reporter = %name, "reporting failed: {e}; trying again");
         }
-        let wait = match shared.data.next_delivery_at(&name).await {
+        let mut wait = match shared.data.next_delivery_at(&name).await {
             Ok(Some(at)) => Duration::from_secs_f64(
                 (at - crate::data::now()).clamp(0.0, IDLE_WAIT.as_secs_f64()),
             ),
             _ => IDLE_WAIT,
         };
+        // A gap in the events: look again soon.
+        if gap.is_some() {
+            wait = wait.min(GAP_RECHECK);
+        }
         // Only what stores a report event wakes it early (a build's start or
         // end, a new buildset), and a burst of them makes one turn.
         let woken = async {
@@ -138,15 +161,21 @@ fn stores_report_event(key: &str) -> bool {
         || (key.starts_with("buildsets/") && key.ends_with("/new"))
 }
 
-/// Where the reporter reads from: its stored position, or (a new reporter)
-/// the newest event, so it reports what comes after it, not the history.
-async fn start_position(shared: &Shared, name: &str) -> Result<(i64, i64), DataError> {
+/// Where the reporter reads from: its stored position, or (a new reporter,
+/// whose task started at `started`) the newest event before it started, so
+/// it reports what comes after it, not the history, even when its first
+/// reads come after builds that began with it.
+async fn start_position(
+    shared: &Shared,
+    name: &str,
+    started: f64,
+) -> Result<(i64, i64), DataError> {
     let data = &shared.data;
     let objectid = data.object_id(name, REPORTER_STATE).await?;
     let position = match data.object_state(objectid, LAST_EVENT_SEEN).await? {
         Some(v) => v.as_i64().unwrap_or(0),
         None => {
-            let newest = data.newest_report_event().await?;
+            let newest = data.newest_report_event(started).await?;
             data.set_object_state(objectid, LAST_EVENT_SEEN, &newest.into())
                 .await?;
             newest
@@ -162,12 +191,43 @@ async fn turn(
     config: &ReporterConfig,
     (objectid, position): &mut (i64, i64),
     last_states: &mut std::collections::HashMap<String, String>,
+    gap: &mut Option<(i64, std::time::Instant)>,
 ) -> Result<(), DataError> {
     loop {
-        let events = shared
+        let mut events = shared
             .data
             .report_events_after(*position, EVENTS_PER_STEP)
             .await?;
+        let read = events.len() as u64;
+        // Only the events up to the first gap in the ids: on PostgreSQL a
+        // transaction that took its id earlier may commit later. A gap
+        // still open after GAP_WAIT was a rolled-back id, and is passed.
+        let mut expect = *position + 1;
+        let mut upto = events.len();
+        for (i, e) in events.iter().enumerate() {
+            if e.id != expect {
+                match gap {
+                    Some((id, since)) if *id == expect && since.elapsed() >= GAP_WAIT => {
+                        *gap = None;
+                    }
+                    Some((id, _)) if *id == expect => {
+                        upto = i;
+                        break;
+                    }
+                    _ => {
+                        *gap = Some((expect, std::time::Instant::now()));
+                        upto = i;
+                        break;
+                    }
+                }
+            }
+            expect = e.id + 1;
+        }
+        let blocked = upto < events.len();
+        events.truncate(upto);
+        if !blocked {
+            *gap = None;
+        }
         let Some(last) = events.last().map(|e| e.id) else {
             break;
         };
@@ -244,7 +304,7 @@ async fn turn(
             .queue_deliveries(&config.name, *objectid, last, queued)
             .await?;
         *position = last;
-        if (events.len() as u64) < EVENTS_PER_STEP {
+        if blocked || read < EVENTS_PER_STEP {
             break;
         }
     }
