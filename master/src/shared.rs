@@ -28,6 +28,16 @@ pub struct RunningConfig {
     pub scheduler_ids: BTreeMap<String, i64>,
 }
 
+impl RunningConfig {
+    /// A configured builder's name from its id.
+    pub fn builder_name(&self, builderid: i64) -> Option<&str> {
+        self.builder_ids
+            .iter()
+            .find(|(_, id)| **id == builderid)
+            .map(|(name, _)| name.as_str())
+    }
+}
+
 /// State shared by every task of the master.
 pub struct Shared {
     pub dir: PathBuf,

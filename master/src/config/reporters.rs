@@ -192,6 +192,48 @@ impl fmt::Debug for StatusConfig {
     }
 }
 
+impl ReporterKind {
+    /// How its generators are used: statuses report every state of a
+    /// build; the others, the messages the generators select.
+    pub fn usage(&self) -> Use {
+        match self {
+            ReporterKind::CommitStatus(_) => Use::Statuses,
+            _ => Use::Messages,
+        }
+    }
+
+    /// Whether its requests name what a build builds (the source stamps).
+    pub fn reads_sources(&self) -> bool {
+        matches!(
+            self,
+            ReporterKind::CommitStatus(_) | ReporterKind::GitHubComment(_)
+        )
+    }
+
+    /// `max_attempts`, and `timeout` in seconds.
+    pub fn delivery_limits(&self) -> (u32, u64) {
+        match self {
+            ReporterKind::HttpPush(p) => (p.max_attempts, p.timeout_s),
+            ReporterKind::CommitStatus(s) => (s.max_attempts, s.timeout_s),
+            ReporterKind::Chat(c) => (c.max_attempts, c.timeout_s),
+            ReporterKind::Mail(m) => (m.max_attempts, m.timeout_s),
+            ReporterKind::GitHubComment(c) => (c.max_attempts, c.timeout_s),
+        }
+    }
+}
+
+/// How a reporter kind uses its generators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// Messages: what the generators select, modes included.
+    Messages,
+    /// Commit statuses: every state of a selected builder's requests and
+    /// builds (queued, started, finished), the generators' `builders`,
+    /// `tags` and `branches` filtering; modes do not apply (a status must
+    /// reach its end).
+    Statuses,
+}
+
 impl ReporterConfig {
     /// Buildbot's class name (the API's `kind`).
     pub fn class_name(&self) -> &'static str {

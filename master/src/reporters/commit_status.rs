@@ -17,14 +17,15 @@ use crate::config::reporters::{Forge, StatusConfig};
 use crate::data::reports::NewDelivery;
 use crate::results;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 
 /// The statuses `report` sets (one per commit it builds), each with its
-/// order key and state; `last` gives the last state queued for a key.
+/// state; `last` holds the last state queued per order key (GitLab's).
 pub fn requests(
     config: &StatusConfig,
     report: &Report,
     eventid: i64,
-    last: &mut dyn FnMut(&str) -> Option<String>,
+    last: &HashMap<String, String>,
 ) -> Vec<(NewDelivery, String)> {
     let context = context(&config.context, &report.build);
     let mut out = Vec::new();
@@ -38,10 +39,8 @@ pub fn requests(
         let state = state(config.forge, report);
         let key = format!("status:{repo}@{sha}:{context}");
         if config.forge == Forge::GitLab {
-            let before = last(&key);
-            if before.as_deref() == Some(state)
-                || (state == "pending" && before.as_deref() == Some("running"))
-            {
+            let before = last.get(&key).map(String::as_str);
+            if before == Some(state) || (state == "pending" && before == Some("running")) {
                 continue;
             }
         }

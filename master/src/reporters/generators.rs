@@ -9,7 +9,7 @@
 //!   did not) and `change` (its result differs from that previous build's).
 
 use crate::config::ReporterConfig;
-use crate::config::reporters::{GeneratorConfig, GeneratorKind, Mode};
+use crate::config::reporters::{GeneratorConfig, GeneratorKind, Mode, Use};
 use crate::data::DataError;
 use crate::data::query::{Filter, ListQuery, Op};
 use crate::data::reports::ReportEvent;
@@ -29,18 +29,6 @@ pub struct Report {
     pub build: Value,
     /// What it builds (repository, revision, branch, codebase).
     pub sourcestamps: Vec<Value>,
-}
-
-/// How a reporter kind uses its generators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Use {
-    /// Messages (`http_push`): what the generators select, modes included.
-    Messages,
-    /// Commit statuses: every state of a selected builder's requests and
-    /// builds (queued, started, finished), the generators' `builders`,
-    /// `tags` and `branches` filtering; modes do not apply (a status must
-    /// reach its end).
-    Statuses,
 }
 
 /// The reports `config`'s generators make of one event (at most one per
@@ -147,11 +135,9 @@ async fn queued(
 fn describe_builder(shared: &Shared, item: &mut Value, builderid: i64, page: &str) {
     let running = shared.running_config();
     let name = running
-        .builder_ids
-        .iter()
-        .find(|(_, id)| **id == builderid)
-        .map(|(n, _)| n.clone())
-        .unwrap_or_default();
+        .builder_name(builderid)
+        .unwrap_or_default()
+        .to_string();
     let tags = running
         .loaded
         .config

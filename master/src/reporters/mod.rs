@@ -25,9 +25,11 @@ pub mod mail;
 use crate::config::ReporterConfig;
 use crate::config::reporters::ReporterKind;
 use crate::data::DataError;
+use crate::data::reports::NewDelivery;
 use crate::data::reports::{LAST_EVENT_SEEN, REPORTER_STATE, ReportEvent};
 use crate::services::{TaskService, TaskSignals};
 use crate::shared::Shared;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -70,7 +72,15 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
     let agent = ureq::AgentBuilder::new().build();
     // The last state queued per commit and context (GitLab refuses some
     // repeats); what the queue holds is read once at start.
-    let mut last_states = match shared.data.last_states(&name).await {
+    let gitlab = config_of(&shared, &name).is_some_and(|c| {
+        matches!(&c.kind, ReporterKind::CommitStatus(s) if s.forge == crate::config::reporters::Forge::GitLab)
+    });
+    let read = if gitlab {
+        shared.data.last_states(&name).await
+    } else {
+        Ok(HashMap::new())
+    };
+    let mut last_states = match read {
         Ok(states) => states,
         Err(e) => {
             warn!(reporter = %name, "could not read the statuses already queued: {e}");
@@ -155,6 +165,37 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
     }
 }
 
+/// The requests a reporter's transport makes of `report` (the `index`th
+/// of event `eventid`), each with the commit status state it sets, if any.
+async fn render(
+    shared: &Shared,
+    config: &ReporterConfig,
+    report: &generators::Report,
+    eventid: i64,
+    index: usize,
+    last_states: &HashMap<String, String>,
+) -> Result<Vec<(NewDelivery, Option<String>)>, String> {
+    let unstated = |r: Option<NewDelivery>| r.into_iter().map(|d| (d, None)).collect();
+    Ok(match &config.kind {
+        ReporterKind::HttpPush(push) => unstated(Some(
+            http_push::request(shared, push, report, eventid).await?,
+        )),
+        ReporterKind::GitHubComment(c) => {
+            unstated(github_comment::request(shared, c, report, eventid).await?)
+        }
+        ReporterKind::Mail(mail) => unstated(mail::request(shared, mail, report, eventid).await?),
+        ReporterKind::Chat(chat) => unstated(Some(
+            chat::request(shared, chat, report, eventid, index).await?,
+        )),
+        ReporterKind::CommitStatus(status) => {
+            commit_status::requests(status, report, eventid, last_states)
+                .into_iter()
+                .map(|(d, state)| (d, Some(state)))
+                .collect()
+        }
+    })
+}
+
 /// Whether an event's topic is one whose row stored a report event.
 fn stores_report_event(key: &str) -> bool {
     (key.starts_with("builds/") && (key.ends_with("/new") || key.ends_with("/finished")))
@@ -190,7 +231,7 @@ async fn turn(
     shared: &Shared,
     config: &ReporterConfig,
     (objectid, position): &mut (i64, i64),
-    last_states: &mut std::collections::HashMap<String, String>,
+    last_states: &mut HashMap<String, String>,
     gap: &mut Option<(i64, std::time::Instant)>,
 ) -> Result<(), DataError> {
     loop {
@@ -236,66 +277,26 @@ async fn turn(
             let Some(kind) = ReportEvent::parse(&event.kind) else {
                 continue;
             };
-            let usage = match &config.kind {
-                ReporterKind::HttpPush(_) => generators::Use::Messages,
-                ReporterKind::CommitStatus(_) => generators::Use::Statuses,
-                ReporterKind::Chat(_) | ReporterKind::Mail(_) | ReporterKind::GitHubComment(_) => {
-                    generators::Use::Messages
-                }
-            };
-            // What a build builds is read only for those that name it.
-            let sources = matches!(
-                config.kind,
-                ReporterKind::CommitStatus(_) | ReporterKind::GitHubComment(_)
-            );
-            for report in
-                generators::reports(shared, config, kind, event.objectid, usage, sources).await?
+            for report in generators::reports(
+                shared,
+                config,
+                kind,
+                event.objectid,
+                config.kind.usage(),
+                config.kind.reads_sources(),
+            )
+            .await?
             {
-                match &config.kind {
-                    ReporterKind::HttpPush(push) => {
-                        match http_push::request(shared, push, &report, event.id).await {
-                            Ok(request) => queued.push(request),
-                            Err(e) => {
-                                warn!(reporter = %config.name, "could not render a message: {e}")
+                match render(shared, config, &report, event.id, queued.len(), last_states).await {
+                    Ok(requests) => {
+                        for (request, state) in requests {
+                            if let Some(state) = state {
+                                last_states.insert(request.order_key.clone(), state);
                             }
-                        }
-                    }
-                    ReporterKind::GitHubComment(comment) => {
-                        match github_comment::request(shared, comment, &report, event.id).await {
-                            Ok(Some(request)) => queued.push(request),
-                            Ok(None) => {}
-                            Err(e) => {
-                                warn!(reporter = %config.name, "could not render a comment: {e}")
-                            }
-                        }
-                    }
-                    ReporterKind::Mail(mail) => {
-                        match mail::request(shared, mail, &report, event.id).await {
-                            Ok(Some(request)) => queued.push(request),
-                            Ok(None) => {}
-                            Err(e) => {
-                                warn!(reporter = %config.name, "could not render a mail: {e}")
-                            }
-                        }
-                    }
-                    ReporterKind::Chat(chat) => {
-                        match chat::request(shared, chat, &report, event.id, queued.len()).await {
-                            Ok(request) => queued.push(request),
-                            Err(e) => {
-                                warn!(reporter = %config.name, "could not render a message: {e}")
-                            }
-                        }
-                    }
-                    ReporterKind::CommitStatus(status) => {
-                        let known = last_states.clone();
-                        let mut last = |key: &str| known.get(key).cloned();
-                        for (request, state) in
-                            commit_status::requests(status, &report, event.id, &mut last)
-                        {
-                            last_states.insert(request.order_key.clone(), state);
                             queued.push(request);
                         }
                     }
+                    Err(e) => warn!(reporter = %config.name, "could not render a report: {e}"),
                 }
             }
         }
@@ -308,13 +309,7 @@ async fn turn(
             break;
         }
     }
-    let (max_attempts, timeout) = match &config.kind {
-        ReporterKind::HttpPush(p) => (p.max_attempts, p.timeout_s),
-        ReporterKind::CommitStatus(s) => (s.max_attempts, s.timeout_s),
-        ReporterKind::Chat(c) => (c.max_attempts, c.timeout_s),
-        ReporterKind::Mail(m) => (m.max_attempts, m.timeout_s),
-        ReporterKind::GitHubComment(c) => (c.max_attempts, c.timeout_s),
-    };
+    let (max_attempts, timeout) = config.kind.delivery_limits();
     let timeout = Duration::from_secs(timeout);
     let due = shared
         .data

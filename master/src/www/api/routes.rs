@@ -617,12 +617,7 @@ async fn forcescheduler_list(c: &Call<'_>) -> Result<Answer, ApiError> {
     let running = c.shared.running_config();
     let mut items = super::force_schedulers(c.shared, &running);
     if let Some(id) = builder_id(c, &running)? {
-        let name = running
-            .builder_ids
-            .iter()
-            .find(|(_, v)| **v == id)
-            .map(|(n, _)| n.clone())
-            .unwrap_or_default();
+        let name = running.builder_name(id).unwrap_or_default().to_string();
         items.retain(|s| {
             s["builder_names"]
                 .as_array()

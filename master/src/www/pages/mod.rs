@@ -118,11 +118,7 @@ impl Ctx<'_> {
 
     /// A configured builder's name from its id.
     pub(super) fn configured_builder(&self, builderid: i64) -> Option<String> {
-        self.running
-            .builder_ids
-            .iter()
-            .find(|(_, id)| **id == builderid)
-            .map(|(name, _)| name.clone())
+        self.running.builder_name(builderid).map(str::to_string)
     }
 
     /// A builder's name from its id ("builder N" when it is not configured).
