@@ -6,13 +6,13 @@
 //!   lost to a crash between them. Nothing is added while no reporter is
 //!   configured ([`Data::set_reporting`]).
 //! - A reporter reads the events after its position
-//!   ([`Data::report_events_after`]), and stores what it makes of them with
-//!   its new position in one batch ([`Data::queue_deliveries`]): a restart
-//!   neither repeats nor skips an event.
-//! - It delivers what is due ([`Data::due_deliveries`]: pending, its time
-//!   come, and no earlier pending delivery with the same order key, so one
-//!   commit's statuses go out in order) and records each attempt
-//!   ([`Data::record_attempts`], one write per turn).
+//!   ([`Data::report_events_after`]) and what is due in its queue
+//!   ([`Data::due_deliveries`]: pending, its time come, and no earlier
+//!   pending delivery with the same order key, so one commit's statuses go
+//!   out in order). It delivers those, then stores how each attempt ended,
+//!   the requests it made of the events and its new position in one batch
+//!   ([`Data::record_turn`]): a restart neither repeats nor skips an event,
+//!   and a turn is one write however much it did.
 
 use super::batch::Batch;
 use super::state::push_set_state;
@@ -141,36 +141,50 @@ impl Data {
             .await?)
     }
 
-    /// Queue `deliveries` and move the reporter (`objectid`) to `position`,
-    /// in one transaction.
-    pub async fn queue_deliveries(
+    /// A reporter's turn, in one transaction: how its attempts ended
+    /// (delivery id, attempt), the requests it made of new events, and its
+    /// new position in the events (`None`: it read none).
+    pub async fn record_turn(
         &self,
         reporter: &str,
         objectid: i64,
-        position: i64,
+        position: Option<i64>,
         deliveries: Vec<NewDelivery>,
+        attempts: &[(i64, Attempt)],
     ) -> Result<(), DataError> {
         use report_deliveries::Column as C;
         let mut batch = Batch::new(self);
-        let at = now();
-        for d in deliveries {
-            let headers = serde_json::to_string(&d.headers).unwrap_or_else(|_| "[]".into());
-            let insert = Query::insert()
-                .into_table(report_deliveries::Entity)
-                .columns([
-                    C::Reporter,
-                    C::Eventid,
-                    C::OrderKey,
-                    C::Method,
-                    C::Url,
-                    C::HeadersJson,
-                    C::Body,
-                    C::State,
-                    C::Attempts,
-                    C::NextAttemptAt,
-                    C::CreatedAt,
-                ])
-                .values([
+        // Attempts that ended alike (most often: all delivered, 200) are
+        // one statement.
+        let mut alike: Vec<(&Attempt, Vec<i64>)> = Vec::new();
+        for (id, attempt) in attempts {
+            match alike.iter_mut().find(|(a, _)| *a == attempt) {
+                Some((_, ids)) => ids.push(*id),
+                None => alike.push((attempt, vec![*id])),
+            }
+        }
+        for (attempt, ids) in alike {
+            push_attempt(&mut batch, ids, attempt);
+        }
+        if !deliveries.is_empty() {
+            let at = now();
+            let mut insert = Query::insert();
+            insert.into_table(report_deliveries::Entity).columns([
+                C::Reporter,
+                C::Eventid,
+                C::OrderKey,
+                C::Method,
+                C::Url,
+                C::HeadersJson,
+                C::Body,
+                C::State,
+                C::Attempts,
+                C::NextAttemptAt,
+                C::CreatedAt,
+            ]);
+            for d in deliveries {
+                let headers = serde_json::to_string(&d.headers).unwrap_or_else(|_| "[]".into());
+                insert.values([
                     reporter.into(),
                     d.eventid.into(),
                     d.order_key.into(),
@@ -182,11 +196,13 @@ impl Data {
                     0.into(),
                     at.into(),
                     at.into(),
-                ])?
-                .to_owned();
+                ])?;
+            }
             batch.push(&insert);
         }
-        push_set_state(&mut batch, objectid, LAST_EVENT_SEEN, &json!(position))?;
+        if let Some(position) = position {
+            push_set_state(&mut batch, objectid, LAST_EVENT_SEEN, &json!(position))?;
+        }
         self.run_batch(batch).await?;
         Ok(())
     }
@@ -239,20 +255,6 @@ impl Data {
             .one(&self.db)
             .await?;
         Ok(next.and_then(|n| n.at))
-    }
-
-    /// Record how attempts at deliveries ended (delivery id, attempt), in
-    /// one transaction.
-    pub async fn record_attempts(&self, attempts: &[(i64, Attempt)]) -> Result<(), DataError> {
-        if attempts.is_empty() {
-            return Ok(());
-        }
-        let mut batch = Batch::new(self);
-        for (id, attempt) in attempts {
-            push_attempt(&mut batch, *id, attempt);
-        }
-        self.run_batch(batch).await?;
-        Ok(())
     }
 
     /// A removed reporter's queue: its pending deliveries become `dropped`.
@@ -350,8 +352,9 @@ impl Data {
     }
 }
 
-/// Add the record of one attempt at delivery `id` to `batch`.
-fn push_attempt(batch: &mut Batch, id: i64, attempt: &Attempt) {
+/// Add the record of one attempt at each of the deliveries `ids` (which
+/// all ended alike) to `batch`.
+fn push_attempt(batch: &mut Batch, ids: Vec<i64>, attempt: &Attempt) {
     use report_deliveries::Column as C;
     let at = now();
     let (state, status, error, next, done) = match attempt {
@@ -371,7 +374,7 @@ fn push_attempt(batch: &mut Batch, id: i64, attempt: &Attempt) {
         .value(C::NextAttemptAt, next)
         .value(C::LastStatus, status.map(i32::from))
         .value(C::DoneAt, done)
-        .and_where(Expr::col(C::Id).eq(id));
+        .and_where(Expr::col(C::Id).is_in(ids));
     if let Some(error) = error {
         update.value(C::LastError, error);
     }

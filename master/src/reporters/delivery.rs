@@ -4,9 +4,8 @@
 //! token is not retried forever; or `max_attempts` used up).
 //!
 //! Requests go out with ureq (already the master's HTTP client for forge
-//! APIs) on a blocking thread, so a slow receiver holds no async thread,
-//! through one agent per reporter, which keeps its connections open for the
-//! next request.
+//! APIs), a turn's requests on one blocking thread, through one agent per
+//! reporter, which keeps its connections open for the next request.
 
 use crate::data::reports::Attempt;
 use crate::db::entities::report_deliveries;
@@ -19,44 +18,90 @@ const MAX_BACKOFF_S: f64 = 600.0;
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER_S: f64 = 3600.0;
 
-/// Send `d` to `url` (with `extra` headers: the secrets, never stored) and
-/// say how it went.
-pub async fn attempt(
+/// One request to send: a queued delivery, with its URL and the headers
+/// that carry secrets (added now, never stored).
+pub struct Outgoing {
+    pub delivery: report_deliveries::Model,
+    pub url: String,
+    pub extra: Vec<(String, String)>,
+}
+
+/// How a request was answered: a 2xx status, or (status, `Retry-After`,
+/// the answer's first line) with no status when nothing answered.
+type Answer = Result<u16, (Option<u16>, Option<f64>, String)>;
+
+/// Send a turn's requests, in order, on one blocking thread (a slow
+/// receiver holds no async thread, and a turn is one hand-off however many
+/// it sends), and say how each went. Once a receiver does not answer at
+/// all (down, or timing out), the rest wait for the next turn untried
+/// rather than each waiting out its own timeout.
+pub async fn attempt_all(
     agent: &ureq::Agent,
-    d: &report_deliveries::Model,
-    url: &str,
-    extra: Vec<(String, String)>,
+    outgoing: Vec<Outgoing>,
     max_attempts: u32,
     timeout: Duration,
-) -> Attempt {
-    let (method, url, body) = (d.method.clone(), url.to_string(), d.body.clone());
-    let mut headers: Vec<(String, String)> =
-        serde_json::from_str(&d.headers_json).unwrap_or_default();
-    headers.extend(extra);
+) -> Vec<(report_deliveries::Model, Attempt)> {
     let agent = agent.clone();
     let sent = tokio::task::spawn_blocking(move || {
-        let mut request = agent.request(&method, &url).timeout(timeout);
-        for (name, value) in &headers {
-            request = request.set(name, value);
-        }
-        match request.send_string(&body) {
-            Ok(answer) => Ok(answer.status()),
-            Err(ureq::Error::Status(status, answer)) => {
-                let retry_after = answer
-                    .header("retry-after")
-                    .and_then(|v| v.trim().parse::<f64>().ok());
-                let text = answer.into_string().unwrap_or_default();
-                Err((Some(status), retry_after, first_line(&text)))
+        let mut answered = Vec::with_capacity(outgoing.len());
+        for o in outgoing {
+            let answer = send(&agent, &o, timeout);
+            let unreachable = matches!(answer, Err((None, _, _)));
+            answered.push((o.delivery, answer));
+            if unreachable {
+                break;
             }
-            Err(ureq::Error::Transport(e)) => Err((None, None, e.kind().to_string())),
         }
+        answered
     })
     .await;
+    match sent {
+        Ok(answered) => answered
+            .into_iter()
+            .map(|(d, answer)| {
+                let attempt = judge(&d, answer, max_attempts);
+                (d, attempt)
+            })
+            .collect(),
+        // The thread panicked: nothing is recorded, so all stay pending
+        // and are tried again next turn.
+        Err(e) => {
+            warn!("the sending thread failed: {e}");
+            Vec::new()
+        }
+    }
+}
+
+fn send(agent: &ureq::Agent, o: &Outgoing, timeout: Duration) -> Answer {
+    let d = &o.delivery;
+    let mut headers: Vec<(String, String)> =
+        serde_json::from_str(&d.headers_json).unwrap_or_default();
+    headers.extend(o.extra.iter().cloned());
+    let mut request = agent.request(&d.method, &o.url).timeout(timeout);
+    for (name, value) in &headers {
+        request = request.set(name, value);
+    }
+    match request.send_string(&d.body) {
+        Ok(answer) => Ok(answer.status()),
+        Err(ureq::Error::Status(status, answer)) => {
+            let retry_after = answer
+                .header("retry-after")
+                .and_then(|v| v.trim().parse::<f64>().ok());
+            let text = answer.into_string().unwrap_or_default();
+            Err((Some(status), retry_after, first_line(&text)))
+        }
+        Err(ureq::Error::Transport(e)) => Err((None, None, e.kind().to_string())),
+    }
+}
+
+/// What an answer to delivery `d` means: delivered, try again later, or
+/// given up.
+fn judge(d: &report_deliveries::Model, answer: Answer, max_attempts: u32) -> Attempt {
     let tries = d.attempts as u32 + 1;
     let backoff = || backoff_s(d.attempts);
-    match sent {
-        Ok(Ok(status)) => Attempt::Delivered { status },
-        Ok(Err((status, retry_after, text))) => {
+    match answer {
+        Ok(status) => Attempt::Delivered { status },
+        Err((status, retry_after, text)) => {
             let retryable = match status {
                 None => true,
                 Some(s) => s == 429 || s >= 500,
@@ -88,11 +133,6 @@ pub async fn attempt(
                 Attempt::Failed { status, error }
             }
         }
-        Err(e) => Attempt::Retry {
-            status: None,
-            error: format!("the sending thread failed: {e}"),
-            retry_at: crate::data::now() + backoff(),
-        },
     }
 }
 

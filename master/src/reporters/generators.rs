@@ -162,7 +162,7 @@ fn describe_builder(shared: &Shared, item: &mut Value, builderid: i64, page: &st
 type SeenBuilds = std::sync::Mutex<std::collections::VecDeque<((ReportEvent, i64), Value)>>;
 
 /// Builds kept in [`SeenBuilds`].
-const SEEN_BUILDS: usize = 512;
+const SEEN_BUILDS: usize = 2048;
 
 fn seen_builds() -> &'static SeenBuilds {
     static SEEN: std::sync::OnceLock<SeenBuilds> = std::sync::OnceLock::new();
@@ -192,6 +192,46 @@ async fn build_at(
     }
     seen.push_back((key, build.clone()));
     Ok(Some(build))
+}
+
+/// Read the builds `events` are about that no reporter has read yet, in one
+/// query, so that a turn's reports do not read them one by one.
+pub async fn read_builds(
+    shared: &Shared,
+    events: &[crate::db::entities::report_events::Model],
+) -> Result<(), DataError> {
+    let wanted: Vec<(ReportEvent, i64)> = {
+        let seen = seen_builds().lock().unwrap_or_else(|p| p.into_inner());
+        events
+            .iter()
+            .filter_map(|e| Some((ReportEvent::parse(&e.kind)?, e.objectid)))
+            .filter(|(kind, _)| *kind != ReportEvent::BuildsetNew)
+            .filter(|key| !seen.iter().any(|(k, _)| k == key))
+            .collect()
+    };
+    if wanted.len() < 2 {
+        return Ok(());
+    }
+    let mut q = ListQuery::default().whole();
+    q.filters.push(Filter {
+        field: "buildid".into(),
+        op: Op::Eq,
+        values: wanted.iter().map(|(_, id)| id.to_string()).collect(),
+    });
+    let (builds, _) = shared.data.list_builds(&q, true).await?;
+    let mut seen = seen_builds().lock().unwrap_or_else(|p| p.into_inner());
+    for mut build in builds {
+        let buildid = build["buildid"].as_i64().unwrap_or(0);
+        let builderid = build["builderid"].as_i64().unwrap_or(0);
+        describe_builder(shared, &mut build, builderid, &format!("builds/{buildid}"));
+        for key in wanted.iter().filter(|(_, id)| *id == buildid) {
+            if seen.len() >= SEEN_BUILDS {
+                seen.pop_front();
+            }
+            seen.push_back((*key, build.clone()));
+        }
+    }
+    Ok(())
 }
 
 async fn build_of(shared: &Shared, buildid: i64) -> Result<Option<Value>, DataError> {

@@ -1,16 +1,19 @@
 //! Reporters: telling people and systems what builds did, without a build
 //! ever waiting for them and without losing a message.
 //!
-//! A reporter is a service (one task per reporter of master.lua). It reads
-//! the `report_events` that builds and buildsets stored with their own
-//! rows, in order from its position (on PostgreSQL an id may commit after
-//! a higher one: a reporter reads up to the first missing id, and passes it
-//! only after [`GAP_WAIT`], as a rolled-back one), asks its generators
-//! ([`generators`]) which of them to report, renders each into requests
-//! (its transport: [`http_push`]) and queues them with its new position in
-//! one transaction. Then it delivers what is due ([`delivery`]), retrying
+//! A reporter is a service (one task per reporter of master.lua). Each
+//! turn it reads what is due in its queue and the `report_events` that
+//! builds and buildsets stored with their own rows, in order from its
+//! position (on PostgreSQL an id may commit after a higher one: a reporter
+//! reads up to the first missing id, and passes it only after [`GAP_WAIT`],
+//! as a rolled-back one). It delivers what was due ([`delivery`]), retrying
 //! with backoff on 5xx answers, timeouts and 429 (honouring `Retry-After`),
-//! giving up on a 4xx or after `max_attempts`, and recording each attempt.
+//! giving up on a 4xx or after `max_attempts`; asks its generators
+//! ([`generators`]) which events to report and renders each into requests
+//! (its transport: [`http_push`] …); and stores the attempts, the new
+//! requests and its new position in one write. Under a stream of builds a
+//! busy reporter gathers events for [`GATHER`] between turns, so its cost
+//! is a few statements per turn, not per build.
 //! A restart resumes from the stored position and the stored queue; a
 //! removed reporter's queue is dropped, with a log line saying how much.
 
@@ -25,8 +28,7 @@ pub mod mail;
 use crate::config::ReporterConfig;
 use crate::config::reporters::ReporterKind;
 use crate::data::DataError;
-use crate::data::reports::NewDelivery;
-use crate::data::reports::{LAST_EVENT_SEEN, REPORTER_STATE, ReportEvent};
+use crate::data::reports::{self, LAST_EVENT_SEEN, NewDelivery, REPORTER_STATE, ReportEvent};
 use crate::services::{TaskService, TaskSignals};
 use crate::shared::Shared;
 use std::collections::HashMap;
@@ -35,10 +37,15 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tracing::{info, warn};
 
-/// Events read per step.
-const EVENTS_PER_STEP: u64 = 100;
+/// Events read per turn.
+const EVENTS_PER_TURN: u64 = 500;
 /// Deliveries attempted per turn.
-const DELIVERIES_PER_TURN: u64 = 50;
+const DELIVERIES_PER_TURN: u64 = 200;
+/// How long a busy reporter gathers events before its next turn: under a
+/// stream of builds a turn takes many events at once (each turn is a few
+/// reads and one write, whatever it carries). An idle reporter turns at
+/// once when an event comes.
+const GATHER: Duration = Duration::from_millis(50);
 /// The longest wait between turns (a safety net; events wake it sooner).
 const IDLE_WAIT: Duration = Duration::from_secs(5);
 /// How long a missing event id is waited for before it counts as rolled back.
@@ -101,6 +108,9 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
             }
         }
     };
+    // When the earliest retry in the queue is due: read once, then known
+    // from the turns' own attempts.
+    let mut next_retry = shared.data.next_delivery_at(&name).await.ok().flatten();
     loop {
         if *shutdown.borrow() {
             break;
@@ -108,7 +118,11 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
         let Some(config) = config_of(&shared, &name) else {
             break;
         };
-        if let Err(e) = turn(
+        let now = crate::data::now();
+        if next_retry.is_some_and(|at| at <= now) {
+            next_retry = None;
+        }
+        let busy = match turn(
             &agent,
             &shared,
             &config,
@@ -118,14 +132,28 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
         )
         .await
         {
-            warn!(reporter = %name, "reporting failed: {e}; trying again");
-        }
-        let mut wait = match shared.data.next_delivery_at(&name).await {
-            Ok(Some(at)) => Duration::from_secs_f64(
+            Ok(done) => {
+                if let Some(at) = done.retry_at {
+                    next_retry = Some(next_retry.map_or(at, |n| n.min(at)));
+                }
+                done.more
+            }
+            Err(e) => {
+                // What the turn tried stays pending: look again soon.
+                next_retry = Some(crate::data::now() + 1.0);
+                warn!(reporter = %name, "reporting failed: {e}; trying again");
+                false
+            }
+        };
+        let mut wait = match next_retry {
+            Some(at) => Duration::from_secs_f64(
                 (at - crate::data::now()).clamp(0.0, IDLE_WAIT.as_secs_f64()),
             ),
-            _ => IDLE_WAIT,
+            None => IDLE_WAIT,
         };
+        if busy {
+            wait = wait.min(GATHER);
+        }
         // A gap in the events: look again soon.
         if gap.is_some() {
             wait = wait.min(GAP_RECHECK);
@@ -144,7 +172,7 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            () = woken => {}
+            () = woken, if !busy => {}
             _ = settings.changed() => {}
             _ = shutdown.changed() => break,
         }
@@ -225,7 +253,17 @@ async fn start_position(
     Ok((objectid, position))
 }
 
-/// One turn: queue what the new events call for, then deliver what is due.
+/// What a turn did, for when the next one comes.
+struct TurnDone {
+    /// It had work (events read, requests sent or queued): there may be
+    /// more, soon (a build's end waits for its start to be delivered).
+    more: bool,
+    /// The earliest retry it scheduled.
+    retry_at: Option<f64>,
+}
+
+/// One turn: deliver what was due, make requests of the new events, and
+/// store both with the new position in one write.
 async fn turn(
     agent: &ureq::Agent,
     shared: &Shared,
@@ -233,106 +271,133 @@ async fn turn(
     (objectid, position): &mut (i64, i64),
     last_states: &mut HashMap<String, String>,
     gap: &mut Option<(i64, std::time::Instant)>,
-) -> Result<(), DataError> {
-    loop {
-        let mut events = shared
-            .data
-            .report_events_after(*position, EVENTS_PER_STEP)
-            .await?;
-        let read = events.len() as u64;
-        // Only the events up to the first gap in the ids: on PostgreSQL a
-        // transaction that took its id earlier may commit later. A gap
-        // still open after GAP_WAIT was a rolled-back id, and is passed.
-        let mut expect = *position + 1;
-        let mut upto = events.len();
-        for (i, e) in events.iter().enumerate() {
-            if e.id != expect {
-                match gap {
-                    Some((id, since)) if *id == expect && since.elapsed() >= GAP_WAIT => {
-                        *gap = None;
-                    }
-                    Some((id, _)) if *id == expect => {
-                        upto = i;
-                        break;
-                    }
-                    _ => {
-                        *gap = Some((expect, std::time::Instant::now()));
-                        upto = i;
-                        break;
-                    }
-                }
-            }
-            expect = e.id + 1;
-        }
-        let blocked = upto < events.len();
-        events.truncate(upto);
-        if !blocked {
-            *gap = None;
-        }
-        let Some(last) = events.last().map(|e| e.id) else {
-            break;
-        };
-        let mut queued = Vec::new();
-        for event in &events {
-            let Some(kind) = ReportEvent::parse(&event.kind) else {
-                continue;
-            };
-            for report in generators::reports(
-                shared,
-                config,
-                kind,
-                event.objectid,
-                config.kind.usage(),
-                config.kind.reads_sources(),
-            )
-            .await?
-            {
-                match render(shared, config, &report, event.id, queued.len(), last_states).await {
-                    Ok(requests) => {
-                        for (request, state) in requests {
-                            if let Some(state) = state {
-                                last_states.insert(request.order_key.clone(), state);
-                            }
-                            queued.push(request);
-                        }
-                    }
-                    Err(e) => warn!(reporter = %config.name, "could not render a report: {e}"),
-                }
-            }
-        }
-        shared
-            .data
-            .queue_deliveries(&config.name, *objectid, last, queued)
-            .await?;
-        *position = last;
-        if blocked || read < EVENTS_PER_STEP {
-            break;
-        }
-    }
-    let (max_attempts, timeout) = config.kind.delivery_limits();
-    let timeout = Duration::from_secs(timeout);
+) -> Result<TurnDone, DataError> {
     let due = shared
         .data
         .due_deliveries(&config.name, DELIVERIES_PER_TURN)
         .await?;
-    let mut attempts = Vec::with_capacity(due.len());
-    for d in due {
-        // Secrets (credentials, a webhook's URL) are added now, never stored.
-        let (url, extra) = match &config.kind {
-            ReporterKind::HttpPush(p) => (d.url.clone(), http_push::secret_headers(p)),
-            ReporterKind::CommitStatus(s) => (d.url.clone(), commit_status::secret_headers(s)),
-            ReporterKind::Chat(c) => chat::secret_parts(c, &d.url),
-            ReporterKind::Mail(_) => (d.url.clone(), Vec::new()),
-            ReporterKind::GitHubComment(c) => (d.url.clone(), github_comment::secret_headers(c)),
-        };
-        let attempt = match &config.kind {
-            ReporterKind::Mail(m) => mail::send(m, &d, max_attempts).await,
-            _ => delivery::attempt(agent, &d, &url, extra, max_attempts, timeout).await,
-        };
-        delivery::log(&config.name, &d, &attempt);
-        attempts.push((d.id, attempt));
+    let full = due.len() as u64 == DELIVERIES_PER_TURN;
+    let mut events = shared
+        .data
+        .report_events_after(*position, EVENTS_PER_TURN)
+        .await?;
+    let read = events.len() as u64;
+    // Only the events up to the first gap in the ids: on PostgreSQL a
+    // transaction that took its id earlier may commit later. A gap still
+    // open after GAP_WAIT was a rolled-back id, and is passed.
+    let mut expect = *position + 1;
+    let mut upto = events.len();
+    for (i, e) in events.iter().enumerate() {
+        if e.id != expect {
+            match gap {
+                Some((id, since)) if *id == expect && since.elapsed() >= GAP_WAIT => {
+                    *gap = None;
+                }
+                Some((id, _)) if *id == expect => {
+                    upto = i;
+                    break;
+                }
+                _ => {
+                    *gap = Some((expect, std::time::Instant::now()));
+                    upto = i;
+                    break;
+                }
+            }
+        }
+        expect = e.id + 1;
     }
-    // One write for the turn's attempts.
-    shared.data.record_attempts(&attempts).await?;
-    Ok(())
+    if upto == events.len() {
+        *gap = None;
+    }
+    events.truncate(upto);
+    let mut queued = Vec::new();
+    generators::read_builds(shared, &events).await?;
+    for event in &events {
+        let Some(kind) = ReportEvent::parse(&event.kind) else {
+            continue;
+        };
+        for report in generators::reports(
+            shared,
+            config,
+            kind,
+            event.objectid,
+            config.kind.usage(),
+            config.kind.reads_sources(),
+        )
+        .await?
+        {
+            match render(shared, config, &report, event.id, queued.len(), last_states).await {
+                Ok(requests) => {
+                    for (request, state) in requests {
+                        if let Some(state) = state {
+                            last_states.insert(request.order_key.clone(), state);
+                        }
+                        queued.push(request);
+                    }
+                }
+                Err(e) => warn!(reporter = %config.name, "could not render a report: {e}"),
+            }
+        }
+    }
+    let (max_attempts, timeout) = config.kind.delivery_limits();
+    let timeout = Duration::from_secs(timeout);
+    let tried = due.len();
+    let attempts = match &config.kind {
+        ReporterKind::Mail(m) => {
+            let mut attempts = Vec::with_capacity(due.len());
+            for d in due {
+                let attempt = mail::send(m, &d, max_attempts).await;
+                attempts.push((d, attempt));
+            }
+            attempts
+        }
+        kind => {
+            let outgoing = due
+                .into_iter()
+                .map(|d| {
+                    // Secrets (credentials, a webhook's URL) are added now,
+                    // never stored.
+                    let (url, extra) = match kind {
+                        ReporterKind::HttpPush(p) => (d.url.clone(), http_push::secret_headers(p)),
+                        ReporterKind::CommitStatus(s) => {
+                            (d.url.clone(), commit_status::secret_headers(s))
+                        }
+                        ReporterKind::Chat(c) => chat::secret_parts(c, &d.url),
+                        ReporterKind::GitHubComment(c) => {
+                            (d.url.clone(), github_comment::secret_headers(c))
+                        }
+                        ReporterKind::Mail(_) => (d.url.clone(), Vec::new()),
+                    };
+                    delivery::Outgoing {
+                        delivery: d,
+                        url,
+                        extra,
+                    }
+                })
+                .collect();
+            delivery::attempt_all(agent, outgoing, max_attempts, timeout).await
+        }
+    };
+    let untried = attempts.len() < tried;
+    let mut retry_at: Option<f64> = None;
+    let attempts: Vec<(i64, _)> = attempts
+        .into_iter()
+        .map(|(d, attempt)| {
+            delivery::log(&config.name, &d, &attempt);
+            if let reports::Attempt::Retry { retry_at: at, .. } = &attempt {
+                retry_at = Some(retry_at.map_or(*at, |r: f64| r.min(*at)));
+            }
+            (d.id, attempt)
+        })
+        .collect();
+    let new_position = events.last().map(|e| e.id);
+    let more = full || untried || !queued.is_empty() || !attempts.is_empty() || read > 0;
+    shared
+        .data
+        .record_turn(&config.name, *objectid, new_position, queued, &attempts)
+        .await?;
+    if let Some(p) = new_position {
+        *position = p;
+    }
+    Ok(TurnDone { more, retry_at })
 }
