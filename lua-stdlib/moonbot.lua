@@ -51,7 +51,8 @@ end
 ---@field missing_timeout? integer    Seconds without a keep-alive before the worker counts as gone (default 30).
 ---@field reconnect_grace? integer    Seconds a running build waits for the worker to come back (default 60; 0: RETRY at once).
 ---@field properties? table<string, any> Properties every build on this worker gets.
----@field notify? string[]             Who to tell when the worker goes missing (future use).
+---@field notify_on_missing? string[]  Addresses a worker_missing generator's mail goes to when the worker stays away longer than missing_timeout.
+---@field notify? string[]             The same as notify_on_missing.
 
 ---@class moonbot.Worker: moonbot.WorkerArgs
 
@@ -628,11 +629,25 @@ M.changes = changes
 ---@field builders? string[]          Only these builders (default: all).
 ---@field tags? string[]              Only builders with one of these tags.
 ---@field branches? string[]          Only builds of these branches.
+---@field schedulers? string[]        Only builds these schedulers asked for.
 
 ---@class moonbot.BuildStartEndArgs
 ---@field builders? string[]          Only these builders (default: all).
 ---@field tags? string[]              Only builders with one of these tags.
 ---@field branches? string[]          Only builds of these branches.
+---@field schedulers? string[]        Only builds these schedulers asked for.
+
+---@class moonbot.BuildsetArgs
+---@field mode? moonbot.ReportMode[]  Which of its builds to report (default { "failing", "passing", "warnings" }); none taken: no message.
+---@field builders? string[]          Only builds of these builders (default: all).
+---@field tags? string[]              Only builds of builders with one of these tags.
+---@field branches? string[]          Only builds of these branches.
+---@field schedulers? string[]        Only builds these schedulers asked for.
+
+---@class moonbot.BuildsetCombinedArgs
+
+---@class moonbot.WorkerMissingArgs
+---@field workers? "all"|string[]     Which workers (default "all"); mail goes to each one's notify_on_missing.
 
 ---@class moonbot.Generator
 
@@ -645,6 +660,18 @@ generators.build_status = constructor("generators.build_status")
 --- Reports every build when it starts and when it ends (Buildbot's BuildStartEndStatusGenerator).
 ---@type fun(args: moonbot.BuildStartEndArgs): moonbot.Generator
 generators.build_start_end = constructor("generators.build_start_end")
+
+--- Reports a finished buildset, in one message with those of its builds that the filters and modes take (Buildbot's BuildSetStatusGenerator).
+---@type fun(args: moonbot.BuildsetArgs): moonbot.Generator
+generators.buildset = constructor("generators.buildset")
+
+--- Reports every finished buildset, in one message with all its builds (Buildbot's BuildSetCombinedStatusGenerator).
+---@type fun(args: moonbot.BuildsetCombinedArgs): moonbot.Generator
+generators.buildset_combined = constructor("generators.buildset_combined")
+
+--- Reports a worker that stayed away longer than its missing_timeout (Buildbot's WorkerMissingGenerator).
+---@type fun(args: moonbot.WorkerMissingArgs): moonbot.Generator
+generators.worker_missing = constructor("generators.worker_missing")
 
 M.generators = generators
 

@@ -614,5 +614,40 @@ return {
             errors.iter().any(|e| e.contains("duplicate reporter")),
             "{errors:?}"
         );
+        // The new generators; a status is about one build; a filter of
+        // builds means nothing to a missing worker.
+        assert_eq!(
+            reporters(
+                r#"mb.reporters.http_push { url = "http://x", generators = {
+                    mb.generators.buildset { mode = { "failing" }, schedulers = { "s" } },
+                    mb.generators.buildset_combined {},
+                    mb.generators.worker_missing { workers = { "w1" } } } }"#
+            ),
+            Vec::<String>::new()
+        );
+        let errors = reporters(
+            r#"mb.reporters.github_status { token = "t",
+                generators = { mb.generators.buildset_combined {} } }"#,
+        );
+        assert!(
+            errors.iter().any(|e| e
+                .contains("github_status: its generators must be build_status or build_start_end")),
+            "{errors:?}"
+        );
+        let errors = reporters(
+            r#"mb.reporters.slack { webhook = "http://x",
+                generators = { mb.generators.worker_missing { builders = { "b" } } } }"#,
+        );
+        assert!(errors.iter().any(|e| e.contains("builders")), "{errors:?}");
+        let errors = reporters(
+            r#"mb.reporters.slack { webhook = "http://x",
+                generators = { mb.generators.worker_missing { workers = "some" } } }"#,
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("must be \"all\" or a list")),
+            "{errors:?}"
+        );
     }
 }

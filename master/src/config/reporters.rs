@@ -322,6 +322,9 @@ pub struct GeneratorConfig {
     pub tags: Vec<String>,
     /// Only builds of these branches (all when empty).
     pub branches: Vec<String>,
+    /// Only builds these schedulers asked for (their `scheduler`
+    /// property; all when empty).
+    pub schedulers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -332,6 +335,27 @@ pub enum GeneratorKind {
     /// `mb.generators.build_start_end`: every build, when it starts and when
     /// it ends.
     BuildStartEnd,
+    /// `mb.generators.buildset`: a finished buildset, in one message with
+    /// those of its builds that the filters take and whose result is one of
+    /// the modes (none: no message).
+    Buildset(Vec<Mode>),
+    /// `mb.generators.buildset_combined`: every finished buildset, in one
+    /// message with all its builds.
+    BuildsetCombined,
+    /// `mb.generators.worker_missing`: a worker that stayed away longer than
+    /// its `missing_timeout` (these workers; all when empty).
+    WorkerMissing(Vec<String>),
+}
+
+impl GeneratorKind {
+    /// Whether it reports single builds (what a commit status or a pull
+    /// request comment is about).
+    pub fn is_per_build(&self) -> bool {
+        matches!(
+            self,
+            GeneratorKind::BuildStatus(_) | GeneratorKind::BuildStartEnd
+        )
+    }
 }
 
 /// Buildbot's `mode` values.
@@ -551,8 +575,20 @@ pub(super) fn compile_reporter(
             builders: Vec::new(),
             tags: Vec::new(),
             branches: Vec::new(),
+            schedulers: Vec::new(),
         }]
     });
+    // A commit status or a pull request comment is about one build.
+    if matches!(
+        reporter,
+        Some(ReporterKind::CommitStatus(_) | ReporterKind::GitHubComment(_))
+    ) && generators.iter().any(|g| !g.kind.is_per_build())
+    {
+        f.error(format!(
+            "{}: its generators must be build_status or build_start_end (it reports single builds)",
+            kind.trim_start_matches("reporters.")
+        ));
+    }
     let url_name = match &reporter {
         Some(ReporterKind::HttpPush(p)) => p.url.clone(),
         Some(ReporterKind::CommitStatus(s)) => format!("{:?}", s.forge).to_lowercase() + "_status",
@@ -579,29 +615,53 @@ fn compile_generator(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<Ge
         errors,
     )?;
     let mut f = Fields::new("generator", at, entries);
-    let builders = f.string_list("builders");
-    let tags = f.string_list("tags");
-    let branches = f.string_list("branches");
-    let kind = match kind {
-        "generators.build_status" => {
-            let mut names = f.string_list("mode");
-            if names.is_empty() {
-                names.push("all".into());
-            }
-            let mut modes = Vec::new();
-            for name in names {
-                match MODES.iter().find(|(n, _)| *n == name) {
-                    Some((_, m)) => modes.push(*m),
-                    None => f.error(format!(
-                        "build_status: unknown mode '{}' (modes: {})",
-                        name.escape_debug(),
-                        MODES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-                    )),
-                }
-            }
-            Some(GeneratorKind::BuildStatus(modes))
+    // Filters of builds: the generators that report builds take them.
+    let filtered = matches!(
+        kind,
+        "generators.build_status" | "generators.build_start_end" | "generators.buildset"
+    );
+    let mut filter = |name: &'static str| {
+        if filtered {
+            f.string_list(name)
+        } else {
+            Vec::new()
         }
+    };
+    let (builders, tags, branches, schedulers) = (
+        filter("builders"),
+        filter("tags"),
+        filter("branches"),
+        filter("schedulers"),
+    );
+    let kind = match kind {
+        "generators.build_status" => Some(GeneratorKind::BuildStatus(modes(
+            &mut f,
+            "build_status",
+            &["all"],
+        ))),
         "generators.build_start_end" => Some(GeneratorKind::BuildStartEnd),
+        // Buildbot's BuildSetStatusGenerator default.
+        "generators.buildset" => Some(GeneratorKind::Buildset(modes(
+            &mut f,
+            "buildset",
+            &["failing", "passing", "warnings"],
+        ))),
+        "generators.buildset_combined" => Some(GeneratorKind::BuildsetCombined),
+        "generators.worker_missing" => {
+            let workers = match f.get("workers") {
+                None => Vec::new(),
+                Some(RawValue::Str(w)) if w == "all" => Vec::new(),
+                Some(RawValue::Str(_)) => {
+                    f.error(
+                        "worker_missing: 'workers' must be \"all\" or a list of worker names"
+                            .into(),
+                    );
+                    Vec::new()
+                }
+                Some(_) => f.string_list("workers"),
+            };
+            Some(GeneratorKind::WorkerMissing(workers))
+        }
         other => {
             f.error(format!(
                 "generators: expected a generator (mb.generators.*{{…}}), got a {other}"
@@ -615,7 +675,28 @@ fn compile_generator(raw: &RawValue, errors: &mut Vec<ConfigError>) -> Option<Ge
         builders,
         tags,
         branches,
+        schedulers,
     })
+}
+
+/// A generator's `mode` list (`default` when it names none).
+fn modes(f: &mut Fields<'_>, generator: &str, default: &[&str]) -> Vec<Mode> {
+    let mut names = f.string_list("mode");
+    if names.is_empty() {
+        names = default.iter().map(|n| n.to_string()).collect();
+    }
+    let mut modes = Vec::new();
+    for name in names {
+        match MODES.iter().find(|(n, _)| *n == name) {
+            Some((_, m)) => modes.push(*m),
+            None => f.error(format!(
+                "{generator}: unknown mode '{}' (modes: {})",
+                name.escape_debug(),
+                MODES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+    modes
 }
 
 /// A reporter's `format_fn`, if any.

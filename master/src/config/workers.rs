@@ -20,6 +20,10 @@ pub struct WorkerConfig {
     /// [`DEFAULT_RECONNECT_GRACE_S`]; 0: it ends RETRY at once).
     pub reconnect_grace_s: u64,
     pub properties: BTreeMap<String, serde_json::Value>,
+    /// Addresses to tell when the worker stays away longer than
+    /// `missing_timeout` (`notify_on_missing`, Buildbot's name, or
+    /// `notify`): a `worker_missing` generator's mail goes to them.
+    pub notify_on_missing: Vec<String>,
     pub defined_at: String,
 }
 
@@ -50,7 +54,8 @@ pub(super) fn compile_worker(
         .integer("reconnect_grace", 0, 86_400)
         .map_or(DEFAULT_RECONNECT_GRACE_S, |n| n as u64);
     let properties = f.properties("properties");
-    let _notify = f.string_list("notify");
+    let mut notify_on_missing = f.string_list("notify_on_missing");
+    notify_on_missing.extend(f.string_list("notify"));
     if let Some(n) = &name
         && !valid_name(n)
     {
@@ -65,6 +70,7 @@ pub(super) fn compile_worker(
         missing_timeout_s,
         reconnect_grace_s,
         properties,
+        notify_on_missing,
         defined_at: at,
     })
 }

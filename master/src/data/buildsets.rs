@@ -11,6 +11,7 @@ use super::batch::{Batch, BatchRows, StatementIndex};
 use super::query::{
     FieldKind, ListQuery, Op, QueryError, apply, cut_long_text, fetch_page, mark_cut,
 };
+use super::reports::ReportEvent;
 use super::{Data, DataError, now};
 use crate::db::entities::{
     buildrequest_claims, buildrequests, buildset_changes, buildset_properties,
@@ -1047,6 +1048,19 @@ pub(crate) fn push_completion(
             .and_where(Expr::col(B::Complete).eq(false))
             .and_where(Expr::exists(open).not())
             .returning_all(),
+    );
+    // For the reporters, if that completed it (by this batch: only it
+    // completes at `at`, holding the buildset's row).
+    batch.push_report_event_when(
+        ReportEvent::BuildsetComplete,
+        bsid,
+        Query::select()
+            .expr(Expr::val(1))
+            .from(buildsets::Entity)
+            .and_where(Expr::col(B::Id).eq(bsid))
+            .and_where(Expr::col(B::Complete).eq(true))
+            .and_where(Expr::col(B::CompleteAt).eq(at))
+            .to_owned(),
     );
     Completion {
         request: request_index,

@@ -18,8 +18,8 @@ use super::batch::Batch;
 use super::state::push_set_state;
 use super::{Data, DataError, now};
 use crate::db::entities::{report_deliveries, report_events};
-use sea_orm::sea_query::SimpleExpr;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+use sea_orm::sea_query::{SelectStatement, SimpleExpr};
 use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
@@ -31,6 +31,11 @@ pub enum ReportEvent {
     BuildsetNew,
     BuildStarted,
     BuildFinished,
+    /// A buildset's last request completed (`objectid`: the buildset).
+    BuildsetComplete,
+    /// A worker stayed away longer than its `missing_timeout` (`objectid`:
+    /// the worker).
+    WorkerMissing,
 }
 
 impl ReportEvent {
@@ -39,6 +44,8 @@ impl ReportEvent {
             ReportEvent::BuildsetNew => "buildset_new",
             ReportEvent::BuildStarted => "build_started",
             ReportEvent::BuildFinished => "build_finished",
+            ReportEvent::BuildsetComplete => "buildset_complete",
+            ReportEvent::WorkerMissing => "worker_missing",
         }
     }
 
@@ -47,6 +54,8 @@ impl ReportEvent {
             ReportEvent::BuildsetNew,
             ReportEvent::BuildStarted,
             ReportEvent::BuildFinished,
+            ReportEvent::BuildsetComplete,
+            ReportEvent::WorkerMissing,
         ]
         .into_iter()
         .find(|e| e.name() == name)
@@ -108,9 +117,55 @@ impl Batch {
             .to_owned();
         self.push(&insert);
     }
+
+    /// Like [`Batch::push_report_event`], stored only if `when` (a query)
+    /// finds a row as the batch runs: an event that an earlier statement of
+    /// the batch may or may not cause (a buildset's completion).
+    pub(crate) fn push_report_event_when(
+        &mut self,
+        event: ReportEvent,
+        objectid: i64,
+        when: SelectStatement,
+    ) {
+        if !self.reporting {
+            return;
+        }
+        use report_events::Column as C;
+        let select = Query::select()
+            .expr(Expr::val(event.name()))
+            .expr(Expr::val(objectid))
+            .expr(Expr::val(now()))
+            .and_where(Expr::exists(when))
+            .to_owned();
+        let mut insert = Query::insert();
+        insert
+            .into_table(report_events::Entity)
+            .columns([C::Kind, C::Objectid, C::At]);
+        if insert.select_from(select).is_ok() {
+            self.push(&insert);
+        }
+    }
 }
 
 impl Data {
+    /// Store that worker `workerid` is missing, for the reporters, and say
+    /// so on the bus (`workers/N/missing`).
+    pub async fn worker_missing(&self, workerid: i64) -> Result<(), DataError> {
+        let mut batch = Batch::new(self);
+        batch.push_report_event(ReportEvent::WorkerMissing, workerid);
+        self.run_batch(batch).await?;
+        if let Some(worker) = self.worker_json(workerid).await? {
+            self.bus.publish(
+                crate::mq::Topic::Worker {
+                    id: workerid,
+                    event: crate::mq::topic::WorkerEvent::Missing,
+                },
+                worker,
+            );
+        }
+        Ok(())
+    }
+
     /// Whether events are written for reporters (some reporter is configured).
     pub fn set_reporting(&self, on: bool) {
         self.reporting.store(on, Ordering::Relaxed);

@@ -187,7 +187,7 @@ impl Data {
         Ok(())
     }
 
-    async fn worker_json(&self, workerid: i64) -> Result<Option<Value>, DataError> {
+    pub(crate) async fn worker_json(&self, workerid: i64) -> Result<Option<Value>, DataError> {
         let Some(row) = workers::Entity::find_by_id(workerid).one(&self.db).await? else {
             return Ok(None);
         };

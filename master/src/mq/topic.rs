@@ -75,6 +75,8 @@ pub enum WorkerEvent {
     Connected,
     Disconnected,
     StateUpdated,
+    /// Away longer than its `missing_timeout` (Buildbot's `missing`).
+    Missing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +151,7 @@ impl Topic {
                 WorkerEvent::Connected => "connected",
                 WorkerEvent::Disconnected => "disconnected",
                 WorkerEvent::StateUpdated => "state_updated",
+                WorkerEvent::Missing => "missing",
             },
             Topic::ConfigReload { event, .. } => match event {
                 ConfigReloadEvent::New => "new",

@@ -6,7 +6,9 @@
 //! and `zulip` posts a stream message with the bot's e-mail and API key.
 //!
 //! The text is the reporter's `format_fn` of the build, or
-//! `<builder> #<number> <result> on <branch>: <url>` (`started` while it runs).
+//! `<builder> #<number> <result> on <branch>: <url>` (`started` while it
+//! runs); a buildset's names its result and each build's, a missing
+//! worker's its name and page.
 
 use super::generators::Report;
 use crate::config::reporters::{ChatConfig, ChatService};
@@ -92,7 +94,7 @@ pub async fn request(
     };
     Ok(NewDelivery {
         eventid,
-        order_key: format!("chat:{}", report.build["buildid"]),
+        order_key: format!("chat:{}", report.subject_key()),
         method: method.into(),
         // A webhook URL is a secret (it is the credential): added at send time.
         url,
@@ -125,6 +127,38 @@ pub fn secret_parts(config: &ChatConfig, url: &str) -> (String, Vec<(String, Str
 
 fn default_text(report: &Report) -> String {
     let b = &report.build;
+    match report.event {
+        "worker_missing" => {
+            return format!(
+                "worker {} missing (away for more than {} s): {}",
+                b["name"].as_str().unwrap_or_default(),
+                b["missing_timeout"],
+                b["url"].as_str().unwrap_or_default()
+            );
+        }
+        "buildset" => {
+            let builds: Vec<String> = b["builds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|build| {
+                    format!(
+                        "{} #{} {}",
+                        build["builder"]["name"].as_str().unwrap_or_default(),
+                        build["number"],
+                        results::name(build["results"].as_i64().unwrap_or(0) as i32)
+                    )
+                })
+                .collect();
+            return format!(
+                "buildset #{} {}: {}",
+                b["bsid"],
+                results::name(b["results"].as_i64().unwrap_or(0) as i32),
+                builds.join(", ")
+            );
+        }
+        _ => {}
+    }
     let builder = b["builder"]["name"].as_str().unwrap_or_default();
     let state = match report.event {
         "finished" => results::name(b["results"].as_i64().unwrap_or(0) as i32),

@@ -7,6 +7,14 @@
 //!   `failing`, `passing`, `warnings`, `exception`, `cancelled`, `all`;
 //!   `problem` (it failed, and the previous build of its builder and branch
 //!   did not) and `change` (its result differs from that previous build's).
+//! - `buildset`: a finished buildset, in one message with those of its
+//!   builds that the filters and modes take (none: no message);
+//!   `buildset_combined`: every finished buildset with all its builds.
+//! - `worker_missing`: a worker that stayed away longer than its
+//!   `missing_timeout`.
+//!
+//! The build generators and `buildset` take `builders`, `tags`, `branches`
+//! and `schedulers` filters.
 
 use crate::config::ReporterConfig;
 use crate::config::reporters::{GeneratorConfig, GeneratorKind, Mode, Use};
@@ -31,6 +39,18 @@ pub struct Report {
     pub sourcestamps: Vec<Value>,
 }
 
+impl Report {
+    /// What the report is about, as a queue's order key: one build's (or
+    /// buildset's, or worker's) messages go out in order.
+    pub fn subject_key(&self) -> String {
+        match self.event {
+            "buildset" => format!("buildset:{}", self.build["bsid"]),
+            "worker_missing" => format!("worker:{}", self.build["workerid"]),
+            _ => format!("build:{}", self.build["buildid"]),
+        }
+    }
+}
+
 /// The reports `config`'s generators make of one event (at most one per
 /// build: two generators that both match send one message).
 pub async fn reports(
@@ -48,13 +68,25 @@ pub async fn reports(
             return queued(shared, config, objectid).await;
         }
         ReportEvent::BuildsetNew => return Ok(Vec::new()),
+        ReportEvent::BuildsetComplete => {
+            return Ok(buildset(shared, config, objectid, sources)
+                .await?
+                .into_iter()
+                .collect());
+        }
+        ReportEvent::WorkerMissing => {
+            return Ok(worker_missing(shared, config, objectid)
+                .await?
+                .into_iter()
+                .collect());
+        }
     };
     let Some(build) = build_at(shared, kind, objectid).await? else {
         return Ok(Vec::new());
     };
     let mut wanted = false;
     for g in &config.generators {
-        if !selects(g, &build) {
+        if !g.kind.is_per_build() || !selects(g, &build) {
             continue;
         }
         wanted = match (&g.kind, usage) {
@@ -62,6 +94,12 @@ pub async fn reports(
             (GeneratorKind::BuildStatus(modes), Use::Messages) => {
                 event == "finished" && status_wanted(shared, modes, &build).await?
             }
+            (
+                GeneratorKind::Buildset(_)
+                | GeneratorKind::BuildsetCombined
+                | GeneratorKind::WorkerMissing(_),
+                Use::Messages,
+            ) => false,
         };
         if wanted {
             break;
@@ -129,6 +167,128 @@ async fn queued(
         }
     }
     Ok(out)
+}
+
+/// A finished buildset, for the first buildset generator that reports it:
+/// the buildset as the API shows it with `builds` (those the generator's
+/// filters and modes take; `buildset_combined`: all) and `url` (its first
+/// build's page).
+async fn buildset(
+    shared: &Shared,
+    config: &ReporterConfig,
+    bsid: i64,
+    sources: bool,
+) -> Result<Option<Report>, DataError> {
+    let generators: Vec<&GeneratorConfig> = config
+        .generators
+        .iter()
+        .filter(|g| {
+            matches!(
+                g.kind,
+                GeneratorKind::Buildset(_) | GeneratorKind::BuildsetCombined
+            )
+        })
+        .collect();
+    if generators.is_empty() {
+        return Ok(None);
+    }
+    let q = ListQuery::default().with_eq("bsid", bsid);
+    let Some(mut set) = shared.data.list_buildsets(&q).await?.0.into_iter().next() else {
+        return Ok(None);
+    };
+    let q = ListQuery::default().with_eq("buildsetid", bsid).whole();
+    let (requests, _) = shared.data.list_buildrequests(&q).await?;
+    let mut builds = Vec::new();
+    if !requests.is_empty() {
+        let mut q = ListQuery {
+            order: vec![("buildid".into(), false)],
+            ..Default::default()
+        }
+        .whole();
+        q.filters.push(Filter {
+            field: "buildrequestid".into(),
+            op: Op::Eq,
+            values: requests
+                .iter()
+                .map(|r| r["buildrequestid"].to_string())
+                .collect(),
+        });
+        for mut build in shared.data.list_builds(&q, true).await?.0 {
+            let buildid = build["buildid"].as_i64().unwrap_or(0);
+            let builderid = build["builderid"].as_i64().unwrap_or(0);
+            describe_builder(shared, &mut build, builderid, &format!("builds/{buildid}"));
+            builds.push(build);
+        }
+    }
+    for g in generators {
+        let taken = match &g.kind {
+            GeneratorKind::Buildset(modes) => {
+                let mut taken = Vec::new();
+                for b in &builds {
+                    if selects(g, b) && status_wanted(shared, modes, b).await? {
+                        taken.push(b.clone());
+                    }
+                }
+                taken
+            }
+            _ => builds.clone(),
+        };
+        if taken.is_empty() {
+            continue;
+        }
+        set["url"] = taken[0]["url"].clone();
+        set["builds"] = Value::Array(taken);
+        let sourcestamps = if sources {
+            shared.data.buildset_sourcestamps(bsid).await?
+        } else {
+            Vec::new()
+        };
+        return Ok(Some(Report {
+            event: "buildset",
+            build: set,
+            sourcestamps,
+        }));
+    }
+    Ok(None)
+}
+
+/// A worker gone longer than its `missing_timeout`, if a `worker_missing`
+/// generator takes it: the worker as the API shows it, with the addresses
+/// master.lua gives to tell (`notify`), its `missing_timeout` and `url`.
+async fn worker_missing(
+    shared: &Shared,
+    config: &ReporterConfig,
+    workerid: i64,
+) -> Result<Option<Report>, DataError> {
+    let Some(mut worker) = shared.data.worker_json(workerid).await? else {
+        return Ok(None);
+    };
+    let name = worker["name"].as_str().unwrap_or_default().to_string();
+    let wanted = config.generators.iter().any(|g| match &g.kind {
+        GeneratorKind::WorkerMissing(workers) => workers.is_empty() || workers.contains(&name),
+        _ => false,
+    });
+    if !wanted {
+        return Ok(None);
+    }
+    let running = shared.running_config();
+    let Some(cfg) = running.loaded.config.worker(&name) else {
+        return Ok(None);
+    };
+    worker["notify"] = json!(cfg.notify_on_missing);
+    worker["missing_timeout"] = cfg.missing_timeout_s.into();
+    let base = running
+        .loaded
+        .config
+        .buildbot_url
+        .clone()
+        .unwrap_or_default();
+    worker["url"] = format!("{}/workers/{workerid}", base.trim_end_matches('/')).into();
+    Ok(Some(Report {
+        event: "worker_missing",
+        build: worker,
+        sourcestamps: Vec::new(),
+    }))
 }
 
 /// Add `builder` (id, name, tags) and `url` (`page` under `buildbot_url`).
@@ -256,7 +416,8 @@ fn branch(build: &Value) -> Option<&str> {
     build["properties"]["branch"][0].as_str()
 }
 
-/// Whether a generator's builders, tags and branches take the build.
+/// Whether a generator's builders, tags, branches and schedulers take the
+/// build.
 fn selects(g: &GeneratorConfig, build: &Value) -> bool {
     let builder = build["builder"]["name"].as_str().unwrap_or_default();
     let tags: Vec<&str> = build["builder"]["tags"]
@@ -267,6 +428,10 @@ fn selects(g: &GeneratorConfig, build: &Value) -> bool {
         && (g.tags.is_empty() || g.tags.iter().any(|t| tags.contains(&t.as_str())))
         && (g.branches.is_empty()
             || branch(build).is_some_and(|b| g.branches.iter().any(|x| x == b)))
+        && (g.schedulers.is_empty()
+            || build["properties"]["scheduler"][0]
+                .as_str()
+                .is_some_and(|s| g.schedulers.iter().any(|x| x == s)))
 }
 
 /// Whether a finished build's result is one `modes` report.

@@ -72,7 +72,7 @@ pub async fn request(
     Ok(NewDelivery {
         eventid,
         // A build's start goes before its end.
-        order_key: format!("build:{}", report.build["buildid"]),
+        order_key: report.subject_key(),
         method: "POST".into(),
         url: config.url.clone(),
         headers,

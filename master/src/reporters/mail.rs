@@ -4,8 +4,10 @@
 //! author without an address gets one from `lookup`: a domain, or a Lua
 //! function of the name). The subject names the builder, the result and the
 //! branch; the body has the link, the reason, the changes, the failing
-//! steps and the last lines of the first failing step's log. A
-//! `format_fn` may return `{ subject = …, body = … }` instead.
+//! steps and the last lines of the first failing step's log. A buildset's
+//! mail holds each of its builds' messages; a missing worker's goes to its
+//! `notify_on_missing` addresses too. A `format_fn` may return
+//! `{ subject = …, body = … }` instead.
 //!
 //! The message is built with lettre when the report is queued and stored
 //! whole (its envelope in the row's headers); it is sent through SMTP (no
@@ -37,7 +39,6 @@ pub async fn request(
     report: &Report,
     eventid: i64,
 ) -> Result<Option<NewDelivery>, String> {
-    let build = &report.build;
     let mut recipients: Vec<Mailbox> = Vec::new();
     for r in &config.extra_recipients {
         recipients.push(
@@ -45,21 +46,45 @@ pub async fn request(
                 .map_err(|e| format!("extra_recipients: '{r}': {e}"))?,
         );
     }
-    let buildid = build["buildid"].as_i64().unwrap_or(0);
-    let changes = shared
-        .data
-        .changes_of_build(buildid, ListQuery::default())
-        .await
-        .map_err(|e| e.to_string())?
-        .unwrap_or_default();
+    // The builds the mail is about (a buildset's; none for a missing
+    // worker), and each one's changes.
+    let builds: Vec<Value> = match report.event {
+        "buildset" => report.build["builds"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+        "worker_missing" => Vec::new(),
+        _ => vec![report.build.clone()],
+    };
+    let mut changes = Vec::with_capacity(builds.len());
+    for b in &builds {
+        changes.push(
+            shared
+                .data
+                .changes_of_build(b["buildid"].as_i64().unwrap_or(0), ListQuery::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default(),
+        );
+    }
+    let mut interested = Vec::new();
     if config.send_to_interested_users {
-        for c in &changes {
+        for c in changes.iter().flatten() {
             let author = c["author"].as_str().unwrap_or_default();
-            if let Some(mailbox) = address_of(shared, config, author).await
-                && !recipients.iter().any(|r| r.email == mailbox.email)
-            {
-                recipients.push(mailbox);
+            if let Some(mailbox) = address_of(shared, config, author).await {
+                interested.push(mailbox);
             }
+        }
+    }
+    // A missing worker's mail goes to its `notify_on_missing` too.
+    for n in report.build["notify"].as_array().into_iter().flatten() {
+        if let Some(mailbox) = n.as_str().and_then(|a| a.parse::<Mailbox>().ok()) {
+            interested.push(mailbox);
+        }
+    }
+    for mailbox in interested {
+        if !recipients.iter().any(|r| r.email == mailbox.email) {
+            recipients.push(mailbox);
         }
     }
     if recipients.is_empty() {
@@ -67,9 +92,17 @@ pub async fn request(
     }
     let (subject, body) = match &config.format_fn {
         Some(function) => {
-            let mut arg = build.clone();
+            let mut arg = report.build.clone();
             arg["event"] = report.event.into();
-            arg["changes"] = Value::Array(changes.clone());
+            match report.event {
+                "buildset" => {
+                    for (i, c) in changes.iter().enumerate() {
+                        arg["builds"][i]["changes"] = Value::Array(c.clone());
+                    }
+                }
+                "worker_missing" => {}
+                _ => arg["changes"] = Value::Array(changes.concat()),
+            }
             let lua = shared.running_config().loaded.lua.clone();
             let value = lua
                 .call(function, arg)
@@ -87,9 +120,15 @@ pub async fn request(
                 v["body"].as_str().unwrap_or_default().to_string(),
             )
         }
-        None => default_message(shared, report, &changes)
-            .await
-            .map_err(|e| e.to_string())?,
+        None => match report.event {
+            "worker_missing" => worker_message(&report.build),
+            "buildset" => buildset_message(shared, &report.build, &builds, &changes)
+                .await
+                .map_err(|e| e.to_string())?,
+            event => build_message(shared, &report.build, event, &changes.concat())
+                .await
+                .map_err(|e| e.to_string())?,
+        },
     };
     let from: Mailbox = config
         .from
@@ -122,7 +161,7 @@ pub async fn request(
             .collect();
     Ok(Some(NewDelivery {
         eventid,
-        order_key: format!("mail:{buildid}"),
+        order_key: format!("mail:{}", report.subject_key()),
         method: "SMTP".into(),
         url: format!("smtp://{}:{}", config.smtp.host, config.smtp.port),
         headers: envelope,
@@ -153,16 +192,53 @@ async fn address_of(shared: &Shared, config: &MailConfig, author: &str) -> Optio
         .map(|a| Mailbox::new(None, a))
 }
 
+/// A missing worker's default message.
+fn worker_message(worker: &Value) -> (String, String) {
+    let name = worker["name"].as_str().unwrap_or_default();
+    let subject = format!("[moonbot] worker {name} missing");
+    let body = format!(
+        "Worker {name} has been away for more than {} s (its missing_timeout).\n\n{}\n",
+        worker["missing_timeout"],
+        worker["url"].as_str().unwrap_or_default()
+    );
+    (subject, body)
+}
+
+/// A buildset's default message: its result, then each build's message.
+async fn buildset_message(
+    shared: &Shared,
+    set: &Value,
+    builds: &[Value],
+    changes: &[Vec<Value>],
+) -> Result<(String, String), DataError> {
+    let result = results::name(set["results"].as_i64().unwrap_or(0) as i32);
+    let subject = format!("[moonbot] buildset #{} {result}", set["bsid"]);
+    let mut body = format!(
+        "Buildset #{} ({}): {result}, {} build(s).\n",
+        set["bsid"],
+        set["reason"].as_str().unwrap_or_default(),
+        builds.len()
+    );
+    for (b, c) in builds.iter().zip(changes) {
+        let (title, text) = build_message(shared, b, "finished", c).await?;
+        body.push_str(&format!(
+            "\n== {}\n\n{text}",
+            title.trim_start_matches("[moonbot] ")
+        ));
+    }
+    Ok((subject, body))
+}
+
 /// Buildbot's default message, more or less: what, where, why, and what
 /// failed, with its log's last lines.
-async fn default_message(
+async fn build_message(
     shared: &Shared,
-    report: &Report,
+    b: &Value,
+    event: &str,
     changes: &[Value],
 ) -> Result<(String, String), DataError> {
-    let b = &report.build;
     let builder = b["builder"]["name"].as_str().unwrap_or_default();
-    let result = match report.event {
+    let result = match event {
         "finished" => results::name(b["results"].as_i64().unwrap_or(0) as i32),
         other => other,
     };

@@ -227,7 +227,8 @@ async fn render(
 /// Whether an event's topic is one whose row stored a report event.
 fn stores_report_event(key: &str) -> bool {
     (key.starts_with("builds/") && (key.ends_with("/new") || key.ends_with("/finished")))
-        || (key.starts_with("buildsets/") && key.ends_with("/new"))
+        || (key.starts_with("buildsets/") && (key.ends_with("/new") || key.ends_with("/complete")))
+        || (key.starts_with("workers/") && key.ends_with("/missing"))
 }
 
 /// Where the reporter reads from: its stored position, or (a new reporter,

@@ -345,6 +345,9 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
     let mut stop_requests = worker.stop_requests();
     // The API's worker `stop`: once no build is left, the worker exits.
     let mut exit_when_idle = false;
+    // Stopped on purpose (from the API, or removed from master.lua): not
+    // "missing".
+    let mut deliberate = false;
     let reason = loop {
         tokio::select! {
             frame = reader.next() => match frame {
@@ -398,6 +401,7 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
             _ = freed.changed(), if graceful => {
                 if worker.running() == 0 {
                     let reason = "graceful stop: no build left on this worker".to_string();
+                    deliberate = true;
                     if exit_when_idle {
                         break stop_worker(&conn, &mut send, reason).await;
                     }
@@ -409,6 +413,7 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
                 match request {
                     StopRequest::Now => {
                         let reason = "killed from the API".to_string();
+                        deliberate = true;
                         break stop_worker(&conn, &mut send, reason).await;
                     }
                     StopRequest::Graceful => {
@@ -426,6 +431,7 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
             }
             _ = worker.retired() => {
                 let reason = format!("worker '{name}' was removed from the master's configuration");
+                deliberate = true;
                 break shut_down(&conn, &mut send, 3, reason).await;
             }
         }
@@ -435,5 +441,38 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
         if let Err(e) = shared.data.worker_disconnected(workerid).await {
             warn!(worker = %name, "could not record the disconnection: {e}");
         }
+        if !deliberate {
+            tokio::spawn(tell_if_missing(
+                shared.clone(),
+                name,
+                workerid,
+                missing_timeout,
+            ));
+        }
+    }
+}
+
+/// A worker lost (not stopped on purpose) that has not come back within
+/// `missing_timeout` is missing (Buildbot's `workers/N/missing`): stored
+/// for the reporters' `worker_missing` generators.
+async fn tell_if_missing(
+    shared: Arc<Shared>,
+    name: String,
+    workerid: i64,
+    missing_timeout: Duration,
+) {
+    tokio::time::sleep(missing_timeout).await;
+    let configured = shared
+        .running_config()
+        .loaded
+        .config
+        .worker(&name)
+        .is_some();
+    if !configured || shared.workers.is_connected(&name) {
+        return;
+    }
+    info!(worker = %name, "worker missing: away for more than {} s (missing_timeout)", missing_timeout.as_secs());
+    if let Err(e) = shared.data.worker_missing(workerid).await {
+        warn!(worker = %name, "could not record that the worker is missing: {e}");
     }
 }

@@ -744,3 +744,131 @@ fn a_failing_build_is_mailed_to_its_authors(backend: &Backend) {
     assert_eq!(mails.lock().unwrap().len(), 1, "once");
     assert!(!m.log().contains(TOKEN));
 }
+
+const SETS_CONFIG: &str = r#"
+local mb = require "moonbot"
+return {
+  title = "sets",
+  buildbot_url = "http://ci.example.org",
+  www = { port = 0, bind = "127.0.0.1" },
+  protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1" } },
+  db = { url = "@DB@" },
+  workers = { mb.worker { name = "w1", missing_timeout = 2, notify_on_missing = { "ops@example.org" } } },
+  builders = {
+    mb.builder { name = "pass", workernames = { "w1" }, steps = { mb.steps.shell { name = "ok", command = "true" } } },
+    mb.builder { name = "fail", workernames = { "w1" }, steps = { mb.steps.shell { name = "no", command = "exit 1" } } },
+  },
+  schedulers = { mb.schedulers.any_branch { name = "on-push", builders = { "pass", "fail" } } },
+  reporters = {
+    mb.reporters.http_push { name = "failing-sets", url = "@RECV@/sets",
+      generators = { mb.generators.buildset { mode = { "failing" } } } },
+    mb.reporters.http_push { name = "passing-sets", url = "@RECV@/passing",
+      generators = { mb.generators.buildset { mode = { "passing" }, builders = { "fail" } } } },
+    mb.reporters.http_push { name = "combined", url = "@RECV@/combined",
+      generators = { mb.generators.buildset_combined {} } },
+    mb.reporters.http_push { name = "pushed", url = "@RECV@/pushed",
+      generators = { mb.generators.build_status { schedulers = { "on-push" } } } },
+    mb.reporters.http_push { name = "forced", url = "@RECV@/forced",
+      generators = { mb.generators.build_status { schedulers = { "force" } } } },
+    mb.reporters.slack { webhook = "@RECV@/slack", generators = { mb.generators.worker_missing {} } },
+    mb.reporters.mail { from = "ci@example.org", smtp = { host = "127.0.0.1", port = @SMTP@, tls = "none" },
+      generators = { mb.generators.worker_missing { workers = { "w1" } } } },
+  },
+}
+"#;
+
+moonbot_tests::on_both_databases!(buildsets_and_missing_workers_are_reported);
+
+/// `buildset` (one message with the builds its modes and filters take),
+/// `buildset_combined` (every build), the `schedulers` filter, and
+/// `worker_missing` to chat and to the worker's `notify_on_missing`.
+fn buildsets_and_missing_workers_are_reported(backend: &Backend) {
+    let (recv, url) = Receiver::start();
+    let (port, mails, _) = smtp_receiver(0);
+    let lua = SETS_CONFIG
+        .replace("@RECV@", &url)
+        .replace("@SMTP@", &port.to_string());
+    let (m, mut w1) = TestMaster::started_with_worker(backend, &lua, "w1");
+    let (status, answer) = m.rpc(
+        "/api/v2/changes",
+        "add",
+        json!({"author": "bob", "repository": "https://git.example.org/app", "branch": "main",
+               "revision": "abcdef1234567890", "comments": "Two builders"}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    m.wait_for("the buildset reports", LONG, || {
+        (recv.at("/sets").len() == 1
+            && recv.at("/combined").len() == 1
+            && recv.at("/pushed").len() == 2)
+            .then_some(())
+    });
+    let builders = |r: &Received| -> Vec<(String, i64)> {
+        let mut b: Vec<(String, i64)> = r.json()["builds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["builder"]["name"].as_str().unwrap().to_string(),
+                    b["results"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        b.sort();
+        b
+    };
+    let sets = &recv.at("/sets")[0];
+    assert_eq!(sets.json()["event"], "buildset");
+    assert_eq!(sets.json()["results"], 2, "the buildset failed");
+    assert_eq!(sets.json()["complete"], true);
+    assert_eq!(
+        builders(sets),
+        [("fail".to_string(), 2)],
+        "failing builds only"
+    );
+    let combined = &recv.at("/combined")[0];
+    assert_eq!(
+        builders(combined),
+        [("fail".to_string(), 2), ("pass".to_string(), 0)]
+    );
+    // Its only build of "fail" failed: "passing" takes none, no message;
+    // the builds were not forced: "force" takes none either.
+    m.wait_for("the reporters to pass those events", LONG, || {
+        let done = |name: &str| {
+            m.get(&format!("/api/v2/reporters/{name}"))["reporters"][0]["delivered"].as_i64()
+                == Some(match name {
+                    "pushed" => 2,
+                    _ => 1,
+                })
+        };
+        (done("failing-sets") && done("combined") && done("pushed")).then_some(())
+    });
+    assert!(recv.at("/passing").is_empty());
+    assert!(recv.at("/forced").is_empty());
+    assert_eq!(reporter(&m, "passing-sets")["delivered"], 0);
+
+    // The worker dies: after 2 s of silence it is lost, after 2 more missing.
+    w1.kill();
+    m.wait_for("the missing worker's messages", LONG, || {
+        (!recv.at("/slack").is_empty() && !mails.lock().unwrap().is_empty()).then_some(())
+    });
+    let workerid = m.get("/api/v2/workers/w1")["workers"][0]["workerid"].clone();
+    assert_eq!(
+        recv.at("/slack")[0].json(),
+        json!({"text": format!(
+            "worker w1 missing (away for more than 2 s): http://ci.example.org/workers/{workerid}"
+        )})
+    );
+    let mail = mails.lock().unwrap()[0].clone();
+    assert_eq!(mail.to, ["<ops@example.org>"]);
+    let data = mail.data.replace("\r\n", "\n");
+    assert!(
+        data.contains("Subject: [moonbot] worker w1 missing\n"),
+        "{data}"
+    );
+    assert!(
+        data.contains("Worker w1 has been away for more than 2 s"),
+        "{data}"
+    );
+    assert!(m.log().contains("worker missing"), "{}", m.log());
+}
