@@ -685,6 +685,7 @@ M.generators = generators
 ---@field hmac_secret? string         Signs the body: `X-Hub-Signature-256: sha256=<hex>`.
 ---@field headers? table<string, string> More headers to send.
 ---@field format_fn? fun(build: table): (table|string) The body from the build (default: the build as JSON).
+---@field template? string          A Jinja2 template of the body instead (sent as JSON when it renders JSON): build, buildername, build_url, results, result_names, workername, summary, event …
 ---@field max_attempts? integer       Tries before a message that keeps failing is given up (default 10).
 ---@field timeout? integer|string     Seconds one request may take (default 10).
 
@@ -701,6 +702,7 @@ M.generators = generators
 ---@field name? string                Unique among reporters (default: the kind).
 ---@field generators? moonbot.Generator[] What to report (default: every finished build).
 ---@field format_fn? fun(build: table): string The text from the build (default: "<builder> #<number> <result> on <branch>: <url>").
+---@field template? string          A Jinja2 template of the text instead: build, buildername, build_url, results, result_names, workername, summary, event …
 ---@field max_attempts? integer       Tries before a message that keeps failing is given up (default 10).
 ---@field timeout? integer|string     Seconds one request may take (default 10).
 
@@ -736,6 +738,9 @@ M.generators = generators
 ---@field extra_headers? table<string, string>
 ---@field generators? moonbot.Generator[] What to report (default: failing, passing and warnings builds).
 ---@field format_fn? fun(build: table): { subject: string, body: string } The message (default: builder, result, branch; link, changes, failing steps and the failed log's last lines).
+---@field template? string          A Jinja2 template of the body instead: build, buildername, build_url, results, result_names, workername, blamelist, summary, buildset, builds, worker …
+---@field subject? string           A Jinja2 template of the subject instead.
+---@field add_logs? boolean|string[] Attach every log of the reported builds (true), or those named ("log" or "step.log"); each one's last 10,000 lines.
 ---@field max_attempts? integer       Tries before a mail that keeps failing is given up (default 10).
 ---@field timeout? integer|string     Seconds one SMTP exchange may take (default 10).
 
@@ -745,6 +750,7 @@ M.generators = generators
 ---@field name? string                Unique among reporters (default "github_comment").
 ---@field generators? moonbot.Generator[] What to report (default: every finished build).
 ---@field format_fn? fun(build: table): string|nil The comment (nil: none; default "Build <builder> #<number> <result>: <url>").
+---@field template? string          A Jinja2 template of the comment instead (empty: none).
 ---@field max_attempts? integer       Tries before a comment that keeps failing is given up (default 10).
 ---@field timeout? integer|string     Seconds one request may take (default 10).
 

@@ -640,6 +640,22 @@ return {
         );
         assert!(errors.iter().any(|e| e.contains("builders")), "{errors:?}");
         let errors = reporters(
+            r#"mb.reporters.slack { webhook = "http://x", template = "{{ build.number " }"#,
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("'template' is not a valid template")),
+            "{errors:?}"
+        );
+        let errors = reporters(
+            r#"mb.reporters.slack { webhook = "http://x", template = "x",
+                format_fn = function(b) return "y" end }"#,
+        );
+        assert!(errors.iter().any(|e| e.contains("not both")), "{errors:?}");
+        let errors = reporters(r#"mb.reporters.http_push { url = "http://x", subject = "s" }"#);
+        assert!(errors.iter().any(|e| e.contains("subject")), "{errors:?}");
+        let errors = reporters(
             r#"mb.reporters.slack { webhook = "http://x",
                 generators = { mb.generators.worker_missing { workers = "some" } } }"#,
         );

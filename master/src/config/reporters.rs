@@ -23,7 +23,7 @@ pub enum ReporterKind {
     HttpPush(HttpPushConfig),
     CommitStatus(StatusConfig),
     Chat(ChatConfig),
-    Mail(MailConfig),
+    Mail(Box<MailConfig>),
     GitHubComment(CommentConfig),
 }
 
@@ -34,6 +34,8 @@ pub struct CommentConfig {
     pub base_url: String,
     /// A Lua function of the build returning the text (nil: no comment).
     pub format_fn: Option<LuaFn>,
+    /// Or a template of the text.
+    pub template: Option<Template>,
     pub max_attempts: u32,
     pub timeout_s: u64,
 }
@@ -61,8 +63,24 @@ pub struct MailConfig {
     pub smtp: SmtpConfig,
     /// A Lua function of the build returning `{ subject = …, body = … }`.
     pub format_fn: Option<LuaFn>,
+    /// Or templates of the subject and body (each one absent: the default).
+    pub template: Option<Template>,
+    /// `add_logs`: which logs of the reported builds go with the mail as
+    /// attachments (Buildbot's option of the same name).
+    pub add_logs: AddLogs,
     pub max_attempts: u32,
     pub timeout_s: u64,
+}
+
+/// Which logs a mail attaches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AddLogs {
+    /// None (the default; the failing step's last lines are in the body).
+    No,
+    /// `true`: every log of every step.
+    All,
+    /// Those named, as `log` or `step.log`.
+    Named(Vec<String>),
 }
 
 /// How an author's name becomes an address.
@@ -114,6 +132,8 @@ pub struct ChatConfig {
     pub service: ChatService,
     /// A Lua function of the build returning the text.
     pub format_fn: Option<LuaFn>,
+    /// Or a template of the text.
+    pub template: Option<Template>,
     pub max_attempts: u32,
     pub timeout_s: u64,
 }
@@ -276,6 +296,8 @@ pub struct HttpPushConfig {
     /// A Lua function of the build returning the body (a table or a string);
     /// the build as the API shows it when absent.
     pub format_fn: Option<LuaFn>,
+    /// Or a template of the body.
+    pub template: Option<Template>,
     /// Tries before a message that keeps failing (5xx, timeouts) is given up.
     pub max_attempts: u32,
     /// Seconds one request may take.
@@ -310,6 +332,16 @@ impl fmt::Debug for HttpAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
+}
+
+/// A message template (Buildbot's `MessageFormatter`): Jinja2 text,
+/// rendered with minijinja, its syntax checked when master.lua loads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    /// `template`: the text, body or message.
+    pub body: Option<String>,
+    /// `subject` (mail only).
+    pub subject: Option<String>,
 }
 
 /// Which builds a reporter reports, and when.
@@ -432,6 +464,7 @@ pub(super) fn compile_reporter(
                 }
             }
             let format_fn = format_fn(&mut f);
+            let template = template(&mut f, false, format_fn.is_some());
             let (max_attempts, timeout_s) = delivery_limits(&mut f);
             url.map(|url| {
                 ReporterKind::HttpPush(HttpPushConfig {
@@ -440,6 +473,7 @@ pub(super) fn compile_reporter(
                     hmac_secret,
                     headers,
                     format_fn,
+                    template,
                     max_attempts,
                     timeout_s,
                 })
@@ -482,19 +516,21 @@ pub(super) fn compile_reporter(
                 _ => None,
             }
         }
-        "reporters.mail" => compile_mail(&mut f).map(ReporterKind::Mail),
+        "reporters.mail" => compile_mail(&mut f).map(|m| ReporterKind::Mail(Box::new(m))),
         "reporters.github_comment" => {
             let token = f.required_string("token");
             let base_url = f
                 .string("base_url")
                 .unwrap_or_else(|| "https://api.github.com".into());
             let format_fn = format_fn(&mut f);
+            let template = template(&mut f, false, format_fn.is_some());
             let (max_attempts, timeout_s) = delivery_limits(&mut f);
             token.map(|token| {
                 ReporterKind::GitHubComment(CommentConfig {
                     token,
                     base_url,
                     format_fn,
+                    template,
                     max_attempts,
                     timeout_s,
                 })
@@ -540,11 +576,13 @@ pub(super) fn compile_reporter(
                 },
             };
             let format_fn = format_fn(&mut f);
+            let template = template(&mut f, false, format_fn.is_some());
             let (max_attempts, timeout_s) = delivery_limits(&mut f);
             service.map(|service| {
                 ReporterKind::Chat(ChatConfig {
                     service,
                     format_fn,
+                    template,
                     max_attempts,
                     timeout_s,
                 })
@@ -699,6 +737,31 @@ fn modes(f: &mut Fields<'_>, generator: &str, default: &[&str]) -> Vec<Mode> {
     modes
 }
 
+/// A reporter's `template` (and `subject`, for mail), if any, its syntax
+/// checked; not with a `format_fn` too.
+fn template(f: &mut Fields<'_>, with_subject: bool, format_fn: bool) -> Option<Template> {
+    let body = f.string("template");
+    let subject = if with_subject {
+        f.string("subject")
+    } else {
+        None
+    };
+    for (name, text) in [("template", &body), ("subject", &subject)] {
+        if let Some(text) = text
+            && let Err(e) = minijinja::Environment::new().template_from_str(text)
+        {
+            f.error(format!("'{name}' is not a valid template: {e}"));
+        }
+    }
+    if body.is_none() && subject.is_none() {
+        return None;
+    }
+    if format_fn {
+        f.error("give 'format_fn' or a template, not both".into());
+    }
+    Some(Template { body, subject })
+}
+
 /// A reporter's `format_fn`, if any.
 fn format_fn(f: &mut Fields<'_>) -> Option<LuaFn> {
     match f.get("format_fn") {
@@ -754,6 +817,19 @@ fn compile_mail(f: &mut Fields<'_>) -> Option<MailConfig> {
         }
     }
     let format_fn = format_fn(f);
+    let template = template(f, true, format_fn.is_some());
+    let add_logs = match f.get("add_logs") {
+        None | Some(RawValue::Bool(false)) => AddLogs::No,
+        Some(RawValue::Bool(true)) => AddLogs::All,
+        Some(RawValue::Table(_)) => AddLogs::Named(f.string_list("add_logs")),
+        Some(other) => {
+            f.error(format!(
+                "mail: 'add_logs' must be true or a list of log names, not a {}",
+                other.type_name()
+            ));
+            AddLogs::No
+        }
+    };
     let (max_attempts, timeout_s) = delivery_limits(f);
     let smtp = match f.get("smtp") {
         Some(RawValue::Table(entries)) => {
@@ -815,6 +891,8 @@ fn compile_mail(f: &mut Fields<'_>) -> Option<MailConfig> {
         extra_headers,
         smtp: smtp?,
         format_fn,
+        template,
+        add_logs,
         max_attempts,
         timeout_s,
     })

@@ -263,13 +263,16 @@ impl Data {
     }
 
     /// The reporter's deliveries that may go now, oldest first: pending,
-    /// due, and not behind an earlier pending one with the same order key.
+    /// due, and not behind an earlier pending one with the same order key
+    /// that waits for its retry. Several of one key may come, in order: the
+    /// caller sends a later one only if the earlier ones were delivered.
     pub async fn due_deliveries(
         &self,
         reporter: &str,
         limit: u64,
     ) -> Result<Vec<report_deliveries::Model>, DataError> {
         use report_deliveries::Column as C;
+        let at = now();
         let earlier = Alias::new("earlier");
         let blocked = Query::select()
             .expr(Expr::val(1))
@@ -281,13 +284,17 @@ impl Data {
                     .equals((report_deliveries::Entity, C::OrderKey)),
             )
             .and_where(
-                Expr::col((earlier, C::Id)).lt(Expr::col((report_deliveries::Entity, C::Id))),
+                Expr::col((earlier.clone(), C::Id))
+                    .lt(Expr::col((report_deliveries::Entity, C::Id))),
             )
+            // An earlier one that is due itself comes first in this answer
+            // (the caller stops a key at its first failure).
+            .and_where(Expr::col((earlier, C::NextAttemptAt)).gt(at))
             .to_owned();
         let select = report_deliveries::Entity::find()
             .filter(C::Reporter.eq(reporter))
             .filter(C::State.eq("pending"))
-            .filter(C::NextAttemptAt.lte(now()))
+            .filter(C::NextAttemptAt.lte(at))
             .filter(Expr::exists(blocked).not())
             .order_by_asc(C::Id)
             .limit(limit);

@@ -5,7 +5,7 @@
 //! transaction id fixed per message so a retry is not a second message),
 //! and `zulip` posts a stream message with the bot's e-mail and API key.
 //!
-//! The text is the reporter's `format_fn` of the build, or
+//! The text is the reporter's `format_fn` of the build, its `template`, or
 //! `<builder> #<number> <result> on <branch>: <url>` (`started` while it
 //! runs); a buildset's names its result and each build's, a missing
 //! worker's its name and page.
@@ -27,7 +27,14 @@ pub async fn request(
     eventid: i64,
     index: usize,
 ) -> Result<NewDelivery, String> {
+    let template = config.template.as_ref().and_then(|t| t.body.as_deref());
     let text = match &config.format_fn {
+        None if template.is_some() => {
+            let mut build = report.build.clone();
+            build["event"] = report.event.into();
+            let ctx = super::template::context(shared, report, &build);
+            super::template::render(template.unwrap_or_default(), &ctx)?
+        }
         None => default_text(report),
         Some(function) => {
             let mut build = report.build.clone();

@@ -44,9 +44,16 @@ pub async fn attempt_all(
     let agent = agent.clone();
     let sent = tokio::task::spawn_blocking(move || {
         let mut answered = Vec::with_capacity(outgoing.len());
+        let mut held = Held::default();
         for o in outgoing {
+            if held.holds(&o.delivery) {
+                continue;
+            }
             let answer = send(&agent, &o, timeout);
             let unreachable = matches!(answer, Err((None, _, _)));
+            if answer.is_err() {
+                held.hold(&o.delivery);
+            }
             answered.push((o.delivery, answer));
             if unreachable {
                 break;
@@ -69,6 +76,21 @@ pub async fn attempt_all(
             warn!("the sending thread failed: {e}");
             Vec::new()
         }
+    }
+}
+
+/// The order keys of a turn whose earlier delivery was not delivered: a
+/// later one of the same key waits (one commit's statuses stay in order).
+#[derive(Default)]
+pub struct Held(std::collections::HashSet<String>);
+
+impl Held {
+    pub fn holds(&self, d: &report_deliveries::Model) -> bool {
+        self.0.contains(&d.order_key)
+    }
+
+    pub fn hold(&mut self, d: &report_deliveries::Model) {
+        self.0.insert(d.order_key.clone());
     }
 }
 

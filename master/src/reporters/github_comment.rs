@@ -30,7 +30,19 @@ pub async fn request(
     else {
         return Ok(None);
     };
+    let template = config.template.as_ref().and_then(|t| t.body.as_deref());
     let text = match &config.format_fn {
+        None if template.is_some() => {
+            let mut build = b.clone();
+            build["event"] = report.event.into();
+            let ctx = super::template::context(shared, report, &build);
+            let text = super::template::render(template.unwrap_or_default(), &ctx)?;
+            // An empty comment is no comment.
+            if text.trim().is_empty() {
+                return Ok(None);
+            }
+            text
+        }
         None => format!(
             "Build {} #{} {}: {}",
             b["builder"]["name"].as_str().unwrap_or_default(),

@@ -2,7 +2,8 @@
 //! `HttpStatusPush`). The body is the build as the API shows it, with its
 //! properties, builder, URL and `event` (`started` or `finished`), or what
 //! the reporter's `format_fn` returns for it (a table, sent as JSON, or a
-//! string, sent as it is). With `hmac_secret`, the body is signed as GitHub
+//! string, sent as it is), or its `template` (sent as JSON when it renders
+//! JSON, else as text). With `hmac_secret`, the body is signed as GitHub
 //! signs its webhooks: `X-Hub-Signature-256: sha256=<hex>`.
 
 use super::generators::Report;
@@ -43,7 +44,18 @@ pub async fn request(
 ) -> Result<NewDelivery, String> {
     let mut build = report.build.clone();
     build["event"] = report.event.into();
+    let template = config.template.as_ref().and_then(|t| t.body.as_deref());
     let (body, content_type) = match &config.format_fn {
+        None if template.is_some() => {
+            let ctx = super::template::context(shared, report, &build);
+            let text = super::template::render(template.unwrap_or_default(), &ctx)?;
+            // What renders as JSON goes as JSON.
+            if serde_json::from_str::<serde_json::Value>(&text).is_ok() {
+                (text, "application/json")
+            } else {
+                (text, "text/plain; charset=utf-8")
+            }
+        }
         None => (build.to_string(), "application/json"),
         Some(function) => {
             let lua = shared.running_config().loaded.lua.clone();

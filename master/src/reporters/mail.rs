@@ -7,7 +7,8 @@
 //! steps and the last lines of the first failing step's log. A buildset's
 //! mail holds each of its builds' messages; a missing worker's goes to its
 //! `notify_on_missing` addresses too. A `format_fn` may return
-//! `{ subject = …, body = … }` instead.
+//! `{ subject = …, body = … }` instead, or a `template` and a `subject`
+//! (Jinja2, [`super::template`]) replace the default body and subject.
 //!
 //! The message is built with lettre when the report is queued and stored
 //! whole (its envelope in the row's headers); it is sent through SMTP (no
@@ -16,14 +17,14 @@
 //! again; a permanent one (5xx) is given up.
 
 use super::generators::Report;
-use crate::config::reporters::{Lookup, MailConfig, SmtpTls};
+use crate::config::reporters::{AddLogs, Lookup, MailConfig, SmtpTls};
 use crate::data::DataError;
 use crate::data::query::ListQuery;
 use crate::data::reports::{Attempt, NewDelivery};
 use crate::lua::RawValue;
 use crate::results;
 use crate::shared::Shared;
-use lettre::message::{Mailbox, header::ContentType};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{Address, Message, SmtpTransport, Transport};
 use serde_json::Value;
@@ -31,6 +32,8 @@ use std::time::Duration;
 
 /// Lines of the failing step's log in the body.
 const LOG_TAIL_LINES: i64 = 40;
+/// Lines of a log attached (its last ones; the read caps the bytes too).
+const ATTACHED_LINES: i64 = 10_000;
 
 /// The mail that reports `report`, or `None` when it has no recipient.
 pub async fn request(
@@ -120,15 +123,34 @@ pub async fn request(
                 v["body"].as_str().unwrap_or_default().to_string(),
             )
         }
-        None => match report.event {
-            "worker_missing" => worker_message(&report.build),
-            "buildset" => buildset_message(shared, &report.build, &builds, &changes)
-                .await
-                .map_err(|e| e.to_string())?,
-            event => build_message(shared, &report.build, event, &changes.concat())
-                .await
-                .map_err(|e| e.to_string())?,
-        },
+        None => {
+            let (subject, body) = match report.event {
+                "worker_missing" => worker_message(&report.build),
+                "buildset" => buildset_message(shared, &report.build, &builds, &changes)
+                    .await
+                    .map_err(|e| e.to_string())?,
+                event => build_message(shared, &report.build, event, &changes.concat())
+                    .await
+                    .map_err(|e| e.to_string())?,
+            };
+            match &config.template {
+                None => (subject, body),
+                // The templates given replace the defaults.
+                Some(t) => {
+                    let mut table = report.build.clone();
+                    table["event"] = report.event.into();
+                    if !matches!(report.event, "buildset" | "worker_missing") {
+                        table["changes"] = Value::Array(changes.concat());
+                    }
+                    let ctx = super::template::context(shared, report, &table);
+                    let render = |source: &Option<String>, default: String| match source {
+                        Some(source) => super::template::render(source, &ctx),
+                        None => Ok(default),
+                    };
+                    (render(&t.subject, subject)?, render(&t.body, body)?)
+                }
+            }
+        }
     };
     let from: Mailbox = config
         .from
@@ -138,10 +160,21 @@ pub async fn request(
     for r in &recipients {
         message = message.to(r.clone());
     }
-    let mut message = message
-        .header(ContentType::TEXT_PLAIN)
-        .body(body)
+    let attachments = logs_to_attach(shared, &config.add_logs, &builds)
+        .await
         .map_err(|e| e.to_string())?;
+    let mut message = if attachments.is_empty() {
+        message
+            .header(ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(|e| e.to_string())?
+    } else {
+        let mut parts = MultiPart::mixed().singlepart(SinglePart::plain(body));
+        for (filename, text) in attachments {
+            parts = parts.singlepart(Attachment::new(filename).body(text, ContentType::TEXT_PLAIN));
+        }
+        message.multipart(parts).map_err(|e| e.to_string())?
+    };
     for (name, value) in &config.extra_headers {
         message
             .headers_mut()
@@ -190,6 +223,85 @@ async fn address_of(shared: &Shared, config: &MailConfig, author: &str) -> Optio
         .parse::<Address>()
         .ok()
         .map(|a| Mailbox::new(None, a))
+}
+
+/// The logs `add_logs` names of `builds`' steps, as (file name, text): each
+/// one's last [`ATTACHED_LINES`] lines at most.
+async fn logs_to_attach(
+    shared: &Shared,
+    add_logs: &AddLogs,
+    builds: &[Value],
+) -> Result<Vec<(String, String)>, DataError> {
+    let mut out = Vec::new();
+    if *add_logs == AddLogs::No {
+        return Ok(out);
+    }
+    for b in builds {
+        let buildid = b["buildid"].as_i64().unwrap_or(0);
+        let (steps, _) = shared
+            .data
+            .list_steps(&ListQuery::default().with_eq("buildid", buildid).whole())
+            .await?;
+        for step in &steps {
+            let step_name = step["name"].as_str().unwrap_or_default();
+            let (logs, _) = shared
+                .data
+                .list_logs(
+                    &ListQuery::default()
+                        .with_eq("stepid", step["stepid"].clone())
+                        .whole(),
+                )
+                .await?;
+            for log in &logs {
+                let log_name = log["name"].as_str().unwrap_or_default();
+                let wanted = match add_logs {
+                    AddLogs::Named(names) => names
+                        .iter()
+                        .any(|n| n == log_name || *n == format!("{step_name}.{log_name}")),
+                    _ => true,
+                };
+                if !wanted {
+                    continue;
+                }
+                let lines = log["num_lines"].as_i64().unwrap_or(0);
+                let (_, text) = shared
+                    .data
+                    .log_lines(
+                        log["logid"].as_i64().unwrap_or(0),
+                        (lines - ATTACHED_LINES).max(0),
+                        Some(ATTACHED_LINES),
+                    )
+                    .await?;
+                let text: String = text
+                    .lines()
+                    .map(|l| format!("{}\n", without_stream(log, l)))
+                    .collect();
+                let builder = b["builder"]["name"].as_str().unwrap_or_default();
+                let filename = format!("{builder}-{}-{step_name}-{log_name}.txt", b["number"])
+                    .chars()
+                    .map(|c| {
+                        if c.is_alphanumeric() || "-_.".contains(c) {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                out.push((filename, text));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A log line without its stream (`o`, `e` or `h`, the first character of
+/// each line of a stream log, type `s`).
+fn without_stream<'a>(log: &Value, line: &'a str) -> &'a str {
+    if log["type"] == "s" {
+        line.get(1..).unwrap_or_default()
+    } else {
+        line
+    }
 }
 
 /// A missing worker's default message.
@@ -323,9 +435,8 @@ async fn build_message(
                 log["name"].as_str().unwrap_or_default()
             ));
             for line in text.lines() {
-                // Each stored line starts with its stream: o, e or h.
                 body.push_str("  ");
-                body.push_str(line.get(1..).unwrap_or_default());
+                body.push_str(without_stream(log, line));
                 body.push('\n');
             }
         }

@@ -12,8 +12,8 @@
 //! ([`generators`]) which events to report and renders each into requests
 //! (its transport: [`http_push`] …); and stores the attempts, the new
 //! requests and its new position in one write. Under a stream of builds a
-//! busy reporter gathers events for [`GATHER`] between turns, so its cost
-//! is a few statements per turn, not per build.
+//! busy reporter gathers events (up to [`GATHER`]) between turns, so its
+//! cost is a few statements per turn, not per build.
 //! A restart resumes from the stored position and the stored queue; a
 //! removed reporter's queue is dropped, with a log line saying how much.
 
@@ -24,6 +24,7 @@ pub mod generators;
 pub mod github_comment;
 pub mod http_push;
 pub mod mail;
+pub mod template;
 
 use crate::config::ReporterConfig;
 use crate::config::reporters::ReporterKind;
@@ -41,11 +42,14 @@ use tracing::{info, warn};
 const EVENTS_PER_TURN: u64 = 500;
 /// Deliveries attempted per turn.
 const DELIVERIES_PER_TURN: u64 = 200;
-/// How long a busy reporter gathers events before its next turn: under a
-/// stream of builds a turn takes many events at once (each turn is a few
-/// reads and one write, whatever it carries). An idle reporter turns at
-/// once when an event comes.
-const GATHER: Duration = Duration::from_millis(50);
+/// How long a busy reporter gathers events before its next turn, at most:
+/// under a stream of builds a turn takes many events at once (each turn is
+/// a few reads and one write, whatever it carries). It waits 1 ms for each
+/// event and message its last turn carried, between [`MIN_GATHER`] and
+/// this, so a trickle is reported at once. An idle reporter turns at once
+/// when an event comes.
+const GATHER: Duration = Duration::from_millis(100);
+const MIN_GATHER: Duration = Duration::from_millis(5);
 /// The longest wait between turns (a safety net; events wake it sooner).
 const IDLE_WAIT: Duration = Duration::from_secs(5);
 /// How long a missing event id is waited for before it counts as rolled back.
@@ -137,12 +141,13 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
                     next_retry = Some(next_retry.map_or(at, |n| n.min(at)));
                 }
                 done.more
+                    .then(|| Duration::from_millis(done.carried as u64).clamp(MIN_GATHER, GATHER))
             }
             Err(e) => {
                 // What the turn tried stays pending: look again soon.
                 next_retry = Some(crate::data::now() + 1.0);
                 warn!(reporter = %name, "reporting failed: {e}; trying again");
-                false
+                None
             }
         };
         let mut wait = match next_retry {
@@ -151,8 +156,8 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
             ),
             None => IDLE_WAIT,
         };
-        if busy {
-            wait = wait.min(GATHER);
+        if let Some(gather) = busy {
+            wait = wait.min(gather);
         }
         // A gap in the events: look again soon.
         if gap.is_some() {
@@ -172,7 +177,7 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            () = woken, if !busy => {}
+            () = woken, if busy.is_none() => {}
             _ = settings.changed() => {}
             _ = shutdown.changed() => break,
         }
@@ -261,6 +266,8 @@ struct TurnDone {
     more: bool,
     /// The earliest retry it scheduled.
     retry_at: Option<f64>,
+    /// Events read and messages sent or queued.
+    carried: usize,
 }
 
 /// One turn: deliver what was due, make requests of the new events, and
@@ -346,8 +353,15 @@ async fn turn(
     let attempts = match &config.kind {
         ReporterKind::Mail(m) => {
             let mut attempts = Vec::with_capacity(due.len());
+            let mut held = delivery::Held::default();
             for d in due {
+                if held.holds(&d) {
+                    continue;
+                }
                 let attempt = mail::send(m, &d, max_attempts).await;
+                if !matches!(attempt, reports::Attempt::Delivered { .. }) {
+                    held.hold(&d);
+                }
                 attempts.push((d, attempt));
             }
             attempts
@@ -392,6 +406,7 @@ async fn turn(
         })
         .collect();
     let new_position = events.last().map(|e| e.id);
+    let carried = events.len() + queued.len() + attempts.len();
     let more = full || untried || !queued.is_empty() || !attempts.is_empty() || read > 0;
     shared
         .data
@@ -400,5 +415,9 @@ async fn turn(
     if let Some(p) = new_position {
         *position = p;
     }
-    Ok(TurnDone { more, retry_at })
+    Ok(TurnDone {
+        more,
+        retry_at,
+        carried,
+    })
 }

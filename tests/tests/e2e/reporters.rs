@@ -872,3 +872,74 @@ fn buildsets_and_missing_workers_are_reported(backend: &Backend) {
     );
     assert!(m.log().contains("worker missing"), "{}", m.log());
 }
+
+const TEMPLATE_CONFIG: &str = r#"
+local mb = require "moonbot"
+return {
+  title = "templates",
+  buildbot_url = "http://ci.example.org",
+  www = { port = 0, bind = "127.0.0.1" },
+  protocols = { quic = { port = @QUIC_PORT@, bind = "127.0.0.1" } },
+  db = { url = "@DB@" },
+  workers = { mb.worker { name = "w1" } },
+  builders = { mb.builder { name = "tpl", workernames = { "w1" }, steps = {
+    mb.steps.shell { name = "unit", command = "echo 'line one'; echo 'test_x FAILED'; exit 1" } } } },
+  schedulers = { mb.schedulers.force { name = "force", builders = { "tpl" } } },
+  reporters = {
+    mb.reporters.http_push { name = "json", url = "@RECV@/json",
+      generators = { mb.generators.build_status {} },
+      template = [[{"builder": "{{ buildername }}", "number": {{ build.number }}, "result": "{{ result_names[results] }}", "title": "{{ buildbot_title }}"}]] },
+    mb.reporters.slack { webhook = "@RECV@/slack",
+      template = "{{ buildername }} {{ result | upper }}: {{ summary }} ({{ build_url }})" },
+    mb.reporters.mail { from = "ci@example.org", extra_recipients = { "team@example.org" },
+      smtp = { host = "127.0.0.1", port = @SMTP@, tls = "none" },
+      subject = "{{ result_names[results] | upper }} {{ buildername }} #{{ build.number }}",
+      add_logs = { "unit.stdio" } },
+  },
+}
+"#;
+
+moonbot_tests::on_both_databases!(templates_render_messages_and_mail_attaches_logs);
+
+/// Jinja2 templates (Buildbot's MessageFormatter) for http_push (JSON out of
+/// a template goes as JSON), chat and a mail subject; `add_logs` attaches
+/// the named log to the mail.
+fn templates_render_messages_and_mail_attaches_logs(backend: &Backend) {
+    let (recv, url) = Receiver::start();
+    let (port, mails, _) = smtp_receiver(0);
+    let lua = TEMPLATE_CONFIG
+        .replace("@RECV@", &url)
+        .replace("@SMTP@", &port.to_string());
+    let (m, _w1) = TestMaster::started_with_worker(backend, &lua, "w1");
+    let build = force(&m, m.builderid("tpl"), 0);
+    m.wait_for("the messages", LONG, || {
+        (!recv.at("/json").is_empty()
+            && !recv.at("/slack").is_empty()
+            && !mails.lock().unwrap().is_empty())
+        .then_some(())
+    });
+    let json_push = &recv.at("/json")[0];
+    assert_eq!(json_push.headers["content-type"], "application/json");
+    assert_eq!(
+        json_push.json(),
+        json!({"builder": "tpl", "number": 1, "result": "failure", "title": "templates"})
+    );
+    assert_eq!(
+        recv.at("/slack")[0].json(),
+        json!({"text": format!(
+            "tpl FAILURE: BUILD FAILED: failed unit (http://ci.example.org/builds/{})",
+            build["buildid"]
+        )})
+    );
+    let mail = mails.lock().unwrap()[0].clone();
+    let data = mail.data.replace("\r\n", "\n");
+    assert!(data.contains("Subject: FAILURE tpl #1\n"), "{data}");
+    assert!(data.contains("Content-Type: multipart/mixed"), "{data}");
+    // The default body, and the log attached.
+    assert!(data.contains("Failing steps:\n  unit: failure"), "{data}");
+    assert!(
+        data.contains("Content-Disposition: attachment; filename=\"tpl-1-unit-stdio.txt\""),
+        "{data}"
+    );
+    assert!(data.contains("line one\ntest_x FAILED\n"), "{data}");
+}
