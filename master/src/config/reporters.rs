@@ -379,6 +379,39 @@ pub enum GeneratorKind {
     WorkerMissing(Vec<String>),
 }
 
+impl GeneratorConfig {
+    /// What it reports, in a few words for the API and the page:
+    /// `build_status(failing, problem) builders=a,b`.
+    pub fn describe(&self) -> String {
+        let modes = |modes: &[Mode]| {
+            modes
+                .iter()
+                .filter_map(|m| MODES.iter().find(|(_, x)| x == m).map(|(n, _)| *n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut out = match &self.kind {
+            GeneratorKind::BuildStatus(m) => format!("build_status({})", modes(m)),
+            GeneratorKind::BuildStartEnd => "build_start_end".into(),
+            GeneratorKind::Buildset(m) => format!("buildset({})", modes(m)),
+            GeneratorKind::BuildsetCombined => "buildset_combined".into(),
+            GeneratorKind::WorkerMissing(w) if w.is_empty() => "worker_missing(all)".into(),
+            GeneratorKind::WorkerMissing(w) => format!("worker_missing({})", w.join(", ")),
+        };
+        for (name, list) in [
+            ("builders", &self.builders),
+            ("tags", &self.tags),
+            ("branches", &self.branches),
+            ("schedulers", &self.schedulers),
+        ] {
+            if !list.is_empty() {
+                out.push_str(&format!(" {name}={}", list.join(",")));
+            }
+        }
+        out
+    }
+}
+
 impl GeneratorKind {
     /// Whether it reports single builds (what a commit status or a pull
     /// request comment is about).

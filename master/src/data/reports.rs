@@ -6,13 +6,13 @@
 //!   lost to a crash between them. Nothing is added while no reporter is
 //!   configured ([`Data::set_reporting`]).
 //! - A reporter reads the events after its position
-//!   ([`Data::report_events_after`]) and what is due in its queue
+//!   ([`Data::report_events_after`]) and stores the requests it made of
+//!   them with its new position in one batch ([`Data::record_turn`]): a
+//!   restart neither repeats nor skips an event. It delivers what is due
 //!   ([`Data::due_deliveries`]: pending, its time come, and no earlier
-//!   pending delivery with the same order key, so one commit's statuses go
-//!   out in order). It delivers those, then stores how each attempt ended,
-//!   the requests it made of the events and its new position in one batch
-//!   ([`Data::record_turn`]): a restart neither repeats nor skips an event,
-//!   and a turn is one write however much it did.
+//!   pending delivery with the same order key waiting for its retry, so one
+//!   commit's statuses go out in order) and stores how each attempt ended
+//!   in one more (a turn is two writes however much it carried).
 
 use super::batch::Batch;
 use super::state::push_set_state;
@@ -196,9 +196,9 @@ impl Data {
             .await?)
     }
 
-    /// A reporter's turn, in one transaction: how its attempts ended
-    /// (delivery id, attempt), the requests it made of new events, and its
-    /// new position in the events (`None`: it read none).
+    /// What a reporter's turn did, in one transaction: how its attempts
+    /// ended (delivery id, attempt), the requests it made of new events, and
+    /// its new position in the events (`None`: unchanged).
     pub async fn record_turn(
         &self,
         reporter: &str,

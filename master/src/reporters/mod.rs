@@ -2,16 +2,16 @@
 //! ever waiting for them and without losing a message.
 //!
 //! A reporter is a service (one task per reporter of master.lua). Each
-//! turn it reads what is due in its queue and the `report_events` that
-//! builds and buildsets stored with their own rows, in order from its
-//! position (on PostgreSQL an id may commit after a higher one: a reporter
-//! reads up to the first missing id, and passes it only after [`GAP_WAIT`],
-//! as a rolled-back one). It delivers what was due ([`delivery`]), retrying
-//! with backoff on 5xx answers, timeouts and 429 (honouring `Retry-After`),
-//! giving up on a 4xx or after `max_attempts`; asks its generators
-//! ([`generators`]) which events to report and renders each into requests
-//! (its transport: [`http_push`] …); and stores the attempts, the new
-//! requests and its new position in one write. Under a stream of builds a
+//! turn it reads the `report_events` that builds, buildsets and workers
+//! stored with their own rows, in order from its position (on PostgreSQL
+//! an id may commit after a higher one: a reporter reads up to the first
+//! missing id, and passes it only after [`GAP_WAIT`], as a rolled-back
+//! one); asks its generators ([`generators`]) which to report and renders
+//! each into requests (its transport: [`http_push`] …), stored with its new
+//! position in one write; then delivers what is due ([`delivery`]),
+//! retrying with backoff on 5xx answers, timeouts and 429 (honouring
+//! `Retry-After`), giving up on a 4xx or after `max_attempts`, and stores
+//! the attempts in one write. Under a stream of builds a
 //! busy reporter gathers events (up to [`GATHER`]) between turns, so its
 //! cost is a few statements per turn, not per build.
 //! A restart resumes from the stored position and the stored queue; a
@@ -50,6 +50,9 @@ const DELIVERIES_PER_TURN: u64 = 200;
 /// when an event comes.
 const GATHER: Duration = Duration::from_millis(100);
 const MIN_GATHER: Duration = Duration::from_millis(5);
+/// A pause in the events this long ends a gathering early: the burst is
+/// over, and its last builds are reported now rather than after GATHER.
+const QUIET: Duration = Duration::from_millis(10);
 /// The longest wait between turns (a safety net; events wake it sooner).
 const IDLE_WAIT: Duration = Duration::from_secs(5);
 /// How long a missing event id is waited for before it counts as rolled back.
@@ -164,20 +167,23 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
             wait = wait.min(GAP_RECHECK);
         }
         // Only what stores a report event wakes it early (a build's start or
-        // end, a new buildset), and a burst of them makes one turn.
-        let woken = async {
-            loop {
-                match events.recv().await {
-                    Ok(e) if stores_report_event(&e.key) => return,
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => return,
-                    Err(RecvError::Closed) => std::future::pending::<()>().await,
-                }
+        // end, a new buildset, a missing worker). Idle, the first one does;
+        // gathering, a pause of QUIET in them ends the gathering (the burst
+        // is over: report it now).
+        let gathering = busy.is_some();
+        let signal = async {
+            if gathering {
+                while tokio::time::timeout(QUIET, next_report_event(&mut events))
+                    .await
+                    .is_ok()
+                {}
+            } else {
+                next_report_event(&mut events).await;
             }
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            () = woken, if busy.is_none() => {}
+            () = signal => {}
             _ = settings.changed() => {}
             _ = shutdown.changed() => break,
         }
@@ -229,6 +235,19 @@ async fn render(
     })
 }
 
+/// The next bus event whose row stored a report event (or a lag: some
+/// may have been missed); never, once the bus is closed.
+async fn next_report_event(events: &mut tokio::sync::broadcast::Receiver<crate::mq::Event>) {
+    loop {
+        match events.recv().await {
+            Ok(e) if stores_report_event(&e.key) => return,
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => return,
+            Err(RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
 /// Whether an event's topic is one whose row stored a report event.
 fn stores_report_event(key: &str) -> bool {
     (key.starts_with("builds/") && (key.ends_with("/new") || key.ends_with("/finished")))
@@ -270,8 +289,9 @@ struct TurnDone {
     carried: usize,
 }
 
-/// One turn: deliver what was due, make requests of the new events, and
-/// store both with the new position in one write.
+/// One turn: make requests of the new events and store them with the new
+/// position (one write), then deliver what is due, those included, and
+/// store how each attempt ended (one write).
 async fn turn(
     agent: &ureq::Agent,
     shared: &Shared,
@@ -280,11 +300,6 @@ async fn turn(
     last_states: &mut HashMap<String, String>,
     gap: &mut Option<(i64, std::time::Instant)>,
 ) -> Result<TurnDone, DataError> {
-    let due = shared
-        .data
-        .due_deliveries(&config.name, DELIVERIES_PER_TURN)
-        .await?;
-    let full = due.len() as u64 == DELIVERIES_PER_TURN;
     let mut events = shared
         .data
         .report_events_after(*position, EVENTS_PER_TURN)
@@ -347,6 +362,24 @@ async fn turn(
             }
         }
     }
+    // The requests and the new position first, so what the events called
+    // for goes out in this turn.
+    let new_position = events.last().map(|e| e.id);
+    let made = queued.len();
+    if new_position.is_some() {
+        shared
+            .data
+            .record_turn(&config.name, *objectid, new_position, queued, &[])
+            .await?;
+    }
+    if let Some(p) = new_position {
+        *position = p;
+    }
+    let due = shared
+        .data
+        .due_deliveries(&config.name, DELIVERIES_PER_TURN)
+        .await?;
+    let full = due.len() as u64 == DELIVERIES_PER_TURN;
     let (max_attempts, timeout) = config.kind.delivery_limits();
     let timeout = Duration::from_secs(timeout);
     let tried = due.len();
@@ -405,15 +438,13 @@ async fn turn(
             (d.id, attempt)
         })
         .collect();
-    let new_position = events.last().map(|e| e.id);
-    let carried = events.len() + queued.len() + attempts.len();
-    let more = full || untried || !queued.is_empty() || !attempts.is_empty() || read > 0;
-    shared
-        .data
-        .record_turn(&config.name, *objectid, new_position, queued, &attempts)
-        .await?;
-    if let Some(p) = new_position {
-        *position = p;
+    let carried = events.len() + made + attempts.len();
+    let more = full || untried || made > 0 || !attempts.is_empty() || read > 0;
+    if !attempts.is_empty() {
+        shared
+            .data
+            .record_turn(&config.name, *objectid, None, Vec::new(), &attempts)
+            .await?;
     }
     Ok(TurnDone {
         more,

@@ -442,23 +442,52 @@ async fn serve_connection(conn: quinn::Connection, addr: SocketAddr, shared: Arc
             warn!(worker = %name, "could not record the disconnection: {e}");
         }
         if !deliberate {
+            let loss = losses().note(workerid);
             tokio::spawn(tell_if_missing(
                 shared.clone(),
                 name,
                 workerid,
+                loss,
                 missing_timeout,
             ));
         }
     }
 }
 
+/// How many times each worker was lost: a loss is told only if it is the
+/// worker's last one (lost, back and lost again counts from the second).
+#[derive(Default)]
+struct Losses(std::sync::Mutex<std::collections::HashMap<i64, u64>>);
+
+impl Losses {
+    /// Count a loss of `workerid`; its number.
+    fn note(&self, workerid: i64) -> u64 {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(workerid).or_default();
+        *n += 1;
+        *n
+    }
+
+    fn is_last(&self, workerid: i64, loss: u64) -> bool {
+        let counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(&workerid) == Some(&loss)
+    }
+}
+
+fn losses() -> &'static Losses {
+    static LOSSES: std::sync::OnceLock<Losses> = std::sync::OnceLock::new();
+    LOSSES.get_or_init(Losses::default)
+}
+
 /// A worker lost (not stopped on purpose) that has not come back within
-/// `missing_timeout` is missing (Buildbot's `workers/N/missing`): stored
-/// for the reporters' `worker_missing` generators.
+/// `missing_timeout` of its last loss is missing (Buildbot's
+/// `workers/N/missing`): stored for the reporters' `worker_missing`
+/// generators.
 async fn tell_if_missing(
     shared: Arc<Shared>,
     name: String,
     workerid: i64,
+    loss: u64,
     missing_timeout: Duration,
 ) {
     tokio::time::sleep(missing_timeout).await;
@@ -468,7 +497,7 @@ async fn tell_if_missing(
         .config
         .worker(&name)
         .is_some();
-    if !configured || shared.workers.is_connected(&name) {
+    if !configured || shared.workers.is_connected(&name) || !losses().is_last(workerid, loss) {
         return;
     }
     info!(worker = %name, "worker missing: away for more than {} s (missing_timeout)", missing_timeout.as_secs());

@@ -846,6 +846,17 @@ fn buildsets_and_missing_workers_are_reported(backend: &Backend) {
     assert!(recv.at("/passing").is_empty());
     assert!(recv.at("/forced").is_empty());
     assert_eq!(reporter(&m, "passing-sets")["delivered"], 0);
+    // The API and the page say what each reports.
+    assert_eq!(
+        reporter(&m, "passing-sets")["generators"],
+        json!(["buildset(passing) builders=fail"])
+    );
+    assert_eq!(
+        reporter(&m, "pushed")["generators"],
+        json!(["build_status(all) schedulers=on-push"])
+    );
+    let page = m.get_status("/reporters").1;
+    assert!(page.contains("worker_missing(w1)"), "{page}");
 
     // The worker dies: after 2 s of silence it is lost, after 2 more missing.
     w1.kill();

@@ -951,7 +951,7 @@ async fn config_one(c: &Call<'_>) -> Result<Answer, ApiError> {
 
 /// The configured reporters, each with its queue and record.
 async fn reporters(c: &Call<'_>, only: Option<&str>) -> Result<Vec<Value>, ApiError> {
-    let configured: Vec<(String, &'static str)> = c
+    let configured: Vec<(String, &'static str, Vec<String>)> = c
         .shared
         .running_config()
         .loaded
@@ -959,13 +959,17 @@ async fn reporters(c: &Call<'_>, only: Option<&str>) -> Result<Vec<Value>, ApiEr
         .reporters
         .iter()
         .filter(|r| only.is_none_or(|n| n == r.name))
-        .map(|r| (r.name.clone(), r.class_name()))
+        .map(|r| {
+            let generators = r.generators.iter().map(|g| g.describe()).collect();
+            (r.name.clone(), r.class_name(), generators)
+        })
         .collect();
     let mut out = Vec::new();
-    for (name, kind) in configured {
+    for (name, kind, generators) in configured {
         let mut item = c.shared.data.reporter_record(&name).await?;
         item["name"] = name.into();
         item["kind"] = kind.into();
+        item["generators"] = generators.into();
         out.push(item);
     }
     Ok(out)

@@ -20,10 +20,15 @@ pub(super) async fn list(ctx: &Ctx<'_>) -> PageResult {
             _ => "none".into(),
         };
         rows.push_str(&format!(
-            "<tr data-reporter=\"{}\"><td>{}</td><td>{}</td><td class=\"queued\">{}</td><td>{}</td><td class=\"failed\">{}</td><td>{}</td><td class=\"error\">{error}</td></tr>\n",
+            "<tr data-reporter=\"{}\"><td>{}</td><td>{}</td><td class=\"generators\">{}</td><td class=\"queued\">{}</td><td>{}</td><td class=\"failed\">{}</td><td>{}</td><td class=\"error\">{error}</td></tr>\n",
             esc(&r.name),
             esc(&r.name),
             esc(r.class_name()),
+            r.generators
+                .iter()
+                .map(|g| esc(&g.describe()))
+                .collect::<Vec<_>>()
+                .join("<br>"),
             record["queued"],
             record["delivered"],
             record["failed"],
@@ -34,7 +39,7 @@ pub(super) async fn list(ctx: &Ctx<'_>) -> PageResult {
         "<p id=\"no-reporters\">No <code>reporters</code> in master.lua.</p>".to_string()
     } else {
         format!(
-            "<div id=\"live\"><table id=\"reporters\"><tr><th>reporter</th><th>kind</th><th>queued</th><th>delivered</th><th>failed</th><th>last success</th><th>last error</th></tr>\n{rows}</table>\
+            "<div id=\"live\"><table id=\"reporters\"><tr><th>reporter</th><th>kind</th><th>reports</th><th>queued</th><th>delivered</th><th>failed</th><th>last success</th><th>last error</th></tr>\n{rows}</table>\
 <p class=\"hint\"><a href=\"/api/v2/reporters\">/api/v2/reporters</a></p></div>"
         )
     };
