@@ -277,13 +277,7 @@ async fn worker_missing(
     };
     worker["notify"] = json!(cfg.notify_on_missing);
     worker["missing_timeout"] = cfg.missing_timeout_s.into();
-    let base = running
-        .loaded
-        .config
-        .buildbot_url
-        .clone()
-        .unwrap_or_default();
-    worker["url"] = format!("{}/workers/{workerid}", base.trim_end_matches('/')).into();
+    worker["url"] = page_url(&running, &format!("workers/{workerid}")).into();
     Ok(Some(Report {
         event: "worker_missing",
         build: worker,
@@ -305,13 +299,18 @@ fn describe_builder(shared: &Shared, item: &mut Value, builderid: i64, page: &st
         .map(|b| b.tags.clone())
         .unwrap_or_default();
     item["builder"] = json!({"builderid": builderid, "name": name, "tags": tags});
+    item["url"] = page_url(&running, page).into();
+}
+
+/// A status page's address under `buildbot_url`.
+fn page_url(running: &crate::shared::RunningConfig, page: &str) -> String {
     let base = running
         .loaded
         .config
         .buildbot_url
-        .clone()
+        .as_deref()
         .unwrap_or_default();
-    item["url"] = format!("{}/{page}", base.trim_end_matches('/')).into();
+    format!("{}/{page}", base.trim_end_matches('/'))
 }
 
 /// The build with its properties, builder and URL.

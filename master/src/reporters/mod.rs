@@ -50,9 +50,6 @@ const DELIVERIES_PER_TURN: u64 = 200;
 /// when an event comes.
 const GATHER: Duration = Duration::from_millis(100);
 const MIN_GATHER: Duration = Duration::from_millis(5);
-/// A pause in the events this long ends a gathering early: the burst is
-/// over, and its last builds are reported now rather than after GATHER.
-const QUIET: Duration = Duration::from_millis(10);
 /// The longest wait between turns (a safety net; events wake it sooner).
 const IDLE_WAIT: Duration = Duration::from_secs(5);
 /// How long a missing event id is waited for before it counts as rolled back.
@@ -167,23 +164,12 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
             wait = wait.min(GAP_RECHECK);
         }
         // Only what stores a report event wakes it early (a build's start or
-        // end, a new buildset, a missing worker). Idle, the first one does;
-        // gathering, a pause of QUIET in them ends the gathering (the burst
-        // is over: report it now).
-        let gathering = busy.is_some();
-        let signal = async {
-            if gathering {
-                while tokio::time::timeout(QUIET, next_report_event(&mut events))
-                    .await
-                    .is_ok()
-                {}
-            } else {
-                next_report_event(&mut events).await;
-            }
-        };
+        // end, a new buildset, a missing worker), and only an idle reporter:
+        // a busy one gathers a burst into its next turn.
+        let idle = busy.is_none();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            () = signal => {}
+            () = next_report_event(&mut events), if idle => {}
             _ = settings.changed() => {}
             _ = shutdown.changed() => break,
         }

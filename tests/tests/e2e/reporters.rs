@@ -777,18 +777,28 @@ return {
 }
 "#;
 
+/// A master with worker `w1` on `config`, whose `@RECV@` is an HTTP
+/// receiver and `@SMTP@` the port of an SMTP one.
+fn started_with_receivers(
+    backend: &Backend,
+    config: &str,
+) -> (Receiver, Mails, TestMaster, moonbot_tests::TestWorker) {
+    let (recv, url) = Receiver::start();
+    let (port, mails, _) = smtp_receiver(0);
+    let lua = config
+        .replace("@RECV@", &url)
+        .replace("@SMTP@", &port.to_string());
+    let (m, w1) = TestMaster::started_with_worker(backend, &lua, "w1");
+    (recv, mails, m, w1)
+}
+
 moonbot_tests::on_both_databases!(buildsets_and_missing_workers_are_reported);
 
 /// `buildset` (one message with the builds its modes and filters take),
 /// `buildset_combined` (every build), the `schedulers` filter, and
 /// `worker_missing` to chat and to the worker's `notify_on_missing`.
 fn buildsets_and_missing_workers_are_reported(backend: &Backend) {
-    let (recv, url) = Receiver::start();
-    let (port, mails, _) = smtp_receiver(0);
-    let lua = SETS_CONFIG
-        .replace("@RECV@", &url)
-        .replace("@SMTP@", &port.to_string());
-    let (m, mut w1) = TestMaster::started_with_worker(backend, &lua, "w1");
+    let (recv, mails, m, mut w1) = started_with_receivers(backend, SETS_CONFIG);
     let (status, answer) = m.rpc(
         "/api/v2/changes",
         "add",
@@ -916,12 +926,7 @@ moonbot_tests::on_both_databases!(templates_render_messages_and_mail_attaches_lo
 /// a template goes as JSON), chat and a mail subject; `add_logs` attaches
 /// the named log to the mail.
 fn templates_render_messages_and_mail_attaches_logs(backend: &Backend) {
-    let (recv, url) = Receiver::start();
-    let (port, mails, _) = smtp_receiver(0);
-    let lua = TEMPLATE_CONFIG
-        .replace("@RECV@", &url)
-        .replace("@SMTP@", &port.to_string());
-    let (m, _w1) = TestMaster::started_with_worker(backend, &lua, "w1");
+    let (recv, mails, m, _w1) = started_with_receivers(backend, TEMPLATE_CONFIG);
     let build = force(&m, m.builderid("tpl"), 0);
     m.wait_for("the messages", LONG, || {
         (!recv.at("/json").is_empty()
