@@ -30,6 +30,7 @@ use crate::config::ReporterConfig;
 use crate::config::reporters::ReporterKind;
 use crate::data::DataError;
 use crate::data::reports::{self, LAST_EVENT_SEEN, NewDelivery, REPORTER_STATE, ReportEvent};
+use crate::db::entities::{report_deliveries, report_events};
 use crate::services::{TaskService, TaskSignals};
 use crate::shared::Shared;
 use std::collections::HashMap;
@@ -291,34 +292,7 @@ async fn turn(
         .report_events_after(*position, EVENTS_PER_TURN)
         .await?;
     let read = events.len() as u64;
-    // Only the events up to the first gap in the ids: on PostgreSQL a
-    // transaction that took its id earlier may commit later. A gap still
-    // open after GAP_WAIT was a rolled-back id, and is passed.
-    let mut expect = *position + 1;
-    let mut upto = events.len();
-    for (i, e) in events.iter().enumerate() {
-        if e.id != expect {
-            match gap {
-                Some((id, since)) if *id == expect && since.elapsed() >= GAP_WAIT => {
-                    *gap = None;
-                }
-                Some((id, _)) if *id == expect => {
-                    upto = i;
-                    break;
-                }
-                _ => {
-                    *gap = Some((expect, std::time::Instant::now()));
-                    upto = i;
-                    break;
-                }
-            }
-        }
-        expect = e.id + 1;
-    }
-    if upto == events.len() {
-        *gap = None;
-    }
-    events.truncate(upto);
+    events.truncate(up_to_gap(&events, *position, gap));
     let mut queued = Vec::new();
     generators::read_builds(shared, &events).await?;
     for event in &events {
@@ -366,10 +340,76 @@ async fn turn(
         .due_deliveries(&config.name, DELIVERIES_PER_TURN)
         .await?;
     let full = due.len() as u64 == DELIVERIES_PER_TURN;
+    let tried = due.len();
+    let attempts = deliver(agent, config, due).await;
+    let untried = attempts.len() < tried;
+    let mut retry_at: Option<f64> = None;
+    let attempts: Vec<(i64, _)> = attempts
+        .into_iter()
+        .map(|(d, attempt)| {
+            delivery::log(&config.name, &d, &attempt);
+            if let reports::Attempt::Retry { retry_at: at, .. } = &attempt {
+                retry_at = Some(retry_at.map_or(*at, |r: f64| r.min(*at)));
+            }
+            (d.id, attempt)
+        })
+        .collect();
+    let carried = events.len() + made + attempts.len();
+    let more = full || untried || made > 0 || !attempts.is_empty() || read > 0;
+    if !attempts.is_empty() {
+        shared
+            .data
+            .record_turn(&config.name, *objectid, None, Vec::new(), &attempts)
+            .await?;
+    }
+    Ok(TurnDone {
+        more,
+        retry_at,
+        carried,
+    })
+}
+
+/// How many of `events` (read after `position`) may be reported now: those
+/// up to the first gap in the ids. On PostgreSQL a transaction that took
+/// its id earlier may commit later; a gap still open after [`GAP_WAIT`] was
+/// a rolled-back id, and is passed. `gap`: the first missing id, and since
+/// when.
+fn up_to_gap(
+    events: &[report_events::Model],
+    position: i64,
+    gap: &mut Option<(i64, std::time::Instant)>,
+) -> usize {
+    let mut expect = position + 1;
+    for (i, e) in events.iter().enumerate() {
+        if e.id != expect {
+            match gap {
+                Some((id, since)) if *id == expect && since.elapsed() >= GAP_WAIT => {
+                    *gap = None;
+                }
+                Some((id, _)) if *id == expect => return i,
+                _ => {
+                    *gap = Some((expect, std::time::Instant::now()));
+                    return i;
+                }
+            }
+        }
+        expect = e.id + 1;
+    }
+    *gap = None;
+    events.len()
+}
+
+/// Send `due` (in order; a later delivery of an order key waits when an
+/// earlier one was not delivered) and say how each went; those not tried
+/// are not in the answer.
+async fn deliver(
+    agent: &ureq::Agent,
+    config: &ReporterConfig,
+    due: Vec<report_deliveries::Model>,
+) -> Vec<(report_deliveries::Model, reports::Attempt)> {
     let (max_attempts, timeout) = config.kind.delivery_limits();
     let timeout = Duration::from_secs(timeout);
-    let tried = due.len();
-    let attempts = match &config.kind {
+    match &config.kind {
         ReporterKind::Mail(m) => {
             let mut attempts = Vec::with_capacity(due.len());
             let mut held = delivery::Held::default();
@@ -411,30 +451,5 @@ async fn turn(
                 .collect();
             delivery::attempt_all(agent, outgoing, max_attempts, timeout).await
         }
-    };
-    let untried = attempts.len() < tried;
-    let mut retry_at: Option<f64> = None;
-    let attempts: Vec<(i64, _)> = attempts
-        .into_iter()
-        .map(|(d, attempt)| {
-            delivery::log(&config.name, &d, &attempt);
-            if let reports::Attempt::Retry { retry_at: at, .. } = &attempt {
-                retry_at = Some(retry_at.map_or(*at, |r: f64| r.min(*at)));
-            }
-            (d.id, attempt)
-        })
-        .collect();
-    let carried = events.len() + made + attempts.len();
-    let more = full || untried || made > 0 || !attempts.is_empty() || read > 0;
-    if !attempts.is_empty() {
-        shared
-            .data
-            .record_turn(&config.name, *objectid, None, Vec::new(), &attempts)
-            .await?;
     }
-    Ok(TurnDone {
-        more,
-        retry_at,
-        carried,
-    })
 }
