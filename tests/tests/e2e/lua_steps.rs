@@ -79,7 +79,9 @@ return {
     mb.builder { name = "typo", workernames = { "w1" }, steps = {
       mb.steps.lua { name = "typo", run = function(step) step:shell { comand = "echo x" } end },
     } },
-    mb.builder { name = "waits", workernames = { "w1" }, steps = {
+    -- Four builds at once: a request still pending when another starts
+    -- must not be collapsed into it (CI's load can queue them together).
+    mb.builder { name = "waits", workernames = { "w1" }, collapse_requests = false, steps = {
       mb.steps.lua { name = "waits", run = function(step)
         step:shell { command = { "sh", "-c", "touch \"$0\"; i=0; while [ $i -lt 300 ] && [ $(ls @TMP@/waiting-* | wc -l) -lt 4 ]; do sleep 0.1; i=$((i+1)); done; ls @TMP@/waiting-* | wc -l",
           mb.interpolate("@TMP@/waiting-%(prop:buildnumber)s") } }
