@@ -32,10 +32,8 @@ pub enum ReporterKind {
 pub struct CommentConfig {
     pub token: String,
     pub base_url: String,
-    /// A Lua function of the build returning the text (nil: no comment).
-    pub format_fn: Option<LuaFn>,
-    /// Or a template of the text.
-    pub template: Option<Template>,
+    /// The text (a `format_fn`'s string, nil: no comment).
+    pub format: Formatter,
     pub max_attempts: u32,
     pub timeout_s: u64,
 }
@@ -45,7 +43,7 @@ impl fmt::Debug for CommentConfig {
         f.debug_struct("CommentConfig")
             .field("token", &"<redacted>")
             .field("base_url", &self.base_url)
-            .field("format_fn", &self.format_fn.is_some())
+            .field("format", &self.format)
             .finish()
     }
 }
@@ -61,10 +59,9 @@ pub struct MailConfig {
     pub lookup: Option<Lookup>,
     pub extra_headers: BTreeMap<String, String>,
     pub smtp: SmtpConfig,
-    /// A Lua function of the build returning `{ subject = …, body = … }`.
-    pub format_fn: Option<LuaFn>,
-    /// Or templates of the subject and body (each one absent: the default).
-    pub template: Option<Template>,
+    /// The message (a `format_fn` returns `{ subject = …, body = … }`; a
+    /// template left out keeps the default subject or body).
+    pub format: Formatter,
     /// `add_logs`: which logs of the reported builds go with the mail as
     /// attachments (Buildbot's option of the same name).
     pub add_logs: AddLogs,
@@ -130,10 +127,8 @@ impl fmt::Debug for MailConfig {
 #[derive(Clone, PartialEq)]
 pub struct ChatConfig {
     pub service: ChatService,
-    /// A Lua function of the build returning the text.
-    pub format_fn: Option<LuaFn>,
-    /// Or a template of the text.
-    pub template: Option<Template>,
+    /// The text (a `format_fn`'s string).
+    pub format: Formatter,
     pub max_attempts: u32,
     pub timeout_s: u64,
 }
@@ -172,7 +167,7 @@ impl fmt::Debug for ChatConfig {
         };
         f.debug_struct("ChatConfig")
             .field("service", &service)
-            .field("format_fn", &self.format_fn.is_some())
+            .field("format", &self.format)
             .finish()
     }
 }
@@ -293,11 +288,9 @@ pub struct HttpPushConfig {
     /// Signs the body: `X-Hub-Signature-256: sha256=<HMAC-SHA256 hex>`.
     pub hmac_secret: Option<String>,
     pub headers: BTreeMap<String, String>,
-    /// A Lua function of the build returning the body (a table or a string);
-    /// the build as the API shows it when absent.
-    pub format_fn: Option<LuaFn>,
-    /// Or a template of the body.
-    pub template: Option<Template>,
+    /// The body (a `format_fn`'s table or string); by default the build as
+    /// the API shows it.
+    pub format: Formatter,
     /// Tries before a message that keeps failing (5xx, timeouts) is given up.
     pub max_attempts: u32,
     /// Seconds one request may take.
@@ -321,7 +314,7 @@ impl fmt::Debug for HttpPushConfig {
                 &self.hmac_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .field("format_fn", &self.format_fn.is_some())
+            .field("format", &self.format)
             .field("max_attempts", &self.max_attempts)
             .field("timeout_s", &self.timeout_s)
             .finish()
@@ -331,6 +324,27 @@ impl fmt::Debug for HttpPushConfig {
 impl fmt::Debug for HttpAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
+    }
+}
+
+/// How a reporter writes its messages (Buildbot's message formatters).
+#[derive(Clone, PartialEq)]
+pub enum Formatter {
+    /// The transport's own default.
+    Default,
+    /// `format_fn`: a Lua function of the report's table.
+    Function(LuaFn),
+    /// `template` (and, for mail, `subject`).
+    Template(Template),
+}
+
+impl fmt::Debug for Formatter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Formatter::Default => "default",
+            Formatter::Function(_) => "format_fn",
+            Formatter::Template(_) => "template",
+        })
     }
 }
 
@@ -496,8 +510,7 @@ pub(super) fn compile_reporter(
                     )),
                 }
             }
-            let format_fn = format_fn(&mut f);
-            let template = template(&mut f, false, format_fn.is_some());
+            let format = formatter(&mut f, false);
             let (max_attempts, timeout_s) = delivery_limits(&mut f);
             url.map(|url| {
                 ReporterKind::HttpPush(HttpPushConfig {
@@ -505,8 +518,7 @@ pub(super) fn compile_reporter(
                     auth,
                     hmac_secret,
                     headers,
-                    format_fn,
-                    template,
+                    format,
                     max_attempts,
                     timeout_s,
                 })
@@ -555,15 +567,13 @@ pub(super) fn compile_reporter(
             let base_url = f
                 .string("base_url")
                 .unwrap_or_else(|| "https://api.github.com".into());
-            let format_fn = format_fn(&mut f);
-            let template = template(&mut f, false, format_fn.is_some());
+            let format = formatter(&mut f, false);
             let (max_attempts, timeout_s) = delivery_limits(&mut f);
             token.map(|token| {
                 ReporterKind::GitHubComment(CommentConfig {
                     token,
                     base_url,
-                    format_fn,
-                    template,
+                    format,
                     max_attempts,
                     timeout_s,
                 })
@@ -608,14 +618,12 @@ pub(super) fn compile_reporter(
                     _ => None,
                 },
             };
-            let format_fn = format_fn(&mut f);
-            let template = template(&mut f, false, format_fn.is_some());
+            let format = formatter(&mut f, false);
             let (max_attempts, timeout_s) = delivery_limits(&mut f);
             service.map(|service| {
                 ReporterKind::Chat(ChatConfig {
                     service,
-                    format_fn,
-                    template,
+                    format,
                     max_attempts,
                     timeout_s,
                 })
@@ -770,9 +778,20 @@ fn modes(f: &mut Fields<'_>, generator: &str, default: &[&str]) -> Vec<Mode> {
     modes
 }
 
-/// A reporter's `template` (and `subject`, for mail), if any, its syntax
-/// checked; not with a `format_fn` too.
-fn template(f: &mut Fields<'_>, with_subject: bool, format_fn: bool) -> Option<Template> {
+/// A reporter's formatter: its `format_fn`, or its `template` (and
+/// `subject`, for mail) with their syntax checked, not both.
+fn formatter(f: &mut Fields<'_>, with_subject: bool) -> Formatter {
+    let function = match f.get("format_fn") {
+        None => None,
+        Some(RawValue::Function(func)) => Some(func.clone()),
+        Some(other) => {
+            f.error(format!(
+                "'format_fn' must be a function of the build, not a {}",
+                other.type_name()
+            ));
+            None
+        }
+    };
     let body = f.string("template");
     let subject = if with_subject {
         f.string("subject")
@@ -786,27 +805,14 @@ fn template(f: &mut Fields<'_>, with_subject: bool, format_fn: bool) -> Option<T
             f.error(format!("'{name}' is not a valid template: {e}"));
         }
     }
-    if body.is_none() && subject.is_none() {
-        return None;
-    }
-    if format_fn {
-        f.error("give 'format_fn' or a template, not both".into());
-    }
-    Some(Template { body, subject })
-}
-
-/// A reporter's `format_fn`, if any.
-fn format_fn(f: &mut Fields<'_>) -> Option<LuaFn> {
-    match f.get("format_fn") {
-        None => None,
-        Some(RawValue::Function(func)) => Some(func.clone()),
-        Some(other) => {
-            f.error(format!(
-                "'format_fn' must be a function of the build, not a {}",
-                other.type_name()
-            ));
-            None
+    match (function, body.is_some() || subject.is_some()) {
+        (Some(_), true) => {
+            f.error("give 'format_fn' or a template, not both".into());
+            Formatter::Default
         }
+        (Some(function), false) => Formatter::Function(function),
+        (None, true) => Formatter::Template(Template { body, subject }),
+        (None, false) => Formatter::Default,
     }
 }
 
@@ -849,8 +855,7 @@ fn compile_mail(f: &mut Fields<'_>) -> Option<MailConfig> {
             )),
         }
     }
-    let format_fn = format_fn(f);
-    let template = template(f, true, format_fn.is_some());
+    let format = formatter(f, true);
     let add_logs = match f.get("add_logs") {
         None | Some(RawValue::Bool(false)) => AddLogs::No,
         Some(RawValue::Bool(true)) => AddLogs::All,
@@ -923,8 +928,7 @@ fn compile_mail(f: &mut Fields<'_>) -> Option<MailConfig> {
         lookup,
         extra_headers,
         smtp: smtp?,
-        format_fn,
-        template,
+        format,
         add_logs,
         max_attempts,
         timeout_s,

@@ -10,6 +10,7 @@
 //! runs); a buildset's names its result and each build's, a missing
 //! worker's its name and page.
 
+use super::format::{Written, write};
 use super::generators::Report;
 use crate::config::reporters::{ChatConfig, ChatService};
 use crate::data::reports::NewDelivery;
@@ -27,30 +28,16 @@ pub async fn request(
     eventid: i64,
     index: usize,
 ) -> Result<NewDelivery, String> {
-    let template = config.template.as_ref().and_then(|t| t.body.as_deref());
-    let text = match &config.format_fn {
-        None if template.is_some() => {
-            let mut build = report.build.clone();
-            build["event"] = report.event.into();
-            let ctx = super::template::context(shared, report, &build);
-            super::template::render(template.unwrap_or_default(), &ctx)?
-        }
+    let text = match write(shared, &config.format, report, report.table()).await? {
         None => default_text(report),
-        Some(function) => {
-            let mut build = report.build.clone();
-            build["event"] = report.event.into();
-            let lua = shared.running_config().loaded.lua.clone();
-            match lua.call(function, build).await {
-                Ok(RawValue::Str(text)) => text,
-                Ok(other) => {
-                    return Err(format!(
-                        "format_fn must return a string, not a {}",
-                        other.type_name()
-                    ));
-                }
-                Err(e) => return Err(format!("format_fn failed: {e}")),
-            }
+        Some(Written::Lua(RawValue::Str(text))) => text,
+        Some(Written::Lua(other)) => {
+            return Err(format!(
+                "format_fn must return a string, not a {}",
+                other.type_name()
+            ));
         }
+        Some(Written::Template { body, .. }) => body.unwrap_or_default(),
     };
     let json_headers = || vec![("Content-Type".to_string(), "application/json".to_string())];
     let (method, url, headers, body) = match &config.service {

@@ -40,6 +40,13 @@ pub struct Report {
 }
 
 impl Report {
+    /// What a formatter gets: the build (buildset, worker) with `event`.
+    pub fn table(&self) -> Value {
+        let mut table = self.build.clone();
+        table["event"] = self.event.into();
+        table
+    }
+
     /// What the report is about, as a queue's order key: one build's (or
     /// buildset's, or worker's) messages go out in order.
     pub fn subject_key(&self) -> String {

@@ -4,6 +4,7 @@
 //! pull request gets none.
 
 use super::commit_status::repo_path;
+use super::format::{Written, write};
 use super::generators::Report;
 use crate::config::reporters::CommentConfig;
 use crate::data::reports::NewDelivery;
@@ -30,19 +31,7 @@ pub async fn request(
     else {
         return Ok(None);
     };
-    let template = config.template.as_ref().and_then(|t| t.body.as_deref());
-    let text = match &config.format_fn {
-        None if template.is_some() => {
-            let mut build = b.clone();
-            build["event"] = report.event.into();
-            let ctx = super::template::context(shared, report, &build);
-            let text = super::template::render(template.unwrap_or_default(), &ctx)?;
-            // An empty comment is no comment.
-            if text.trim().is_empty() {
-                return Ok(None);
-            }
-            text
-        }
+    let text = match write(shared, &config.format, report, report.table()).await? {
         None => format!(
             "Build {} #{} {}: {}",
             b["builder"]["name"].as_str().unwrap_or_default(),
@@ -53,23 +42,20 @@ pub async fn request(
             },
             b["url"].as_str().unwrap_or_default()
         ),
-        Some(function) => {
-            let mut build = b.clone();
-            build["event"] = report.event.into();
-            let lua = shared.running_config().loaded.lua.clone();
-            match lua.call(function, build).await {
-                Ok(RawValue::Str(text)) => text,
-                Ok(RawValue::Nil) => return Ok(None),
-                Ok(other) => {
-                    return Err(format!(
-                        "format_fn must return a string (or nil: no comment), not a {}",
-                        other.type_name()
-                    ));
-                }
-                Err(e) => return Err(format!("format_fn failed: {e}")),
-            }
+        Some(Written::Lua(RawValue::Str(text))) => text,
+        Some(Written::Lua(RawValue::Nil)) => return Ok(None),
+        Some(Written::Lua(other)) => {
+            return Err(format!(
+                "format_fn must return a string (or nil: no comment), not a {}",
+                other.type_name()
+            ));
         }
+        Some(Written::Template { body, .. }) => body.unwrap_or_default(),
     };
+    // An empty comment is no comment.
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
     Ok(Some(NewDelivery {
         eventid,
         order_key: format!("comment:{repo}#{number}"),

@@ -6,6 +6,7 @@
 //! JSON, else as text). With `hmac_secret`, the body is signed as GitHub
 //! signs its webhooks: `X-Hub-Signature-256: sha256=<hex>`.
 
+use super::format::{Written, write};
 use super::generators::Report;
 use crate::config::reporters::{HttpAuth, HttpPushConfig};
 use crate::data::reports::NewDelivery;
@@ -42,33 +43,25 @@ pub async fn request(
     report: &Report,
     eventid: i64,
 ) -> Result<NewDelivery, String> {
-    let mut build = report.build.clone();
-    build["event"] = report.event.into();
-    let template = config.template.as_ref().and_then(|t| t.body.as_deref());
-    let (body, content_type) = match &config.format_fn {
-        None if template.is_some() => {
-            let ctx = super::template::context(shared, report, &build);
-            let text = super::template::render(template.unwrap_or_default(), &ctx)?;
-            // What renders as JSON goes as JSON.
+    let table = report.table();
+    let json = "application/json";
+    let (body, content_type) = match write(shared, &config.format, report, table.clone()).await? {
+        None => (table.to_string(), json),
+        Some(Written::Lua(RawValue::Str(text))) => (text, "text/plain; charset=utf-8"),
+        Some(Written::Lua(value)) => (
+            value
+                .to_json()
+                .map_err(|e| format!("format_fn returned what is not JSON: {e}"))?
+                .to_string(),
+            json,
+        ),
+        // What renders as JSON goes as JSON.
+        Some(Written::Template { body, .. }) => {
+            let text = body.unwrap_or_default();
             if serde_json::from_str::<serde_json::Value>(&text).is_ok() {
-                (text, "application/json")
+                (text, json)
             } else {
                 (text, "text/plain; charset=utf-8")
-            }
-        }
-        None => (build.to_string(), "application/json"),
-        Some(function) => {
-            let lua = shared.running_config().loaded.lua.clone();
-            match lua.call(function, build).await {
-                Ok(RawValue::Str(text)) => (text, "text/plain; charset=utf-8"),
-                Ok(value) => (
-                    value
-                        .to_json()
-                        .map_err(|e| format!("format_fn returned what is not JSON: {e}"))?
-                        .to_string(),
-                    "application/json",
-                ),
-                Err(e) => return Err(format!("format_fn failed: {e}")),
             }
         }
     };

@@ -8,7 +8,7 @@
 //! mail holds each of its builds' messages; a missing worker's goes to its
 //! `notify_on_missing` addresses too. A `format_fn` may return
 //! `{ subject = …, body = … }` instead, or a `template` and a `subject`
-//! (Jinja2, [`super::template`]) replace the default body and subject.
+//! (Jinja2, [`super::format`]) replace the default body and subject.
 //!
 //! The message is built with lettre when the report is queued and stored
 //! whole (its envelope in the row's headers); it is sent through SMTP (no
@@ -16,6 +16,7 @@
 //! lettre. A transient SMTP answer (4xx) or a connection failure is tried
 //! again; a permanent one (5xx) is given up.
 
+use super::format::{Written, write};
 use super::generators::Report;
 use crate::config::reporters::{AddLogs, Lookup, MailConfig, SmtpTls};
 use crate::data::DataError;
@@ -93,24 +94,19 @@ pub async fn request(
     if recipients.is_empty() {
         return Ok(None);
     }
-    let (subject, body) = match &config.format_fn {
-        Some(function) => {
-            let mut arg = report.build.clone();
-            arg["event"] = report.event.into();
-            match report.event {
-                "buildset" => {
-                    for (i, c) in changes.iter().enumerate() {
-                        arg["builds"][i]["changes"] = Value::Array(c.clone());
-                    }
-                }
-                "worker_missing" => {}
-                _ => arg["changes"] = Value::Array(changes.concat()),
+    let mut table = report.table();
+    match report.event {
+        "buildset" => {
+            for (i, c) in changes.iter().enumerate() {
+                table["builds"][i]["changes"] = Value::Array(c.clone());
             }
-            let lua = shared.running_config().loaded.lua.clone();
-            let value = lua
-                .call(function, arg)
-                .await
-                .map_err(|e| format!("format_fn failed: {e}"))?;
+        }
+        "worker_missing" => {}
+        _ => table["changes"] = Value::Array(changes.concat()),
+    }
+    let written = write(shared, &config.format, report, table).await?;
+    let (subject, body) = match written {
+        Some(Written::Lua(value)) => {
             let RawValue::Table(_) = &value else {
                 return Err(format!(
                     "format_fn must return {{ subject = …, body = … }}, not a {}",
@@ -123,7 +119,8 @@ pub async fn request(
                 v["body"].as_str().unwrap_or_default().to_string(),
             )
         }
-        None => {
+        // The defaults, but for what a template gives.
+        written => {
             let (subject, body) = match report.event {
                 "worker_missing" => worker_message(&report.build),
                 "buildset" => buildset_message(shared, &report.build, &builds, &changes)
@@ -133,22 +130,12 @@ pub async fn request(
                     .await
                     .map_err(|e| e.to_string())?,
             };
-            match &config.template {
-                None => (subject, body),
-                // The templates given replace the defaults.
-                Some(t) => {
-                    let mut table = report.build.clone();
-                    table["event"] = report.event.into();
-                    if !matches!(report.event, "buildset" | "worker_missing") {
-                        table["changes"] = Value::Array(changes.concat());
-                    }
-                    let ctx = super::template::context(shared, report, &table);
-                    let render = |source: &Option<String>, default: String| match source {
-                        Some(source) => super::template::render(source, &ctx),
-                        None => Ok(default),
-                    };
-                    (render(&t.subject, subject)?, render(&t.body, body)?)
-                }
+            match written {
+                Some(Written::Template {
+                    body: b,
+                    subject: s,
+                }) => (s.unwrap_or(subject), b.unwrap_or(body)),
+                _ => (subject, body),
             }
         }
     };

@@ -20,11 +20,11 @@
 pub mod chat;
 pub mod commit_status;
 pub mod delivery;
+pub mod format;
 pub mod generators;
 pub mod github_comment;
 pub mod http_push;
 pub mod mail;
-pub mod template;
 
 use crate::config::ReporterConfig;
 use crate::config::reporters::ReporterKind;

@@ -1,24 +1,73 @@
-//! Message templates: a reporter's `template` (and, for mail, `subject`),
-//! Jinja2 text as Buildbot's `MessageFormatter` takes, rendered with
-//! minijinja (a Jinja2 engine; the syntax was checked when master.lua
-//! loaded).
+//! How a reporter writes a message: its formatter (Buildbot's message
+//! formatters), the same for every transport. A `format_fn` is called with
+//! the report's table; a `template` (and, for mail, `subject`) is Jinja2
+//! text, as Buildbot's `MessageFormatter` takes, rendered with minijinja
+//! (the syntax was checked when master.lua loaded). Each transport reads
+//! what was written its own way, or writes its default.
 //!
-//! The context carries Buildbot's names: `build` (the table a `format_fn`
-//! gets: the build as the API shows it, with `properties`, `builder`, `url`,
-//! and for mail `changes`), `buildername`, `build_url`, `results`,
-//! `result_names` (`result_names[results]`), `workername`, `blamelist`,
-//! `summary`, `buildbot_title` and `buildbot_url`; moonbot adds `event` and
-//! `result`. A buildset's report gives `buildset` and `builds`, a missing
-//! worker's `worker`.
+//! A template's context carries Buildbot's names: `build` (the table a
+//! `format_fn` gets: the build as the API shows it, with `properties`,
+//! `builder`, `url`, and for mail `changes`), `buildername`, `build_url`,
+//! `results`, `result_names` (`result_names[results]`), `workername`,
+//! `blamelist`, `summary`, `buildbot_title` and `buildbot_url`; moonbot adds
+//! `event` and `result`. A buildset's report gives `buildset` and `builds`,
+//! a missing worker's `worker`.
 
 use super::generators::Report;
+use crate::config::reporters::Formatter;
+use crate::lua::RawValue;
 use crate::results;
 use crate::shared::Shared;
 use serde_json::{Value, json};
 
+/// What a formatter wrote.
+pub enum Written {
+    /// What `format_fn` returned.
+    Lua(RawValue),
+    /// The templates given, rendered (one left out: `None`).
+    Template {
+        body: Option<String>,
+        subject: Option<String>,
+    },
+}
+
+/// What `formatter` writes of `report`, whose table (what `format_fn`
+/// gets) is `table`; `None`: the default formatter (the transport writes).
+pub async fn write(
+    shared: &Shared,
+    formatter: &Formatter,
+    report: &Report,
+    table: Value,
+) -> Result<Option<Written>, String> {
+    match formatter {
+        Formatter::Default => Ok(None),
+        Formatter::Function(function) => {
+            let lua = shared.running_config().loaded.lua.clone();
+            let value = lua
+                .call(function, table)
+                .await
+                .map_err(|e| format!("format_fn failed: {e}"))?;
+            Ok(Some(Written::Lua(value)))
+        }
+        Formatter::Template(t) => {
+            let ctx = context(shared, report, &table);
+            let render = |source: &Option<String>| {
+                source
+                    .as_deref()
+                    .map(|source| render(source, &ctx))
+                    .transpose()
+            };
+            Ok(Some(Written::Template {
+                body: render(&t.body)?,
+                subject: render(&t.subject)?,
+            }))
+        }
+    }
+}
+
 /// What a template sees of `report`, whose table (what `format_fn` gets)
 /// is `table`.
-pub fn context(shared: &Shared, report: &Report, table: &Value) -> Value {
+fn context(shared: &Shared, report: &Report, table: &Value) -> Value {
     let running = shared.running_config();
     let config = &running.loaded.config;
     let result_names: Vec<&str> = (0..=results::CANCELLED).map(results::name).collect();
@@ -62,7 +111,7 @@ pub fn context(shared: &Shared, report: &Report, table: &Value) -> Value {
 }
 
 /// Render `source` with `ctx`.
-pub fn render(source: &str, ctx: &Value) -> Result<String, String> {
+fn render(source: &str, ctx: &Value) -> Result<String, String> {
     let env = minijinja::Environment::new();
     env.template_from_str(source)
         .and_then(|t| t.render(minijinja::value::Serde(ctx)))
