@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 
 /// What happened, as a reporter reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReportEvent {
     /// A buildset's build requests were queued (`objectid`: the buildset).
     BuildsetNew,

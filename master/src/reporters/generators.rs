@@ -24,6 +24,8 @@ use crate::data::reports::ReportEvent;
 use crate::results::{CANCELLED, EXCEPTION, FAILURE, SUCCESS, WARNINGS};
 use crate::shared::Shared;
 use serde_json::{Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 
 /// One message to send: a build (or a queued request), as it is at the event.
 #[derive(Debug, Clone)]
@@ -320,19 +322,42 @@ fn page_url(running: &crate::shared::RunningConfig, page: &str) -> String {
     format!("{}/{page}", base.trim_end_matches('/'))
 }
 
-/// The build with its properties, builder and URL.
 /// The builds as they were read for recent events, shared by the
 /// reporters: each reporter reads every event, and the first to ask reads
 /// the build for all of them (a build does not change between its start's
-/// event and its end's, and its end is read after it ended).
-type SeenBuilds = std::sync::Mutex<std::collections::VecDeque<((ReportEvent, i64), Value)>>;
+/// event and its end's, and its end is read after it ended). The oldest go
+/// first once [`SEEN_BUILDS`] are kept.
+#[derive(Default)]
+struct SeenBuilds {
+    builds: HashMap<(ReportEvent, i64), Value>,
+    order: VecDeque<(ReportEvent, i64)>,
+}
 
 /// Builds kept in [`SeenBuilds`].
 const SEEN_BUILDS: usize = 2048;
 
-fn seen_builds() -> &'static SeenBuilds {
-    static SEEN: std::sync::OnceLock<SeenBuilds> = std::sync::OnceLock::new();
+impl SeenBuilds {
+    fn get(&self, key: &(ReportEvent, i64)) -> Option<&Value> {
+        self.builds.get(key)
+    }
+
+    fn insert(&mut self, key: (ReportEvent, i64), build: Value) {
+        if self.builds.insert(key, build).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > SEEN_BUILDS {
+            if let Some(old) = self.order.pop_front() {
+                self.builds.remove(&old);
+            }
+        }
+    }
+}
+
+fn seen_builds() -> std::sync::MutexGuard<'static, SeenBuilds> {
+    static SEEN: std::sync::OnceLock<Mutex<SeenBuilds>> = std::sync::OnceLock::new();
     SEEN.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
 }
 
 /// The build an event is about, read once for every reporter.
@@ -342,21 +367,14 @@ async fn build_at(
     buildid: i64,
 ) -> Result<Option<Value>, DataError> {
     let key = (kind, buildid);
-    let cached = {
-        let seen = seen_builds().lock().unwrap_or_else(|p| p.into_inner());
-        seen.iter().find(|(k, _)| *k == key).map(|(_, b)| b.clone())
-    };
+    let cached = seen_builds().get(&key).cloned();
     if let Some(build) = cached {
         return Ok(Some(build));
     }
     let Some(build) = build_of(shared, buildid).await? else {
         return Ok(None);
     };
-    let mut seen = seen_builds().lock().unwrap_or_else(|p| p.into_inner());
-    if seen.len() >= SEEN_BUILDS {
-        seen.pop_front();
-    }
-    seen.push_back((key, build.clone()));
+    seen_builds().insert(key, build.clone());
     Ok(Some(build))
 }
 
@@ -367,12 +385,14 @@ pub async fn read_builds(
     events: &[crate::db::entities::report_events::Model],
 ) -> Result<(), DataError> {
     let wanted: Vec<(ReportEvent, i64)> = {
-        let seen = seen_builds().lock().unwrap_or_else(|p| p.into_inner());
+        let seen = seen_builds();
         events
             .iter()
             .filter_map(|e| Some((ReportEvent::parse(&e.kind)?, e.objectid)))
-            .filter(|(kind, _)| *kind != ReportEvent::BuildsetNew)
-            .filter(|key| !seen.iter().any(|(k, _)| k == key))
+            .filter(|(kind, _)| {
+                matches!(kind, ReportEvent::BuildStarted | ReportEvent::BuildFinished)
+            })
+            .filter(|key| seen.get(key).is_none())
             .collect()
     };
     if wanted.len() < 2 {
@@ -385,21 +405,19 @@ pub async fn read_builds(
         values: wanted.iter().map(|(_, id)| id.to_string()).collect(),
     });
     let (builds, _) = shared.data.list_builds(&q, true).await?;
-    let mut seen = seen_builds().lock().unwrap_or_else(|p| p.into_inner());
+    let mut seen = seen_builds();
     for mut build in builds {
         let buildid = build["buildid"].as_i64().unwrap_or(0);
         let builderid = build["builderid"].as_i64().unwrap_or(0);
         describe_builder(shared, &mut build, builderid, &format!("builds/{buildid}"));
         for key in wanted.iter().filter(|(_, id)| *id == buildid) {
-            if seen.len() >= SEEN_BUILDS {
-                seen.pop_front();
-            }
-            seen.push_back((*key, build.clone()));
+            seen.insert(*key, build.clone());
         }
     }
     Ok(())
 }
 
+/// The build with its properties, builder and URL.
 async fn build_of(shared: &Shared, buildid: i64) -> Result<Option<Value>, DataError> {
     let q = ListQuery::default().with_eq("buildid", buildid).whole();
     let Some(mut build) = shared
