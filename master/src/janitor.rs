@@ -125,6 +125,32 @@ async fn pass(data: &Data, config: &JanitorConfig, shutdown: &watch::Receiver<bo
 
 /// Expire logs, delete builds, delete changes, return free space; returns the
 /// pages returned (SQLite).
+/// Forget records kept only until a horizon, a `batch` at a time (it says
+/// how many went) until none is left or the janitor stops, and log how many
+/// (`what`) went.
+async fn forget<F, Fut>(
+    stopping: &impl Fn() -> bool,
+    mut batch: F,
+    what: &str,
+) -> Result<(), DataError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, DataError>>,
+{
+    let mut forgotten = 0;
+    while !stopping() {
+        let n = batch().await?;
+        if n == 0 {
+            break;
+        }
+        forgotten += n;
+    }
+    if forgotten > 0 {
+        info!(forgotten, "janitor: {what} forgotten");
+    }
+    Ok(())
+}
+
 async fn sweep(
     data: &Data,
     config: &JanitorConfig,
@@ -170,20 +196,12 @@ async fn sweep(
             counted(tally, batch).await?;
         }
         // What reporters did with builds that old.
-        let mut forgotten = 0;
-        while !stopping() {
-            let batch = data.forget_report_batch(before).await?;
-            if batch == 0 {
-                break;
-            }
-            forgotten += batch;
-        }
-        if forgotten > 0 {
-            tracing::info!(
-                forgotten,
-                "janitor: reporters' records past the build horizon forgotten"
-            );
-        }
+        forget(
+            &stopping,
+            || data.forget_report_batch(before),
+            "reporters' records past the build horizon",
+        )
+        .await?;
     }
     if let Some(horizon) = config.change_horizon_s {
         let before = started - horizon as f64;
@@ -195,20 +213,12 @@ async fn sweep(
             counted(tally, batch).await?;
         }
         // The delivery ids of hooks that old: no forge redelivers them.
-        let mut forgotten = 0;
-        while !stopping() {
-            let batch = data.forget_hook_delivery_batch(before).await?;
-            if batch == 0 {
-                break;
-            }
-            forgotten += batch;
-        }
-        if forgotten > 0 {
-            tracing::info!(
-                forgotten,
-                "janitor: webhook delivery ids past the change horizon forgotten"
-            );
-        }
+        forget(
+            &stopping,
+            || data.forget_hook_delivery_batch(before),
+            "webhook delivery ids past the change horizon",
+        )
+        .await?;
     }
     if stopping() {
         return Ok(None);
