@@ -337,17 +337,28 @@ impl Data {
     /// success and its last error.
     pub async fn reporter_record(&self, reporter: &str) -> Result<Value, DataError> {
         use report_deliveries::Column as C;
-        let count = |state: &'static str| {
-            report_deliveries::Entity::find()
-                .filter(C::Reporter.eq(reporter))
-                .filter(C::State.eq(state))
-                .count(&self.db)
+        // How many in each state, in one query.
+        let counts: Vec<(String, i64)> = report_deliveries::Entity::find()
+            .select_only()
+            .column(C::State)
+            .column_as(C::Id.count(), "n")
+            .filter(C::Reporter.eq(reporter))
+            .group_by(C::State)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let count = |state: &str| {
+            counts
+                .iter()
+                .find(|(s, _)| s == state)
+                .map_or(0, |(_, n)| *n)
         };
-        use sea_orm::PaginatorTrait;
-        let queued = count("pending").await?;
-        let delivered = count("delivered").await?;
-        let failed = count("failed").await?;
-        let dropped = count("dropped").await?;
+        let (queued, delivered, failed, dropped) = (
+            count("pending"),
+            count("delivered"),
+            count("failed"),
+            count("dropped"),
+        );
         let last_success = report_deliveries::Entity::find()
             .filter(C::Reporter.eq(reporter))
             .filter(C::State.eq("delivered"))
