@@ -9,6 +9,7 @@
 
 use crate::data::reports::Attempt;
 use crate::db::entities::report_deliveries;
+use std::io::Read;
 use std::time::Duration;
 use tracing::{debug, warn};
 
@@ -17,6 +18,9 @@ const FIRST_BACKOFF_S: f64 = 1.0;
 const MAX_BACKOFF_S: f64 = 600.0;
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER_S: f64 = 3600.0;
+/// How much of a successful answer is read so its connection is reused; a
+/// longer one's connection is closed instead.
+const KEPT_ANSWER_BYTES: u64 = 1 << 20;
 
 /// One request to send: a queued delivery, with its URL and the headers
 /// that carry secrets (added now, never stored).
@@ -104,7 +108,17 @@ fn send(agent: &ureq::Agent, o: &Outgoing, timeout: Duration) -> Answer {
         request = request.set(name, value);
     }
     match request.send_string(&d.body) {
-        Ok(answer) => Ok(answer.status()),
+        Ok(answer) => {
+            // Read the answer to its end: only then does ureq keep the
+            // connection for the next request (dropped unread, it is closed,
+            // and every message paid a new connection, and TLS handshake).
+            let status = answer.status();
+            let _ = std::io::copy(
+                &mut answer.into_reader().take(KEPT_ANSWER_BYTES),
+                &mut std::io::sink(),
+            );
+            Ok(status)
+        }
         Err(ureq::Error::Status(status, answer)) => {
             let retry_after = answer
                 .header("retry-after")

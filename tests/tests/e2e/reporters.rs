@@ -62,6 +62,8 @@ struct Received {
     path: String,
     headers: BTreeMap<String, String>,
     body: String,
+    /// Which connection it came on (the receiver numbers them as it accepts).
+    connection: usize,
 }
 
 impl Received {
@@ -85,16 +87,16 @@ impl Receiver {
         let receiver = Receiver::default();
         let r = receiver.clone();
         std::thread::spawn(move || {
-            for stream in listener.incoming() {
+            for (connection, stream) in listener.incoming().enumerate() {
                 let Ok(stream) = stream else { continue };
                 let r = r.clone();
-                std::thread::spawn(move || r.serve(stream));
+                std::thread::spawn(move || r.serve(stream, connection));
             }
         });
         (receiver, url)
     }
 
-    fn serve(&self, mut stream: std::net::TcpStream) {
+    fn serve(&self, mut stream: std::net::TcpStream, connection: usize) {
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         loop {
             let mut line = String::new();
@@ -134,6 +136,7 @@ impl Receiver {
                 path,
                 headers,
                 body: String::from_utf8(body).unwrap(),
+                connection,
             });
             let text = if status == 200 { "ok" } else { "nope" };
             write!(
@@ -234,6 +237,12 @@ fn builds_are_reported_once_in_order_and_nothing_is_lost(backend: &Backend) {
             if i % 3 == 0 { "0" } else { "1" }
         );
     }
+    // The reporter keeps its connection: the 8 messages came on one.
+    assert!(
+        all.iter().all(|r| r.connection == all[0].connection),
+        "{:?}",
+        all.iter().map(|r| r.connection).collect::<Vec<_>>()
+    );
     let first = &all[0];
     assert_eq!(first.method, "POST");
     assert_eq!(first.headers["authorization"], format!("Bearer {TOKEN}"));
