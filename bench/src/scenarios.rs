@@ -99,7 +99,7 @@ fn fresh_get(url: &str) -> anyhow::Result<String> {
     Ok(agent.get(url).call()?.into_string()?)
 }
 
-fn pid(p: Option<u32>) -> u32 {
+pub(crate) fn pid(p: Option<u32>) -> u32 {
     p.expect("process running")
 }
 
