@@ -21,6 +21,7 @@ mod m20261206_000010_collapsed_requests;
 mod m20261206_000011_artifacts_test_results;
 mod m20261206_000012_build_locks;
 mod m20261206_000013_reports;
+mod m20261206_000014_report_queue_keys;
 
 /// All migrations, oldest first. Append new ones; never edit one that has shipped.
 pub struct Migrator;
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000011_artifacts_test_results::Migration),
             Box::new(m20261206_000012_build_locks::Migration),
             Box::new(m20261206_000013_reports::Migration),
+            Box::new(m20261206_000014_report_queue_keys::Migration),
         ]
     }
 }
