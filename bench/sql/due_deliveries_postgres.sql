@@ -1,6 +1,6 @@
--- The same as due_deliveries.sqlite.sql on PostgreSQL, with 50,000
+-- The same as due_deliveries_sqlite.sql on PostgreSQL, with 50,000
 -- delivered rows beside the 10,000 pending ones, in a scratch schema.
--- Run: psql -h 127.0.0.1 -U postgres test -f bench/sql/due_deliveries.postgres.sql
+-- Run: psql -h 127.0.0.1 -U postgres test -f bench/sql/due_deliveries_postgres.sql
 DROP SCHEMA IF EXISTS due_bench CASCADE;
 CREATE SCHEMA due_bench;
 SET search_path = due_bench;
