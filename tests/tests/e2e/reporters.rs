@@ -403,11 +403,7 @@ moonbot_tests::on_both_databases!(commit_statuses_go_pending_running_and_done_in
 /// elsewhere), then the result, in that order, with the token in the
 /// forge's header and the build's page as the link.
 fn commit_statuses_go_pending_running_and_done_in_order(backend: &Backend) {
-    let (recv, url) = Receiver::start();
-    let lua = STATUS_CONFIG
-        .replace("@RECV@", &url)
-        .replace("@TOKEN@", TOKEN);
-    let (m, _w1) = TestMaster::started_with_worker(backend, &lua, "w1");
+    let (recv, _, m, _w1) = started_with_receivers(backend, STATUS_CONFIG);
     let sha = "0123456789abcdef0123456789abcdef01234567";
     let push = |repository: &str, code: &str| {
         let (status, answer) = m.rpc(
@@ -536,11 +532,7 @@ moonbot_tests::on_both_databases!(chat_services_get_a_line_per_build);
 /// Slack's and Discord's webhooks, Matrix's room message and Zulip's stream
 /// message, each as its service documents it.
 fn chat_services_get_a_line_per_build(backend: &Backend) {
-    let (recv, url) = Receiver::start();
-    let lua = CHAT_CONFIG
-        .replace("@RECV@", &url)
-        .replace("@TOKEN@", TOKEN);
-    let (m, _w1) = TestMaster::started_with_worker(backend, &lua, "w1");
+    let (recv, _, m, _w1) = started_with_receivers(backend, CHAT_CONFIG);
     let build = force(&m, m.builderid("docs"), 0);
     let line = format!(
         "docs #1 failure: http://ci.example.org/builds/{}",
@@ -787,7 +779,7 @@ return {
 "#;
 
 /// A master with worker `w1` on `config`, whose `@RECV@` is an HTTP
-/// receiver and `@SMTP@` the port of an SMTP one.
+/// receiver, `@SMTP@` the port of an SMTP one and `@TOKEN@` [`TOKEN`].
 fn started_with_receivers(
     backend: &Backend,
     config: &str,
@@ -796,7 +788,8 @@ fn started_with_receivers(
     let (port, mails, _) = smtp_receiver(0);
     let lua = config
         .replace("@RECV@", &url)
-        .replace("@SMTP@", &port.to_string());
+        .replace("@SMTP@", &port.to_string())
+        .replace("@TOKEN@", TOKEN);
     let (m, w1) = TestMaster::started_with_worker(backend, &lua, "w1");
     (recv, mails, m, w1)
 }
