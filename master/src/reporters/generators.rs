@@ -90,6 +90,9 @@ pub async fn reports(
                 .collect());
         }
     };
+    if !takes(config, usage, kind) {
+        return Ok(Vec::new());
+    }
     let Some(build) = build_at(shared, kind, objectid).await? else {
         return Ok(Vec::new());
     };
@@ -131,6 +134,18 @@ pub async fn reports(
         build,
         sourcestamps,
     }])
+}
+
+/// Whether any of `config`'s generators can take a build's start (or end)
+/// event: its start only a status or `build_start_end`, so a reporter of
+/// results (mail, chat) neither reads nor looks at a build as it starts.
+fn takes(config: &ReporterConfig, usage: Use, kind: ReportEvent) -> bool {
+    config.generators.iter().any(|g| match (&g.kind, kind) {
+        (GeneratorKind::BuildStartEnd, _) => true,
+        (GeneratorKind::BuildStatus(_), ReportEvent::BuildFinished) => true,
+        (GeneratorKind::BuildStatus(_), _) => usage == Use::Statuses,
+        _ => false,
+    })
 }
 
 /// A new buildset's requests, one report each (for the generators'
@@ -378,12 +393,15 @@ async fn build_at(
     Ok(Some(build))
 }
 
-/// Read the builds `events` are about that no reporter has read yet, in one
-/// query, so that a turn's reports do not read them one by one.
+/// Read the builds `events` are about that `config`'s generators can take
+/// and no reporter has read yet, in one query, so that a turn's reports do
+/// not read them one by one.
 pub async fn read_builds(
     shared: &Shared,
+    config: &ReporterConfig,
     events: &[crate::db::entities::report_events::Model],
 ) -> Result<(), DataError> {
+    let usage = config.kind.usage();
     let wanted: Vec<(ReportEvent, i64)> = {
         let seen = seen_builds();
         events
@@ -391,6 +409,7 @@ pub async fn read_builds(
             .filter_map(|e| Some((ReportEvent::parse(&e.kind)?, e.objectid)))
             .filter(|(kind, _)| {
                 matches!(kind, ReportEvent::BuildStarted | ReportEvent::BuildFinished)
+                    && takes(config, usage, *kind)
             })
             .filter(|key| seen.get(key).is_none())
             .collect()

@@ -294,7 +294,7 @@ async fn turn(
     let read = events.len() as u64;
     events.truncate(up_to_gap(&events, *position, gap));
     let mut queued = Vec::new();
-    generators::read_builds(shared, &events).await?;
+    generators::read_builds(shared, config, &events).await?;
     for event in &events {
         let Some(kind) = ReportEvent::parse(&event.kind) else {
             continue;
