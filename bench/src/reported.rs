@@ -90,32 +90,41 @@ pub(crate) fn reported(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<(
             plain.push(run(n, false)?);
         }
     }
-    let of = |runs: &[Run], f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
-    figures.add(
-        "reported_plain_builds_per_s",
-        of(&plain, |r| r.builds_per_s),
-        "builds/s",
-    );
-    figures.add(
-        "reported_plain_master_cpu_ms_per_build",
-        of(&plain, |r| r.master_cpu_ms),
-        "ms",
-    );
-    figures.add(
-        "reported_builds_per_s",
-        of(&reported, |r| r.builds_per_s),
-        "builds/s",
-    );
-    figures.add(
-        "reported_fully_reported_builds_per_s",
-        of(&reported, |r| r.fully_reported_per_s),
-        "builds/s",
-    );
-    figures.add(
-        "reported_master_cpu_ms_per_build",
-        of(&reported, |r| r.master_cpu_ms),
-        "ms",
-    );
+    let medians: [(&str, &[Run], fn(&Run) -> f64, &str); 5] = [
+        (
+            "reported_plain_builds_per_s",
+            &plain,
+            |r| r.builds_per_s,
+            "builds/s",
+        ),
+        (
+            "reported_plain_master_cpu_ms_per_build",
+            &plain,
+            |r| r.master_cpu_ms,
+            "ms",
+        ),
+        (
+            "reported_builds_per_s",
+            &reported,
+            |r| r.builds_per_s,
+            "builds/s",
+        ),
+        (
+            "reported_fully_reported_builds_per_s",
+            &reported,
+            |r| r.fully_reported_per_s,
+            "builds/s",
+        ),
+        (
+            "reported_master_cpu_ms_per_build",
+            &reported,
+            |r| r.master_cpu_ms,
+            "ms",
+        ),
+    ];
+    for (name, runs, figure, unit) in medians {
+        figures.add(name, median(runs.iter().map(figure).collect()), unit);
+    }
     // Each round's cost against the plain run beside it, then the median.
     let mut costs = Vec::new();
     let mut added_cpu = Vec::new();
