@@ -28,7 +28,7 @@ pub async fn request(
     eventid: i64,
     index: usize,
 ) -> Result<NewDelivery, String> {
-    let text = match write(shared, &config.format, report, report.table()).await? {
+    let text = match write(shared, &config.format, report, || report.table()).await? {
         None => default_text(report),
         Some(Written::Lua(RawValue::Str(text))) => text,
         Some(Written::Lua(other)) => {

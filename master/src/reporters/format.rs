@@ -32,25 +32,26 @@ pub enum Written {
 }
 
 /// What `formatter` writes of `report`, whose table (what `format_fn`
-/// gets) is `table`; `None`: the default formatter (the transport writes).
+/// gets) `table` makes; `None`: the default formatter (the transport
+/// writes, and the table is not made).
 pub async fn write(
     shared: &Shared,
     formatter: &Formatter,
     report: &Report,
-    table: Value,
+    table: impl FnOnce() -> Value,
 ) -> Result<Option<Written>, String> {
     match formatter {
         Formatter::Default => Ok(None),
         Formatter::Function(function) => {
             let lua = shared.running_config().loaded.lua.clone();
             let value = lua
-                .call(function, table)
+                .call(function, table())
                 .await
                 .map_err(|e| format!("format_fn failed: {e}"))?;
             Ok(Some(Written::Lua(value)))
         }
         Formatter::Template(t) => {
-            let ctx = context(shared, report, &table);
+            let ctx = context(shared, report, &table());
             let render = |source: &Option<String>| {
                 source
                     .as_deref()

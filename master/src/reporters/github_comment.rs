@@ -31,7 +31,7 @@ pub async fn request(
     else {
         return Ok(None);
     };
-    let text = match write(shared, &config.format, report, report.table()).await? {
+    let text = match write(shared, &config.format, report, || report.table()).await? {
         None => format!(
             "Build {} #{} {}: {}",
             b["builder"]["name"].as_str().unwrap_or_default(),

@@ -43,28 +43,28 @@ pub async fn request(
     report: &Report,
     eventid: i64,
 ) -> Result<NewDelivery, String> {
-    let table = report.table();
     let json = "application/json";
-    let (body, content_type) = match write(shared, &config.format, report, table.clone()).await? {
-        None => (table.to_string(), json),
-        Some(Written::Lua(RawValue::Str(text))) => (text, "text/plain; charset=utf-8"),
-        Some(Written::Lua(value)) => (
-            value
-                .to_json()
-                .map_err(|e| format!("format_fn returned what is not JSON: {e}"))?
-                .to_string(),
-            json,
-        ),
-        // What renders as JSON goes as JSON.
-        Some(Written::Template { body, .. }) => {
-            let text = body.unwrap_or_default();
-            if serde_json::from_str::<serde_json::Value>(&text).is_ok() {
-                (text, json)
-            } else {
-                (text, "text/plain; charset=utf-8")
+    let (body, content_type) =
+        match write(shared, &config.format, report, || report.table()).await? {
+            None => (report.table().to_string(), json),
+            Some(Written::Lua(RawValue::Str(text))) => (text, "text/plain; charset=utf-8"),
+            Some(Written::Lua(value)) => (
+                value
+                    .to_json()
+                    .map_err(|e| format!("format_fn returned what is not JSON: {e}"))?
+                    .to_string(),
+                json,
+            ),
+            // What renders as JSON goes as JSON.
+            Some(Written::Template { body, .. }) => {
+                let text = body.unwrap_or_default();
+                if serde_json::from_str::<serde_json::Value>(&text).is_ok() {
+                    (text, json)
+                } else {
+                    (text, "text/plain; charset=utf-8")
+                }
             }
-        }
-    };
+        };
     let mut headers = vec![
         ("Content-Type".to_string(), content_type.to_string()),
         ("User-Agent".to_string(), "moonbot".to_string()),

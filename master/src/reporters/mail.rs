@@ -94,16 +94,20 @@ pub async fn request(
     if recipients.is_empty() {
         return Ok(None);
     }
-    let mut table = report.table();
-    match report.event {
-        "buildset" => {
-            for (i, c) in changes.iter().enumerate() {
-                table["builds"][i]["changes"] = Value::Array(c.clone());
+    // What a formatter gets: the report with its changes.
+    let table = || {
+        let mut table = report.table();
+        match report.event {
+            "buildset" => {
+                for (i, c) in changes.iter().enumerate() {
+                    table["builds"][i]["changes"] = Value::Array(c.clone());
+                }
             }
+            "worker_missing" => {}
+            _ => table["changes"] = Value::Array(changes.concat()),
         }
-        "worker_missing" => {}
-        _ => table["changes"] = Value::Array(changes.concat()),
-    }
+        table
+    };
     let written = write(shared, &config.format, report, table).await?;
     let (subject, body) = match written {
         Some(Written::Lua(value)) => {
@@ -119,6 +123,10 @@ pub async fn request(
                 v["body"].as_str().unwrap_or_default().to_string(),
             )
         }
+        Some(Written::Template {
+            body: Some(body),
+            subject: Some(subject),
+        }) => (subject, body),
         // The defaults, but for what a template gives.
         written => {
             let (subject, body) = match report.event {
