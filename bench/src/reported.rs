@@ -90,7 +90,7 @@ pub(crate) fn reported(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<(
             plain.push(run(n, false)?);
         }
     }
-    let medians: [(&str, &[Run], fn(&Run) -> f64, &str); 5] = [
+    let medians: [(&str, &[Run], RunFigure, &str); 5] = [
         (
             "reported_plain_builds_per_s",
             &plain,
@@ -145,6 +145,9 @@ pub(crate) fn reported(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// One figure of a run.
+type RunFigure = fn(&Run) -> f64;
 
 /// The middle value (the mean of the two middle ones for an even count).
 fn median(mut values: Vec<f64>) -> f64 {
