@@ -37,9 +37,10 @@ use std::sync::Arc;
 pub(crate) struct Batch {
     backend: DbBackend,
     statements: Vec<Statement>,
-    /// Some reporter is configured: events are recorded for it
-    /// (`push_report_event`).
-    pub(super) reporting: bool,
+    /// The kinds of event recorded for reporters (`push_report_event`).
+    pub(super) reported: super::reports::ReportEvents,
+    /// It stores a report event: the reporters are woken once it commits.
+    pub(super) stores_report_event: bool,
 }
 
 /// Which statement of a batch, to find its rows in [`BatchRows`].
@@ -51,7 +52,8 @@ impl Batch {
         Batch {
             backend: data.db.get_database_backend(),
             statements: Vec::new(),
-            reporting: data.reporting.load(std::sync::atomic::Ordering::Relaxed),
+            reported: data.reported_events(),
+            stores_report_event: false,
         }
     }
 
@@ -124,10 +126,15 @@ impl Data {
         if batch.is_empty() {
             return Ok(BatchRows(Vec::new()));
         }
-        match batch.backend {
+        let wakes_reporters = batch.stores_report_event;
+        let rows = match batch.backend {
             DbBackend::Sqlite => self.run_sqlite_batch(batch).await,
             _ => self.run_batch_in_transaction(batch).await,
+        }?;
+        if wakes_reporters {
+            self.report_events_stored();
         }
+        Ok(rows)
     }
 
     /// One multi-statement query on one pooled connection: one hand-off.

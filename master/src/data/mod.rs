@@ -71,8 +71,10 @@ pub struct Data {
     /// The ids of the disabled schedulers among the configured ones (read by
     /// [`Data::sync_schedulers`], kept by [`Data::set_scheduler_enabled`]).
     disabled_schedulers: std::sync::Arc<std::sync::RwLock<std::collections::BTreeSet<i64>>>,
-    /// Some reporter is configured: events are recorded for reporters.
-    reporting: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The kinds of event recorded for reporters (a `ReportEvents`).
+    reported_events: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    /// Counts the batches that stored report events (wakes reporters).
+    report_events_stored: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Data {
@@ -83,7 +85,8 @@ impl Data {
             masterid,
             write_gate: Default::default(),
             disabled_schedulers: Default::default(),
-            reporting: Default::default(),
+            reported_events: Default::default(),
+            report_events_stored: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 }

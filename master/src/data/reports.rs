@@ -1,18 +1,22 @@
 //! The reporters' outbox (see migration 13).
 //!
-//! - [`Data::push_report_event`] adds a `report_events` row to the batch
+//! - [`Batch::push_report_event`] adds a `report_events` row to the batch
 //!   that stores the event itself (a buildset's requests, a build's start or
 //!   end), so the two commit together: an event a reporter must see is never
-//!   lost to a crash between them. Nothing is added while no reporter is
-//!   configured ([`Data::set_reporting`]).
+//!   lost to a crash between them. Only the kinds of event that some
+//!   configured reporter's generators take are added
+//!   ([`Data::set_reported_events`]): a master without reporters writes
+//!   nothing more, and one whose reporters report only builds writes no
+//!   buildset rows.
 //! - A reporter reads the events after its position
 //!   ([`Data::report_events_after`]) and stores the requests it made of
-//!   them with its new position in one batch ([`Data::record_turn`]): a
-//!   restart neither repeats nor skips an event. It delivers what is due
+//!   them with its new position in one batch ([`Data::record_turn`]; with
+//!   an empty queue, once they are sent, with how each went): a restart
+//!   skips no event. It delivers what is due
 //!   ([`Data::due_deliveries`]: pending, its time come, and no earlier
 //!   pending delivery with the same order key waiting for its retry, so one
 //!   commit's statuses go out in order) and stores how each attempt ended
-//!   in one more (a turn is two writes however much it carried).
+//!   in one more (a turn is one write, or two, however much it carried).
 
 use super::batch::Batch;
 use super::state::push_set_state;
@@ -39,6 +43,14 @@ pub enum ReportEvent {
 }
 
 impl ReportEvent {
+    pub const ALL: [ReportEvent; 5] = [
+        ReportEvent::BuildsetNew,
+        ReportEvent::BuildStarted,
+        ReportEvent::BuildFinished,
+        ReportEvent::BuildsetComplete,
+        ReportEvent::WorkerMissing,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             ReportEvent::BuildsetNew => "buildset_new",
@@ -50,15 +62,41 @@ impl ReportEvent {
     }
 
     pub fn parse(name: &str) -> Option<ReportEvent> {
-        [
-            ReportEvent::BuildsetNew,
-            ReportEvent::BuildStarted,
-            ReportEvent::BuildFinished,
-            ReportEvent::BuildsetComplete,
-            ReportEvent::WorkerMissing,
-        ]
-        .into_iter()
-        .find(|e| e.name() == name)
+        ReportEvent::ALL.into_iter().find(|e| e.name() == name)
+    }
+
+    fn bit(self) -> u8 {
+        1 << ReportEvent::ALL
+            .iter()
+            .position(|e| *e == self)
+            .unwrap_or(0)
+    }
+}
+
+/// A set of kinds of event: those a reporter's generators take, or those
+/// any configured reporter takes (what the master records).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReportEvents(u8);
+
+impl ReportEvents {
+    pub fn with(self, event: ReportEvent) -> ReportEvents {
+        ReportEvents(self.0 | event.bit())
+    }
+
+    pub fn union(self, other: ReportEvents) -> ReportEvents {
+        ReportEvents(self.0 | other.0)
+    }
+
+    pub fn contains(self, event: ReportEvent) -> bool {
+        self.0 & event.bit() != 0
+    }
+}
+
+impl FromIterator<ReportEvent> for ReportEvents {
+    fn from_iter<I: IntoIterator<Item = ReportEvent>>(events: I) -> ReportEvents {
+        events
+            .into_iter()
+            .fold(ReportEvents::default(), ReportEvents::with)
     }
 }
 
@@ -100,13 +138,13 @@ pub const REPORTER_STATE: &str = "reporter";
 impl Batch {
     /// Add the reporters' record of an event (`objectid`: the buildset's or
     /// build's id, or an expression of it) to the batch that stores the
-    /// event; nothing while no reporter is configured.
+    /// event; nothing while no configured reporter takes this kind.
     pub(crate) fn push_report_event(
         &mut self,
         event: ReportEvent,
         objectid: impl Into<SimpleExpr>,
     ) {
-        if !self.reporting {
+        if !self.reported.contains(event) {
             return;
         }
         use report_events::Column as C;
@@ -116,6 +154,7 @@ impl Batch {
             .values_panic([event.name().into(), objectid.into(), now().into()])
             .to_owned();
         self.push(&insert);
+        self.stores_report_event = true;
     }
 
     /// Like [`Batch::push_report_event`], stored only if `when` (a query)
@@ -127,7 +166,7 @@ impl Batch {
         objectid: i64,
         when: SelectStatement,
     ) {
-        if !self.reporting {
+        if !self.reported.contains(event) {
             return;
         }
         use report_events::Column as C;
@@ -143,6 +182,7 @@ impl Batch {
             .columns([C::Kind, C::Objectid, C::At]);
         if insert.select_from(select).is_ok() {
             self.push(&insert);
+            self.stores_report_event = true;
         }
     }
 }
@@ -166,9 +206,26 @@ impl Data {
         Ok(())
     }
 
-    /// Whether events are written for reporters (some reporter is configured).
-    pub fn set_reporting(&self, on: bool) {
-        self.reporting.store(on, Ordering::Relaxed);
+    /// Which kinds of event are written for reporters (those the
+    /// configured reporters' generators take).
+    pub fn set_reported_events(&self, events: ReportEvents) {
+        self.reported_events.store(events.0, Ordering::Relaxed);
+    }
+
+    pub(super) fn reported_events(&self) -> ReportEvents {
+        ReportEvents(self.reported_events.load(Ordering::Relaxed))
+    }
+
+    /// Says that a batch storing report events committed.
+    pub(super) fn report_events_stored(&self) {
+        self.report_events_stored
+            .send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes each time report events are stored: what wakes an idle
+    /// reporter (it needs no other event, so it does not follow the bus).
+    pub fn watch_report_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.report_events_stored.subscribe()
     }
 
     /// The id of the newest event stored before `before` (0 when none):
@@ -196,15 +253,17 @@ impl Data {
             .await?)
     }
 
-    /// What a reporter's turn did, in one transaction: how its attempts
-    /// ended (delivery id, attempt), the requests it made of new events, and
-    /// its new position in the events (`None`: unchanged).
+    /// What a reporter's turn did, in one transaction: how its attempts at
+    /// queued deliveries ended (delivery id, attempt), the requests it made
+    /// of new events (each with how its first attempt ended, when it was
+    /// sent before being stored; `None`: queued untried), and its new
+    /// position in the events (`None`: unchanged).
     pub async fn record_turn(
         &self,
         reporter: &str,
         objectid: i64,
         position: Option<i64>,
-        deliveries: Vec<NewDelivery>,
+        deliveries: Vec<(NewDelivery, Option<Attempt>)>,
         attempts: &[(i64, Attempt)],
     ) -> Result<(), DataError> {
         use report_deliveries::Column as C;
@@ -219,7 +278,20 @@ impl Data {
             }
         }
         for (attempt, ids) in alike {
-            push_attempt(&mut batch, ids, attempt);
+            let o = Outcome::of(attempt);
+            let mut update = Query::update();
+            update
+                .table(report_deliveries::Entity)
+                .value(C::State, o.state)
+                .value(C::Attempts, Expr::col(C::Attempts).add(1))
+                .value(C::NextAttemptAt, o.next_attempt_at)
+                .value(C::LastStatus, o.status)
+                .value(C::DoneAt, o.done_at)
+                .and_where(Expr::col(C::Id).is_in(ids));
+            if let Some(error) = o.error {
+                update.value(C::LastError, error);
+            }
+            batch.push(&update);
         }
         if !deliveries.is_empty() {
             let at = now();
@@ -235,10 +307,20 @@ impl Data {
                 C::State,
                 C::Attempts,
                 C::NextAttemptAt,
+                C::LastStatus,
+                C::LastError,
                 C::CreatedAt,
+                C::DoneAt,
             ]);
-            for d in deliveries {
+            for (d, attempt) in deliveries {
                 let headers = serde_json::to_string(&d.headers).unwrap_or_else(|_| "[]".into());
+                let o = attempt.as_ref().map(Outcome::of).unwrap_or(Outcome {
+                    state: "pending",
+                    status: None,
+                    error: None,
+                    next_attempt_at: at,
+                    done_at: None,
+                });
                 insert.values([
                     reporter.into(),
                     d.eventid.into(),
@@ -247,10 +329,13 @@ impl Data {
                     d.url.into(),
                     headers.into(),
                     d.body.into(),
-                    "pending".into(),
-                    0.into(),
+                    o.state.into(),
+                    i32::from(attempt.is_some()).into(),
+                    o.next_attempt_at.into(),
+                    o.status.into(),
+                    o.error.into(),
                     at.into(),
-                    at.into(),
+                    o.done_at.into(),
                 ])?;
             }
             batch.push(&insert);
@@ -427,29 +512,35 @@ impl Data {
 
 /// Add the record of one attempt at each of the deliveries `ids` (which
 /// all ended alike) to `batch`.
-fn push_attempt(batch: &mut Batch, ids: Vec<i64>, attempt: &Attempt) {
-    use report_deliveries::Column as C;
-    let at = now();
-    let (state, status, error, next, done) = match attempt {
-        Attempt::Delivered { status } => ("delivered", Some(*status), None, at, Some(at)),
-        Attempt::Retry {
-            status,
+/// A delivery's columns after an attempt.
+struct Outcome {
+    state: &'static str,
+    status: Option<i32>,
+    error: Option<String>,
+    next_attempt_at: f64,
+    done_at: Option<f64>,
+}
+
+impl Outcome {
+    fn of(attempt: &Attempt) -> Outcome {
+        let at = now();
+        let (state, status, error, next_attempt_at, done_at) = match attempt {
+            Attempt::Delivered { status } => ("delivered", Some(*status), None, at, Some(at)),
+            Attempt::Retry {
+                status,
+                error,
+                retry_at,
+            } => ("pending", *status, Some(error.clone()), *retry_at, None),
+            Attempt::Failed { status, error } => {
+                ("failed", *status, Some(error.clone()), at, Some(at))
+            }
+        };
+        Outcome {
+            state,
+            status: status.map(i32::from),
             error,
-            retry_at,
-        } => ("pending", *status, Some(error.clone()), *retry_at, None),
-        Attempt::Failed { status, error } => ("failed", *status, Some(error.clone()), at, Some(at)),
-    };
-    let mut update = Query::update();
-    update
-        .table(report_deliveries::Entity)
-        .value(C::State, state)
-        .value(C::Attempts, Expr::col(C::Attempts).add(1))
-        .value(C::NextAttemptAt, next)
-        .value(C::LastStatus, status.map(i32::from))
-        .value(C::DoneAt, done)
-        .and_where(Expr::col(C::Id).is_in(ids));
-    if let Some(error) = error {
-        update.value(C::LastError, error);
+            next_attempt_at,
+            done_at,
+        }
     }
-    batch.push(&update);
 }

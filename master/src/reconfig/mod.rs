@@ -27,6 +27,7 @@ pub mod watch;
 use crate::config::diff::{self, ConfigDiff};
 use crate::config::{self, ConfigError, LoadedConfig, MasterConfig};
 use crate::data::config_reloads::ReloadRecord;
+use crate::data::reports::ReportEvents;
 use crate::data::{Data, DataError, now};
 use crate::services;
 use crate::shared::{RunningConfig, Shared};
@@ -107,8 +108,14 @@ pub async fn sync_rows(data: &Data, loaded: LoadedConfig) -> Result<RunningConfi
     data.start_positions(&by_changes, &by_buildsets).await?;
     let source_names: Vec<&str> = cfg.change_sources.iter().map(|s| s.name()).collect();
     data.sync_changesources(&source_names).await?;
-    // Events are recorded for reporters only while some reporter is configured.
-    data.set_reporting(!cfg.reporters.is_empty());
+    // Only the kinds of event that some configured reporter takes are
+    // recorded (none without reporters).
+    data.set_reported_events(
+        cfg.reporters
+            .iter()
+            .map(crate::reporters::generators::events_taken)
+            .fold(Default::default(), ReportEvents::union),
+    );
     Ok(RunningConfig {
         loaded,
         builder_ids,

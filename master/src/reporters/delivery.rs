@@ -187,24 +187,29 @@ fn first_line(text: &str) -> String {
         .collect()
 }
 
-/// One log line per outcome; a delivery given up is a warning, once.
+/// One log line per outcome; a delivery given up is a warning, once. A
+/// delivery is named by what it is about (`build:42`, a commit's status)
+/// and its event: one sent before it is stored has no id yet.
 pub fn log(reporter: &str, d: &report_deliveries::Model, attempt: &Attempt) {
+    let about = d.order_key.as_str();
+    let event = d.eventid;
     match attempt {
         Attempt::Delivered { status } => {
-            debug!(reporter, delivery = d.id, status, "delivered");
+            debug!(reporter, about, event, status, "delivered");
         }
         Attempt::Retry {
             error, retry_at, ..
         } => {
             debug!(
                 reporter,
-                delivery = d.id,
+                about,
+                event,
                 "not delivered ({error}); trying again in {:.0} s",
                 retry_at - crate::data::now()
             );
         }
         Attempt::Failed { error, .. } => {
-            warn!(reporter, delivery = d.id, "delivery given up: {error}");
+            warn!(reporter, about, event, "delivery given up: {error}");
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::config::ReporterConfig;
 use crate::config::reporters::{GeneratorConfig, GeneratorKind, Mode, Use};
 use crate::data::DataError;
 use crate::data::query::{Filter, ListQuery, Op};
-use crate::data::reports::ReportEvent;
+use crate::data::reports::{ReportEvent, ReportEvents};
 use crate::results::{CANCELLED, EXCEPTION, FAILURE, SUCCESS, WARNINGS};
 use crate::shared::Shared;
 use serde_json::{Value, json};
@@ -90,7 +90,7 @@ pub async fn reports(
                 .collect());
         }
     };
-    if !takes(config, usage, kind) {
+    if !events_taken(config).contains(kind) {
         return Ok(Vec::new());
     }
     let Some(build) = build_at(shared, kind, objectid).await? else {
@@ -136,16 +136,37 @@ pub async fn reports(
     }])
 }
 
-/// Whether any of `config`'s generators can take a build's start (or end)
-/// event: its start only a status or `build_start_end`, so a reporter of
-/// results (mail, chat) neither reads nor looks at a build as it starts.
-fn takes(config: &ReporterConfig, usage: Use, kind: ReportEvent) -> bool {
-    config.generators.iter().any(|g| match (&g.kind, kind) {
-        (GeneratorKind::BuildStartEnd, _) => true,
-        (GeneratorKind::BuildStatus(_), ReportEvent::BuildFinished) => true,
-        (GeneratorKind::BuildStatus(_), _) => usage == Use::Statuses,
-        _ => false,
-    })
+/// The kinds of event `config`'s generators take: a status every state of
+/// a build (queued, started, finished); `build_start_end` a build's start
+/// and end, `build_status` only its end (a reporter of results neither
+/// reads nor looks at a build as it starts); the buildset generators a
+/// finished buildset; `worker_missing` a missing worker. The master records
+/// only the kinds some reporter takes.
+pub fn events_taken(config: &ReporterConfig) -> ReportEvents {
+    if config.kind.usage() == Use::Statuses {
+        return [
+            ReportEvent::BuildsetNew,
+            ReportEvent::BuildStarted,
+            ReportEvent::BuildFinished,
+        ]
+        .into_iter()
+        .collect();
+    }
+    config
+        .generators
+        .iter()
+        .flat_map(|g| match g.kind {
+            GeneratorKind::BuildStartEnd => {
+                &[ReportEvent::BuildStarted, ReportEvent::BuildFinished][..]
+            }
+            GeneratorKind::BuildStatus(_) => &[ReportEvent::BuildFinished][..],
+            GeneratorKind::Buildset(_) | GeneratorKind::BuildsetCombined => {
+                &[ReportEvent::BuildsetComplete][..]
+            }
+            GeneratorKind::WorkerMissing(_) => &[ReportEvent::WorkerMissing][..],
+        })
+        .copied()
+        .collect()
 }
 
 /// A new buildset's requests, one report each (for the generators'
@@ -401,7 +422,7 @@ pub async fn read_builds(
     config: &ReporterConfig,
     events: &[crate::db::entities::report_events::Model],
 ) -> Result<(), DataError> {
-    let usage = config.kind.usage();
+    let taken = events_taken(config);
     let wanted: Vec<(ReportEvent, i64)> = {
         let seen = seen_builds();
         events
@@ -409,7 +430,7 @@ pub async fn read_builds(
             .filter_map(|e| Some((ReportEvent::parse(&e.kind)?, e.objectid)))
             .filter(|(kind, _)| {
                 matches!(kind, ReportEvent::BuildStarted | ReportEvent::BuildFinished)
-                    && takes(config, usage, *kind)
+                    && taken.contains(*kind)
             })
             .filter(|key| seen.get(key).is_none())
             .collect()
@@ -529,4 +550,58 @@ async fn previous_result(shared: &Shared, build: &Value) -> Result<Option<i32>, 
         .find(|b| branch(b) == branch(build))
         .and_then(|b| b["results"].as_i64())
         .map(|r| r as i32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LuaGeneration;
+
+    /// Each reporter of `reporters` (Lua constructors), compiled.
+    fn reporters(reporters: &str) -> Vec<ReporterConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let source =
+            format!("local mb = require('moonbot')\nreturn {{ reporters = {{ {reporters} }} }}");
+        std::fs::write(dir.path().join("master.lua"), source).unwrap();
+        let (_lua, raw) = LuaGeneration::load(dir.path()).unwrap();
+        crate::config::compile::compile(&raw).unwrap().reporters
+    }
+
+    fn taken(config: &ReporterConfig) -> Vec<ReportEvent> {
+        ReportEvent::ALL
+            .into_iter()
+            .filter(|e| events_taken(config).contains(*e))
+            .collect()
+    }
+
+    /// The master records only what some reporter takes: reporters of
+    /// builds cost no buildset or worker rows.
+    #[test]
+    fn a_reporter_takes_the_events_its_generators_report() {
+        use ReportEvent::*;
+        let all = reporters(
+            r#"mb.reporters.http_push { name = "starts", url = "http://x" },
+               mb.reporters.slack { webhook = "http://x" },
+               mb.reporters.github_status { token = "t" },
+               mb.reporters.http_push { name = "sets", url = "http://x", generators = {
+                   mb.generators.buildset_combined {},
+                   mb.generators.worker_missing {} } }"#,
+        );
+        let kinds: Vec<Vec<ReportEvent>> = all.iter().map(taken).collect();
+        assert_eq!(
+            kinds,
+            [
+                vec![BuildStarted, BuildFinished],
+                vec![BuildFinished],
+                vec![BuildsetNew, BuildStarted, BuildFinished],
+                vec![BuildsetComplete, WorkerMissing],
+            ]
+        );
+        let union = all
+            .iter()
+            .map(events_taken)
+            .fold(ReportEvents::default(), ReportEvents::union);
+        assert!(ReportEvent::ALL.into_iter().all(|e| union.contains(e)));
+        assert!(!events_taken(&all[1]).contains(BuildStarted));
+    }
 }

@@ -7,13 +7,19 @@
 //! an id may commit after a higher one: a reporter reads up to the first
 //! missing id, and passes it only after [`GAP_WAIT`], as a rolled-back
 //! one); asks its generators ([`generators`]) which to report and renders
-//! each into requests (its transport: [`http_push`] …), stored with its new
-//! position in one write; then delivers what is due ([`delivery`]),
-//! retrying with backoff on 5xx answers, timeouts and 429 (honouring
-//! `Retry-After`), giving up on a 4xx or after `max_attempts`, and stores
-//! the attempts in one write. Under a stream of builds a
-//! busy reporter gathers events (up to [`GATHER`]) between turns, so its
-//! cost is a few statements per turn, not per build.
+//! each into requests (its transport: [`http_push`] …). With nothing
+//! pending in its queue (most turns) it sends them, then stores them with
+//! how each went and its new position in one write: a crash between the
+//! two sends them again after the restart (at least once, as a crash
+//! between any send and its record would), and a message is never lost.
+//! Otherwise it stores them with its new position, then delivers what is
+//! due ([`delivery`]) in order behind what was pending, and stores the
+//! attempts. It retries with backoff on 5xx answers, timeouts and 429
+//! (honouring `Retry-After`), and gives up on a 4xx or after
+//! `max_attempts`. Under a stream of builds a busy reporter gathers events
+//! (up to [`GATHER`]) between turns, so its cost is a few statements per
+//! turn, not per build. An idle one is woken when a batch stores a report
+//! event (it does not follow the bus).
 //! A restart resumes from the stored position and the stored queue; a
 //! removed reporter's queue is dropped, with a log line saying how much.
 
@@ -36,7 +42,6 @@ use crate::shared::Shared;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tracing::{info, warn};
 
 /// Events read per turn.
@@ -79,7 +84,8 @@ fn config_of(shared: &Shared, name: &str) -> Option<ReporterConfig> {
 async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): TaskSignals) {
     // Events stored from now on are this reporter's (see `start_position`).
     let started = crate::data::now();
-    let mut events = shared.data.bus.subscribe();
+    // Changes when a batch storing report events commits.
+    let mut stored = shared.data.watch_report_events();
     // One HTTP agent for the reporter's life: its connections are reused.
     let agent = ureq::AgentBuilder::new().build();
     // The last state queued per commit and context (GitLab refuses some
@@ -99,9 +105,7 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
             Default::default()
         }
     };
-    // The first missing event id after the position, and since when.
-    let mut gap: Option<(i64, std::time::Instant)> = None;
-    let mut position = loop {
+    let (objectid, position) = loop {
         match start_position(&shared, &name, started).await {
             Ok(p) => break p,
             Err(e) => {
@@ -113,9 +117,13 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
             }
         }
     };
-    // When the earliest retry in the queue is due: read once, then known
-    // from the turns' own attempts.
-    let mut next_retry = shared.data.next_delivery_at(&name).await.ok().flatten();
+    // The first turn reads the queue a restart left.
+    let mut progress = Progress {
+        objectid,
+        position,
+        gap: None,
+        backlog: true,
+    };
     loop {
         if *shutdown.borrow() {
             break;
@@ -123,34 +131,26 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
         let Some(config) = config_of(&shared, &name) else {
             break;
         };
-        let now = crate::data::now();
-        if next_retry.is_some_and(|at| at <= now) {
-            next_retry = None;
-        }
-        let busy = match turn(
-            &agent,
-            &shared,
-            &config,
-            &mut position,
-            &mut last_states,
-            &mut gap,
-        )
-        .await
-        {
-            Ok(done) => {
-                if let Some(at) = done.retry_at {
-                    next_retry = Some(next_retry.map_or(at, |n| n.min(at)));
+        // Seen before the turn reads: one stored while it runs wakes the next.
+        stored.borrow_and_update();
+        // Whether it is busy (how long to gather), and when the earliest
+        // pending delivery is due.
+        let (busy, next_retry) =
+            match turn(&agent, &shared, &config, &mut progress, &mut last_states).await {
+                Ok(done) => (
+                    done.more.then(|| {
+                        Duration::from_millis(done.carried as u64).clamp(MIN_GATHER, GATHER)
+                    }),
+                    done.retry_at,
+                ),
+                Err(e) => {
+                    // What the turn tried stays pending (or, not stored, is
+                    // made again): look again soon, reading the queue.
+                    progress.backlog = true;
+                    warn!(reporter = %name, "reporting failed: {e}; trying again");
+                    (None, Some(crate::data::now() + 1.0))
                 }
-                done.more
-                    .then(|| Duration::from_millis(done.carried as u64).clamp(MIN_GATHER, GATHER))
-            }
-            Err(e) => {
-                // What the turn tried stays pending: look again soon.
-                next_retry = Some(crate::data::now() + 1.0);
-                warn!(reporter = %name, "reporting failed: {e}; trying again");
-                None
-            }
-        };
+            };
         let mut wait = match next_retry {
             Some(at) => Duration::from_secs_f64(
                 (at - crate::data::now()).clamp(0.0, IDLE_WAIT.as_secs_f64()),
@@ -161,23 +161,19 @@ async fn run(shared: Arc<Shared>, name: String, (mut settings, mut shutdown): Ta
             wait = wait.min(gather);
         }
         // A gap in the events: look again soon.
-        if gap.is_some() {
+        if progress.gap.is_some() {
             wait = wait.min(GAP_RECHECK);
         }
-        // Only what stores a report event wakes it early (a build's start or
-        // end, a new buildset, a missing worker), and only an idle reporter:
-        // a busy one gathers a burst into its next turn.
+        // Only a stored report event wakes it early (a build's start or end,
+        // a new or finished buildset, a missing worker), and only an idle
+        // reporter: a busy one gathers a burst into its next turn.
         let idle = busy.is_none();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            () = next_report_event(&mut events), if idle => {}
+            Ok(()) = stored.changed(), if idle => {}
             _ = settings.changed() => {}
             _ = shutdown.changed() => break,
         }
-        while !matches!(
-            events.try_recv(),
-            Err(TryRecvError::Empty | TryRecvError::Closed)
-        ) {}
     }
     // Removed from master.lua (not the master stopping): its queue goes.
     if config_of(&shared, &name).is_none() {
@@ -222,26 +218,6 @@ async fn render(
     })
 }
 
-/// The next bus event whose row stored a report event (or a lag: some
-/// may have been missed); never, once the bus is closed.
-async fn next_report_event(events: &mut tokio::sync::broadcast::Receiver<crate::mq::Event>) {
-    loop {
-        match events.recv().await {
-            Ok(e) if stores_report_event(&e.key) => return,
-            Ok(_) => {}
-            Err(RecvError::Lagged(_)) => return,
-            Err(RecvError::Closed) => std::future::pending::<()>().await,
-        }
-    }
-}
-
-/// Whether an event's topic is one whose row stored a report event.
-fn stores_report_event(key: &str) -> bool {
-    (key.starts_with("builds/") && (key.ends_with("/new") || key.ends_with("/finished")))
-        || (key.starts_with("buildsets/") && (key.ends_with("/new") || key.ends_with("/complete")))
-        || (key.starts_with("workers/") && key.ends_with("/missing"))
-}
-
 /// Where the reporter reads from: its stored position, or (a new reporter,
 /// whose task started at `started`) the newest event before it started, so
 /// it reports what comes after it, not the history, even when its first
@@ -270,30 +246,46 @@ struct TurnDone {
     /// It had work (events read, requests sent or queued): there may be
     /// more, soon (a build's end waits for its start to be delivered).
     more: bool,
-    /// The earliest retry it scheduled.
+    /// When the earliest delivery left pending is due (a retry's time).
     retry_at: Option<f64>,
     /// Events read and messages sent or queued.
     carried: usize,
 }
 
-/// One turn: make requests of the new events and store them with the new
-/// position (one write), then deliver what is due, those included, and
-/// store how each attempt ended (one write).
+/// A reporter's place in the events and what it knows of its queue.
+struct Progress {
+    /// The reporter's object id (its state's key) and its position.
+    objectid: i64,
+    position: i64,
+    /// The first missing event id after the position, and since when.
+    gap: Option<(i64, std::time::Instant)>,
+    /// Some delivery may be pending (a retry, a held or untried one, or not
+    /// known yet: a turn after a start reads the queue). While none is,
+    /// what a turn makes goes out before it is stored.
+    backlog: bool,
+}
+
+/// One turn: make requests of the new events. With nothing pending in the
+/// queue (most turns), send them, then store them, how each went and the
+/// new position in one write; a restart between the two sends them again
+/// (at least once, as a crash between a send and its record would).
+/// Otherwise store them with the position (one write), deliver what is
+/// due, those included behind any earlier ones of their order key, and
+/// store how each attempt ended (one more).
 async fn turn(
     agent: &ureq::Agent,
     shared: &Shared,
     config: &ReporterConfig,
-    (objectid, position): &mut (i64, i64),
+    progress: &mut Progress,
     last_states: &mut HashMap<String, String>,
-    gap: &mut Option<(i64, std::time::Instant)>,
 ) -> Result<TurnDone, DataError> {
     let mut events = shared
         .data
-        .report_events_after(*position, EVENTS_PER_TURN)
+        .report_events_after(progress.position, EVENTS_PER_TURN)
         .await?;
-    let read = events.len() as u64;
-    events.truncate(up_to_gap(&events, *position, gap));
-    let mut queued = Vec::new();
+    let read = events.len();
+    events.truncate(up_to_gap(&events, progress.position, &mut progress.gap));
+    let mut made = Vec::new();
     generators::read_builds(shared, config, &events).await?;
     for event in &events {
         let Some(kind) = ReportEvent::parse(&event.kind) else {
@@ -309,31 +301,41 @@ async fn turn(
         )
         .await?
         {
-            match render(shared, config, &report, event.id, queued.len(), last_states).await {
+            match render(shared, config, &report, event.id, made.len(), last_states).await {
                 Ok(requests) => {
                     for (request, state) in requests {
                         if let Some(state) = state {
                             last_states.insert(request.order_key.clone(), state);
                         }
-                        queued.push(request);
+                        made.push(request);
                     }
                 }
                 Err(e) => warn!(reporter = %config.name, "could not render a report: {e}"),
             }
         }
     }
-    // The requests and the new position first, so what the events called
-    // for goes out in this turn.
     let new_position = events.last().map(|e| e.id);
-    let made = queued.len();
+    let carried = events.len() + made.len();
+    let more = read > 0 || !made.is_empty();
+    if !progress.backlog && made.len() <= DELIVERIES_PER_TURN as usize {
+        let retry_at = send_then_store(agent, shared, config, progress, new_position, made).await?;
+        return Ok(TurnDone {
+            more,
+            retry_at,
+            carried,
+        });
+    }
+    // The requests and the new position first, so what the events called
+    // for goes out in this turn, behind what was pending.
     if new_position.is_some() {
+        let queued = made.into_iter().map(|d| (d, None)).collect();
         shared
             .data
-            .record_turn(&config.name, *objectid, new_position, queued, &[])
+            .record_turn(&config.name, progress.objectid, new_position, queued, &[])
             .await?;
     }
     if let Some(p) = new_position {
-        *position = p;
+        progress.position = p;
     }
     let due = shared
         .data
@@ -343,30 +345,99 @@ async fn turn(
     let tried = due.len();
     let attempts = deliver(agent, config, due).await;
     let untried = attempts.len() < tried;
-    let mut retry_at: Option<f64> = None;
     let attempts: Vec<(i64, _)> = attempts
         .into_iter()
         .map(|(d, attempt)| {
             delivery::log(&config.name, &d, &attempt);
-            if let reports::Attempt::Retry { retry_at: at, .. } = &attempt {
-                retry_at = Some(retry_at.map_or(*at, |r: f64| r.min(*at)));
-            }
             (d.id, attempt)
         })
         .collect();
-    let carried = events.len() + made + attempts.len();
-    let more = full || untried || made > 0 || !attempts.is_empty() || read > 0;
     if !attempts.is_empty() {
         shared
             .data
-            .record_turn(&config.name, *objectid, None, Vec::new(), &attempts)
+            .record_turn(&config.name, progress.objectid, None, Vec::new(), &attempts)
             .await?;
     }
+    // What is left pending: when the earliest is due (none: the next turn
+    // may send before it stores).
+    let retry_at = if full || untried {
+        Some(crate::data::now())
+    } else {
+        shared.data.next_delivery_at(&config.name).await?
+    };
+    progress.backlog = retry_at.is_some();
     Ok(TurnDone {
-        more,
+        more: more || full || untried || !attempts.is_empty(),
         retry_at,
-        carried,
+        carried: carried + attempts.len(),
     })
+}
+
+/// The turn with an empty queue: send what it made, then store it with how
+/// each went and the new position, in one write. Returns when the earliest
+/// one left pending is due (a retry, or one not tried: now).
+async fn send_then_store(
+    agent: &ureq::Agent,
+    shared: &Shared,
+    config: &ReporterConfig,
+    progress: &mut Progress,
+    new_position: Option<i64>,
+    made: Vec<NewDelivery>,
+) -> Result<Option<f64>, DataError> {
+    let Some(p) = new_position else {
+        return Ok(None);
+    };
+    let now = crate::data::now();
+    // Not stored yet: a request's id here is its index in `made`.
+    let unsent = made
+        .iter()
+        .enumerate()
+        .map(|(i, d)| report_deliveries::Model {
+            id: i as i64,
+            reporter: config.name.clone(),
+            eventid: d.eventid,
+            order_key: d.order_key.clone(),
+            method: d.method.clone(),
+            url: d.url.clone(),
+            headers_json: serde_json::to_string(&d.headers).unwrap_or_else(|_| "[]".into()),
+            body: d.body.clone(),
+            state: "pending".into(),
+            attempts: 0,
+            next_attempt_at: now,
+            last_status: None,
+            last_error: None,
+            created_at: now,
+            done_at: None,
+        })
+        .collect();
+    let mut outcomes: Vec<Option<reports::Attempt>> = vec![None; made.len()];
+    for (d, attempt) in deliver(agent, config, unsent).await {
+        delivery::log(&config.name, &d, &attempt);
+        if let Some(slot) = outcomes.get_mut(d.id as usize) {
+            *slot = Some(attempt);
+        }
+    }
+    let retry_at = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Some(reports::Attempt::Delivered { .. } | reports::Attempt::Failed { .. }) => None,
+            Some(reports::Attempt::Retry { retry_at, .. }) => Some(*retry_at),
+            None => Some(now),
+        })
+        .min_by(f64::total_cmp);
+    progress.backlog = retry_at.is_some();
+    shared
+        .data
+        .record_turn(
+            &config.name,
+            progress.objectid,
+            Some(p),
+            made.into_iter().zip(outcomes).collect(),
+            &[],
+        )
+        .await?;
+    progress.position = p;
+    Ok(retry_at)
 }
 
 /// How many of `events` (read after `position`) may be reported now: those
