@@ -386,8 +386,10 @@ impl Data {
         Ok(select.all(&self.db).await?)
     }
 
-    /// When the reporter's next pending delivery is due, if any is pending.
-    pub async fn next_delivery_at(&self, reporter: &str) -> Result<Option<f64>, DataError> {
+    /// When the reporter's next retry is due: the earliest pending delivery
+    /// already tried (one never tried is either due now or waits behind an
+    /// earlier one of its order key that was tried), if any.
+    pub async fn next_retry_at(&self, reporter: &str) -> Result<Option<f64>, DataError> {
         use report_deliveries::Column as C;
         #[derive(FromQueryResult)]
         struct Next {
@@ -398,6 +400,7 @@ impl Data {
             .column_as(C::NextAttemptAt.min(), "at")
             .filter(C::Reporter.eq(reporter))
             .filter(C::State.eq("pending"))
+            .filter(C::Attempts.gt(0))
             .into_model::<Next>()
             .one(&self.db)
             .await?;

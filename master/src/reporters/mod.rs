@@ -361,12 +361,14 @@ async fn turn(
             .record_turn(&config.name, progress.objectid, None, Vec::new(), &attempts)
             .await?;
     }
-    // What is left pending: when the earliest is due (none: the next turn
-    // may send before it stores).
+    // What is left pending: more now (a full turn, or some not tried), or
+    // retries, and behind them, those of their order keys (every other
+    // pending one was due, so tried). None: the next turn may send before
+    // it stores.
     let retry_at = if full || untried {
         Some(crate::data::now())
     } else {
-        shared.data.next_delivery_at(&config.name).await?
+        shared.data.next_retry_at(&config.name).await?
     };
     progress.backlog = retry_at.is_some();
     Ok(TurnDone {
