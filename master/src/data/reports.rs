@@ -314,13 +314,9 @@ impl Data {
             ]);
             for (d, attempt) in deliveries {
                 let headers = serde_json::to_string(&d.headers).unwrap_or_else(|_| "[]".into());
-                let o = attempt.as_ref().map(Outcome::of).unwrap_or(Outcome {
-                    state: "pending",
-                    status: None,
-                    error: None,
-                    next_attempt_at: at,
-                    done_at: None,
-                });
+                let o = attempt
+                    .as_ref()
+                    .map_or_else(|| Outcome::queued(at), Outcome::of);
                 insert.values([
                     reporter.into(),
                     d.eventid.into(),
@@ -513,9 +509,7 @@ impl Data {
     }
 }
 
-/// Add the record of one attempt at each of the deliveries `ids` (which
-/// all ended alike) to `batch`.
-/// A delivery's columns after an attempt.
+/// A delivery's columns after an attempt (or queued, untried).
 struct Outcome {
     state: &'static str,
     status: Option<i32>,
@@ -525,6 +519,17 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// Queued at `at`, not tried yet: due at once.
+    fn queued(at: f64) -> Outcome {
+        Outcome {
+            state: "pending",
+            status: None,
+            error: None,
+            next_attempt_at: at,
+            done_at: None,
+        }
+    }
+
     fn of(attempt: &Attempt) -> Outcome {
         let at = now();
         let (state, status, error, next_attempt_at, done_at) = match attempt {
